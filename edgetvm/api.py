@@ -1,0 +1,177 @@
+"""The compile API: the whole journey of a model, from file to artifact, on one screen.
+
+    frontend (file -> Relax) -> passes (fuse, prune, quantize) -> schedules (lower + schedule kernels)
+    -> backend (TVM VM library, or standalone C module) -> artifact + JSON sidecar
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from . import __version__
+from .artifact import FORMAT_VERSION, Runner, read_sidecar, sha256_file, sidecar_path, verify_artifact
+from .backends.vm import build_vm, export_vm_library
+from .errors import ArtifactError, first_line
+from .frontends import load_model
+from .io import atomic_path, atomic_write_json
+from .schedules.lower import legalize_and_fuse
+from .specs import ImportedModel, TensorSpec
+from .targets import ResolvedTarget, resolve_target
+
+
+@dataclass
+class CompileReport:
+    """What the compiler did: passes run, their findings, kernel counts, timings."""
+
+    passes: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"passes": self.passes, "details": self.details, "timings": self.timings}
+
+
+class CompiledModel:
+    """A compiled model: ``export`` it, or (for host targets) call it directly."""
+
+    def __init__(self, imported: ImportedModel, scheduled: tvm.IRModule, target: ResolvedTarget,
+                 report: CompileReport, num_threads: int | None):
+        self.imported = imported
+        self.scheduled = scheduled
+        self.target = target
+        self.report = report
+        self.num_threads = num_threads
+        self._executable = None
+        self._runner = None
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self.imported.inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self.imported.outputs
+
+    @property
+    def executable(self) -> relax.VMExecutable:
+        if self._executable is None:
+            started = time.perf_counter()
+            self._executable = build_vm(self.scheduled, self.target)
+            self.report.timings["build"] = time.perf_counter() - started
+        return self._executable
+
+    def export(self, path: str | os.PathLike, *, standalone: bool = False) -> Path:
+        """Write the ``.so`` (and, standalone, its ``.h`` and example ``main.c``) plus the JSON sidecar."""
+        path = Path(path)
+        if standalone:
+            from .backends.standalone import export_standalone
+
+            files = export_standalone(self.scheduled, self.imported, self.target, path,
+                                      num_threads=self.num_threads)
+        else:
+            with atomic_path(path) as tmp:
+                # TVM's exporter picks the linker by suffix, so the temporary name keeps ``.so``.
+                tmp_so = tmp.with_suffix(".so")
+                try:
+                    export_vm_library(self.executable, tmp_so, self.target)
+                    os.replace(tmp_so, tmp)
+                finally:
+                    tmp_so.unlink(missing_ok=True)
+            files = [path]
+        atomic_write_json(sidecar_path(path), self._sidecar(path, standalone, files))
+        return path
+
+    def _sidecar(self, path: Path, standalone: bool, files: list[Path]) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": "standalone" if standalone else "tvm-vm",
+            "sha256": sha256_file(path),
+            "files": [Path(f).name for f in files],
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+            "target": self.target.to_json(),
+            "num_threads": self.num_threads,
+            "source": self.imported.source,
+            "passes": self.report.passes,
+            "report": self.report.to_json(),
+            "edgetvm_version": __version__,
+            "tvm_version": tvm.__version__,
+        }
+
+    def _host_runner(self) -> Runner:
+        if self.target.is_arm:
+            raise ArtifactError(
+                f"this model was compiled for {self.target.preset} (ARM); export it and run it on the board, "
+                f"or under qemu through the standalone backend"
+            )
+        if self._runner is None:
+            self._runner = _vm_runner(self.executable, self.inputs, self.outputs, self.num_threads, "<compiled model>")
+        return self._runner
+
+    def __call__(self, *args, **kwargs):
+        return self._host_runner()(*args, **kwargs)
+
+    def run_dict(self, *args, **kwargs) -> dict[str, np.ndarray]:
+        return self._host_runner().run_dict(*args, **kwargs)
+
+
+def _vm_runner(executable, inputs, outputs, num_threads, label) -> Runner:
+    if num_threads:
+        tvm.runtime.num_threads = num_threads  # read by the thread pool when it first starts
+        os.environ.setdefault("TVM_NUM_THREADS", str(num_threads))
+    device = tvm.cpu()
+    vm = relax.VirtualMachine(executable, device)
+
+    def invoke(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        result = vm["main"](*[tvm.runtime.tensor(a, device) for a in arrays])
+        items = list(result) if isinstance(result, (tvm.ir.Array, list, tuple)) else [result]
+        return [item.numpy() for item in items]
+
+    return Runner(inputs, outputs, invoke, label)
+
+
+def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
+    model,
+    target: str | dict = "host",
+    *,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    num_threads: int | None = None,
+) -> CompiledModel:
+    """Compile ``model`` (ONNX path, bytes or ModelProto; TFLite path) for ``target``."""
+    resolved = resolve_target(target)
+    report = CompileReport()
+    started = time.perf_counter()
+    imported = load_model(model, input_shapes)
+    report.timings["import"] = time.perf_counter() - started
+
+    mod = imported.mod
+
+    started = time.perf_counter()
+    scheduled = legalize_and_fuse(mod, resolved)
+    report.timings["lower"] = time.perf_counter() - started
+    return CompiledModel(imported, scheduled, resolved, report, num_threads)
+
+
+def load(path: str | os.PathLike, *, num_threads: int | None = None) -> Runner:
+    """Load a host artifact written by ``CompiledModel.export``: checked against its sidecar first."""
+    meta = read_sidecar(path)
+    verify_artifact(path, meta)
+    inputs = [TensorSpec.from_json(t) for t in meta["inputs"]]
+    outputs = [TensorSpec.from_json(t) for t in meta["outputs"]]
+    if meta["kind"] == "standalone":
+        from .backends.standalone import load_standalone
+
+        return load_standalone(path, inputs, outputs)
+    try:
+        executable = tvm.runtime.load_module(str(path))
+    except Exception as exc:  # noqa: BLE001 - TVM raises plain RuntimeError through tvm_ffi
+        raise ArtifactError(f"{path}: TVM's runtime could not load the library: {first_line(exc)}") from None
+    return _vm_runner(executable, inputs, outputs, num_threads, str(path))

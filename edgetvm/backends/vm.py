@@ -1,0 +1,42 @@
+"""The TVM-runtime backend: a Relax VM executable exported as a shared library.
+
+For ARM targets the library is cross-compiled and linked with ``arm-linux-gnueabihf-g++``; the board
+loads it with TVM's runtime (``tvm.runtime.load_module`` + ``relax.VirtualMachine``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+
+from ..errors import CompileError, first_line
+from ..targets import ARM_CROSS_CXX, ResolvedTarget, require_tool
+
+
+def vm_lowering_pipeline(target: ResolvedTarget) -> tvm.transform.Pass:
+    """What TVM's CPU pipeline does after legalization: dataflow lowering and memory planning."""
+    tgt = target.tvm_target
+    return tvm.transform.Sequential(cpu_pipeline.dataflow_lower_passes(tgt) + cpu_pipeline.finalize_passes(tgt))
+
+
+def build_vm(scheduled: tvm.IRModule, target: ResolvedTarget) -> relax.VMExecutable:
+    """Build a VM executable from a module whose kernels are already TIR (see schedules.lower)."""
+    try:
+        return tvm.compile(scheduled, target=target.tvm_target, relax_pipeline=vm_lowering_pipeline(target))
+    except Exception as exc:  # noqa: BLE001 - TVM raises plain RuntimeError/ValueError through tvm_ffi
+        raise CompileError(f"TVM failed to build the module for {target.preset}: {first_line(exc)}") from exc
+
+
+def export_vm_library(executable: relax.VMExecutable, path: str | os.PathLike, target: ResolvedTarget) -> None:
+    """Write the executable as a shared library at ``path`` (the caller makes it atomic)."""
+    if target.is_arm:
+        from tvm.support import cc
+
+        cxx = require_tool(ARM_CROSS_CXX, f"exporting an ARM artifact for {target.preset}")
+        fcompile = cc.cross_compiler(cxx, options=["-mfloat-abi=hard", "-mfpu=neon-vfpv4"])
+        executable.export_library(str(path), fcompile=fcompile)
+    else:
+        executable.export_library(str(path))

@@ -1,0 +1,136 @@
+"""The ``edgetvm`` command line. Each subcommand is one function; errors print as one clear line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EdgeTVMError, InputError
+
+
+def parse_shape_args(items: list[str] | None) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for item in items or []:
+        name, sep, dims = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise InputError(f"--input-shape {item!r}: write NAME=D0,D1,..., for example data=1,3,112,112") from None
+    return shapes
+
+
+def add_compile_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that compiles a model."""
+    parser.add_argument("model", help="ONNX or TFLite model file")
+    parser.add_argument("--target", "-t", default="host", help="preset name (see `edgetvm targets`) or a TVM target JSON dict")
+    parser.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...", help="static input shape (repeatable)")
+    parser.add_argument("--threads", type=int, default=None, help="threads the compiled model runs with")
+
+
+def compile_kwargs(args: argparse.Namespace) -> dict:
+    target = args.target
+    if target.lstrip().startswith("{"):
+        try:
+            target = json.loads(target)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--target {args.target!r} is not valid JSON: {exc}") from None
+    return {"target": target, "input_shapes": parse_shape_args(args.input_shape), "num_threads": args.threads}
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from . import api
+
+    compiled = api.compile(args.model, **compile_kwargs(args))
+    out = compiled.export(args.output, standalone=args.standalone)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KiB) for {compiled.target.preset}")
+    return 0
+
+
+def _read_input_arg(item: str) -> tuple[str | None, np.ndarray]:
+    name, sep, path = item.partition("=")
+    if not sep:
+        name, path = None, item
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--input {item!r}: cannot read {path} as a .npy file ({exc})") from None
+    return name, data
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import api
+
+    model = api.load(args.artifact, num_threads=args.threads)
+    pairs = [_read_input_arg(item) for item in args.input]
+    if all(name is None for name, _ in pairs):
+        outputs = model.run_dict(*[arr for _, arr in pairs])
+    else:
+        if any(name is None for name, _ in pairs):
+            raise InputError("--input: either name every input (NAME=x.npy) or none")
+        outputs = model.run_dict(**{name: arr for name, arr in pairs})
+    for name, arr in outputs.items():
+        print(f"{name}: shape={list(arr.shape)} dtype={arr.dtype} min={arr.min():.6g} max={arr.max():.6g} "
+              f"mean={arr.mean():.6g}")
+    if args.output:
+        from .io import atomic_path
+
+        with atomic_path(args.output) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **outputs)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from .targets import list_targets
+
+    rows = list_targets()
+    width = max(len(r[0]) for r in rows)
+    for names, cpu, desc in rows:
+        print(f"{names:<{width}}  {cpu:<12}  {desc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgetvm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compile", help="compile a model to a .so (and JSON sidecar)")
+    add_compile_options(p)
+    p.add_argument("-o", "--output", required=True, help="output .so path")
+    p.add_argument("--standalone", action="store_true", help="standalone C module (.so + .h + main.c), no TVM runtime")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run a host artifact on .npy inputs")
+    p.add_argument("artifact")
+    p.add_argument("--input", "-i", action="append", required=True, metavar="[NAME=]x.npy")
+    p.add_argument("-o", "--output", help="write all outputs to this .npz")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("targets", help="list target presets")
+    p.set_defaults(func=cmd_targets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgeTVMError as exc:
+        print(f"edgetvm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgetvm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

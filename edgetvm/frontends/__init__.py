@@ -1,0 +1,37 @@
+"""Model files to Relax: ONNX (path, bytes or ModelProto) and TFLite (path)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ModelLoadError
+from ..specs import ImportedModel
+
+
+def detect_format(model) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise ModelLoadError(f"{path}: no such model file")
+        if path.suffix.lower() == ".tflite":
+            return "tflite"
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        # TFLite flatbuffers carry the file identifier "TFL3" at byte 4.
+        return "tflite" if head[4:8] == b"TFL3" else "onnx"
+    if isinstance(model, (bytes, bytearray)):
+        return "tflite" if bytes(model[4:8]) == b"TFL3" else "onnx"
+    return "onnx"
+
+
+def load_model(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ImportedModel:
+    """Import ``model`` into Relax with static shapes; weights become bound constants."""
+    fmt = detect_format(model)
+    if fmt == "tflite":
+        from .tflite import import_tflite
+
+        return import_tflite(model, input_shapes)
+    from .onnx import import_onnx
+
+    return import_onnx(model, input_shapes)
