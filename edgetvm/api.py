@@ -77,7 +77,7 @@ class CompiledModel:
             files = export_standalone(self.scheduled, self.imported, self.target, path,
                                       num_threads=self.num_threads)
         else:
-            with atomic_path(path) as tmp:
+            with atomic_path(path, mode=0o755) as tmp:
                 # TVM's exporter picks the linker by suffix, so the temporary name keeps ``.so``.
                 tmp_so = tmp.with_suffix(".so")
                 try:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .errors import EdgeTVMError, InputError
+from .errors import EdgeTVMError, InputError, first_line
 
 
 def parse_shape_args(items: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -130,6 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgetvm: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: one line for the user, the trace in a file
+        log = _save_traceback(exc)
+        print(f"edgetvm: internal error: {type(exc).__name__}: {first_line(exc)}\n"
+              f"  this is a bug in edgetvm, not in your input; please report it with {log}", file=sys.stderr)
+        return 70
+
+
+def _save_traceback(exc: BaseException) -> str:
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="edgetvm-crash-", suffix=".txt")
+    with os.fdopen(fd, "w") as fh:
+        fh.write("".join(traceback.format_exception(exc)))
+    return path
 
 
 if __name__ == "__main__":

@@ -9,6 +9,18 @@ from ..errors import ModelLoadError
 from ..specs import ImportedModel
 
 
+ZOO_PREFIX = "zoo:"
+
+
+def resolve_zoo(model):
+    """``"zoo:retinaface"`` names a real model of models.md; it is fetched into the cache."""
+    if isinstance(model, str) and model.startswith(ZOO_PREFIX):
+        from ..zoo import fetch
+
+        return fetch(model[len(ZOO_PREFIX):])
+    return model
+
+
 def detect_format(model) -> str:
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
@@ -27,6 +39,7 @@ def detect_format(model) -> str:
 
 def load_model(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ImportedModel:
     """Import ``model`` into Relax with static shapes; weights become bound constants."""
+    model = resolve_zoo(model)
     fmt = detect_format(model)
     if fmt == "tflite":
         from .tflite import import_tflite

@@ -1,0 +1,77 @@
+"""Refuse models whose declared shapes need more memory than a limit, before anything is allocated.
+
+A hostile or corrupt model can declare an input of shape [2**20, 2**20] or an initializer whose dims
+promise terabytes. Every declared tensor size is computed from the protobuf's metadata alone (no
+tensor data is decoded) and checked against ``EDGETVM_MAX_TENSOR_BYTES`` (default 1 GiB per tensor)
+and ``EDGETVM_MAX_MODEL_BYTES`` (default 4 GiB for all declared tensors together).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+
+from ..errors import ModelLoadError, ResourceLimitError
+
+DEFAULT_MAX_TENSOR_BYTES = 1 << 30
+DEFAULT_MAX_MODEL_BYTES = 4 << 30
+
+
+def _limit(env: str, default: int) -> int:
+    value = os.environ.get(env)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ResourceLimitError(f"{env}={value!r} is not a whole number of bytes") from None
+
+
+def _itemsize(elem_type: int, where: str) -> int:
+    try:
+        np_type = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+    except (KeyError, ValueError, TypeError):
+        raise ModelLoadError(f"{where}: unknown ONNX element type {elem_type}") from None
+    return max(np.dtype(np_type).itemsize, 1)
+
+
+def _declared_bytes(dims, elem_type: int, where: str) -> int:
+    count = 1
+    for d in dims:
+        if d < 0:
+            raise ModelLoadError(f"{where}: negative dimension {d} in shape {list(dims)}")
+        count *= d
+    return count * _itemsize(elem_type, where)
+
+
+def check_onnx_memory(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]], source: str) -> None:
+    """Raise ResourceLimitError if any declared tensor, or all together, exceed the limits."""
+    max_tensor = _limit("EDGETVM_MAX_TENSOR_BYTES", DEFAULT_MAX_TENSOR_BYTES)
+    max_model = _limit("EDGETVM_MAX_MODEL_BYTES", DEFAULT_MAX_MODEL_BYTES)
+    declared: list[tuple[str, int]] = []
+    for init in proto.graph.initializer:
+        declared.append((f"initializer {init.name!r}",
+                         _declared_bytes(init.dims, init.data_type, f"{source}: initializer {init.name!r}")))
+    for value in proto.graph.input:
+        tensor_type = value.type.tensor_type
+        if value.name in input_shapes:
+            dims = input_shapes[value.name]
+        else:
+            dims = [d.dim_value for d in tensor_type.shape.dim if d.HasField("dim_value")]
+        declared.append((f"input {value.name!r}",
+                         _declared_bytes(dims, tensor_type.elem_type or 1, f"{source}: input {value.name!r}")))
+    total = 0
+    for what, size in declared:
+        if size > max_tensor:
+            raise ResourceLimitError(
+                f"{source}: {what} declares {size / 2**20:.1f} MiB, over the per-tensor limit of "
+                f"{max_tensor / 2**20:.0f} MiB; the model is corrupt or hostile, or raise EDGETVM_MAX_TENSOR_BYTES"
+            )
+        total += size
+    if total > max_model:
+        raise ResourceLimitError(
+            f"{source}: its tensors declare {total / 2**20:.1f} MiB in all, over the limit of "
+            f"{max_model / 2**20:.0f} MiB; raise EDGETVM_MAX_MODEL_BYTES if the model is genuine"
+        )
