@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -30,6 +31,9 @@ def pytest_collection_modifyitems(config, items):
     # run; a developer machine without it sees them skipped with the reason.
     if _have_arm_tools():
         return
+    if os.environ.get("CI") == "true":
+        raise pytest.UsageError("CI=true but the ARM cross toolchain or qemu-arm is missing: scripts/setup.sh "
+                                "should have installed gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user")
     skip = pytest.mark.skip(reason="ARM cross toolchain or qemu-arm missing: run scripts/setup.sh")
     for item in items:
         if "arm" in item.keywords:
