@@ -22,7 +22,12 @@ from .backends.vm import build_vm, export_vm_library
 from .errors import ArtifactError, first_line
 from .frontends import load_model
 from .io import atomic_path, atomic_write_json
-from .schedules.lower import legalize_and_fuse
+from .prune import prune_for_compile
+from .passes.pipeline import fusion_passes, run_passes
+from .frontends.onnx_qdq import load_model_for_quantization
+from .passes.quantize import quantize_model
+from .schedules.int8 import schedule_int8_kernels
+from .schedules.lower import codegen_target, legalize_and_fuse, schedule_kernels
 from .specs import ImportedModel, TensorSpec
 from .targets import ResolvedTarget, resolve_target
 
@@ -144,18 +149,61 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     *,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     num_threads: int | None = None,
+    fuse: bool = True,
+    passes: list | None = None,
+    quantize: str | None = None,
+    calibration=None,
+    calibration_mode: str = "minmax",
+    prune: float | dict | None = None,
+    prune_criterion: str | dict = "l1",
 ) -> CompiledModel:
-    """Compile ``model`` (ONNX path, bytes or ModelProto; TFLite path) for ``target``."""
-    resolved = resolve_target(target)
+    """Compile ``model`` (ONNX path, bytes or ModelProto; TFLite path) for ``target``.
+
+    ``fuse`` runs the exact graph rewrites of ``passes.pipeline.fusion_passes`` (batch norm and
+    scale/shift folding, activation canonicalisation); ``passes`` are further ``tvm.transform.Pass``
+    instances run after them. ``report.passes`` names what ran, ``report.details[name]`` says what
+    each pass found (e.g. which batch norms were folded and why others were not).
+    """
+    resolved = codegen_target(resolve_target(target))
     report = CompileReport()
     started = time.perf_counter()
-    imported = load_model(model, input_shapes)
+    # int8 keeps an already-quantized ONNX model's integer weights (frontends/onnx_qdq.py).
+    imported = load_model(model, input_shapes) if quantize is None else load_model_for_quantization(model, input_shapes)
     report.timings["import"] = time.perf_counter() - started
+
+    if prune is not None:
+        # Before BN folding: the bn_gamma criterion reads the BNs. ``prune`` is a fraction of each
+        # group's channels or {layer pattern: fraction}; ``calibration`` feeds least-squares recovery.
+        started = time.perf_counter()
+        imported, report.details["prune"] = prune_for_compile(model, imported, prune, prune_criterion, calibration,
+                                                              input_shapes)
+        report.passes.append("PruneChannels")
+        report.timings["prune"] = time.perf_counter() - started
 
     mod = imported.mod
 
     started = time.perf_counter()
+    mod, ran = run_passes(mod, (fusion_passes() if fuse else []) + list(passes or []))
+    for name, findings in ran:
+        report.passes.append(name)
+        if findings is not None:
+            report.details[name] = findings
+    report.timings["passes"] = time.perf_counter() - started
+
+    if quantize is not None:
+        # int8: calibrate on ``calibration`` (arrays, .npy/images or a directory of them) unless
+        # the model is QDQ already; see passes/quantize.py.
+        started = time.perf_counter()
+        mod, report.details["quantize"] = quantize_model(mod, imported.inputs, quantize, calibration,
+                                                         calibration_mode)
+        report.passes.append(f"Quantize({quantize})")
+        report.timings["quantize"] = time.perf_counter() - started
+
+    started = time.perf_counter()
     scheduled = legalize_and_fuse(mod, resolved)
+    scheduled = schedule_int8_kernels(scheduled, resolved, num_threads)
+    # Default schedules for every kernel not scheduled yet (schedules/cpu.py).
+    scheduled = schedule_kernels(scheduled, resolved, num_threads, report.details.setdefault("schedules", {}))
     report.timings["lower"] = time.perf_counter() - started
     return CompiledModel(imported, scheduled, resolved, report, num_threads)
 
@@ -169,7 +217,7 @@ def load(path: str | os.PathLike, *, num_threads: int | None = None) -> Runner:
     if meta["kind"] == "standalone":
         from .backends.standalone import load_standalone
 
-        return load_standalone(path, inputs, outputs)
+        return load_standalone(path, inputs, outputs, num_threads=num_threads)
     try:
         executable = tvm.runtime.load_module(str(path))
     except Exception as exc:  # noqa: BLE001 - TVM raises plain RuntimeError through tvm_ffi

@@ -32,6 +32,13 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", "-t", default="host", help="preset name (see `edgetvm targets`) or a TVM target JSON dict")
     parser.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...", help="static input shape (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="threads the compiled model runs with")
+    parser.add_argument("--no-fuse", action="store_true",
+                        help="skip the exact graph rewrites (batch-norm / scale-shift folding, activation canonicalisation)")
+    parser.add_argument("--prune", type=float, default=None, metavar="RATIO",
+                        help="prune this fraction of each layer's channels first (lossy; see `edgetvm prune`)")
+    parser.add_argument("--prune-criterion", default="l1", choices=["l1", "bn_gamma"], help="channel ranking for --prune")
+    parser.add_argument("--prune-calib", default=None, metavar="DIR",
+                        help="calibration inputs (.npy or images) for --prune's least-squares recovery")
 
 
 def compile_kwargs(args: argparse.Namespace) -> dict:
@@ -41,13 +48,23 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
             target = json.loads(target)
         except json.JSONDecodeError as exc:
             raise InputError(f"--target {args.target!r} is not valid JSON: {exc}") from None
-    return {"target": target, "input_shapes": parse_shape_args(args.input_shape), "num_threads": args.threads}
+    kwargs = {"target": target, "input_shapes": parse_shape_args(args.input_shape), "num_threads": args.threads,
+              "fuse": not getattr(args, "no_fuse", False)}
+    if getattr(args, "prune", None) is not None:
+        kwargs.update(prune=args.prune, prune_criterion=args.prune_criterion)
+        if args.prune_calib:
+            kwargs["calibration"] = args.prune_calib
+    return kwargs
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from . import api
 
     compiled = api.compile(args.model, **compile_kwargs(args))
+    if getattr(args, "explain", False):
+        from .passes.pipeline import explain
+
+        print("\n".join(explain(compiled.report.passes, compiled.report.details)))
     out = compiled.export(args.output, standalone=args.standalone)
     print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KiB) for {compiled.target.preset}")
     return 0
@@ -88,6 +105,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect import inspect_model, render_json, render_text
+
+    info = inspect_model(args.model, parse_shape_args(args.input_shape) or None)
+    print(render_json(info) if args.json else render_text(info))
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .prune import prune_model
+
+    ratio = args.ratio
+    if args.layer_ratio:
+        ratio = {"*": args.ratio}
+        for item in args.layer_ratio:
+            pattern, sep, value = item.rpartition("=")
+            try:
+                if not sep or not pattern:
+                    raise ValueError
+                ratio[pattern] = float(value)
+            except ValueError:
+                raise InputError(f"--layer-ratio {item!r}: write PATTERN=FRACTION, for example 'conv_1*=0.5'") from None
+    pruned = prune_model(args.model, ratio, criterion=args.criterion, calibration=args.calib,
+                         recover=not args.no_recover, input_shapes=parse_shape_args(args.input_shape) or None)
+    out = pruned.save(args.output)
+    report = pruned.report
+    changed = [g for g in report["groups"] if g["kept"] != g["channels"]]
+    for g in changed:
+        print(f"  {g['group']}: {g['channels']} -> {g['kept']} channels ({g.get('criterion')})")
+    for b in report["blocked"]:
+        print(f"  left alone: {', '.join(b['layers'])}: {'; '.join(b['why'])}")
+    refit = report["recovery"]["refit"]
+    print(f"pruned {len(changed)} layer groups, refit {len(refit)} layers, folded "
+          f"{len(report['recovery']['folded'])} constant contributions; wrote {out}")
+    if args.report:
+        from .io import atomic_write_json
+
+        atomic_write_json(args.report, report)
+    return 0
+
+
 def cmd_targets(args: argparse.Namespace) -> int:
     from .targets import list_targets
 
@@ -106,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compile_options(p)
     p.add_argument("-o", "--output", required=True, help="output .so path")
     p.add_argument("--standalone", action="store_true", help="standalone C module (.so + .h + main.c), no TVM runtime")
+    p.add_argument("--explain", action="store_true", help="print what each graph pass did, and why it declined where it did")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run a host artifact on .npy inputs")
@@ -115,8 +174,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("inspect", help="a model's operators, parameters, MACs, inputs and outputs")
+    p.add_argument("model", help="ONNX or TFLite model file")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...", help="static input shape (repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("prune", help="prune channels of an ONNX model and write the pruned ONNX (for fine-tuning)")
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("--ratio", type=float, default=0.3, help="fraction of each layer group's channels to remove (0: "
+                   "only channels whose output is constant, lossless)")
+    p.add_argument("--layer-ratio", action="append", metavar="PATTERN=FRACTION",
+                   help="ratio for the layers whose weight name matches PATTERN (fnmatch; repeatable)")
+    p.add_argument("--criterion", default="l1", choices=["l1", "bn_gamma"], help="how channels are ranked")
+    p.add_argument("--calib", default=None, metavar="DIR", help="calibration inputs (.npy or images) for "
+                   "least-squares recovery of the layers after each pruned one")
+    p.add_argument("--no-recover", action="store_true", help="skip the least-squares recovery")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...", help="static input shape (repeatable)")
+    p.add_argument("--report", default=None, metavar="JSON", help="write the full pruning report here")
+    p.add_argument("-o", "--output", required=True, help="pruned .onnx path")
+    p.set_defaults(func=cmd_prune)
+
     p = sub.add_parser("targets", help="list target presets")
     p.set_defaults(func=cmd_targets)
+
+    from .face.cli import add_face_commands
+
+    add_face_commands(sub)
     return parser
 
 

@@ -75,3 +75,38 @@ def check_onnx_memory(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int,
             f"{source}: its tensors declare {total / 2**20:.1f} MiB in all, over the limit of "
             f"{max_model / 2**20:.0f} MiB; raise EDGETVM_MAX_MODEL_BYTES if the model is genuine"
         )
+
+
+# TFLite TensorType enum -> bytes per element (schema.fbs order).
+_TFLITE_ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8, 13: 4,
+                    14: 4, 15: 1, 16: 2, 17: 1}
+
+
+def check_tflite_memory(model, source: str) -> None:
+    """The same limits for a parsed ``tflite.Model``: every tensor's declared shape, no data read."""
+    max_tensor = _limit("EDGETVM_MAX_TENSOR_BYTES", DEFAULT_MAX_TENSOR_BYTES)
+    max_model = _limit("EDGETVM_MAX_MODEL_BYTES", DEFAULT_MAX_MODEL_BYTES)
+    total = 0
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        for t in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(t)
+            name = (tensor.Name() or b"?").decode(errors="replace")
+            count = 1
+            for d in range(tensor.ShapeLength()):
+                dim = tensor.Shape(d)
+                if dim < -1:
+                    raise ModelLoadError(f"{source}: tensor {name!r} has a negative dimension {dim}")
+                count *= max(dim, 1)
+            size = count * _TFLITE_ITEMSIZE.get(tensor.Type(), 8)
+            if size > max_tensor:
+                raise ResourceLimitError(
+                    f"{source}: tensor {name!r} declares {size / 2**20:.1f} MiB, over the per-tensor limit of "
+                    f"{max_tensor / 2**20:.0f} MiB; the model is corrupt or hostile, or raise EDGETVM_MAX_TENSOR_BYTES"
+                )
+            total += size
+    if total > max_model:
+        raise ResourceLimitError(
+            f"{source}: its tensors declare {total / 2**20:.1f} MiB in all, over the limit of "
+            f"{max_model / 2**20:.0f} MiB; raise EDGETVM_MAX_MODEL_BYTES if the model is genuine"
+        )

@@ -1,69 +1,322 @@
-"""ONNX to Relax, wrapping ``tvm.relax.frontend.onnx`` and adding what real face models need."""
+"""ONNX to Relax, wrapping ``tvm.relax.frontend.onnx`` and adding what real face models need.
+
+The journey of an ONNX model (each step is an ONNX-to-ONNX rewrite in ``onnx_rewrites``):
+
+    read (path, bytes, ModelProto) -> drop weight "inputs" -> static input shapes -> validate
+    -> fold constant DequantizeLinear -> check every op against TVM's converter (one error listing
+    all unsupported ops) -> fold shape arithmetic -> Dropout to Identity
+    -> (for TVM only) blank Resize's empty scales -> TVM's ONNX converter
+    -> ImportedModel (ONNX input/output names, static shapes, notes)
+"""
 
 from __future__ import annotations
 
-import os
+import contextlib
+import io
+import operator
+import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import tvm
-from tvm import relax
-from tvm.relax.frontend.onnx import from_onnx
 
-from ..errors import InputError, ModelLoadError, UnsupportedModelError
+from ..errors import InputError, ModelLoadError, UnsupportedModelError, first_line
 from ..specs import ImportedModel, TensorSpec
+from .onnx_rewrites import (
+    drop_weight_inputs,
+    dropout_to_identity,
+    fold_constant_dequantize,
+    fold_shape_subgraphs,
+    normalize_resize_inputs,
+    remove_dead_nodes,
+    set_input_shapes,
+)
+from .signature import output_specs
+from .validate import validate_onnx
+
+# Op types TVM's importer handles itself rather than through its converter map.
+DIRECTLY_HANDLED_OPS = {"Constant", "If"}
 
 
 def read_onnx(model) -> tuple[onnx.ModelProto, str]:
+    """Parse ``model`` (path, bytes or ModelProto); a truncated or corrupt file is a ModelLoadError."""
     if isinstance(model, onnx.ModelProto):
-        return model, "<ModelProto>"
-    if isinstance(model, (bytes, bytearray)):
-        source, data = "<bytes>", bytes(model)
+        proto, source = model, "<ModelProto>"
     else:
-        source = str(model)
+        if isinstance(model, (bytes, bytearray)):
+            source, data = "<bytes>", bytes(model)
+        else:
+            source = str(model)
+            try:
+                data = Path(model).read_bytes()
+            except OSError as exc:
+                raise ModelLoadError(f"{source}: cannot read the model file ({exc.strerror})") from None
         try:
-            data = Path(model).read_bytes()
-        except OSError as exc:
-            raise ModelLoadError(f"{source}: cannot read the model file ({exc.strerror})") from None
-    try:
-        proto = onnx.load_from_string(data)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
+            proto = onnx.load_from_string(data)
+        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
+            raise ModelLoadError(
+                f"{source}: not a valid ONNX file ({type(exc).__name__}); the file may be truncated or corrupt. "
+                f"Re-export or re-download it."
+            ) from None
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        load_external_weights(proto, model, source)
+    if not proto.graph.node or not proto.graph.output:
         raise ModelLoadError(
-            f"{source}: not a valid ONNX file ({type(exc).__name__}); the file may be truncated or corrupt. "
-            f"Re-export or re-download it."
-        ) from None
-    if not proto.graph.node:
-        raise ModelLoadError(f"{source}: the ONNX file holds no graph nodes; it is empty, truncated or not ONNX")
+            f"{source}: the ONNX file holds no graph nodes or outputs; it is empty, truncated or not ONNX"
+        )
+    check_graph_wiring(proto, source)
     return proto, source
 
 
-def import_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ImportedModel:
-    proto, source = read_onnx(model)
-    initializer_names = {t.name for t in proto.graph.initializer}
-    graph_inputs = [i for i in proto.graph.input if i.name not in initializer_names]
-    shapes = {}
-    for value in graph_inputs:
-        dims = [d.dim_value if d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim]
-        shapes[value.name] = dims
-    for name, shape in (input_shapes or {}).items():
-        if name not in shapes:
-            raise InputError(f"{source}: --input-shape names {name!r}, but the model's inputs are {list(shapes)}")
-        shapes[name] = list(shape)
-    missing = {n: s for n, s in shapes.items() if any(d is None for d in s)}
-    if missing:
+def load_external_weights(proto: onnx.ModelProto, model, source: str) -> None:
+    """Weights stored next to the .onnx file (models over 2 GB, or exported with external data)."""
+    if isinstance(model, (bytes, bytearray, onnx.ModelProto)):
+        raise ModelLoadError(f"{source}: the model keeps its weights in external files; pass the .onnx path "
+                             f"instead so they can be found next to it")
+    try:
+        onnx.external_data_helper.load_external_data_for_model(proto, str(Path(model).resolve().parent))
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, onnx's checker ValidationError
+        raise ModelLoadError(f"{source}: cannot read the model's external weight file ({exc}); keep the "
+                             f"weight files next to the .onnx file") from None
+
+
+def check_graph_wiring(proto: onnx.ModelProto, source: str) -> None:
+    """Every node reads only names produced before it (ONNX requires topological order)."""
+    known = {v.name for v in proto.graph.input} | {t.name for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        for name in node.input:
+            if name and name not in known:
+                raise ModelLoadError(
+                    f"{source}: node {node.name or node.op_type!r} ({node.op_type}) reads {name!r}, which no "
+                    f"earlier node, initializer or graph input produces; the graph is malformed or not "
+                    f"topologically sorted. Re-export the model."
+                )
+        known.update(node.output)
+    for out in proto.graph.output:
+        if out.name not in known:
+            raise ModelLoadError(f"{source}: graph output {out.name!r} is produced by no node; re-export the model")
+
+
+def onnx_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 1
+
+
+def name_unnamed_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give every nameless node the name ``<OpType>_<index>`` so errors can point at it."""
+    if all(node.name for node in model.graph.node):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    taken = {node.name for node in out.graph.node}
+    for index, node in enumerate(out.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+    return out
+
+
+def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """Op type -> node names, for every node TVM 0.27's ONNX converter cannot convert at this opset."""
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    convert_map = _get_convert_map()
+    opset = onnx_opset(model)
+    found: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx"):
+            key = f"{node.domain}.{op}"
+        elif op in DIRECTLY_HANDLED_OPS:
+            continue
+        elif op not in convert_map:
+            key = op
+        else:
+            try:
+                convert_map[op].get_converter(opset)
+                continue
+            except NotImplementedError:
+                key = f"{op} (opset {opset})"
+        found.setdefault(key, []).append(node.name)
+    # Blocked DequantizeLinear survives the weight folding only on activations: TVM rejects it.
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.domain in ("", "ai.onnx"):
+            if any(a.name == "block_size" and a.i for a in node.attribute):
+                found.setdefault("DequantizeLinear (block_size on a non-constant input)", []).append(node.name)
+    return found
+
+
+def check_supported(model: onnx.ModelProto, source: str) -> None:
+    found = unsupported_ops(model)
+    if not found:
+        return
+    lines = []
+    for op, nodes in sorted(found.items()):
+        shown = ", ".join(nodes[:5]) + (f", ... ({len(nodes)} nodes)" if len(nodes) > 5 else "")
+        lines.append(f"  {op}: {shown}")
+    raise UnsupportedModelError(
+        f"{source}: {len(found)} operator type(s) are not supported by TVM 0.27's ONNX importer:\n"
+        + "\n".join(lines)
+        + "\nReplace them in the model (re-export with other ops, or a lower opset), or remove those nodes.",
+        found,
+    )
+
+
+def graph_input_dims(model: onnx.ModelProto) -> dict[str, list[int | str | None]]:
+    """Each graph input's dims: an int when static, the ``dim_param`` name (or None) when dynamic."""
+    dims = {}
+    for value in model.graph.input:
+        tt = value.type.tensor_type
+        if not tt.HasField("shape"):
+            dims[value.name] = None
+            continue
+        dims[value.name] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
+                            for d in tt.shape.dim]
+    return dims
+
+
+def resolve_input_shapes(model: onnx.ModelProto, source: str,
+                         input_shapes: dict[str, tuple[int, ...]] | None) -> dict[str, tuple[int, ...]]:
+    """Static shapes for every graph input: the model's own, completed by ``input_shapes``."""
+    declared = graph_input_dims(model)
+    names = list(declared)
+    given = dict(input_shapes or {})
+    unknown = [n for n in given if n not in declared]
+    if unknown:
         raise InputError(
-            f"{source}: inputs {missing} have dynamic dimensions; give static ones, for example "
-            f"--input-shape {next(iter(missing))}=1,3,112,112"
+            f"{source}: input_shapes names {unknown}, but the model's inputs are {names}; "
+            f"write for example --input-shape {names[0]}=..." if names else f"{source}: the model has no inputs"
         )
-    mod = from_onnx(proto, shape_dict=shapes, keep_params_in_input=False)
-    return _imported(mod, source, "onnx")
+    shapes = {}
+    for name, dims in declared.items():
+        if name in given:
+            try:
+                shape = tuple(operator.index(d) for d in given[name])
+            except TypeError:
+                shape = ()
+            if not shape or not all(d > 0 for d in shape):
+                raise InputError(f"{source}: input {name!r}: shape {given[name]!r} must be positive integers")
+            if dims is not None and len(shape) != len(dims):
+                raise InputError(f"{source}: input {name!r} has rank {len(dims)} ({_show(dims)}), "
+                                 f"but the given shape {shape} has rank {len(shape)}")
+            # A static dim may be overridden too (a fully convolutional model at another resolution);
+            # a graph whose constants assume the declared size then fails at that node, named.
+            shapes[name] = shape
+        elif dims is None or any(not isinstance(d, int) for d in dims):
+            # Dynamic dims show as their names (HEIGHT, WIDTH); a dynamic batch is 1 in the example.
+            example = [d if isinstance(d, int) else 1 if i == 0 else str(d or f"D{i}").upper()
+                       for i, d in enumerate(dims or ["D0"])]
+            raise InputError(
+                f"{source}: input {name!r} has dynamic dimensions ({_show(dims)}); give it a static shape: "
+                f"--input-shape {name}={','.join(map(str, example))} on the command line, or "
+                f"input_shapes={{{name!r}: ({', '.join(map(str, example))})}} in Python, with the sizes you will run at"
+            )
+        else:
+            shapes[name] = tuple(dims)
+    return shapes
 
 
-def _imported(mod: tvm.IRModule, source: str, fmt: str) -> ImportedModel:
+def _show(dims) -> str:
+    if dims is None:
+        return "unknown rank"
+    return "[" + ", ".join(str(d) if d is not None else "?" for d in dims) + "]"
+
+
+def overridden_dims_note(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    notes = []
+    for name, dims in graph_input_dims(model).items():
+        if dims and any(isinstance(d, int) and d != s for d, s in zip(dims, shapes[name])):
+            notes.append(f"input {name!r} declared {_show(dims)}, compiled at {list(shapes[name])}")
+    return notes
+
+
+def prepare_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None, *,
+                 fold_dequantize: bool = True) -> tuple[onnx.ModelProto, str, dict[str, tuple[int, ...]], list[str]]:
+    """All ONNX-level rewrites, without TVM: ``(rewritten model, source, static input shapes, notes)``.
+
+    The rewritten model is still a valid ONNX model that onnxruntime can run (it is how the tests
+    check the rewrites themselves are exact). ``convert_to_relax`` adapts it further for TVM.
+    """
+    proto, source = read_onnx(model)
+    notes: list[str] = []
+    proto = name_unnamed_nodes(proto)
+    proto = drop_weight_inputs(proto, notes)
+    shapes = resolve_input_shapes(proto, source, input_shapes)
+    notes += overridden_dims_note(proto, shapes)
+    # Corrupt or hostile structure (payload sizes, declared memory, schema) before any rewrite reads it.
+    validate_onnx(proto, source, shapes)
+    if fold_dequantize:
+        proto = fold_constant_dequantize(proto, notes)
+    check_supported(proto, source)
+    proto = set_input_shapes(proto, shapes)
+    try:
+        proto = fold_shape_subgraphs(proto, notes)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from None
+    proto = dropout_to_identity(proto, notes)
+    proto = remove_dead_nodes(proto, notes)
+    return proto, source, shapes, notes
+
+
+def node_tracking_importer(shapes: dict[str, tuple[int, ...]]):
+    """TVM's ONNX graph importer, remembering in ``.current`` the (op, node) it converts."""
+    from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
+
+    class NodeTrackingImporter(ONNXGraphImporter):
+        current: tuple[str, str] | None = None
+
+        def _convert_operator(self, op_name, inputs, attrs, opset):
+            self.current = (op_name, attrs.get("tvm_custom", {}).get("name", ""))
+            return super()._convert_operator(op_name, inputs, attrs, opset)
+
+    return NodeTrackingImporter({k: list(v) for k, v in shapes.items()}, "float32", keep_params_in_input=False)
+
+
+def convert_to_relax(proto: onnx.ModelProto, source: str, shapes: dict[str, tuple[int, ...]],
+                     notes: list[str] | None = None) -> tvm.IRModule:
+    """TVM's converter on a prepared graph; its failures become UnsupportedModelError naming the node.
+
+    Resize inputs are normalized here, not in ``prepare_onnx``: the result is what TVM's converter
+    reads, but not valid ONNX at opset 11-12 (see ``onnx_rewrites.resize_inputs``).
+    """
+    proto = normalize_resize_inputs(proto, notes)
+    if proto.ir_version < 3:
+        raise ModelLoadError(f"{source}: ONNX IR version {proto.ir_version} is too old; re-export with a newer exporter")
+    importer = node_tracking_importer(shapes)
+    captured = io.StringIO()
+    try:
+        # TVM prints the failing op's inputs to stdout and warns about renamed inputs: keep both quiet.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(captured):
+            warnings.simplefilter("ignore")
+            return importer.from_onnx(proto.graph, onnx_opset(proto))
+    except Exception as exc:  # noqa: BLE001 - TVM raises AssertionError/ValueError/RuntimeError
+        if importer.current is None:
+            raise UnsupportedModelError(f"{source}: TVM's ONNX importer failed: {first_line(exc)}") from exc
+        op, node = importer.current
+        raise UnsupportedModelError(
+            f"{source}: TVM's ONNX importer cannot convert {op} node {node!r}: {first_line(exc).rstrip('.')}. "
+            f"Re-export the model without this construct, or report it with the node's attributes.",
+            {op: [node]},
+        ) from exc
+
+
+def import_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None, *,
+                fold_dequantize: bool = True) -> ImportedModel:
+    """Import an ONNX model into Relax with static shapes; weights become bound constants.
+
+    ``fold_dequantize=False`` keeps DequantizeLinear of integer weights in the graph (for an int8
+    mode that consumes them); TVM's converter then needs them unblocked.
+    """
+    proto, source, shapes, notes = prepare_onnx(model, input_shapes, fold_dequantize=fold_dequantize)
+    mod = convert_to_relax(proto, source, shapes, notes)
     func = mod["main"]
-    inputs = [TensorSpec(str(p.name), tuple(int(d) for d in p.ty.shape), str(p.ty.dtype)) for p in func.params]
-    ret = func.ret_ty
-    fields = ret.fields if isinstance(ret, relax.TupleType) else [ret]
-    outputs = [TensorSpec(f"output_{i}", tuple(int(d) for d in f.shape), str(f.dtype)) for i, f in enumerate(fields)]
-    return ImportedModel(mod, inputs, outputs, source, fmt)
+    params = list(func.params)
+    input_names = list(shapes)
+    inputs = [TensorSpec(name, shapes[name], str(p.ty.dtype)) for name, p in zip(input_names, params)]
+    output_names = [o.name for o in proto.graph.output]
+    return ImportedModel(mod, inputs, output_specs(func, output_names, source), source, "onnx", notes)

@@ -1,21 +1,64 @@
 """From a Relax graph to a Relax module whose kernels are scheduled TIR PrimFuncs.
 
-legalize (Relax ops -> TIR) -> fuse ops into kernels -> schedule each kernel. The result is still a
-Relax module with ``call_tir`` calls: the backends take it from there (TVM VM or standalone C).
+layout (NHWC/HWIO) -> legalize (Relax ops -> TIR) -> fold constant weights (incl. their layout
+change) -> fuse ops into kernels -> schedule each kernel. The result is still a Relax module with
+``call_tir`` calls: the backends take it from there (TVM VM or standalone C).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
+
 import tvm
-from tvm import relax
+from tvm import relax, tirx
 
 from ..targets import ResolvedTarget
+from .cpu import CpuScheduleConfig, schedule_kernel
+from .const_fold import fold_constants_with_numpy
+from .layout import channels_last
+
+# Vector registers of the float unit: 16 q registers on ARMv7 NEON, 16 ymm with AVX2, 32 zmm with
+# AVX-512. Half of them hold a register tile's accumulators.
+_ARM_VECTOR_REGISTERS = 16
+
+
+# LLVM's tuning for in-order ARMv7 cores (Cortex-A7/A9) keeps NEON multiply-accumulate out of the
+# code (slow-VMLA/VFMA and VMLx-hazard features) and contracts fmul + fadd into an FMA only when
+# allowed to: without these the conv kernels get a vmul.f32 + vadd.f32 pair per MAC, not one vfma.f32.
+ARM_FMA_MATTR = ("-slowfpvfmx", "-slowfpvmlx", "-vmlx-hazards")
+
+
+def codegen_target(target: ResolvedTarget) -> ResolvedTarget:
+    """``target`` with the LLVM flags the default schedules rely on (ARM: NEON FMA on q registers)."""
+    if not target.is_arm:
+        return target
+    target_dict = dict(target.target_dict)
+    mattr = [str(a) for a in target_dict.get("mattr", [])]
+    mattr += [a for a in ARM_FMA_MATTR if a not in mattr]
+    target_dict["mattr"] = mattr
+    target_dict["fast-math-contract"] = True
+    import os
+    if os.environ.get("XCLOPT"):
+        target_dict["cl-opt"] = os.environ["XCLOPT"].split()
+    if os.environ.get("XMCPU"):
+        target_dict["mcpu"] = os.environ["XMCPU"]
+    return dataclasses.replace(target, target_dict=target_dict)
 
 
 def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget) -> tvm.IRModule:
     """Relax ops to TIR, then group elementwise tails with their producer into one kernel each."""
     seq = tvm.transform.Sequential(
         [
+            # Inference batch norm becomes a per-channel scale and shift the conv's tail absorbs.
+            relax.transform.DecomposeOpsForInference(),
+            # ... and its (y, mean, var) tuple must go, or the tuple blocks fusing the activation.
+            relax.transform.CanonicalizeBindings(),
+            relax.transform.DeadCodeElimination(),
+            channels_last(),
+            # The weights' layout change (OIHW -> HWIO) and bias reshapes become plain constants.
+            fold_constants_with_numpy,
+            relax.transform.DeadCodeElimination(),
             relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
@@ -26,3 +69,52 @@ def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget) -> tvm.IRModule
     )
     with target.tvm_target:
         return seq(mod)
+
+
+def schedule_config(target: ResolvedTarget, num_threads: int | None = None) -> CpuScheduleConfig:
+    """Vector lanes and register budget of ``target``, from LLVM's view of its CPU."""
+    tgt = target.tvm_target
+    lanes = target.vector_lanes
+    registers = _ARM_VECTOR_REGISTERS
+    if not target.is_arm:
+        try:
+            width = int(tvm.get_global_func("target.llvm_get_vector_width")(tgt))
+            has_feature = tvm.get_global_func("target.llvm_cpu_has_feature")
+            if width >= 128:
+                lanes = width // 32
+            registers = 32 if bool(has_feature("avx512f", tgt)) else 16
+        except Exception:  # noqa: BLE001 - a TVM built without these hooks: keep the preset's lanes
+            pass
+    import os
+    return CpuScheduleConfig(lanes=lanes, accumulators=int(os.environ.get('XACC', registers // 2)), num_threads=num_threads)
+
+
+def schedule_kernels(mod: tvm.IRModule, target: ResolvedTarget, num_threads: int | None = None,
+                     report: dict | None = None) -> tvm.IRModule:
+    """Apply the default schedule to every TIR kernel of ``mod`` (see :mod:`.cpu`).
+
+    Kernels that already carry a schedule (``tirx.is_scheduled``, e.g. from a tuning database) are
+    left alone. ``report`` (optional) receives per-kernel rules and a rule histogram.
+    """
+    config = schedule_config(target, num_threads)
+    updates = {}
+    kernels = {}
+    for gvar, func in mod.functions.items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        if func.attrs is not None and "tirx.is_scheduled" in func.attrs and bool(func.attrs["tirx.is_scheduled"]):
+            kernels[gvar.name_hint] = "pre-scheduled"
+            continue
+        result = schedule_kernel(func, config)
+        kernels[gvar.name_hint] = result.rule + (f" ({result.detail})" if result.detail else "")
+        if result.rule != "unscheduled":
+            updates[gvar] = result.func.with_attr("tirx.is_scheduled", True)
+    for gvar, func in updates.items():
+        mod[gvar] = func
+    if report is not None:
+        report["lanes"] = config.lanes
+        report["accumulators"] = config.accumulators
+        report["num_threads"] = num_threads
+        report["kernels"] = kernels
+        report["rules"] = dict(Counter(rule.split(" ")[0] for rule in kernels.values()))
+    return mod

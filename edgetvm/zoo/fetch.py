@@ -45,6 +45,8 @@ ASSETS: dict[str, Asset] = {
               "blazeface_short_range.tflite"),
         Asset("astronaut", "scikit-image", "0.26.0", "skimage/data/astronaut.png", "astronaut.png"),
         Asset("lfw_subset", "scikit-image", "0.26.0", "skimage/data/lfw_subset.npy", "lfw_subset.npy"),
+        Asset("grace_hopper", "matplotlib", "3.11.2", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+              "grace_hopper.jpg"),
     ]
 }
 

@@ -1,0 +1,151 @@
+"""Compile and link a standalone model: TVM kernels (.o) + runtime + call table + weights -> one .so.
+
+    kernels.o   TVM's LLVM code for the TIR kernels the plan calls (``tvm.tirx.build``)
+    runtime.o   edgetvm_runtime.c: the hooks the kernels import, thread pool, run loop
+    model.o     the generated call table and the prefixed C API
+    weights.o   the constants, ``.incbin``-ed from a binary blob by the assembler
+
+Linked with a version script that exports only the model's API, so the kernels and the runtime
+hooks never collide with a TVM runtime (or another model) in the same process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+
+from ...errors import CompileError, ToolchainError, first_line
+from ...targets import ARM_CROSS_CC, ResolvedTarget, require_tool
+from .plan import StaticPlan
+
+RUNTIME_DIR = Path(__file__).resolve().parent
+RUNTIME_SOURCE = RUNTIME_DIR / "edgetvm_runtime.c"
+
+
+def tvm_ffi_include() -> Path:
+    """The C ABI headers (tvm/ffi/c_api.h, dlpack) shipped in the apache-tvm-ffi wheel."""
+    import tvm_ffi
+
+    path = Path(tvm_ffi.__file__).resolve().parent / "include"
+    if not (path / "tvm" / "ffi" / "c_api.h").exists():
+        raise ToolchainError(f"{path}: tvm/ffi/c_api.h is missing; reinstall the apache-tvm-ffi wheel")
+    return path
+
+
+def c_compiler(target: ResolvedTarget) -> str:
+    if target.is_arm:
+        return require_tool(ARM_CROSS_CC, f"building a standalone module for {target.preset}")
+    return require_tool(os.environ.get("CC", "gcc"), "building a standalone module for the host")
+
+
+def target_cflags(target: ResolvedTarget) -> list[str]:
+    """Code generation flags matching the TVM target (the runtime must run on the same CPU)."""
+    if not target.is_arm:
+        return []
+    attrs = target.target_dict.get("mattr", [])
+    attrs = attrs.split(",") if isinstance(attrs, str) else list(attrs)
+    fpu = "neon-vfpv4" if any(a in ("+vfp4", "+vfp4d16") for a in attrs) else "neon"
+    flags = ["-mfloat-abi=hard", f"-mfpu={fpu}"]
+    cpu = target.target_dict.get("mcpu")
+    flags.append(f"-mcpu={cpu}" if cpu else "-march=armv7-a")
+    return flags
+
+
+@dataclass
+class StandaloneObjects:
+    """The object files of one build, kept for size accounting (benchmarks)."""
+
+    kernels: Path
+    runtime: Path
+    model: Path
+    weights: Path
+
+
+def _run(cmd: list[str], what: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        text = (proc.stderr or proc.stdout).strip()
+        missing = sorted(set(re.findall(r"undefined reference to `([^']+)'", text)))
+        if missing:
+            raise CompileError(
+                f"{what}: the kernels import runtime symbols the standalone runtime does not provide: "
+                f"{', '.join(missing)}. Export without standalone=True to use TVM's runtime"
+            )
+        raise CompileError(f"{what} failed ({' '.join(cmd[:1])}): {text[-1500:]}")
+
+
+def build_kernel_object(plan: StaticPlan, target: ResolvedTarget, path: Path) -> None:
+    """Compile exactly the kernels the plan calls, with TVM's default TIR pipeline, to an object file."""
+    funcs = {name: func.with_attr("global_symbol", name) for name, func in plan.kernels.items()}
+    try:
+        lib = tvm.tirx.build(tvm.IRModule(funcs), target=target.tvm_target, pipeline="default")
+        lib.write_to_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - TVM raises plain RuntimeError/ValueError through tvm_ffi
+        raise CompileError(f"TVM failed to compile the kernels for {target.preset}: {first_line(exc)}") from exc
+
+
+# The runtime symbols edgetvm_runtime.c defines. TVM's kernels reach the workspace and parallel
+# hooks through the ``__``-prefixed pointers and call the error hooks directly.
+PROVIDED_RUNTIME_SYMBOLS = frozenset(
+    prefix + name
+    for name in ("TVMBackendAllocWorkspace", "TVMBackendFreeWorkspace", "TVMBackendParallelLaunch",
+                 "TVMBackendParallelBarrier", "TVMFFIErrorSetRaisedFromCStr", "TVMFFIErrorSetRaisedFromCStrParts")
+    for prefix in ("", "__")
+)
+
+
+def check_kernel_imports(kernels: Path, target: ResolvedTarget) -> None:
+    """Refuse kernels that need more of TVM's runtime than the standalone runtime provides.
+
+    TVM declares most runtime hooks as weak, zero-initialised pointers in the kernel object
+    (``__TVMFFIFunctionCall``, ``__tvm_ffi__library_ctx``, ...), so such a kernel links fine and
+    would crash at its first call: the symbol table is the only place to catch it.
+    """
+    nm = require_tool("arm-linux-gnueabihf-nm" if target.is_arm else "nm", "checking the kernels' runtime imports")
+    listing = subprocess.run([nm, str(kernels)], capture_output=True, text=True, check=True).stdout
+    needed, packed = set(), set()
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        kind, name = parts[-2], parts[-1]
+        if name.startswith(".tvm_func."):
+            packed.add(name[len(".tvm_func."):])
+        elif kind in "UVvWw" and (name.startswith(("TVM", "__TVM")) or name == "__tvm_ffi__library_ctx"):
+            if name not in PROVIDED_RUNTIME_SYMBOLS:
+                needed.add(name)
+    if needed or packed:
+        calls = f"the packed function(s) {', '.join(sorted(packed))} and " if packed else ""
+        raise CompileError(
+            f"the kernels call {calls}TVM runtime symbols the standalone runtime does not provide "
+            f"({', '.join(sorted(needed))}); export without standalone=True to use TVM's runtime"
+        )
+
+
+def compile_and_link(plan: StaticPlan, target: ResolvedTarget, workdir: Path, model_c: Path, weights_s: Path,
+                     prefix: str, out_so: Path, soname: str) -> StandaloneObjects:
+    """Build all objects in ``workdir`` and link ``out_so`` (the caller makes it atomic)."""
+    cc = c_compiler(target)
+    objs = StandaloneObjects(workdir / "kernels.o", workdir / "edgetvm_runtime.o", workdir / "model.o",
+                             workdir / "weights.o")
+    build_kernel_object(plan, target, objs.kernels)
+    check_kernel_imports(objs.kernels, target)
+    cflags = ["-O2", "-std=gnu11", "-fPIC", "-fvisibility=hidden", "-ffunction-sections", "-fdata-sections",
+              "-Wall", "-Wno-unused-function", *target_cflags(target),
+              f"-I{RUNTIME_DIR}", f"-I{tvm_ffi_include()}"]
+    _run([cc, *cflags, "-c", str(RUNTIME_SOURCE), "-o", str(objs.runtime)], "compiling the standalone runtime")
+    _run([cc, *cflags, "-c", str(model_c), "-o", str(objs.model)], "compiling the model table")
+    _run([cc, *target_cflags(target), "-c", str(weights_s), "-o", str(objs.weights)], "assembling the weights")
+    version_script = workdir / "exports.map"
+    version_script.write_text(f"{{\n  global: {prefix}_*; edgetvm_model_prefix;\n  local: *;\n}};\n")
+    _run([cc, "-shared", *target_cflags(target), "-o", str(out_so),
+          str(objs.kernels), str(objs.runtime), str(objs.model), str(objs.weights),
+          f"-Wl,--version-script={version_script}", "-Wl,--gc-sections", "-Wl,--no-undefined",
+          "-Wl,-z,noexecstack", f"-Wl,-soname,{soname}", "-s", "-lm", "-lpthread"],
+         f"linking {soname}")
+    return objs

@@ -1,0 +1,33 @@
+"""Face analysis on top of edgetvm: detection (RetinaFace, YuNet), 5-point alignment, embedding
+(SFace, MobileFaceNet), verification; and the board bundle (``face.bundle``) that runs the same
+pipeline in C next to the standalone compiled networks.
+"""
+
+from .align import ARCFACE_TEMPLATE, align_face, alignment_matrix, umeyama
+from .detect import Face, decode_retinaface, decode_yunet, letterbox, retinaface_priors
+from .image import draw_faces, read_image, resize_bilinear, warp_affine, write_ppm
+from .nms import box_iou, nms
+from .pipeline import FacePipeline, Verification, cosine_similarity, l2_normalize
+
+__all__ = [
+    "ARCFACE_TEMPLATE",
+    "Face",
+    "FacePipeline",
+    "Verification",
+    "align_face",
+    "alignment_matrix",
+    "box_iou",
+    "cosine_similarity",
+    "decode_retinaface",
+    "decode_yunet",
+    "draw_faces",
+    "l2_normalize",
+    "letterbox",
+    "nms",
+    "read_image",
+    "resize_bilinear",
+    "retinaface_priors",
+    "umeyama",
+    "warp_affine",
+    "write_ppm",
+]

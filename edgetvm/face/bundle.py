@@ -1,0 +1,260 @@
+"""The board bundle: the face networks as standalone modules plus the C pipeline around them.
+
+``build_bundle(out_dir, target="armv7-neon")`` writes::
+
+    detector.so  detector.h       the detector, compiled by edgetvm (standalone C API, no TVM runtime)
+    recognizer.so  recognizer.h   the recognizer, likewise
+    face_proc.c  face_proc.h      pre/post-processing: letterbox, decode, NMS, alignment, warp
+    face_demo.c  face_config.h    the example program and its build settings
+    face_demo                     built for the target; runs next to the two .so files
+    bundle.json  README.txt       what was built, with which options; how to run it
+
+``run_bundle`` runs ``face_demo`` on an image (under qemu-arm for ARM targets) and parses what it
+prints, so tests compare the board pipeline with the Python one; ``stage_instructions`` counts guest
+instructions per stage with the N+1 minus 1 method.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError, CompileError, InputError
+from ..targets import resolve_target
+from .detect import RETINAFACE_MEAN_BGR, Face
+from .image import write_ppm
+from .networks import RECOGNIZER_SIZE, YUNET_SIZE, compile_network, network
+from .pipeline import DEFAULT_THRESHOLDS
+
+C_DIR = Path(__file__).resolve().parent / "c"
+STAGES = ("detect", "align", "embed")
+
+
+@dataclass
+class BundleSpec:
+    """What a bundle contains; ``bundle.json`` holds it (plus file hashes)."""
+
+    target: str
+    detector: str = "retinaface"
+    recognizer: str = "sface"
+    detector_size: tuple[int, int] = (320, 320)
+    score_threshold: float = 0.6
+    nms_threshold: float = 0.4
+    max_faces: int = 50
+    threshold: float | None = None
+    compile_options: dict = field(default_factory=dict)
+    num_threads: int | None = None
+
+    def to_json(self) -> dict:
+        options = {k: (v if isinstance(v, (str, int, float, bool, type(None))) else repr(v))
+                   for k, v in self.compile_options.items()}
+        return {"target": self.target, "detector": self.detector, "recognizer": self.recognizer,
+                "detector_size": list(self.detector_size), "score_threshold": self.score_threshold,
+                "nms_threshold": self.nms_threshold, "max_faces": self.max_faces, "threshold": self.threshold,
+                "compile_options": options, "num_threads": self.num_threads}
+
+
+def _config_header(spec: BundleSpec, embedding_size: int) -> str:
+    mean = RETINAFACE_MEAN_BGR if spec.detector == "retinaface" else (0.0, 0.0, 0.0)
+    w, h = spec.detector_size
+    return f"""/* face_config.h: build settings of this bundle, written by `edgetvm face build`. */
+#ifndef FACE_CONFIG_H_
+#define FACE_CONFIG_H_
+#define FACE_DETECTOR_YUNET {int(spec.detector == "yunet")}
+#define FACE_DET_W {w}
+#define FACE_DET_H {h}
+#define FACE_MEAN_B {mean[0]:.1f}f
+#define FACE_MEAN_G {mean[1]:.1f}f
+#define FACE_MEAN_R {mean[2]:.1f}f
+#define FACE_SCORE_THRESHOLD {float(spec.score_threshold)!r}f
+#define FACE_NMS_THRESHOLD {float(spec.nms_threshold)!r}f
+#define FACE_MAX_FACES {spec.max_faces}
+#define FACE_RECOGNIZER_NORMALIZE {int(spec.recognizer == "mobilefacenet")}
+#define FACE_EMBEDDING_SIZE {embedding_size}
+#define FACE_MATCH_THRESHOLD {float(spec.threshold)!r}f
+#endif
+"""
+
+
+README = """face bundle built by edgetvm for {target}
+
+Copy this directory to the board and run, with a binary PPM image (convert one on the host with
+`edgetvm face ppm photo.jpg photo.ppm`):
+
+    ./face_demo photo.ppm -o embeddings.bin        # faces (box, score, landmarks) + embeddings
+    ./face_demo a.ppm --verify b.ppm               # cosine similarity, same / different
+
+face_demo finds detector.so and recognizer.so beside itself (rpath $ORIGIN). To rebuild it:
+
+    {cc} -O2 -std=gnu99 -ffp-contract=off {cflags} -o face_demo face_demo.c face_proc.c \\
+        -L. -l:detector.so -l:recognizer.so -Wl,-rpath,'$ORIGIN' -lm
+
+Settings (detector {detector} at {w}x{h}, score > {score}, NMS IoU {nms}, match threshold {threshold})
+are in face_config.h and bundle.json.
+"""
+
+
+def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
+    """Compile the networks standalone for ``spec.target`` and build face_demo into ``out_dir``.
+
+    The directory is assembled beside ``out_dir`` and renamed into place at the end, so a failed
+    build never leaves a half-written bundle.
+    """
+    from ..backends.standalone.build import c_compiler, target_cflags
+
+    target = resolve_target(spec.target)
+    det_net, rec_net = network(spec.detector, "detector"), network(spec.recognizer, "recognizer")
+    if spec.detector == "yunet":
+        spec.detector_size = YUNET_SIZE
+    w, h = spec.detector_size
+    if w % 32 or h % 32 or w <= 0 or h <= 0:
+        raise InputError(f"detector size {w}x{h}: width and height must be positive multiples of 32")
+    if spec.threshold is None:
+        spec.threshold = DEFAULT_THRESHOLDS[spec.recognizer]
+    cc = c_compiler(target)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        detector = compile_network(det_net, spec.detector_size, spec.target, spec.compile_options, spec.num_threads)
+        detector.export(tmp / "detector.so", standalone=True)
+        recognizer = compile_network(rec_net, RECOGNIZER_SIZE, spec.target, spec.compile_options, spec.num_threads)
+        recognizer.export(tmp / "recognizer.so", standalone=True)
+        embedding_size = int(np.prod(recognizer.outputs[0].shape))
+        for name in ("face_proc.c", "face_proc.h", "face_demo.c"):
+            shutil.copyfile(C_DIR / name, tmp / name)
+        (tmp / "face_config.h").write_text(_config_header(spec, embedding_size))
+        cflags = target_cflags(target)
+        cmd = [cc, "-O2", "-std=gnu99", "-ffp-contract=off", "-Wall", *cflags, "-o", "face_demo", "face_demo.c",
+               "face_proc.c", "-L.", "-l:detector.so", "-l:recognizer.so", "-Wl,-rpath,$ORIGIN", "-lm"]
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CompileError(f"building face_demo for {target.preset} failed: {proc.stderr.strip()[-1500:]}")
+        (tmp / "README.txt").write_text(README.format(
+            target=target.preset, cc=Path(cc).name, cflags=" ".join(cflags), detector=spec.detector, w=w, h=h,
+            score=spec.score_threshold, nms=spec.nms_threshold, threshold=spec.threshold))
+        manifest = {"format": "edgetvm-face-bundle/1", **spec.to_json(), "arch": target.target_dict.get("mtriple", ""),
+                    "is_arm": target.is_arm, "qemu_cpu": target.qemu_cpu, "embedding_size": embedding_size,
+                    "files": sorted(p.name for p in tmp.iterdir())}
+        (tmp / "bundle.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        for path in tmp.iterdir():
+            path.chmod(0o755 if path.name in ("face_demo",) or path.suffix == ".so" else 0o644)
+        tmp.chmod(0o755)
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            os.replace(out_dir, old / "bundle")
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def read_manifest(bundle_dir: str | os.PathLike) -> dict:
+    path = Path(bundle_dir) / "bundle.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{bundle_dir}: not a face bundle (no bundle.json); build one with "
+                            f"`edgetvm face build -o {bundle_dir}`") from None
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc}); rebuild the bundle") from None
+
+
+@dataclass
+class BundleRun:
+    faces: list[Face]
+    embeddings: np.ndarray  # (faces, embedding_size)
+    stdout: str
+    instructions: int | None = None
+    # With ``other``: the faces of the second image and face_demo's cosine similarity of the two
+    # most confident faces.
+    other_faces: list[Face] = field(default_factory=list)
+    similarity: float | None = None
+
+
+def parse_faces(stdout: str) -> list[list[Face]]:
+    """The faces face_demo printed, one list per image it analysed."""
+    images: list[list[Face]] = []
+    for line in stdout.splitlines():
+        parts = line.split()
+        if parts[:1] == ["image"]:
+            images.append([])
+        elif parts[:1] == ["face"] and images:
+            faces = images[-1]
+            score = float(parts[parts.index("score") + 1])
+            b = parts.index("box")
+            box = np.array([float(v) for v in parts[b + 1:b + 5]], np.float32)
+            k = parts.index("landmarks")
+            lms = np.array([float(v) for v in parts[k + 1:k + 11]], np.float32).reshape(5, 2)
+            faces.append(Face(box, score, lms))
+    return images
+
+
+def _run_demo(bundle_dir: Path, manifest: dict, args: list[str], count: bool, timeout: float):
+    exe = (bundle_dir / "face_demo").resolve()
+    if manifest["is_arm"]:
+        from .. import emulate
+
+        run = emulate.run_arm([exe, *args], cpu=manifest.get("qemu_cpu") or None, count=count, timeout=timeout,
+                              cwd=bundle_dir)
+        return run.stdout, run.instructions
+    if count:
+        raise InputError("instruction counts need an ARM bundle (they come from qemu-arm)")
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, cwd=bundle_dir)
+    if proc.returncode != 0:
+        raise ArtifactError(f"{exe} failed (exit {proc.returncode}): {proc.stderr.strip()[-1500:]}")
+    return proc.stdout, None
+
+
+def run_bundle(bundle_dir: str | os.PathLike, image: np.ndarray, *, other: np.ndarray | None = None,
+               threads: int = 1, count: bool = False, repeat: tuple[str, int] | None = None,
+               timeout: float = 900) -> BundleRun:
+    """Run the bundle's face_demo on ``image`` (RGB array), and ``--verify`` against ``other``;
+    under qemu-arm for ARM bundles."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    with tempfile.TemporaryDirectory(prefix="edgetvm-face-run-") as tmp:
+        ppm = write_ppm(Path(tmp) / "image.ppm", image)
+        emb_path = Path(tmp) / "embeddings.bin"
+        args = [str(ppm), "-o", str(emb_path), "--threads", str(threads)]
+        if other is not None:
+            args += ["--verify", str(write_ppm(Path(tmp) / "other.ppm", other))]
+        if repeat is not None:
+            if repeat[0] not in STAGES:
+                raise InputError(f"repeat stage {repeat[0]!r}: choose one of {STAGES}")
+            args += ["--repeat", repeat[0], str(int(repeat[1]))]
+        stdout, instructions = _run_demo(bundle_dir, manifest, args, count, timeout)
+        embeddings = np.fromfile(emb_path, dtype=np.float32).reshape(-1, manifest["embedding_size"])
+    images = parse_faces(stdout)
+    similarity = None
+    for line in stdout.splitlines():
+        if line.startswith("similarity "):
+            similarity = float(line.split()[1])
+    return BundleRun(images[0] if images else [], embeddings, stdout, instructions,
+                     images[1] if len(images) > 1 else [], similarity)
+
+
+def stage_instructions(bundle_dir: str | os.PathLike, image: np.ndarray, n: int = 2,
+                       timeout: float = 1800) -> dict[str, int]:
+    """Guest instructions of each stage on ``image`` (all faces), single-threaded.
+
+    N+1 minus 1 per stage: a run with every stage once, and one run per stage repeating that stage
+    1 + n times; the difference over n is one execution of the stage, start-up left out.
+    """
+    base = run_bundle(bundle_dir, image, count=True, timeout=timeout)
+    counts = {"total_run": base.instructions, "faces": len(base.faces)}
+    for stage in STAGES:
+        more = run_bundle(bundle_dir, image, count=True, repeat=(stage, 1 + n), timeout=timeout)
+        counts[stage] = (more.instructions - base.instructions) // n
+    return counts

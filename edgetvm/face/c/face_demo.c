@@ -1,0 +1,210 @@
+/* face_demo: the whole face pipeline on the board, next to the standalone networks of the bundle.
+ *
+ *   ./face_demo IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] [--repeat STAGE N]
+ *
+ * Reads a binary PPM (P6) or PGM (P5) image, detects faces (detector.so), aligns each to the
+ * ArcFace 112x112 template and embeds it (recognizer.so). Prints one line per face
+ *
+ *   face I score S box X1 Y1 X2 Y2 landmarks X0 Y0 ... X4 Y4
+ *
+ * and writes the L2-normalised embeddings (faces x FACE_EMBEDDING_SIZE float32, native byte order)
+ * to -o. --verify prints the cosine similarity of the most confident faces of the two images and
+ * "same" or "different" at the bundle's threshold. --repeat runs one stage (detect, align or embed)
+ * N times, for counting a stage's instructions (N+1 minus 1 under qemu). Build settings (detector,
+ * input size, thresholds) are in face_config.h, written by `edgetvm face build`.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "detector.h"
+#include "face_config.h"
+#include "face_proc.h"
+#include "recognizer.h"
+
+#define MAX_DET_OUTPUTS 12
+
+typedef struct {
+  detector_ctx* det;
+  recognizer_ctx* rec;
+  float* det_input;
+  void* det_out[MAX_DET_OUTPUTS];
+  size_t det_out_bytes[MAX_DET_OUTPUTS];
+  int n_det_out;
+  face_det* candidates;
+  int capacity;
+  int repeat_detect, repeat_align, repeat_embed;
+} pipeline;
+
+static int fail(const char* what, const char* why) {
+  fprintf(stderr, "face_demo: %s: %s\n", what, why);
+  return 1;
+}
+
+static int pipeline_init(pipeline* p, int threads) {
+  p->det = threads > 0 ? detector_create_with_threads(threads) : detector_create();
+  p->rec = threads > 0 ? recognizer_create_with_threads(threads) : recognizer_create();
+  if (!p->det || !p->rec) return fail("creating the networks", "out of memory");
+  p->n_det_out = detector_num_outputs();
+  if (p->n_det_out > MAX_DET_OUTPUTS) return fail("detector", "too many outputs");
+  p->det_input = (float*)malloc(detector_input_bytes(0));
+  if (!p->det_input) return fail("detector input", "out of memory");
+  p->capacity = 0;
+  for (int i = 0; i < p->n_det_out; ++i) {
+    p->det_out_bytes[i] = detector_output_bytes(i);
+    if (!(p->det_out[i] = malloc(p->det_out_bytes[i]))) return fail("detector outputs", "out of memory");
+  }
+#if FACE_DETECTOR_YUNET
+  for (int i = 0; i < 3; ++i) p->capacity += (int)(p->det_out_bytes[i] / sizeof(float));
+#else
+  p->capacity = face_retinaface_num_priors(FACE_DET_W, FACE_DET_H);
+#endif
+  p->candidates = (face_det*)malloc((size_t)p->capacity * sizeof(face_det));
+  return p->candidates ? 0 : fail("candidates", "out of memory");
+}
+
+/* Stage "detect": letterbox, detector network, decode, NMS, back to image pixels. */
+static int detect(pipeline* p, const uint8_t* rgb, int w, int h, face_det* faces, int* n_faces) {
+  static const float mean_bgr[3] = {FACE_MEAN_B, FACE_MEAN_G, FACE_MEAN_R};
+  face_letterbox_info info;
+  face_letterbox(rgb, w, h, FACE_DET_W, FACE_DET_H, mean_bgr, p->det_input, &info);
+  const void* in[1] = {p->det_input};
+  size_t in_bytes[1] = {detector_input_bytes(0)};
+  if (detector_run_checked(p->det, in, in_bytes, p->det_out, p->det_out_bytes) != EDGETVM_OK)
+    return fail("detector", detector_last_error(p->det));
+#if FACE_DETECTOR_YUNET
+  const float* outs[12];
+  for (int i = 0; i < 12; ++i) outs[i] = (const float*)p->det_out[i];
+  int n = face_decode_yunet(outs, FACE_DET_W, FACE_DET_H, FACE_SCORE_THRESHOLD, p->candidates, p->capacity);
+#else
+  int n = face_decode_retinaface((const float*)p->det_out[0], (const float*)p->det_out[1],
+                                 (const float*)p->det_out[2], FACE_DET_W, FACE_DET_H, FACE_SCORE_THRESHOLD,
+                                 p->candidates, p->capacity);
+#endif
+  n = face_nms(p->candidates, n, FACE_NMS_THRESHOLD, FACE_MAX_FACES);
+  if (n < 0) return fail("nms", "out of memory");
+  face_to_image(p->candidates, n, &info, w, h);
+  memcpy(faces, p->candidates, (size_t)n * sizeof(face_det));
+  *n_faces = n;
+  return 0;
+}
+
+/* Stage "align": similarity to the template, warp, recognizer input layout. */
+static int align(const uint8_t* rgb, int w, int h, const face_det* face, float* crop, float* rec_input) {
+  float matrix[6];
+  if (face_alignment_matrix(face->landmarks, matrix) != 0 ||
+      face_warp_affine(rgb, w, h, matrix, FACE_ALIGNED_SIZE, FACE_ALIGNED_SIZE, crop) != 0)
+    return fail("alignment", "degenerate landmarks");
+  face_recognizer_input(crop, FACE_RECOGNIZER_NORMALIZE, rec_input);
+  return 0;
+}
+
+/* Stage "embed": recognizer network, L2 normalisation. */
+static int embed(pipeline* p, const float* rec_input, float* embedding) {
+  const void* in[1] = {rec_input};
+  void* out[1] = {embedding};
+  size_t in_bytes[1] = {recognizer_input_bytes(0)}, out_bytes[1] = {recognizer_output_bytes(0)};
+  if (recognizer_run_checked(p->rec, in, in_bytes, out, out_bytes) != EDGETVM_OK)
+    return fail("recognizer", recognizer_last_error(p->rec));
+  face_l2_normalize(embedding, FACE_EMBEDDING_SIZE);
+  return 0;
+}
+
+/* Detect, align and embed every face of one image; embeddings (n x FACE_EMBEDDING_SIZE) malloc'ed. */
+static int analyze(pipeline* p, const char* path, face_det* faces, int* n_faces, float** embeddings, int print) {
+  int w, h;
+  uint8_t* rgb = face_read_pnm(path, &w, &h);
+  if (!rgb) return fail(path, "cannot read it as a binary PPM (P6) or PGM (P5) with maxval 255");
+  int rc = 0;
+  for (int r = 0; r < p->repeat_detect && rc == 0; ++r) rc = detect(p, rgb, w, h, faces, n_faces);
+  float* crop = (float*)malloc(FACE_ALIGNED_SIZE * FACE_ALIGNED_SIZE * 3 * sizeof(float));
+  float* rec_input = (float*)malloc(recognizer_input_bytes(0) * (size_t)(*n_faces > 0 ? *n_faces : 1));
+  *embeddings = (float*)malloc(recognizer_output_bytes(0) * (size_t)(*n_faces > 0 ? *n_faces : 1));
+  if (rc == 0 && (!crop || !rec_input || !*embeddings)) rc = fail(path, "out of memory");
+  const size_t rec_floats = recognizer_input_bytes(0) / sizeof(float);
+  for (int r = 0; r < p->repeat_align && rc == 0; ++r)
+    for (int i = 0; i < *n_faces && rc == 0; ++i) rc = align(rgb, w, h, &faces[i], crop, rec_input + i * rec_floats);
+  for (int r = 0; r < p->repeat_embed && rc == 0; ++r)
+    for (int i = 0; i < *n_faces && rc == 0; ++i)
+      rc = embed(p, rec_input + i * rec_floats, *embeddings + (size_t)i * FACE_EMBEDDING_SIZE);
+  if (rc == 0 && print) {
+    printf("image %s %d %d\nfaces %d\n", path, w, h, *n_faces);
+    for (int i = 0; i < *n_faces; ++i) {
+      const face_det* f = &faces[i];
+      printf("face %d score %.6f box %.3f %.3f %.3f %.3f landmarks", i, f->score, f->box[0], f->box[1], f->box[2],
+             f->box[3]);
+      for (int k = 0; k < 10; ++k) printf(" %.3f", f->landmarks[k]);
+      printf("\n");
+    }
+  }
+  free(crop);
+  free(rec_input);
+  free(rgb);
+  return rc;
+}
+
+static int usage(const char* argv0) {
+  fprintf(stderr, "usage: %s IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] "
+                  "[--repeat detect|align|embed N]\n", argv0);
+  return 2;
+}
+
+int main(int argc, char** argv) {
+  const char *image = NULL, *out_path = NULL, *other = NULL;
+  int threads = 0;
+  pipeline p;
+  memset(&p, 0, sizeof p);
+  p.repeat_detect = p.repeat_align = p.repeat_embed = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (!strcmp(argv[i], "-o") && i + 1 < argc) {
+      out_path = argv[++i];
+    } else if (!strcmp(argv[i], "--verify") && i + 1 < argc) {
+      other = argv[++i];
+    } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+      threads = atoi(argv[++i]);
+    } else if (!strcmp(argv[i], "--repeat") && i + 2 < argc) {
+      const char* stage = argv[++i];
+      int n = atoi(argv[++i]);
+      if (n < 1) return usage(argv[0]);
+      if (!strcmp(stage, "detect")) p.repeat_detect = n;
+      else if (!strcmp(stage, "align")) p.repeat_align = n;
+      else if (!strcmp(stage, "embed")) p.repeat_embed = n;
+      else return usage(argv[0]);
+    } else if (argv[i][0] != '-' && !image) {
+      image = argv[i];
+    } else {
+      return usage(argv[0]);
+    }
+  }
+  if (!image) return usage(argv[0]);
+  if (pipeline_init(&p, threads)) return 1;
+
+  face_det* faces = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
+  int n_faces = 0;
+  float* embeddings = NULL;
+  if (!faces || analyze(&p, image, faces, &n_faces, &embeddings, 1)) return 1;
+  if (out_path) {
+    FILE* f = fopen(out_path, "wb");
+    size_t count = (size_t)n_faces * FACE_EMBEDDING_SIZE;
+    if (!f || fwrite(embeddings, sizeof(float), count, f) != count || fclose(f) != 0) return fail(out_path, "cannot write");
+    printf("embeddings %d x %d -> %s\n", n_faces, FACE_EMBEDDING_SIZE, out_path);
+  }
+  if (other) {
+    face_det* faces_b = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
+    int n_b = 0;
+    float* emb_b = NULL;
+    p.repeat_detect = p.repeat_align = p.repeat_embed = 1;
+    if (!faces_b || analyze(&p, other, faces_b, &n_b, &emb_b, 1)) return 1;
+    if (n_faces == 0 || n_b == 0) return fail("verify", "no face found in one of the images");
+    float s = face_cosine(embeddings, emb_b, FACE_EMBEDDING_SIZE);
+    printf("similarity %.6f threshold %.4f %s\n", s, (double)FACE_MATCH_THRESHOLD,
+           s >= FACE_MATCH_THRESHOLD ? "same" : "different");
+    free(faces_b);
+    free(emb_b);
+  }
+  free(faces);
+  free(embeddings);
+  detector_destroy(p.det);
+  recognizer_destroy(p.rec);
+  return 0;
+}

@@ -1,0 +1,208 @@
+"""The face networks, their input conventions, and the engines that run them.
+
+A ``Network`` says where a model comes from (the zoo of models.md, or an architecture built from
+its paper), its input tensor and how an image becomes that tensor. Engines run it:
+
+* ``edgetvm``: compiled with ``edgetvm.compile`` for the host, once per process and configuration
+  (compiling RetinaFace or SFace takes tens of seconds; a pipeline is cheap to make again).
+* ``onnxruntime``: the numeric reference and the speed peer of the benchmarks. YuNet and SFace
+  store block-quantized weights onnxruntime rejects; they run with those weights folded to float
+  (exact: ``frontends.onnx_rewrites.fold_constant_dequantize``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..errors import EdgeTVMError, InputError
+
+
+@dataclass(frozen=True)
+class Network:
+    """One face network: ``role`` is "detector" or "recognizer"."""
+
+    name: str
+    role: str
+    input_name: str
+    # Detector inputs are resized per pipeline; recognizers take a fixed 112x112 crop.
+    dynamic_size: bool
+    description: str
+
+    def source(self):
+        """What ``edgetvm.compile`` takes: a model path or an ONNX ModelProto."""
+        if self.name == "mobilefacenet":
+            from ..zoo.architectures import mobilefacenet
+
+            return mobilefacenet()
+        from ..zoo import fetch
+
+        return fetch(self.name)
+
+    def input_shape(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        width, height = size
+        return (1, 3, height, width)
+
+
+NETWORKS: dict[str, Network] = {
+    n.name: n
+    for n in [
+        Network("retinaface", "detector", "input", True,
+                "RetinaFace MobileNet-0.25 (box, score, 5 landmarks; BGR minus mean)"),
+        Network("yunet", "detector", "input", False, "YuNet 2023mar (box, score, 5 landmarks; BGR 0..255)"),
+        Network("sface", "recognizer", "data", False, "SFace 2021dec, 128-d embedding (RGB 0..255)"),
+        Network("mobilefacenet", "recognizer", "input", False,
+                "MobileFaceNet architecture with seeded random weights (speed and compiler checks only; "
+                "its embeddings do not identify people)"),
+    ]
+}
+
+YUNET_SIZE = (640, 640)
+RECOGNIZER_SIZE = (112, 112)
+
+
+def network(name: str, role: str) -> Network:
+    net = NETWORKS.get(name)
+    if net is None or net.role != role:
+        known = sorted(n for n, v in NETWORKS.items() if v.role == role)
+        raise InputError(f"unknown {role} {name!r}; choose one of {known}")
+    return net
+
+
+def recognizer_input(net: Network, crop: np.ndarray) -> np.ndarray:
+    """Aligned 112x112 RGB crop (float 0..255) -> the recognizer's (1, 3, 112, 112) float32 input.
+
+    SFace normalises inside its graph and takes RGB 0..255. The random-weight MobileFaceNet takes
+    the usual ``(x - 127.5) / 128``.
+    """
+    x = np.asarray(crop, dtype=np.float32).transpose(2, 0, 1)[None]
+    if net.name == "mobilefacenet":
+        x = (x - np.float32(127.5)) / np.float32(128.0)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def freeze_options(options: dict | None) -> tuple:
+    """A hashable key for compile options (calibration data is keyed by identity)."""
+    items = []
+    for key, value in sorted((options or {}).items()):
+        try:
+            hash(value)
+            items.append((key, value))
+        except TypeError:
+            items.append((key, ("id", id(value))))
+    return tuple(items)
+
+
+_COMPILED: dict[tuple, object] = {}
+_COMPILE_LOCK = threading.RLock()
+
+
+def face_calibration(net: Network, size: tuple[int, int], num_lfw: int = 6) -> list[np.ndarray]:
+    """Calibration inputs of ``net`` from the images models.md ships: the astronaut, Grace Hopper,
+    LFW faces and augmented copies, as the network sees them (letterboxed detector inputs, or
+    aligned 112x112 crops found by the float pipeline)."""
+    from .evaluation import augment, identity_images
+    from .pipeline import FacePipeline
+
+    images = list(identity_images(num_lfw).values())
+    rng = np.random.default_rng(0)
+    images += [augment(img, rng)[0] for img in images[:2]]
+    if net.role == "detector":
+        pipe = FacePipeline(net.name, detector_size=size)
+        return [pipe.detector_input(img)[0] for img in images]
+    pipe = FacePipeline()
+    samples = []
+    for img in images:
+        faces = pipe.detect(img)
+        if faces:
+            samples.append(recognizer_input(net, pipe.align(img, faces[0])))
+    return samples
+
+
+def compile_network(net: Network, size: tuple[int, int], target="host", compile_options: dict | None = None,
+                    num_threads: int | None = None):
+    """``edgetvm.compile`` of ``net`` at input ``size`` (W, H), cached per process.
+
+    Quantizing or pruning without ``calibration`` calibrates on ``face_calibration``: real faces
+    as this network sees them.
+    """
+    from .. import api
+
+    key = (net.name, tuple(size), str(target), freeze_options(compile_options), num_threads)
+    # Re-entrant: face_calibration runs the float networks, which compile through here too.
+    with _COMPILE_LOCK:
+        if key in _COMPILED:
+            return _COMPILED[key]
+        kwargs = dict(compile_options or {})
+        if (kwargs.get("quantize") or kwargs.get("prune")) and kwargs.get("calibration") is None:
+            kwargs["calibration"] = face_calibration(net, size)
+        try:
+            compiled = api.compile(net.source(), target, input_shapes={net.input_name: net.input_shape(size)},
+                                   num_threads=num_threads, **kwargs)
+        except TypeError as exc:
+            if kwargs and "unexpected keyword" in str(exc):
+                raise EdgeTVMError(f"compiling {net.name}: this edgetvm's compile() does not take the options "
+                                   f"{sorted(kwargs)} ({exc})") from None
+            raise
+        _COMPILED[key] = compiled
+        return compiled
+
+
+def reference_model(net: Network):
+    """The float ONNX model onnxruntime runs for ``net`` (blocked int8 weights folded to float)."""
+    import onnx
+
+    from ..frontends.onnx_rewrites import drop_weight_inputs, fold_constant_dequantize
+
+    source = net.source()
+    proto = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source))
+    return drop_weight_inputs(fold_constant_dequantize(proto))
+
+
+_SESSIONS: dict[str, object] = {}
+
+
+def onnxruntime_engine(net: Network) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A function running ``net`` in onnxruntime (one session per process and network)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise EdgeTVMError("the onnxruntime engine needs `pip install onnxruntime`") from None
+    with _COMPILE_LOCK:
+        if net.name not in _SESSIONS:
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            _SESSIONS[net.name] = ort.InferenceSession(reference_model(net).SerializeToString(), options,
+                                                       providers=["CPUExecutionProvider"])
+    session = _SESSIONS[net.name]
+    input_name = session.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        return list(session.run(None, {input_name: x}))
+
+    return run
+
+
+def edgetvm_engine(net: Network, size: tuple[int, int], target="host", compile_options: dict | None = None,
+                   num_threads: int | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+    compiled = compile_network(net, size, target, compile_options, num_threads)
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        out = compiled(x)
+        return list(out) if isinstance(out, tuple) else [out]
+
+    return run
+
+
+def make_engine(engine: str, net: Network, size: tuple[int, int], compile_options: dict | None = None,
+                num_threads: int | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+    if engine == "edgetvm":
+        return edgetvm_engine(net, size, "host", compile_options, num_threads)
+    if engine == "onnxruntime":
+        if compile_options:
+            raise InputError(f"compile options {sorted(compile_options)} apply to the edgetvm engine only")
+        return onnxruntime_engine(net)
+    raise InputError(f"unknown engine {engine!r}; choose 'edgetvm' or 'onnxruntime'")

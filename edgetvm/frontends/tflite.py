@@ -1,0 +1,209 @@
+"""TFLite to Relax, wrapping ``tvm.relax.frontend.tflite`` (needs the ``tflite`` flatbuffer package).
+
+    read + validate the flatbuffer -> check every op against TVM's converter (one error listing
+    all unsupported ops) -> TVM's converter, with float16 weights folded to float32 constants
+    -> ImportedModel (TFLite tensor names for inputs and outputs, static shapes, notes)
+
+BlazeFace (MediaPipe) stores its weights as float16 buffers behind DEQUANTIZE ops. TVM's converter
+turns each into ``astype(const_fp16, "float32")``, which works but leaves 74 casts for FoldConstant
+and float16 constants in the graph that weight-reading passes (BN folding, pruning) cannot see
+through; converting the buffer with numpy at import is exact (every float16 is a float32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import operator
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, ModelLoadError, UnsupportedModelError, first_line
+from ..specs import ImportedModel, TensorSpec
+from .limits import check_tflite_memory
+from .signature import output_specs
+
+
+def read_tflite(model) -> tuple[bytes, str]:
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model), "<bytes>"
+    source = str(model)
+    try:
+        return Path(model).read_bytes(), source
+    except OSError as exc:
+        raise ModelLoadError(f"{source}: cannot read the model file ({exc.strerror})") from None
+
+
+def parse_tflite(data: bytes, source: str):
+    """The flatbuffer's ``tflite.Model``, after walking every table a conversion will read."""
+    import tflite
+
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ModelLoadError(f"{source}: not a TFLite file (no 'TFL3' identifier); the file may be truncated or corrupt")
+    try:
+        model = tflite.Model.GetRootAsModel(data, 0)
+        if model.SubgraphsLength() < 1:
+            raise ValueError("no subgraph")
+        subgraph = model.Subgraphs(0)
+        for t in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(t)
+            tensor.ShapeAsNumpy()
+            buffer = model.Buffers(tensor.Buffer())
+            if buffer is None:
+                continue
+            if buffer.Offset() > 1:  # large models keep buffer data after the flatbuffer
+                if buffer.Offset() + buffer.Size() > len(data):
+                    raise ValueError(f"buffer of tensor {t} ends past the end of the file")
+            elif buffer.DataLength():
+                buffer.DataAsNumpy()
+        for i in range(subgraph.OperatorsLength()):
+            op = subgraph.Operators(i)
+            op.InputsAsNumpy(), op.OutputsAsNumpy()
+            model.OperatorCodes(op.OpcodeIndex())
+        subgraph.InputsAsNumpy(), subgraph.OutputsAsNumpy()
+    except Exception as exc:  # noqa: BLE001 - flatbuffers raise IndexError, struct.error, ...
+        raise ModelLoadError(
+            f"{source}: the TFLite flatbuffer is truncated or corrupt ({type(exc).__name__}: {exc}); "
+            f"re-export or re-download it"
+        ) from None
+    return model
+
+
+def tensor_name(subgraph, index: int) -> str:
+    name = subgraph.Tensors(index).Name()
+    return name.decode("utf-8") if name is not None else f"tvmgen_tensor_{index}"
+
+
+def _converter_class():
+    """TVM's TFLite OperatorConverter, remembering the op it converts, with float16 weights folded."""
+    from tflite.TensorType import TensorType
+    from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
+
+    class EdgeOperatorConverter(OperatorConverter):
+        current: tuple[str, str] | None = None
+        folded_fp16 = 0
+
+        def get_op_code_str(self, op):
+            code = super().get_op_code_str(op)
+            outputs = op.OutputsAsNumpy()
+            self.current = (code, tensor_name(self.subgraph, int(outputs[0])) if len(outputs) else "")
+            return code
+
+        def convert_dequantize(self, op):
+            (tensor,) = self.get_input_tensors(op)
+            if tensor.tensor.Type() == TensorType.FLOAT16 and tensor.buffer is not None \
+                    and tensor.buffer.DataLength() > 0:
+                value = self.get_tensor_value(tensor).astype(np.float32)
+                self.folded_fp16 += 1
+                return self.exp_tab.new_const(value, dtype="float32", source_name=tensor.tensor.Name())
+            return super().convert_dequantize(op)
+
+    return EdgeOperatorConverter
+
+
+def op_names(model, subgraph) -> list[tuple[str, str]]:
+    """(op code, name of its first output tensor) for every operator of the main subgraph."""
+    from tflite.BuiltinOperator import BuiltinOperator
+
+    codes = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
+    result = []
+    for i in range(subgraph.OperatorsLength()):
+        op = subgraph.Operators(i)
+        oc = model.OperatorCodes(op.OpcodeIndex())
+        code = max(oc.DeprecatedBuiltinCode(), oc.BuiltinCode())
+        name = codes.get(code, f"BUILTIN_{code}")
+        if name == "CUSTOM":
+            custom = oc.CustomCode()
+            name = f"CUSTOM:{custom.decode() if custom else '?'}"
+        outs = op.OutputsAsNumpy()
+        result.append((name, tensor_name(subgraph, int(outs[0])) if len(outs) else f"op#{i}"))
+    return result
+
+
+def unsupported_ops(model, subgraph) -> dict[str, list[str]]:
+    from tvm.relax import BlockBuilder
+    from tvm.relax.frontend.tflite.tflite_frontend import ExprTable
+
+    supported = _converter_class()(model, subgraph, ExprTable(), BlockBuilder()).convert_map
+    found: dict[str, list[str]] = {}
+    for code, output in op_names(model, subgraph):
+        if code not in supported:
+            found.setdefault(code, []).append(output)
+    return found
+
+
+def resolve_input_shapes(subgraph, source: str, input_shapes) -> dict[str, tuple[int, ...]]:
+    declared = {}
+    for index in subgraph.InputsAsNumpy():
+        tensor = subgraph.Tensors(int(index))
+        sig = tensor.ShapeSignatureAsNumpy() if tensor.ShapeSignatureLength() else tensor.ShapeAsNumpy()
+        declared[tensor_name(subgraph, int(index))] = (tuple(int(d) for d in tensor.ShapeAsNumpy()),
+                                                       tuple(int(d) for d in sig))
+    given = dict(input_shapes or {})
+    unknown = [n for n in given if n not in declared]
+    if unknown:
+        raise InputError(f"{source}: input_shapes names {unknown}, but the model's inputs are {list(declared)}")
+    shapes = {}
+    for name, (shape, signature) in declared.items():
+        if name not in given:
+            shapes[name] = shape
+            continue
+        try:
+            new = tuple(operator.index(d) for d in given[name])
+        except TypeError:
+            raise InputError(f"{source}: input {name!r}: shape {given[name]!r} must be integers") from None
+        if len(new) != len(shape) or any(s != -1 and s != n for s, n in zip(signature, new)):
+            raise InputError(f"{source}: input {name!r} has shape {list(signature)} (-1 = free); "
+                             f"the given shape {new} does not fit it")
+        shapes[name] = new
+    return shapes
+
+
+def import_tflite(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ImportedModel:
+    """Import a TFLite model (path or bytes) into Relax; weights become float32 constants."""
+    from tvm.relax.frontend.tflite import from_tflite
+
+    data, source = read_tflite(model)
+    tfl = parse_tflite(data, source)
+    check_tflite_memory(tfl, source)
+    subgraph = tfl.Subgraphs(0)
+    found = unsupported_ops(tfl, subgraph)
+    if found:
+        lines = [f"  {op}: " + ", ".join(names[:5]) + (f", ... ({len(names)} ops)" if len(names) > 5 else "")
+                 for op, names in sorted(found.items())]
+        raise UnsupportedModelError(
+            f"{source}: {len(found)} operator type(s) are not supported by TVM 0.27's TFLite importer "
+            f"(listed with their output tensors):\n" + "\n".join(lines)
+            + "\nConvert the model without them (TFLite builtins only, no custom or select-TF ops).", found)
+    shapes = resolve_input_shapes(subgraph, source, input_shapes)
+    converter = _converter_class()
+    instances = []
+
+    def make_converter(*args, **kwargs):
+        instances.append(converter(*args, **kwargs))
+        return instances[-1]
+
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            mod = from_tflite(tfl, shape_dict=shapes, op_converter=make_converter)
+    except Exception as exc:  # noqa: BLE001 - TVM raises AssertionError/ValueError/RuntimeError
+        current = instances[0].current if instances else None
+        where = f" at {current[0]} op producing {current[1]!r}" if current else ""
+        raise UnsupportedModelError(f"{source}: TVM's TFLite importer failed{where}: {first_line(exc)}",
+                                    {current[0]: [current[1]]} if current else {}) from exc
+    # The frontend also lists every constant in a "params" attribute; they are bound in the body
+    # already, and a second copy would only travel through every pass.
+    func = mod["main"]
+    if func.attrs is not None and "params" in func.attrs:
+        mod["main"] = func.without_attr("params")
+    notes = []
+    if instances[0].folded_fp16:
+        notes.append(f"folded {instances[0].folded_fp16} float16 weight DEQUANTIZE op(s) to float32 constants")
+    func = mod["main"]
+    inputs = [TensorSpec(name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype))
+              for name, p in zip(shapes, func.params)]
+    output_names = [tensor_name(subgraph, int(i)) for i in subgraph.OutputsAsNumpy()]
+    return ImportedModel(mod, inputs, output_specs(func, output_names, source), source, "tflite", notes)

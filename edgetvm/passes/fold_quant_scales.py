@@ -1,0 +1,320 @@
+"""Fold quantize/dequantize scales into integer kernels: QDQ chains become int8 x int8 -> int32 ops.
+
+Rules (each applies to a ``quantize`` whose producers, followed back, have one use each):
+
+``conv2d``: ``quantize(act(conv2d(dequantize(q_x), dequantize(W_q)) + b), s_y, z_y)`` becomes one
+  kernel (``quantize_kernels.int8_conv2d_requantize``): int8 conv padded with ``z_x``, int32 bias
+  ``round(b / (s_x s_w)) - z_x sum W_q``, requantize with the per-channel fixed-point multiplier
+  ``M = s_x s_w / s_y`` and the activation folded in: ReLU/Clip into the final clamp, LeakyReLU
+  and PReLU into a second multiplier ``alpha M`` for negative accumulators.
+``matmul``: the same for ``matmul(dequantize(q_x), dequantize(W_q[K, M], axis=1))``.
+``add``: ``quantize(act(dequantize(q_a) + dequantize(q_b)))`` becomes TFLite's int8 ADD.
+``requantize``: ``quantize(dequantize(q, s1, z1), s2, z2)`` is ``q`` when the parameters are equal,
+  else one rescale ``z2 + (s1/s2)(q - z1)``: consecutive scales fold into one.
+
+Exact in the sense of integer-only inference: the result equals the numpy reference of the
+quantized graph bit for bit (tests/quantization). It differs from evaluating the QDQ graph in
+float by at most one unit of the int8 output (the fixed-point rounding of ``M``).
+Chains that match no rule stay float; ``FoldQuantScales.report`` says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .quantize_fixed_point import quantize_multiplier, quantize_multipliers
+from .quantize_kernels import (int8_add_requantize, int8_conv2d_requantize, int8_dense_requantize,
+                               int8_requantize_tensor)
+
+# FuseOps must leave the integer kernels whole: edgetvm.schedules.int8 schedules them as written.
+OPAQUE_PATTERN = 8
+KERNEL_ATTRS = {"op_pattern": OPAQUE_PATTERN}
+
+
+def _op_name(expr) -> str | None:
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+        return expr.op.name
+    return None
+
+
+def _const(expr) -> np.ndarray | None:
+    if isinstance(expr, tvm.ir.Constant) and isinstance(expr.value, tvm.runtime.Tensor):
+        return expr.value.numpy()
+    return None
+
+
+def _scalar(expr) -> float | None:
+    value = _const(expr)
+    if value is None or value.size != 1:
+        return None
+    return value.reshape(-1)[0].item()
+
+
+@dataclass
+class FoldReport:
+    kernels: dict[str, int] = field(default_factory=dict)
+    declined: list[str] = field(default_factory=list)
+
+    def count(self, kind: str) -> None:
+        self.kernels[kind] = self.kernels.get(kind, 0) + 1
+
+
+class _Decline(Exception):
+    """A rule does not apply; the message says why (collected in the report)."""
+
+
+@relax.expr_functor.mutator
+class _Folder(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, func: relax.Function, report: FoldReport):
+        super().__init__(mod)
+        self.report = report
+        self.bindings, self.uses = {}, {}
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                self.bindings[binding.var] = binding.value
+                for var in relax.analysis.free_vars(binding.value):
+                    self.uses[var] = self.uses.get(var, 0) + 1
+        for var in relax.analysis.free_vars(func.body.body):
+            self.uses[var] = self.uses.get(var, 0) + 1
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _static(self, expr) -> np.ndarray | None:
+        """The value of ``expr`` if it is a constant, possibly reshaped (TVM's ONNX Conv converter
+        binds its bias as ``reshape(const)``)."""
+        value = _const(expr)
+        if value is not None:
+            return value
+        if isinstance(expr, relax.Var) and expr in self.bindings:
+            return self._static(self.bindings[expr])
+        if _op_name(expr) in ("relax.reshape", "relax.expand_dims", "relax.squeeze"):
+            inner = self._static(expr.args[0])
+            if inner is not None:
+                return inner.reshape([int(d) for d in expr.ty.shape])
+        return None
+
+    def _producer(self, expr, single_use: bool = True):
+        if isinstance(expr, relax.Var) and expr in self.bindings:
+            if single_use and self.uses.get(expr, 0) != 1:
+                raise _Decline(f"{expr.name} has {self.uses.get(expr, 0)} uses")
+            return self.bindings[expr]
+        return expr
+
+    def _dequantize_tensor(self, expr):
+        """(q var, scale, zero point) of a per-tensor ``dequantize`` of a non-constant tensor."""
+        call = self._producer(expr, single_use=False)
+        if _op_name(call) != "relax.dequantize":
+            raise _Decline(f"input is {_op_name(call) or type(call).__name__}, not dequantize")
+        scale, zero = _scalar(call.args[1]), _scalar(call.args[2])
+        if scale is None or zero is None:
+            raise _Decline("activation dequantize is not per-tensor with constant parameters")
+        data = call.args[0]
+        if str(data.ty.dtype) not in ("int8", "uint8"):
+            raise _Decline(f"activation dtype {data.ty.dtype} is not int8/uint8")
+        return data, float(scale), int(zero)
+
+    def _dequantize_weight(self, expr, axis: int):
+        """(int8 weight, per-channel scale) of ``dequantize(W_q const, s_w, 0, axis)``."""
+        call = self._producer(expr, single_use=False)
+        transpose = False
+        if _op_name(call) == "relax.permute_dims" and axis == 1:
+            call = self._producer(call.args[0], single_use=False)
+            transpose = True
+            axis = 0
+        if _op_name(call) != "relax.dequantize":
+            raise _Decline("weight is not a dequantize of constant integers")
+        q = _const(call.args[0])
+        if q is None or q.dtype != np.int8:
+            raise _Decline("weight is not a constant int8 tensor")
+        scale, zero = _const(call.args[1]), _const(call.args[2])
+        if scale is None or zero is None:
+            raise _Decline("weight scale or zero point is not constant")
+        if np.any(zero != 0):
+            raise _Decline("weight zero point is not 0 (asymmetric weights)")
+        channels = q.shape[axis]
+        if scale.size == 1:
+            scale = np.full(channels, float(scale.reshape(-1)[0]))
+        elif scale.size != channels or int(call.attrs.axis) % q.ndim != axis:
+            raise _Decline("weight scale is neither per tensor nor per output channel")
+        if transpose:
+            q = q.T
+        return q, scale.astype(np.float64).reshape(-1)
+
+    def _activation(self, expr):
+        """Peel an activation: (inner expr, kind, payload)."""
+        call = self._producer(expr)
+        name = _op_name(call)
+        if name == "relax.nn.relu":
+            return call.args[0], "relu", None
+        if name == "relax.clip":
+            lo, hi = (float(getattr(a.value, "value", a.value)) for a in call.args[1:3])
+            return call.args[0], "clip", (lo, hi)
+        if name == "relax.nn.leakyrelu":
+            return call.args[0], "leaky", float(call.attrs.alpha)
+        if name == "relax.nn.prelu":
+            alpha = _const(call.args[1])
+            if alpha is None or int(call.attrs.axis) != 1:
+                raise _Decline("prelu slope is not a constant along the channel axis")
+            return call.args[0], "prelu", alpha.astype(np.float64).reshape(-1)
+        return expr, "none", None
+
+    @staticmethod
+    def _clamp(kind, payload, scale, zero, dtype):
+        qmin, qmax = (0, 255) if dtype == "uint8" else (-128, 127)
+        lo, hi = qmin, qmax
+        if kind == "relu":
+            lo = max(qmin, zero)
+        elif kind == "clip":
+            lo = max(qmin, zero + int(np.ceil(payload[0] / scale - 1e-6)) if np.isfinite(payload[0]) else qmin)
+            hi = min(qmax, zero + int(np.floor(payload[1] / scale + 1e-6)) if np.isfinite(payload[1]) else qmax)
+        return lo, hi
+
+    # -- rules -----------------------------------------------------------------------------------
+    def _fold_linear(self, call: relax.Call):
+        """conv2d / matmul chain ending in ``call`` (a quantize)."""
+        y_scale, y_zero = _scalar(call.args[1]), _scalar(call.args[2])
+        if y_scale is None or y_zero is None:
+            raise _Decline("output quantize is not per-tensor")
+        out_dtype = str(call.attrs.out_dtype)
+        inner, act, payload = self._activation(call.args[0])
+        value = self._producer(inner)
+        bias = None
+        if _op_name(value) == "relax.add":
+            lhs, rhs = value.args
+            bias = self._static(rhs) if self._static(rhs) is not None else self._static(lhs)
+            if bias is None:
+                raise _Decline("add is not a constant bias")
+            value = self._producer(lhs if self._static(rhs) is not None else rhs)
+        name = _op_name(value)
+        if name == "relax.nn.conv2d":
+            attrs = value.attrs
+            if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
+                raise _Decline(f"conv2d layout {attrs.data_layout}/{attrs.kernel_layout}")
+            w_q, w_scale = self._dequantize_weight(value.args[1], 0)
+        elif name == "relax.matmul":
+            w_q, w_scale = self._dequantize_weight(value.args[1], 1)
+            if value.args[0].ty.ndim != 2:
+                raise _Decline("matmul input is not 2-D")
+        else:
+            raise _Decline(f"no conv2d/matmul under the quantize (found {name})")
+        x_q, x_scale, x_zero = self._dequantize_tensor(value.args[0])
+        channels = w_scale.size
+        bias = np.zeros(channels) if bias is None else bias.astype(np.float64).reshape(-1)
+        if bias.size != channels:
+            raise _Decline("bias is not per output channel")
+        acc_scale = x_scale * w_scale
+        # Sum over everything but the output channel (axis 0 of OIHW, axis 1 of K x M).
+        w_sum = w_q.astype(np.int64).reshape(channels, -1).sum(axis=1) if name == "relax.nn.conv2d" \
+            else w_q.astype(np.int64).sum(axis=0)
+        bias_q = np.rint(bias / acc_scale).astype(np.int64) - x_zero * w_sum
+        if np.any(np.abs(bias_q) >= 2**31):
+            raise _Decline("bias does not fit int32")
+        real = acc_scale / y_scale
+        if act == "leaky":
+            real_neg = real * payload
+        elif act == "prelu":
+            real_neg = real * (payload if payload.size == channels else np.full(channels, payload[0]))
+        elif act == "relu":
+            real_neg = np.zeros(channels)
+        else:
+            real_neg = real
+        mpos, epos = quantize_multipliers(real)
+        mneg, eneg = quantize_multipliers(real_neg)
+        clamp = self._clamp(act, payload, y_scale, int(y_zero), out_dtype)
+        pair = bool(w_q.min() > -128) and str(x_q.ty.dtype) == "int8"
+        consts = [relax.const(bias_q.astype(np.int32)), relax.const(mpos), relax.const(epos), relax.const(mneg),
+                  relax.const(eneg)]
+        x_new = self.visit_expr(x_q)
+        if name == "relax.nn.conv2d":
+            self.report.count("conv2d")
+            return self.builder_.call_te(
+                int8_conv2d_requantize, x_new, relax.const(w_q), *consts,
+                strides=[int(s) for s in attrs.strides], padding=[int(p) for p in attrs.padding],
+                dilation=[int(d) for d in attrs.dilation], groups=int(attrs.groups), x_zero_point=x_zero,
+                y_zero_point=int(y_zero), clamp=clamp, out_dtype=out_dtype, pair_products=pair,
+                primfunc_name_hint="int8_conv2d", primfunc_attrs=KERNEL_ATTRS)
+        self.report.count("dense")
+        return self.builder_.call_te(
+            int8_dense_requantize, x_new, relax.const(np.ascontiguousarray(w_q)), *consts,
+            y_zero_point=int(y_zero), clamp=clamp, out_dtype=out_dtype, pair_products=pair,
+            primfunc_name_hint="int8_dense", primfunc_attrs=KERNEL_ATTRS)
+
+    def _fold_add(self, call: relax.Call):
+        y_scale, y_zero = _scalar(call.args[1]), _scalar(call.args[2])
+        if y_scale is None or y_zero is None:
+            raise _Decline("output quantize is not per-tensor")
+        inner, act, payload = self._activation(call.args[0])
+        if act not in ("none", "relu", "clip"):
+            raise _Decline(f"{act} after add")
+        value = self._producer(inner)
+        if _op_name(value) != "relax.add":
+            raise _Decline("not an add")
+        a_q, a_scale, a_zero = self._dequantize_tensor(value.args[0])
+        b_q, b_scale, b_zero = self._dequantize_tensor(value.args[1])
+        if a_q.ty.ndim < b_q.ty.ndim or str(a_q.ty.dtype) != str(b_q.ty.dtype):
+            raise _Decline("add operands differ in rank or dtype")
+        twice_max = 2.0 * max(a_scale, b_scale)
+        out_dtype = str(call.attrs.out_dtype)
+        self.report.count("add")
+        return self.builder_.call_te(
+            int8_add_requantize, self.visit_expr(a_q), self.visit_expr(b_q), a_zero_point=a_zero,
+            a_mult=quantize_multiplier(a_scale / twice_max), b_zero_point=b_zero,
+            b_mult=quantize_multiplier(b_scale / twice_max), y_zero_point=int(y_zero),
+            y_mult=quantize_multiplier(twice_max / ((1 << 20) * y_scale)),
+            clamp=self._clamp(act, payload, y_scale, int(y_zero), out_dtype), out_dtype=out_dtype,
+            primfunc_name_hint="int8_add", primfunc_attrs=KERNEL_ATTRS)
+
+    def _fold_requantize(self, call: relax.Call):
+        y_scale, y_zero = _scalar(call.args[1]), _scalar(call.args[2])
+        if y_scale is None or y_zero is None:
+            raise _Decline("output quantize is not per-tensor")
+        q, scale, zero = self._dequantize_tensor(call.args[0])
+        out_dtype = str(call.attrs.out_dtype)
+        if np.float32(scale) == np.float32(y_scale) and zero == int(y_zero) and str(q.ty.dtype) == out_dtype:
+            self.report.count("identity")
+            return self.visit_expr(q)
+        self.report.count("requantize")
+        qmin, qmax = (0, 255) if out_dtype == "uint8" else (-128, 127)
+        return self.builder_.call_te(
+            int8_requantize_tensor, self.visit_expr(q), in_zero_point=zero,
+            mult=quantize_multiplier(scale / y_scale), out_zero_point=int(y_zero), clamp=(qmin, qmax),
+            out_dtype=out_dtype, primfunc_name_hint="int8_requantize", primfunc_attrs=KERNEL_ATTRS)
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        if _op_name(call) == "relax.quantize" and str(call.attrs.out_dtype) in ("int8", "uint8"):
+            reasons = []
+            for rule in (self._fold_linear, self._fold_add, self._fold_requantize):
+                try:
+                    return rule(call)
+                except _Decline as why:
+                    reasons.append(f"{rule.__name__[6:]}: {why}")
+            self.report.declined.append("; ".join(reasons))
+        return super().visit_call_(call)
+
+
+class FoldQuantScales:
+    """The pass object: ``FoldQuantScales()(mod)``; ``.report`` holds what it folded and declined."""
+
+    def __init__(self):
+        self.report = FoldReport()
+
+    def __call__(self, mod: tvm.IRModule) -> tvm.IRModule:
+        return self.as_pass()(mod)
+
+    def as_pass(self) -> tvm.transform.Pass:
+        report = self.report
+
+        @tvm.transform.module_pass(opt_level=0, name="FoldQuantScales")
+        def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+            for gvar, func in list(mod.functions.items()):
+                if not isinstance(func, relax.Function):
+                    continue
+                folder = _Folder(mod, func, report)
+                folder.builder_.update_func(gvar, folder.visit_expr(func))
+                mod = folder.builder_.get()
+            return relax.transform.DeadCodeElimination()(mod)
+
+        return transform

@@ -1,0 +1,544 @@
+"""Structured channel pruning of a Relax graph (lossy; the error is measured by the caller).
+
+Steps, each on the compiler's own graph, where every op's channel semantics are known:
+
+1. lift every bound constant to a named weight parameter (:func:`lift_weights`);
+2. find the channel dependency groups (:mod:`.channel_dependencies`);
+3. in each prunable group rank the units by a criterion and pick the ones to remove:
+   ``l1``: ``s_c = sum_p ||W_p[c]||_1 / mean_c' ||W_p[c']||_1`` over the group's producers p
+   (Li et al. 2017, "Pruning Filters for Efficient ConvNets");
+   ``bn_gamma``: ``s_c = sum_bn |gamma_bn[c]|`` (Liu et al. 2017, "Learning Efficient Convolutional
+   Networks through Network Slimming"); or user masks. Channels whose value does not depend on
+   the input (a zero filter, a BN with gamma = 0) rank first: removing them is lossless once their
+   contribution is folded into the next layer (:mod:`.prune_recovery`). The kept count is
+   ``round(n * (1 - ratio) / 4) * 4`` (whole NEON lanes), never zero;
+4. rewrite the graph with the smaller tensors (:func:`apply_pruning`): every weight is sliced on its
+   tracked axes, reshapes/splits/slices get new bounds, depthwise convs new group counts, and each
+   layer that lost input channels gets an output offset ``y' = conv(x_kept, W_kept) + offset``
+   where the offset holds the removed channels' constant contribution and the bias of the
+   least-squares refit (He et al. 2017).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..errors import CompileError, InputError
+from .channel_dependencies import ChannelDependencies, DependencyGroup, analyze_channel_dependencies
+
+CRITERIA = ("l1", "bn_gamma")
+
+_WEIGHT_ROLES = {
+    "relax.nn.conv2d": ("conv", {1: "weight"}),
+    "relax.matmul": ("dense", {1: "weight"}),
+    "relax.nn.batch_norm": ("bn", {1: "gamma", 2: "beta", 3: "mean", 4: "var"}),
+    "relax.nn.prelu": ("prelu", {1: "slope"}),
+}
+
+
+def _const_value(const) -> np.ndarray:
+    value = const.value
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+
+
+# -- 1. weights as named parameters ---------------------------------------------------------------
+def lift_weights(func: relax.Function) -> tuple[relax.Function, dict[str, np.ndarray]]:
+    """``func`` with every bound constant turned into a weight parameter, and the weights' values.
+
+    The parameters keep the model's inputs first; ``num_input`` says how many there are. A weight
+    is named for the op that uses it (``conv3.weight``, ``bn3.gamma``), which is what per-layer
+    ratios and masks refer to when the model has no names of its own.
+    """
+    weights: dict[str, np.ndarray] = {}
+    counters: dict[str, int] = {}
+    lifted: dict = {}
+
+    def name_for(call: relax.Call | None, index: int) -> str:
+        op = call.op.name if call is not None and isinstance(call.op, tvm.ir.Op) else "const"
+        short, roles = _WEIGHT_ROLES.get(op, (op.split(".")[-1], {}))
+        n = counters.get(short, 0)
+        base = f"{short}{n}.{roles.get(index, f'arg{index}')}"
+        name, k = base, 1
+        while name in weights:
+            name, k = f"{base}{k}", k + 1
+        return name
+
+    @relax.expr_functor.mutator
+    class Lifter(relax.PyExprMutator):
+        def visit_call_(self, call):  # noqa: N802 - TVM's visitor naming
+            args = []
+            for i, arg in enumerate(call.args):
+                if isinstance(arg, tvm.ir.expr.Constant) and _const_value(arg).ndim > 0:
+                    key = arg
+                    if key not in lifted:
+                        name = name_for(call, i)
+                        value = _const_value(arg)
+                        weights[name] = value
+                        lifted[key] = relax.Var(name, relax.TensorType(value.shape, str(value.dtype)))
+                    args.append(lifted[key])
+                else:
+                    args.append(self.visit_expr(arg))
+            if isinstance(call.op, tvm.ir.Op):
+                short = _WEIGHT_ROLES.get(call.op.name, (call.op.name.split(".")[-1],))[0]
+                counters[short] = counters.get(short, 0) + 1
+            return relax.Call(call.op, args, call.attrs, call.ty_args)
+
+    body = Lifter().visit_expr(func.body)
+    num_input = len(func.params)
+    if func.attrs is not None and "num_input" in func.attrs:
+        num_input = int(func.attrs["num_input"])
+    params = list(func.params) + list(lifted.values())
+    attrs = {k: v for k, v in (func.attrs or {}).items() if k != "params"}
+    attrs["num_input"] = num_input
+    new_func = relax.Function(params, body, func.ret_ty, func.is_pure, tvm.ir.DictAttrs(attrs))
+    return new_func, weights
+
+
+def split_params(func: relax.Function) -> tuple[list[relax.Var], list[relax.Var]]:
+    num_input = int(func.attrs["num_input"]) if func.attrs is not None and "num_input" in func.attrs \
+        else len(func.params)
+    return list(func.params[:num_input]), list(func.params[num_input:])
+
+
+def bind_weights(func: relax.Function, weights: dict[str, np.ndarray]) -> relax.Function:
+    """The inverse of :func:`lift_weights`: weights become bound constants again."""
+    inputs, weight_params = split_params(func)
+    mod = tvm.IRModule({"main": func})
+    mod = relax.transform.BindParams("main", {str(p.name): weights[str(p.name)] for p in weight_params})(mod)
+    bound = mod["main"]
+    attrs = {k: v for k, v in (bound.attrs or {}).items() if k != "params"}
+    attrs["num_input"] = len(inputs)
+    return relax.Function(list(bound.params), bound.body, bound.ret_ty, bound.is_pure,
+                          tvm.ir.DictAttrs(attrs))
+
+
+# -- 3. selection ---------------------------------------------------------------------------------
+@dataclass
+class PruningConfig:
+    """What to prune. ``ratio`` is a fraction of each group's channels, or ``{pattern: fraction}``
+    matched (fnmatch) against the group's layer names, ``"*"`` as default."""
+
+    ratio: float | dict = 0.0
+    criterion: str = "l1"
+    masks: dict[str, np.ndarray] | None = None  # layer -> keep mask over its output channels
+    round_to: int = 4
+    lossless: bool = True  # always remove channels whose value does not depend on the input
+    spatial_folds: bool = False  # also when folding needs a [C_out, H, W] offset map, not just a bias
+
+    def ratio_for(self, group: DependencyGroup) -> float:
+        if not isinstance(self.ratio, dict):
+            return float(self.ratio)
+        layers = sorted({p.layer for p in group.producers}) or [group.name]
+        for pattern, value in self.ratio.items():
+            if pattern != "*" and any(fnmatch.fnmatchcase(layer, pattern) for layer in layers):
+                return float(value)
+        return float(self.ratio.get("*", 0.0))
+
+
+@dataclass
+class PruningPlan:
+    deps: ChannelDependencies
+    removed: set = field(default_factory=set)  # channel nodes (key, axis, index) to delete
+    report: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def kept(self, key: str, axis: int) -> np.ndarray:
+        size = self.deps.tensors[key].shape[axis]
+        return np.array([i for i in range(size) if (key, axis, i) not in self.removed], dtype=np.int64)
+
+    def new_shape(self, key: str) -> tuple[int, ...]:
+        shape = list(self.deps.tensors[key].shape)
+        for axis in range(len(shape)):
+            if (key, axis) in self.deps.tracked:
+                shape[axis] = len(self.kept(key, axis))
+        return tuple(shape)
+
+    def changed(self, key: str) -> bool:
+        return self.new_shape(key) != tuple(self.deps.tensors[key].shape)
+
+    def consumers_changed(self):
+        """Consumers that lose input channels, in binding order."""
+        order = {k: i for i, k in enumerate(self.deps.order)}
+        found = [c for c in self.deps.consumers if self.changed(c.data)]
+        return sorted(found, key=lambda c: order.get(c.out, 0))
+
+
+def _unit_constant(deps: ChannelDependencies, unit, consumer_inputs: set[str]) -> bool:
+    """Removing the unit is lossless when every channel of it that a layer sums over is input-independent:
+    what those layers lose is then a fixed tensor, folded into their offsets."""
+    read = [(k, i) for k, a, i in unit if a == 1 and k in consumer_inputs]
+    return bool(read) and all(k in deps.constant_channels and bool(deps.constant_channels[k][i]) for k, i in read)
+
+
+def _axis_norm(value: np.ndarray, axis: int) -> np.ndarray:
+    return np.abs(np.moveaxis(value, axis, 0).reshape(value.shape[axis], -1)).sum(axis=1)
+
+
+def _scores(deps: ChannelDependencies, weights: dict, group: DependencyGroup, criterion: str, notes: list) -> np.ndarray:
+    values = {}
+
+    def value_of(key):
+        if key not in values:
+            info = deps.tensors[key]
+            if info.kind == "weight":
+                values[key] = weights[key]
+            else:
+                src, op, attrs = info.source
+                v = value_of(src)
+                values[key] = np.transpose(v, attrs) if op == "relax.permute_dims" else \
+                    (v if op == "relax.astype" else v.reshape(info.shape))
+        return values[key]
+
+    per_unit = np.zeros(len(group.units))
+    sources = []
+    if criterion == "bn_gamma":
+        gammas = [(g, 0) for out, g in deps.batch_norms if out in group.tensors]
+        if gammas:
+            sources = [(key, axis, np.abs(value_of(key))) for key, axis in gammas]
+        else:
+            notes.append(f"group {group.name}: no batch_norm left to read gamma from (already folded?); ranked by l1")
+    if not sources:
+        sources = [(p.weight, p.axis, _axis_norm(value_of(p.weight), p.axis)) for p in group.producers]
+    for key, axis, norms in sources:
+        scale = float(np.mean(norms)) or 1.0
+        for u, unit in enumerate(group.units):
+            per_unit[u] += sum(norms[i] for k, a, i in unit if k == key and a == axis) / scale
+    return per_unit
+
+
+def _keep_count(n: int, ratio: float, n_constant: int, round_to: int, lossless: bool) -> int:
+    if ratio <= 0:
+        remove = (n_constant // round_to) * round_to if lossless else 0
+        keep = n - remove
+    else:
+        keep = int(round(n * (1.0 - ratio) / round_to)) * round_to
+    keep = min(n, max(keep, round_to, 1))
+    if ratio > 0 and lossless:
+        keep = min(keep, max(n - (n_constant // round_to) * round_to, round_to, 1)) if n_constant >= round_to else keep
+    return min(n, max(keep, 1))
+
+
+def plan_pruning(deps: ChannelDependencies, weights: dict, config: PruningConfig,
+                 lossless: dict[str, np.ndarray] | None = None) -> PruningPlan:
+    """Pick the units to remove in every prunable group.
+
+    ``lossless[group name]`` marks the units whose removal can be folded exactly (see
+    ``prune_recovery.lossless_units``); without it, the analysis alone decides (input-independent
+    channels), which is exact only if the caller folds their contributions.
+    """
+    if config.criterion not in CRITERIA and config.masks is None:
+        raise InputError(f"prune criterion {config.criterion!r}: use one of {list(CRITERIA)} or give masks")
+    plan = PruningPlan(deps)
+    masks = dict(config.masks or {})
+    used_masks = set()
+    consumer_inputs = {c.data for c in deps.consumers}
+    for group in deps.groups:
+        if not group.producers:
+            continue
+        n = len(group.units)
+        if lossless is not None:
+            constant = np.asarray(lossless.get(group.name, np.zeros(len(group.units), bool)), dtype=bool)
+        else:
+            constant = np.array([_unit_constant(deps, u, consumer_inputs) for u in group.units], dtype=bool)
+        entry = {"group": group.name, "channels": n, "kept": n, "constant": int(constant.sum()),
+                 "tensors": group.tensors}
+        plan.report.append(entry)
+        if not group.prunable:
+            entry["blocked"] = group.blocked
+            continue
+        layers = {p.layer: p for p in group.producers}
+        group_masks = {layer: m for layer, m in masks.items() if layer in layers}
+        if group_masks:
+            drop = np.zeros(n, dtype=bool)
+            for layer, mask in group_masks.items():
+                used_masks.add(layer)
+                producer = layers[layer]
+                mask = np.asarray(mask).astype(bool).reshape(-1)
+                size = deps.tensors[producer.weight].shape[producer.axis]
+                if mask.size != size:
+                    raise InputError(f"prune mask for {layer!r} has {mask.size} entries; the layer has {size} "
+                                     f"output channels")
+                for u, unit in enumerate(group.units):
+                    if any(not mask[i] for k, a, i in unit if k == producer.weight and a == producer.axis):
+                        drop[u] = True
+            if drop.all():
+                raise InputError(f"prune masks for {sorted(group_masks)} remove every channel of group "
+                                 f"{group.name}; keep at least one")
+            entry["criterion"] = "masks"
+        else:
+            ratio = config.ratio_for(group)
+            if not 0.0 <= ratio < 1.0:
+                raise InputError(f"prune ratio {ratio} for group {group.name}: give a fraction in [0, 1)")
+            if n < 2 * config.round_to and not constant.any():
+                continue
+            keep = _keep_count(n, ratio, int(constant.sum()), config.round_to, config.lossless)
+            if keep >= n:
+                continue
+            scores = _scores(deps, weights, group, config.criterion, plan.notes)
+            if config.lossless:
+                scores = np.where(constant, -np.inf, scores)
+            order = np.argsort(scores, kind="stable")
+            drop = np.zeros(n, dtype=bool)
+            drop[order[: n - keep]] = True
+            entry["criterion"] = config.criterion
+        for u in np.flatnonzero(drop):
+            plan.removed |= group.units[u]
+        entry["kept"] = int(n - drop.sum())
+        entry["removed_constant"] = int((drop & constant).sum())
+    unused = set(masks) - used_masks
+    if unused:
+        known = sorted({p.layer for g in deps.prunable_groups() for p in g.producers})
+        raise InputError(f"prune masks name layers {sorted(unused)} that are not prunable here; prunable layers: "
+                         f"{known[:20]}{' ...' if len(known) > 20 else ''}")
+    return plan
+
+
+# -- 4. rewrite -----------------------------------------------------------------------------------
+def offset_name(consumer_out: str) -> str:
+    return f"{consumer_out}.prune_offset"
+
+
+class _Rewriter:
+    """Re-emits ``func`` with the plan's smaller tensors; optionally exposes intermediate tensors."""
+
+    def __init__(self, func: relax.Function, plan: PruningPlan, offsets: dict[str, tuple] | None = None,
+                 taps: list[str] | None = None):
+        self.func = func
+        self.plan = plan
+        self.deps = plan.deps
+        self.offsets = offsets or {}  # consumer out key -> offset shape
+        self.taps = list(taps or [])
+        self.var_map: dict = {}
+        self.tapped: dict[str, relax.Var] = {}
+        self.key_of = {v: k for k, v in self.deps.var_of.items()}
+        self.offset_params: dict[str, relax.Var] = {}
+
+    def new_params(self) -> list[relax.Var]:
+        params = []
+        for p in self.func.params:
+            key = self.key_of.get(p, str(p.name))
+            if key in self.deps.tensors and self.plan.changed(key):
+                new = relax.Var(str(p.name), relax.TensorType(self.plan.new_shape(key), p.ty.dtype))
+            else:
+                new = p
+            self.var_map[p] = new
+            if key in self.taps:
+                self.tapped[key] = new
+            params.append(new)
+        for key, shape in self.offsets.items():
+            dtype = self.deps.var_of[key].ty.dtype
+            var = relax.Var(offset_name(key), relax.TensorType(shape, dtype))
+            self.offset_params[key] = var
+            params.append(var)
+        return params
+
+    def expr(self, e):
+        if isinstance(e, relax.Var):
+            return self.var_map.get(e, e)
+        if isinstance(e, relax.Tuple):
+            return relax.Tuple([self.expr(f) for f in e.fields])
+        return e
+
+    def run(self) -> relax.Function:
+        bb = relax.BlockBuilder()
+        params = self.new_params()
+        num_input = int(self.func.attrs["num_input"]) if "num_input" in (self.func.attrs or {}) else len(params)
+        with bb.function("main", params, attrs={"num_input": num_input}, pure=self.func.is_pure):
+            body = self.func.body
+            for block in body.blocks:
+                if isinstance(block, relax.DataflowBlock):
+                    with bb.dataflow():
+                        for binding in block.bindings:
+                            self.emit(bb, binding, dataflow=True)
+                else:
+                    for binding in block.bindings:
+                        self.emit(bb, binding, dataflow=False)
+            result = self.expr(body.body)
+            if self.taps:
+                missing = [t for t in self.taps if t not in self.tapped]
+                if missing:
+                    raise CompileError(f"pruning: cannot expose tensors {missing} for calibration")
+                fields = list(result.fields) if isinstance(result, relax.Tuple) else [result]
+                result = relax.Tuple(fields + [self.tapped[t] for t in self.taps])
+            bb.emit_func_output(result)
+        return bb.get()["main"]
+
+    def emit(self, bb: relax.BlockBuilder, binding, dataflow: bool) -> None:
+        var = binding.var
+        value = binding.value
+        key = self.key_of.get(var)
+        is_output = dataflow and not isinstance(var, relax.DataflowVar)
+        tap = key is not None and key in self.taps and key not in self.tapped
+        new_value = self.rewrite(var, value)
+        offset = self.offset_params.get(key) if key is not None else None
+        name = str(var.name)
+        if offset is not None:
+            raw = bb.emit(new_value, name_hint=name + "_pruned")
+            new_value = relax.op.add(raw, offset)
+        if (is_output or tap) and dataflow:
+            new_var = bb.emit_output(new_value, name_hint=name)
+        else:
+            new_var = bb.emit(new_value, name_hint=name)
+        self.var_map[var] = new_var
+        if tap:
+            self.tapped[key] = new_var
+
+    def rewrite(self, var, value):
+        if isinstance(value, relax.Var) or isinstance(value, relax.Tuple):
+            return self.expr(value)
+        if isinstance(value, relax.TupleGetItem):
+            return relax.TupleGetItem(self.expr(value.tuple_value), value.index)
+        if not isinstance(value, relax.Call):
+            return value
+        args = [self.expr(a) for a in value.args]
+        op = value.op.name if isinstance(value.op, tvm.ir.Op) else None
+        key = self.key_of.get(var)
+        if op in ("relax.reshape", "relax.flatten") and key is not None and key in self.deps.tensors:
+            return relax.op.reshape(args[0], self.plan.new_shape(key))
+        if op in ("relax.expand_dims", "relax.squeeze") and key is not None and self.deps.tensors.get(key) \
+                and self.deps.tensors[key].kind == "view":
+            return relax.op.reshape(args[0], self.plan.new_shape(key))
+        if op == "relax.nn.conv2d" and int(value.attrs.groups) > 1:
+            data_key = self.key_of.get(value.args[0])
+            if data_key is not None and self.plan.changed(data_key):
+                a = value.attrs
+                return relax.op.nn.conv2d(args[0], args[1], strides=a.strides, padding=a.padding,
+                                          dilation=a.dilation, groups=self.plan.new_shape(data_key)[1],
+                                          data_layout=a.data_layout, kernel_layout=a.kernel_layout,
+                                          out_layout=a.out_layout, out_dtype=a.out_dtype)
+        if op == "relax.split" and int(value.attrs.axis) % len(value.args[0].ty.shape) == 1:
+            src = self.key_of.get(value.args[0])
+            if src is not None and self.plan.changed(src):
+                fields = [f"{key}:{i}" for i in range(len(var.ty.fields))]
+                bounds = np.cumsum([self.plan.new_shape(f)[1] for f in fields])[:-1]
+                return relax.op.split(args[0], [int(b) for b in bounds], axis=1)
+        if op == "relax.strided_slice" and key is not None:
+            src = self.key_of.get(value.args[0])
+            if src is not None and self.plan.changed(src):
+                return self.rewrite_slice(value, args, src, key)
+        return relax.Call(value.op, args, value.attrs, value.ty_args)
+
+    def rewrite_slice(self, value, args, src, key):
+        from .channel_dependencies import _int_list
+
+        axes = [int(a) % len(self.deps.tensors[src].shape) for a in _int_list(value.args[1])]
+        begin = [int(b) for b in _int_list(value.args[2])]
+        end = [int(e) for e in _int_list(value.args[3])]
+        if 1 in axes:
+            i = axes.index(1)
+            size = self.deps.tensors[src].shape[1]
+            start = begin[i] % size if begin[i] < 0 else min(begin[i], size)
+            kept_src = self.plan.kept(src, 1)
+            begin[i] = int(np.sum(kept_src < start))
+            end[i] = begin[i] + self.plan.new_shape(key)[1]
+        return relax.op.strided_slice(args[0], axes, begin, end, assume_inbound=bool(value.attrs.assume_inbound))
+
+
+def slice_weights(plan: PruningPlan, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every weight parameter with its removed channels cut out on each tracked axis."""
+    out = {}
+    for name, value in weights.items():
+        if name not in plan.deps.tensors:
+            out[name] = value
+            continue
+        for axis in range(value.ndim):
+            if (name, axis) in plan.deps.tracked:
+                value = np.take(value, plan.kept(name, axis), axis=axis)
+        out[name] = np.ascontiguousarray(value)
+    return out
+
+
+def apply_pruning(func: relax.Function, weights: dict, plan: PruningPlan, offsets: dict[str, np.ndarray] | None = None,
+                  taps: list[str] | None = None) -> tuple[relax.Function, dict[str, np.ndarray]]:
+    """The pruned function (weights as parameters, offsets as extra ``*.prune_offset`` parameters).
+
+    With ``taps``, the function also returns those tensors (by analysis key) after its outputs.
+    """
+    new_func, new_weights, _ = apply_pruning_tapped(func, weights, plan, offsets, taps)
+    return new_func, new_weights
+
+
+def apply_pruning_tapped(func: relax.Function, weights: dict, plan: PruningPlan, offsets: dict | None = None,
+                         taps: list[str] | None = None):
+    """:func:`apply_pruning`, plus ``{tap key: the Relax var holding it in the new function}``."""
+    offsets = offsets or {}
+    shapes = {k: tuple(v.shape) for k, v in offsets.items()}
+    try:
+        rewriter = _Rewriter(func, plan, shapes, taps)
+        new_func = rewriter.run()
+    except (RuntimeError, ValueError, TypeError, AssertionError) as exc:  # TVM shape inference on the new graph
+        from ..errors import first_line
+
+        raise CompileError(f"pruning produced an inconsistent graph: {first_line(exc)}; "
+                           f"report this model to edgetvm") from None
+    new_weights = slice_weights(plan, weights)
+    for key, value in offsets.items():
+        new_weights[offset_name(key)] = value
+    return new_func, new_weights, dict(rewriter.tapped)
+
+
+# -- the whole pass -------------------------------------------------------------------------------
+@dataclass
+class PruneResult:
+    func: relax.Function  # weights as parameters (see ``num_input``)
+    weights: dict[str, np.ndarray]
+    plan: PruningPlan
+    recovery: object  # prune_recovery.RecoveryReport
+
+    def report(self) -> dict:
+        deps = self.plan.deps
+        return {
+            "groups": self.plan.report,
+            "blocked": [{"group": g.name, "layers": sorted({p.layer for p in g.producers}), "why": g.blocked}
+                        for g in deps.blocked_groups() if g.producers],
+            "notes": self.plan.notes,
+            "recovery": self.recovery.to_json(),
+        }
+
+    def bound(self) -> relax.Function:
+        return bind_weights(self.func, self.weights)
+
+
+def prune_function(func: relax.Function, config: PruningConfig, *, weights: dict | None = None, evaluate=None,
+                   calibration: list | None = None, recover: bool = True, alpha: float = 1e-3) -> PruneResult:
+    """Analyse, select, rewrite and recover ``func`` (bound constants, or weight parameters + ``weights``)."""
+    from .prune_recovery import prune_and_recover
+
+    from .prune_recovery import lossless_units, original_taps
+
+    if weights is None:
+        func, weights = lift_weights(func)
+    deps = analyze_channel_dependencies(func, weights)
+    candidates = any(_unit_constant(deps, u, {c.data for c in deps.consumers})
+                     for g in deps.prunable_groups() for u in g.units)
+    x_orig = None
+    if evaluate is not None and ((config.lossless and candidates) or (recover and calibration)):
+        x_orig = original_taps(func, weights, deps, evaluate, calibration)
+    lossless = lossless_units(deps, weights, x_orig, config.spatial_folds) if config.lossless else {}
+    plan = plan_pruning(deps, weights, config, lossless)
+    if candidates and x_orig is None:
+        plan.notes.append("constant channels kept: folding them needs an evaluator to run the model")
+    new_func, new_weights, recovery = prune_and_recover(func, weights, plan, evaluate, calibration, recover, alpha,
+                                                        x_orig=x_orig)
+    return PruneResult(new_func, new_weights, plan, recovery)
+
+
+def PruneChannels(config: PruningConfig, *, evaluate=None, calibration: list | None = None,  # noqa: N802
+                  recover: bool = True, report: dict | None = None) -> tvm.ir.transform.Pass:
+    """Module pass: prune ``main`` (lossy, see the module docstring); findings go to ``report``."""
+
+    @tvm.transform.module_pass(opt_level=0, name="PruneChannels")
+    def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        result = prune_function(mod["main"], config, evaluate=evaluate, calibration=calibration, recover=recover)
+        if report is not None:
+            report.update(result.report())
+        out = tvm.IRModule({gv.name_hint: f for gv, f in mod.functions.items() if gv.name_hint != "main"})
+        out["main"] = result.bound().with_attr("global_symbol", "main")
+        return out
+
+    return transform

@@ -1,0 +1,314 @@
+"""After removing channels: fold what was exact, refit what was lost (He et al. 2017).
+
+A layer ``y = sum_c W[:, c] * x_c`` (conv2d or dense) that loses input channels R keeps
+``y' = sum_{c not in R} W[:, c] * x_c + offset``.
+
+* Lossless folding. A removed channel whose value does not depend on the input (a zero filter,
+  a BN with gamma = 0 outputs beta everywhere, then the activation) contributes the fixed tensor
+  ``k = sum_{c in R} W[:, c] * x_c``; ``offset = k`` makes ``y' = y`` exactly. ``k`` is per output
+  channel when the layer has no padding that meets the removed channels' border values, else a full
+  ``[C_out, H, W]`` map: both are exact.
+* Least-squares recovery (He et al. 2017, "Channel Pruning for Accelerating Very Deep Neural
+  Networks", Sec. 3.2): on calibration inputs, with ``X'`` the pruned model's input to the layer
+  (im2col patches) and ``Y`` the original model's output of the layer,
+
+      min_{W', b} ||Y - k - X' W' - 1 b||^2 + lambda ||W' - W_kept||^2
+
+  solved in closed form (ridge towards the original weights, so a layer with fewer samples than
+  unknowns stays put). Layers are refit in dataflow order, each seeing the already refit layers
+  before it, so errors do not accumulate. ``offset = k + b``.
+
+Running a model is not this layer's business (passes sit below backends): the caller passes
+``evaluate(func, weights, inputs) -> [[every output array] per input]``, where ``inputs`` is a list of
+per-sample input lists and ``weights`` maps the function's weight parameters to arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import networkx as nx
+import numpy as np
+from tvm import relax
+
+from .channel_dependencies import Consumer
+from .prune_channels import PruningPlan, _Rewriter, apply_pruning, apply_pruning_tapped, offset_name
+
+Evaluate = Callable[[relax.Function, dict, list], list]
+
+
+@dataclass
+class RecoveryReport:
+    folded: dict[str, str] = field(default_factory=dict)  # consumer -> "per-channel" | "spatial"
+    refit: dict[str, dict] = field(default_factory=dict)  # consumer -> {"rel_error_before", "rel_error_after"}
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"folded": self.folded, "refit": self.refit, "skipped": self.skipped}
+
+
+def im2col(x: np.ndarray, kernel: tuple[int, int], strides, padding, dilation) -> np.ndarray:
+    """``x[N, C, H, W]`` -> patches ``[N, Ho, Wo, C*kh*kw]`` in OIHW weight order."""
+    kh, kw = kernel
+    top, left, bottom, right = padding
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    n, c, hp, wp = xp.shape
+    ho = (hp - dilation[0] * (kh - 1) - 1) // strides[0] + 1
+    wo = (wp - dilation[1] * (kw - 1) - 1) // strides[1] + 1
+    cols = np.empty((n, ho, wo, c, kh, kw), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dilation[0], j * dilation[1]
+            cols[..., i, j] = xp[:, :, r0:r0 + strides[0] * (ho - 1) + 1:strides[0],
+                                  c0:c0 + strides[1] * (wo - 1) + 1:strides[1]].transpose(0, 2, 3, 1)
+    return cols.reshape(n, ho, wo, c * kh * kw)
+
+
+def layer_forward(consumer: Consumer, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The consumer without bias: conv2d ``[N, O, Ho, Wo]`` or dense ``[N, O]``, in float64."""
+    x = x.astype(np.float64)
+    w = w.astype(np.float64)
+    if consumer.kind == "dense":
+        return x @ w
+    a = consumer.attrs
+    cols = im2col(x, w.shape[2:], a["strides"], a["padding"], a["dilation"])
+    return np.einsum("nhwk,ok->nohw", cols, w.reshape(w.shape[0], -1))
+
+
+def _to_leaf(consumer: Consumer, w_view: np.ndarray, leaf_shape) -> np.ndarray:
+    value = w_view
+    for kind, arg in consumer.to_leaf:
+        value = np.transpose(value, arg) if kind == "permute" else value.reshape(leaf_shape)
+    return value.reshape(leaf_shape)
+
+
+def _view_of(consumer: Consumer, leaf_value: np.ndarray, view_shape) -> np.ndarray:
+    value = leaf_value
+    for kind, arg in reversed(consumer.to_leaf):
+        value = np.transpose(value, np.argsort(arg)) if kind == "permute" else value.reshape(view_shape)
+    return value.reshape(view_shape)
+
+
+def _offset_shape(consumer: Consumer, plan: PruningPlan, spatial: bool) -> tuple:
+    shape = plan.new_shape(consumer.out)
+    if consumer.kind == "dense":
+        return (1, shape[1])
+    return (1, shape[1], shape[2], shape[3]) if spatial else (1, shape[1], 1, 1)
+
+
+def prune_and_recover(func: relax.Function, weights: dict, plan: PruningPlan, evaluate: Evaluate | None,
+                      calibration: list | None, recover: bool = True, alpha: float = 1e-3,
+                      positions_per_input: int = 256, seed: int = 0, x_orig: dict | None = None):
+    """Apply ``plan`` and fix up the layers that lost inputs; returns (func, weights, RecoveryReport)."""
+    report = RecoveryReport()
+    deps = plan.deps
+    consumers = plan.consumers_changed()
+    shared = {c.leaf for c in deps.consumers if sum(d.leaf == c.leaf for d in deps.consumers) > 1}
+    constant_removed = {}
+    for c in consumers:
+        mask = deps.constant_channels.get(c.data)
+        removed = np.setdiff1d(np.arange(deps.tensors[c.data].shape[1]), plan.kept(c.data, 1))
+        constant_removed[c.out] = removed[mask[removed]] if mask is not None else removed[:0]
+    need_fold = any(len(v) for v in constant_removed.values())
+    do_refit = recover and bool(calibration) and bool(consumers)
+    if evaluate is None or not (need_fold or do_refit):
+        if need_fold:
+            report.skipped["*"] = "no evaluator: constant channels removed without folding"
+        new_func, new_weights = apply_pruning(func, weights, plan)
+        return new_func, new_weights, report
+
+    inputs = _inputs(func, calibration)
+    taps = sorted({c.data for c in consumers})
+    if x_orig is None or any(t not in x_orig for t in taps):
+        x_orig = original_taps(func, weights, deps, evaluate, calibration, taps)
+
+    # Lossless folding: the removed input-independent channels' contribution, from any one input.
+    offsets: dict[str, np.ndarray] = {}
+    for c in consumers:
+        kept_out = plan.kept(c.out, 1)
+        removed = constant_removed[c.out]
+        w_view = _view_of(c, weights[c.leaf], deps.tensors[c.weight].shape)
+        if len(removed):
+            x = x_orig[c.data][:1][:, removed]
+            w_rm = w_view[:, removed] if c.kind == "conv2d" else w_view[removed]
+            k = layer_forward(c, x, w_rm)[0]
+            k = k[kept_out]
+            if c.kind == "conv2d":
+                spread = np.abs(k - k.mean(axis=(1, 2), keepdims=True)).max()
+                spatial = spread > 1e-6 * max(1.0, float(np.abs(k).max()))
+                report.folded[c.out] = "spatial" if spatial else "per-channel"
+                k = k[None] if spatial else k.mean(axis=(1, 2))[None, :, None, None]
+            else:
+                report.folded[c.out] = "per-channel"
+                k = k[None]
+            offsets[c.out] = k.astype(weights[c.leaf].dtype)
+        elif do_refit:
+            offsets[c.out] = np.zeros(_offset_shape(c, plan, False), dtype=weights[c.leaf].dtype)
+
+    if not do_refit:
+        new_func, new_weights = apply_pruning(func, weights, plan, offsets)
+        return new_func, new_weights, report
+
+    new_func, new_weights, tapped = apply_pruning_tapped(func, weights, plan, offsets, taps=taps)
+    rng = np.random.default_rng(seed)
+
+    def refit(c: Consumer, x_new: np.ndarray) -> None:
+        if c.leaf in shared:
+            report.skipped[c.out] = f"weight {c.leaf} is shared by several layers"
+            return
+        result = _refit_layer(c, plan, weights, new_weights, x_orig[c.data], x_new, offsets[c.out], alpha,
+                              positions_per_input, rng)
+        if isinstance(result, str):
+            report.skipped[c.out] = result
+            return
+        w_leaf, offset, stats = result
+        new_weights[c.leaf] = w_leaf
+        new_weights[offset_name(c.out)] = offset
+        report.refit[c.out] = stats
+
+    stepper = getattr(evaluate, "stepper", None)
+    if stepper is not None and stepper(new_func) is not None:
+        # Layer by layer in dataflow order, each seeing the refit layers before it: one forward pass.
+        run = stepper(new_func)(new_func, new_weights, inputs)
+        order = sorted(consumers, key=lambda c: run.position.get(tapped[c.data], -1))
+        for c in order:
+            refit(c, np.concatenate(run.run_until(tapped[c.data])))
+    else:
+        for batch in _refit_batches(deps.dataflow, consumers):
+            pruned = evaluate(new_func, new_weights, inputs)
+            x_new = {key: np.concatenate([row[len(row) - len(taps) + i] for row in pruned])
+                     for i, key in enumerate(taps)}
+            for c in batch:
+                refit(c, x_new[c.data])
+    # The tapped function was only for calibration: rebuild the plain one with the refit weights.
+    final_func, _ = apply_pruning(func, weights, plan, {k: new_weights[offset_name(k)] for k in offsets})
+    return final_func, new_weights, report
+
+
+def _inputs(func: relax.Function, calibration: list | None) -> list:
+    if calibration:
+        return list(calibration)
+    # Input-independent channels have the same value for any input: zeros will do.
+    return [[np.zeros([int(d) for d in p.ty.shape], dtype=str(p.ty.dtype)) for p in func.params[:_num_input(func)]]]
+
+
+def original_taps(func: relax.Function, weights: dict, deps, evaluate: Evaluate, calibration: list | None,
+                  taps: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The unpruned model's input to every conv2d/dense layer, stacked over the calibration inputs."""
+    if taps is None:
+        taps = sorted({c.data for c in deps.consumers if deps.tensors[c.data].kind != "input"})
+    tapped = _Rewriter(func, PruningPlan(deps), {}, taps).run()
+    rows = evaluate(tapped, weights, _inputs(func, calibration))
+    return {key: np.concatenate([row[len(row) - len(taps) + i] for row in rows]) for i, key in enumerate(taps)}
+
+
+def lossless_units(deps, weights: dict, x_orig: dict | None, allow_spatial: bool) -> dict[str, np.ndarray]:
+    """Per group, the units removable without changing the output.
+
+    A unit qualifies when every channel of it that a conv2d/dense layer reads is input-independent
+    (by the analysis), and, unless ``allow_spatial``, its contribution to each such layer is the same
+    at every output position, so it folds into a per-channel bias. (A constant channel through a
+    zero-padded depthwise conv is not spatially constant: folding it needs a full offset map.)
+    """
+    from .prune_channels import _unit_constant
+
+    result = {}
+    if x_orig is None:
+        return result
+    consumers_of: dict[str, list[Consumer]] = {}
+    for c in deps.consumers:
+        consumers_of.setdefault(c.data, []).append(c)
+    views = {}
+    for group in deps.prunable_groups():
+        mask = np.zeros(len(group.units), bool)
+        for u, unit in enumerate(group.units):
+            if not _unit_constant(deps, unit, set(consumers_of)):
+                continue
+            ok = True
+            for key in {k for k, a, _ in unit if a == 1 and k in consumers_of}:
+                idx = sorted(i for k, a, i in unit if k == key and a == 1)
+                for c in consumers_of[key]:
+                    if c.kind == "dense" or allow_spatial:
+                        continue
+                    if c.weight not in views:
+                        views[c.weight] = _view_of(c, weights[c.leaf], deps.tensors[c.weight].shape)
+                    k = layer_forward(c, x_orig[key][:1][:, idx], views[c.weight][:, idx])[0]
+                    spread = np.abs(k - k.mean(axis=(1, 2), keepdims=True)).max()
+                    ok &= bool(spread <= 1e-6 * max(1.0, float(np.abs(k).max())))
+            mask[u] = ok
+        result[group.name] = mask
+    return result
+
+
+def _num_input(func: relax.Function) -> int:
+    if func.attrs is not None and "num_input" in func.attrs:
+        return int(func.attrs["num_input"])
+    return len(func.params)
+
+
+def _refit_batches(dataflow: nx.DiGraph, consumers: list[Consumer]) -> list[list[Consumer]]:
+    """Consecutive layers none of which feeds another: they can be refit from one calibration run."""
+    batches: list[list[Consumer]] = []
+    for c in consumers:
+        if batches and not any(
+                b.out in dataflow and c.data in dataflow and nx.has_path(dataflow, b.out, c.data) for b in batches[-1]):
+            batches[-1].append(c)
+        else:
+            batches.append([c])
+    return batches
+
+
+def _refit_layer(c: Consumer, plan: PruningPlan, weights: dict, new_weights: dict, x_orig: np.ndarray,
+                 x_new: np.ndarray, offset_const: np.ndarray, alpha: float, positions: int, rng):
+    deps = plan.deps
+    kept_in, kept_out = plan.kept(c.data, 1), plan.kept(c.out, 1)
+    w_view = _view_of(c, weights[c.leaf], deps.tensors[c.weight].shape)
+    w_kept_view = _view_of(c, new_weights[c.leaf], plan.new_shape(c.weight))
+    y = layer_forward(c, x_orig, w_view)[:, kept_out]
+    if c.kind == "conv2d":
+        a = c.attrs
+        cols = im2col(x_new.astype(np.float64), w_view.shape[2:], a["strides"], a["padding"], a["dilation"])
+        n, ho, wo, d = cols.shape
+        take = min(positions, ho * wo)
+        idx = np.stack([rng.choice(ho * wo, size=take, replace=False) for _ in range(n)])
+        cols = cols.reshape(n, ho * wo, d)
+        a_mat = np.take_along_axis(cols, idx[..., None], axis=1).reshape(-1, d)
+        y_hw = y.transpose(0, 2, 3, 1).reshape(n, ho * wo, -1)
+        target = np.take_along_axis(y_hw, idx[..., None], axis=1).reshape(-1, y.shape[1])
+        k = np.broadcast_to(offset_const, (1, len(kept_out), ho, wo)).transpose(0, 2, 3, 1).reshape(ho * wo, -1)
+        target = target - k[idx.reshape(-1)]
+        theta0 = w_kept_view.reshape(w_kept_view.shape[0], -1).T.astype(np.float64)  # [d, O]
+    else:
+        a_mat = x_new.astype(np.float64)
+        target = y - offset_const.reshape(1, -1)
+        d = a_mat.shape[1]
+        theta0 = w_kept_view.astype(np.float64)  # [F, O]
+    if d > 8192:
+        return f"{d} inputs per output: too many for a least-squares refit"
+    ones = np.ones((a_mat.shape[0], 1))
+    a_full = np.hstack([a_mat, ones])
+    gram = a_full.T @ a_full
+    lam = alpha * float(np.trace(gram[:d, :d])) / max(d, 1)
+    reg = np.full(d + 1, lam)
+    reg[d] = 0.0
+    theta0_full = np.vstack([theta0, np.zeros((1, theta0.shape[1]))])
+    before = target - a_full @ theta0_full
+    try:
+        theta = np.linalg.solve(gram + np.diag(reg) + 1e-12 * np.eye(d + 1), a_full.T @ target + reg[:, None] * theta0_full)
+    except np.linalg.LinAlgError:
+        return "least-squares system is singular"
+    after = target - a_full @ theta
+    scale = float(np.linalg.norm(target)) or 1.0
+    w_new, bias = theta[:d], theta[d]
+    dtype = weights[c.leaf].dtype
+    if c.kind == "conv2d":
+        w_new_view = w_new.T.reshape(w_kept_view.shape)
+        offset = offset_const.astype(np.float64) + bias.reshape(1, -1, 1, 1)
+    else:
+        w_new_view = w_new
+        offset = offset_const.astype(np.float64) + bias.reshape(1, -1)
+    w_leaf = _to_leaf(c, w_new_view, new_weights[c.leaf].shape).astype(dtype)
+    stats = {"rel_error_before": float(np.linalg.norm(before)) / scale,
+             "rel_error_after": float(np.linalg.norm(after)) / scale, "samples": int(a_full.shape[0])}
+    return w_leaf, offset.astype(dtype), stats

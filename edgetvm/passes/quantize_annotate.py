@@ -1,0 +1,254 @@
+"""Lossy: turn a float graph into a quantize/dequantize (QDQ) graph from calibrated ranges.
+
+For every quantizable chain (the same form ``onnxruntime.quantization.quantize_static`` writes)::
+
+    conv2d(x, W) [+ b] [batch_norm] [relu | clip | leakyrelu | prelu]  ->  y
+    matmul(x, W) [+ b] [act]                                            ->  y
+    add(a, b) [relu | clip]                                             ->  y
+
+becomes ``dequantize(quantize(y))`` of a chain whose inputs are ``dequantize(quantize(x))`` and whose
+weight is ``dequantize(W_q, s_w, 0, axis=out_channel)``, with batch norm folded into the weight
+first (``W' = W k``, ``b' = (b - mean) k + beta``, ``k = gamma / sqrt(var + eps)``):
+
+* activations per tensor, asymmetric int8 from the calibrated [lo, hi] (``activation_qparams``),
+* weights per output channel, symmetric int8 (``quantize_weight_per_channel``).
+
+``FoldQuantScales`` then turns each chain into one integer kernel. Everything else stays float
+between a dequantize and a quantize. The error this pass introduces is what the face-model tests
+measure (embedding cosine, box IoU against the float model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .quantize_fixed_point import activation_qparams, quantize_weight_per_channel
+
+ACTIVATIONS = ("relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.nn.prelu")
+
+
+def _op_name(expr) -> str | None:
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+        return expr.op.name
+    return None
+
+
+def _const(expr) -> np.ndarray | None:
+    if isinstance(expr, tvm.ir.Constant) and isinstance(expr.value, tvm.runtime.Tensor):
+        return expr.value.numpy()
+    return None
+
+
+@dataclass
+class QuantChain:
+    """One chain to quantize: ``kind`` is "conv2d", "matmul" or "add"."""
+
+    kind: str
+    tail: relax.Var
+    inputs: list[relax.Var]
+    anchor: relax.Call
+    bias: np.ndarray | None = None
+    batch_norm: relax.Call | None = None
+    activation: relax.Call | None = None
+
+
+@dataclass
+class QuantPlan:
+    chains: list[QuantChain] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def tensors_to_calibrate(self) -> list[relax.Var]:
+        seen, out = set(), []
+        for chain in self.chains:
+            for var in [*chain.inputs, chain.tail]:
+                if var not in seen:
+                    seen.add(var)
+                    out.append(var)
+        return out
+
+
+def _bindings_and_uses(func: relax.Function):
+    bindings, uses = {}, {}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            bindings[binding.var] = binding.value
+            for var in relax.analysis.free_vars(binding.value):
+                uses[var] = uses.get(var, 0) + 1
+    for var in relax.analysis.free_vars(func.body.body):
+        uses[var] = uses.get(var, 0) + 1
+    return bindings, uses
+
+
+def _is_float_tensor(var) -> bool:
+    ty = getattr(var, "ty", None)
+    return isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32"
+
+
+def plan_quantization(func: relax.Function) -> QuantPlan:
+    """Find the chains to quantize in ``func`` (weights must already be constants: FoldConstant)."""
+    bindings, uses = _bindings_and_uses(func)
+    users: dict[relax.Var, list[relax.Var]] = {}
+    for var, value in bindings.items():
+        for used in relax.analysis.free_vars(value):
+            users.setdefault(used, []).append(var)
+    plan = QuantPlan()
+
+    def single_user(var):
+        if uses.get(var, 0) != 1 or len(users.get(var, [])) != 1:
+            return None
+        return users[var][0]
+
+    for var, value in bindings.items():
+        name = _op_name(value)
+        if name == "relax.nn.conv2d":
+            weight = _const(value.args[1])
+            attrs = value.attrs
+            if weight is None:
+                plan.skipped.append(f"{var.name}: conv2d with a non-constant weight stays float")
+                continue
+            if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
+                plan.skipped.append(f"{var.name}: conv2d layout {attrs.data_layout}/{attrs.kernel_layout} stays float")
+                continue
+            chain = QuantChain("conv2d", var, [value.args[0]], value)
+        elif name == "relax.matmul":
+            weight = _const(value.args[1])
+            if weight is None or weight.ndim != 2 or value.args[0].ty.ndim != 2:
+                continue
+            chain = QuantChain("matmul", var, [value.args[0]], value)
+        elif name == "relax.add":
+            a, b = value.args
+            if not all(isinstance(v, relax.Var) and _is_float_tensor(v) for v in (a, b)) or \
+                    a.ty.ndim != b.ty.ndim or any(bindings.get(v) is None and v not in func.params for v in (a, b)):
+                continue
+            chain = QuantChain("add", var, [a, b], value)
+        else:
+            continue
+        if not all(isinstance(v, relax.Var) and _is_float_tensor(v) for v in chain.inputs):
+            continue
+        channels = int(chain.anchor.ty.shape[1]) if chain.kind != "matmul" else int(chain.anchor.ty.shape[-1])
+        # Walk the single-user tail: bias, batch norm, activation.
+        tail = var
+        while True:
+            nxt = single_user(tail)
+            if nxt is None:
+                break
+            nvalue = bindings[nxt]
+            nname = _op_name(nvalue)
+            if chain.kind != "add" and nname == "relax.add" and chain.bias is None and chain.batch_norm is None \
+                    and chain.activation is None:
+                other = nvalue.args[1] if nvalue.args[0].same_as(tail) else nvalue.args[0]
+                bias = _const(other)
+                if bias is None or bias.size != channels:
+                    break
+                chain.bias = bias.reshape(-1).astype(np.float64)
+                tail = nxt
+            elif chain.kind == "conv2d" and nname == "relax.nn.batch_norm" and chain.activation is None \
+                    and chain.batch_norm is None and all(_const(a) is not None for a in nvalue.args[1:]) \
+                    and int(nvalue.attrs.axis) == 1:
+                getters = [u for u in users.get(nxt, [])]
+                if len(getters) < 1:
+                    break
+                first = [g for g in getters if isinstance(bindings[g], relax.TupleGetItem) and bindings[g].index == 0]
+                if len(first) != 1 or any(uses.get(g, 0) for g in getters if g not in first):
+                    break
+                chain.batch_norm = nvalue
+                tail = first[0]
+            elif nname in ACTIVATIONS and chain.activation is None and nvalue.args[0].same_as(tail):
+                if nname == "relax.nn.prelu" and (_const(nvalue.args[1]) is None or int(nvalue.attrs.axis) != 1):
+                    break
+                if chain.kind == "add" and nname not in ("relax.nn.relu", "relax.clip"):
+                    break
+                chain.activation = nvalue
+                tail = nxt
+                break
+            else:
+                break
+        chain.tail = tail
+        plan.chains.append(chain)
+    return plan
+
+
+def _fold_batch_norm(weight: np.ndarray, bias: np.ndarray, bn: relax.Call) -> tuple[np.ndarray, np.ndarray]:
+    gamma, beta, mean, var = (_const(a).astype(np.float64) for a in bn.args[1:])
+    attrs = bn.attrs
+    if not bool(attrs.scale):
+        gamma = np.ones_like(gamma)
+    if not bool(attrs.center):
+        beta = np.zeros_like(beta)
+    k = gamma / np.sqrt(var + float(attrs.epsilon))
+    return weight * k.reshape([-1] + [1] * (weight.ndim - 1)), (bias - mean) * k + beta
+
+
+@relax.expr_functor.mutator
+class _Annotator(relax.PyExprMutator):
+    def __init__(self, mod, plan: QuantPlan, ranges: dict):
+        super().__init__(mod)
+        self.by_tail = {chain.tail: chain for chain in plan.chains}
+        self.ranges = ranges
+
+    def _qdq(self, value: relax.Expr, var: relax.Var) -> relax.Expr:
+        params = activation_qparams(*self.ranges[var])
+        scale = relax.const(params.scale, "float32")
+        zero = relax.const(params.zero_point, "int8")
+        q = self.builder_.emit(relax.op.quantize(value, scale, zero, axis=1, out_dtype="int8"))
+        return self.builder_.emit(relax.op.dequantize(q, scale, zero, axis=1, out_dtype="float32"))
+
+    def _weight(self, weight: np.ndarray, axis: int) -> relax.Expr:
+        q, scale = quantize_weight_per_channel(weight, axis)
+        zeros = np.zeros(scale.shape, dtype=np.int8)
+        return self.builder_.emit(relax.op.dequantize(relax.const(q), relax.const(scale), relax.const(zeros),
+                                                      axis=axis, out_dtype="float32"))
+
+    def _emit_chain(self, chain: QuantChain) -> relax.Expr:
+        inputs = [self._qdq(self.visit_expr(v), v) for v in chain.inputs]
+        anchor = chain.anchor
+        if chain.kind == "add":
+            out = self.builder_.emit(relax.op.add(*inputs))
+        else:
+            weight = _const(anchor.args[1]).astype(np.float64)
+            channels = weight.shape[0] if chain.kind == "conv2d" else weight.shape[1]
+            bias = chain.bias if chain.bias is not None else np.zeros(channels)
+            if chain.batch_norm is not None:
+                weight, bias = _fold_batch_norm(weight, bias, chain.batch_norm)
+            if chain.kind == "conv2d":
+                a = anchor.attrs
+                out = self.builder_.emit(relax.op.nn.conv2d(
+                    inputs[0], self._weight(weight, 0), strides=a.strides, padding=a.padding, dilation=a.dilation,
+                    groups=a.groups, data_layout="NCHW", kernel_layout="OIHW", out_dtype="float32"))
+                bias_shape = (1, channels, 1, 1)
+            else:
+                out = self.builder_.emit(relax.op.matmul(inputs[0], self._weight(weight, 1)))
+                bias_shape = (1, channels)
+            if chain.bias is not None or chain.batch_norm is not None:
+                out = self.builder_.emit(relax.op.add(out, relax.const(bias.reshape(bias_shape).astype(np.float32))))
+        act = chain.activation
+        if act is not None:
+            args = [out, *act.args[1:]]
+            out = self.builder_.emit(relax.Call(act.op, args, act.attrs))
+        return self._qdq(out, chain.tail)
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        chain = self.by_tail.get(binding.var)
+        if chain is None:
+            super().visit_var_binding_(binding)
+            return
+        new = self._emit_chain(chain)
+        self.set_var_remap(binding.var, new)
+
+
+def quantize_annotate(plan: QuantPlan, ranges: dict) -> tvm.transform.Pass:
+    """The pass: insert calibrated QDQ around ``plan``'s chains in ``main`` (lossy, see module doc)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="QuantizeAnnotate")
+    def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        annotator = _Annotator(mod, plan, ranges)
+        gvar = mod.get_global_var("main")
+        annotator.builder_.update_func(gvar, annotator.visit_expr(mod["main"]))
+        mod = annotator.builder_.get()
+        return relax.transform.DeadCodeElimination()(mod)
+
+    return transform

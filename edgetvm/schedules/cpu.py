@@ -1,0 +1,292 @@
+"""Default CPU schedules: deterministic, register-blocked and vectorized, one per kernel.
+
+Every kernel is scheduled by the first rule that applies:
+
+1. :func:`schedule_register_tiled` for a reduction block that :mod:`.analysis` can vectorize along
+   the output's last axis (conv2d, 1x1 conv = GEMM, depthwise, dense, pooling, mean). The output is
+   computed in register tiles of ``rows x (vectors * lanes)``::
+
+       for n, h, c_o, w_o:                 # fused and parallel when num_threads != 1
+         acc[rows, vectors*lanes] = init   # registers
+         for r_0, ..., r_m:                # reduction (kh, kw, ci)
+           for w_i in rows, c_v in vectors:     # unrolled
+             acc[w_i, c_v*lanes : +lanes] (+)= in[...] * wt[..., c_v*lanes : +lanes]   # one FMA
+         out[tile] = tail(acc[tile])       # bias, BN, PReLU, residual add: computed at the tile
+
+   ``rows * vectors`` accumulators are half the vector register file (8 of the 16 q registers of
+   ARMv7 NEON, 16 of the 32 zmm of AVX-512), the other half holds weights and broadcast inputs.
+2. :func:`schedule_generic` for everything else: elementwise producers inlined, each remaining
+   block's outer spatial loops fused and parallel, its innermost loop vectorized when it divides
+   by the vector width.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import tvm
+from tvm import s_tir, tirx
+
+from .analysis import ReductionKernel, analyse_reduction, has_if_then_else, is_spatial, trivial_loops
+
+# Below this many output elements a parallel launch costs more than it saves.
+PARALLEL_MIN_ELEMENTS = 4096
+
+
+@dataclass(frozen=True)
+class CpuScheduleConfig:
+    """What the schedules need to know about the machine.
+
+    ``lanes``: float32 lanes of one vector register (4 NEON, 8 AVX2, 16 AVX-512).
+    ``accumulators``: vector registers a register tile may use for its accumulators.
+    ``num_threads``: 1 schedules no parallel loop at all; None or > 1 parallelizes outer loops.
+    """
+
+    lanes: int
+    accumulators: int
+    num_threads: int | None = None
+
+    @property
+    def parallel(self) -> bool:
+        return self.num_threads is None or self.num_threads > 1
+
+
+@dataclass
+class ScheduleResult:
+    func: tirx.PrimFunc
+    rule: str  # "register-tiled:<kind>", "generic" or "unscheduled"
+    detail: str = ""
+
+
+def _divisors(n: int, limit: int) -> list[int]:
+    return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
+
+
+def choose_tile(kernel: ReductionKernel, config: CpuScheduleConfig) -> tuple[int, int, int]:
+    """(lanes, vectors, rows) of the register tile for ``kernel``.
+
+    Lanes: the widest power of two up to ``config.lanes`` dividing the channel count. Then the
+    tile with the most accumulators ``rows * vectors <= config.accumulators``; rows must divide
+    the row extent (no tail), ties go to the squarer tile (fewer loads per FMA:
+    ``1/rows + 1/vectors``).
+    """
+    channels = kernel.vector_extent
+    lanes = config.lanes
+    while lanes > 1 and channels % lanes:
+        lanes //= 2
+    best = (0, 0.0, 1, 1)
+    for vectors in _divisors(channels // lanes, 4):
+        for rows in _divisors(kernel.row_extent, config.accumulators):
+            accs = rows * vectors
+            if accs > config.accumulators:
+                continue
+            score = (accs, -(1 / rows + 1 / vectors))
+            if score > best[:2]:
+                best = (accs, score[1], vectors, rows)
+    return lanes, best[2], best[3]
+
+
+# Steps of the innermost channel-reduction loop (conv2d, dense) unrolled around the register tile:
+# loop counter, compare and branch are paid once per this many steps. More than 2 lets LLVM hoist
+# the loads of later steps above the FMAs of earlier ones, and the ARM tile then spills.
+REDUCTION_UNROLL = int(os.environ.get("XUNROLL", "2"))
+# A sliding window's inner loop (kw of depthwise conv and pooling) is unrolled whole: with the row
+# loop unrolled inside it, the input column of (kw, w_i) equals that of (kw + 1, w_i - 1) and LLVM
+# loads it once (rows + kw - 1 loads per row of the window instead of rows * kw).
+WINDOW_UNROLL_MAX = 7
+
+
+def _unroll_innermost_reduction(sch: s_tir.Schedule, reduction: list, windowed: bool) -> tuple[list, list]:
+    """Split the innermost reduction loop with extent > 1 into (outer, unrolled inner)."""
+    for index in range(len(reduction) - 1, -1, -1):
+        extent = int(sch.get(reduction[index]).extent)
+        if extent == 1:
+            continue
+        rest = reduction[:index] + reduction[index + 1:]
+        if windowed:
+            return (rest, [reduction[index]]) if extent <= WINDOW_UNROLL_MAX else (reduction, [])
+        if REDUCTION_UNROLL <= 1:
+            return reduction, []
+        if extent <= REDUCTION_UNROLL:
+            return rest, [reduction[index]]
+        if extent % REDUCTION_UNROLL == 0:
+            outer, inner = sch.split(reduction[index], [None, REDUCTION_UNROLL])
+            return reduction[:index] + [outer] + reduction[index + 1:], [inner]
+        return reduction, []
+    return reduction, []
+
+
+def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
+    """Rule 1 (see the module docstring); None when the kernel does not fit its pattern."""
+    sch = s_tir.Schedule(func)
+    root = sch.get_sblock("root")
+    blocks = sch.get_child_blocks(root)
+    kernels = [k for k in (analyse_reduction(sch, b) for b in blocks if not is_spatial(sch, b)) if k is not None]
+    reductions = [b for b in blocks if not is_spatial(sch, b)]
+    if len(reductions) != 1 or len(kernels) != 1:
+        return None
+    kernel = kernels[0]
+    main = kernel.block
+    main_name = sch.get(main).name_hint
+    position = [sch.get(b).name_hint for b in blocks].index(main_name)
+    producers = blocks[:position]
+    consumers = blocks[position + 1:]
+
+    # Producers (padding, layout copies): inline plain copies; padding stays a separate, vectorized
+    # pass over the input, so the FMA loop never tests a border condition.
+    padded = []
+    for block in producers:
+        if has_if_then_else(sch.get(block)):
+            padded.append(block)
+        else:
+            sch.compute_inline(block)
+
+    # The elementwise tail collapses into its last block, computed per output tile.
+    for block in consumers[:-1]:
+        sch.compute_inline(block)
+    if consumers:
+        tail = consumers[-1]
+        if not is_spatial(sch, tail):
+            return None
+    else:
+        tail = sch.cache_write(main, 0, "global")
+
+    lanes, vectors, rows = choose_tile(kernel, config)
+    if lanes < 2:
+        return None
+    loops = sch.get_loops(main)
+    spatial = [loops[i] for i in kernel.spatial]
+    reduction = [loops[i] for i in kernel.reduction]
+    c_o, c_v, c_l = sch.split(spatial[-1], [None, vectors, lanes])
+    if len(spatial) >= 2:
+        w_o, w_i = sch.split(spatial[-2], [None, rows])
+        outer = spatial[:-2]
+    else:
+        w_o = w_i = None
+        outer = []
+    # Channel blocks innermost among the tile loops: each weight load then varies with the loop
+    # around it, so LLVM cannot hoist a whole tile's weights out (they do not fit in registers and
+    # would be spilled and reloaded from the stack, costing an address computation per reload).
+    tile_loop = c_o
+    reduction, unrolled_reduction = _unroll_innermost_reduction(sch, reduction, kernel.kind in ("depthwise", "pool"))
+    order = [*outer] + ([w_o] if w_o is not None else []) + [c_o] + reduction + unrolled_reduction
+    order += ([w_i] if w_i is not None else []) + [c_v, c_l]
+    sch.reorder(*order)
+
+    sch.reverse_compute_at(tail, tile_loop, preserve_unit_loops=True)
+    # Loop kinds first: decompose_reduction copies them onto the init block's loops.
+    for lp in unrolled_reduction + ([w_i] if w_i is not None else []) + [c_v]:
+        sch.unroll(lp)
+    sch.vectorize(c_l)
+    sch.decompose_reduction(main, reduction[0])
+    sch.set_scope(main, 0, "local")
+
+    depth = len(outer) + 1 + (1 if w_o is not None else 0)
+    # The tail reads the accumulators: its tile loops are unrolled too, so every accumulator index
+    # is a constant and LLVM keeps the whole tile in registers (one variable index would leave the
+    # tile in stack memory, with a load and a store around every FMA).
+    tail_inner = sch.get_loops(tail)[depth:]
+    if tail_inner:
+        last = tail_inner[-1]
+        extent = int(sch.get(last).extent)
+        if extent % lanes == 0 and extent > lanes:
+            last_outer, vec = sch.split(last, [None, lanes])
+            sch.vectorize(vec)
+            tail_inner = tail_inner[:-1] + [last_outer]
+        elif extent == lanes:
+            sch.vectorize(last)
+            tail_inner = tail_inner[:-1]
+        for lp in tail_inner:
+            sch.unroll(lp)
+
+    parallel_loops = outer + ([w_o] if w_o is not None else []) + [c_o]
+    if config.parallel:
+        total = 1
+        for e in kernel.extents[: len(kernel.spatial)]:
+            total *= e
+        if total >= PARALLEL_MIN_ELEMENTS:
+            fused = sch.fuse(*parallel_loops) if len(parallel_loops) > 1 else parallel_loops[0]
+            sch.parallel(fused)
+
+    for block in padded:
+        _schedule_spatial_block(sch, block, config)
+    return ScheduleResult(sch.mod["main"], f"register-tiled:{kernel.kind}",
+                          f"tile {rows}x{vectors}x{lanes}, {kernel.macs} MAC")
+
+
+def _schedule_spatial_block(sch: s_tir.Schedule, block, config: CpuScheduleConfig) -> None:
+    loops = trivial_loops(sch, block)
+    if loops is None:
+        loops = sch.get_loops(block)
+        if not loops:
+            return
+    extents = [int(sch.get(lp).extent) if isinstance(sch.get(lp).extent, tirx.IntImm) else None for lp in loops]
+    if any(e is None for e in extents):
+        return
+    inner = loops[-1]
+    lanes = config.lanes
+    while lanes > 1 and extents[-1] % lanes:
+        lanes //= 2
+    outer = list(loops[:-1])
+    if lanes >= 2 and is_spatial(sch, block):
+        if extents[-1] > lanes:
+            o, inner = sch.split(inner, [None, lanes])
+            outer.append(o)
+        sch.vectorize(inner)
+    elif is_spatial(sch, block):
+        outer.append(inner)
+    total = 1
+    for e in extents:
+        total *= e
+    if config.parallel and outer and total >= PARALLEL_MIN_ELEMENTS and is_spatial(sch, block):
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+
+
+def schedule_generic(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult:
+    """Rule 2: inline what inlines, then parallel outer loops and a vectorized inner loop."""
+    sch = s_tir.Schedule(func)
+    root = sch.get_sblock("root")
+    for block in sch.get_child_blocks(root):
+        if is_spatial(sch, block):
+            try:
+                sch.compute_inline(block)
+            except Exception:  # noqa: BLE001 - an output block or a non-injective read: stays
+                pass
+    for block in sch.get_child_blocks(root):
+        if is_spatial(sch, block):
+            _schedule_spatial_block(sch, block, config)
+        else:
+            _schedule_reduction_outer(sch, block, config)
+    return ScheduleResult(sch.mod["main"], "generic")
+
+
+def _schedule_reduction_outer(sch: s_tir.Schedule, block, config: CpuScheduleConfig) -> None:
+    loops = trivial_loops(sch, block)
+    if loops is None or not config.parallel:
+        return
+    kinds = [int(iv.iter_type) for iv in sch.get(block).iter_vars]
+    lead = []
+    for lp, kind in zip(loops, kinds):
+        if kind != 0:
+            break
+        lead.append(lp)
+    total = 1
+    for lp in lead:
+        total *= int(sch.get(lp).extent)
+    if lead and total >= 4:
+        sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
+
+
+def schedule_kernel(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult:
+    """Schedule one kernel with the first rule that applies; the unscheduled kernel as last resort."""
+    for rule in (schedule_register_tiled, schedule_generic):
+        try:
+            result = rule(func, config)
+        except Exception as exc:  # noqa: BLE001 - a primitive refused: the next, simpler rule
+            last = f"{rule.__name__}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            continue
+        if result is not None:
+            return result
+        last = f"{rule.__name__}: pattern does not apply"
+    return ScheduleResult(func, "unscheduled", last)

@@ -1,0 +1,129 @@
+"""Schedules of the integer kernels that ``passes.fold_quant_scales`` emits (found by block name).
+
+Convolution (NCHW) and dense share one shape of schedule: the output row is cut into vectors of
+``lanes`` int16 lanes (8 on ARMv7 NEON, a q register; 16 with AVX2), and each vector's int32
+accumulator is computed right where the requantize epilogue consumes it::
+
+    for n, o, y, x_o:                      # n, o fused and parallel
+      acc[lanes] = 0                       # a few q registers
+      for c, r, s:                         # reduction (c in pairs when the kernel pairs products)
+        acc[:] += int32(int16(x[.., x_o*lanes : +lanes]) * int16(w[o, c, r, s]))
+      out[.., x_o*lanes : +lanes] = requantize(acc + bias[o])
+
+The int8 loads are widened once and multiplied in int16 (``vmovl.s8``/``vmull.s8``; the pair of
+products per step becomes ``vmull``+``vmlal``), then widened into int32 (``vaddw.s16``): the NEON
+int8 -> int16 -> int32 multiply-accumulate class, half the loaded bytes of the float kernel.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import s_tir, tirx
+
+from ..targets import ResolvedTarget
+
+CONV_ACC = "int8_conv2d_acc"
+DENSE_ACC = "int8_dense_acc"
+REQUANTIZE = "int8_requantize"
+PAD = "int8_pad"
+
+
+def _block_names(func: tirx.PrimFunc) -> set[str]:
+    sch = s_tir.Schedule(func)
+    return {sch.get(block).name_hint for block in sch.get_child_blocks(sch.get_sblock("root"))}
+
+
+def int16_lanes(target: ResolvedTarget) -> int:
+    """int16 lanes of one vector register: NEON q = 128 bits, x86 = the preset's float lanes x 2."""
+    return 8 if target.is_arm else max(8, 2 * int(target.vector_lanes))
+
+
+def _vector_width(extent: int, lanes: int) -> int:
+    for width in (lanes, lanes // 2, lanes // 4):
+        if width >= 2 and extent % width == 0:
+            return width
+    return extent if extent <= lanes else 1
+
+
+def _extent(sch: s_tir.Schedule, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _schedule_accumulate(sch: s_tir.Schedule, acc_name: str, lanes: int, parallel: bool) -> None:
+    req = sch.get_sblock(REQUANTIZE)
+    acc = sch.get_sblock(acc_name)
+    loops = sch.get_loops(req)
+    inner = loops[-1]
+    width = _vector_width(_extent(sch, inner), lanes)
+    if width > 1:
+        outer, vec = sch.split(inner, [None, width])
+    else:
+        outer, vec = inner, None
+    sch.compute_at(acc, outer)
+    sch.set_scope(acc, 0, "local")
+    block = sch.get(acc)
+    num_reduction = sum(1 for iv in block.iter_vars if iv.iter_type == tirx.IterVar.CommReduce)
+    acc_loops = sch.get_loops(acc)
+    reduction = list(acc_loops[len(acc_loops) - num_reduction:])
+    spatial = [lp for lp in acc_loops[len(sch.get_loops(req)):len(acc_loops) - num_reduction]
+               if width > 1 and _extent(sch, lp) == width][-1:]
+    if spatial and reduction:
+        sch.reorder(*reduction, spatial[0])
+    # parallel and vectorize first: both need the reduction block whole (with its init).
+    if parallel:
+        outer_loops = sch.get_loops(req)[:2]
+        sch.parallel(sch.fuse(*outer_loops) if len(outer_loops) > 1 else outer_loops[0])
+    if vec is not None:
+        sch.vectorize(vec)
+    if spatial:
+        sch.vectorize(spatial[0])
+    for loop in reduction[1:]:
+        if _extent(sch, loop) <= 7:
+            sch.unroll(loop)
+    if reduction:
+        # The init loop is a copy of the vectorized spatial loop, kind included.
+        sch.decompose_reduction(acc, reduction[0])
+
+
+def _schedule_pad(sch: s_tir.Schedule, parallel: bool) -> None:
+    try:
+        pad = sch.get_sblock(PAD)
+    except Exception:  # noqa: BLE001 - a kernel without padding
+        return
+    loops = sch.get_loops(pad)
+    if parallel:
+        sch.parallel(sch.fuse(*loops[:2]))
+
+
+def schedule_int8_kernel(func: tirx.PrimFunc, target: ResolvedTarget, num_threads: int | None = None) -> tirx.PrimFunc | None:
+    """The scheduled kernel, or None when ``func`` is not one of edgetvm's integer kernels."""
+    try:
+        names = _block_names(func)
+    except Exception:  # noqa: BLE001 - a function s_tir cannot schedule is not one of ours
+        return None
+    acc_name = CONV_ACC if CONV_ACC in names else DENSE_ACC if DENSE_ACC in names else None
+    if acc_name is None or REQUANTIZE not in names:
+        return None
+    parallel = num_threads is None or num_threads > 1
+    sch = s_tir.Schedule(func)
+    _schedule_accumulate(sch, acc_name, int16_lanes(target), parallel)
+    _schedule_pad(sch, parallel)
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def schedule_int8_kernels(mod: tvm.IRModule, target: ResolvedTarget, num_threads: int | None = None,
+                          report: dict | None = None) -> tvm.IRModule:
+    """Schedule every integer conv/dense kernel of ``mod``; other kernels are left to the default
+    schedules (which skip ``tirx.is_scheduled`` functions)."""
+    updates = {}
+    for gvar, func in mod.functions.items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        scheduled = schedule_int8_kernel(func, target, num_threads)
+        if scheduled is not None:
+            updates[gvar] = scheduled
+    for gvar, func in updates.items():
+        mod[gvar] = func
+    if report is not None:
+        report["int8_scheduled"] = sorted(g.name_hint for g in updates)
+    return mod

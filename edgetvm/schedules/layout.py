@@ -1,0 +1,137 @@
+"""Channels-last layout for the default schedules: activations NHWC, conv weights HWIO.
+
+In NHWC the output channel is the innermost, unit-stride axis of every activation, so one vector
+register holds ``lanes`` neighbouring channels of one pixel: conv2d, depthwise conv2d, pooling and
+the per-channel tails (bias, batch norm, PReLU) all load and store whole vectors, and a 1x1 conv is
+a plain GEMM ``[H*W, C_in] x [C_in, C_out]``. In HWIO the weights of neighbouring output channels
+are contiguous too: the layout change of the (constant) weights is folded at compile time, so the
+packing costs nothing at run time. Only the model's inputs and outputs are transposed at run time.
+
+ConvertLayout stops at ops without a layout rule (and at ``call_tir`` kernels the frontend emitted
+directly) and transposes around them; the activations of the face models that lack one are first
+spelled in ops that have one:
+
+    clip(x, a, b)                 = min(max(x, a), b)                       (ReLU6)
+    leakyrelu(x, alpha)           = max(x, alpha * x)          for 0 <= alpha <= 1
+    call_tir(y[i] = max(x[i], c[]), (x, c)) = max(x, c)      (and min): ONNX Clip from the frontend
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax, s_tir, tirx
+
+from .const_fold import fold_constants_with_numpy
+
+CHANNELS_LAST = {
+    "relax.nn.conv2d": ["NHWC", "HWIO"],
+}
+
+
+@relax.expr_functor.mutator
+class _LayoutFriendlyActivations(relax.PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not isinstance(call.op, tvm.ir.Op):
+            return call
+        if call.op.name == "relax.call_tir":
+            return self._scalar_minmax_kernel(call)
+        dtype = getattr(getattr(call.args[0], "ty", None), "dtype", None) if call.args else None
+        if not dtype or not str(dtype).startswith("float"):
+            return call
+        x = call.args[0]
+        if call.op.name == "relax.clip":
+            lo, hi = (_prim_value(a) for a in call.args[1:3])
+            if lo is None or hi is None:
+                return call
+            clipped = relax.op.maximum(x, relax.const(lo, dtype))
+            return relax.op.minimum(self.builder_.emit(clipped), relax.const(hi, dtype))
+        if call.op.name == "relax.nn.leakyrelu":
+            alpha = float(call.attrs.alpha)
+            if not 0.0 <= alpha <= 1.0:
+                return call
+            scaled = self.builder_.emit(relax.op.multiply(x, relax.const(alpha, dtype)))
+            return relax.op.maximum(x, scaled)
+        return call
+
+    def _scalar_minmax_kernel(self, call: relax.Call) -> relax.Expr:
+        gvar, args = call.args[0], call.args[1]
+        if not isinstance(gvar, tvm.ir.GlobalVar) or not isinstance(args, relax.Tuple) or len(args.fields) != 2:
+            return call
+        func = self.builder_.get()[gvar] if gvar in self.builder_.get().functions else None
+        bound = _elementwise_scalar_minmax(func)
+        if bound is None:
+            return call
+        x, scalar = args.fields
+        if isinstance(scalar, relax.Var) and self.lookup_binding(scalar) is not None:
+            scalar = self.lookup_binding(scalar)
+        if not isinstance(scalar, tvm.ir.expr.GenericConst) or getattr(scalar.ty, "ndim", -1) != 0:
+            return call
+        x_ty = getattr(x, "ty", None)
+        if getattr(x_ty, "ndim", -1) != len(func.params[0].shape):
+            return call
+        return (relax.op.maximum if bound == "max" else relax.op.minimum)(x, scalar)
+
+
+def _elementwise_scalar_minmax(func) -> str | None:
+    """"max"/"min" if ``func`` is ``out[i] = max|min(x[i], c[()])`` over all of ``x``; else None."""
+    if not isinstance(func, tirx.PrimFunc) or len(func.params) != 3:
+        return None
+    x_buf, c_buf, out_buf = func.params  # TVM 0.27: buffer parameters are the params themselves
+    if len(c_buf.shape) != 0 or len(x_buf.shape) != len(out_buf.shape):
+        return None
+    body = func.body
+    while isinstance(body, s_tir.SBlockRealize) and body.block.name_hint == "root":
+        body = body.block.body
+    while isinstance(body, tirx.For):
+        body = body.body
+    if not isinstance(body, s_tir.SBlockRealize):
+        return None
+    store = body.block.body
+    if not isinstance(store, tirx.BufferStore) or not store.buffer.same_as(out_buf):
+        return None
+    value = store.value
+    kind = "max" if isinstance(value, tirx.Max) else "min" if isinstance(value, tirx.Min) else None
+    if kind is None:
+        return None
+    a, b = value.a, value.b
+    if not (_loads(a, x_buf) and _loads(b, c_buf)) or len(b.indices) != 0:
+        return None
+    if len(a.indices) != len(store.indices) or any(not i.same_as(j) for i, j in zip(a.indices, store.indices)):
+        return None
+    return kind
+
+
+def _loads(expr, buffer) -> bool:
+    # TVM 0.27 spells a buffer read ``TensorLoad(source=buffer, indices)``.
+    source = getattr(expr, "source", None)
+    return isinstance(expr, tvm.ir.expr.TensorLoad) and source is not None and source.same_as(buffer)
+
+
+def _prim_value(expr) -> float | None:
+    if isinstance(expr, relax.PrimValue) and hasattr(expr.value, "value"):
+        return float(expr.value.value)
+    return None
+
+
+@tvm.transform.module_pass(opt_level=0, name="LayoutFriendlyActivations")
+def layout_friendly_activations(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Rewrite clip and leakyrelu into max/min/multiply, which ConvertLayout can carry through."""
+    for gvar, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            mutator = _LayoutFriendlyActivations(mod)
+            mod[gvar] = mutator.visit_expr(func)
+    return mod
+
+
+def channels_last() -> tvm.transform.Pass:
+    """ConvertLayout to NHWC/HWIO; layout-agnostic ops (elementwise, pooling, concat) follow."""
+    return tvm.transform.Sequential(
+        [
+            # Folds the frontend's isnan/where around Clip's bounds into plain scalar constants.
+            fold_constants_with_numpy,
+            layout_friendly_activations,
+            relax.transform.ConvertLayout(CHANNELS_LAST),
+        ],
+        name="ChannelsLast",
+    )

@@ -1,0 +1,223 @@
+"""The standalone backend on the host: numerics against the TVM VM and onnxruntime, the C API's
+contract (concurrent contexts, null and short buffers), the example program, and clear errors."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import subprocess
+import threading
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tvm
+from tvm.script import relax as R
+
+import edgetvm
+from edgetvm.backends.standalone import StandaloneLibrary, build_standalone, plan_static
+from edgetvm.cli import main as cli_main
+from edgetvm.errors import CompileError, InputError
+from edgetvm.specs import ImportedModel, TensorSpec
+from edgetvm.targets import resolve_target
+
+from .standalone_models import packed_call_model, parallel_model, parallel_reference, small_convnet
+
+
+def rel_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """max |a - e| / max |e|: the error relative to the tensor's scale."""
+    return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-30))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """The small conv net compiled for the host and exported standalone (plus its VM as reference)."""
+    model = small_convnet()
+    compiled = edgetvm.compile(model, "host")
+    out = tmp_path_factory.mktemp("small") / "small.so"
+    compiled.export(out, standalone=True)
+    return model, compiled, out
+
+
+def test_export_writes_library_header_example_and_sidecar(small):
+    _, _, so = small
+    assert so.exists() and so.with_name("small.h").exists() and so.with_name("small_main.c").exists()
+    meta = json.loads(so.with_name("small.so.json").read_text())
+    assert meta["kind"] == "standalone"
+    assert set(meta["files"]) == {"small.so", "small.h", "small_main.c"}
+    # Only the model's API leaves the library: kernels and runtime hooks stay local.
+    dynsym = subprocess.run(["nm", "-D", "--defined-only", str(so)], capture_output=True, text=True, check=True).stdout
+    exported = {line.split()[-1] for line in dynsym.splitlines() if line.split()[1] in "TDR"}
+    assert "small_run_checked" in exported and "edgetvm_model_prefix" in exported
+    assert not [s for s in exported if not (s.startswith("small_") or s == "edgetvm_model_prefix")]
+
+
+def test_host_standalone_matches_vm_and_onnxruntime(small, rng):
+    model, compiled, so = small
+    runner = edgetvm.load(so)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for _ in range(3):
+        x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
+        got = runner.run_dict(x)
+        vm = compiled.run_dict(x)
+        ref = dict(zip(["y", "r1"], sess.run(None, {"x": x})))
+        for name in ("y", "r1"):
+            assert got[name].shape == ref[name].shape
+            assert rel_error(got[name], vm[name]) <= 1e-5, name
+            assert rel_error(got[name], ref[name]) <= 1e-4, name
+
+
+def test_misaligned_input_is_staged(small, rng):
+    _, compiled, so = small
+    ctx = StandaloneLibrary(so).create_context(1)
+    x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    raw = np.empty(x.size + 1, np.float32)
+    shifted = raw[1:].reshape(x.shape)  # 4 bytes past a 64-byte boundary at best
+    shifted[...] = x
+    assert shifted.ctypes.data % 64 != 0
+    (y, r1) = ctx.run([shifted])
+    assert rel_error(y, compiled.run_dict(x)["y"]) <= 1e-5
+
+
+def test_two_contexts_run_concurrently(small, rng):
+    _, compiled, so = small
+    library = StandaloneLibrary(so)
+    inputs = [rng.standard_normal((1, 3, 16, 16)).astype(np.float32) for _ in range(2)]
+    expected = [compiled.run_dict(x)["y"] for x in inputs]
+    barrier = threading.Barrier(2)
+    errors: list[str] = []
+
+    def worker(k: int) -> None:
+        ctx = library.create_context(2)
+        barrier.wait()
+        for _ in range(200):
+            y, _ = ctx.run([inputs[k]])
+            if rel_error(y, expected[k]) > 1e-5:
+                errors.append(f"context {k}: wrong result")
+                return
+        ctx.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert not np.allclose(expected[0], expected[1])  # the two threads really computed different things
+
+
+def test_null_and_short_buffers_are_refused(small, rng):
+    _, _, so = small
+    library = StandaloneLibrary(so)
+    ctx = library.create_context(1)
+    x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    y, r1 = np.empty((1, 10), np.float32), np.empty((1, 8, 8, 8), np.float32)
+    sizes_in, sizes_out = [x.nbytes], [y.nbytes, r1.nbytes]
+    ptr = lambda a: a.ctypes.data  # noqa: E731
+
+    assert ctx.run_raw(None, [ptr(y), ptr(r1)], sizes_in, sizes_out) == -1
+    assert "input array is NULL" in ctx.last_error()
+    assert ctx.run_raw([ptr(x)], [ptr(y), None], sizes_in, sizes_out) == -1
+    assert "output 1 (r1) is NULL" in ctx.last_error()
+    assert ctx.run_raw([ptr(x)], None, sizes_in, sizes_out, checked=False) == -1
+    assert ctx.run_raw([ptr(x)], [ptr(y), ptr(r1)], None, sizes_out) == -1
+    assert "input_bytes" in ctx.last_error()
+
+    # A short output buffer: an error, and not one byte written past (or into) it.
+    guard = np.full(64, 7.0, np.float32)
+    assert ctx.run_raw([ptr(x)], [ptr(guard), ptr(r1)], sizes_in, [4 * 9, r1.nbytes]) == -2
+    assert "output 0 (y) has a buffer of 36 bytes, but the tensor needs 40 bytes" in ctx.last_error()
+    assert np.all(guard == 7.0)
+    assert ctx.run_raw([ptr(x)], [ptr(y), ptr(r1)], [x.nbytes - 1], sizes_out) == -2
+    assert "input 0 (x)" in ctx.last_error()
+
+    # The context still works after refusing, and clears the message.
+    assert ctx.run_raw([ptr(x)], [ptr(y), ptr(r1)], sizes_in, sizes_out) == 0
+    assert ctx.last_error() == ""
+
+    # A NULL context: an error code, and last_error(NULL) still says why.
+    run = library._run_checked
+    assert run(None, None, None, None, None) == -1
+    assert b"NULL" in library._last_error(None)
+
+    # The Python runner turns the codes into edgetvm errors.
+    with pytest.raises(InputError, match="buffer of"):
+        ctx.run([x], [np.empty((1, 9), np.float32), r1])
+
+
+def test_example_main_builds_and_runs(small, tmp_path, rng):
+    _, compiled, so = small
+    exe = tmp_path / "small_main"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(so.with_name("small_main.c")), f"-I{so.parent}",
+                    str(so), f"-Wl,-rpath,{so.parent}"], check=True, capture_output=True)
+    x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    x.tofile(tmp_path / "x.bin")
+    proc = subprocess.run([str(exe), str(tmp_path / "x.bin"), str(tmp_path / "y.out"), str(tmp_path / "r1.out")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    y = np.fromfile(tmp_path / "y.out", np.float32).reshape(1, 10)
+    assert rel_error(y, compiled.run_dict(x)["y"]) <= 1e-5
+    # A truncated input file is refused with a message.
+    (tmp_path / "short.bin").write_bytes(x.tobytes()[:-4])
+    proc = subprocess.run([str(exe), str(tmp_path / "short.bin"), str(tmp_path / "y.out"), str(tmp_path / "r1.out")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "expected exactly 3072 bytes" in proc.stderr
+
+
+def test_parallel_kernels_with_workspace(tmp_path, rng):
+    """Parallel loops go through TVMBackendParallelLaunch, the per-row buffer through the workspace hooks."""
+    build = build_standalone(parallel_model().mod, parallel_model(), resolve_target("host"), tmp_path, "par")
+    symbols = subprocess.run(["nm", str(build.objects.kernels)], capture_output=True, text=True).stdout
+    assert "__TVMBackendParallelLaunch" in symbols and "__TVMBackendAllocWorkspace" in symbols
+    library = StandaloneLibrary(build.so)
+    x = rng.standard_normal((64, 512)).astype(np.float32)
+    for threads in (1, 2, 3):
+        ctx = library.create_context(threads)
+        assert ctx.num_threads == threads
+        for _ in range(5):
+            (y,) = ctx.run([x])
+            np.testing.assert_array_equal(y, parallel_reference(x))
+
+
+def test_cli_compile_standalone(tmp_path):
+    model_path = tmp_path / "net.onnx"
+    model_path.write_bytes(small_convnet(hw=8).SerializeToString())
+    out = tmp_path / "out" / "net.so"
+    assert cli_main(["compile", str(model_path), "-o", str(out), "--standalone"]) == 0
+    assert out.exists() and out.with_name("net.h").exists() and out.with_name("net_main.c").exists()
+    assert "int net_run_checked(net_ctx* ctx" in out.with_name("net.h").read_text()
+
+
+def test_dynamic_shape_is_a_compile_error():
+    @R.function
+    def main(x: R.Tensor(("n", 4), "float32")):
+        with R.dataflow():
+            y = R.add(x, x)
+            R.output(y)
+        return y
+
+    mod = tvm.IRModule({"main": main})
+    imported = ImportedModel(mod, [TensorSpec("x", (1, 4), "float32")], [TensorSpec("y", (1, 4), "float32")],
+                             "<dyn>", "tvmscript")
+    target = resolve_target("host")
+    from edgetvm.schedules.lower import legalize_and_fuse
+
+    with pytest.raises(CompileError, match="input x has the dynamic shape"):
+        plan_static(legalize_and_fuse(imported.mod, target), target)
+
+
+def test_packed_call_is_a_compile_error():
+    @R.function
+    def main(x: R.Tensor((2, 4), "float32")):
+        y = R.call_dps_packed("my_vendor_kernel", (x,), out_ty=R.Tensor((2, 4), "float32"))
+        return y
+
+    with pytest.raises(CompileError, match="'my_vendor_kernel'"):
+        plan_static(tvm.IRModule({"main": main}), resolve_target("host"))
+
+
+def test_kernel_calling_tvm_runtime_is_a_compile_error(tmp_path):
+    """Such a kernel would link (TVM's hooks are weak pointers) and crash at run time: refuse it."""
+    model = packed_call_model()
+    with pytest.raises(CompileError, match="packed function.*my_vendor_op.*__TVMFFIFunctionCall"):
+        build_standalone(model.mod, model, resolve_target("host"), tmp_path, "vendor")

@@ -1,0 +1,83 @@
+"""The ARM face bundle (`edgetvm face build`) run under qemu against the Python pipeline on the host.
+
+CI builds the bundle with a 160x160 detector input (the face pipeline end to end in ~6 G guest
+instructions, most of them SFace); the default 320x320 and YuNet are `slow`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgetvm.cli import main
+from edgetvm.errors import ArtifactError
+from edgetvm.face import FacePipeline, box_iou
+from edgetvm.face.bundle import read_manifest, run_bundle
+
+
+def _build(tmp_path_factory, *extra):
+    out = tmp_path_factory.mktemp("face_bundle") / "bundle"
+    assert main(["face", "build", "--target", "armv7-neon", "-o", str(out), *extra]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def arm_bundle_160(tmp_path_factory):
+    return _build(tmp_path_factory, "--detector-size", "160x160")
+
+
+def _compare(bundle, pipeline, image_a, image_b=None):
+    """Board faces and embeddings vs the host pipeline; with ``image_b`` also face_demo --verify."""
+    run = run_bundle(bundle, image_a, other=image_b, timeout=1200)
+    pairs = [(image_a, run.faces)] + ([(image_b, run.other_faces)] if image_b is not None else [])
+    for image, board_faces in pairs:
+        host_faces = pipeline.detect(image)
+        assert len(board_faces) == len(host_faces) >= 1
+        for board, host in zip(board_faces, host_faces):
+            assert float(box_iou(board.box, host.box[None])[0]) >= 0.95
+            assert board.score == pytest.approx(host.score, abs=1e-3)
+            np.testing.assert_allclose(board.landmarks, host.landmarks, atol=1.0)
+    host_emb = pipeline.embed(image_a)
+    assert run.embeddings.shape == (len(run.faces), 128)
+    assert float(run.embeddings[0] @ host_emb) >= 0.999
+    assert abs(np.linalg.norm(run.embeddings[0]) - 1) < 1e-5
+    if image_b is not None:
+        host_b = pipeline.embed(image_b)
+        assert run.similarity == pytest.approx(float(host_emb @ host_b), abs=2e-3)
+        assert ("same" if run.similarity >= pipeline.threshold else "different") in run.stdout.split()
+    return run
+
+
+@pytest.mark.arm
+def test_arm_bundle_matches_host_pipeline(arm_bundle_160, tvm_pipeline, astronaut):
+    manifest = read_manifest(arm_bundle_160)
+    assert manifest["is_arm"] and manifest["detector_size"] == [160, 160]
+    assert {"detector.so", "recognizer.so", "face_demo", "face_proc.c", "face_config.h"} <= set(manifest["files"])
+    assert tvm_pipeline.detector_size == (160, 160)
+    _compare(arm_bundle_160, tvm_pipeline, astronaut)
+
+
+def test_bundle_errors(tmp_path):
+    with pytest.raises(ArtifactError, match="not a face bundle"):
+        run_bundle(tmp_path, np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "bundle.json").write_text("{")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        read_manifest(tmp_path)
+    assert main(["face", "build", "-o", str(tmp_path / "b"), "--detector-size", "100x100"]) == 2
+
+
+@pytest.mark.arm
+@pytest.mark.slow
+def test_arm_bundle_full_size(tmp_path_factory, astronaut, grace):
+    bundle = _build(tmp_path_factory)
+    _compare(bundle, FacePipeline(), grace, astronaut)
+
+
+@pytest.mark.arm
+@pytest.mark.slow
+def test_arm_bundle_yunet(tmp_path_factory, astronaut, grace):
+    bundle = _build(tmp_path_factory, "--detector", "yunet")
+    assert json.loads((bundle / "bundle.json").read_text())["detector_size"] == [640, 640]
+    _compare(bundle, FacePipeline("yunet"), astronaut, grace)

@@ -1,0 +1,43 @@
+"""Small ONNX models for the int8 tests, built from seeded random weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def small_cnn(seed: int = 0, channels: int = 16, size: int = 16) -> onnx.ModelProto:
+    """conv3x3+ReLU -> depthwise3x3+PReLU -> residual add -> 1x1 conv stride 2 + LeakyReLU
+    -> global average pool -> flatten -> Gemm: each op kind the int8 path folds, plus float ones."""
+    rng = np.random.default_rng(seed)
+    c = channels
+
+    def init(name, arr):
+        return numpy_helper.from_array(np.asarray(arr, dtype=np.float32), name)
+
+    inits = [
+        init("w1", rng.normal(0, 0.25, (c, 3, 3, 3))), init("b1", rng.normal(0, 0.1, c)),
+        init("w2", rng.normal(0, 0.3, (c, 1, 3, 3))), init("b2", rng.normal(0, 0.1, c)),
+        init("slope", rng.uniform(0.05, 0.3, (c, 1, 1))),
+        init("w3", rng.normal(0, 0.2, (2 * c, c, 1, 1))), init("b3", rng.normal(0, 0.1, 2 * c)),
+        init("wf", rng.normal(0, 0.2, (10, 2 * c))), init("bf", rng.normal(0, 0.1, 10)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=c),
+        helper.make_node("PRelu", ["c2", "slope"], ["p2"]),
+        helper.make_node("Add", ["r1", "p2"], ["s"]),
+        helper.make_node("Conv", ["s", "w3", "b3"], ["c3"], strides=[2, 2]),
+        helper.make_node("LeakyRelu", ["c3"], ["l3"], alpha=0.1),
+        helper.make_node("GlobalAveragePool", ["l3"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(nodes, "small_cnn",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
