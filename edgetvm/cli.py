@@ -36,7 +36,7 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
                         help="skip the exact graph rewrites (batch-norm / scale-shift folding, activation canonicalisation)")
     parser.add_argument("--prune", type=float, default=None, metavar="RATIO",
                         help="prune this fraction of each layer's channels first (lossy; see `edgetvm prune`)")
-    parser.add_argument("--prune-criterion", default="l1", choices=["l1", "bn_gamma"], help="channel ranking for --prune")
+    parser.add_argument("--prune-criterion", default="l1", choices=["l1", "bn_gamma", "activation"], help="channel ranking for --prune")
     parser.add_argument("--prune-calib", default=None, metavar="DIR",
                         help="calibration inputs (.npy or images) for --prune's least-squares recovery")
 
@@ -54,6 +54,8 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
         kwargs.update(prune=args.prune, prune_criterion=args.prune_criterion)
         if args.prune_calib:
             kwargs["calibration"] = args.prune_calib
+    if getattr(args, "tuning_db", None):
+        kwargs["tuning_db"] = args.tuning_db
     return kwargs
 
 
@@ -165,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output .so path")
     p.add_argument("--standalone", action="store_true", help="standalone C module (.so + .h + main.c), no TVM runtime")
     p.add_argument("--explain", action="store_true", help="print what each graph pass did, and why it declined where it did")
+    p.add_argument("--tuning-db", default=None, metavar="DIR", help="use the schedules `edgetvm tune` measured (DIR)")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run a host artifact on .npy inputs")
@@ -186,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "only channels whose output is constant, lossless)")
     p.add_argument("--layer-ratio", action="append", metavar="PATTERN=FRACTION",
                    help="ratio for the layers whose weight name matches PATTERN (fnmatch; repeatable)")
-    p.add_argument("--criterion", default="l1", choices=["l1", "bn_gamma"], help="how channels are ranked")
+    p.add_argument("--criterion", default="l1", choices=["l1", "bn_gamma", "activation"], help="how channels are ranked")
     p.add_argument("--calib", default=None, metavar="DIR", help="calibration inputs (.npy or images) for "
                    "least-squares recovery of the layers after each pruned one")
     p.add_argument("--no-recover", action="store_true", help="skip the least-squares recovery")
@@ -199,8 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_targets)
 
     from .face.cli import add_face_commands
+    from .tuning_cli import add_tuning_commands
 
     add_face_commands(sub)
+    add_tuning_commands(sub, add_compile_options)
     return parser
 
 

@@ -251,7 +251,10 @@ def prepare_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None, 
     # Corrupt or hostile structure (payload sizes, declared memory, schema) before any rewrite reads it.
     validate_onnx(proto, source, shapes)
     if fold_dequantize:
-        proto = fold_constant_dequantize(proto, notes)
+        try:
+            proto = fold_constant_dequantize(proto, notes)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{source}: {exc}") from None
     check_supported(proto, source)
     proto = set_input_shapes(proto, shapes)
     try:

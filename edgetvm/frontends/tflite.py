@@ -26,6 +26,11 @@ from .limits import check_tflite_memory
 from .signature import output_specs
 
 
+# Bytes per element of the TFLite TensorType values whose constants are checked against their shape
+# (schema.fbs: FLOAT32=0, FLOAT16=1, INT32=2, UINT8=3, INT64=4, BOOL=6, INT16=7, INT8=9, FLOAT64=10).
+TFLITE_ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8}
+
+
 def read_tflite(model) -> tuple[bytes, str]:
     if isinstance(model, (bytes, bytearray)):
         return bytes(model), "<bytes>"
@@ -37,7 +42,12 @@ def read_tflite(model) -> tuple[bytes, str]:
 
 
 def parse_tflite(data: bytes, source: str):
-    """The flatbuffer's ``tflite.Model``, after walking every table a conversion will read."""
+    """The flatbuffer's ``tflite.Model``, after walking every table a conversion will read.
+
+    Flatbuffers are read lazily: a corrupt offset only fails when the field is first touched, deep
+    inside TVM's converter. Touching every field here first turns any corruption into one
+    ModelLoadError naming the file.
+    """
     import tflite
 
     if len(data) < 8 or data[4:8] != b"TFL3":
@@ -46,29 +56,61 @@ def parse_tflite(data: bytes, source: str):
         model = tflite.Model.GetRootAsModel(data, 0)
         if model.SubgraphsLength() < 1:
             raise ValueError("no subgraph")
+        num_buffers = model.BuffersLength()
+        for c in range(model.OperatorCodesLength()):
+            code = model.OperatorCodes(c)
+            code.DeprecatedBuiltinCode(), code.BuiltinCode()
+            (code.CustomCode() or b"").decode("utf-8")
         subgraph = model.Subgraphs(0)
-        for t in range(subgraph.TensorsLength()):
-            tensor = subgraph.Tensors(t)
-            tensor.ShapeAsNumpy()
-            buffer = model.Buffers(tensor.Buffer())
-            if buffer is None:
-                continue
-            if buffer.Offset() > 1:  # large models keep buffer data after the flatbuffer
-                if buffer.Offset() + buffer.Size() > len(data):
-                    raise ValueError(f"buffer of tensor {t} ends past the end of the file")
-            elif buffer.DataLength():
-                buffer.DataAsNumpy()
+        num_tensors = subgraph.TensorsLength()
+        for t in range(num_tensors):
+            _walk_tensor(model, subgraph.Tensors(t), t, num_buffers, len(data))
         for i in range(subgraph.OperatorsLength()):
             op = subgraph.Operators(i)
-            op.InputsAsNumpy(), op.OutputsAsNumpy()
-            model.OperatorCodes(op.OpcodeIndex())
-        subgraph.InputsAsNumpy(), subgraph.OutputsAsNumpy()
-    except Exception as exc:  # noqa: BLE001 - flatbuffers raise IndexError, struct.error, ...
+            if not 0 <= op.OpcodeIndex() < model.OperatorCodesLength():
+                raise ValueError(f"operator {i} has opcode index {op.OpcodeIndex()} out of range")
+            for index in list(op.InputsAsNumpy()) + list(op.OutputsAsNumpy()):
+                if not -1 <= int(index) < num_tensors:
+                    raise ValueError(f"operator {i} refers to tensor {int(index)} of {num_tensors}")
+            op.BuiltinOptionsType(), op.BuiltinOptions()
+        for index in list(subgraph.InputsAsNumpy()) + list(subgraph.OutputsAsNumpy()):
+            if not 0 <= int(index) < num_tensors:
+                raise ValueError(f"graph input/output tensor {int(index)} out of range ({num_tensors} tensors)")
+    except Exception as exc:  # noqa: BLE001 - flatbuffers raise IndexError, struct.error, UnicodeDecodeError, ...
         raise ModelLoadError(
-            f"{source}: the TFLite flatbuffer is truncated or corrupt ({type(exc).__name__}: {exc}); "
+            f"{source}: the TFLite flatbuffer is truncated or corrupt ({type(exc).__name__}: {str(exc)[:200]}); "
             f"re-export or re-download it"
         ) from None
     return model
+
+
+def _walk_tensor(model, tensor, index: int, num_buffers: int, file_size: int) -> None:
+    (tensor.Name() or b"").decode("utf-8")
+    tensor.Type(), tensor.ShapeAsNumpy()
+    if tensor.ShapeSignatureLength():
+        tensor.ShapeSignatureAsNumpy()
+    quant = tensor.Quantization()
+    if quant is not None:
+        for field in ("Scale", "ZeroPoint", "Min", "Max"):
+            if getattr(quant, field + "Length")():
+                getattr(quant, field + "AsNumpy")()
+        quant.QuantizedDimension()
+    if not 0 <= tensor.Buffer() < max(num_buffers, 1):
+        raise ValueError(f"tensor {index} refers to buffer {tensor.Buffer()} of {num_buffers}")
+    buffer = model.Buffers(tensor.Buffer()) if num_buffers else None
+    if buffer is None:
+        return
+    if buffer.Offset() > 1:  # large models keep buffer data after the flatbuffer
+        if buffer.Offset() + buffer.Size() > file_size:
+            raise ValueError(f"buffer of tensor {index} ends past the end of the file")
+    elif buffer.DataLength():
+        buffer.DataAsNumpy()
+        itemsize = TFLITE_ITEMSIZE.get(tensor.Type())
+        expected = int(np.prod(tensor.ShapeAsNumpy(), dtype=np.int64)) * itemsize if itemsize else None
+        if expected is not None and buffer.DataLength() != expected:
+            name = (tensor.Name() or b"?").decode("utf-8")
+            raise ValueError(f"constant tensor {name!r} of shape {list(tensor.ShapeAsNumpy())} holds "
+                             f"{buffer.DataLength()} bytes, expected {expected}")
 
 
 def tensor_name(subgraph, index: int) -> str:

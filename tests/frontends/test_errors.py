@@ -179,3 +179,13 @@ def test_tflite_converter_failure_names_the_op(zoo, tmp_path):
         load_model(path)
     assert list(info.value.unsupported) == ["SOFTMAX"]
     assert_clean(info.value)
+
+
+def test_malformed_blocked_dequantize_names_the_node(rng):
+    model, _ = tiny_models.blocked_dequantize_conv(rng, block_size=4)
+    for name, itemsize in (("ws", 4), ("wz", 1)):
+        tensor = next(t for t in model.graph.initializer if t.name == name)
+        tensor.dims[1] = 2  # 27 columns in blocks of 4 need 7 scales per row, not 2
+        tensor.raw_data = tensor.raw_data[: 5 * 2 * itemsize]
+    with pytest.raises(ModelLoadError, match="<ModelProto>: DequantizeLinear node 'dq_w': scale shape .* block_size=4"):
+        load_model(model)

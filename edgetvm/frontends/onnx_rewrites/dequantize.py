@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ...errors import UnsupportedModelError
+from ...errors import ModelLoadError
 from .dead_nodes import remove_dead_nodes
 
 
@@ -30,29 +30,35 @@ def dequantize_array(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | 
                      block_size: int = 0, node_name: str = "") -> np.ndarray:
     """``(x - zero_point) * scale`` with ONNX's per-tensor, per-axis and blocked group layouts."""
     zp = np.zeros((), dtype=np.int32) if zero_point is None else zero_point.astype(np.int32)
-    if scale.ndim == 0 or scale.size == 1 and block_size == 0:
+    if zp.ndim and zp.shape != scale.shape:
+        raise _malformed(node_name, f"zero point shape {zp.shape} differs from scale shape {scale.shape}")
+    if x.ndim == 0 or scale.ndim == 0 or scale.size == 1 and block_size == 0:
+        if scale.size != 1:
+            raise _malformed(node_name, f"scale of shape {scale.shape} for a scalar input")
         scale_full, zp_full = scale.reshape(()), zp.reshape(())
     else:
         axis = axis % x.ndim
         if block_size > 0:
             if scale.ndim != x.ndim or -(-x.shape[axis] // block_size) != scale.shape[axis]:
-                raise UnsupportedModelError(
-                    f"DequantizeLinear node {node_name!r}: scale shape {scale.shape} does not match input shape "
-                    f"{x.shape} with block_size={block_size} along axis {axis}; the model is malformed")
+                raise _malformed(node_name, f"scale shape {scale.shape} does not match input shape {x.shape} "
+                                            f"with block_size={block_size} along axis {axis}")
             index = np.arange(x.shape[axis]) // block_size
             scale_full = np.take(scale, index, axis=axis)
-            zp_full = np.take(zp.reshape(scale.shape), index, axis=axis) if zp.ndim else zp
+            zp_full = np.take(zp, index, axis=axis) if zp.ndim else zp
         else:
             if scale.ndim != 1 or scale.shape[0] != x.shape[axis]:
-                raise UnsupportedModelError(
-                    f"DequantizeLinear node {node_name!r}: per-axis scale of shape {scale.shape} does not match "
-                    f"input dimension {x.shape[axis]} along axis {axis}; the model is malformed")
+                raise _malformed(node_name, f"per-axis scale of shape {scale.shape} does not match input "
+                                            f"dimension {x.shape[axis]} along axis {axis}")
             bshape = [1] * x.ndim
             bshape[axis] = -1
             scale_full = scale.reshape(bshape)
             zp_full = zp.reshape(bshape) if zp.ndim else zp
     diff = x.astype(np.int32) - zp_full
     return (diff.astype(scale.dtype) * scale_full).astype(scale.dtype)
+
+
+def _malformed(node_name: str, what: str) -> ModelLoadError:
+    return ModelLoadError(f"DequantizeLinear node {node_name!r}: {what}; the model is malformed")
 
 
 def fold_constant_dequantize(model: onnx.ModelProto, notes: list[str] | None = None) -> onnx.ModelProto:
