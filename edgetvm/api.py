@@ -27,7 +27,9 @@ from .passes.pipeline import fusion_passes, run_passes
 from .frontends.onnx_qdq import load_model_for_quantization
 from .passes.quantize import quantize_model
 from .schedules.int8 import schedule_int8_kernels
+from .schedules.database import apply_tuning_database
 from .schedules.lower import codegen_target, legalize_and_fuse, schedule_kernels
+from .schedules.tune import TuningReport, print_progress, tune_module
 from .specs import ImportedModel, TensorSpec
 from .targets import ResolvedTarget, resolve_target
 
@@ -156,8 +158,12 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     calibration_mode: str = "minmax",
     prune: float | dict | None = None,
     prune_criterion: str | dict = "l1",
+    tuning_db: str | os.PathLike | None = None,
 ) -> CompiledModel:
     """Compile ``model`` (ONNX path, bytes or ModelProto; TFLite path) for ``target``.
+
+    ``tuning_db`` (a directory written by :func:`tune`) supplies measured schedules for the
+    kernels it has records of; the default schedules take the rest (``report.details["tuning"]``).
 
     ``fuse`` runs the exact graph rewrites of ``passes.pipeline.fusion_passes`` (batch norm and
     scale/shift folding, activation canonicalisation); ``passes`` are further ``tvm.transform.Pass``
@@ -202,10 +208,34 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     started = time.perf_counter()
     scheduled = legalize_and_fuse(mod, resolved)
     scheduled = schedule_int8_kernels(scheduled, resolved, num_threads)
+    unscheduled = scheduled.clone()  # schedule_kernels updates its module in place
+    if tuning_db is not None:
+        # Tuned kernels first (marked tirx.is_scheduled, so the default schedules skip them).
+        scheduled, tuned = apply_tuning_database(scheduled, resolved, tuning_db)
+        report.details["tuning"] = {"db": str(tuning_db), "tuned_kernels": tuned}
     # Default schedules for every kernel not scheduled yet (schedules/cpu.py).
     scheduled = schedule_kernels(scheduled, resolved, num_threads, report.details.setdefault("schedules", {}))
     report.timings["lower"] = time.perf_counter() - started
-    return CompiledModel(imported, scheduled, resolved, report, num_threads)
+    compiled = CompiledModel(imported, scheduled, resolved, report, num_threads)
+    compiled.unscheduled = unscheduled  # the kernels before any schedule: what ``tune`` searches
+    return compiled
+
+
+def tune(model, target: str | dict = "host", *, tracker: str, key: str, trials: int, db: str | os.PathLike,
+         salvage: bool = False, wait_lock: float = 0.0, candidate_timeout: float = 60.0,
+         progress=print_progress, tune_options: dict | None = None, **compile_options) -> TuningReport:
+    """Search schedules for ``model``'s kernels on the boards the tracker lists under ``key``.
+
+    The kernels are those ``compile(model, target, **compile_options)`` produces (after fusion,
+    pruning, quantization), so ``compile(..., tuning_db=db)`` with the same options finds them.
+    Records go to the meta_schedule JSON database in ``db``; a rerun continues it. ``tune_options``
+    go to :func:`edgetvm.schedules.tune.tune_module` (batch_size, population_size, ...).
+    """
+    compiled = compile(model, target, **compile_options)
+    num_threads = compile_options.get("num_threads") or 1
+    return tune_module(compiled.unscheduled, compiled.target, tracker=tracker, key=key, trials=trials, db_dir=db,
+                       salvage=salvage, wait_lock=wait_lock, candidate_timeout=candidate_timeout,
+                       num_threads=num_threads, progress=progress, **(tune_options or {}))
 
 
 def load(path: str | os.PathLike, *, num_threads: int | None = None) -> Runner:

@@ -39,6 +39,11 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prune-criterion", default="l1", choices=["l1", "bn_gamma", "activation"], help="channel ranking for --prune")
     parser.add_argument("--prune-calib", default=None, metavar="DIR",
                         help="calibration inputs (.npy or images) for --prune's least-squares recovery")
+    parser.add_argument("--quantize", default=None, choices=["int8"],
+                        help="int8 inference (lossy): calibrate a float model on --calib, or keep a QDQ model's integers")
+    parser.add_argument("--calib", default=None, metavar="DIR", help="calibration inputs for --quantize: .npy files or images")
+    parser.add_argument("--calib-mode", default="minmax", choices=["minmax", "percentile", "entropy"],
+                        help="activation range estimator for --quantize")
 
 
 def compile_kwargs(args: argparse.Namespace) -> dict:
@@ -54,6 +59,10 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
         kwargs.update(prune=args.prune, prune_criterion=args.prune_criterion)
         if args.prune_calib:
             kwargs["calibration"] = args.prune_calib
+    if getattr(args, "quantize", None):
+        kwargs.update(quantize=args.quantize, calibration_mode=args.calib_mode)
+        if args.calib:
+            kwargs["calibration"] = args.calib
     if getattr(args, "tuning_db", None):
         kwargs["tuning_db"] = args.tuning_db
     return kwargs
@@ -138,6 +147,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(f"  {g['group']}: {g['channels']} -> {g['kept']} channels ({g.get('criterion')})")
     for b in report["blocked"]:
         print(f"  left alone: {', '.join(b['layers'])}: {'; '.join(b['why'])}")
+    for why in sorted({u["why"] for u in report["unanalysed"]}):
+        print(f"  not analysed: {sum(u['why'] == why for u in report['unanalysed'])} layer(s): {why}")
     refit = report["recovery"]["refit"]
     print(f"pruned {len(changed)} layer groups, refit {len(refit)} layers, folded "
           f"{len(report['recovery']['folded'])} constant contributions; wrote {out}")
