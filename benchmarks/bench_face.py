@@ -53,7 +53,7 @@ def make_pipelines(size: int, threads: int, int8: bool) -> tuple[dict, dict]:
 
     notes = {}
     pipes = {
-        "onnxruntime": FacePipeline(detector_size=(size, size), engine="onnxruntime"),
+        "onnxruntime": FacePipeline(detector_size=(size, size), engine="onnxruntime", num_threads=threads),
         "edgetvm_fp32": FacePipeline(detector_size=(size, size), num_threads=threads),
     }
     if int8:
@@ -138,14 +138,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="write the results here too")
     args = parser.parse_args(argv)
 
-    import os
-
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     result = {"detector": "retinaface", "recognizer": "sface", "detector_size": args.detector_size,
               "threads": args.threads, "rounds": args.rounds}
     imgs = images()
     pipes, notes = make_pipelines(args.detector_size, args.threads, not args.no_int8)
-    _set_ort_threads(pipes["onnxruntime"], args.threads)
     result["notes"] = notes
     result["host_seconds"] = host_latency(pipes, imgs, args.rounds)
     result["vs_onnxruntime"] = accuracy_vs_reference(pipes, imgs)
@@ -167,22 +163,6 @@ def main(argv=None) -> int:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2, default=float)
     return 0
-
-
-def _set_ort_threads(pipe, threads: int) -> None:
-    """onnxruntime with the same thread count as edgetvm (its session is made on first use)."""
-    import onnxruntime as ort
-
-    from edgetvm.face import networks
-
-    for net in (pipe.detector, pipe.recognizer):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        networks._SESSIONS[net.name] = ort.InferenceSession(networks.reference_model(net).SerializeToString(),
-                                                            options, providers=["CPUExecutionProvider"])
-    pipe._detect_fn = pipe._embed_fn = None
 
 
 def print_table(result: dict) -> None:

@@ -103,7 +103,8 @@ def bench_model(name: str, target: str, threads: int, rounds: int, qemu: bool) -
             "runtime_bytes": file_bytes - kernels - weights,
             "runtime_objects_bytes": _object_bytes(build.objects.runtime, size_tool)
             + _object_bytes(build.objects.model, size_tool),
-            "arena_bytes": build.plan.arena_bytes, "kernel_calls": len(build.plan.calls),
+            "arena_bytes": build.plan.arena_bytes, "tvm_storage_bytes": build.plan.unpacked_bytes,
+            "kernel_calls": len(build.plan.calls),
         })
         if qemu and arm.target.is_arm:
             result = emulate.run_standalone_arm(build.so, [x], cpu=arm.target.qemu_cpu)

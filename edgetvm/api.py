@@ -233,9 +233,11 @@ def tune(model, target: str | dict = "host", *, tracker: str, key: str, trials: 
     """
     compiled = compile(model, target, **compile_options)
     num_threads = compile_options.get("num_threads") or 1
+    # The default schedules are timed too: compiling with ``db`` keeps them where they win.
+    defaults = {gv.name_hint: f for gv, f in compiled.scheduled.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
     return tune_module(compiled.unscheduled, compiled.target, tracker=tracker, key=key, trials=trials, db_dir=db,
                        salvage=salvage, wait_lock=wait_lock, candidate_timeout=candidate_timeout,
-                       num_threads=num_threads, progress=progress, **(tune_options or {}))
+                       num_threads=num_threads, defaults=defaults, progress=progress, **(tune_options or {}))
 
 
 def load(path: str | os.PathLike, *, num_threads: int | None = None) -> Runner:

@@ -21,6 +21,7 @@ from .specs import TensorSpec
 
 SIDECAR_SUFFIX = ".json"
 FORMAT_VERSION = 1
+KINDS = ("tvm-vm", "standalone")
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -45,9 +46,24 @@ def read_sidecar(path: str | os.PathLike) -> dict:
         meta = json.loads(side.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{side}: the sidecar is not valid JSON ({exc}); re-export the artifact") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{side}: the sidecar is not a JSON object; re-export the artifact with edgetvm")
     for key in ("format_version", "sha256", "target", "inputs", "outputs", "kind"):
         if key not in meta:
             raise ArtifactError(f"{side}: the sidecar lacks {key!r}; re-export the artifact with this edgetvm")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise ArtifactError(f"{side}: sidecar format {meta['format_version']!r}, but this edgetvm reads format "
+                            f"{FORMAT_VERSION}; re-export the artifact with this edgetvm")
+    if meta["kind"] not in KINDS:
+        raise ArtifactError(f"{side}: unknown artifact kind {meta['kind']!r} (expected one of {list(KINDS)})")
+    if not isinstance(meta["sha256"], str) or not isinstance(meta["target"], dict):
+        raise ArtifactError(f"{side}: the sidecar's sha256 or target entry is malformed; re-export the artifact")
+    for key in ("inputs", "outputs"):
+        try:
+            meta[key] = [TensorSpec.from_json(t).to_json() for t in meta[key]]
+        except (KeyError, TypeError, ValueError):
+            raise ArtifactError(f"{side}: the sidecar's {key} are malformed (each needs a name, an integer shape "
+                                f"and a dtype); re-export the artifact") from None
     return meta
 
 

@@ -240,3 +240,24 @@ def instructions_per_inference(so_path: str | os.PathLike, inputs: Sequence[np.n
     once = run_standalone_arm(so_path, inputs, repeat=1, cpu=cpu, count=True, timeout=timeout).instructions
     more = run_standalone_arm(so_path, inputs, repeat=1 + n, cpu=cpu, count=True, timeout=timeout).instructions
     return (more - once) // n
+
+
+def standalone_runner(so_path: str | os.PathLike, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], *,
+                      cpu: str | None = None, threads: int = 1):
+    """An ``edgetvm.artifact.Runner`` over a standalone ARM library that runs each call under qemu.
+
+    Same checks as a host artifact's runner (names, shapes, dtypes); each call starts qemu once
+    (about a second), so it suits tests and the CLI, not benchmarks of speed.
+    """
+    from .artifact import Runner
+
+    so_path = Path(so_path)
+    declared = [s.shape for s in outputs]
+
+    def invoke(arrays: list[np.ndarray]) -> list[np.ndarray]:
+        result = run_standalone_arm(so_path, arrays, threads=threads, cpu=cpu)
+        if [s.shape for s in result.output_specs] != declared:
+            raise ArtifactError(f"{so_path}: the library's outputs {result.output_specs} do not match its sidecar")
+        return result.outputs
+
+    return Runner(list(inputs), list(outputs), invoke, f"{so_path} (qemu-arm)")

@@ -111,7 +111,7 @@ def cmd_face_embed(args: argparse.Namespace) -> int:
         if not faces:
             raise InputError(f"{args.image}: no face found (score threshold {pipe.score_threshold})")
     else:
-        face = pipe.largest_confident_face(image, str(args.image))
+        face = pipe.main_face(image, str(args.image))
         face.embedding = pipe.embed(image, face)
         faces = [face]
     embeddings = np.stack([f.embedding for f in faces]).astype(np.float32)

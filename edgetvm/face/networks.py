@@ -113,7 +113,8 @@ def face_calibration(net: Network, size: tuple[int, int], num_lfw: int = 6) -> l
     if net.role == "detector":
         pipe = FacePipeline(net.name, detector_size=size)
         return [pipe.detector_input(img)[0] for img in images]
-    pipe = FacePipeline()
+    # One thread: calibration is a short host job, and TVM's spinning pool is slow on a busy machine.
+    pipe = FacePipeline(num_threads=1)
     samples = []
     for img in images:
         faces = pipe.detect(img)
@@ -162,22 +163,26 @@ def reference_model(net: Network):
     return drop_weight_inputs(fold_constant_dequantize(proto))
 
 
-_SESSIONS: dict[str, object] = {}
+_SESSIONS: dict[tuple, object] = {}
 
 
-def onnxruntime_engine(net: Network) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """A function running ``net`` in onnxruntime (one session per process and network)."""
+def onnxruntime_engine(net: Network, num_threads: int | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A function running ``net`` in onnxruntime (one session per process, network and thread count)."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise EdgeTVMError("the onnxruntime engine needs `pip install onnxruntime`") from None
+    key = (net.name, num_threads)
     with _COMPILE_LOCK:
-        if net.name not in _SESSIONS:
+        if key not in _SESSIONS:
             options = ort.SessionOptions()
             options.log_severity_level = 3
-            _SESSIONS[net.name] = ort.InferenceSession(reference_model(net).SerializeToString(), options,
-                                                       providers=["CPUExecutionProvider"])
-    session = _SESSIONS[net.name]
+            if num_threads:
+                options.intra_op_num_threads = num_threads
+                options.inter_op_num_threads = 1
+            _SESSIONS[key] = ort.InferenceSession(reference_model(net).SerializeToString(), options,
+                                                  providers=["CPUExecutionProvider"])
+    session = _SESSIONS[key]
     input_name = session.get_inputs()[0].name
 
     def run(x: np.ndarray) -> list[np.ndarray]:
@@ -204,5 +209,5 @@ def make_engine(engine: str, net: Network, size: tuple[int, int], compile_option
     if engine == "onnxruntime":
         if compile_options:
             raise InputError(f"compile options {sorted(compile_options)} apply to the edgetvm engine only")
-        return onnxruntime_engine(net)
+        return onnxruntime_engine(net, num_threads)
     raise InputError(f"unknown engine {engine!r}; choose 'edgetvm' or 'onnxruntime'")

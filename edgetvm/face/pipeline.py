@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from .align import align_face, alignment_matrix
+from .align import align_face
 from .detect import (
     RETINAFACE_MEAN_BGR,
     Face,
@@ -48,7 +48,7 @@ class Verification:
 
 @dataclass
 class StageTimes:
-    """Seconds spent per stage by the last call (for the CLI's --timing and the benchmark)."""
+    """Seconds spent per stage by the last call of each stage (read by the benchmark)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -151,9 +151,10 @@ class FacePipeline:
 
     def embed(self, image, face: Face | None = None) -> np.ndarray:
         """Embedding of ``face`` in ``image`` (default: the most confident detected face)."""
+        name = str(image) if not isinstance(image, np.ndarray) else "image"
         image = self._image(image)
         if face is None:
-            face = self.largest_confident_face(image, self._source_name(image))
+            face = self.main_face(image, name)
         return self.embed_aligned(self.align(image, face))
 
     def analyze(self, image) -> list[Face]:
@@ -168,15 +169,16 @@ class FacePipeline:
         """Is the most confident face of ``image_a`` the same person as that of ``image_b``?"""
         pair = []
         for label, image in (("first image", image_a), ("second image", image_b)):
-            name = str(image) if isinstance(image, (str,)) or hasattr(image, "__fspath__") else label
+            name = label if isinstance(image, np.ndarray) else str(image)
             image = self._image(image)
-            face = self.largest_confident_face(image, name)
+            face = self.main_face(image, name)
             face.embedding = self.embed_aligned(self.align(image, face))
             pair.append(face)
         similarity = cosine_similarity(pair[0].embedding, pair[1].embedding)
         return Verification(similarity, self.threshold, similarity >= self.threshold, (pair[0], pair[1]))
 
-    def largest_confident_face(self, image: np.ndarray, name: str) -> Face:
+    def main_face(self, image: np.ndarray, name: str = "image") -> Face:
+        """The most confident face of ``image``; InputError naming ``name`` when there is none."""
         faces = self.detect(image)
         if not faces:
             raise InputError(f"{name}: no face found (score threshold {self.score_threshold}); give an image with a "
@@ -189,9 +191,5 @@ class FacePipeline:
             return as_rgb(image)
         return read_image(image)
 
-    @staticmethod
-    def _source_name(image) -> str:
-        return "image"
 
-
-__all__ = ["FacePipeline", "Verification", "cosine_similarity", "l2_normalize", "alignment_matrix"]
+__all__ = ["FacePipeline", "Verification", "cosine_similarity", "l2_normalize"]

@@ -110,3 +110,57 @@ def check_tflite_memory(model, source: str) -> None:
             f"{source}: its tensors declare {total / 2**20:.1f} MiB in all, over the limit of "
             f"{max_model / 2**20:.0f} MiB; raise EDGETVM_MAX_MODEL_BYTES if the model is genuine"
         )
+
+
+def _static_bytes(ty) -> int | None:
+    """Bytes of a static-shape tensor type, or None when its shape or dtype is not known."""
+    shape = getattr(ty, "shape", None)
+    if shape is None:
+        return None
+    count = 1
+    for d in shape:
+        if not hasattr(d, "value"):
+            return None
+        count *= int(d.value)
+    try:
+        itemsize = max(np.dtype(str(ty.dtype)).itemsize, 1)
+    except TypeError:
+        return None
+    return count * itemsize
+
+
+def check_relax_memory(func, source: str) -> None:
+    """The per-tensor limit for every tensor the imported graph computes, from its static shapes.
+
+    The declared inputs and weights can be small while an op in between asks for a huge result
+    (a Resize by 4096x, an Expand or Tile to 2**20 rows). Its shape is known once the model is
+    imported, before constant folding, compilation or a run allocates it.
+    """
+    from tvm import relax
+
+    max_tensor = _limit("EDGETVM_MAX_TENSOR_BYTES", DEFAULT_MAX_TENSOR_BYTES)
+    for param in func.params:
+        size = _static_bytes(param.ty) if isinstance(param.ty, relax.TensorType) else None
+        if size is not None and size > max_tensor:
+            raise ResourceLimitError(
+                f"{source}: input {param.name!r} of shape {[int(d) for d in param.ty.shape]} needs "
+                f"{size / 2**20:.1f} MiB, over the per-tensor limit of {max_tensor / 2**20:.0f} MiB; "
+                f"compile at a smaller input shape, or raise EDGETVM_MAX_TENSOR_BYTES"
+            )
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            ty = binding.var.ty
+            fields = list(ty.fields) if isinstance(ty, relax.TupleType) else [ty]
+            for field in fields:
+                if not isinstance(field, relax.TensorType):
+                    continue
+                size = _static_bytes(field)
+                if size is None or size <= max_tensor:
+                    continue
+                value = binding.value
+                op = str(value.op.name) if isinstance(value, relax.Call) and hasattr(value.op, "name") else "a binding"
+                raise ResourceLimitError(
+                    f"{source}: {op.removeprefix('relax.')} computes {binding.var.name!r} of shape "
+                    f"{[int(d) for d in field.shape]} ({size / 2**20:.1f} MiB), over the per-tensor limit of "
+                    f"{max_tensor / 2**20:.0f} MiB; the model is corrupt or hostile, or raise EDGETVM_MAX_TENSOR_BYTES"
+                )

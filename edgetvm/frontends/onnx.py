@@ -20,7 +20,7 @@ from pathlib import Path
 import onnx
 import tvm
 
-from ..errors import InputError, ModelLoadError, UnsupportedModelError, first_line
+from ..errors import InputError, ModelLoadError, UnsupportedModelError
 from ..specs import ImportedModel, TensorSpec
 from .onnx_rewrites import (
     drop_weight_inputs,
@@ -31,8 +31,10 @@ from .onnx_rewrites import (
     remove_dead_nodes,
     set_input_shapes,
 )
+from .limits import check_relax_memory
 from .signature import output_specs
-from .validate import validate_onnx
+from .tvm_failures import CONVERTER_CODE_ERRORS, discard_builder, tvm_reason
+from .validate import check_convs, validate_onnx
 
 # Op types TVM's importer handles itself rather than through its converter map.
 DIRECTLY_HANDLED_OPS = {"Constant", "If"}
@@ -263,6 +265,8 @@ def prepare_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None, 
         raise InputError(f"{source}: {exc}") from None
     proto = dropout_to_identity(proto, notes)
     proto = remove_dead_nodes(proto, notes)
+    # Quantized or reshaped weights are plain initializers only now: check the convolutions reading them.
+    check_convs(proto, source)
     return proto, source, shapes, notes
 
 
@@ -298,11 +302,16 @@ def convert_to_relax(proto: onnx.ModelProto, source: str, shapes: dict[str, tupl
             warnings.simplefilter("ignore")
             return importer.from_onnx(proto.graph, onnx_opset(proto))
     except Exception as exc:  # noqa: BLE001 - TVM raises AssertionError/ValueError/RuntimeError
+        discard_builder(getattr(importer, "bb", None))
+        reason = tvm_reason(exc)
+        if isinstance(exc, CONVERTER_CODE_ERRORS):
+            # The converter's own code tripped over the node; its Python error means nothing to the user.
+            reason = "the node does not have the inputs or attributes its op takes; the file is likely corrupt"
         if importer.current is None:
-            raise UnsupportedModelError(f"{source}: TVM's ONNX importer failed: {first_line(exc)}") from exc
+            raise UnsupportedModelError(f"{source}: TVM's ONNX importer failed: {reason}") from exc
         op, node = importer.current
         raise UnsupportedModelError(
-            f"{source}: TVM's ONNX importer cannot convert {op} node {node!r}: {first_line(exc).rstrip('.')}. "
+            f"{source}: TVM's ONNX importer cannot convert {op} node {node!r}: {reason}. "
             f"Re-export the model without this construct, or report it with the node's attributes.",
             {op: [node]},
         ) from exc
@@ -318,6 +327,7 @@ def import_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None, *
     proto, source, shapes, notes = prepare_onnx(model, input_shapes, fold_dequantize=fold_dequantize)
     mod = convert_to_relax(proto, source, shapes, notes)
     func = mod["main"]
+    check_relax_memory(func, source)
     params = list(func.params)
     input_names = list(shapes)
     inputs = [TensorSpec(name, shapes[name], str(p.ty.dtype)) for name, p in zip(input_names, params)]

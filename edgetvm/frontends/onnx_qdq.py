@@ -8,7 +8,8 @@ For ``edgetvm.compile(..., quantize="int8")`` this module instead keeps the quan
   DequantizeLinear pairs are kept; int8 weights stay int8 constants. Only the int32 bias
   ``DequantizeLinear`` is folded to float (exact: ``round(b_float / (s_x s_w))`` gives the int32
   back) because TVM's Conv converter wants a plain bias tensor.
-* QOperator models: ``QLinearConv`` and ``QLinearMatMul`` are rewritten to the equivalent QDQ
+* QOperator models: ``QLinearConv``, ``QLinearMatMul`` and onnxruntime's ``QGemm``, ``QLinearAdd``,
+  ``QLinearMul``, ``QLinearLeakyRelu``, ``QLinearSigmoid``, ``QLinear(Global)AveragePool`` are rewritten to the equivalent QDQ
   nodes (``DequantizeLinear`` x2 -> Conv/MatMul -> ``QuantizeLinear``), which TVM imports.
 * ``ConvInteger`` / ``MatMulInteger`` (dynamic quantization) become ``DequantizeLinear(scale=1)``
   -> Conv/MatMul -> ``Cast(int32)``: exact while ``|acc| < 2^24``; they run in float because their
@@ -42,13 +43,74 @@ def _dq(inputs, output, name, axis=None):
     return node
 
 
+# onnxruntime's com.microsoft QOperator ops (QuantFormat.QOperator) that are one float op between
+# dequantized inputs and a quantized output: op -> (float op, number of quantized inputs).
+ELEMENTWISE_QOPS = {
+    "QLinearAdd": ("Add", 2),
+    "QLinearMul": ("Mul", 2),
+    "QLinearLeakyRelu": ("LeakyRelu", 1),
+    "QLinearSigmoid": ("Sigmoid", 1),
+    "QLinearGlobalAveragePool": ("GlobalAveragePool", 1),
+    "QLinearAveragePool": ("AveragePool", 1),
+}
+
+
+def _expand_elementwise(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    float_type, arity = ELEMENTWISE_QOPS[node.op_type]
+    base = node.name or node.output[0]
+    nodes, floats = [], []
+    for i in range(arity):
+        x, xs, xz = node.input[3 * i:3 * i + 3]
+        floats.append(f"{base}__in{i}_dq")
+        nodes.append(_dq([x, xs] + ([xz] if xz else []), floats[-1], f"{base}__in{i}_dequantize"))
+    ys, yz = node.input[3 * arity:3 * arity + 2]
+    attrs = [a for a in node.attribute if a.name not in ("channels_last",)]
+    if any(a.name == "channels_last" and a.i for a in node.attribute):
+        raise UnsupportedModelError(f"{node.op_type} node {node.name!r}: channels_last=1 is not supported")
+    nodes.append(helper.make_node(float_type, floats, [f"{base}__y_float"], name=f"{base}__float"))
+    nodes[-1].attribute.extend(attrs)
+    nodes.append(helper.make_node("QuantizeLinear", [f"{base}__y_float", ys] + ([yz] if yz else []), [node.output[0]],
+                                  name=f"{base}__quantize"))
+    return nodes
+
+
+def _expand_qgemm(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """com.microsoft.QGemm(A, a_s, a_z, B, b_s, b_z, C?, y_s?, y_z?): C is int32 with scale a_s * b_s."""
+    base = node.name or node.output[0]
+    a, a_s, a_z, b, b_s, b_z = node.input[:6]
+    c = node.input[6] if len(node.input) > 6 else ""
+    y_s = node.input[7] if len(node.input) > 7 else ""
+    y_z = node.input[8] if len(node.input) > 8 else ""
+    nodes = [_dq([a, a_s, a_z], f"{base}__a_dq", f"{base}__a_dequantize"),
+             _dq([b, b_s, b_z], f"{base}__b_dq", f"{base}__b_dequantize",
+                 axis=0 if _attr(node, "transB", 0) else 1)]
+    inputs = [f"{base}__a_dq", f"{base}__b_dq"]
+    if c:
+        nodes.append(helper.make_node("Mul", [a_s, b_s], [f"{base}__c_scale"], name=f"{base}__c_scale_mul"))
+        nodes.append(_dq([c, f"{base}__c_scale"], f"{base}__c_dq", f"{base}__c_dequantize", axis=0))
+        inputs.append(f"{base}__c_dq")
+    out = f"{base}__y_float" if y_s else node.output[0]
+    gemm = helper.make_node("Gemm", inputs, [out], name=f"{base}__float")
+    gemm.attribute.extend(a for a in node.attribute if a.name in ("alpha", "transA", "transB"))
+    nodes.append(gemm)
+    if y_s:
+        nodes.append(helper.make_node("QuantizeLinear", [out, y_s] + ([y_z] if y_z else []), [node.output[0]],
+                                      name=f"{base}__quantize"))
+    return nodes
+
+
 def expand_qoperators(model: onnx.ModelProto, notes: list[str] | None = None) -> onnx.ModelProto:
-    """QLinearConv / QLinearMatMul / ConvInteger / MatMulInteger -> QDQ nodes around float ops."""
+    """QLinearConv / QLinearMatMul / ConvInteger / MatMulInteger and onnxruntime's QLinear* / QGemm
+    -> QDQ nodes around float ops."""
     graph = model.graph
     new_nodes, extra_inits = [], []
     count = 0
     for node in graph.node:
         op = node.op_type
+        if op in ELEMENTWISE_QOPS or op == "QGemm":
+            new_nodes.extend(_expand_elementwise(node) if op != "QGemm" else _expand_qgemm(node))
+            count += 1
+            continue
         if op not in ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"):
             new_nodes.append(node)
             continue
@@ -92,6 +154,10 @@ def expand_qoperators(model: onnx.ModelProto, notes: list[str] | None = None) ->
         del graph.node[:]
         graph.node.extend(new_nodes)
         graph.initializer.extend(extra_inits)
+        if not any(n.domain == "com.microsoft" for n in graph.node):
+            kept = [o for o in model.opset_import if o.domain != "com.microsoft"]
+            del model.opset_import[:]
+            model.opset_import.extend(kept)
         if notes is not None:
             notes.append(f"expanded {count} QLinear*/ *Integer node(s) into QuantizeLinear/DequantizeLinear form")
     return model

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, ModelLoadError, UnsupportedModelError, first_line
+from ..errors import InputError, ModelLoadError, UnsupportedModelError
 from ..specs import ImportedModel, TensorSpec
-from .limits import check_tflite_memory
+from .limits import check_relax_memory, check_tflite_memory
 from .signature import output_specs
+from .tvm_failures import CONVERTER_CODE_ERRORS, discard_builder, tvm_reason
 
 
 # Bytes per element of the TFLite TensorType values whose constants are checked against their shape
@@ -125,12 +126,14 @@ def _converter_class():
 
     class EdgeOperatorConverter(OperatorConverter):
         current: tuple[str, str] | None = None
+        absent_input = False
         folded_fp16 = 0
 
         def get_op_code_str(self, op):
             code = super().get_op_code_str(op)
             outputs = op.OutputsAsNumpy()
             self.current = (code, tensor_name(self.subgraph, int(outputs[0])) if len(outputs) else "")
+            self.absent_input = any(int(i) < 0 for i in op.InputsAsNumpy())
             return code
 
         def convert_dequantize(self, op):
@@ -196,6 +199,8 @@ def resolve_input_shapes(subgraph, source: str, input_shapes) -> dict[str, tuple
             new = tuple(operator.index(d) for d in given[name])
         except TypeError:
             raise InputError(f"{source}: input {name!r}: shape {given[name]!r} must be integers") from None
+        if not all(d > 0 for d in new):
+            raise InputError(f"{source}: input {name!r}: shape {given[name]!r} must be positive integers")
         if len(new) != len(shape) or any(s != -1 and s != n for s, n in zip(signature, new)):
             raise InputError(f"{source}: input {name!r} has shape {list(signature)} (-1 = free); "
                              f"the given shape {new} does not fit it")
@@ -233,8 +238,15 @@ def import_tflite(model, input_shapes: dict[str, tuple[int, ...]] | None = None)
             mod = from_tflite(tfl, shape_dict=shapes, op_converter=make_converter)
     except Exception as exc:  # noqa: BLE001 - TVM raises AssertionError/ValueError/RuntimeError
         current = instances[0].current if instances else None
+        if instances:
+            discard_builder(getattr(instances[0], "bb", None))
         where = f" at {current[0]} op producing {current[1]!r}" if current else ""
-        raise UnsupportedModelError(f"{source}: TVM's TFLite importer failed{where}: {first_line(exc)}",
+        reason = tvm_reason(exc)
+        if isinstance(exc, CONVERTER_CODE_ERRORS):
+            # The converter's own code tripped over the op; its Python error means nothing to the user.
+            absent = " (an input it needs is marked absent, -1)" if instances and instances[0].absent_input else ""
+            reason = f"the op's inputs or options are malformed{absent}; the file is likely corrupt"
+        raise UnsupportedModelError(f"{source}: TVM's TFLite importer failed{where}: {reason}",
                                     {current[0]: [current[1]]} if current else {}) from exc
     # The frontend also lists every constant in a "params" attribute; they are bound in the body
     # already, and a second copy would only travel through every pass.
@@ -245,6 +257,7 @@ def import_tflite(model, input_shapes: dict[str, tuple[int, ...]] | None = None)
     if instances[0].folded_fp16:
         notes.append(f"folded {instances[0].folded_fp16} float16 weight DEQUANTIZE op(s) to float32 constants")
     func = mod["main"]
+    check_relax_memory(func, source)
     inputs = [TensorSpec(name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype))
               for name, p in zip(shapes, func.params)]
     output_names = [tensor_name(subgraph, int(i)) for i in subgraph.OutputsAsNumpy()]

@@ -30,6 +30,11 @@ def validate_onnx(proto: onnx.ModelProto, source: str, input_shapes: dict[str, t
         _check_initializer(init, source)
     _check_single_writer(proto.graph, source)
     _check_schema(proto, source)
+    check_convs(proto, source)
+
+
+def check_convs(proto: onnx.ModelProto, source: str) -> None:
+    """Conv geometry against its weight; run again once quantized weights are folded to initializers."""
     initializers = {t.name: t for t in proto.graph.initializer}
     for node in proto.graph.node:
         if node.op_type == "Conv":
@@ -112,7 +117,10 @@ def _check_conv(node: onnx.NodeProto, initializers: dict[str, TensorProto], sour
     weight = initializers.get(node.input[1]) if len(node.input) > 1 else None
     if group < 1:
         raise ModelLoadError(f"{where}: group {group} must be >= 1")
-    if weight is not None and len(weight.dims) >= 2:
+    if weight is not None and not 3 <= len(weight.dims) <= 5:
+        raise ModelLoadError(f"{where}: weight {weight.name!r} has shape {list(weight.dims)}; a 1-d, 2-d or 3-d "
+                             f"convolution takes a weight of rank 3, 4 or 5")
+    if weight is not None:
         out_channels = weight.dims[0]
         if out_channels % group:
             raise ModelLoadError(f"{where}: group {group} does not divide the {out_channels} output channels "

@@ -134,7 +134,8 @@ def calibration_arrays(calibration, inputs) -> list[list[np.ndarray]]:
     from pathlib import Path
 
     if calibration is None:
-        raise InputError("quantize='int8' needs calibration inputs: pass calibration=[arrays or image paths]")
+        raise InputError("quantize='int8' on a float model needs calibration inputs: pass calibration=[arrays or "
+                         "image paths] (CLI: --calib DIR of .npy files or images)")
     if isinstance(calibration, (str, Path)) and Path(calibration).is_dir():
         files = sorted(p for p in Path(calibration).iterdir()
                        if p.suffix.lower() in (".npy", ".png", ".jpg", ".jpeg", ".bmp"))

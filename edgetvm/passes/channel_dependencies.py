@@ -127,6 +127,7 @@ class ChannelDependencies:
         self.channel_slices: list[tuple[str, str, int]] = []  # (input key, output key, start) of slices on axis 1
         self.constant_channels: dict[str, np.ndarray] = {}  # activation key -> channel is input-independent
         self.groups: list[DependencyGroup] = []
+        self.unanalysed: list[tuple[str, str]] = []  # (layer output, why) for convs/dense layers left out
         self.order: list[str] = []  # activation keys in topological (binding) order
         self.dataflow = nx.DiGraph()  # activation key -> activation keys computed from it
         self.var_of: dict[str, relax.Var] = {}  # key -> the first Relax var bound to it
@@ -143,6 +144,7 @@ class ChannelDependencies:
             "groups": len(self.groups),
             "prunable": [g.to_json() for g in self.prunable_groups()],
             "blocked": [g.to_json() for g in self.blocked_groups() if g.producers],
+            "unanalysed": [{"layer": k, "why": why} for k, why in self.unanalysed],
         }
 
 
@@ -609,8 +611,10 @@ class _Analyzer:
         op = "nn.conv2d"
         layouts = (str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout or attrs.data_layout))
         if layouts != ("NCHW", "OIHW", "NCHW") or not self.is_weight(weight) or data is None:
+            reason = f"{op}: only NCHW/OIHW convolutions with weights are analysed (got {layouts})"
             self.unknown_args(call, op)
-            self.block_tensor(key, f"{op}: only NCHW/OIHW convolutions with weights are analysed (got {layouts})")
+            self.block_tensor(key, reason)
+            self.deps.unanalysed.append((key, reason))
             return
         c_in = self.deps.tensors[data].shape[1]
         w_shape = self.deps.tensors[weight].shape
@@ -648,8 +652,10 @@ class _Analyzer:
         op = "matmul"
         if data is None or not self.is_weight(weight) or len(self.deps.tensors[data].shape) != 2 \
                 or len(self.deps.tensors[weight].shape) != 2:
+            reason = f"{op}: only dense layers x[N, F] @ W[F, O] with a weight W are analysed"
             self.unknown_args(call, op)
-            self.block_tensor(key, f"{op}: only dense layers x[N, F] @ W[F, O] with a weight W are analysed")
+            self.block_tensor(key, reason)
+            self.deps.unanalysed.append((key, reason))
             return
         self.track(weight, 0)
         self.tie_blocks(weight, 0, data, 1)
@@ -787,7 +793,7 @@ class _Analyzer:
                 units.sort(key=lambda u: min(u))
             tensors = sorted({k for k, _ in signature if deps.tensors[k].kind in ("activation",)})
             layers = sorted({p.layer for p in producers})
-            name = "+".join(layers) if layers else (tensors[0] if tensors else sorted(signature)[0][0])
+            name = "+".join(layers) if layers else "(" + "/".join(sorted({k for k, _ in signature})) + ")"
             deps.groups.append(DependencyGroup(name, tensors, units, producers, blocked))
         deps.groups.sort(key=lambda g: (g.name, g.tensors))
         seen: dict[str, int] = {}

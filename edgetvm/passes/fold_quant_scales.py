@@ -27,8 +27,8 @@ import tvm
 from tvm import relax
 
 from .quantize_fixed_point import quantize_multiplier, quantize_multipliers
-from .quantize_kernels import (int8_add_requantize, int8_conv2d_requantize, int8_dense_requantize,
-                               int8_requantize_tensor)
+from .quantize_kernels import (int8_add_requantize, int8_conv2d_dequantize, int8_conv2d_requantize,
+                               int8_dense_dequantize, int8_dense_requantize, int8_requantize_tensor)
 
 # FuseOps must leave the integer kernels whole: edgetvm.schedules.int8 schedules them as written.
 OPAQUE_PATTERN = 8
@@ -80,6 +80,11 @@ class _Folder(relax.PyExprMutator):
                     self.uses[var] = self.uses.get(var, 0) + 1
         for var in relax.analysis.free_vars(func.body.body):
             self.uses[var] = self.uses.get(var, 0) + 1
+        self.users: dict = {}
+        for var, value in self.bindings.items():
+            for used in relax.analysis.free_vars(value):
+                self.users.setdefault(used, []).append(var)
+        self._binding_var = None
 
     # -- helpers ---------------------------------------------------------------------------------
     def _static(self, expr) -> np.ndarray | None:
@@ -173,14 +178,9 @@ class _Folder(relax.PyExprMutator):
         return lo, hi
 
     # -- rules -----------------------------------------------------------------------------------
-    def _fold_linear(self, call: relax.Call):
-        """conv2d / matmul chain ending in ``call`` (a quantize)."""
-        y_scale, y_zero = _scalar(call.args[1]), _scalar(call.args[2])
-        if y_scale is None or y_zero is None:
-            raise _Decline("output quantize is not per-tensor")
-        out_dtype = str(call.attrs.out_dtype)
-        inner, act, payload = self._activation(call.args[0])
-        value = self._producer(inner)
+    def _match_linear(self, expr) -> dict:
+        """``conv2d|matmul(dequantize(q_x), dequantize(W_q)) [+ b]`` -> its integer parts."""
+        value = self._producer(expr) if isinstance(expr, relax.Var) else expr
         bias = None
         if _op_name(value) == "relax.add":
             lhs, rhs = value.args
@@ -189,8 +189,8 @@ class _Folder(relax.PyExprMutator):
                 raise _Decline("add is not a constant bias")
             value = self._producer(lhs if self._static(rhs) is not None else rhs)
         name = _op_name(value)
+        attrs = value.attrs if name == "relax.nn.conv2d" else None
         if name == "relax.nn.conv2d":
-            attrs = value.attrs
             if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
                 raise _Decline(f"conv2d layout {attrs.data_layout}/{attrs.kernel_layout}")
             w_q, w_scale = self._dequantize_weight(value.args[1], 0)
@@ -212,35 +212,84 @@ class _Folder(relax.PyExprMutator):
         bias_q = np.rint(bias / acc_scale).astype(np.int64) - x_zero * w_sum
         if np.any(np.abs(bias_q) >= 2**31):
             raise _Decline("bias does not fit int32")
-        real = acc_scale / y_scale
+        return {"conv": name == "relax.nn.conv2d", "attrs": attrs, "w_q": w_q, "x_q": x_q, "x_zero": x_zero,
+                "acc_scale": acc_scale, "bias_q": bias_q.astype(np.int32), "channels": channels,
+                "pair": bool(w_q.min() > -128) and str(x_q.ty.dtype) == "int8"}
+
+    def _conv_attrs(self, attrs) -> dict:
+        return {"strides": [int(v) for v in attrs.strides], "padding": [int(v) for v in attrs.padding],
+                "dilation": [int(v) for v in attrs.dilation], "groups": int(attrs.groups)}
+
+    def _fold_linear(self, call: relax.Call):
+        """conv2d / matmul chain ending in ``call`` (a quantize)."""
+        y_scale, y_zero = _scalar(call.args[1]), _scalar(call.args[2])
+        if y_scale is None or y_zero is None:
+            raise _Decline("output quantize is not per-tensor")
+        out_dtype = str(call.attrs.out_dtype)
+        inner, act, payload = self._activation(call.args[0])
+        m = self._match_linear(inner)
+        channels = m["channels"]
+        real = m["acc_scale"] / y_scale
         if act == "leaky":
             real_neg = real * payload
         elif act == "prelu":
             real_neg = real * (payload if payload.size == channels else np.full(channels, payload[0]))
-        elif act == "relu":
-            real_neg = np.zeros(channels)
         else:
             real_neg = real
         mpos, epos = quantize_multipliers(real)
         mneg, eneg = quantize_multipliers(real_neg)
         clamp = self._clamp(act, payload, y_scale, int(y_zero), out_dtype)
-        pair = bool(w_q.min() > -128) and str(x_q.ty.dtype) == "int8"
-        consts = [relax.const(bias_q.astype(np.int32)), relax.const(mpos), relax.const(epos), relax.const(mneg),
-                  relax.const(eneg)]
-        x_new = self.visit_expr(x_q)
-        if name == "relax.nn.conv2d":
+        consts = [relax.const(m["bias_q"]), relax.const(mpos), relax.const(epos)]
+        if act in ("leaky", "prelu"):
+            # ReLU needs no second multiplier: clamping at z_y is ReLU in the quantized domain.
+            consts += [relax.const(mneg), relax.const(eneg)]
+        x_new = self.visit_expr(m["x_q"])
+        if m["conv"]:
             self.report.count("conv2d")
             return self.builder_.call_te(
-                int8_conv2d_requantize, x_new, relax.const(w_q), *consts,
-                strides=[int(s) for s in attrs.strides], padding=[int(p) for p in attrs.padding],
-                dilation=[int(d) for d in attrs.dilation], groups=int(attrs.groups), x_zero_point=x_zero,
-                y_zero_point=int(y_zero), clamp=clamp, out_dtype=out_dtype, pair_products=pair,
-                primfunc_name_hint="int8_conv2d", primfunc_attrs=KERNEL_ATTRS)
+                int8_conv2d_requantize, x_new, relax.const(m["w_q"]), *consts, **self._conv_attrs(m["attrs"]),
+                x_zero_point=m["x_zero"], y_zero_point=int(y_zero), clamp=clamp, out_dtype=out_dtype,
+                pair_products=m["pair"], primfunc_name_hint="int8_conv2d", primfunc_attrs=KERNEL_ATTRS)
         self.report.count("dense")
         return self.builder_.call_te(
-            int8_dense_requantize, x_new, relax.const(np.ascontiguousarray(w_q)), *consts,
-            y_zero_point=int(y_zero), clamp=clamp, out_dtype=out_dtype, pair_products=pair,
+            int8_dense_requantize, x_new, relax.const(np.ascontiguousarray(m["w_q"])), *consts,
+            y_zero_point=int(y_zero), clamp=clamp, out_dtype=out_dtype, pair_products=m["pair"],
             primfunc_name_hint="int8_dense", primfunc_attrs=KERNEL_ATTRS)
+
+    def _feeds_quantize(self, var) -> bool:
+        users = self.users.get(var, [])
+        if len(users) != 1:
+            return False
+        name = _op_name(self.bindings[users[0]])
+        if name == "relax.quantize":
+            return True
+        return name in ("relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.nn.prelu") and \
+            self._feeds_quantize(users[0])
+
+    def _fold_linear_float_output(self, call: relax.Call):
+        """``conv2d|matmul(dequantize(q_x), dequantize(W_q)) [+ b]`` whose result only float ops use:
+        integer accumulation, float output ``float(acc) s_x s_w``."""
+        var = self._binding_var
+        if var is None or self._feeds_quantize(var):
+            raise _Decline("a quantize follows: the requantizing rule handles it")
+        if _op_name(call) != "relax.add":
+            users = self.users.get(var, [])
+            if len(users) == 1 and _op_name(self.bindings[users[0]]) == "relax.add" and \
+                    any(self._static(a) is not None for a in self.bindings[users[0]].args):
+                raise _Decline("the bias add after it is folded instead")
+        m = self._match_linear(call)
+        x_new = self.visit_expr(m["x_q"])
+        scale = relax.const(m["acc_scale"].astype(np.float32))
+        if m["conv"]:
+            self.report.count("conv2d_float_out")
+            return self.builder_.call_te(
+                int8_conv2d_dequantize, x_new, relax.const(m["w_q"]), relax.const(m["bias_q"]), scale,
+                **self._conv_attrs(m["attrs"]), x_zero_point=m["x_zero"], pair_products=m["pair"],
+                primfunc_name_hint="int8_conv2d_float", primfunc_attrs=KERNEL_ATTRS)
+        self.report.count("dense_float_out")
+        return self.builder_.call_te(
+            int8_dense_dequantize, x_new, relax.const(np.ascontiguousarray(m["w_q"])), relax.const(m["bias_q"]), scale,
+            pair_products=m["pair"], primfunc_name_hint="int8_dense_float", primfunc_attrs=KERNEL_ATTRS)
 
     def _fold_add(self, call: relax.Call):
         y_scale, y_zero = _scalar(call.args[1]), _scalar(call.args[2])
@@ -283,8 +332,14 @@ class _Folder(relax.PyExprMutator):
             mult=quantize_multiplier(scale / y_scale), out_zero_point=int(y_zero), clamp=(qmin, qmax),
             out_dtype=out_dtype, primfunc_name_hint="int8_requantize", primfunc_attrs=KERNEL_ATTRS)
 
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        self._binding_var = binding.var
+        super().visit_var_binding_(binding)
+        self._binding_var = None
+
     def visit_call_(self, call: relax.Call) -> relax.Expr:
-        if _op_name(call) == "relax.quantize" and str(call.attrs.out_dtype) in ("int8", "uint8"):
+        name = _op_name(call)
+        if name == "relax.quantize" and str(call.attrs.out_dtype) in ("int8", "uint8"):
             reasons = []
             for rule in (self._fold_linear, self._fold_add, self._fold_requantize):
                 try:
@@ -292,6 +347,11 @@ class _Folder(relax.PyExprMutator):
                 except _Decline as why:
                     reasons.append(f"{rule.__name__[6:]}: {why}")
             self.report.declined.append("; ".join(reasons))
+        elif name in ("relax.nn.conv2d", "relax.matmul", "relax.add"):
+            try:
+                return self._fold_linear_float_output(call)
+            except _Decline:
+                pass  # not an integer-input chain, or the requantizing rule takes it
         return super().visit_call_(call)
 
 

@@ -8,9 +8,17 @@ Steps, each on the compiler's own graph, where every op's channel semantics are 
    ``l1``: ``s_c = sum_p ||W_p[c]||_1 / mean_c' ||W_p[c']||_1`` over the group's producers p
    (Li et al. 2017, "Pruning Filters for Efficient ConvNets");
    ``bn_gamma``: ``s_c = sum_bn |gamma_bn[c]|`` (Liu et al. 2017, "Learning Efficient Convolutional
-   Networks through Network Slimming"); or user masks. Channels whose value does not depend on
-   the input (a zero filter, a BN with gamma = 0) rank first: removing them is lossless once their
-   contribution is folded into the next layer (:mod:`.prune_recovery`). The kept count is
+   Networks through Network Slimming"); ``activation``: on calibration inputs, the share of each
+   next layer's output energy the channel carries beyond its mean (the mean is refit into the bias),
+   ``s_c = sum_layers Var(x_c) ||W[:, c]||^2 / sum_c' Var(x_c') ||W[:, c']||^2`` (a first-order
+   estimate of the reconstruction error He et al. 2017 minimise); ``reconstruction``: greedy
+   backward elimination on calibration inputs, removing each time the unit whose loss raises the
+   least-squares reconstruction error of the next layers least (exact for linear regression:
+   ``dRSS_J = tr(B_J^T (G^-1)_JJ^-1 B_J)``; ThiNet, Luo et al. 2017; He et al. 2017); or user masks. Channels whose
+   value does not depend on the input (a zero filter, a BN with gamma = 0) rank first: removing
+   them is lossless once their contribution is folded into the next layer (:mod:`.prune_recovery`).
+   The ratio is of each group (``allocation="uniform"``) or of all channels ranked together
+   (``"global"``, scores divided by their group's mean). The kept count is
    ``round(n * (1 - ratio) / 4) * 4`` (whole NEON lanes), never zero;
 4. rewrite the graph with the smaller tensors (:func:`apply_pruning`): every weight is sliced on its
    tracked axes, reshapes/splits/slices get new bounds, depthwise convs new group counts, and each
@@ -31,7 +39,7 @@ from tvm import relax
 from ..errors import CompileError, InputError
 from .channel_dependencies import ChannelDependencies, DependencyGroup, analyze_channel_dependencies
 
-CRITERIA = ("l1", "bn_gamma")
+CRITERIA = ("l1", "bn_gamma", "activation", "reconstruction")
 
 _WEIGHT_ROLES = {
     "relax.nn.conv2d": ("conv", {1: "weight"}),
@@ -129,6 +137,8 @@ class PruningConfig:
     round_to: int = 4
     lossless: bool = True  # always remove channels whose value does not depend on the input
     spatial_folds: bool = False  # also when folding needs a [C_out, H, W] offset map, not just a bias
+    allocation: str = "uniform"  # "uniform": ``ratio`` of every group; "global": of all channels, ranked together
+    max_group_ratio: float = 0.75  # "global": no group loses more than this fraction
 
     def ratio_for(self, group: DependencyGroup) -> float:
         if not isinstance(self.ratio, dict):
@@ -179,7 +189,105 @@ def _axis_norm(value: np.ndarray, axis: int) -> np.ndarray:
     return np.abs(np.moveaxis(value, axis, 0).reshape(value.shape[axis], -1)).sum(axis=1)
 
 
-def _scores(deps: ChannelDependencies, weights: dict, group: DependencyGroup, criterion: str, notes: list) -> np.ndarray:
+def _activation_energy(deps: ChannelDependencies, weights: dict, activations: dict) -> dict[str, np.ndarray]:
+    """Per consumer input tensor: each channel's share of the consumers' output energy."""
+    energy: dict[str, np.ndarray] = {}
+    for c in deps.consumers:
+        x = activations.get(c.data)
+        if x is None:
+            continue
+        var = x.reshape(x.shape[0], x.shape[1], -1).transpose(1, 0, 2).reshape(x.shape[1], -1).var(axis=1)
+        w = weights[c.leaf]
+        for kind, arg in reversed(c.to_leaf):
+            w = np.transpose(w, np.argsort(arg)) if kind == "permute" else w.reshape(deps.tensors[c.weight].shape)
+        w = w.reshape(deps.tensors[c.weight].shape)
+        in_axis = 1 if c.kind == "conv2d" else 0
+        wnorm = (np.moveaxis(w, in_axis, 0).reshape(w.shape[in_axis], -1) ** 2).sum(axis=1)
+        e = var * wnorm
+        e = e / (e.sum() or 1.0)
+        energy[c.data] = energy.get(c.data, 0) + e
+    return energy
+
+
+def _regression(deps: ChannelDependencies, weights: dict, consumer, x: np.ndarray, rows: int = 16384, seed: int = 0):
+    """The consumer as a linear regression on calibration inputs: (centred Gram G, coefficients B [d, O])."""
+    from .prune_recovery import _view_of, im2col
+
+    w = _view_of(consumer, weights[consumer.leaf], deps.tensors[consumer.weight].shape).astype(np.float64)
+    if consumer.kind == "conv2d":
+        a = consumer.attrs
+        cols = im2col(x.astype(np.float64), w.shape[2:], a["strides"], a["padding"], a["dilation"])
+        samples = cols.reshape(-1, cols.shape[-1])
+        coef = w.reshape(w.shape[0], -1).T
+        block = w.shape[2] * w.shape[3]
+    else:
+        samples, coef, block = x.reshape(x.shape[0], -1).astype(np.float64), w, 1
+    if samples.shape[0] > rows:
+        samples = samples[np.random.default_rng(seed).choice(samples.shape[0], rows, replace=False)]
+    samples = samples - samples.mean(axis=0)
+    gram = samples.T @ samples
+    gram += (1e-3 * float(np.trace(gram)) / max(gram.shape[0], 1) + 1e-12) * np.eye(gram.shape[0])
+    return gram, coef, block
+
+
+def _greedy_reconstruction(deps, weights, group, activations, n_remove: int, constant, notes, max_inputs: int = 4096):
+    """Units to drop by greedy backward elimination; None if a next layer is too wide to model."""
+    models = []
+    for c in deps.consumers:
+        if c.data not in group.tensors or activations is None or c.data not in activations:
+            continue
+        d = int(np.prod(deps.tensors[c.weight].shape)) // deps.tensors[c.weight].shape[0 if c.kind == "conv2d" else 1]
+        if d > max_inputs:
+            notes.append(f"group {group.name}: layer {c.out} reads {d} inputs, too many to model; ranked by activation")
+            return None
+        gram, coef, block = _regression(deps, weights, c, activations[c.data])
+        ginv = np.linalg.inv(gram)
+        total = float(np.trace(coef.T @ gram @ coef)) or 1.0
+        index = [np.concatenate([np.arange(i * block, (i + 1) * block) for k, a, i in sorted(unit)
+                                 if k == c.data and a == 1] or [np.zeros(0, int)]) for unit in group.units]
+        models.append([ginv, coef, index, total])
+    if not models:
+        return None
+    n = len(group.units)
+    drop = np.zeros(n, dtype=bool)
+    if constant is not None:
+        free = np.flatnonzero(constant)[:n_remove]
+        drop[free] = True  # input-independent units first: their loss is folded exactly
+    for _ in range(n_remove - int(drop.sum())):
+        cost = np.zeros(n)
+        alive = np.flatnonzero(~drop)
+        for ginv, coef, index, total in models:
+            lengths = {len(index[u]) for u in alive}
+            if len(lengths) == 1 and 0 not in lengths:
+                # every candidate is a block of the same size: one batched solve
+                js = np.stack([index[u] for u in alive])
+                g_jj = ginv[js[:, :, None], js[:, None, :]]
+                b_j = coef[js]
+                cost[alive] += np.einsum("ulo,ulo->u", b_j, np.linalg.solve(g_jj, b_j)) / total
+                continue
+            for u in alive:
+                j = index[u]
+                if len(j):
+                    cost[u] += float(np.trace(coef[j].T @ np.linalg.solve(ginv[np.ix_(j, j)], coef[j]))) / total
+        cost[drop] = np.inf
+        u = int(np.argmin(cost))
+        drop[u] = True
+        for model in models:
+            ginv, coef, index, _ = model
+            j = index[u]
+            if len(j):
+                solve = np.linalg.solve(ginv[np.ix_(j, j)], np.eye(len(j)))
+                model[1] = coef - ginv[:, j] @ solve @ coef[j]
+                model[0] = ginv - ginv[:, j] @ solve @ ginv[j, :]
+                model[1][j] = 0.0
+                model[0][j, :] = 0.0
+                model[0][:, j] = 0.0
+                model[0][j, j] = 1.0  # a removed input: kept out of every later cost
+    return drop
+
+
+def _scores(deps: ChannelDependencies, weights: dict, group: DependencyGroup, criterion: str, notes: list,
+            energy: dict | None = None) -> np.ndarray:
     values = {}
 
     def value_of(key):
@@ -196,6 +304,13 @@ def _scores(deps: ChannelDependencies, weights: dict, group: DependencyGroup, cr
 
     per_unit = np.zeros(len(group.units))
     sources = []
+    if criterion == "activation":
+        read = [k for k in group.tensors if energy and k in energy]
+        if read:
+            for u, unit in enumerate(group.units):
+                per_unit[u] = sum(energy[k][i] for k, a, i in unit if a == 1 and k in read)
+            return per_unit
+        notes.append(f"group {group.name}: no calibrated layer reads it; ranked by l1")
     if criterion == "bn_gamma":
         gammas = [(g, 0) for out, g in deps.batch_norms if out in group.tensors]
         if gammas:
@@ -212,19 +327,18 @@ def _scores(deps: ChannelDependencies, weights: dict, group: DependencyGroup, cr
 
 
 def _keep_count(n: int, ratio: float, n_constant: int, round_to: int, lossless: bool) -> int:
-    if ratio <= 0:
-        remove = (n_constant // round_to) * round_to if lossless else 0
-        keep = n - remove
-    else:
-        keep = int(round(n * (1.0 - ratio) / round_to)) * round_to
-    keep = min(n, max(keep, round_to, 1))
-    if ratio > 0 and lossless:
-        keep = min(keep, max(n - (n_constant // round_to) * round_to, round_to, 1)) if n_constant >= round_to else keep
-    return min(n, max(keep, 1))
+    """Units a group keeps: ``n * (1 - ratio)`` in whole lanes of ``round_to``; never zero.
+
+    Input-independent units are removed whatever the ratio (they cost nothing once folded), in
+    whole lanes too, so a lossless-only run (ratio 0) keeps a lane-aligned count as well.
+    """
+    free = (n_constant // round_to) * round_to if lossless else 0
+    keep = n - free if ratio <= 0 else min(int(round(n * (1.0 - ratio) / round_to)) * round_to, n - free)
+    return min(n, max(keep, min(round_to, n), 1))
 
 
 def plan_pruning(deps: ChannelDependencies, weights: dict, config: PruningConfig,
-                 lossless: dict[str, np.ndarray] | None = None) -> PruningPlan:
+                 lossless: dict[str, np.ndarray] | None = None, activations: dict | None = None) -> PruningPlan:
     """Pick the units to remove in every prunable group.
 
     ``lossless[group name]`` marks the units whose removal can be folded exactly (see
@@ -234,9 +348,16 @@ def plan_pruning(deps: ChannelDependencies, weights: dict, config: PruningConfig
     if config.criterion not in CRITERIA and config.masks is None:
         raise InputError(f"prune criterion {config.criterion!r}: use one of {list(CRITERIA)} or give masks")
     plan = PruningPlan(deps)
+    data_driven = config.criterion in ("activation", "reconstruction")
+    if data_driven and config.masks is None and not activations:
+        raise InputError(f"prune criterion {config.criterion!r} ranks channels on calibration inputs: give calibration "
+                         f"data")
+    energy = _activation_energy(deps, weights, activations) if data_driven and activations else None
     masks = dict(config.masks or {})
     used_masks = set()
     consumer_inputs = {c.data for c in deps.consumers}
+    global_keep = _global_allocation(deps, weights, config, lossless, energy, masks, plan.notes) \
+        if config.allocation == "global" else None
     for group in deps.groups:
         if not group.producers:
             continue
@@ -276,15 +397,22 @@ def plan_pruning(deps: ChannelDependencies, weights: dict, config: PruningConfig
                 raise InputError(f"prune ratio {ratio} for group {group.name}: give a fraction in [0, 1)")
             if n < 2 * config.round_to and not constant.any():
                 continue
-            keep = _keep_count(n, ratio, int(constant.sum()), config.round_to, config.lossless)
+            keep = _keep_count(n, ratio, int(constant.sum()), config.round_to, config.lossless) \
+                if global_keep is None else global_keep.get(group.name, n)
             if keep >= n:
                 continue
-            scores = _scores(deps, weights, group, config.criterion, plan.notes)
-            if config.lossless:
-                scores = np.where(constant, -np.inf, scores)
-            order = np.argsort(scores, kind="stable")
-            drop = np.zeros(n, dtype=bool)
-            drop[order[: n - keep]] = True
+            drop = None
+            if config.criterion == "reconstruction":
+                drop = _greedy_reconstruction(deps, weights, group, activations, n - keep,
+                                              constant if config.lossless else None, plan.notes)
+            if drop is None:
+                criterion = "activation" if config.criterion == "reconstruction" else config.criterion
+                scores = _scores(deps, weights, group, criterion, plan.notes, energy)
+                if config.lossless:
+                    scores = np.where(constant, -np.inf, scores)
+                order = np.argsort(scores, kind="stable")
+                drop = np.zeros(n, dtype=bool)
+                drop[order[: n - keep]] = True
             entry["criterion"] = config.criterion
         for u in np.flatnonzero(drop):
             plan.removed |= group.units[u]
@@ -296,6 +424,42 @@ def plan_pruning(deps: ChannelDependencies, weights: dict, config: PruningConfig
         raise InputError(f"prune masks name layers {sorted(unused)} that are not prunable here; prunable layers: "
                          f"{known[:20]}{' ...' if len(known) > 20 else ''}")
     return plan
+
+
+def _global_allocation(deps, weights, config: PruningConfig, lossless, energy, masks, notes) -> dict[str, int]:
+    """How many units each group keeps when ``ratio`` is a fraction of all channels, ranked together.
+
+    Scores are made comparable across groups by dividing by the group's mean score (1 = a typical
+    channel of its layer); the lowest go first, at most ``max_group_ratio`` of any group, then each
+    group's count is rounded to whole lanes.
+    """
+    if isinstance(config.ratio, dict):
+        raise InputError("global allocation takes one ratio, not per-layer ratios")
+    pool, sizes = [], {}
+    for group in deps.prunable_groups():
+        n = len(group.units)
+        if not group.producers or n < 2 * config.round_to or any(p.layer in masks for p in group.producers):
+            continue
+        sizes[group.name] = n
+        scores = _scores(deps, weights, group, config.criterion, notes, energy)
+        scores = scores / (float(np.mean(scores)) or 1.0)
+        constant = lossless.get(group.name) if lossless else None
+        if config.lossless and constant is not None:
+            scores = np.where(constant, -np.inf, scores)
+        pool += [(float(v), group.name) for v in scores]
+    target = int(round(float(config.ratio) * sum(sizes.values())))
+    removed = dict.fromkeys(sizes, 0)
+    for _, name in sorted(pool, key=lambda t: t[0]):
+        if target <= 0:
+            break
+        if removed[name] < int(sizes[name] * config.max_group_ratio):
+            removed[name] += 1
+            target -= 1
+    keep = {}
+    for name, n in sizes.items():
+        k = int(round((n - removed[name]) / config.round_to)) * config.round_to
+        keep[name] = min(n, max(k, config.round_to))
+    return keep
 
 
 # -- 4. rewrite -----------------------------------------------------------------------------------
@@ -496,6 +660,7 @@ class PruneResult:
             "groups": self.plan.report,
             "blocked": [{"group": g.name, "layers": sorted({p.layer for p in g.producers}), "why": g.blocked}
                         for g in deps.blocked_groups() if g.producers],
+            "unanalysed": [{"layer": k, "why": why} for k, why in deps.unanalysed],
             "notes": self.plan.notes,
             "recovery": self.recovery.to_json(),
         }
@@ -517,10 +682,11 @@ def prune_function(func: relax.Function, config: PruningConfig, *, weights: dict
     candidates = any(_unit_constant(deps, u, {c.data for c in deps.consumers})
                      for g in deps.prunable_groups() for u in g.units)
     x_orig = None
-    if evaluate is not None and ((config.lossless and candidates) or (recover and calibration)):
+    if evaluate is not None and ((config.lossless and candidates) or (recover and calibration)
+                                 or (config.criterion == "activation" and calibration)):
         x_orig = original_taps(func, weights, deps, evaluate, calibration)
     lossless = lossless_units(deps, weights, x_orig, config.spatial_folds) if config.lossless else {}
-    plan = plan_pruning(deps, weights, config, lossless)
+    plan = plan_pruning(deps, weights, config, lossless, x_orig if calibration else None)
     if candidates and x_orig is None:
         plan.notes.append("constant channels kept: folding them needs an evaluator to run the model")
     new_func, new_weights, recovery = prune_and_recover(func, weights, plan, evaluate, calibration, recover, alpha,

@@ -260,7 +260,8 @@ def _refit_batches(dataflow: nx.DiGraph, consumers: list[Consumer]) -> list[list
 
 
 def _refit_layer(c: Consumer, plan: PruningPlan, weights: dict, new_weights: dict, x_orig: np.ndarray,
-                 x_new: np.ndarray, offset_const: np.ndarray, alpha: float, positions: int, rng):
+                 x_new: np.ndarray, offset_const: np.ndarray, alpha: float, positions: int, rng,
+                 dual_alpha: float = 0.1):
     deps = plan.deps
     kept_in, kept_out = plan.kept(c.data, 1), plan.kept(c.out, 1)
     w_view = _view_of(c, weights[c.leaf], deps.tensors[c.weight].shape)
@@ -284,23 +285,32 @@ def _refit_layer(c: Consumer, plan: PruningPlan, weights: dict, new_weights: dic
         target = y - offset_const.reshape(1, -1)
         d = a_mat.shape[1]
         theta0 = w_kept_view.astype(np.float64)  # [F, O]
-    if d > 8192:
-        return f"{d} inputs per output: too many for a least-squares refit"
-    ones = np.ones((a_mat.shape[0], 1))
-    a_full = np.hstack([a_mat, ones])
-    gram = a_full.T @ a_full
-    lam = alpha * float(np.trace(gram[:d, :d])) / max(d, 1)
-    reg = np.full(d + 1, lam)
-    reg[d] = 0.0
-    theta0_full = np.vstack([theta0, np.zeros((1, theta0.shape[1]))])
-    before = target - a_full @ theta0_full
-    try:
-        theta = np.linalg.solve(gram + np.diag(reg) + 1e-12 * np.eye(d + 1), a_full.T @ target + reg[:, None] * theta0_full)
-    except np.linalg.LinAlgError:
-        return "least-squares system is singular"
-    after = target - a_full @ theta
+    a_mean, t_mean = a_mat.mean(axis=0), target.mean(axis=0)
+    a_c, t_c = a_mat - a_mean, target - t_mean
+    before = target - a_mat @ theta0
+    if d > 4096 and a_mat.shape[0] > 4096:
+        rows = rng.choice(a_mat.shape[0], size=4096, replace=False)
+        a_c, t_c = a_c[rows], t_c[rows]
+    if d <= 4096:
+        # Primal: (A^T A + lambda I) W = A^T T + lambda W_kept on centred data; the bias takes the means.
+        gram = a_c.T @ a_c
+        lam = alpha * float(np.trace(gram)) / max(d, 1) + 1e-12
+        try:
+            w_new = np.linalg.solve(gram + lam * np.eye(d), a_c.T @ t_c + lam * theta0)
+        except np.linalg.LinAlgError:
+            return "least-squares system is singular"
+    else:
+        # Dual (more inputs than samples, e.g. a dense layer after a flatten):
+        # W = W_kept + A^T (A A^T + lambda I)^-1 (T - A W_kept), the smallest change that fits.
+        kernel = a_c @ a_c.T
+        lam = dual_alpha * float(np.trace(kernel)) / max(kernel.shape[0], 1) + 1e-12
+        try:
+            w_new = theta0 + a_c.T @ np.linalg.solve(kernel + lam * np.eye(kernel.shape[0]), t_c - a_c @ theta0)
+        except np.linalg.LinAlgError:
+            return "least-squares system is singular"
+    bias = t_mean - a_mean @ w_new
+    after = target - a_mat @ w_new - bias
     scale = float(np.linalg.norm(target)) or 1.0
-    w_new, bias = theta[:d], theta[d]
     dtype = weights[c.leaf].dtype
     if c.kind == "conv2d":
         w_new_view = w_new.T.reshape(w_kept_view.shape)
@@ -310,5 +320,5 @@ def _refit_layer(c: Consumer, plan: PruningPlan, weights: dict, new_weights: dic
         offset = offset_const.astype(np.float64) + bias.reshape(1, -1)
     w_leaf = _to_leaf(c, w_new_view, new_weights[c.leaf].shape).astype(dtype)
     stats = {"rel_error_before": float(np.linalg.norm(before)) / scale,
-             "rel_error_after": float(np.linalg.norm(after)) / scale, "samples": int(a_full.shape[0])}
+             "rel_error_after": float(np.linalg.norm(after)) / scale, "samples": int(a_mat.shape[0])}
     return w_leaf, offset.astype(dtype), stats

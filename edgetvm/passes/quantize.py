@@ -72,12 +72,16 @@ def fold_qdq(mod: tvm.IRModule) -> tuple[tvm.IRModule, dict]:
 
 
 def has_qdq(mod: tvm.IRModule) -> bool:
-    """Whether ``main`` already carries quantize ops (a QDQ model): then no calibration is needed."""
+    """Whether ``main`` already computes on quantized activations (a QDQ model): then no
+    calibration is needed, the model's own parameters are used."""
     found = []
 
     def visit(expr):
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.quantize":
-            found.append(expr)
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            # A quantize, or a dequantize of an integer activation (ConvInteger's inputs).
+            if expr.op.name == "relax.quantize" or (
+                    expr.op.name == "relax.dequantize" and not isinstance(expr.args[0], tvm.ir.Constant)):
+                found.append(expr)
 
     relax.analysis.post_order_visit(mod["main"], visit)
     return bool(found)

@@ -6,7 +6,8 @@ For every quantizable chain (the same form ``onnxruntime.quantization.quantize_s
     matmul(x, W) [+ b] [act]                                            ->  y
     add(a, b) [relu | clip]                                             ->  y
 
-becomes ``dequantize(quantize(y))`` of a chain whose inputs are ``dequantize(quantize(x))`` and whose
+becomes ``dequantize(quantize(y))`` (only where another chain reads ``y``; else ``y`` stays float)
+of a chain whose inputs are ``dequantize(quantize(x))`` and whose
 weight is ``dequantize(W_q, s_w, 0, axis=out_channel)``, with batch norm folded into the weight
 first (``W' = W k``, ``b' = (b - mean) k + beta``, ``k = gamma / sqrt(var + eps)``):
 
@@ -189,6 +190,9 @@ class _Annotator(relax.PyExprMutator):
         super().__init__(mod)
         self.by_tail = {chain.tail: chain for chain in plan.chains}
         self.ranges = ranges
+        # A chain whose output no other chain reads keeps a float output (detector heads, the
+        # embedding): int8 there would only round what float ops consume next.
+        self.consumed = {var for chain in plan.chains for var in chain.inputs}
 
     def _qdq(self, value: relax.Expr, var: relax.Var) -> relax.Expr:
         params = activation_qparams(*self.ranges[var])
@@ -229,7 +233,7 @@ class _Annotator(relax.PyExprMutator):
         if act is not None:
             args = [out, *act.args[1:]]
             out = self.builder_.emit(relax.Call(act.op, args, act.attrs))
-        return self._qdq(out, chain.tail)
+        return self._qdq(out, chain.tail) if chain.tail in self.consumed else out
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         chain = self.by_tail.get(binding.var)

@@ -32,34 +32,41 @@ def multiply_by_quantized_multiplier(acc: tirx.PrimExpr, mantissa: tirx.PrimExpr
     """
     left = tirx.max(exponent, _i32(0))
     right = tirx.max(_i32(0) - exponent, _i32(0))
-    shifted = acc << left
-    product = shifted.astype("int64") * mantissa.astype("int64")
+    product = (acc << left).astype("int64") * mantissa.astype("int64")
     nudge = tirx.Select(product >= tirx.const(0, "int64"), tirx.const(SRDHM_NUDGE_POS, "int64"),
                         tirx.const(SRDHM_NUDGE_NEG, "int64"))
     high = tirx.truncdiv(product + nudge, tirx.const(1 << 31, "int64")).astype("int32")
     mask = (_i32(1) << right) - _i32(1)
-    remainder = high & mask
     threshold = (mask >> _i32(1)) + tirx.Select(high < _i32(0), _i32(1), _i32(0))
-    return (high >> right) + tirx.Select(remainder > threshold, _i32(1), _i32(0))
+    return (high >> right) + tirx.Select((high & mask) > threshold, _i32(1), _i32(0))
+
+
+def _at(tensor: te.Tensor | None, index):
+    return None if tensor is None else tensor[index]
 
 
 def _requantize_value(acc, mpos, epos, mneg, eneg, zero_point: int, lo: int, hi: int, out_dtype: str):
-    pos = multiply_by_quantized_multiplier(acc, mpos, epos)
-    neg = multiply_by_quantized_multiplier(acc, mneg, eneg)
-    value = tirx.Select(acc >= _i32(0), pos, neg) + _i32(zero_point)
-    return tirx.max(tirx.min(value, _i32(hi)), _i32(lo)).astype(out_dtype)
+    """``clamp(z + M acc)``; a second multiplier for ``acc < 0`` only when the kernel has one."""
+    scaled = multiply_by_quantized_multiplier(acc, mpos, epos)
+    if mneg is not None:
+        scaled = tirx.Select(acc >= _i32(0), scaled, multiply_by_quantized_multiplier(acc, mneg, eneg))
+    return tirx.max(tirx.min(scaled + _i32(zero_point), _i32(hi)), _i32(lo)).astype(out_dtype)
 
 
 def int8_conv2d_requantize(x: te.Tensor, w: te.Tensor, bias: te.Tensor, mpos: te.Tensor, epos: te.Tensor,
-                           mneg: te.Tensor, eneg: te.Tensor, *, strides, padding, dilation, groups: int,
+                           mneg: te.Tensor | None = None, eneg: te.Tensor | None = None, *, strides, padding, dilation, groups: int,
                            x_zero_point: int, y_zero_point: int, clamp: tuple[int, int], out_dtype: str,
-                           pair_products: bool) -> te.Tensor:
+                           pair_products: bool, out_scale: te.Tensor | None = None) -> te.Tensor:
     """NCHW conv2d on quantized data, padded with the input zero point, then requantized.
 
     ``acc[n, o, y, x] = bias[o] + sum_{c, r, s} q_x_pad[n, g(o) C_g + c, y S_h + r D_h, x S_w + s D_w] q_w[o, c, r, s]``
     where ``bias`` already holds ``round(b / (s_x s_w[o])) - z_x sum q_w[o]`` (the zero-point
     correction: padding with ``z_x`` makes ``sum (q_x - z_x) q_w = sum q_x q_w - z_x sum q_w`` exact
     at the borders too).
+
+    With ``out_scale`` (a float32 per-channel ``s_x s_w``) the epilogue dequantizes instead:
+    ``y = float(acc) * out_scale[o]`` (a chain whose output only float ops consume, e.g. detector
+    heads: an int8 output would round box offsets to 256 levels).
     """
     n_, c_, h_, w_ = (int(d) for d in x.shape)
     oc, icg, kh, kw = (int(d) for d in w.shape)
@@ -100,17 +107,21 @@ def int8_conv2d_requantize(x: te.Tensor, w: te.Tensor, bias: te.Tensor, mpos: te
             name="int8_conv2d_acc",
         )
     lo, hi = clamp
+    if out_scale is not None:
+        return te.compute((n_, oc, oh, ow),
+                          lambda n, o, y, xx: (acc[n, o, y, xx] + bias[o]).astype("float32") * out_scale[o],
+                          name="int8_requantize")
     return te.compute(
         (n_, oc, oh, ow),
-        lambda n, o, y, xx: _requantize_value(acc[n, o, y, xx] + bias[o], mpos[o], epos[o], mneg[o], eneg[o],
+        lambda n, o, y, xx: _requantize_value(acc[n, o, y, xx] + bias[o], mpos[o], epos[o], _at(mneg, o), _at(eneg, o),
                                               y_zero_point, lo, hi, out_dtype),
         name="int8_requantize",
     )
 
 
 def int8_dense_requantize(x: te.Tensor, w_t: te.Tensor, bias: te.Tensor, mpos: te.Tensor, epos: te.Tensor,
-                          mneg: te.Tensor, eneg: te.Tensor, *, y_zero_point: int, clamp: tuple[int, int],
-                          out_dtype: str, pair_products: bool) -> te.Tensor:
+                          mneg: te.Tensor | None = None, eneg: te.Tensor | None = None, *, y_zero_point: int, clamp: tuple[int, int],
+                          out_dtype: str, pair_products: bool, out_scale: te.Tensor | None = None) -> te.Tensor:
     """``acc[n, m] = bias[m] + sum_k q_x[n, k] q_wT[k, m]`` (weights stored K x M so that the output
     channel is the contiguous, vectorized axis), then requantized per output channel ``m``."""
     n_, k_ = (int(d) for d in x.shape)
@@ -131,12 +142,30 @@ def int8_dense_requantize(x: te.Tensor, w_t: te.Tensor, bias: te.Tensor, mpos: t
         acc = te.compute((n_, m_), lambda n, m: te.sum(product(n, m, rk).astype("int32"), axis=rk),
                          name="int8_dense_acc")
     lo, hi = clamp
+    if out_scale is not None:
+        return te.compute((n_, m_), lambda n, m: (acc[n, m] + bias[m]).astype("float32") * out_scale[m],
+                          name="int8_requantize")
     return te.compute(
         (n_, m_),
-        lambda n, m: _requantize_value(acc[n, m] + bias[m], mpos[m], epos[m], mneg[m], eneg[m],
+        lambda n, m: _requantize_value(acc[n, m] + bias[m], mpos[m], epos[m], _at(mneg, m), _at(eneg, m),
                                        y_zero_point, lo, hi, out_dtype),
         name="int8_requantize",
     )
+
+
+def int8_conv2d_dequantize(x: te.Tensor, w: te.Tensor, bias: te.Tensor, out_scale: te.Tensor, *, strides, padding,
+                           dilation, groups: int, x_zero_point: int, pair_products: bool) -> te.Tensor:
+    """int8 conv2d with a float32 output ``float(acc + bias) * out_scale[o]``."""
+    return int8_conv2d_requantize(x, w, bias, None, None, strides=strides, padding=padding, dilation=dilation,
+                                  groups=groups, x_zero_point=x_zero_point, y_zero_point=0, clamp=(0, 0),
+                                  out_dtype="float32", pair_products=pair_products, out_scale=out_scale)
+
+
+def int8_dense_dequantize(x: te.Tensor, w_t: te.Tensor, bias: te.Tensor, out_scale: te.Tensor, *,
+                          pair_products: bool) -> te.Tensor:
+    """int8 dense with a float32 output ``float(acc + bias) * out_scale[m]``."""
+    return int8_dense_requantize(x, w_t, bias, None, None, y_zero_point=0, clamp=(0, 0), out_dtype="float32",
+                                 pair_products=pair_products, out_scale=out_scale)
 
 
 # TFLite's int8 ADD: both inputs are brought to a common scale with 20 bits of headroom first, so
@@ -158,12 +187,19 @@ def int8_add_requantize(a: te.Tensor, b: te.Tensor, *, a_zero_point: int, a_mult
     def b_index(idx):
         return [idx[offset + i] if b_shape[i] != 1 else 0 for i in range(len(b_shape))]
 
+    # Three stages, not one expression: the fixed-point multiply repeats its argument several times,
+    # so nesting it three deep would blow the expression up (and TE's lowering with it).
+    def rescaled(tensor, index, zero_point, mult, name):
+        return te.compute(shape, lambda *idx: multiply_by_quantized_multiplier(
+            (tensor[index(idx)].astype("int32") - _i32(zero_point)) << _i32(ADD_LEFT_SHIFT), _i32(mult[0]),
+            _i32(mult[1])), name=name)
+
+    a_scaled = rescaled(a, lambda idx: tuple(idx), a_zero_point, a_mult, "int8_add_lhs")
+    b_scaled = rescaled(b, lambda idx: tuple(b_index(idx)), b_zero_point, b_mult, "int8_add_rhs")
+
     def compute(*idx):
-        qa = (a[idx].astype("int32") - _i32(a_zero_point)) << _i32(ADD_LEFT_SHIFT)
-        qb = (b[tuple(b_index(idx))].astype("int32") - _i32(b_zero_point)) << _i32(ADD_LEFT_SHIFT)
-        total = (multiply_by_quantized_multiplier(qa, _i32(a_mult[0]), _i32(a_mult[1]))
-                 + multiply_by_quantized_multiplier(qb, _i32(b_mult[0]), _i32(b_mult[1])))
-        value = multiply_by_quantized_multiplier(total, _i32(y_mult[0]), _i32(y_mult[1])) + _i32(y_zero_point)
+        value = multiply_by_quantized_multiplier(a_scaled[idx] + b_scaled[idx], _i32(y_mult[0]),
+                                                 _i32(y_mult[1])) + _i32(y_zero_point)
         return tirx.max(tirx.min(value, _i32(hi)), _i32(lo)).astype(out_dtype)
 
     return te.compute(shape, compute, name="int8_add")

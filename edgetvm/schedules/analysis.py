@@ -142,5 +142,7 @@ def is_spatial(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
 
 
 def has_if_then_else(stmt) -> bool:
-    """Whether a block body selects between values by position (a padding producer)."""
-    return "if_then_else" in str(stmt.body)
+    """Whether a block stores ``if_then_else(in bounds, x[..], pad value)`` (a padding producer)."""
+    body = stmt.body
+    op = getattr(getattr(body, "value", None), "op", None) if isinstance(body, tirx.BufferStore) else None
+    return isinstance(op, tvm.ir.Op) and str(op.name).endswith(".if_then_else")

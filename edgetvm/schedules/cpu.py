@@ -6,15 +6,17 @@ Every kernel is scheduled by the first rule that applies:
    the output's last axis (conv2d, 1x1 conv = GEMM, depthwise, dense, pooling, mean). The output is
    computed in register tiles of ``rows x (vectors * lanes)``::
 
-       for n, h, c_o, w_o:                 # fused and parallel when num_threads != 1
+       for n, h, w_o, c_o:                 # fused and parallel when num_threads != 1
          acc[rows, vectors*lanes] = init   # registers
-         for r_0, ..., r_m:                # reduction (kh, kw, ci)
+         for r_0, ..., r_m:                # reduction (kh, kw, ci); ci unrolled by 2
            for w_i in rows, c_v in vectors:     # unrolled
              acc[w_i, c_v*lanes : +lanes] (+)= in[...] * wt[..., c_v*lanes : +lanes]   # one FMA
          out[tile] = tail(acc[tile])       # bias, BN, PReLU, residual add: computed at the tile
 
    ``rows * vectors`` accumulators are half the vector register file (8 of the 16 q registers of
    ARMv7 NEON, 16 of the 32 zmm of AVX-512), the other half holds weights and broadcast inputs.
+   Depthwise conv and pooling (a window per channel) sweep one channel vector over the plane
+   instead (``for c_o, n, h, w_o``, up to 4 rows): the kh*kw weight vectors stay in registers.
 2. :func:`schedule_generic` for everything else: elementwise producers inlined, each remaining
    block's outer spatial loops fused and parallel, its innermost loop vectorized when it divides
    by the vector width.
@@ -22,7 +24,6 @@ Every kernel is scheduled by the first rule that applies:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import tvm
@@ -41,11 +42,14 @@ class CpuScheduleConfig:
     ``lanes``: float32 lanes of one vector register (4 NEON, 8 AVX2, 16 AVX-512).
     ``accumulators``: vector registers a register tile may use for its accumulators.
     ``num_threads``: 1 schedules no parallel loop at all; None or > 1 parallelizes outer loops.
+    ``window_accumulators``: the same for depthwise conv and pooling, whose window weights also
+    stay in registers (9 of them for 3x3: 4 accumulators + 9 weights + inputs fill 16 q registers).
     """
 
     lanes: int
     accumulators: int
     num_threads: int | None = None
+    window_accumulators: int = 4
 
     @property
     def parallel(self) -> bool:
@@ -68,20 +72,24 @@ def choose_tile(kernel: ReductionKernel, config: CpuScheduleConfig) -> tuple[int
 
     Lanes: the widest power of two up to ``config.lanes`` dividing the channel count. Then the
     tile with the most accumulators ``rows * vectors <= config.accumulators``; rows must divide
-    the row extent (no tail), ties go to the squarer tile (fewer loads per FMA:
-    ``1/rows + 1/vectors``).
+    the row extent (no tail). Ties go to more vectors: a row costs a broadcast load of its input
+    and an address register per reduction step, while a tile's weight vectors are contiguous
+    (post-incremented loads); on ARMv7 2x4 runs MobileFaceNet in 4% fewer instructions than 4x2.
     """
     channels = kernel.vector_extent
     lanes = config.lanes
     while lanes > 1 and channels % lanes:
         lanes //= 2
     best = (0, 0.0, 1, 1)
-    for vectors in _divisors(channels // lanes, 4):
-        for rows in _divisors(kernel.row_extent, config.accumulators):
+    windowed = kernel.kind in ("depthwise", "pool")
+    # Windowed kernels keep one channel vector's window weights in registers: fewer accumulators.
+    budget = config.window_accumulators if windowed else config.accumulators
+    for vectors in ([1] if windowed else _divisors(channels // lanes, 4)):
+        for rows in _divisors(kernel.row_extent, budget):
             accs = rows * vectors
-            if accs > config.accumulators:
+            if accs > budget:
                 continue
-            score = (accs, -(1 / rows + 1 / vectors))
+            score = (accs, vectors)
             if score > best[:2]:
                 best = (accs, score[1], vectors, rows)
     return lanes, best[2], best[3]
@@ -90,7 +98,9 @@ def choose_tile(kernel: ReductionKernel, config: CpuScheduleConfig) -> tuple[int
 # Steps of the innermost channel-reduction loop (conv2d, dense) unrolled around the register tile:
 # loop counter, compare and branch are paid once per this many steps. More than 2 lets LLVM hoist
 # the loads of later steps above the FMAs of earlier ones, and the ARM tile then spills.
-REDUCTION_UNROLL = int(os.environ.get("XUNROLL", "2"))
+REDUCTION_UNROLL = 2
+# A channel reduction this short (the RGB input of a first conv) is unrolled whole.
+SMALL_REDUCTION = 4
 # A sliding window's inner loop (kw of depthwise conv and pooling) is unrolled whole: with the row
 # loop unrolled inside it, the input column of (kw, w_i) equals that of (kw + 1, w_i - 1) and LLVM
 # loads it once (rows + kw - 1 loads per row of the window instead of rows * kw).
@@ -108,7 +118,7 @@ def _unroll_innermost_reduction(sch: s_tir.Schedule, reduction: list, windowed: 
             return (rest, [reduction[index]]) if extent <= WINDOW_UNROLL_MAX else (reduction, [])
         if REDUCTION_UNROLL <= 1:
             return reduction, []
-        if extent <= REDUCTION_UNROLL:
+        if extent <= max(REDUCTION_UNROLL, SMALL_REDUCTION):
             return rest, [reduction[index]]
         if extent % REDUCTION_UNROLL == 0:
             outer, inner = sch.split(reduction[index], [None, REDUCTION_UNROLL])
@@ -165,13 +175,20 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
     else:
         w_o = w_i = None
         outer = []
-    # Channel blocks innermost among the tile loops: each weight load then varies with the loop
-    # around it, so LLVM cannot hoist a whole tile's weights out (they do not fit in registers and
-    # would be spilled and reloaded from the stack, costing an address computation per reload).
-    tile_loop = c_o
-    reduction, unrolled_reduction = _unroll_innermost_reduction(sch, reduction, kernel.kind in ("depthwise", "pool"))
-    order = [*outer] + ([w_o] if w_o is not None else []) + [c_o] + reduction + unrolled_reduction
-    order += ([w_i] if w_i is not None else []) + [c_v, c_l]
+    windowed = kernel.kind in ("depthwise", "pool")
+    reduction, unrolled_reduction = _unroll_innermost_reduction(sch, reduction, windowed)
+    if windowed:
+        # One channel vector swept over the whole plane: its kh*kw weight vectors stay in
+        # registers (LLVM hoists them out of the row loops), only the input is loaded.
+        tile_loop = w_o if w_o is not None else c_o
+        tile_loops = [c_o, *outer] + ([w_o] if w_o is not None else [])
+    else:
+        # Channel blocks innermost among the tile loops: each weight load then varies with the loop
+        # around it, so LLVM cannot hoist a whole tile's weights out (they do not fit in registers
+        # and would be spilled and reloaded from the stack, costing an address computation each).
+        tile_loop = c_o
+        tile_loops = [*outer] + ([w_o] if w_o is not None else []) + [c_o]
+    order = tile_loops + reduction + unrolled_reduction + ([w_i] if w_i is not None else []) + [c_v, c_l]
     sch.reorder(*order)
 
     sch.reverse_compute_at(tail, tile_loop, preserve_unit_loops=True)
@@ -182,7 +199,7 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
     sch.decompose_reduction(main, reduction[0])
     sch.set_scope(main, 0, "local")
 
-    depth = len(outer) + 1 + (1 if w_o is not None else 0)
+    depth = len(tile_loops)
     # The tail reads the accumulators: its tile loops are unrolled too, so every accumulator index
     # is a constant and LLVM keeps the whole tile in registers (one variable index would leave the
     # tile in stack memory, with a load and a store around every FMA).
@@ -200,7 +217,7 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
         for lp in tail_inner:
             sch.unroll(lp)
 
-    parallel_loops = outer + ([w_o] if w_o is not None else []) + [c_o]
+    parallel_loops = tile_loops
     if config.parallel:
         total = 1
         for e in kernel.extents[: len(kernel.spatial)]:

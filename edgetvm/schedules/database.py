@@ -10,10 +10,11 @@ A *trace* is the list of schedule primitives (split, reorder, vectorize, ...) wi
 decisions taken, so workload + trace identify a candidate exactly; a second tuning run never
 measures a candidate the database already holds. Only tuning writes (appending lines, under an
 exclusive ``fcntl`` lock on ``.edgetvm-tuning.lock``); compiling reads a validated snapshot.
+``default_baselines.json`` holds the time of each kernel's default schedule on the same boards.
 
 ``apply_tuning_database`` replaces every kernel the database has a record for (on the same target
-CPU) with the fastest recorded schedule, and marks it ``tirx.is_scheduled`` so the default
-schedules leave it alone.
+CPU) with the fastest recorded schedule, if that beat the default schedule, and marks it
+``tirx.is_scheduled`` so the default schedules leave it alone.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ import tvm
 import tvm_ffi
 
 from ..errors import TuningError, first_line
-from ..io import atomic_write_text
+from ..io import atomic_write_json, atomic_write_text
 from ..targets import ResolvedTarget
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 LOCK_FILE = ".edgetvm-tuning.lock"
+BASELINE_FILE = "default_baselines.json"
 TUNED_ATTR = "edgetvm.tuned"
 
 
@@ -278,15 +280,44 @@ def best_records(database, workload_mod: tvm.IRModule, target: tvm.target.Target
     return [r for r in database.get_top_k(workload, 1 << 20) if target_identity(r.target) == want][:k]
 
 
+# --------------------------------------------------------------------------------------------------
+# Default-schedule baselines: the default schedule of each kernel, timed on the same boards.
+
+
+def _baseline_key(workload_mod: tvm.IRModule, target: tvm.target.Target) -> str:
+    return f"{int(tvm_ffi.structural_hash(workload_mod))}|{'|'.join(target_identity(target))}"
+
+
+def read_baselines(db_dir: str | os.PathLike) -> dict[str, dict]:
+    """``{kernel key: {"seconds", "schedule", "kernel"}}`` from ``BASELINE_FILE`` (empty if absent)."""
+    path = Path(db_dir) / BASELINE_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TuningError(f"{path}: not valid JSON ({exc}); delete it, the next tuning run measures the defaults "
+                          f"again") from None
+    return data if isinstance(data, dict) else {}
+
+
+def baseline_seconds(baselines: dict, workload_mod: tvm.IRModule, target: tvm.target.Target) -> float | None:
+    entry = baselines.get(_baseline_key(workload_mod, target))
+    return float(entry["seconds"]) if entry else None
+
+
 def apply_tuning_database(mod: tvm.IRModule, target: ResolvedTarget, db_dir: str | os.PathLike
                           ) -> tuple[tvm.IRModule, list[str]]:
     """Replace each kernel of ``mod`` that ``db_dir`` has records for with its fastest recorded schedule.
 
+    A record replaces a kernel only if it beat the kernel's default schedule timed on the same
+    boards (``default_baselines.json``, written by tuning); otherwise the default schedule stays.
     Returns the new module and the names of the kernels replaced. A replaced PrimFunc keeps its
     attributes and gains ``tirx.is_scheduled`` (the default schedules skip it) and ``edgetvm.tuned``
     (the measured seconds of the record used).
     """
     database = open_snapshot(db_dir)
+    baselines = read_baselines(db_dir)
     tvm_target = target.tvm_target
     applied: list[str] = []
     updates = {}
@@ -300,8 +331,14 @@ def apply_tuning_database(mod: tvm.IRModule, target: ResolvedTarget, db_dir: str
         if not records:
             continue
         record = records[0]
+        mean = sum(float(s) for s in record.run_secs) / len(record.run_secs)
+        default = baseline_seconds(baselines, workload_mod, tvm_target)
+        if default is not None and default <= mean:
+            continue
         try:
-            sch = tvm.s_tir.Schedule(record.workload.mod, debug_mask=0)
+            # A private copy: schedule primitives may rewrite an IR node in place when they hold the
+            # only reference, and the next kernel with the same workload must replay on the original.
+            sch = tvm.s_tir.Schedule(tvm.ir.load_json(tvm.ir.save_json(record.workload.mod)), debug_mask=0)
             record.trace.apply_to_schedule(sch, remove_postproc=False)
         except Exception as exc:  # noqa: BLE001 - a record from another TVM version may not replay
             raise TuningError(f"{db_dir}: the record for kernel {gv.name_hint} does not replay on this TVM "
@@ -310,12 +347,11 @@ def apply_tuning_database(mod: tvm.IRModule, target: ResolvedTarget, db_dir: str
         new_func = tuned.without_attr("global_symbol") if tuned.attrs and "global_symbol" in tuned.attrs else tuned
         for key, value in (func.attrs or {}).items():
             new_func = new_func.with_attr(key, value)
-        mean = sum(float(s) for s in record.run_secs) / len(record.run_secs)
         new_func = new_func.with_attr("tirx.is_scheduled", True).with_attr(TUNED_ATTR, f"{mean:.9f}")
         updates[gv] = new_func
         applied.append(gv.name_hint)
     if updates:
-        mod = mod.shallow_copy() if hasattr(mod, "shallow_copy") else tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+        mod = mod.clone()
         for gv, func in updates.items():
             mod[gv] = func
     return mod, sorted(applied)
@@ -393,6 +429,18 @@ class TuningDatabase:
         self.database.commit_tuning_record(record)
         self._measured[key] = tuple(run_secs) if run_secs is not None else None
         self.records_added += 1
+
+    def baseline(self, workload_mod: tvm.IRModule, target: tvm.target.Target, schedule_hash: str) -> float | None:
+        """Seconds of the default schedule ``schedule_hash`` of this kernel, if timed before."""
+        entry = read_baselines(self.db_dir).get(_baseline_key(workload_mod, target))
+        return float(entry["seconds"]) if entry and entry.get("schedule") == schedule_hash else None
+
+    def commit_baseline(self, workload_mod: tvm.IRModule, target: tvm.target.Target, schedule_hash: str,
+                        seconds: float, kernel: str) -> None:
+        baselines = read_baselines(self.db_dir)
+        baselines[_baseline_key(workload_mod, target)] = {"seconds": seconds, "schedule": schedule_hash,
+                                                          "kernel": kernel}
+        atomic_write_json(self.db_dir / BASELINE_FILE, baselines)
 
     def best_seconds(self, workload_mod: tvm.IRModule, target: tvm.target.Target) -> float | None:
         records = best_records(self.database, workload_mod, target)

@@ -26,6 +26,7 @@ CONV_ACC = "int8_conv2d_acc"
 DENSE_ACC = "int8_dense_acc"
 REQUANTIZE = "int8_requantize"
 PAD = "int8_pad"
+ELEMENTWISE = ("int8_add", "int8_add_lhs", "int8_add_rhs", "int8_requantize_tensor")
 
 
 def _block_names(func: tirx.PrimFunc) -> set[str]:
@@ -95,6 +96,24 @@ def _schedule_pad(sch: s_tir.Schedule, parallel: bool) -> None:
         sch.parallel(sch.fuse(*loops[:2]))
 
 
+def _schedule_elementwise(sch: s_tir.Schedule, names: set[str], lanes: int, parallel: bool) -> None:
+    """Each stage: loops fused, cut into vectors of ``lanes`` int32 lanes, the outer part parallel."""
+    for name in ELEMENTWISE:
+        if name not in names:
+            continue
+        block = sch.get_sblock(name)
+        loops = sch.get_loops(block)
+        fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+        extent = _extent(sch, fused)
+        if extent % lanes == 0 and extent > lanes:
+            outer, inner = sch.split(fused, [None, lanes])
+            sch.vectorize(inner)
+            if parallel:
+                sch.parallel(outer)
+        elif parallel:
+            sch.parallel(fused)
+
+
 def schedule_int8_kernel(func: tirx.PrimFunc, target: ResolvedTarget, num_threads: int | None = None) -> tirx.PrimFunc | None:
     """The scheduled kernel, or None when ``func`` is not one of edgetvm's integer kernels."""
     try:
@@ -102,10 +121,13 @@ def schedule_int8_kernel(func: tirx.PrimFunc, target: ResolvedTarget, num_thread
     except Exception:  # noqa: BLE001 - a function s_tir cannot schedule is not one of ours
         return None
     acc_name = CONV_ACC if CONV_ACC in names else DENSE_ACC if DENSE_ACC in names else None
-    if acc_name is None or REQUANTIZE not in names:
-        return None
     parallel = num_threads is None or num_threads > 1
     sch = s_tir.Schedule(func)
+    if acc_name is None or REQUANTIZE not in names:
+        if not names & set(ELEMENTWISE) or not names <= set(ELEMENTWISE):
+            return None
+        _schedule_elementwise(sch, names, int16_lanes(target) // 2, parallel)
+        return sch.mod["main"].with_attr("tirx.is_scheduled", True)
     _schedule_accumulate(sch, acc_name, int16_lanes(target), parallel)
     _schedule_pad(sch, parallel)
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
@@ -113,7 +135,7 @@ def schedule_int8_kernel(func: tirx.PrimFunc, target: ResolvedTarget, num_thread
 
 def schedule_int8_kernels(mod: tvm.IRModule, target: ResolvedTarget, num_threads: int | None = None,
                           report: dict | None = None) -> tvm.IRModule:
-    """Schedule every integer conv/dense kernel of ``mod``; other kernels are left to the default
+    """Schedule every integer kernel (conv, dense, add, requantize) of ``mod``; other kernels are left to the default
     schedules (which skip ``tirx.is_scheduled`` functions)."""
     updates = {}
     for gvar, func in mod.functions.items():

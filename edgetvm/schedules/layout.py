@@ -23,6 +23,8 @@ from tvm import relax, s_tir, tirx
 
 from .const_fold import fold_constants_with_numpy
 
+# Pooling, concat, resize and the elementwise ops follow their producer's layout (TVM 0.27's pooling
+# ops refuse a desired layout of their own).
 CHANNELS_LAST = {
     "relax.nn.conv2d": ["NHWC", "HWIO"],
 }
@@ -109,8 +111,10 @@ def _loads(expr, buffer) -> bool:
 
 
 def _prim_value(expr) -> float | None:
-    if isinstance(expr, relax.PrimValue) and hasattr(expr.value, "value"):
-        return float(expr.value.value)
+    # TVM 0.27: clip's bounds are plain FloatImm/IntImm arguments.
+    value = getattr(expr, "value", None)
+    if isinstance(expr, (tvm.tirx.FloatImm, tvm.tirx.IntImm)) and isinstance(value, (int, float)):
+        return float(value)
     return None
 
 

@@ -38,11 +38,6 @@ def codegen_target(target: ResolvedTarget) -> ResolvedTarget:
     mattr += [a for a in ARM_FMA_MATTR if a not in mattr]
     target_dict["mattr"] = mattr
     target_dict["fast-math-contract"] = True
-    import os
-    if os.environ.get("XCLOPT"):
-        target_dict["cl-opt"] = os.environ["XCLOPT"].split()
-    if os.environ.get("XMCPU"):
-        target_dict["mcpu"] = os.environ["XMCPU"]
     return dataclasses.replace(target, target_dict=target_dict)
 
 
@@ -85,8 +80,7 @@ def schedule_config(target: ResolvedTarget, num_threads: int | None = None) -> C
             registers = 32 if bool(has_feature("avx512f", tgt)) else 16
         except Exception:  # noqa: BLE001 - a TVM built without these hooks: keep the preset's lanes
             pass
-    import os
-    return CpuScheduleConfig(lanes=lanes, accumulators=int(os.environ.get('XACC', registers // 2)), num_threads=num_threads)
+    return CpuScheduleConfig(lanes=lanes, accumulators=registers // 2, num_threads=num_threads)
 
 
 def schedule_kernels(mod: tvm.IRModule, target: ResolvedTarget, num_threads: int | None = None,

@@ -22,29 +22,32 @@ greedy form of meta_schedule's gradient task scheduler.
 
 from __future__ import annotations
 
-import concurrent.futures
+import importlib
+import importlib.util
 import logging
-import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import tvm
+import tvm_ffi
 
 from ..errors import TuningError, first_line
 from ..rpc import list_boards, parse_address
 from ..targets import ResolvedTarget
 from .database import TuningDatabase, candidate_key
-from .tune_measure import MeasureConfig, make_builder, measure_on_board
+from .tune_measure import MeasureConfig, build_candidate, measure_on_board, shared_library_exporter
 
 ProgressFn = Callable[[str], None]
 
 
-def _print_progress(line: str) -> None:
+def print_progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
@@ -57,17 +60,25 @@ class TaskProgress:
     build_errors: int = 0
     run_errors: int = 0
     best_seconds: float | None = None
+    default_seconds: float | None = None  # the default schedule, timed on the same boards
     exhausted: bool = False
     last_error: str = ""
 
     @property
+    def effective_seconds(self) -> float | None:
+        """What compiling with the database gives this kernel: the faster of tuned and default."""
+        times = [t for t in (self.best_seconds, self.default_seconds) if t is not None]
+        return min(times) if times else None
+
+    @property
     def weighted_seconds(self) -> float | None:
-        return None if self.best_seconds is None else self.weight * self.best_seconds
+        return None if self.effective_seconds is None else self.weight * self.effective_seconds
 
     def to_json(self) -> dict:
         return {"name": self.name, "weight": self.weight, "trials": self.trials, "reused": self.reused,
                 "build_errors": self.build_errors, "run_errors": self.run_errors,
-                "best_ms": None if self.best_seconds is None else self.best_seconds * 1e3}
+                "best_ms": None if self.best_seconds is None else self.best_seconds * 1e3,
+                "default_ms": None if self.default_seconds is None else self.default_seconds * 1e3}
 
 
 @dataclass
@@ -98,7 +109,7 @@ class TuningReport:
 
     @property
     def model_seconds(self) -> float | None:
-        """Weighted sum of the best kernel times, None until every kernel has a measurement."""
+        """Weighted sum of each kernel's time (tuned or default, the faster), None while one is unknown."""
         parts = [t.weighted_seconds for t in self.tasks]
         return None if not parts or any(p is None for p in parts) else sum(parts)
 
@@ -112,14 +123,17 @@ class TuningReport:
 
     def summary(self) -> str:
         width = max([len(t.name) for t in self.tasks] + [6])
-        lines = [f"{'kernel':<{width}}  calls  trials  reused  errors   best ms  weighted ms"]
+        lines = [f"{'kernel':<{width}}  calls  trials  reused  errors  tuned ms  default ms  weighted ms  used"]
         for t in sorted(self.tasks, key=lambda t: -(t.weighted_seconds or 0.0)):
             best = f"{t.best_seconds * 1e3:8.3f}" if t.best_seconds is not None else "       -"
+            default = f"{t.default_seconds * 1e3:10.3f}" if t.default_seconds is not None else "         -"
             weighted = f"{t.weighted_seconds * 1e3:11.3f}" if t.weighted_seconds is not None else "          -"
+            used = "-" if t.effective_seconds is None else (
+                "tuned" if t.best_seconds is not None and t.best_seconds == t.effective_seconds else "default")
             lines.append(f"{t.name:<{width}}  {t.weight:5d}  {t.trials:6d}  {t.reused:6d}  "
-                         f"{t.build_errors + t.run_errors:6d}  {best}  {weighted}")
+                         f"{t.build_errors + t.run_errors:6d}  {best}  {default}  {weighted}  {used}")
         model = self.model_seconds
-        lines.append(f"model (sum of calls x best kernel time): "
+        lines.append(f"model (sum of calls x kernel time, tuned or default): "
                      f"{model * 1e3:.3f} ms" if model is not None else "model: some kernels have no measurement yet")
         lines.append(f"{self.trials} candidates measured (budget {self.trial_budget}), {self.reused} already in the "
                      f"database, {self.records_added} records added to {self.db_dir} "
@@ -158,7 +172,31 @@ def extract_tuning_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list:
         tasks = ms.relax_integration.extract_tasks(mod, target)
     except Exception as exc:  # noqa: BLE001 - TVM raises plain errors through tvm_ffi
         raise TuningError(f"cannot extract tuning tasks from the model: {first_line(exc)}") from exc
-    return [t for t in tasks if not bool((t.mod.attrs or {}).get("tirx.is_scheduled", False))]
+    def scheduled(task) -> bool:
+        func = task.dispatched[0]["main"]
+        return func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False))
+
+    return [t for t in tasks if not scheduled(t)]
+
+
+def _register_cpu_tensor_intrinsics() -> None:
+    """Register the x86 and ARM tensor intrinsics the CPU schedule rules look up, and no others.
+
+    ``TuneContext`` imports the package ``tvm.s_tir.tensor_intrin``, whose ``__init__`` also parses
+    every CUDA, ROCm and Hexagon intrinsic from TVMScript: 88 s measured on this 2-core host under
+    load, for intrinsics a CPU target never uses. The package is entered into ``sys.modules`` without
+    running that ``__init__`` (its submodules stay importable on demand), then the CPU ones are loaded.
+    """
+    name = "tvm.s_tir.tensor_intrin"
+    if name not in sys.modules:
+        spec = importlib.util.find_spec(name)
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[name] = package
+        import tvm.s_tir
+
+        tvm.s_tir.tensor_intrin = package
+    for cpu in ("x86", "arm_cpu"):
+        importlib.import_module(f"{name}.{cpu}")
 
 
 def _quiet_logger() -> logging.Logger:
@@ -206,13 +244,16 @@ def tune_module(
     wait_lock: float = 0.0,
     seed: int | None = None,
     seed_schedule: Callable[[tvm.s_tir.Schedule], None] | None = None,
-    progress: ProgressFn | None = _print_progress,
+    defaults: dict[str, tvm.tirx.PrimFunc] | None = None,
+    progress: ProgressFn | None = print_progress,
 ) -> TuningReport:
     """Tune the kernels of ``mod`` (a Relax module whose kernels are unscheduled TIR) on the boards.
 
     ``trials`` caps the candidates *measured* in this run (ones already in ``db_dir`` are free);
     ``seed_schedule`` applies edgetvm's default schedule to a traced ``tvm.s_tir.Schedule`` of one
     kernel, and is measured first so the search starts from (and never ends below) the default.
+    ``defaults`` maps kernel names to their default-scheduled PrimFuncs: each is timed once on the
+    boards (kept in the database directory), so compiling uses a tuned schedule only where it won.
     """
     from tvm.s_tir import meta_schedule as ms
     from tvm.support.popen_pool import PopenPoolExecutor
@@ -239,7 +280,10 @@ def tune_module(
                           boards=[f"{b['host']}:{b['port']}" for b in boards])
     config = MeasureConfig(tracker_host, tracker_port, key, session_timeout=candidate_timeout)
     device_type = "cpu"
-    builder = make_builder(target, max_workers=build_workers or min(2, os.cpu_count() or 1), timeout_sec=build_timeout)
+    _register_cpu_tensor_intrinsics()
+    export = shared_library_exporter(target)
+    # Both pools keep their worker processes for the whole run: a fresh worker pays TVM's import.
+    builder = PopenPoolExecutor(max_workers=build_workers or min(2, os.cpu_count() or 1), timeout=build_timeout)
     pool = PopenPoolExecutor(max_workers=len(boards), timeout=candidate_timeout)
     cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=1)
     lost: set[str] = set()
@@ -255,23 +299,35 @@ def tune_module(
         report.tasks = [t.progress for t in tasks]
         say(f"tuning {len(tasks)} kernels of the model for {target.preset} on {len(boards)} board(s) under key "
             f"{key!r}; budget {trials} candidates; database {db_dir} ({db.records_at_open} records)")
+        stop = _StopRequest(say)
         try:
+            stop.__enter__()
             for task in tasks:
+                if stop.requested:
+                    raise KeyboardInterrupt
                 task.workload = db.commit_workload(task.workload_mod)
                 known = len(db.database.get_top_k(task.workload, 1 << 20))
                 task.progress.best_seconds = db.best_seconds(task.workload_mod, tvm_target)
                 task.ctx.pre_tuning(per_task + known, batch_size, task.ctx.generate_design_space(),
                                     db.database, cost_model)
+            if defaults:
+                _time_defaults(tasks, defaults, db, builder, export, pool, config, device_type, tvm_target)
+                timed = sum(1 for t in tasks if t.progress.default_seconds is not None)
+                say(f"default schedules timed for {timed}/{len(tasks)} kernels"
+                    + (f"; model with default schedules {report.model_seconds * 1e3:.3f} ms"
+                       if report.model_seconds is not None else ""))
             first_round = list(tasks)
             while report.trials < trials:
+                if stop.requested:
+                    raise KeyboardInterrupt
                 task = _next_task(first_round, tasks, per_task)
                 if task is None:
                     report.stop_reason = "every kernel's search space is exhausted or at its per-kernel budget"
                     break
                 batch_started = time.monotonic()
                 errors_before = task.progress.run_errors
-                fresh = _run_batch(task, db, builder, pool, cost_model, config, device_type, tvm_target,
-                                   trials - report.trials, seed_schedule)
+                fresh = _run_batch(task, db, builder, export, pool, cost_model, config, device_type, tvm_target,
+                                   trials - report.trials, seed_schedule, stop)
                 if fresh:
                     measured_seconds.append((time.monotonic() - batch_started) / fresh)
                 if task.progress.run_errors > errors_before:
@@ -286,7 +342,9 @@ def tune_module(
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
+            stop.__exit__()
             pool.shutdown(wait=False)
+            builder.shutdown(wait=False)
             for task in tasks:
                 try:
                     task.ctx.post_tuning()
@@ -298,6 +356,75 @@ def tune_module(
     if report.interrupted:
         raise KeyboardInterrupt
     return report
+
+
+def _time_defaults(tasks: list[_Task], defaults: dict, db: TuningDatabase, builder, export, pool,
+                   config: MeasureConfig, device_type: str, target: tvm.target.Target) -> None:
+    """Time each kernel's default schedule on the boards (once per schedule: kept in the database dir)."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    builds = {}
+    for task in tasks:
+        func = defaults.get(task.progress.name)
+        if func is None:
+            continue
+        mod = _normalize_mod(func)
+        schedule_hash = str(int(tvm_ffi.structural_hash(mod)))
+        known = db.baseline(task.workload_mod, target, schedule_hash)
+        if known is not None:
+            task.progress.default_seconds = known
+            continue
+        builds[task] = (builder.submit(build_candidate, mod, target, export), mod, schedule_hash)
+    runs = {}
+    for task, (build, mod, schedule_hash) in builds.items():
+        try:
+            artifact = build.result()
+        except Exception:  # noqa: BLE001 - a default that does not build alone has no baseline
+            continue
+        args_info = tuple(a.as_json() for a in ms.arg_info.ArgInfo.from_prim_func(mod["main"]))
+        runs[task] = (pool.submit(measure_on_board, config, artifact, device_type, args_info), artifact, schedule_hash)
+    for task, (run, artifact, schedule_hash) in runs.items():
+        try:
+            _, run_secs = run.result()
+        except Exception:  # noqa: BLE001 - a board failure: the next run times it again
+            continue
+        finally:
+            shutil.rmtree(os.path.dirname(artifact), ignore_errors=True)
+        seconds = sum(run_secs) / len(run_secs)
+        db.commit_baseline(task.workload_mod, target, schedule_hash, seconds, task.progress.name)
+        task.progress.default_seconds = seconds
+
+
+class _StopRequest:
+    """Ctrl-C during tuning: finish the step under way, then stop with every record kept.
+
+    KeyboardInterrupt raised inside meta_schedule's C++ search (it polls for signals) terminates
+    the process, so the first SIGINT only sets a flag the loop checks between steps; a second one
+    interrupts at once. Installed only in the main thread (where Python delivers signals).
+    """
+
+    def __init__(self, say: ProgressFn):
+        self.requested = False
+        self._say = say
+        self._previous = None
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.requested = True
+        self._say("Ctrl-C: stopping after the batch under way (Ctrl-C again to stop at once)")
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _next_task(first_round: list[_Task], tasks: list[_Task], per_task: int) -> _Task | None:
@@ -312,8 +439,9 @@ def _next_task(first_round: list[_Task], tasks: list[_Task], per_task: int) -> _
     return max(live, key=lambda t: (t.progress.best_seconds is None, t.progress.weighted_seconds or 0.0))
 
 
-def _run_batch(task: _Task, db: TuningDatabase, builder, pool, cost_model, config: MeasureConfig,
-               device_type: str, target: tvm.target.Target, budget_left: int, seed_schedule) -> int:
+def _run_batch(task: _Task, db: TuningDatabase, builder, export, pool, cost_model, config: MeasureConfig,
+               device_type: str, target: tvm.target.Target, budget_left: int, seed_schedule,
+               stop: _StopRequest) -> int:
     """Generate, deduplicate, build, measure and record one batch of ``task``; returns how many were measured."""
     from tvm.s_tir import meta_schedule as ms
 
@@ -343,19 +471,24 @@ def _run_batch(task: _Task, db: TuningDatabase, builder, pool, cost_model, confi
             results[i] = ms.runner.RunnerResult(None, "not measured: the trial budget is spent")
 
     if fresh:
-        built = builder.build([ms.builder.BuilderInput(candidates[i].sch.mod, target) for i in fresh])
+        builds = {i: builder.submit(build_candidate, candidates[i].sch.mod, target, export) for i in fresh}
         futures = {}
-        for i, build in zip(fresh, built):
-            if build.error_msg is not None:
+        for i, build in builds.items():
+            try:
+                artifact = build.result()
+            except Exception as exc:  # noqa: BLE001 - TimeoutError or the compiler's error: this candidate only
+                error = (f"timed out after {builder._timeout:.0f} s" if isinstance(exc, TimeoutError)  # noqa: SLF001
+                         else first_line(exc))
                 progress.build_errors += 1
-                progress.last_error = "build: " + first_line(RuntimeError(str(build.error_msg)))
-                results[i] = ms.runner.RunnerResult(None, str(build.error_msg))
-                # A build failure is a property of the candidate: record it so it is never retried.
-                db.commit(keys[i], task.workload, candidates[i].sch.trace, None, target, candidates[i].args_info)
+                progress.last_error = "build: " + error
+                results[i] = ms.runner.RunnerResult(None, "build: " + error)
+                # A terminal's Ctrl-C also reaches the worker processes: not the candidate's fault.
+                if not isinstance(exc, TimeoutError) and not stop.requested:
+                    # A compiler error is a property of the candidate: recorded, so never retried.
+                    db.commit(keys[i], task.workload, candidates[i].sch.trace, None, target, candidates[i].args_info)
                 continue
             args_info = tuple(a.as_json() for a in candidates[i].args_info)
-            futures[i] = (pool.submit(measure_on_board, config, str(build.artifact_path), device_type, args_info),
-                          str(build.artifact_path))
+            futures[i] = (pool.submit(measure_on_board, config, artifact, device_type, args_info), artifact)
         for i, (future, artifact) in futures.items():
             try:
                 board, run_secs = future.result()
@@ -389,7 +522,7 @@ def _seed_candidate(task: _Task, seed_schedule):
     from tvm.s_tir import meta_schedule as ms
 
     try:
-        sch = tvm.s_tir.Schedule(task.workload_mod, debug_mask=0)
+        sch = tvm.s_tir.Schedule(tvm.ir.load_json(tvm.ir.save_json(task.workload_mod)), debug_mask=0)
         seed_schedule(sch)
         return ms.MeasureCandidate(sch, ms.arg_info.ArgInfo.from_prim_func(task.workload_mod["main"]))
     except Exception:  # noqa: BLE001 - a kernel the default schedules do not cover is searched from scratch
@@ -400,8 +533,10 @@ def _progress_line(report: TuningReport, task: _Task, measured_seconds: list[flo
     done = sum(1 for t in report.tasks if t.exhausted or t.trials > 0 or t.reused > 0)
     p = task.progress
     best = f"{p.best_seconds * 1e3:.4f} ms" if p.best_seconds is not None else "no valid candidate yet"
+    if p.default_seconds is not None:
+        best += f" (default {p.default_seconds * 1e3:.4f} ms)"
     model = report.model_seconds
-    measured_kernels = sum(1 for t in report.tasks if t.best_seconds is not None)
+    measured_kernels = sum(1 for t in report.tasks if t.effective_seconds is not None)
     model_text = (f"model {model * 1e3:.3f} ms" if model is not None
                   else f"model: {measured_kernels}/{len(report.tasks)} kernels measured")
     left = report.trial_budget - report.trials

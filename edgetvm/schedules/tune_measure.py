@@ -44,11 +44,18 @@ def shared_library_exporter(target: ResolvedTarget):
     return export_shared_library
 
 
-def make_builder(target: ResolvedTarget, *, max_workers: int, timeout_sec: float):
-    from tvm.s_tir import meta_schedule as ms
+def build_candidate(mod, target, export) -> str:
+    """Compile one scheduled candidate and link it (runs in a builder worker process); returns the .so path.
 
-    return ms.builder.LocalBuilder(max_workers=max_workers, timeout_sec=timeout_sec,
-                                   f_export=shared_library_exporter(target))
+    meta_schedule's default build function first imports ``tvm.s_tir.tensor_intrin``, which parses
+    every CUDA and ROCm tensor intrinsic too: over a minute per fresh worker on a busy 2-core host.
+    Building a CPU kernel needs none of them.
+    """
+    from tvm.driver import build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return export(build(mod, target=target))
 
 
 @dataclass(frozen=True)

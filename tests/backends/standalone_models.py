@@ -118,3 +118,61 @@ class PackedCallModule:
 def packed_call_model() -> ImportedModel:
     return ImportedModel(PackedCallModule, [TensorSpec("x", (4,), "float32")], [TensorSpec("y", (4,), "float32")],
                          "<packed-call>", "tvmscript")
+
+
+@I.ir_module
+class BarrierModule:
+    """A parallel loop with a barrier when its tasks finish (TVMBackendParallelBarrier)."""
+
+    @T.prim_func(private=True, s_tir=True)
+    def twice(x: T.Buffer((64,), "float32"), y: T.Buffer((64,), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        with T.sblock("root"):
+            T.reads(x[0:64])
+            T.writes(y[0:64])
+            with T.attr(0, "pragma_parallel_launch_point", 1):
+                with T.attr(0, "pragma_parallel_barrier_when_finish", 1):
+                    for i in T.parallel(64):
+                        y[i] = x[i] * T.float32(2)
+
+    @R.function
+    def main(x: R.Tensor((64,), "float32")):
+        cls = BarrierModule
+        with R.dataflow():
+            y = R.call_tir(cls.twice, (x,), out_ty=R.Tensor((64,), "float32"))
+            R.output(y)
+        return y
+
+
+def barrier_model() -> ImportedModel:
+    return ImportedModel(BarrierModule, [TensorSpec("x", (64,), "float32")], [TensorSpec("y", (64,), "float32")],
+                         "<barrier>", "tvmscript")
+
+
+@I.ir_module
+class PassThroughModule:
+    """Outputs that no kernel writes: the input itself and a reshaped view of a kernel's result."""
+
+    @T.prim_func(private=True, s_tir=True)
+    def add_one(x: T.Buffer((4, 8), "float32"), y: T.Buffer((4, 8), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        for i, j in T.grid(4, 8):
+            with T.sblock("add"):
+                vi, vj = T.axis.remap("SS", [i, j])
+                y[vi, vj] = x[vi, vj] + T.float32(1)
+
+    @R.function
+    def main(x: R.Tensor((4, 8), "float32")):
+        cls = PassThroughModule
+        with R.dataflow():
+            y = R.call_tir(cls.add_one, (x,), out_ty=R.Tensor((4, 8), "float32"))
+            z = R.reshape(y, R.shape([32]))
+            out = (x, z, y)
+            R.output(out)
+        return out
+
+
+def pass_through_model() -> ImportedModel:
+    return ImportedModel(PassThroughModule, [TensorSpec("x", (4, 8), "float32")],
+                         [TensorSpec("x_copy", (4, 8), "float32"), TensorSpec("flat", (32,), "float32"),
+                          TensorSpec("y", (4, 8), "float32")], "<pass-through>", "tvmscript")

@@ -42,6 +42,18 @@ def test_small_convnet_arm_matches_host_vm(tmp_path, rng):
     result = assert_arm_matches_vm(small_convnet(), "cortex-a7", tmp_path, [x])
     assert [s.name for s in result.input_specs] == ["x"]
 
+    # The example program cross-compiles as its comment says and runs under qemu.
+    so = tmp_path / "model_arm.so"
+    main_c = tmp_path / "model_arm_main.c"
+    assert "arm-linux-gnueabihf-gcc -O2 -mfloat-abi=hard" in main_c.read_text()
+    exe = tmp_path / "model_arm_main"
+    subprocess.run([ARM_CROSS_CC, "-O2", "-mfloat-abi=hard", "-o", str(exe), str(main_c), f"-I{tmp_path}", str(so),
+                    "-Wl,-rpath,$ORIGIN"], check=True, capture_output=True)
+    x.tofile(tmp_path / "x.bin")
+    emulate.run_arm([exe, tmp_path / "x.bin", tmp_path / "y.out", tmp_path / "r1.out"], cpu="cortex-a7")
+    y = np.fromfile(tmp_path / "y.out", np.float32).reshape(1, 10)
+    np.testing.assert_array_equal(y, result.outputs[0])
+
 
 def test_mobilefacenet_arm_matches_host_vm(tmp_path, rng):
     from edgetvm.zoo.architectures import mobilefacenet
@@ -117,3 +129,17 @@ def test_emulation_errors_are_clear(tmp_path, rng, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(edgetvm.errors.ToolchainError, match="qemu-arm is not installed"):
         emulate.run_arm(["/bin/true"])
+
+
+def test_standalone_runner_under_qemu(tmp_path, rng):
+    model = small_convnet()
+    arm = edgetvm.compile(model, "cortex-a7")
+    so = tmp_path / "net.so"
+    arm.export(so, standalone=True)
+    runner = emulate.standalone_runner(so, arm.inputs, arm.outputs, cpu="cortex-a7")
+    x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    host = edgetvm.compile(model, "host").run_dict(x)
+    got = runner.run_dict(x=x)
+    assert rel_error(got["y"], host["y"]) <= 1e-5
+    with pytest.raises(edgetvm.errors.InputError, match="expected"):
+        runner(x[:, :2])

@@ -159,7 +159,7 @@ def ort_pipeline():
     """The reference: the same pre/post-processing with onnxruntime running the networks (320x320)."""
     from edgetvm.face import FacePipeline
 
-    return FacePipeline(engine="onnxruntime")
+    return FacePipeline(engine="onnxruntime", num_threads=1)
 
 
 @pytest.fixture(scope="session")
@@ -167,12 +167,13 @@ def ort_pipeline_ci():
     """The reference at the CI detector size."""
     from edgetvm.face import FacePipeline
 
-    return FacePipeline(engine="onnxruntime", detector_size=CI_DETECTOR_SIZE)
+    return FacePipeline(engine="onnxruntime", detector_size=CI_DETECTOR_SIZE, num_threads=1)
 
 
 @pytest.fixture(scope="session")
 def tvm_pipeline():
-    """RetinaFace + SFace compiled by edgetvm for the host (compiled once per session)."""
+    """RetinaFace + SFace compiled by edgetvm for the host (compiled once per session). One thread:
+    TVM's spinning thread pool slows down by orders of magnitude on an oversubscribed machine."""
     from edgetvm.face import FacePipeline
 
-    return FacePipeline(detector_size=CI_DETECTOR_SIZE)
+    return FacePipeline(detector_size=CI_DETECTOR_SIZE, num_threads=1)

@@ -72,7 +72,7 @@ def test_bundle_errors(tmp_path):
 @pytest.mark.slow
 def test_arm_bundle_full_size(tmp_path_factory, astronaut, grace):
     bundle = _build(tmp_path_factory)
-    _compare(bundle, FacePipeline(), grace, astronaut)
+    _compare(bundle, FacePipeline(num_threads=1), grace, astronaut)
 
 
 @pytest.mark.arm
@@ -80,4 +80,4 @@ def test_arm_bundle_full_size(tmp_path_factory, astronaut, grace):
 def test_arm_bundle_yunet(tmp_path_factory, astronaut, grace):
     bundle = _build(tmp_path_factory, "--detector", "yunet")
     assert json.loads((bundle / "bundle.json").read_text())["detector_size"] == [640, 640]
-    _compare(bundle, FacePipeline("yunet"), astronaut, grace)
+    _compare(bundle, FacePipeline("yunet", num_threads=1), astronaut, grace)

@@ -64,7 +64,7 @@ def face_clib_info(face_clib, image, w, h):
 
 
 def test_yunet_decode_matches_python(face_clib, grace):
-    pipe = FacePipeline("yunet", engine="onnxruntime")
+    pipe = FacePipeline("yunet", engine="onnxruntime", num_threads=1)
     x, _ = pipe.detector_input(grace)
     outputs = pipe._detector_engine()(x)
     det = decode_yunet(outputs, 640, 640, 0.3)

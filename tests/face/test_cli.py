@@ -14,7 +14,7 @@ from edgetvm.face.evaluation import augment
 from edgetvm.zoo import fetch
 
 # The detector size of the session's compiled pipeline (conftest.CI_DETECTOR_SIZE): no extra compile.
-CI_SIZE = ["--detector-size", "160x160"]
+CI_SIZE = ["--detector-size", "160x160", "--threads", "1"]
 
 
 def test_detect_draws_and_prints(tmp_path, capsys, tvm_pipeline):

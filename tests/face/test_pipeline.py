@@ -59,10 +59,10 @@ def test_embeddings_match_onnxruntime(tvm_pipeline, ort_pipeline, astronaut, gra
 
 def test_verification_separates_same_and_different(tvm_pipeline):
     """Augmentation-based same pairs vs different people (see face/evaluation.py for what that
-    means), with the networks compiled by edgetvm: a small set, as SFace takes seconds per face."""
-    stats = verification_pairs(tvm_pipeline, num_lfw=1, augmentations=1, seed=1)
+    means), with the networks compiled by edgetvm."""
+    stats = verification_pairs(tvm_pipeline, num_lfw=4, augmentations=2, seed=1)
     print(json.dumps(stats.summary()))
-    assert stats.same.size == 3 and stats.different.size == 3
+    assert stats.same.size == 12 and stats.different.size == 15
     assert stats.same.min() > tvm_pipeline.threshold > stats.different.max()
 
 
@@ -79,7 +79,7 @@ def test_verification_distribution_reference(ort_pipeline):
 @pytest.mark.slow
 def test_default_pipeline_full_size(ort_pipeline, astronaut, grace):
     """The default 320x320 detector, compiled, on the larger pair set."""
-    pipe = FacePipeline()
+    pipe = FacePipeline(num_threads=1)
     for image in (astronaut, grace):
         ours, ref = _one_face(pipe.detect(image)), _one_face(ort_pipeline.detect(image))
         assert float(box_iou(ours.box, ref.box[None])[0]) > 0.99
@@ -121,8 +121,8 @@ def test_priors_follow_the_feature_maps():
 
 
 def test_yunet_pipeline_finds_the_face(astronaut):
-    ref = FacePipeline("retinaface", engine="onnxruntime").detect(astronaut)[0]
-    face = _one_face(FacePipeline("yunet", engine="onnxruntime").detect(astronaut))
+    ref = FacePipeline("retinaface", engine="onnxruntime", num_threads=1).detect(astronaut)[0]
+    face = _one_face(FacePipeline("yunet", engine="onnxruntime", num_threads=1).detect(astronaut))
     assert float(box_iou(face.box, ref.box[None])[0]) > 0.7
     assert np.abs(face.landmarks - ref.landmarks).max() < 8
 
@@ -141,3 +141,22 @@ def test_errors_are_clear(tmp_path, ort_pipeline):
         FacePipeline("sface")
     with pytest.raises(InputError, match="five"):
         alignment_matrix(np.zeros((4, 2)))
+
+
+def test_compile_options_reach_edgetvm_compile():
+    from edgetvm.errors import EdgeTVMError
+
+    with pytest.raises(EdgeTVMError, match="does not take the options"):
+        FacePipeline(compile_options={"no_such_option": 1}).detect(np.zeros((64, 64, 3), np.uint8))
+
+
+@pytest.mark.slow
+def test_int8_pipeline_close_to_fp32(ort_pipeline, astronaut, grace):
+    """Both networks quantized (calibrated on the bundled faces): same face, embeddings still verify."""
+    pipe = FacePipeline(compile_options={"quantize": "int8"}, num_threads=1)
+    for image in (astronaut, grace):
+        ours, ref = _one_face(pipe.detect(image)), _one_face(ort_pipeline.detect(image))
+        assert float(box_iou(ours.box, ref.box[None])[0]) > 0.9
+    e_a = pipe.embed(astronaut)
+    assert float(e_a @ ort_pipeline.embed(astronaut)) > 0.95
+    assert float(e_a @ pipe.embed(grace)) < pipe.threshold

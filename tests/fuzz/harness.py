@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import sys
@@ -22,6 +23,9 @@ from .mutators import mutate
 
 GOOD = ("ok", "edgetvm-error")
 TRACE_MARKERS = ("Traceback (most recent call last)", "Stack trace:", "[bt] (", "Check failed", "InternalError")
+# TVM internals that must not reach the user either: C++ log lines ("src/relax/ir/block_builder.cc:67:
+# Warning: ..."), TIR notation for plain numbers, dumps of an ir.Op record.
+TRACE_PATTERNS = (r"[\w/]+\.(?:cc|h|cpp):\d+", r"\bT\.u?int\d+\(", r"\bir\.Op\(")
 
 # Real models of models.md and the static input shapes they are compiled with. RetinaFace runs at
 # 64x64 so that cases that survive mutation still compile quickly.
@@ -61,7 +65,9 @@ def _child(path: str, fmt: str, shapes: dict, build: bool, mem_bytes: int, resul
     result = {"status": "ok", "detail": ""}
     rc = cli.main(["inspect", path, *shape_args])
     if rc == 2:
-        result = {"status": "edgetvm-error", "detail": "inspect"}
+        sys.stderr.flush()
+        said = [line for line in Path(log_path).read_text(errors="replace").splitlines() if line.startswith("edgetvm: error:")]
+        result = {"status": "edgetvm-error", "detail": "inspect: " + (said[-1][len("edgetvm: error: "):][:200] if said else "")}
     elif rc != 0:
         result = {"status": "internal-error", "detail": f"inspect exit {rc}"}
     else:
@@ -70,6 +76,8 @@ def _child(path: str, fmt: str, shapes: dict, build: bool, mem_bytes: int, resul
             if build:
                 compiled.export(Path(tempfile.mkdtemp()) / "fuzz.so")
         except EdgeTVMError as exc:
+            # Shown as the CLI shows it, so that TVM internals leaking into the message count as a trace.
+            print(f"edgetvm: error: {exc}", file=sys.stderr)
             result = {"status": "edgetvm-error", "detail": f"compile: {type(exc).__name__}: {str(exc)[:200]}"}
         except MemoryError:
             result = {"status": "internal-error", "detail": "compile: MemoryError (limit check missed it)"}
@@ -111,9 +119,10 @@ def _collect(pid: int, status: int | None, read_fd: int, log_path: str) -> tuple
     if not raw:
         return "crash", f"child exited {os.waitstatus_to_exitcode(status)} without a result"
     result = json.loads(raw)
-    trace = next((m for m in TRACE_MARKERS if m in output), None)
-    if trace and result["status"] in GOOD:
-        return "trace", f"output contains {trace!r}: {output[output.find(trace):][:300]}"
+    at = [output.find(m) for m in TRACE_MARKERS if m in output]
+    at += [found.start() for found in (re.search(p, output) for p in TRACE_PATTERNS) if found]
+    if at and result["status"] in GOOD:
+        return "trace", f"output contains TVM or Python internals: {output[min(at):][:300]}"
     return result["status"], result["detail"]
 
 
@@ -156,5 +165,12 @@ def summarize(outcomes: list[Outcome]) -> dict:
     by_status: dict[str, int] = {}
     for o in outcomes:
         by_status[o.status] = by_status.get(o.status, 0) + 1
-    return {"cases": len(outcomes), "by_status": by_status,
+    # What the clean errors were, by stage and class: shows which protections the cases reached.
+    errors: dict[str, int] = {}
+    for o in outcomes:
+        if o.status == "edgetvm-error":
+            stage, _, rest = o.detail.partition(": ")
+            kind = stage if stage == "inspect" else f"{stage}: {rest.split(':', 1)[0]}"
+            errors[kind] = errors.get(kind, 0) + 1
+    return {"cases": len(outcomes), "by_status": by_status, "errors": errors,
             "failures": [asdict(o) for o in outcomes if not o.good]}

@@ -53,3 +53,34 @@ def test_harness_detects_a_raw_trace(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "main", leaky_main)
     outcomes = run_cases([0], ["yunet"], timeout=30.0, jobs=1, workdir=str(tmp_path))
     assert outcomes[0].status == "trace", outcomes
+
+
+def test_harness_detects_an_internal_error(tmp_path, monkeypatch):
+    """A non-edgetvm exception out of compile is a bug of ours, however the CLI words it."""
+    from edgetvm import api, cli
+
+    monkeypatch.setattr(cli, "main", lambda argv: 0)
+
+    def buggy_compile(*args, **kwargs):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(api, "compile", buggy_compile)
+    outcomes = run_cases([0], ["yunet"], timeout=30.0, jobs=1, workdir=str(tmp_path))
+    assert outcomes[0].status == "internal-error", outcomes
+
+
+@pytest.mark.parametrize("leak", ["Check failed: (pb->value != 0) is false: Divide by zero",
+                                  "[12:00:00] /project/src/relax/ir/block_builder.cc:67: Warning: ...",
+                                  "the data channel size is T.int64(3)"])
+def test_harness_detects_tvm_internals_in_an_edgetvm_error(tmp_path, monkeypatch, leak):
+    from edgetvm import api, cli
+    from edgetvm.errors import CompileError
+
+    monkeypatch.setattr(cli, "main", lambda argv: 0)
+
+    def leaky_compile(*args, **kwargs):
+        raise CompileError(f"lowering failed: {leak}")
+
+    monkeypatch.setattr(api, "compile", leaky_compile)
+    outcomes = run_cases([0], ["yunet"], timeout=30.0, jobs=1, workdir=str(tmp_path))
+    assert outcomes[0].status == "trace", outcomes

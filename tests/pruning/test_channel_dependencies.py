@@ -178,3 +178,18 @@ def test_reshape_axis_map():
     assert reshape_axis_map((8,), (1, 8, 1, 1), 1) == (0, 1)
     assert reshape_axis_map((1, 64), (1, 4, 4, 4), 1) == (1, -16)  # unflatten
     assert reshape_axis_map((1, 8, 4, 4), (8, 16), 1) is None or reshape_axis_map((1, 8, 4, 4), (8, 16), 1)[0] != 1
+
+
+def test_slice_of_channels():
+    net = Net()
+    y = net.op("Relu", [net.conv("x", 3, 16, name="body")])
+    starts, ends, axes = (net._init(n, np.array([v], np.int64)) for n, v in (("st", 4), ("en", 12), ("ax", 1)))
+    middle = net.op("Slice", [y, starts, ends, axes])
+    out = net.op("Add", [net.conv(middle, 8, 4, name="mid"), net.conv(y, 16, 4, name="all")])
+    model = net.model([out])
+    # channels 4..11 also reach `mid`: a group of their own
+    groups = [g for g in analyze(model).groups if "w_body" in {p.layer for p in g.producers}]
+    assert sorted(len(g.units) for g in groups) == [8, 8] and all(g.prunable for g in groups)
+    pruned = check_matches_masked(model)
+    kept = pruned.result.plan.kept("w_body", 0)
+    assert initializer_shapes(pruned.onnx)["w_mid"][1] == int(np.sum((kept >= 4) & (kept < 12)))

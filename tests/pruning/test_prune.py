@@ -139,3 +139,33 @@ def test_cli_prune_writes_an_onnx_that_onnxruntime_runs(tmp_path, capsys):
     assert run_onnx(pruned, inputs(1)[0])[0].shape == (1, 8, 16, 16)
     assert cli_main(["prune", str(tmp_path / "missing.onnx"), "-o", str(out)]) == 2
     assert "missing.onnx" in capsys.readouterr().err
+
+
+def test_activation_criterion_and_global_allocation():
+    model = small_net(seed=6)
+    calib = inputs(8, seed=7)
+    with pytest.raises(InputError, match="calibration"):
+        prune_model(model, 0.3, criterion="activation")
+    by_energy = prune_model(model, 0.5, criterion="activation", calibration=calib)
+    assert {g["criterion"] for g in by_energy.report["groups"] if "criterion" in g} == {"activation"}
+    from edgetvm.passes.prune_channels import PruningConfig, prune_function
+    from edgetvm.prune import CalibrationEvaluator, import_onnx_named
+
+    func, weights, _ = import_onnx_named(model, "<test>")
+    result = prune_function(func, PruningConfig(ratio=0.25, allocation="global"), weights=weights,
+                            evaluate=CalibrationEvaluator())
+    groups = [g for g in result.plan.report if "criterion" in g or g["kept"] != g["channels"]]
+    removed = sum(g["channels"] - g["kept"] for g in result.plan.report if "blocked" not in g)
+    total = sum(g["channels"] for g in result.plan.report if "blocked" not in g)
+    assert groups and abs(removed - 0.25 * total) <= 4 * len(groups)
+    assert all(g["kept"] % 4 == 0 and g["kept"] >= 0.25 * g["channels"] for g in result.plan.report)
+
+
+def test_cli_compile_takes_prune_options():
+    from edgetvm.cli import build_parser, compile_kwargs
+
+    args = build_parser().parse_args(["compile", "m.onnx", "-o", "m.so", "--prune", "0.3", "--prune-criterion",
+                                      "bn_gamma", "--prune-calib", "faces/"])
+    kwargs = compile_kwargs(args)
+    assert kwargs["prune"] == 0.3 and kwargs["prune_criterion"] == "bn_gamma" and kwargs["calibration"] == "faces/"
+    assert "prune" not in compile_kwargs(build_parser().parse_args(["compile", "m.onnx", "-o", "m.so"]))

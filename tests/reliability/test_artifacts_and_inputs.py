@@ -55,7 +55,9 @@ def test_sidecar_records_interface_target_versions_and_hash(artifact):
     assert meta["outputs"][0]["name"] == "features"
     assert meta["target"]["preset"] == "host"
     assert meta["tvm_version"].startswith("0.27")
-    assert len(meta["sha256"]) == 64
+    from edgetvm.artifact import sha256_file
+
+    assert meta["sha256"] == sha256_file(artifact)
     assert oct(os.stat(artifact).st_mode & 0o777) != oct(0o600), "artifacts must not keep mkstemp's 0600"
 
 
@@ -74,6 +76,40 @@ def test_tampered_library_is_refused(artifact, tmp_path):
     sidecar_path(copy).write_text(sidecar_path(artifact).read_text())
     with pytest.raises(ArtifactError, match="SHA-256.*does not match"):
         edgetvm.load(copy)
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda text, meta: text[: len(text) // 2], "not valid JSON"),
+        (lambda text, meta: "[1, 2]", "not a JSON object"),
+        (lambda text, meta: json.dumps({**meta, "format_version": 99}), "sidecar format 99"),
+        (lambda text, meta: json.dumps({**meta, "kind": "python-pickle"}), "unknown artifact kind 'python-pickle'"),
+        (lambda text, meta: json.dumps({**meta, "target": "host"}), "sha256 or target entry is malformed"),
+        (lambda text, meta: json.dumps({**meta, "inputs": [{"name": "image"}]}), "inputs are malformed"),
+        (lambda text, meta: json.dumps({k: v for k, v in meta.items() if k != "sha256"}), "lacks 'sha256'"),
+    ],
+)
+def test_corrupt_sidecar_is_refused(artifact, tmp_path, corrupt, message):
+    copy = tmp_path / "c.so"
+    copy.write_bytes(artifact.read_bytes())
+    text = sidecar_path(artifact).read_text()
+    sidecar_path(copy).write_text(corrupt(text, json.loads(text)))
+    with pytest.raises(ArtifactError, match=message):
+        edgetvm.load(copy)
+
+
+def test_interrupted_write_keeps_the_previous_file(tmp_path):
+    from edgetvm.io import atomic_path, atomic_write_bytes
+
+    target = tmp_path / "model.so"
+    atomic_write_bytes(target, b"previous artifact")
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half of the new")
+            raise OSError("disk full")
+    assert target.read_bytes() == b"previous artifact"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.so"]
 
 
 def test_missing_sidecar_is_refused(artifact, tmp_path):

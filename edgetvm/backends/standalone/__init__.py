@@ -27,7 +27,7 @@ from ...errors import CompileError
 from ...io import atomic_path, atomic_write_text
 from ...specs import ImportedModel, TensorSpec
 from ...targets import ResolvedTarget
-from .build import StandaloneObjects, compile_and_link
+from .build import StandaloneObjects, c_compiler, compile_and_link, target_cflags
 from .codegen import c_prefix, example_main_source, header_source, model_source, weights_assembly
 from .loader import StandaloneContext, StandaloneLibrary, load_standalone
 from .plan import StaticPlan, plan_static
@@ -76,7 +76,8 @@ def build_standalone(scheduled: tvm.IRModule, imported: ImportedModel, target: R
     so = workdir / f"{prefix}.so"
     objects = compile_and_link(plan, target, workdir, model_c, weights_s, prefix, so, soname or so.name)
     return StandaloneBuild(so, prefix, plan, objects, header_source(prefix, inputs, outputs, plan, target.preset),
-                           example_main_source(prefix))
+                           example_main_source(prefix, " ".join([Path(c_compiler(target)).name, "-O2",
+                                                                 *target_cflags(target)])))
 
 
 def export_standalone(scheduled: tvm.IRModule, imported: ImportedModel, target: ResolvedTarget,

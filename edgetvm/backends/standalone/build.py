@@ -52,7 +52,8 @@ def target_cflags(target: ResolvedTarget) -> list[str]:
     fpu = "neon-vfpv4" if any(a in ("+vfp4", "+vfp4d16") for a in attrs) else "neon"
     flags = ["-mfloat-abi=hard", f"-mfpu={fpu}"]
     cpu = target.target_dict.get("mcpu")
-    flags.append(f"-mcpu={cpu}" if cpu else "-march=armv7-a")
+    # LLVM and GCC share the ARM core names (cortex-a7, ...); LLVM's "generic" has no GCC twin.
+    flags.append(f"-mcpu={cpu}" if cpu and cpu != "generic" else "-march=armv7-a")
     return flags
 
 

@@ -37,8 +37,8 @@ EDGETVM_HIDDEN void* TVMBackendAllocWorkspace(int device_type, int device_id, ui
 EDGETVM_HIDDEN int TVMBackendFreeWorkspace(int device_type, int device_id, void* ptr);
 EDGETVM_HIDDEN int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_task);
 EDGETVM_HIDDEN int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv);
-EDGETVM_HIDDEN void TVMFFIErrorSetRaisedFromCStr(const char* kind, const char* message);
-EDGETVM_HIDDEN void TVMFFIErrorSetRaisedFromCStrParts(const char* kind, const char** message_parts, int32_t num_parts);
+/* TVMFFIErrorSetRaisedFromCStr(Parts) are declared by tvm/ffi/c_api.h with default visibility; the
+ * library's version script keeps them (like every hook here) out of its dynamic symbol table. */
 
 /* TVM's LLVM code generator calls the workspace and parallel hooks through these pointers (weak
  * zero-initialised definitions in the kernel object), which a TVM runtime fills at load time.
@@ -55,7 +55,7 @@ EDGETVM_HIDDEN int (*__TVMBackendParallelBarrier)(int, TVMParallelGroupEnv*) = T
 #define MAX_THREADS 64
 /* Polls of a spinning worker before it sleeps: kernels of one inference follow each other within
  * microseconds, so workers stay awake across them and sleep between inferences. */
-#define SPIN_POLLS (1 << 16)
+#define SPIN_POLLS (1 << 14)
 
 typedef struct {
   void* ptr;
@@ -164,21 +164,32 @@ int TVMBackendFreeWorkspace(int device_type, int device_id, void* ptr) {
   return 0;
 }
 
-/* ------------------------------------------------------------------ parallel hooks */
+/* ------------------------------------------------------------------ parallel hooks
+ *
+ * A TVM parallel loop is a lambda over task ids 0 .. num_task-1; each task computes its share of
+ * the loop from penv->num_task. Any thread may run any task, so tasks are claimed, not assigned:
+ * the launching thread and the woken workers take task ids from one counter until none is left.
+ * On a loaded machine (or a board running other programs) a worker that is not scheduled then
+ * costs nothing: the others take its tasks instead of waiting for it.
+ *
+ * The counter word holds the job's generation (high 16 bits) next to the next task id (low 16
+ * bits), so a compare-and-swap only claims a task of the job it read. */
 
 struct thread_pool {
   edgetvm_ctx* owner;
-  int num_workers; /* threads besides the caller, which runs task 0 itself */
+  int num_workers; /* threads besides the launching one */
   pthread_t* threads;
   pthread_mutex_t mutex;
   pthread_cond_t wake;
-  atomic_uint generation;
+  atomic_uint generation; /* bumped per launch; sleeping workers wait for it to change */
   atomic_int stop;
-  /* The job of the current generation. */
+  /* The job of the current generation; written before `claim` is published. */
   FTVMParallelLambda fn;
   void* cdata;
   TVMParallelGroupEnv env;
-  atomic_int remaining;
+  atomic_int num_task; /* env.num_task, read by threads that may race with the next launch */
+  atomic_uint claim;   /* generation << 16 | next task id */
+  atomic_int done;   /* tasks finished */
   atomic_int failed;
   char error[ERROR_CAPACITY];
   /* TVMBackendParallelBarrier: a sense-reversing barrier over the tasks of the current job. */
@@ -199,14 +210,32 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static void run_task(thread_pool* pool, int task_id) {
+/* Claims and runs one task of the current job; 0 when none is left to claim. */
+static int run_one_task(thread_pool* pool) {
+  unsigned word = atomic_load_explicit(&pool->claim, memory_order_acquire);
+  for (;;) {
+    int task = (int)(word & 0xFFFFu);
+    /* num_task may belong to a newer job here; then the compare-and-swap below fails. */
+    if (task >= atomic_load_explicit(&pool->num_task, memory_order_acquire)) return 0;
+    if (atomic_compare_exchange_weak_explicit(&pool->claim, &word, word + 1, memory_order_acq_rel,
+                                              memory_order_acquire)) {
+      break;
+    }
+  }
+  /* The job cannot end while this task is unfinished, so its fields are stable now. */
+  int task = (int)(word & 0xFFFFu);
+  int saved_in_parallel = tls_in_parallel;
+  tls_in_parallel = 1;
   tls_error[0] = '\0';
-  if (pool->fn(task_id, &pool->env, pool->cdata) != 0) {
+  if (pool->fn(task, &pool->env, pool->cdata) != 0) {
     int expected = 0;
     if (atomic_compare_exchange_strong(&pool->failed, &expected, 1)) {
       snprintf(pool->error, sizeof pool->error, "%s", tls_error[0] ? tls_error : "parallel task failed");
     }
   }
+  tls_in_parallel = saved_in_parallel;
+  atomic_fetch_add_explicit(&pool->done, 1, memory_order_acq_rel);
+  return 1;
 }
 
 static void* worker_main(void* raw) {
@@ -215,8 +244,7 @@ static void* worker_main(void* raw) {
   thread_pool* pool = arg.pool;
   tls_ctx = pool->owner;
   tls_slot = arg.id;
-  tls_in_parallel = 1;
-  unsigned seen = 0;
+  unsigned seen = atomic_load(&pool->generation);
   for (;;) {
     unsigned generation;
     int polls = 0;
@@ -234,8 +262,8 @@ static void* worker_main(void* raw) {
     }
     if (atomic_load_explicit(&pool->stop, memory_order_acquire)) break;
     seen = generation;
-    if (arg.id < pool->env.num_task) run_task(pool, arg.id);
-    atomic_fetch_sub_explicit(&pool->remaining, 1, memory_order_acq_rel);
+    while (run_one_task(pool)) {
+    }
   }
   return NULL;
 }
@@ -257,6 +285,7 @@ static thread_pool* pool_create(edgetvm_ctx* owner, int num_workers) {
   if (pool == NULL) return NULL;
   pool->owner = owner;
   pool->num_workers = num_workers;
+  pool->env.sync_handle = pool;
   pool->threads = calloc((size_t)num_workers, sizeof(pthread_t));
   pthread_mutex_init(&pool->mutex, NULL);
   pthread_cond_init(&pool->wake, NULL);
@@ -288,22 +317,24 @@ int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_ta
     TVMParallelGroupEnv env = {NULL, 1};
     return flambda(0, &env, cdata);
   }
+  unsigned generation = atomic_load_explicit(&pool->generation, memory_order_relaxed) + 1;
   pool->fn = flambda;
   pool->cdata = cdata;
-  pool->env.sync_handle = pool;
   pool->env.num_task = num_task;
-  atomic_store(&pool->failed, 0);
-  atomic_store(&pool->barrier_arrived, 0);
-  atomic_store(&pool->remaining, pool->num_workers);
+  atomic_store_explicit(&pool->num_task, num_task, memory_order_relaxed);
+  atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+  atomic_store_explicit(&pool->failed, 0, memory_order_relaxed);
+  atomic_store_explicit(&pool->barrier_arrived, 0, memory_order_relaxed);
+  atomic_store_explicit(&pool->claim, (generation & 0xFFFFu) << 16, memory_order_release);
   pthread_mutex_lock(&pool->mutex);
-  atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
+  atomic_store_explicit(&pool->generation, generation, memory_order_release);
   pthread_cond_broadcast(&pool->wake);
   pthread_mutex_unlock(&pool->mutex);
 
-  tls_in_parallel = 1;
-  run_task(pool, 0);
-  tls_in_parallel = 0;
-  for (int polls = 0; atomic_load_explicit(&pool->remaining, memory_order_acquire) != 0; ++polls) {
+  while (run_one_task(pool)) {
+  }
+  /* Every task is claimed; wait for the ones other threads are still running. */
+  for (int polls = 0; atomic_load_explicit(&pool->done, memory_order_acquire) != num_task; ++polls) {
     if (polls < SPIN_POLLS) {
       cpu_relax();
     } else {
@@ -325,8 +356,12 @@ int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) {
   if (atomic_fetch_add_explicit(&pool->barrier_arrived, 1, memory_order_acq_rel) + 1 == penv->num_task) {
     atomic_store_explicit(&pool->barrier_arrived, 0, memory_order_relaxed);
     atomic_fetch_add_explicit(&pool->barrier_phase, 1, memory_order_release);
-  } else {
-    while (atomic_load_explicit(&pool->barrier_phase, memory_order_acquire) == phase) cpu_relax();
+    return 0;
+  }
+  /* Tasks not yet claimed must reach the barrier too: run them here (they nest on this stack)
+   * rather than wait for a thread that may never come. */
+  while (atomic_load_explicit(&pool->barrier_phase, memory_order_acquire) == phase) {
+    if (!run_one_task(pool)) cpu_relax();
   }
   return 0;
 }

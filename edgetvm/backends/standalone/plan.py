@@ -9,13 +9,19 @@ storage; this module runs it, then reads the lowered ``main`` binding by binding
     _       = kernel(x, w, ..., alloc)                              -> one kernel call
     y       = R.reshape(x, shape)                                   -> the same bytes, new shape
 
-The regions are laid end to end, each 64-byte aligned, and the sum is the arena of a context.
+TVM gives every storage its own allocation. Here the storages share one arena instead: each gets
+a live interval (the first to the last kernel call that touches it; outputs live to the end) and
+storages whose intervals are disjoint may overlap in memory. Offsets come from greedy-by-size
+packing: largest storage first, each at the lowest 64-byte aligned offset that collides with no
+placed storage alive at the same time (the TFLite arena planner's strategy). The arena is never
+larger than TVM's sum of storages, and usually much smaller.
 Anything else in ``main`` (a builtin the generated C cannot run, a dynamic shape) is a CompileError
 that names it.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +72,35 @@ class StaticPlan:
     weights: bytes
     kernels: dict[str, tirx.PrimFunc] = field(default_factory=dict)  # the kernels called, by name
     regions: int = 0  # storages TVM planned (for the report)
+    unpacked_bytes: int = 0  # the sum of the storages, what separate allocations would take
+
+
+@dataclass
+class _Region:
+    virtual: int  # offset while planning, storages end to end
+    nbytes: int  # 64-byte aligned
+    first: int = -1  # first kernel call using it (-1: before the first call)
+    last: int = -2  # last one (len(calls): the output copy after the last call)
+    offset: int = 0  # packed offset in the arena
+
+
+def pack_regions(regions: list[_Region]) -> int:
+    """Greedy-by-size offsets for regions with live intervals; returns the arena size.
+
+    Two regions may share bytes only when their intervals [first, last] are disjoint.
+    """
+    placed: list[_Region] = []
+    for region in sorted(regions, key=lambda r: (-r.nbytes, r.virtual)):
+        busy = sorted((p.offset, p.offset + p.nbytes) for p in placed
+                      if not (p.last < region.first or region.last < p.first))
+        offset = 0
+        for start, end in busy:
+            if offset + region.nbytes <= start:
+                break
+            offset = max(offset, _align(end))
+        region.offset = offset
+        placed.append(region)
+    return max((r.offset + r.nbytes for r in regions), default=0)
 
 
 def _align(n: int) -> int:
@@ -114,6 +149,7 @@ class _Planner:
         self.env: dict = {}  # relax.Var -> TensorRef | tuple | ("storage", offset)
         self.arena = 0
         self.regions = 0
+        self.region_list: list[_Region] = []
         self.weights = bytearray()
         self.weight_refs: dict = {}  # relax.Constant -> TensorRef
         self.calls: list[KernelCall] = []
@@ -123,7 +159,44 @@ class _Planner:
         offset = self.arena
         self.arena = _align(self.arena + max(int(nbytes), 1))
         self.regions += 1
+        self.region_list.append(_Region(offset, self.arena - offset))
         return offset
+
+    def region_of(self, ref: TensorRef) -> _Region:
+        index = bisect.bisect_right([r.virtual for r in self.region_list], ref.offset) - 1
+        return self.region_list[index]
+
+    def pack(self, outputs: list[TensorRef], staging: list[int]) -> tuple[list[KernelCall], list[TensorRef], list[int], int]:
+        """Live intervals from the call sequence, packed offsets, and every reference moved to them."""
+        end = len(self.calls)
+        for k, call in enumerate(self.calls):
+            for ref in call.args:
+                if ref.base == ARENA:
+                    region = self.region_of(ref)
+                    region.first = k if region.first < 0 else region.first
+                    region.last = k
+        for ref in outputs:
+            if ref.base == ARENA:
+                region = self.region_of(ref)
+                region.first = min(region.first, end) if region.first >= 0 else end
+                region.last = end
+        for offset in staging:
+            region = self.region_of(TensorRef(ARENA, offset, (), "uint8"))
+            region.first, region.last = -1, end
+        for region in self.region_list:
+            if region.first == -1 and region.last == -2:  # never used: keep it out of everyone's way
+                region.first, region.last = -1, end
+        arena = pack_regions(self.region_list)
+
+        def move(ref: TensorRef) -> TensorRef:
+            if ref.base != ARENA:
+                return ref
+            region = self.region_of(ref)
+            return TensorRef(ARENA, region.offset + ref.offset - region.virtual, ref.shape, ref.dtype)
+
+        calls = [KernelCall(c.kernel, tuple(move(a) for a in c.args)) for c in self.calls]
+        moved_staging = [move(TensorRef(ARENA, o, (), "uint8")).offset for o in staging]
+        return calls, [move(r) for r in outputs], moved_staging, arena
 
     def constant(self, const) -> TensorRef:
         # Relax constants hash and compare by identity of the underlying object, so a weight that
@@ -253,6 +326,8 @@ def plan_static(scheduled: tvm.IRModule, target: ResolvedTarget) -> StaticPlan:
         outputs.append(ref)
 
     staging = [planner.region(ref.nbytes) for ref in inputs]
-    return StaticPlan(inputs=inputs, outputs=outputs, calls=planner.calls, arena_bytes=max(planner.arena, ALIGNMENT),
+    unpacked = planner.arena
+    calls, outputs, staging, arena = planner.pack(outputs, staging)
+    return StaticPlan(inputs=inputs, outputs=outputs, calls=calls, arena_bytes=max(arena, ALIGNMENT),
                       input_staging=staging, weights=bytes(planner.weights), kernels=planner.kernels,
-                      regions=planner.regions)
+                      regions=planner.regions, unpacked_bytes=unpacked)

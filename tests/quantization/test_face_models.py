@@ -1,0 +1,92 @@
+"""int8 on the face models: weights shrink ~4x, embeddings and detections stay those of fp32.
+
+Calibration and evaluation use different real face images (tests/quantization/faces.py).
+SFace and RetinaFace take minutes on the shared 2-core machine: they are ``slow``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgetvm
+
+from .faces import astronaut_crops, calibration_scenes, detection_images, lfw_crops, to_nchw
+
+RETINAFACE_MEAN_BGR = (104.0, 117.0, 123.0)
+
+
+def _cosine(a, b) -> float:
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def _weights(compiled) -> int:
+    from edgetvm.passes.quantize import constant_bytes
+
+    return sum(constant_bytes(compiled.scheduled).values())
+
+
+def test_mobilefacenet_weights_shrink_and_embeddings_follow():
+    from edgetvm.zoo.architectures import mobilefacenet
+
+    model = mobilefacenet()
+    normalise = lambda faces: [(f - 127.5) / 128.0 for f in faces]  # noqa: E731
+    calibration = normalise(to_nchw(astronaut_crops(4, seed=1) + lfw_crops(range(40, 44))))
+    evaluation = normalise(to_nchw(astronaut_crops(2, seed=2) + lfw_crops(range(0, 2))))
+    fp32 = edgetvm.compile(model)
+    int8 = edgetvm.compile(model, quantize="int8", calibration=calibration)
+    ratio = _weights(int8) / _weights(fp32)
+    assert 0.24 <= ratio <= 0.3, ratio
+    cosines = [_cosine(fp32(x), int8(x)) for x in evaluation]
+    # Random (untrained) weights quantize worse than trained ones; SFace below holds 0.99.
+    assert min(cosines) > 0.97, cosines
+
+
+@pytest.mark.slow
+def test_sface_int8_embeddings_keep_cosine_099(zoo):
+    path = zoo("sface")
+    calibration = to_nchw(astronaut_crops(8, seed=1) + lfw_crops(range(40, 56)))
+    evaluation = to_nchw(astronaut_crops(8, seed=2) + lfw_crops(range(0, 12)))
+    fp32 = edgetvm.compile(path)
+    int8 = edgetvm.compile(path, quantize="int8", calibration=calibration)
+    assert _weights(int8) / _weights(fp32) < 0.27
+    cosines = [_cosine(fp32(x), int8(x)) for x in evaluation]
+    assert min(cosines) >= 0.99, np.round(cosines, 4)
+
+
+def _iou(a, b) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+@pytest.mark.slow
+def test_retinaface_int8_finds_the_same_faces(zoo):
+    from edgetvm.face.detect import decode_retinaface, letterbox
+    from edgetvm.face.nms import nms
+
+    size = 320
+    shapes = {"input": (1, 3, size, size)}
+    calibration = [letterbox(im, size, size, RETINAFACE_MEAN_BGR)[0] for im in calibration_scenes(8, seed=1)]
+    fp32 = edgetvm.compile(zoo("retinaface"), input_shapes=shapes)
+    int8 = edgetvm.compile(zoo("retinaface"), input_shapes=shapes, quantize="int8", calibration=calibration)
+    assert _weights(int8) / _weights(fp32) < 0.3
+    found = 0
+    for name, image in detection_images(size).items():
+        x, _ = letterbox(image, size, size, RETINAFACE_MEAN_BGR)
+        faces = []
+        for model in (fp32, int8):
+            det = decode_retinaface(model(x), size, size, 0.6)
+            keep = nms(det.boxes, det.scores, 0.4)
+            faces.append([(det.boxes[i], det.landmarks[i]) for i in keep])
+        ref, got = faces
+        assert len(got) == len(ref), f"{name}: fp32 finds {len(ref)} faces, int8 {len(got)}"
+        for box, landmarks in ref:
+            best = max(got, key=lambda g: _iou(box, g[0]))
+            assert _iou(box, best[0]) >= 0.9, name
+            assert np.max(np.abs(best[1] - landmarks)) <= 2.0, name
+        found += len(ref)
+    assert found >= 1

@@ -1,0 +1,165 @@
+"""``edgetvm.compile(..., quantize="int8")``: calibrated float models, QDQ and QOperator ONNX, the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import edgetvm
+from edgetvm.errors import InputError
+from edgetvm.passes.calibrate import RangeObserver, entropy_threshold
+
+from .models import small_cnn
+
+SHAPE = (1, 3, 16, 16)
+
+
+def _cosine(a, b) -> float:
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def _inputs(seed, count):
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(-1, 1, SHAPE).astype(np.float32) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def float_model():
+    return small_cnn()
+
+
+@pytest.fixture(scope="module")
+def int8_compiled(float_model):
+    return edgetvm.compile(float_model, quantize="int8", calibration=_inputs(1, 8))
+
+
+def test_calibrated_int8_tracks_onnxruntime_float(float_model, int8_compiled):
+    session = ort.InferenceSession(float_model.SerializeToString())
+    for x in _inputs(2, 4):
+        ref = session.run(None, {"x": x})[0]
+        got = int8_compiled(x)
+        assert _cosine(got, ref) > 0.995
+        assert np.max(np.abs(got - ref)) < 0.05 * np.max(np.abs(ref))
+
+
+def test_report_lists_kernels_float_ops_and_weight_sizes(int8_compiled):
+    details = int8_compiled.report.details["quantize"]
+    # The last conv feeds only float ops (GlobalAveragePool): int8 accumulation, float output; the
+    # same for the Gemm producing the model output.
+    kernels = details["int8_kernels"]
+    assert (kernels["conv2d"], kernels["conv2d_float_out"], kernels["add"], kernels["dense_float_out"]) == (2, 1, 1, 1)
+    # GlobalAveragePool, Flatten and the LeakyReLU after the float-output conv are not quantized:
+    # they run in float and the report says so.
+    assert set(details["float_ops"]) == {"mean", "reshape", "nn.leakyrelu"}
+    assert details["weight_bytes_after"] < details["weight_bytes_before"] / 1.9
+    assert "Quantize(int8)" in int8_compiled.report.passes
+
+
+def test_calibration_modes_clip_outliers():
+    rng = np.random.default_rng(0)
+    values = rng.normal(0, 1, 200_000).astype(np.float32)
+    values[:5] = 40.0  # a few outliers, well under the 0.01 % the percentile mode clips
+    observer = RangeObserver()
+    observer.update(values, rng, keep_samples=True)
+    lo_mm, hi_mm = observer.range("minmax")
+    lo_p, hi_p = observer.range("percentile")
+    lo_e, hi_e = observer.range("entropy")
+    assert hi_mm == 40.0
+    assert 3.0 < hi_p < 6.0 and -6.0 < lo_p < -3.0
+    assert 2.0 < hi_e < 40.0 and lo_e > lo_mm - 1e-6
+    # On a clean Gaussian the KL threshold sits a few sigma out, well inside the max.
+    assert 2.0 < entropy_threshold(rng.normal(0, 1, 100_000)) < 5.0
+
+
+@pytest.mark.parametrize("mode", ["percentile", "entropy"])
+def test_other_calibration_modes_compile_and_stay_accurate(float_model, mode):
+    compiled = edgetvm.compile(float_model, quantize="int8", calibration=_inputs(1, 8), calibration_mode=mode)
+    ref = ort.InferenceSession(float_model.SerializeToString()).run(None, {"x": _inputs(3, 1)[0]})[0]
+    assert _cosine(compiled(_inputs(3, 1)[0]), ref) > 0.99
+    assert compiled.report.details["quantize"]["calibration_mode"] == mode
+
+
+def _quantize_static(float_model, tmp_path, quant_format):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"x": x} for x in _inputs(1, 8)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    src, dst = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    onnx.save(float_model, src)
+    quantize_static(str(src), str(dst), Reader(), quant_format=quant_format, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return dst
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_prequantized_onnx_keeps_integer_weights(float_model, tmp_path, fmt):
+    from onnxruntime.quantization import QuantFormat
+
+    path = _quantize_static(float_model, tmp_path, getattr(QuantFormat, fmt))
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert ("QLinearConv" in ops) == (fmt == "QOperator")
+    compiled = edgetvm.compile(path, quantize="int8")
+    details = compiled.report.details["quantize"]
+    assert details["int8_kernels"].get("conv2d", 0) + details["int8_kernels"].get("conv2d_float_out", 0) == 3, details
+    assert details["calibration_mode"].startswith("none")
+    session = ort.InferenceSession(str(path))
+    float_ref = ort.InferenceSession(float_model.SerializeToString())
+    for x in _inputs(4, 3):
+        ref = session.run(None, {"x": x})[0]
+        got = compiled(x)
+        # onnxruntime requantizes in float, edgetvm in fixed point: a few output steps apart at most.
+        assert _cosine(got, ref) > 0.995
+        assert _cosine(got, float_ref.run(None, {"x": x})[0]) > 0.99
+
+
+def test_conv_integer_imports_and_runs(tmp_path, rng):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = rng.integers(-100, 100, (4, 3, 3, 3)).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("ConvInteger", ["x", "w", "xz"], ["y"], pads=[1, 1, 1, 1])], "ci",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 4, 8, 8])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(128, np.uint8), "xz")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    x = rng.integers(0, 256, (1, 3, 8, 8)).astype(np.uint8)
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    compiled = edgetvm.compile(model, quantize="int8")
+    np.testing.assert_array_equal(compiled(x), ref)
+
+
+def test_float_model_without_calibration_is_a_clear_error(float_model):
+    with pytest.raises(InputError, match="calibration"):
+        edgetvm.compile(float_model, quantize="int8")
+    with pytest.raises(InputError, match="calibration_mode"):
+        edgetvm.compile(float_model, quantize="int8", calibration=_inputs(1, 1), calibration_mode="bogus")
+    with pytest.raises(InputError, match="int4"):
+        edgetvm.compile(float_model, quantize="int4", calibration=_inputs(1, 1))
+
+
+def test_cli_compiles_with_a_calibration_directory(float_model, tmp_path):
+    from edgetvm.cli import main
+
+    model_path = tmp_path / "small.onnx"
+    onnx.save(float_model, model_path)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, x in enumerate(_inputs(1, 4)):
+        np.save(calib / f"{i}.npy", x)
+    out = tmp_path / "small_int8.so"
+    assert main(["compile", str(model_path), "--quantize", "int8", "--calib", str(calib), "-o", str(out)]) == 0
+    x = _inputs(5, 1)[0]
+    np.save(tmp_path / "x.npy", x)
+    runner = edgetvm.load(out)
+    ref = ort.InferenceSession(float_model.SerializeToString()).run(None, {"x": x})[0]
+    assert _cosine(runner(x), ref) > 0.99
+    assert main(["compile", str(model_path), "--quantize", "int8", "-o", str(tmp_path / "x.so")]) == 2

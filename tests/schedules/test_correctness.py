@@ -1,0 +1,116 @@
+"""Scheduled kernels compute what the unscheduled ones do, and whole nets match onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tvm
+
+import edgetvm
+from edgetvm.frontends import load_model
+from edgetvm.schedules.lower import legalize_and_fuse, schedule_kernels
+from edgetvm.targets import resolve_target
+
+from . import nets
+
+HOST = resolve_target("host")
+
+
+def _onnxruntime(model, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def _assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-4) -> None:
+    # Relative to the output's scale: float32 sums in a different order differ by ~1e-6 relative.
+    scale = max(float(np.abs(expected).max()), 1e-6)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def _run_kernel(func: tvm.tirx.PrimFunc, arrays: list[np.ndarray]) -> np.ndarray:
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=HOST.tvm_target)
+    dev = tvm.cpu()
+    tensors = [tvm.runtime.tensor(a, dev) for a in arrays]
+    lib["main"](*tensors)
+    return tensors[-1].numpy()
+
+
+CASES = {
+    "conv3x3_s1": (lambda: nets.conv_net(3, 1), "register-tiled:conv2d"),
+    "conv3x3_s2": (lambda: nets.conv_net(3, 2), "register-tiled:conv2d"),
+    "conv5x5_s2": (lambda: nets.conv_net(5, 2, cout=8, hw=15), "register-tiled:conv2d"),
+    "conv1x1_residual": (lambda: nets.conv_net(1, 1, cin=16, cout=16, residual=True), "register-tiled:conv2d"),
+    "depthwise_s1": (lambda: nets.depthwise_net(1), "register-tiled:depthwise"),
+    "depthwise_s2": (lambda: nets.depthwise_net(2, hw=15), "register-tiled:depthwise"),
+    "dense": (lambda: nets.dense_net(), "register-tiled:dense"),
+    "pooling": (lambda: nets.pool_net(), "register-tiled:pool"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_kernel_kind_matches_onnxruntime(case, rng):
+    build, rule = CASES[case]
+    model = build()
+    compiled = edgetvm.compile(model, "host", num_threads=1)
+    rules = compiled.report.details["schedules"]["rules"]
+    assert rule in rules, f"{case}: expected a {rule} kernel, the schedules report {rules}"
+    x = rng.standard_normal(compiled.inputs[0].shape).astype(np.float32)
+    _assert_close(compiled(x), _onnxruntime(model, x))
+
+
+def test_scheduled_kernels_equal_unscheduled_ones(rng):
+    """Kernel by kernel, on random inputs: the schedule changes loop order only, never values."""
+    imported = load_model(nets.mini_mobilefacenet())
+    fused = legalize_and_fuse(imported.mod, HOST)
+    report = {}
+    scheduled = schedule_kernels(fused, HOST, 2, report)
+    assert report["rules"].get("unscheduled", 0) == 0, report["kernels"]
+    checked = 0
+    for gvar, func in fused.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        arrays = [rng.standard_normal([int(d) for d in p.shape]).astype(str(p.dtype)) for p in func.params]
+        expected = _run_kernel(func, [a.copy() for a in arrays])
+        actual = _run_kernel(scheduled[gvar.name_hint], [a.copy() for a in arrays])
+        _assert_close(actual, expected)
+        checked += 1
+    assert checked >= 5
+
+
+def test_tails_are_computed_at_the_output_tile():
+    """bias + BN + PReLU (and the residual add) live in the conv kernel, not in kernels of their own."""
+    compiled = edgetvm.compile(nets.mini_mobilefacenet(), "host", num_threads=1)
+    kernels = compiled.report.details["schedules"]["kernels"]
+    assert not any(name.startswith(("fused_prelu", "prelu", "fused_add", "add")) for name in kernels), kernels
+    assert any("conv2d" in name and "prelu" in name for name in kernels), kernels
+    # Only the NCHW <-> NHWC transposes of the model input/output are left to the generic rule.
+    generic = [name for name, rule in kernels.items() if rule.startswith("generic")]
+    assert len(generic) <= 2, kernels
+
+
+def test_mini_mobilefacenet_two_threads_matches_onnxruntime(rng):
+    model = nets.mini_mobilefacenet()
+    compiled = edgetvm.compile(model, "host", num_threads=2)
+    x = rng.standard_normal(compiled.inputs[0].shape).astype(np.float32)
+    _assert_close(compiled(x), _onnxruntime(model, x))
+
+
+def test_mobilefacenet_matches_onnxruntime(rng):
+    from edgetvm.zoo.architectures import mobilefacenet
+
+    model = mobilefacenet()
+    compiled = edgetvm.compile(model, "host", num_threads=1)
+    rules = compiled.report.details["schedules"]["rules"]
+    assert rules.get("unscheduled", 0) == 0 and rules.get("register-tiled:depthwise", 0) > 0, rules
+    x = rng.standard_normal(compiled.inputs[0].shape).astype(np.float32)
+    _assert_close(compiled(x), _onnxruntime(model, x))
+
+
+def test_unrecognised_kernels_get_the_generic_schedule_and_stay_exact(rng):
+    model = nets.generic_ops_net()
+    compiled = edgetvm.compile(model, "host", num_threads=2)
+    rules = compiled.report.details["schedules"]["rules"]
+    assert rules.get("generic", 0) >= 1 and rules.get("unscheduled", 0) == 0, compiled.report.details["schedules"]
+    x = rng.standard_normal(compiled.inputs[0].shape).astype(np.float32)
+    _assert_close(compiled(x), _onnxruntime(model, x))
