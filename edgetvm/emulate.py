@@ -1,7 +1,7 @@
 """Run ARM code under qemu-arm and count its guest instructions: the tools every ARM test uses.
 
 Wall time under qemu says nothing about a board. What qemu tells exactly is how many guest
-instructions a run executes (``/work/shared/tools/insn_count.c``, a TCG plugin): the same number on
+instructions a run executes (``../shared/tools/insn_count.c`` beside the checkout, a TCG plugin): the same number on
 every run and machine, and on an in-order core such as the Cortex-A7 it tracks the real cost of
 compute-bound kernels. Start-up (the dynamic loader, reading files) is left out by the N+1 minus 1
 method: count a program doing 1 inference and one doing 1 + N, and divide the difference by N.
@@ -44,7 +44,9 @@ from .specs import TensorSpec
 from .targets import ARM_CROSS_CC, ARM_SYSROOT, require_tool
 
 QEMU = "qemu-arm"
-INSN_COUNT_SOURCE = Path(os.environ.get("EDGETVM_INSN_COUNT_SRC", "/work/shared/tools/insn_count.c"))
+# The project's shared tools sit beside the checkout (``../shared`` from the repository root).
+INSN_COUNT_SOURCE = Path(os.environ.get("EDGETVM_INSN_COUNT_SRC",
+                                        Path(__file__).resolve().parents[2] / "shared" / "tools" / "insn_count.c"))
 HARNESS_SOURCE = Path(__file__).resolve().parent / "backends" / "standalone" / "edgetvm_harness.c"
 
 

@@ -3,7 +3,6 @@ contract (concurrent contexts, null and short buffers), the example program, and
 
 from __future__ import annotations
 
-import ctypes
 import json
 import subprocess
 import threading

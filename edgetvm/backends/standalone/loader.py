@@ -106,11 +106,17 @@ class StandaloneContext:
         lib = self.library
         if outputs is None:
             outputs = [np.empty(spec.shape, spec.dtype) for spec in lib.outputs]
-        for arr in [*inputs, *outputs]:
+        arrays = [*inputs, *outputs]
+        for arr in arrays:
             if not arr.flags.c_contiguous:
                 raise InputError(f"{lib.path}: buffers must be C-contiguous (np.ascontiguousarray)")
-        status = self.run_raw([a.ctypes.data for a in inputs], [a.ctypes.data for a in outputs],
-                              [a.nbytes for a in inputs], [a.nbytes for a in outputs])
+        n = len(inputs)
+        addresses = [a.__array_interface__["data"][0] for a in arrays]
+        nbytes = [a.nbytes for a in arrays]
+        status = lib._run_checked(self._handle, (ctypes.c_void_p * max(n, 1))(*addresses[:n]),
+                                  (ctypes.c_size_t * max(n, 1))(*nbytes[:n]),
+                                  (ctypes.c_void_p * len(outputs))(*addresses[n:]),
+                                  (ctypes.c_size_t * len(outputs))(*nbytes[n:]))
         if status != 0:
             message = f"{lib.path}: {lib.prefix}_run_checked returned {status} ({STATUS.get(status, '?')}): {self.last_error()}"
             raise (InputError if status in (-1, -2) else ArtifactError)(message)
