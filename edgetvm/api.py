@@ -240,12 +240,21 @@ def tune(model, target: str | dict = "host", *, tracker: str, key: str, trials: 
                        num_threads=num_threads, defaults=defaults, progress=progress, **(tune_options or {}))
 
 
-def load(path: str | os.PathLike, *, num_threads: int | None = None) -> Runner:
-    """Load a host artifact written by ``CompiledModel.export``: checked against its sidecar first."""
+def load(path: str | os.PathLike, *, num_threads: int | None = None, emulate: bool = False) -> Runner:
+    """Load an artifact written by ``CompiledModel.export``: checked against its sidecar first.
+
+    Host artifacts run in this process. With ``emulate``, a standalone ARM artifact runs under
+    qemu-arm instead (each call is one qemu run: for checking numerics, not for timing).
+    """
     meta = read_sidecar(path)
-    verify_artifact(path, meta)
+    verify_artifact(path, meta, emulate=emulate)
     inputs = [TensorSpec.from_json(t) for t in meta["inputs"]]
     outputs = [TensorSpec.from_json(t) for t in meta["outputs"]]
+    if meta["kind"] == "standalone" and meta["target"].get("arch") == "armv7" and platform.machine() != "armv7l":
+        from .emulate import standalone_runner
+
+        return standalone_runner(path, inputs, outputs, cpu=meta["target"].get("qemu_cpu") or None,
+                                 threads=num_threads or 1)
     if meta["kind"] == "standalone":
         from .backends.standalone import load_standalone
 

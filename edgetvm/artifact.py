@@ -67,7 +67,9 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     return meta
 
 
-def verify_artifact(path: str | os.PathLike, meta: dict) -> None:
+def verify_artifact(path: str | os.PathLike, meta: dict, *, emulate: bool = False) -> None:
+    """The library matches its sidecar's SHA-256 and was built for this machine (or, with
+    ``emulate``, is a standalone ARM build that qemu can run)."""
     actual = sha256_file(path)
     if actual != meta["sha256"]:
         raise ArtifactError(
@@ -75,11 +77,18 @@ def verify_artifact(path: str | os.PathLike, meta: dict) -> None:
             f"was modified or replaced after export. Refusing to load it; re-export it."
         )
     arch = meta["target"].get("arch")
-    if arch != platform.machine():
-        raise ArtifactError(
-            f"{path}: built for target {meta['target'].get('preset')} ({arch}), but this machine is "
-            f"{platform.machine()}; copy it to the board and load it there with TVM's runtime, or compile for 'host'"
-        )
+    if arch == platform.machine():
+        return
+    if emulate and arch == "armv7" and meta["kind"] == "standalone":
+        return
+    if meta["kind"] == "standalone" and arch == "armv7":
+        hint = "run it on the board, or here under qemu with edgetvm.load(path, emulate=True) / `edgetvm run --emulate`"
+    else:
+        hint = "copy it to the board and load it there with TVM's runtime, or compile for 'host'"
+    raise ArtifactError(
+        f"{path}: built for target {meta['target'].get('preset')} ({arch}), but this machine is "
+        f"{platform.machine()}; {hint}"
+    )
 
 
 class Runner:

@@ -95,7 +95,7 @@ def _read_input_arg(item: str) -> tuple[str | None, np.ndarray]:
 def cmd_run(args: argparse.Namespace) -> int:
     from . import api
 
-    model = api.load(args.artifact, num_threads=args.threads)
+    model = api.load(args.artifact, num_threads=args.threads, emulate=args.emulate)
     pairs = [_read_input_arg(item) for item in args.input]
     if all(name is None for name, _ in pairs):
         outputs = model.run_dict(*[arr for _, arr in pairs])
@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", "-i", action="append", required=True, metavar="[NAME=]x.npy")
     p.add_argument("-o", "--output", help="write all outputs to this .npz")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--emulate", action="store_true", help="run a standalone ARM artifact under qemu-arm")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("inspect", help="a model's operators, parameters, MACs, inputs and outputs")

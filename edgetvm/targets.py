@@ -91,7 +91,8 @@ class ResolvedTarget:
         return tvm.target.Target(self.target_dict)
 
     def to_json(self) -> dict:
-        return {"preset": self.preset, "target": self.target_dict, "arch": "armv7" if self.is_arm else platform.machine()}
+        return {"preset": self.preset, "target": self.target_dict, "arch": "armv7" if self.is_arm else platform.machine(),
+                "qemu_cpu": self.qemu_cpu}
 
 
 def _lookup(name: str) -> TargetPreset | None:
