@@ -125,7 +125,8 @@ def bench_mobilefacenet(calib: list, evaluation: list, ratio: float, repeats: in
     }
 
 
-def bench_sface(calib: list, evaluation: list, ratios: list[float], repeats: int, criterion: str) -> dict:
+def bench_sface(calib: list, evaluation: list, ratios: list[float], repeats: int, criterion: str,
+                cosine: bool = True) -> dict:
     path = fetch("sface")
     imported = load_model(path)
     func, weights = lift_weights(imported.mod["main"])
@@ -135,7 +136,7 @@ def bench_sface(calib: list, evaluation: list, ratios: list[float], repeats: int
     rows = []
     for ratio in ratios:
         row = {"ratio": ratio}
-        for recover in (False, True):
+        for recover in (False, True) if cosine else ():
             started = time.perf_counter()
             result = prune_function(func, PruningConfig(ratio=ratio, criterion=criterion), weights=weights,
                                     evaluate=CalibrationEvaluator(), calibration=[[x] for x in calib],
@@ -154,8 +155,9 @@ def bench_sface(calib: list, evaluation: list, ratios: list[float], repeats: int
                 row["channels_kept"] = sum(g["kept"] for g in result.plan.report)
                 row["channels"] = sum(g["channels"] for g in result.plan.report)
         rows.append(row)
-        print(f"  sface ratio {ratio}: cosine plain {row['cosine_plain_mean']:.4f}, "
-              f"recovered {row['cosine_recovered_mean']:.4f}", file=sys.stderr, flush=True)
+        if cosine:
+            print(f"  sface ratio {ratio}: cosine plain {row['cosine_plain_mean']:.4f}, "
+                  f"recovered {row['cosine_recovered_mean']:.4f}", file=sys.stderr, flush=True)
     # Host latency: the compile API's own pruning path (l1, no calibration: recovery and the ranking change
     # weights, not shapes), against the unpruned model, interleaved.
     models = {"unpruned": edgetvm.compile(path)}
@@ -168,6 +170,9 @@ def bench_sface(calib: list, evaluation: list, ratios: list[float], repeats: int
     for row in rows:
         row["latency_s"] = lat[f"pruned_{row['ratio']}"]
         row["latency_ratio"] = lat[f"pruned_{row['ratio']}"] / lat["unpruned"]
+        stats = relax_stats(models[f"pruned_{row['ratio']}"].imported.mod["main"])
+        row.setdefault("params", stats["params"])
+        row.setdefault("macs", int(sum(stats["macs_by_op"].values())))
     return {
         "criterion": criterion,
         "params_unpruned": base_stats["params"], "macs_unpruned": int(sum(base_stats["macs_by_op"].values())),
@@ -181,13 +186,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="ratios 0.2 and 0.4 only, fewer faces and repeats")
     parser.add_argument("--json", default=None, help="also write the results here")
-    parser.add_argument("--criterion", default="activation", choices=["l1", "bn_gamma", "activation"],
+    parser.add_argument("--criterion", default="activation", choices=["l1", "bn_gamma", "activation", "reconstruction"],
                         help="SFace channel ranking")
+    parser.add_argument("--ratios", default=None, help="comma-separated SFace ratios (default 0.1,...,0.5)")
     parser.add_argument("--skip-mobilefacenet", action="store_true")
     parser.add_argument("--skip-sface", action="store_true")
+    parser.add_argument("--skip-cosine", action="store_true", help="SFace: latency, params and MACs only")
     args = parser.parse_args(argv)
     n_calib, n_eval, repeats = (8, 8, 3) if args.quick else (16, 12, 5)
     ratios = [0.2, 0.4] if args.quick else [0.1, 0.2, 0.3, 0.4, 0.5]
+    if args.ratios:
+        ratios = [float(r) for r in args.ratios.split(",")]
     calib = astronaut_faces(n_calib, seed=1) + lfw_faces(range(0, 2 * n_calib))
     evaluation = astronaut_faces(n_eval, seed=2) + lfw_faces(range(50, 50 + 3 * n_eval))
     results = {"faces": {"calibration": len(calib), "evaluation": len(evaluation),
@@ -195,23 +204,26 @@ def main(argv=None) -> int:
     if not args.skip_mobilefacenet:
         results["mobilefacenet"] = bench_mobilefacenet(calib, evaluation, 0.3, repeats)
     if not args.skip_sface:
-        results["sface"] = bench_sface(calib, evaluation, ratios, repeats, args.criterion)
+        results["sface"] = bench_sface(calib, evaluation, ratios, repeats, args.criterion, not args.skip_cosine)
     print(json.dumps(results, indent=2))
     if "mobilefacenet" in results:
         m = results["mobilefacenet"]
         print(f"\nMobileFaceNet, {m['ratio']:.0%} of channels pruned ({m['criterion']}):")
-        print(f"  params {m['params_before']:,} -> {m['params_after']:,} ({m['params_after'] / m['params_before']:.2f}x)")
+        print(f"  params {m['params_before']:,} -> {m['params_after']:,} "
+              f"({m['params_after'] / m['params_before']:.2f}x)")
         print(f"  MACs   {m['macs_before']:,} -> {m['macs_after']:,} ({m['macs_after'] / m['macs_before']:.2f}x)")
         print(f"  host latency pruned/unpruned {m['latency_ratio']:.2f}x; embedding cosine to unpruned: "
               f"{m['cosine_plain_mean']:.4f} plain, {m['cosine_recovered_mean']:.4f} recovered (random weights)")
     if "sface" in results:
         s = results["sface"]
         print(f"\nSFace ({s['criterion']}), unpruned {s['params_unpruned']:,} params, {s['macs_unpruned']:,} MACs:")
-        print(f"  {'ratio':>5}  {'cos plain':>9}  {'cos LS':>7}  {'min LS':>7}  {'MACs':>7}  {'params':>7}  {'latency':>7}")
+        print(f"  {'ratio':>5}  {'cos plain':>9}  {'cos LS':>7}  {'min LS':>7}  {'MACs':>7}  {'params':>7}  "
+              f"{'latency':>7}")
         for r in s["rows"]:
-            print(f"  {r['ratio']:>5.1f}  {r['cosine_plain_mean']:>9.4f}  {r['cosine_recovered_mean']:>7.4f}  "
-                  f"{r['cosine_recovered_min']:>7.4f}  {r['macs'] / s['macs_unpruned']:>6.2f}x  "
-                  f"{r['params'] / s['params_unpruned']:>6.2f}x  {r['latency_ratio']:>6.2f}x")
+            cos = [r.get(k, float("nan")) for k in ("cosine_plain_mean", "cosine_recovered_mean", "cosine_recovered_min")]
+            print(f"  {r['ratio']:>5.1f}  {cos[0]:>9.4f}  {cos[1]:>7.4f}  {cos[2]:>7.4f}  "
+                  f"{r['macs'] / s['macs_unpruned']:>6.2f}x  {r['params'] / s['params_unpruned']:>6.2f}x  "
+                  f"{r['latency_ratio']:>6.2f}x")
     if args.json:
         from edgetvm.io import atomic_write_json
 

@@ -6,7 +6,7 @@
 For each model: a tracker and ``--servers`` RPC servers start on 127.0.0.1 (this machine stands in
 for the boards), ``edgetvm.tune`` measures up to ``--trials`` new candidates into
 ``<db-root>/<model>`` (a database already there is continued: its earlier records are free, and the
-JSON says how many there were), then three things run the same input in interleaved rounds:
+JSON says how many it holds; Ctrl-C ends tuning early and goes on to the comparison), then three things run the same input in interleaved rounds:
 edgetvm with the tuning database, edgetvm with the default schedules only, and onnxruntime, all
 with ``--threads`` threads. The machine is shared, so only ratios measured in this run mean
 anything: ``tuned / onnxruntime`` (the goal for MobileFaceNet: at most 0.6 with at most 500
@@ -48,6 +48,10 @@ def load(name: str):
     return path, reference, shapes, rng.uniform(0, 255, shape).astype(np.float32)
 
 
+def progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def relative_error(got, want) -> float:
     return float(np.max(np.abs(np.asarray(got) - want)) / max(1e-12, float(np.max(np.abs(want)))))
 
@@ -71,13 +75,23 @@ def bench_model(name: str, trials: int, db_root: Path, threads: int, servers: in
         for _ in range(servers):
             boards.append(start_server(tracker.address, KEY, num_threads=threads))
         started = time.perf_counter()
-        report = edgetvm.tune(model, "host", tracker=tracker.address, key=KEY, trials=trials, db=db,
-                              input_shapes=shapes, num_threads=threads, tune_options={"batch_size": batch_size})
+        reports = []
+        stopped_early = False
+        try:
+            reports.append(edgetvm.tune(model, "host", tracker=tracker.address, key=KEY, trials=trials, db=db,
+                                        input_shapes=shapes, num_threads=threads,
+                                        tune_options={"batch_size": batch_size}, progress=progress))
+        except KeyboardInterrupt:
+            # Ctrl-C bounds the run: the records so far are in the database; compare with those.
+            stopped_early = True
         tune_seconds = time.perf_counter() - started
     finally:
         for process in boards + [tracker]:
             process.stop()
 
+    from edgetvm.schedules.database import scan_database
+
+    records = len(scan_database(db).record_lines)
     tuned = edgetvm.compile(model, "host", input_shapes=shapes, num_threads=threads, tuning_db=db)
     default = edgetvm.compile(model, "host", input_shapes=shapes, num_threads=threads)
     options = ort.SessionOptions()
@@ -100,12 +114,12 @@ def bench_model(name: str, trials: int, db_root: Path, threads: int, servers: in
         "model": name,
         "threads": threads,
         "trial_budget": trials,
-        "trials_measured": report.trials,
-        "records_before": report.records_at_start,
-        "records_after": report.records_at_start + report.records_added,
+        "trials_measured": reports[0].trials if reports else None,
+        "stopped_early": stopped_early,
+        "records_in_database": records,
         "tuning_wall_s": round(tune_seconds, 1),
         "tuned_kernels": len(tuned.report.details["tuning"]["tuned_kernels"]),
-        "kernels": len(report.tasks),
+        "kernels": sum(1 for name in tuned.report.details["schedules"]["kernels"]),
         "tuned_ms": ms["tuned"],
         "default_ms": ms["default"],
         "onnxruntime_ms": ms["onnxruntime"],
@@ -114,15 +128,16 @@ def bench_model(name: str, trials: int, db_root: Path, threads: int, servers: in
         "tuned_over_default": ms["tuned"] / ms["default"],
         "max_rel_error_tuned": errors["tuned"],
         "max_rel_error_default": errors["default"],
-        "tuning_estimate_ms": None if report.model_seconds is None else report.model_seconds * 1e3,
+        "tuning_estimate_ms": (reports[0].model_seconds * 1e3 if reports and reports[0].model_seconds is not None
+                               else None),
     }
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'model':<14} {'trials':>7} {'tune s':>7} {'tuned ms':>9} {'default ms':>10} {'ort ms':>8} "
+    lines = [f"{'model':<14} {'records':>7} {'tune s':>7} {'tuned ms':>9} {'default ms':>10} {'ort ms':>8} "
              f"{'tuned/ort':>9} {'default/ort':>11} {'tuned/default':>13} {'err':>8}"]
     for r in rows:
-        lines.append(f"{r['model']:<14} {r['trials_measured']:>7} {r['tuning_wall_s']:>7.0f} {r['tuned_ms']:>9.2f} "
+        lines.append(f"{r['model']:<14} {r['records_in_database']:>7} {r['tuning_wall_s']:>7.0f} {r['tuned_ms']:>9.2f} "
                      f"{r['default_ms']:>10.2f} {r['onnxruntime_ms']:>8.2f} {r['tuned_over_onnxruntime']:>9.2f} "
                      f"{r['default_over_onnxruntime']:>11.2f} {r['tuned_over_default']:>13.2f} "
                      f"{max(r['max_rel_error_tuned'], r['max_rel_error_default']):>8.1e}")

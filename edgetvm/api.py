@@ -235,9 +235,10 @@ def tune(model, target: str | dict = "host", *, tracker: str, key: str, trials: 
     num_threads = compile_options.get("num_threads") or 1
     # The default schedules are timed too: compiling with ``db`` keeps them where they win.
     defaults = {gv.name_hint: f for gv, f in compiled.scheduled.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    options = {"defaults": defaults, **(tune_options or {})}
     return tune_module(compiled.unscheduled, compiled.target, tracker=tracker, key=key, trials=trials, db_dir=db,
                        salvage=salvage, wait_lock=wait_lock, candidate_timeout=candidate_timeout,
-                       num_threads=num_threads, defaults=defaults, progress=progress, **(tune_options or {}))
+                       num_threads=num_threads, progress=progress, **options)
 
 
 def load(path: str | os.PathLike, *, num_threads: int | None = None, emulate: bool = False) -> Runner:

@@ -36,7 +36,7 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
                         help="skip the exact graph rewrites (batch-norm / scale-shift folding, activation canonicalisation)")
     parser.add_argument("--prune", type=float, default=None, metavar="RATIO",
                         help="prune this fraction of each layer's channels first (lossy; see `edgetvm prune`)")
-    parser.add_argument("--prune-criterion", default="l1", choices=["l1", "bn_gamma", "activation"], help="channel ranking for --prune")
+    parser.add_argument("--prune-criterion", default="l1", choices=["l1", "bn_gamma", "activation", "reconstruction"], help="channel ranking for --prune")
     parser.add_argument("--prune-calib", default=None, metavar="DIR",
                         help="calibration inputs (.npy or images) for --prune's least-squares recovery")
     parser.add_argument("--quantize", default=None, choices=["int8"],
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "only channels whose output is constant, lossless)")
     p.add_argument("--layer-ratio", action="append", metavar="PATTERN=FRACTION",
                    help="ratio for the layers whose weight name matches PATTERN (fnmatch; repeatable)")
-    p.add_argument("--criterion", default="l1", choices=["l1", "bn_gamma", "activation"], help="how channels are ranked")
+    p.add_argument("--criterion", default="l1", choices=["l1", "bn_gamma", "activation", "reconstruction"], help="how channels are ranked")
     p.add_argument("--calib", default=None, metavar="DIR", help="calibration inputs (.npy or images) for "
                    "least-squares recovery of the layers after each pruned one")
     p.add_argument("--no-recover", action="store_true", help="skip the least-squares recovery")

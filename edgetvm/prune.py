@@ -218,14 +218,17 @@ def prune_model(model, ratio=0.3, *, criterion="l1", calibration=None, recover: 
         samples = load_calibration(calibration, imported.inputs)
         result = prune_function(imported.mod["main"], config, evaluate=evaluate, calibration=samples, recover=recover)
         return PrunedModel(None, result, imported.inputs, ["not ONNX: no pruned ONNX written"])
-    from .frontends.onnx import read_onnx
+    from .frontends.onnx import prepare_onnx
 
-    proto, source = read_onnx(model)
-    func, weights, inputs = import_onnx_named(proto, source, input_shapes)
+    # The frontend's exact ONNX-level rewrites first (weights given as inputs, DequantizeLinear of
+    # constant weights folded to float32, inference Dropout, static shapes): the pruned ONNX is that
+    # prepared float model, which onnxruntime and training frameworks load.
+    proto, source, shapes, notes = prepare_onnx(model, input_shapes)
+    func, weights, inputs = import_onnx_named(proto, source, shapes)
     samples = load_calibration(calibration, inputs)
     result = prune_function(func, config, weights=weights, evaluate=evaluate, calibration=samples, recover=recover)
     pruned = write_pruned_onnx(proto, result, source)
-    return PrunedModel(pruned, result, inputs)
+    return PrunedModel(pruned, result, inputs, list(notes))
 
 
 def import_onnx_named(proto: onnx.ModelProto, source: str, input_shapes: dict | None = None):
@@ -259,7 +262,8 @@ def import_onnx_named(proto: onnx.ModelProto, source: str, input_shapes: dict | 
         raise ModelLoadError(f"{source}: the importer returned {len(params)} weights for {len(weight_params)} weight "
                              f"parameters")
     weights = {str(p.name): v.numpy() for p, v in zip(weight_params, params)}
-    inputs = [TensorSpec(str(p.name), tuple(int(d) for d in p.ty.shape), str(p.ty.dtype)) for p in func.params[:num_input]]
+    inputs = [TensorSpec(str(p.name), tuple(int(d) for d in p.ty.shape), str(p.ty.dtype))
+              for p in func.params[:num_input]]
     attrs = {k: v for k, v in func.attrs.items() if k != "params"}
     import tvm
     from tvm import relax
@@ -298,11 +302,24 @@ def write_pruned_onnx(proto: onnx.ModelProto, result: PruneResult, source: str =
     _fix_channel_splits(model, result, original_shapes, source)
     _fix_reshapes(model, original_shapes, source)
     del graph.value_info[:]
+    _complete_output_types(model)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise UnsupportedModelError(f"{source}: the pruned ONNX does not validate: {first_line(exc)}") from None
     return model
+
+
+def _complete_output_types(model: onnx.ModelProto) -> None:
+    """Give graph outputs declared without a shape the inferred one (the checker requires a shape)."""
+    missing = [o for o in model.graph.output if not o.type.tensor_type.HasField("shape")]
+    if not missing:
+        return
+    inferred = onnx.shape_inference.infer_shapes(model)
+    known = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for out in missing:
+        if out.name in known and known[out.name].type.tensor_type.HasField("shape"):
+            out.type.CopyFrom(known[out.name].type)
 
 
 def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
@@ -373,7 +390,8 @@ def _fold_offsets(model: onnx.ModelProto, result: PruneResult, inits: dict, sour
         offset_init = f"{consumer.leaf}.prune_offset"
         graph.initializer.append(numpy_helper.from_array(offset, offset_init))
         index = list(graph.node).index(node)
-        graph.node.insert(index + 1, helper.make_node("Add", [raw, offset_init], [out], name=f"{node.name}.prune_offset"))
+        graph.node.insert(index + 1, helper.make_node("Add", [raw, offset_init], [out],
+                                                      name=f"{node.name}.prune_offset"))
 
 
 def _fix_reshapes(model: onnx.ModelProto, original_shapes: dict, source: str) -> None:

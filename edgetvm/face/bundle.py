@@ -30,7 +30,7 @@ from ..errors import ArtifactError, CompileError, InputError
 from ..targets import resolve_target
 from .detect import RETINAFACE_MEAN_BGR, Face
 from .image import write_ppm
-from .networks import RECOGNIZER_SIZE, YUNET_SIZE, compile_network, network
+from .networks import RECOGNIZER_SIZE, YUNET_SIZE, compile_network, network, options_for
 from .pipeline import DEFAULT_THRESHOLDS
 
 C_DIR = Path(__file__).resolve().parent / "c"
@@ -53,8 +53,12 @@ class BundleSpec:
     num_threads: int | None = None
 
     def to_json(self) -> dict:
-        options = {k: (v if isinstance(v, (str, int, float, bool, type(None))) else repr(v))
-                   for k, v in self.compile_options.items()}
+        def plain(value):
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+
+        options = plain(self.compile_options)
         return {"target": self.target, "detector": self.detector, "recognizer": self.recognizer,
                 "detector_size": list(self.detector_size), "score_threshold": self.score_threshold,
                 "nms_threshold": self.nms_threshold, "max_faces": self.max_faces, "threshold": self.threshold,
@@ -123,9 +127,11 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        detector = compile_network(det_net, spec.detector_size, spec.target, spec.compile_options, spec.num_threads)
+        detector = compile_network(det_net, spec.detector_size, spec.target,
+                                   options_for(spec.compile_options, "detector"), spec.num_threads)
         detector.export(tmp / "detector.so", standalone=True)
-        recognizer = compile_network(rec_net, RECOGNIZER_SIZE, spec.target, spec.compile_options, spec.num_threads)
+        recognizer = compile_network(rec_net, RECOGNIZER_SIZE, spec.target,
+                                     options_for(spec.compile_options, "recognizer"), spec.num_threads)
         recognizer.export(tmp / "recognizer.so", standalone=True)
         embedding_size = int(np.prod(recognizer.outputs[0].shape))
         for name in ("face_proc.c", "face_proc.h", "face_demo.c"):

@@ -33,7 +33,10 @@ def _add_network_options(p: argparse.ArgumentParser, engine: bool = True) -> Non
     p.add_argument("--no-fuse", action="store_true", help="compile without edgetvm's exact graph rewrites")
     p.add_argument("--quantize", default=None, metavar="MODE",
                    help="compile the networks quantized (e.g. int8; calibrated on the bundled face images)")
-    p.add_argument("--prune", default=None, metavar="SPEC", help="compile the networks pruned (passed to edgetvm.compile)")
+    p.add_argument("--prune", default=None, metavar="SPEC",
+                   help="compile the networks pruned: a fraction of channels (0.25) or JSON {layer pattern: fraction}")
+    p.add_argument("--only", default=None, choices=["detector", "recognizer"],
+                   help="apply --quantize/--prune to this network only")
     if engine:
         p.add_argument("--engine", default="edgetvm", choices=["edgetvm", "onnxruntime"],
                        help="run the networks compiled by edgetvm (default) or in onnxruntime (reference)")
@@ -54,6 +57,11 @@ def compile_options(args: argparse.Namespace) -> dict:
             except json.JSONDecodeError:
                 raise InputError(f"--prune {args.prune!r}: give a fraction of channels (0.25) or a JSON object "
                                  f"{{layer pattern: fraction}}") from None
+    if args.only:
+        lossy = {k: options.pop(k) for k in ("quantize", "prune") if k in options}
+        if not lossy:
+            raise InputError("--only names the network --quantize or --prune applies to; give one of them")
+        options[args.only] = lossy
     return options
 
 

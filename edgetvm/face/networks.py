@@ -84,6 +84,18 @@ def recognizer_input(net: Network, crop: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def options_for(options: dict | None, role: str) -> dict:
+    """The compile options of the ``role`` network: the shared keys of ``options``, overridden by
+    ``options[role]`` when that is a dict (``{"recognizer": {"quantize": "int8"}}`` quantizes only
+    the recognizer)."""
+    options = dict(options or {})
+    shared = {k: v for k, v in options.items() if k not in ("detector", "recognizer")}
+    specific = options.get(role) or {}
+    if not isinstance(specific, dict):
+        raise InputError(f"compile options for the {role}: expected a dict, got {type(specific).__name__}")
+    return {**shared, **specific}
+
+
 def freeze_options(options: dict | None) -> tuple:
     """A hashable key for compile options (calibration data is keyed by identity)."""
     items = []
@@ -204,6 +216,7 @@ def edgetvm_engine(net: Network, size: tuple[int, int], target="host", compile_o
 
 def make_engine(engine: str, net: Network, size: tuple[int, int], compile_options: dict | None = None,
                 num_threads: int | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+    compile_options = options_for(compile_options, net.role)
     if engine == "edgetvm":
         return edgetvm_engine(net, size, "host", compile_options, num_threads)
     if engine == "onnxruntime":

@@ -70,7 +70,9 @@ class FacePipeline:
     ``detector``: "retinaface" (default) or "yunet" (fixed 640x640). ``detector_size``: (W, H) of the
     RetinaFace input the image is letterboxed into. ``engine``: "edgetvm" (compiled for the host) or
     "onnxruntime" (the reference). ``compile_options`` go to ``edgetvm.compile`` unchanged
-    (``quantize``, ``calibration``, ``prune``, ...).
+    (``quantize``, ``calibration``, ``prune``, ``fuse``, ...); keys ``"detector"`` / ``"recognizer"``
+    holding dicts apply to that network only. Quantizing or pruning without ``calibration``
+    calibrates on real faces (``networks.face_calibration``).
     """
 
     def __init__(self, detector: str = "retinaface", recognizer: str = "sface", *,

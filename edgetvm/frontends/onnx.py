@@ -270,6 +270,27 @@ def prepare_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None, 
     return proto, source, shapes, notes
 
 
+def _static_shape(expr) -> tuple[int, ...] | None:
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    if shape is None or not all(hasattr(d, "value") for d in shape):
+        return None
+    return tuple(int(d.value) for d in shape)
+
+
+def check_unidirectional_broadcast(operand, data, where: str, what: str) -> None:
+    """ONNX's one-way broadcast: ``operand``'s dims, right-aligned, are each 1 or ``data``'s dim.
+
+    TVM's converters trust this and build ops that only fail when lowered (a bare assertion in
+    TOPI), far from the node; a corrupt model is told here instead.
+    """
+    small, big = _static_shape(operand), _static_shape(data)
+    if small is None or big is None:
+        return
+    if len(small) > len(big) or any(s not in (1, b) for s, b in zip(reversed(small), reversed(big))):
+        raise ModelLoadError(f"{where}: {what} of shape {list(small)} does not broadcast to the input's shape "
+                             f"{list(big)}; the model is malformed")
+
+
 def node_tracking_importer(shapes: dict[str, tuple[int, ...]]):
     """TVM's ONNX graph importer, remembering in ``.current`` the (op, node) it converts."""
     from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
@@ -279,6 +300,8 @@ def node_tracking_importer(shapes: dict[str, tuple[int, ...]]):
 
         def _convert_operator(self, op_name, inputs, attrs, opset):
             self.current = (op_name, attrs.get("tvm_custom", {}).get("name", ""))
+            if op_name == "PRelu" and len(inputs) == 2:
+                check_unidirectional_broadcast(inputs[1], inputs[0], f"PRelu node {self.current[1]!r}", "slope")
             return super()._convert_operator(op_name, inputs, attrs, opset)
 
     return NodeTrackingImporter({k: list(v) for k, v in shapes.items()}, "float32", keep_params_in_input=False)
@@ -303,6 +326,8 @@ def convert_to_relax(proto: onnx.ModelProto, source: str, shapes: dict[str, tupl
             return importer.from_onnx(proto.graph, onnx_opset(proto))
     except Exception as exc:  # noqa: BLE001 - TVM raises AssertionError/ValueError/RuntimeError
         discard_builder(getattr(importer, "bb", None))
+        if isinstance(exc, ModelLoadError):  # our own checks between TVM's converters
+            raise ModelLoadError(f"{source}: {exc}") from None
         reason = tvm_reason(exc)
         if isinstance(exc, CONVERTER_CODE_ERRORS):
             # The converter's own code tripped over the node; its Python error means nothing to the user.

@@ -20,7 +20,7 @@ CONVERTER_CODE_ERRORS = (AttributeError, TypeError, IndexError, KeyError, ZeroDi
 
 _CHECK_FAILED = re.compile(r"^(?:\w+Error: )?Check failed: (?:\(.*?\) is false: ?|.*?: )?")
 _TIR_INT = re.compile(r"\bT\.u?int(?:8|16|32|64)\((-?\d+)\)")
-_IR_OP = re.compile(r'In ir\.Op\(.*?name="([\w.]+)".*?support_level=\d+\), ')
+_IR_OP = re.compile(r'(?:In )?ir\.Op\(.*?name="([\w.]+)".*?support_level=\d+\)[,:]?\s*')
 
 
 def tvm_reason(exc: BaseException) -> str:

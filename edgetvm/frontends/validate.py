@@ -39,6 +39,18 @@ def check_convs(proto: onnx.ModelProto, source: str) -> None:
     for node in proto.graph.node:
         if node.op_type == "Conv":
             _check_conv(node, initializers, source)
+        elif node.op_type == "BatchNormalization":
+            _check_batch_norm(node, initializers, source)
+
+
+def _check_batch_norm(node: onnx.NodeProto, initializers: dict[str, TensorProto], source: str) -> None:
+    """scale, B, mean and var are vectors of one length (the channels); TVM's converter assumes it."""
+    params = [initializers.get(name) for name in node.input[1:5]]
+    lengths = {tuple(p.dims) for p in params if p is not None}
+    if any(len(dims) != 1 for dims in lengths) or len(lengths) > 1:
+        shapes = {p.name: list(p.dims) for p in params if p is not None}
+        raise ModelLoadError(f"{source}: BatchNormalization node {node.name!r}: scale, bias, mean and variance must "
+                             f"be vectors of the channel count, got {shapes}")
 
 
 def _check_initializer(init: TensorProto, source: str) -> None:
@@ -125,6 +137,10 @@ def _check_conv(node: onnx.NodeProto, initializers: dict[str, TensorProto], sour
         if out_channels % group:
             raise ModelLoadError(f"{where}: group {group} does not divide the {out_channels} output channels "
                                  f"of weight {weight.name!r}")
+        bias = initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if bias is not None and list(bias.dims) != [out_channels]:
+            raise ModelLoadError(f"{where}: bias {bias.name!r} has shape {list(bias.dims)}; it must be "
+                                 f"[{out_channels}], one value per output channel of weight {weight.name!r}")
         kernel = _ints(node, "kernel_shape")
         if kernel is not None and list(kernel) != list(weight.dims[2:]):
             raise ModelLoadError(f"{where}: kernel_shape {kernel} does not match weight {weight.name!r} "

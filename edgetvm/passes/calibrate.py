@@ -37,11 +37,19 @@ class RangeObserver:
     lo: float = np.inf
     hi: float = -np.inf
     samples: list[np.ndarray] = field(default_factory=list)
+    channel_sum: np.ndarray | None = None
+    channel_count: int = 0
 
     def update(self, value: np.ndarray, rng: np.random.Generator, keep_samples: bool) -> None:
-        flat = np.asarray(value, dtype=np.float32).ravel()
+        value = np.asarray(value, dtype=np.float32)
+        flat = value.ravel()
         if flat.size == 0:
             return
+        if value.ndim >= 2:
+            # Per-channel (axis 1) sums: the means feed the bias correction of quantize_annotate.
+            moved = np.moveaxis(value, 1, 0).reshape(value.shape[1], -1)
+            self.channel_sum = moved.sum(axis=1, dtype=np.float64) + (0 if self.channel_sum is None else self.channel_sum)
+            self.channel_count += moved.shape[1]
         self.lo = min(self.lo, float(flat.min()))
         self.hi = max(self.hi, float(flat.max()))
         if keep_samples:
@@ -199,8 +207,10 @@ def _image_to_input(image: np.ndarray, shape) -> np.ndarray:
 
 
 def collect_ranges(mod: tvm.IRModule, taps: list[relax.Var], samples: list[list[np.ndarray]],
-                   mode: str = "minmax", percentile: float = 99.99, seed: int = 0) -> dict[relax.Var, tuple[float, float]]:
-    """Run the float ``mod`` on every sample on the host and return ``tap -> (lo, hi)``."""
+                   mode: str = "minmax", percentile: float = 99.99, seed: int = 0,
+                   channel_means: dict | None = None) -> dict[relax.Var, tuple[float, float]]:
+    """Run the float ``mod`` on every sample on the host and return ``tap -> (lo, hi)``;
+    ``channel_means`` (optional) receives ``tap -> mean over everything but axis 1``."""
     if mode not in MODES:
         raise InputError(f"calibration_mode {mode!r}: choose one of {', '.join(MODES)}")
     from ..backends.vm import build_vm
@@ -221,4 +231,8 @@ def collect_ranges(mod: tvm.IRModule, taps: list[relax.Var], samples: list[list[
         values = list(result)[num_outputs:]
         for observer, value in zip(observers, values):
             observer.update(value.numpy(), rng, keep_samples=mode != "minmax")
+    if channel_means is not None:
+        for tap, observer in zip(taps, observers):
+            if observer.channel_sum is not None:
+                channel_means[tap] = observer.channel_sum / max(observer.channel_count, 1)
     return {tap: observer.range(mode, percentile) for tap, observer in zip(taps, observers)}

@@ -743,8 +743,9 @@ class _Analyzer:
         size = self.deps.tensors[src].shape[1]
         start = begin[i] % size if begin[i] < 0 else min(begin[i], size)
         if strides[i] != 1:
-            self.block(src, 1, "strided_slice with a step on the channel axis: kept channels would not stay evenly spaced")
-            self.block(key, 1, "strided_slice with a step on the channel axis: kept channels would not stay evenly spaced")
+            reason = "strided_slice with a step on the channel axis: kept channels would not stay evenly spaced"
+            self.block(src, 1, reason)
+            self.block(key, 1, reason)
             return
         self.tie_offset(key, 1, src, 1, start, strides[i])
         self.deps.channel_slices.append((src, key, start))

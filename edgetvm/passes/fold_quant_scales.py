@@ -28,7 +28,8 @@ from tvm import relax
 
 from .quantize_fixed_point import quantize_multiplier, quantize_multipliers
 from .quantize_kernels import (int8_add_requantize, int8_conv2d_dequantize, int8_conv2d_requantize,
-                               int8_dense_dequantize, int8_dense_requantize, int8_requantize_tensor)
+                               int8_dense_dequantize, int8_dense_requantize, int8_requantize_tensor,
+                               int8_weight_dense)
 
 # FuseOps must leave the integer kernels whole: edgetvm.schedules.int8 schedules them as written.
 OPAQUE_PATTERN = 8
@@ -266,6 +267,36 @@ class _Folder(relax.PyExprMutator):
         return name in ("relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.nn.prelu") and \
             self._feeds_quantize(users[0])
 
+    def _fold_weight_only_dense(self, call: relax.Call):
+        """``matmul(x_float, dequantize(W_q[K, M], axis=1)) [+ b]``: int8 weights, float arithmetic."""
+        var = self._binding_var
+        value = call
+        bias = None
+        if _op_name(call) == "relax.add":
+            lhs, rhs = call.args
+            bias = self._static(rhs) if self._static(rhs) is not None else self._static(lhs)
+            if bias is None:
+                raise _Decline("add is not a constant bias")
+            value = self._producer(lhs if self._static(rhs) is not None else rhs)
+        elif var is not None:
+            users = self.users.get(var, [])
+            if len(users) == 1 and _op_name(self.bindings[users[0]]) == "relax.add" and \
+                    any(self._static(a) is not None for a in self.bindings[users[0]].args):
+                raise _Decline("the bias add after it is folded instead")
+        if _op_name(value) != "relax.matmul" or value.args[0].ty.ndim != 2 or \
+                str(value.args[0].ty.dtype) != "float32":
+            raise _Decline("not a 2-D float matmul")
+        if _op_name(self._producer(value.args[0], single_use=False)) == "relax.dequantize":
+            raise _Decline("integer input: the integer rules handle it")
+        w_q, w_scale = self._dequantize_weight(value.args[1], 1)
+        channels = w_scale.size
+        bias = np.zeros(channels) if bias is None else bias.astype(np.float64).reshape(-1)
+        self.report.count("dense_weight_only")
+        return self.builder_.call_te(
+            int8_weight_dense, self.visit_expr(value.args[0]), relax.const(np.ascontiguousarray(w_q)),
+            relax.const(w_scale.astype(np.float32)), relax.const(bias.astype(np.float32)),
+            primfunc_name_hint="int8_weight_dense", primfunc_attrs=KERNEL_ATTRS)
+
     def _fold_linear_float_output(self, call: relax.Call):
         """``conv2d|matmul(dequantize(q_x), dequantize(W_q)) [+ b]`` whose result only float ops use:
         integer accumulation, float output ``float(acc) s_x s_w``."""
@@ -348,10 +379,11 @@ class _Folder(relax.PyExprMutator):
                     reasons.append(f"{rule.__name__[6:]}: {why}")
             self.report.declined.append("; ".join(reasons))
         elif name in ("relax.nn.conv2d", "relax.matmul", "relax.add"):
-            try:
-                return self._fold_linear_float_output(call)
-            except _Decline:
-                pass  # not an integer-input chain, or the requantizing rule takes it
+            for rule in (self._fold_linear_float_output, self._fold_weight_only_dense):
+                try:
+                    return rule(call)
+                except _Decline:
+                    pass  # not an integer-input chain, or the requantizing rule takes it
         return super().visit_call_(call)
 
 

@@ -49,7 +49,7 @@ def float_ops(mod: tvm.IRModule) -> dict[str, int]:
             value = binding.value
             if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
                 name = value.op.name
-                if name in ("relax.quantize", "relax.dequantize"):
+                if name in ("relax.quantize", "relax.dequantize", "relax.call_tir"):  # call_tir: int8 kernels
                     continue
                 ty = binding.var.ty
                 if isinstance(ty, relax.TensorType) and str(ty.dtype).startswith("float"):
@@ -111,8 +111,9 @@ def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
     weights_fp32 = sum(constant_bytes(mod).values())
     mod = relax.transform.FoldConstant()(mod)
     plan = plan_quantization(mod["main"])
-    ranges = collect_ranges(mod, plan.tensors_to_calibrate(), samples, mode, percentile)
-    mod = quantize_annotate(plan, ranges)(mod)
+    means: dict = {}
+    ranges = collect_ranges(mod, plan.tensors_to_calibrate(), samples, mode, percentile, channel_means=means)
+    mod = quantize_annotate(plan, ranges, means)(mod)
     mod, report = fold_qdq(mod)
     report.update({
         "scheme": "int8: activations per-tensor asymmetric int8, weights per-channel symmetric int8, int32 bias",

@@ -13,6 +13,8 @@ first (``W' = W k``, ``b' = (b - mean) k + beta``, ``k = gamma / sqrt(var + eps)
 
 * activations per tensor, asymmetric int8 from the calibrated [lo, hi] (``activation_qparams``),
 * weights per output channel, symmetric int8 (``quantize_weight_per_channel``).
+* a final matmul (one no other chain reads: the classifier or embedding layer) keeps a float
+  input, int8 weights only: its long input vector loses the most to a per-tensor scale.
 
 ``FoldQuantScales`` then turns each chain into one integer kernel. Everything else stays float
 between a dequantize and a quantize. The error this pass introduces is what the face-model tests
@@ -186,8 +188,9 @@ def _fold_batch_norm(weight: np.ndarray, bias: np.ndarray, bn: relax.Call) -> tu
 
 @relax.expr_functor.mutator
 class _Annotator(relax.PyExprMutator):
-    def __init__(self, mod, plan: QuantPlan, ranges: dict):
+    def __init__(self, mod, plan: QuantPlan, ranges: dict, channel_means: dict | None = None):
         super().__init__(mod)
+        self.channel_means = channel_means or {}
         self.by_tail = {chain.tail: chain for chain in plan.chains}
         self.ranges = ranges
         # A chain whose output no other chain reads keeps a float output (detector heads, the
@@ -202,13 +205,43 @@ class _Annotator(relax.PyExprMutator):
         return self.builder_.emit(relax.op.dequantize(q, scale, zero, axis=1, out_dtype="float32"))
 
     def _weight(self, weight: np.ndarray, axis: int) -> relax.Expr:
-        q, scale = quantize_weight_per_channel(weight, axis)
+        q, scale = self._quantized_weight(weight, axis)
         zeros = np.zeros(scale.shape, dtype=np.int8)
         return self.builder_.emit(relax.op.dequantize(relax.const(q), relax.const(scale), relax.const(zeros),
                                                       axis=axis, out_dtype="float32"))
 
+    @staticmethod
+    def _quantized_weight(weight: np.ndarray, axis: int):
+        return quantize_weight_per_channel(weight, axis)
+
+    def _bias_correction(self, chain: QuantChain, weight: np.ndarray) -> np.ndarray:
+        """``E[(W_q - W) x]`` per output channel from the calibrated input means (Nagel et al., "Data-Free
+        Quantization Through Weight Equalization and Bias Correction", ICCV 2019): the mean shift the
+        rounded weights add, subtracted from the bias. Padding is ignored (interior positions)."""
+        means = self.channel_means.get(chain.inputs[0])
+        if means is None:
+            return 0.0
+        axis = 0 if chain.kind == "conv2d" else 1
+        q, scale = self._quantized_weight(weight, axis)
+        shape = [1] * weight.ndim
+        shape[axis] = -1
+        error = q.astype(np.float64) * scale.astype(np.float64).reshape(shape) - weight
+        if chain.kind == "matmul":
+            return means @ error if means.size == error.shape[0] else 0.0
+        groups = int(chain.anchor.attrs.groups)
+        oc, icg = error.shape[:2]
+        if means.size != icg * groups:
+            return 0.0
+        per_group = means.reshape(groups, icg)
+        x_mean = np.repeat(per_group, oc // groups, axis=0)  # (oc, icg): the input channels each output reads
+        return np.einsum("ocrs,oc->o", error, x_mean)
+
     def _emit_chain(self, chain: QuantChain) -> relax.Expr:
-        inputs = [self._qdq(self.visit_expr(v), v) for v in chain.inputs]
+        if chain.kind == "matmul" and chain.tail not in self.consumed:
+            # The classifier/embedding layer: weight-only int8 (see quantize_kernels.int8_weight_dense).
+            inputs = [self.visit_expr(v) for v in chain.inputs]
+        else:
+            inputs = [self._qdq(self.visit_expr(v), v) for v in chain.inputs]
         anchor = chain.anchor
         if chain.kind == "add":
             out = self.builder_.emit(relax.op.add(*inputs))
@@ -218,6 +251,9 @@ class _Annotator(relax.PyExprMutator):
             bias = chain.bias if chain.bias is not None else np.zeros(channels)
             if chain.batch_norm is not None:
                 weight, bias = _fold_batch_norm(weight, bias, chain.batch_norm)
+            correction = self._bias_correction(chain, weight)
+            if np.any(correction != 0.0):
+                bias = bias - correction
             if chain.kind == "conv2d":
                 a = anchor.attrs
                 out = self.builder_.emit(relax.op.nn.conv2d(
@@ -227,7 +263,7 @@ class _Annotator(relax.PyExprMutator):
             else:
                 out = self.builder_.emit(relax.op.matmul(inputs[0], self._weight(weight, 1)))
                 bias_shape = (1, channels)
-            if chain.bias is not None or chain.batch_norm is not None:
+            if chain.bias is not None or chain.batch_norm is not None or np.any(bias != 0.0):
                 out = self.builder_.emit(relax.op.add(out, relax.const(bias.reshape(bias_shape).astype(np.float32))))
         act = chain.activation
         if act is not None:
@@ -244,12 +280,13 @@ class _Annotator(relax.PyExprMutator):
         self.set_var_remap(binding.var, new)
 
 
-def quantize_annotate(plan: QuantPlan, ranges: dict) -> tvm.transform.Pass:
-    """The pass: insert calibrated QDQ around ``plan``'s chains in ``main`` (lossy, see module doc)."""
+def quantize_annotate(plan: QuantPlan, ranges: dict, channel_means: dict | None = None) -> tvm.transform.Pass:
+    """The pass: insert calibrated QDQ around ``plan``'s chains in ``main`` (lossy, see module doc);
+    with ``channel_means`` (calibrated per-channel input means) the biases get bias correction."""
 
     @tvm.transform.module_pass(opt_level=0, name="QuantizeAnnotate")
     def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        annotator = _Annotator(mod, plan, ranges)
+        annotator = _Annotator(mod, plan, ranges, channel_means)
         gvar = mod.get_global_var("main")
         annotator.builder_.update_func(gvar, annotator.visit_expr(mod["main"]))
         mod = annotator.builder_.get()

@@ -168,6 +168,20 @@ def int8_dense_dequantize(x: te.Tensor, w_t: te.Tensor, bias: te.Tensor, out_sca
                                  pair_products=pair_products, out_scale=out_scale)
 
 
+def int8_weight_dense(x: te.Tensor, w_t: te.Tensor, w_scale: te.Tensor, bias: te.Tensor) -> te.Tensor:
+    """Weight-only int8 dense: ``y[n, m] = s_w[m] sum_k x[n, k] float(q_wT[k, m]) + b[m]``, float input.
+
+    For the classifier/embedding layer, whose long input vector (SFace: 50176 values) would lose the
+    most to one per-tensor activation scale; its weights still shrink 4x.
+    """
+    n_, k_ = (int(d) for d in x.shape)
+    m_ = int(w_t.shape[1])
+    rk = te.reduce_axis((0, k_), name="rk")
+    acc = te.compute((n_, m_), lambda n, m: te.sum(x[n, rk] * w_t[rk, m].astype("float32"), axis=rk),
+                     name="int8_dense_acc")
+    return te.compute((n_, m_), lambda n, m: acc[n, m] * w_scale[m] + bias[m], name="int8_requantize")
+
+
 # TFLite's int8 ADD: both inputs are brought to a common scale with 20 bits of headroom first, so
 # each rescale keeps the rounding error far below one output step.
 ADD_LEFT_SHIFT = 20

@@ -192,18 +192,16 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
     sch.reorder(*order)
 
     sch.reverse_compute_at(tail, tile_loop, preserve_unit_loops=True)
-    # Loop kinds first: decompose_reduction copies them onto the init block's loops.
+    # Loop kinds first, decompose_reduction last: vectorize and parallel need the update block to
+    # still carry its init, and decompose_reduction copies the kinds onto the init block's loops.
     for lp in unrolled_reduction + ([w_i] if w_i is not None else []) + [c_v]:
         sch.unroll(lp)
     sch.vectorize(c_l)
-    sch.decompose_reduction(main, reduction[0])
-    sch.set_scope(main, 0, "local")
 
-    depth = len(tile_loops)
     # The tail reads the accumulators: its tile loops are unrolled too, so every accumulator index
     # is a constant and LLVM keeps the whole tile in registers (one variable index would leave the
     # tile in stack memory, with a load and a store around every FMA).
-    tail_inner = sch.get_loops(tail)[depth:]
+    tail_inner = sch.get_loops(tail)[len(tile_loops):]
     if tail_inner:
         last = tail_inner[-1]
         extent = int(sch.get(last).extent)
@@ -217,14 +215,15 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
         for lp in tail_inner:
             sch.unroll(lp)
 
-    parallel_loops = tile_loops
     if config.parallel:
         total = 1
         for e in kernel.extents[: len(kernel.spatial)]:
             total *= e
         if total >= PARALLEL_MIN_ELEMENTS:
-            fused = sch.fuse(*parallel_loops) if len(parallel_loops) > 1 else parallel_loops[0]
-            sch.parallel(fused)
+            sch.parallel(sch.fuse(*tile_loops) if len(tile_loops) > 1 else tile_loops[0])
+
+    sch.decompose_reduction(main, reduction[0])
+    sch.set_scope(main, 0, "local")
 
     for block in padded:
         _schedule_spatial_block(sch, block, config)

@@ -40,10 +40,9 @@ def int16_lanes(target: ResolvedTarget) -> int:
 
 
 def _vector_width(extent: int, lanes: int) -> int:
-    for width in (lanes, lanes // 2, lanes // 4):
-        if width >= 2 and extent % width == 0:
-            return width
-    return extent if extent <= lanes else 1
+    """The widest divisor of ``extent`` up to ``2 * lanes`` (a 14-wide row is one 8+4+2 vector
+    group, better than seven 2-wide ones)."""
+    return max(d for d in range(1, min(extent, 2 * lanes) + 1) if extent % d == 0)
 
 
 def _extent(sch: s_tir.Schedule, loop) -> int:
@@ -60,16 +59,31 @@ def _schedule_accumulate(sch: s_tir.Schedule, acc_name: str, lanes: int, paralle
         outer, vec = sch.split(inner, [None, width])
     else:
         outer, vec = inner, None
+    # Register tile over output channels: each loaded input vector feeds ``block`` accumulators.
+    channel_loop = loops[1]
+    channels = _extent(sch, channel_loop)
+    block = next(b for b in (4, 2, 1) if channels % b == 0)
+    if block > 1 and acc_name == CONV_ACC and len(loops) == 4:
+        c_o, c_i = sch.split(channel_loop, [None, block])
+        sch.reorder(c_o, loops[2], outer, c_i)
+    else:
+        c_i = None
     sch.compute_at(acc, outer)
     sch.set_scope(acc, 0, "local")
     block = sch.get(acc)
-    num_reduction = sum(1 for iv in block.iter_vars if iv.iter_type == tirx.IterVar.CommReduce)
+    # compute_at creates no loop for a unit axis (the kh, kw of a 1x1 conv).
+    num_reduction = sum(1 for iv in block.iter_vars
+                        if iv.iter_type == tirx.IterVar.CommReduce and int(iv.dom.extent) > 1)
     acc_loops = sch.get_loops(acc)
     reduction = list(acc_loops[len(acc_loops) - num_reduction:])
-    spatial = [lp for lp in acc_loops[len(sch.get_loops(req)):len(acc_loops) - num_reduction]
-               if width > 1 and _extent(sch, lp) == width][-1:]
-    if spatial and reduction:
-        sch.reorder(*reduction, spatial[0])
+    outer_depth = len(sch.get_loops(req)) - (1 if vec is not None else 0) - (1 if c_i is not None else 0)
+    acc_spatial = list(acc_loops[outer_depth:len(acc_loops) - num_reduction])
+    spatial = [lp for lp in acc_spatial if width > 1 and _extent(sch, lp) == width][-1:]
+    tile = [lp for lp in acc_spatial if c_i is not None and _extent(sch, lp) == block and lp not in spatial][:1]
+    if reduction and (spatial or tile):
+        sch.reorder(*reduction, *tile, *spatial)
+    for lp in tile:
+        sch.unroll(lp)
     # parallel and vectorize first: both need the reduction block whole (with its init).
     if parallel:
         outer_loops = sch.get_loops(req)[:2]
@@ -128,8 +142,11 @@ def schedule_int8_kernel(func: tirx.PrimFunc, target: ResolvedTarget, num_thread
             return None
         _schedule_elementwise(sch, names, int16_lanes(target) // 2, parallel)
         return sch.mod["main"].with_attr("tirx.is_scheduled", True)
-    _schedule_accumulate(sch, acc_name, int16_lanes(target), parallel)
-    _schedule_pad(sch, parallel)
+    try:
+        _schedule_accumulate(sch, acc_name, int16_lanes(target), parallel)
+        _schedule_pad(sch, parallel)
+    except Exception:  # noqa: BLE001 - a shape the vector schedule does not fit: keep it correct, serial
+        return None
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 

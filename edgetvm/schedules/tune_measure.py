@@ -51,11 +51,11 @@ def build_candidate(mod, target, export) -> str:
     every CUDA and ROCm tensor intrinsic too: over a minute per fresh worker on a busy 2-core host.
     Building a CPU kernel needs none of them.
     """
-    from tvm.driver import build
+    import tvm
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    return export(build(mod, target=target))
+    return export(tvm.compile(mod, target=target))
 
 
 @dataclass(frozen=True)

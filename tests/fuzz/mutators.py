@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto
 
@@ -190,9 +191,32 @@ def drop_initializer(model, rnd):
     return f"dropped initializer {name}"
 
 
+@_proto_mutator
+def reshaped_initializer(model, rnd):
+    """A weight whose payload matches its new dims: it passes the size checks and reaches shape logic."""
+    from onnx import numpy_helper
+
+    inits = [t for t in model.graph.initializer if t.data_type != TensorProto.STRING and t.dims]
+    if not inits:
+        return "no initializer"
+    init = rnd.choice(inits)
+    array = numpy_helper.to_array(init)
+    kind = rnd.choice(["transpose", "flatten", "unsqueeze", "slice"])
+    if kind == "transpose" and array.ndim > 1:
+        array = array.transpose(rnd.sample(range(array.ndim), array.ndim))
+    elif kind == "flatten" or array.ndim == 0:
+        array = array.reshape(-1)
+    elif kind == "unsqueeze":
+        array = array.reshape((1,) + array.shape)
+    else:
+        array = array[: rnd.randrange(max(array.shape[0], 1)) + 1 if array.shape[0] < 2 else array.shape[0] // 2]
+    init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), init.name))
+    return f"initializer {init.name} {kind} -> {list(init.dims)}"
+
+
 ONNX_MUTATORS = [bit_flips, truncate, wrong_dims, hostile_input_shape, huge_initializer, dangling_name, cycle,
                  wrong_attribute_type, absurd_groups, absurd_conv_geometry, wrong_op_type, remove_node, wrong_dtype,
-                 wrong_opset, drop_initializer]
+                 wrong_opset, drop_initializer, reshaped_initializer]
 TFLITE_MUTATORS = [bit_flips, truncate, overwrite_ints]
 
 

@@ -1,5 +1,6 @@
 """Hostile model files: 200 mutated real models, every outcome success or a clean edgetvm error."""
 
+import json
 import os
 
 import pytest
@@ -15,6 +16,7 @@ def test_mutated_models_never_crash_hang_or_trace(tmp_path):
     bases = ["yunet", "retinaface", "blazeface", "yunet", "retinaface", "blazeface", "sface"]
     outcomes = run_cases(list(range(CI_CASES)), bases, timeout=90.0, jobs=2, workdir=str(tmp_path))
     summary = summarize(outcomes)
+    print(json.dumps({key: summary[key] for key in ("cases", "by_status", "errors")}))  # shown with -s / -rP
     assert summary["cases"] == CI_CASES
     assert not summary["failures"], summary
     # The fuzzer must actually reach the error paths and the success path, or it tests nothing.

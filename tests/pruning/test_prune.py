@@ -169,3 +169,18 @@ def test_cli_compile_takes_prune_options():
     kwargs = compile_kwargs(args)
     assert kwargs["prune"] == 0.3 and kwargs["prune_criterion"] == "bn_gamma" and kwargs["calibration"] == "faces/"
     assert "prune" not in compile_kwargs(build_parser().parse_args(["compile", "m.onnx", "-o", "m.so"]))
+
+
+def test_reconstruction_criterion_minimises_the_next_layers_error():
+    # Greedy backward elimination is exact for the first layer after the pruned group: its
+    # least-squares error after the refit cannot be worse than with an l1 choice of the same size.
+    net = Net(shape=(1, 3, 16, 16), seed=8)
+    x = net.prelu(net.bn(net.conv("x", 3, 32, name="a"), 32), 32)
+    model = net.model([net.conv(x, 32, 8, k=1, name="b")])
+    calib = inputs(8, seed=12)
+    errors = {}
+    for criterion in ("l1", "reconstruction"):
+        pruned = prune_model(model, 0.5, criterion=criterion, calibration=calib)
+        (stats,) = pruned.report["recovery"]["refit"].values()
+        errors[criterion] = stats["rel_error_after"]
+    assert errors["reconstruction"] <= errors["l1"] * 1.02, errors

@@ -21,7 +21,8 @@ class Before:
     @R.function
     def main(x: R.Tensor((1, 4, 8, 8), "float32"), w1: R.Tensor((8, 4, 1, 1), "float32"),
              s: R.Tensor((1, 8, 1, 1), "float32"), w2: R.Tensor((4, 8, 3, 3), "float32"),
-             w3: R.Tensor((8, 1, 3, 3), "float32"), w4: R.Tensor((2, 8, 1, 1), "float32")) -> R.Tensor((1, 2, 8, 8), "float32"):
+             w3: R.Tensor((8, 1, 3, 3), "float32"),
+             w4: R.Tensor((2, 8, 1, 1), "float32")) -> R.Tensor((1, 2, 8, 8), "float32"):
         R.func_attr({"num_input": 1})
         with R.dataflow():
             a = R.nn.conv2d(x, w1)
@@ -39,7 +40,8 @@ class Expected:
     @R.function
     def main(x: R.Tensor((1, 4, 8, 8), "float32"), w1: R.Tensor((4, 4, 1, 1), "float32"),
              s: R.Tensor((1, 4, 1, 1), "float32"), w2: R.Tensor((4, 4, 3, 3), "float32"),
-             w3: R.Tensor((4, 1, 3, 3), "float32"), w4: R.Tensor((2, 4, 1, 1), "float32")) -> R.Tensor((1, 2, 8, 8), "float32"):
+             w3: R.Tensor((4, 1, 3, 3), "float32"),
+             w4: R.Tensor((2, 4, 1, 1), "float32")) -> R.Tensor((1, 2, 8, 8), "float32"):
         R.func_attr({"num_input": 1})
         with R.dataflow():
             a = R.nn.conv2d(x, w1)
@@ -58,7 +60,8 @@ def test_rewrite_slices_weights_groups_and_slice_bounds():
     weights = {str(p.name): rng.normal(size=[int(d) for d in p.ty.shape]).astype("float32") for p in func.params[1:]}
     keep = np.array([1, 0, 1, 0, 1, 0, 1, 0], bool)
     result = prune_function(func, PruningConfig(masks={"w1": keep}), weights=weights)
-    tvm.ir.assert_structural_equal(result.func.without_attr("global_symbol"), Expected["main"].without_attr("global_symbol"))
+    tvm.ir.assert_structural_equal(result.func.without_attr("global_symbol"),
+                                   Expected["main"].without_attr("global_symbol"))
     np.testing.assert_array_equal(result.weights["w1"], weights["w1"][keep])
     np.testing.assert_array_equal(result.weights["w2"], weights["w2"][:, keep])
     np.testing.assert_array_equal(result.weights["s"], weights["s"][:, keep])

@@ -48,9 +48,9 @@ def test_calibrated_int8_tracks_onnxruntime_float(float_model, int8_compiled):
 def test_report_lists_kernels_float_ops_and_weight_sizes(int8_compiled):
     details = int8_compiled.report.details["quantize"]
     # The last conv feeds only float ops (GlobalAveragePool): int8 accumulation, float output; the
-    # same for the Gemm producing the model output.
+    # Gemm producing the model output is weight-only int8 (float input).
     kernels = details["int8_kernels"]
-    assert (kernels["conv2d"], kernels["conv2d_float_out"], kernels["add"], kernels["dense_float_out"]) == (2, 1, 1, 1)
+    assert (kernels["conv2d"], kernels["conv2d_float_out"], kernels["add"], kernels["dense_weight_only"]) == (2, 1, 1, 1)
     # GlobalAveragePool, Flatten and the LeakyReLU after the float-output conv are not quantized:
     # they run in float and the report says so.
     assert set(details["float_ops"]) == {"mean", "reshape", "nn.leakyrelu"}

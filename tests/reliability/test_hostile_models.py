@@ -153,3 +153,62 @@ def test_tflite_op_missing_a_required_input_is_named(zoo, tmp_path, capfd):
     _no_tvm_internals(message)
     captured = capfd.readouterr()
     _no_tvm_internals(captured.out + captured.err)
+
+
+def _conv_model(bias_shape=(4,), slope_shape=None, bn_shapes=None, weight_shape=(4, 3, 3, 3)):
+    """x -> Conv(w, b) [-> PRelu(slope)] [-> BatchNormalization]: a small model to break one way at a time."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(weight_shape).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(bias_shape).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")]
+    out = "y"
+    if slope_shape is not None:
+        inits.append(numpy_helper.from_array(np.full(slope_shape, 0.1, np.float32), "slope"))
+        nodes.append(helper.make_node("PRelu", ["y", "slope"], ["z"], name="prelu"))
+        out = "z"
+    if bn_shapes is not None:
+        for name, shape in zip(("gamma", "beta", "mean", "var"), bn_shapes):
+            inits.append(numpy_helper.from_array(np.ones(shape, np.float32), name))
+        nodes.append(helper.make_node("BatchNormalization", [out, "gamma", "beta", "mean", "var"], ["n"], name="bn"))
+        out = "n"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, 4, 6, 6])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_well_formed_small_model_compiles():
+    """The control for the malformed variants below: the same graph, well formed, compiles."""
+    edgetvm.compile(_conv_model(slope_shape=(4, 1, 1), bn_shapes=[(4,)] * 4), "host")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"bias_shape": (1, 4)}, r"Conv node 'conv': bias 'b' has shape \[1, 4\]; it must be \[4\]"),
+        ({"weight_shape": (4, 27)}, r"Conv node 'conv': weight 'w' has shape \[4, 27\]; .* rank 3, 4 or 5"),
+        ({"slope_shape": (4,)}, r"PRelu node 'prelu': slope of shape \[4\] does not broadcast to .*\[1, 4, 6, 6\]"),
+        ({"bn_shapes": [(4,), (4,), (2,), (4,)]}, r"BatchNormalization node 'bn': scale, bias, mean and variance"),
+    ],
+)
+def test_malformed_but_plausible_models_are_refused_at_import(kwargs, message, monkeypatch):
+    """Shapes that TVM's converters accept and only a lowering assertion (or wrong numbers) would catch."""
+    import edgetvm.api
+
+    def lowered(*args, **kwargs):
+        raise AssertionError("a malformed model reached lowering")
+
+    monkeypatch.setattr(edgetvm.api, "legalize_and_fuse", lowered)
+    with pytest.raises(ModelLoadError, match=message):
+        edgetvm.compile(_conv_model(**kwargs), "host")
+
+
+def test_blocked_dequantize_scale_must_match_the_other_dims():
+    """Blocked scales have the weight's shape except along the blocked axis (fuzz seed 251, yunet)."""
+    from edgetvm.frontends.onnx_rewrites.dequantize import dequantize_array
+
+    x = np.ones((5, 9), np.int8)
+    ok = dequantize_array(x, np.ones((5, 1), np.float32), np.zeros((5, 1), np.int8), axis=1, block_size=9)
+    assert ok.shape == (5, 9)
+    with pytest.raises(ModelLoadError, match=r"scale shape \(10, 1\) does not match input shape \(5, 9\)"):
+        dequantize_array(x, np.ones((10, 1), np.float32), np.zeros((10, 1), np.int8), axis=1, block_size=9,
+                         node_name="dq")

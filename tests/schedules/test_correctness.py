@@ -48,11 +48,12 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("case", list(CASES))
-def test_each_kernel_kind_matches_onnxruntime(case, rng):
+def test_each_kernel_kind_matches_onnxruntime(case, threads, rng):
     build, rule = CASES[case]
     model = build()
-    compiled = edgetvm.compile(model, "host", num_threads=1)
+    compiled = edgetvm.compile(model, "host", num_threads=threads)
     rules = compiled.report.details["schedules"]["rules"]
     assert rule in rules, f"{case}: expected a {rule} kernel, the schedules report {rules}"
     x = rng.standard_normal(compiled.inputs[0].shape).astype(np.float32)
@@ -66,6 +67,8 @@ def test_scheduled_kernels_equal_unscheduled_ones(rng):
     report = {}
     scheduled = schedule_kernels(fused, HOST, 2, report)
     assert report["rules"].get("unscheduled", 0) == 0, report["kernels"]
+    # Everything but the input/output layout transposes is register-tiled, parallel loops included.
+    assert report["rules"].get("generic", 0) <= 2, report["kernels"]
     checked = 0
     for gvar, func in fused.functions.items():
         if not isinstance(func, tvm.tirx.PrimFunc):
@@ -92,6 +95,8 @@ def test_tails_are_computed_at_the_output_tile():
 def test_mini_mobilefacenet_two_threads_matches_onnxruntime(rng):
     model = nets.mini_mobilefacenet()
     compiled = edgetvm.compile(model, "host", num_threads=2)
+    rules = compiled.report.details["schedules"]["rules"]
+    assert rules.get("generic", 0) <= 2 and rules.get("register-tiled:depthwise", 0) == 1, rules
     x = rng.standard_normal(compiled.inputs[0].shape).astype(np.float32)
     _assert_close(compiled(x), _onnxruntime(model, x))
 

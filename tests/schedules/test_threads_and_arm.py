@@ -42,6 +42,12 @@ def test_two_threads_launch_parallel_kernels(mini):
     compiled = edgetvm.compile(mini, "host", num_threads=2)
     ir = _llvm_ir(compiled.executable)
     assert "TVMBackendParallelLaunch" in ir
+    # The conv kernels themselves launch parallel work, not only the generic ones.
+    bodies = re.split(r"^define ", ir, flags=re.M)
+    conv_compute = [b for b in bodies if re.match(r"[^@]*@fused_conv2d\w*_compute_\(", b)]
+    assert conv_compute, "no conv kernel in the LLVM IR"
+    launching = [b for b in conv_compute if "TVMBackendParallelLaunch" in b]
+    assert len(launching) == len(conv_compute), f"{len(launching)} of {len(conv_compute)} conv kernels run parallel"
 
 
 def _functions(disassembly: str) -> dict[str, str]:
@@ -67,3 +73,18 @@ def test_arm_conv_kernels_use_neon_multiply_accumulate_on_q_registers(mini, tmp_
     total_q = sum(len(mac.findall(body)) for body in conv_bodies.values())
     scalar = sum(len(re.findall(r"\tv(?:mla|fma|mul)\.f32\ts\d+", body)) for body in conv_bodies.values())
     assert total_q > 10 * max(scalar, 1)
+
+
+def test_arm_codegen_target_allows_neon_fma_and_host_is_unchanged():
+    from edgetvm.schedules.lower import ARM_FMA_MATTR, codegen_target, schedule_config
+    from edgetvm.targets import resolve_target
+
+    arm = codegen_target(resolve_target("cortex-a7"))
+    assert arm.target_dict["fast-math-contract"] is True
+    assert all(flag in arm.target_dict["mattr"] for flag in ARM_FMA_MATTR)
+    assert "+neon" in arm.target_dict["mattr"]
+    tvm.target.Target(arm.target_dict)  # LLVM accepts the flags
+    host = resolve_target("host")
+    assert codegen_target(host) == host
+    assert schedule_config(arm, 1).lanes == 4 and schedule_config(arm, 1).accumulators == 8
+    assert schedule_config(host, None).lanes in (4, 8, 16)

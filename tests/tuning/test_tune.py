@@ -52,10 +52,10 @@ def test_rerun_measures_no_candidate_twice(first_run, boards, model_path, tmp_pa
     # A copy, so the other tests keep the first run's database.
     rerun_db = tmp_path / "db"
     rerun_db.mkdir()
-    for name in (WORKLOAD_FILE, RECORD_FILE):
+    for name in (WORKLOAD_FILE, RECORD_FILE, BASELINE_FILE):
         (rerun_db / name).write_bytes((db / name).read_bytes())
     before = _record_keys(rerun_db)
-    report = edgetvm.tune(model_path, "host", tracker=tracker.address, key=KEY, trials=4, db=rerun_db,
+    report = edgetvm.tune(model_path, "host", tracker=tracker.address, key=KEY, trials=2, db=rerun_db,
                           progress=None, tune_options=TUNE_OPTIONS)
     after = _record_keys(rerun_db)
     assert after[: len(before)] == before  # nothing rewritten
@@ -109,8 +109,8 @@ def test_board_killed_mid_run_costs_only_its_candidates(boards, model_path, tmp_
             doomed.proc.wait()
 
     try:
-        report = edgetvm.tune(model_path, "host", tracker=tracker.address, key=key, trials=6, db=tmp_path / "db",
-                              progress=progress, tune_options=TUNE_OPTIONS)
+        report = edgetvm.tune(model_path, "host", tracker=tracker.address, key=key, trials=4, db=tmp_path / "db",
+                              progress=progress, tune_options={**TUNE_OPTIONS, "defaults": None})
         alive = [f"{b['host']}:{b['port']}" for b in list_boards("127.0.0.1", tracker.port, key)]
     finally:
         for s in servers:
@@ -118,7 +118,7 @@ def test_board_killed_mid_run_costs_only_its_candidates(boards, model_path, tmp_
     assert not doomed.alive()
     assert alive == [survivor.address]
     # The run finished its budget on the surviving board, and every measured candidate is recorded.
-    assert report.trials == 6
+    assert report.trials == 4
     assert not report.interrupted and not report.stop_reason
     scan = scan_database(tmp_path / "db")
     assert len(scan.record_lines) == report.records_added
@@ -146,7 +146,7 @@ def test_ctrl_c_stops_cleanly_with_database_intact(boards, model_path, tmp_path)
 
     with pytest.raises(KeyboardInterrupt):
         edgetvm.tune(model_path, "host", tracker=tracker.address, key=KEY, trials=50, db=tmp_path / "db",
-                     progress=progress, tune_options={**TUNE_OPTIONS, "seed_schedule": seed})
+                     progress=progress, tune_options={**TUNE_OPTIONS, "seed_schedule": seed, "defaults": None})
     assert any(line.startswith("Ctrl-C: stopping after the batch") for line in lines)
     assert "interrupted" in lines[-1]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
@@ -155,3 +155,29 @@ def test_ctrl_c_stops_cleanly_with_database_intact(boards, model_path, tmp_path)
     assert any('"edgetvm.seed"' in line for line in scan.record_lines)
     with database_lock(tmp_path / "db"):  # released: a new run can start
         pass
+
+
+@pytest.mark.slow
+def test_hung_board_costs_only_its_in_flight_candidates(boards, model_path, tmp_path):
+    tracker, _ = boards
+    key = "x86-hung"
+    servers = [start_server(tracker.address, key, num_threads=1, log_path=tmp_path / f"s{i}.log") for i in range(2)]
+    hung = servers[0]
+    lines: list[str] = []
+
+    def progress(line: str) -> None:
+        lines.append(line)
+        if len(lines) == 2:
+            os.killpg(hung.pid, signal.SIGSTOP)  # alive to the tracker, answers nothing
+
+    try:
+        report = edgetvm.tune(model_path, "host", tracker=tracker.address, key=key, trials=6, db=tmp_path / "db",
+                              candidate_timeout=10, progress=progress,
+                              tune_options={**TUNE_OPTIONS, "defaults": None})
+    finally:
+        os.killpg(hung.pid, signal.SIGCONT)
+        for s in servers:
+            s.stop()
+    assert report.trials == 6 and not report.stop_reason
+    assert sum(t.run_errors for t in report.tasks) <= 2  # at most the candidates in flight on the hung board
+    assert len(scan_database(tmp_path / "db").record_lines) == report.records_added

@@ -39,7 +39,9 @@ def dequantize_array(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | 
     else:
         axis = axis % x.ndim
         if block_size > 0:
-            if scale.ndim != x.ndim or -(-x.shape[axis] // block_size) != scale.shape[axis]:
+            # Blocked layout: the scale has the input's shape, with ceil(n / block_size) along ``axis``.
+            expected = x.shape[:axis] + (-(-x.shape[axis] // block_size),) + x.shape[axis + 1:]
+            if scale.shape != expected:
                 raise _malformed(node_name, f"scale shape {scale.shape} does not match input shape {x.shape} "
                                             f"with block_size={block_size} along axis {axis}")
             index = np.arange(x.shape[axis]) // block_size
