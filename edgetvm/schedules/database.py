@@ -13,7 +13,8 @@ exclusive ``fcntl`` lock on ``.edgetvm-tuning.lock``); compiling reads a validat
 ``default_baselines.json`` holds the time of each kernel's default schedule on the same boards.
 
 ``apply_tuning_database`` replaces every kernel the database has a record for (on the same target
-CPU) with the fastest recorded schedule, if that beat the default schedule, and marks it
+CPU) with the fastest recorded schedule, if that beat the default schedule (timed back to back with
+it at the end of tuning, when the board is shared and its load varies), and marks it
 ``tirx.is_scheduled`` so the default schedules leave it alone.
 """
 
@@ -301,9 +302,27 @@ def read_baselines(db_dir: str | os.PathLike) -> dict[str, dict]:
     return data if isinstance(data, dict) else {}
 
 
-def baseline_seconds(baselines: dict, workload_mod: tvm.IRModule, target: tvm.target.Target) -> float | None:
+def tuned_beats_default(baselines: dict, workload_mod: tvm.IRModule, target: tvm.target.Target, record) -> bool:
+    """Whether ``record`` (the fastest record of the kernel) should replace the default schedule.
+
+    Best evidence first: the pair timed back to back at the end of tuning (``paired``: default and
+    this very record, alternating on one board, so load on a shared board cancels out); else the
+    record's time against the default's time from the start of tuning; with no default timed, yes.
+    """
     entry = baselines.get(_baseline_key(workload_mod, target))
-    return float(entry["seconds"]) if entry else None
+    if not entry:
+        return True
+    paired = entry.get("paired")
+    if paired and paired.get("trace") == trace_digest(record.trace):
+        return float(paired["tuned"]) < float(paired["default"])
+    mean = sum(float(s) for s in record.run_secs) / len(record.run_secs)
+    return mean < float(entry["seconds"])
+
+
+def trace_digest(trace) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(trace).encode()).hexdigest()[:16]
 
 
 def apply_tuning_database(mod: tvm.IRModule, target: ResolvedTarget, db_dir: str | os.PathLike
@@ -332,8 +351,7 @@ def apply_tuning_database(mod: tvm.IRModule, target: ResolvedTarget, db_dir: str
             continue
         record = records[0]
         mean = sum(float(s) for s in record.run_secs) / len(record.run_secs)
-        default = baseline_seconds(baselines, workload_mod, tvm_target)
-        if default is not None and default <= mean:
+        if not tuned_beats_default(baselines, workload_mod, tvm_target, record):
             continue
         try:
             # A private copy: schedule primitives may rewrite an IR node in place when they hold the
@@ -441,6 +459,20 @@ class TuningDatabase:
         baselines[_baseline_key(workload_mod, target)] = {"seconds": seconds, "schedule": schedule_hash,
                                                           "kernel": kernel}
         atomic_write_json(self.db_dir / BASELINE_FILE, baselines)
+
+    def commit_paired(self, workload_mod: tvm.IRModule, target: tvm.target.Target, trace,
+                      default_seconds: float, tuned_seconds: float) -> None:
+        """The default schedule and the best record, timed back to back (see ``tuned_beats_default``)."""
+        baselines = read_baselines(self.db_dir)
+        entry = baselines.get(_baseline_key(workload_mod, target))
+        if entry is None:
+            return
+        entry["paired"] = {"trace": trace_digest(trace), "default": default_seconds, "tuned": tuned_seconds}
+        atomic_write_json(self.db_dir / BASELINE_FILE, baselines)
+
+    def best_record(self, workload_mod: tvm.IRModule, target: tvm.target.Target):
+        records = best_records(self.database, workload_mod, target)
+        return records[0] if records else None
 
     def best_seconds(self, workload_mod: tvm.IRModule, target: tvm.target.Target) -> float | None:
         records = best_records(self.database, workload_mod, target)

@@ -14,8 +14,9 @@ that it can
 - print progress a person can follow, and stop cleanly on Ctrl-C with every record kept.
 
 Task choice: every task gets one batch first; after that the next batch goes to the task with the
-largest weighted best latency ``w_i * t_i`` (the kernel where the model spends most time), the
-greedy form of meta_schedule's gradient task scheduler.
+largest ``w_i * t_i / (1 + s_i)``: weighted latency (where the model spends its time) discounted by
+``s_i``, the batches in a row that found nothing faster (so a kernel whose search has stalled yields
+to the others), a greedy form of meta_schedule's gradient task scheduler.
 
     model latency estimate  T = sum_i w_i * min_j t_ij   (i: kernel, j: measured candidates)
 """
@@ -63,10 +64,21 @@ class TaskProgress:
     default_seconds: float | None = None  # the default schedule, timed on the same boards
     exhausted: bool = False
     last_error: str = ""
+    stale_batches: int = 0   # batches in a row that did not improve best_seconds
+    paired: tuple[float, float] | None = None  # (default, best tuned) timed back to back at the end
+
+    @property
+    def uses_tuned(self) -> bool:
+        """Whether compiling with the database takes the tuned schedule (see database.tuned_beats_default)."""
+        if self.paired is not None:
+            return self.paired[1] < self.paired[0]
+        return self.best_seconds is not None and (self.default_seconds is None or self.best_seconds < self.default_seconds)
 
     @property
     def effective_seconds(self) -> float | None:
         """What compiling with the database gives this kernel: the faster of tuned and default."""
+        if self.paired is not None:
+            return min(self.paired)
         times = [t for t in (self.best_seconds, self.default_seconds) if t is not None]
         return min(times) if times else None
 
@@ -78,7 +90,8 @@ class TaskProgress:
         return {"name": self.name, "weight": self.weight, "trials": self.trials, "reused": self.reused,
                 "build_errors": self.build_errors, "run_errors": self.run_errors,
                 "best_ms": None if self.best_seconds is None else self.best_seconds * 1e3,
-                "default_ms": None if self.default_seconds is None else self.default_seconds * 1e3}
+                "default_ms": None if self.default_seconds is None else self.default_seconds * 1e3,
+                "paired_ms": None if self.paired is None else [p * 1e3 for p in self.paired]}
 
 
 @dataclass
@@ -128,8 +141,7 @@ class TuningReport:
             best = f"{t.best_seconds * 1e3:8.3f}" if t.best_seconds is not None else "       -"
             default = f"{t.default_seconds * 1e3:10.3f}" if t.default_seconds is not None else "         -"
             weighted = f"{t.weighted_seconds * 1e3:11.3f}" if t.weighted_seconds is not None else "          -"
-            used = "-" if t.effective_seconds is None else (
-                "tuned" if t.best_seconds is not None and t.best_seconds == t.effective_seconds else "default")
+            used = "-" if t.effective_seconds is None else ("tuned" if t.uses_tuned else "default")
             lines.append(f"{t.name:<{width}}  {t.weight:5d}  {t.trials:6d}  {t.reused:6d}  "
                          f"{t.build_errors + t.run_errors:6d}  {best}  {default}  {weighted}  {used}")
         model = self.model_seconds
@@ -249,7 +261,8 @@ def tune_module(
 ) -> TuningReport:
     """Tune the kernels of ``mod`` (a Relax module whose kernels are unscheduled TIR) on the boards.
 
-    ``trials`` caps the candidates *measured* in this run (ones already in ``db_dir`` are free);
+    ``trials`` caps the candidates *measured* in this run (ones already in ``db_dir`` are free; 0
+    searches nothing and only times the best records against the default schedules);
     ``seed_schedule`` applies edgetvm's default schedule to a traced ``tvm.s_tir.Schedule`` of one
     kernel, and is measured first so the search starts from (and never ends below) the default.
     ``defaults`` maps kernel names to their default-scheduled PrimFuncs: each is timed once on the
@@ -268,8 +281,9 @@ def tune_module(
             f"`edgetvm rpc server --tracker {tracker} --key {key}` (see `python -m tvm.exec.query_rpc_tracker "
             f"--host {tracker_host} --port {tracker_port}`)"
         )
-    if trials <= 0:
-        raise TuningError(f"--trials must be positive, not {trials}")
+    if trials < 0:
+        raise TuningError(f"--trials must be 0 (only time the best records against the defaults) or more, "
+                          f"not {trials}")
     tvm_target = tuning_target(target, num_threads)
     extracted = extract_tuning_tasks(mod, tvm_target)
     if not extracted:
@@ -339,6 +353,10 @@ def tune_module(
                         say(_progress_line(report, task, measured_seconds, started))
                         break
                 say(_progress_line(report, task, measured_seconds, started))
+            if defaults and not stop.requested:
+                say("timing each kernel's best schedule against its default, back to back")
+                _pair_with_defaults(tasks, defaults, db, builder, export, pool, config, device_type, tvm_target,
+                                    stop)
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
@@ -396,6 +414,46 @@ def _time_defaults(tasks: list[_Task], defaults: dict, db: TuningDatabase, build
         task.progress.default_seconds = seconds
 
 
+def _pair_with_defaults(tasks: list[_Task], defaults: dict, db: TuningDatabase, builder, export, pool,
+                        config: MeasureConfig, device_type: str, target: tvm.target.Target, stop,
+                        rounds: int = 2) -> None:
+    """Time each kernel's best record and its default schedule alternately on one board.
+
+    Records measured minutes apart on a shared or throttling board are not comparable with a
+    default timed at the start; this pair is (``database.tuned_beats_default`` uses it).
+    """
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    for task in tasks:
+        func = defaults.get(task.progress.name)
+        record = db.best_record(task.workload_mod, target)
+        if func is None or record is None or task.progress.default_seconds is None or stop.requested:
+            continue
+        sch = tvm.s_tir.Schedule(tvm.ir.load_json(tvm.ir.save_json(task.workload_mod)), debug_mask=0)
+        try:
+            record.trace.apply_to_schedule(sch, remove_postproc=False)
+            default_mod = _normalize_mod(func)
+            artifacts = [builder.submit(build_candidate, m, target, export).result() for m in (default_mod, sch.mod)]
+        except Exception:  # noqa: BLE001 - no pair: the start-of-run default time decides
+            continue
+        args_info = tuple(a.as_json() for a in ms.arg_info.ArgInfo.from_prim_func(default_mod["main"]))
+        times: list[list[float]] = [[], []]
+        try:
+            for _ in range(rounds):
+                for which, artifact in enumerate(artifacts):
+                    _, run_secs = pool.submit(measure_on_board, config, artifact, device_type, args_info).result()
+                    times[which].append(sum(run_secs) / len(run_secs))
+        except Exception:  # noqa: BLE001 - a board failure: keep the start-of-run comparison
+            continue
+        finally:
+            for artifact in artifacts:
+                shutil.rmtree(os.path.dirname(artifact), ignore_errors=True)
+        default_seconds, tuned_seconds = min(times[0]), min(times[1])
+        db.commit_paired(task.workload_mod, target, record.trace, default_seconds, tuned_seconds)
+        task.progress.paired = (default_seconds, tuned_seconds)
+
+
 class _StopRequest:
     """Ctrl-C during tuning: finish the step under way, then stop with every record kept.
 
@@ -435,8 +493,10 @@ def _next_task(first_round: list[_Task], tasks: list[_Task], per_task: int) -> _
     live = [t for t in tasks if not t.progress.exhausted and t.progress.trials < per_task]
     if not live:
         return None
-    # Kernels never measured successfully first, then the largest share of the model's latency.
-    return max(live, key=lambda t: (t.progress.best_seconds is None, t.progress.weighted_seconds or 0.0))
+    # Kernels never measured successfully first, then the largest share of the model's latency,
+    # discounted by how long the kernel's search has gone without improving.
+    return max(live, key=lambda t: (t.progress.best_seconds is None,
+                                    (t.progress.weighted_seconds or 0.0) / (1 + t.progress.stale_batches)))
 
 
 def _run_batch(task: _Task, db: TuningDatabase, builder, export, pool, cost_model, config: MeasureConfig,
@@ -446,6 +506,7 @@ def _run_batch(task: _Task, db: TuningDatabase, builder, export, pool, cost_mode
     from tvm.s_tir import meta_schedule as ms
 
     progress = task.progress
+    best_before = progress.best_seconds
     candidates = list(task.ctx.generate_measure_candidates() or [])
     if not candidates:
         progress.exhausted = True
@@ -514,6 +575,8 @@ def _run_batch(task: _Task, db: TuningDatabase, builder, export, pool, cost_mode
     # Every result, measured now or taken from the database, trains the cost model (what the stock
     # UpdateCostModel callback does); failed candidates carry no time and are skipped by it.
     cost_model.update(task.ctx, candidates, results)
+    improved = progress.best_seconds is not None and (best_before is None or progress.best_seconds < best_before)
+    progress.stale_batches = 0 if improved else progress.stale_batches + 1
     return len([i for i in fresh if results[i].run_secs is not None])
 
 
