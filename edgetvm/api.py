@@ -182,7 +182,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
         # group's channels or {layer pattern: fraction}; ``calibration`` feeds least-squares recovery.
         started = time.perf_counter()
         imported, report.details["prune"] = prune_for_compile(model, imported, prune, prune_criterion, calibration,
-                                                              input_shapes)
+                                                              input_shapes, round_to=resolved.vector_lanes)
         report.passes.append("PruneChannels")
         report.timings["prune"] = time.perf_counter() - started
 

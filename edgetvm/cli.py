@@ -139,7 +139,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
             except ValueError:
                 raise InputError(f"--layer-ratio {item!r}: write PATTERN=FRACTION, for example 'conv_1*=0.5'") from None
     pruned = prune_model(args.model, ratio, criterion=args.criterion, calibration=args.calib,
-                         recover=not args.no_recover, input_shapes=parse_shape_args(args.input_shape) or None)
+                         recover=not args.no_recover, input_shapes=parse_shape_args(args.input_shape) or None,
+                         round_to=args.round_to)
     out = pruned.save(args.output)
     report = pruned.report
     changed = [g for g in report["groups"] if g["kept"] != g["channels"]]
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", default=None, metavar="DIR", help="calibration inputs (.npy or images) for "
                    "least-squares recovery of the layers after each pruned one")
     p.add_argument("--no-recover", action="store_true", help="skip the least-squares recovery")
+    p.add_argument("--round-to", type=int, default=4, help="keep channel counts multiples of this (4: NEON lanes)")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...", help="static input shape (repeatable)")
     p.add_argument("--report", default=None, metavar="JSON", help="write the full pruning report here")
     p.add_argument("-o", "--output", required=True, help="pruned .onnx path")

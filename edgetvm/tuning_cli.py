@@ -73,7 +73,7 @@ def add_tuning_commands(sub, add_compile_options) -> None:
     add_compile_options(p)
     p.add_argument("--tracker", required=True, metavar="HOST:PORT", help="the RPC tracker (`edgetvm rpc tracker`)")
     p.add_argument("--key", required=True, help="the board kind the servers registered under")
-    p.add_argument("--trials", type=int, default=500, help="candidates to measure in this run (default 500)")
+    p.add_argument("--trials", type=int, default=500, help="candidates to measure in this run (default 500; 0: only time the best records against the defaults)")
     p.add_argument("--trials-per-kernel", type=int, default=None, help="cap per kernel (default: no cap)")
     p.add_argument("--db", required=True, metavar="DIR", help="tuning database directory (a rerun continues it)")
     p.add_argument("--batch-size", type=int, default=16, help="candidates per search round of one kernel")

@@ -33,7 +33,12 @@ def test_tune_and_compile_commands(first_run, boards, model_path, tmp_path, caps
     out = tmp_path / "tuned.so"
     assert main(["compile", str(model_path), "--tuning-db", str(rerun_db), "-o", str(out)]) == 0
     sidecar = json.loads(sidecar_path(out).read_text())
-    assert sidecar["report"]["details"]["tuning"]["tuned_kernels"]
+    tuning = sidecar["report"]["details"]["tuning"]
+    kernels = sidecar["report"]["details"]["schedules"]["kernels"]
+    # Which kernels take a tuned schedule is the database's call (tuned vs default, timed back to
+    # back); the artifact records it, and those kernels skipped the default schedules.
+    assert tuning["db"] == str(rerun_db)
+    assert all(kernels[name] == "pre-scheduled" for name in tuning["tuned_kernels"])
 
 
 def test_compile_with_a_missing_database_is_one_clear_line(model_path, tmp_path, capsys):

@@ -81,3 +81,25 @@ def test_tuning_without_boards_says_how_to_start_one(tmp_path):
     finally:
         tracker.stop()
     assert not tracker.alive()
+
+
+def test_next_batch_goes_where_the_model_spends_time_unless_that_search_stalled():
+    from types import SimpleNamespace
+
+    from edgetvm.schedules.tune import TaskProgress, _next_task
+
+    def task(name, weight, best, default=None, stale=0):
+        return SimpleNamespace(progress=TaskProgress(name, weight, trials=8, best_seconds=best,
+                                                     default_seconds=default, stale_batches=stale))
+
+    big, small, new = task("big", 1, 4e-3), task("small", 2, 1e-3), task("new", 1, None)
+    tasks = [big, small, new]
+    assert _next_task([], tasks, per_task=100) is new  # never measured: first
+    new.progress.best_seconds = 1e-4
+    assert _next_task([], tasks, per_task=100) is big  # 4 ms of the model vs 2 ms
+    big.progress.stale_batches = 3  # 4 ms / 4 < 2 ms: the stalled search yields
+    assert _next_task([], tasks, per_task=100) is small
+    small.progress.default_seconds = 1e-4  # the default is already fast: its 0.2 ms weighs little
+    assert _next_task([], tasks, per_task=100) is big
+    big.progress.trials = 100  # per-kernel budget reached
+    assert _next_task([], tasks, per_task=100) is small  # 0.2 ms vs 0.1 ms

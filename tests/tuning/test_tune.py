@@ -42,8 +42,14 @@ def test_first_run_records_every_measured_candidate(first_run, boards):
     assert all(t.default_seconds and t.default_seconds > 0 for t in report.tasks)
     baselines = json.loads((db / BASELINE_FILE).read_text())
     assert sorted(b["kernel"] for b in baselines.values()) == sorted(t.name for t in report.tasks)
-    assert report.model_seconds == pytest.approx(sum(t.weight * min(x for x in (t.best_seconds, t.default_seconds)
-                                                                      if x is not None) for t in report.tasks))
+    # At the end, each kernel's best record was timed against its default back to back.
+    paired = {b["kernel"]: b["paired"] for b in baselines.values() if "paired" in b}
+    assert set(paired) == {t.name for t in report.tasks if t.best_seconds is not None}
+    assert all(p["default"] > 0 and p["tuned"] > 0 for p in paired.values())
+    # The model estimate takes each kernel's faster schedule, by the back-to-back pair where there is one.
+    assert report.model_seconds == pytest.approx(sum(
+        t.weight * (min(t.paired) if t.paired else min(x for x in (t.best_seconds, t.default_seconds) if x is not None))
+        for t in report.tasks))
 
 
 def test_rerun_measures_no_candidate_twice(first_run, boards, model_path, tmp_path):
