@@ -77,12 +77,15 @@ def int8_conv2d_requantize(x: te.Tensor, w: te.Tensor, bias: te.Tensor, mpos: te
     ow = (w_ + pl + pr - (kw - 1) * dw - 1) // sw + 1
     ocg = oc // groups
     zero = tirx.const(x_zero_point, x.dtype)
-    pad = te.compute(
-        (n_, c_, h_ + pt + pb, w_ + pl + pr),
-        lambda n, c, y, xx: tirx.if_then_else(
-            tirx.all(y >= pt, y < h_ + pt, xx >= pl, xx < w_ + pl), x[n, c, y - pt, xx - pl], zero),
-        name="int8_pad",
-    )
+    if pt == pl == pb == pr == 0:
+        pad = x  # no copy for the unpadded (1x1) convolutions
+    else:
+        pad = te.compute(
+            (n_, c_, h_ + pt + pb, w_ + pl + pr),
+            lambda n, c, y, xx: tirx.if_then_else(
+                tirx.all(y >= pt, y < h_ + pt, xx >= pl, xx < w_ + pl), x[n, c, y - pt, xx - pl], zero),
+            name="int8_pad",
+        )
     rh = te.reduce_axis((0, kh), name="rh")
     rw = te.reduce_axis((0, kw), name="rw")
 
