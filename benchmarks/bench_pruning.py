@@ -5,14 +5,17 @@ before/after pruning 30% of each group's channels, and the embedding cosine to t
 
 SFace (OpenCV zoo, trained, int8 block-quantized weights folded to float32 at import): for pruning
 ratios 0.1 .. 0.5, the cosine between the pruned and the unpruned model's 128-d embeddings, with and
-without least-squares recovery, and host latency (pruned / unpruned, measured in the same run).
+without least-squares recovery (channel counts in multiples of 4, NEON lanes), and host latency
+(pruned / unpruned, measured in the same run; pruned through ``compile(prune=...)``, which rounds
+channel counts to the host's vector lanes, 8 with AVX2).
 
 Faces: no labelled face set ships in any package, so the inputs are real face crops, not aligned by
 a detector: the astronaut portrait cropped around the face (112x112, roughly the ArcFace template)
 with geometric and photometric augmentations, and the LFW subset's 25x25 grey faces upscaled to
 112x112 RGB. Calibration and evaluation faces are disjoint (different augmentations, other LFW faces).
-Latency is host wall time of untuned TVM kernels on a machine shared with other jobs: only the
-ratio pruned / unpruned, measured interleaved in the same run, means anything.
+Latency is host wall time, one thread (a shared machine makes TVM's spinning thread pool erratic),
+after one warm-up run per model: only the ratio pruned / unpruned, measured interleaved in the same
+run, means anything.
 
     .venv/bin/python benchmarks/bench_pruning.py [--quick] [--json out.json]
 """
@@ -33,6 +36,7 @@ from edgetvm.inspect import relax_stats
 from edgetvm.passes.prune_channels import PruningConfig, lift_weights, prune_function
 from edgetvm.passes.prune_numpy_eval import NumpyEvaluator
 from edgetvm.prune import CalibrationEvaluator, prune_model
+from edgetvm.targets import resolve_target
 from edgetvm.zoo import fetch, load_astronaut, load_lfw_subset
 from edgetvm.zoo.architectures import mobilefacenet
 
@@ -94,13 +98,14 @@ def bench_mobilefacenet(calib: list, evaluation: list, ratio: float, repeats: in
     norm = [[(x - 127.5) / 128.0] for x in calib]
     eval_norm = [(x - 127.5) / 128.0 for x in evaluation]
     started = time.perf_counter()
-    recovered = prune_model(model, ratio, criterion="bn_gamma", calibration=norm)
+    lanes = resolve_target("host").vector_lanes  # as compile(prune=...) does for the host
+    recovered = prune_model(model, ratio, criterion="bn_gamma", calibration=norm, round_to=lanes)
     prune_seconds = time.perf_counter() - started
-    plain = prune_model(model, ratio, criterion="bn_gamma", recover=False)
+    plain = prune_model(model, ratio, criterion="bn_gamma", recover=False, round_to=lanes)
     before = relax_stats(load_model(model).mod["main"])
     after = relax_stats(load_model(recovered.onnx).mod["main"])
-    base = edgetvm.compile(model)
-    pruned = edgetvm.compile(recovered.onnx)
+    base = edgetvm.compile(model, num_threads=1)
+    pruned = edgetvm.compile(recovered.onnx, num_threads=1)
     run = NumpyEvaluator()
     f0, w0 = lift_weights(load_model(model).mod["main"])
     ref = [row[0] for row in run(f0, w0, [[x] for x in eval_norm])]
@@ -160,9 +165,9 @@ def bench_sface(calib: list, evaluation: list, ratios: list[float], repeats: int
                   f"recovered {row['cosine_recovered_mean']:.4f}", file=sys.stderr, flush=True)
     # Host latency: the compile API's own pruning path (l1, no calibration: recovery and the ranking change
     # weights, not shapes), against the unpruned model, interleaved.
-    models = {"unpruned": edgetvm.compile(path)}
+    models = {"unpruned": edgetvm.compile(path, num_threads=1)}
     for ratio in ratios:
-        models[f"pruned_{ratio}"] = edgetvm.compile(path, prune=ratio, prune_criterion="l1")
+        models[f"pruned_{ratio}"] = edgetvm.compile(path, prune=ratio, prune_criterion="l1", num_threads=1)
     x = evaluation[0]
     check = models["unpruned"](x)
     check = check[0] if isinstance(check, (list, tuple)) else check
@@ -193,7 +198,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-sface", action="store_true")
     parser.add_argument("--skip-cosine", action="store_true", help="SFace: latency, params and MACs only")
     args = parser.parse_args(argv)
-    n_calib, n_eval, repeats = (8, 8, 3) if args.quick else (16, 12, 5)
+    n_calib, n_eval, repeats = (8, 8, 5) if args.quick else (16, 12, 15)
     ratios = [0.2, 0.4] if args.quick else [0.1, 0.2, 0.3, 0.4, 0.5]
     if args.ratios:
         ratios = [float(r) for r in args.ratios.split(",")]

@@ -506,11 +506,13 @@ def _fix_channel_splits(model: onnx.ModelProto, result: PruneResult, original_sh
             node.input[j] = name
 
 
-def prune_for_compile(model, imported, ratio, criterion="l1", calibration=None, input_shapes=None):
+def prune_for_compile(model, imported, ratio, criterion="l1", calibration=None, input_shapes=None,
+                      round_to: int = 4):
     """The compile API's hook: ``imported`` with its channels pruned, and what was done.
 
     ONNX models are pruned through :func:`prune_model` and the pruned ONNX is imported again, so
-    the compiled artifact and the ONNX file ``edgetvm prune`` writes are the same model. Models
+    the compiled artifact and the ONNX file ``edgetvm prune`` writes are the same model (with the
+    same ``round_to``: the target's vector lanes, 4 on NEON, 8 with AVX2). Models
     the named-weight import cannot take (and TFLite) are pruned on their Relax graph directly.
     """
     import dataclasses
@@ -522,7 +524,8 @@ def prune_for_compile(model, imported, ratio, criterion="l1", calibration=None, 
     notes = []
     if detect_format(model) == "onnx":
         try:
-            pruned = prune_model(model, ratio, criterion=criterion, calibration=calibration, input_shapes=input_shapes)
+            pruned = prune_model(model, ratio, criterion=criterion, calibration=calibration, input_shapes=input_shapes,
+                                 round_to=round_to)
         except UnsupportedModelError as exc:
             notes.append(f"pruned on the Relax graph (no pruned ONNX): {exc}")
         else:
@@ -530,7 +533,7 @@ def prune_for_compile(model, imported, ratio, criterion="l1", calibration=None, 
             details = {**pruned.report, "notes": pruned.report["notes"] + notes}
             return dataclasses.replace(new, source=imported.source, notes=imported.notes + new.notes), details
     samples = load_calibration(calibration, imported.inputs)
-    config = pruning_config(ratio, criterion)
+    config = pruning_config(ratio, criterion, round_to)
     result = prune_function(imported.mod["main"], config, evaluate=CalibrationEvaluator(), calibration=samples)
     mod = tvm.IRModule({"main": result.bound().with_attr("global_symbol", "main")})
     details = result.report()
