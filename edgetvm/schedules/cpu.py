@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir, tirx
 
-from .analysis import ReductionKernel, analyse_reduction, has_if_then_else, is_spatial, trivial_loops
+from .analysis import ReductionKernel, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
 
 # Below this many output elements a parallel launch costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 4096
@@ -152,7 +152,11 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
         else:
             sch.compute_inline(block)
 
-    # The elementwise tail collapses into its last block, computed per output tile.
+    # The elementwise tail collapses into its last block, computed per output tile. That needs the
+    # tail to index its input by the reduction's output iterators: a consumer that changes the shape
+    # (a channel pad after pooling, as in BlazeFace's blocks) would be computed for the wrong region.
+    if not _tail_keeps_shape(sch, main, consumers):
+        return None
     for block in consumers[:-1]:
         sch.compute_inline(block)
     if consumers:
@@ -229,6 +233,23 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
         _schedule_spatial_block(sch, block, config)
     return ScheduleResult(sch.mod["main"], f"register-tiled:{kernel.kind}",
                           f"tile {rows}x{vectors}x{lanes}, {kernel.macs} MAC")
+
+
+def _tail_keeps_shape(sch: s_tir.Schedule, main, consumers: list) -> bool:
+    """Whether every consumer reading ``main``'s result (directly or through another consumer)
+    writes a buffer of the same shape as ``main``'s output, without a padding condition."""
+    out = sch.get(main).writes[0].source  # TVM 0.27: a region's buffer is its source
+    shape = [const_int(d) for d in out.shape]
+    derived = [out]
+    for block in consumers:
+        stmt = sch.get(block)
+        if not any(r.source.same_as(b) for r in stmt.reads for b in derived):
+            continue  # e.g. the padding of a residual input: read by the tail, not fed by main
+        written = stmt.writes[0].source
+        if [const_int(d) for d in written.shape] != shape or has_if_then_else(stmt):
+            return False
+        derived.append(written)
+    return True
 
 
 def _schedule_spatial_block(sch: s_tir.Schedule, block, config: CpuScheduleConfig) -> None:

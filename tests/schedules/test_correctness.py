@@ -119,3 +119,39 @@ def test_unrecognised_kernels_get_the_generic_schedule_and_stay_exact(rng):
     assert rules.get("generic", 0) >= 1 and rules.get("unscheduled", 0) == 0, compiled.report.details["schedules"]
     x = rng.standard_normal(compiled.inputs[0].shape).astype(np.float32)
     _assert_close(compiled(x), _onnxruntime(model, x))
+
+
+
+def _nhwc_pool_channel_pad_shortcut(c: int = 42, extra: int = 6, hw: int = 16) -> tvm.IRModule:
+    """BlazeFace's strided block (TFLite, NHWC throughout): relu(pad_c(max_pool 2x2/2(x)) + y), the
+    channel pad widening c -> c + extra. FuseOps puts pool, pad, add and relu in one kernel."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, hw, hw, c), "float32"))
+    y = relax.Var("y", relax.TensorType((1, hw // 2, hw // 2, c + extra), "float32"))
+    with bb.function("main", [x, y]):
+        with bb.dataflow():
+            pooled = bb.emit(relax.op.nn.max_pool2d(x, 2, 2, layout="NHWC"))
+            padded = bb.emit(relax.op.nn.pad(pooled, [0, 0, 0, 0, 0, 0, 0, extra]))
+            out = bb.emit_output(relax.op.nn.relu(relax.op.add(padded, y)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pooling_with_a_channel_pad_tail_stays_exact(threads, rng):
+    """The pool kernel's tail is wider than the pooled tensor: tiling it at the pool's output tile
+    (as a same-shape tail) computed the wrong region (BlazeFace off by 983x). Kernel by kernel."""
+    fused = legalize_and_fuse(_nhwc_pool_channel_pad_shortcut(), HOST)
+    names = [gv.name_hint for gv, f in fused.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert any("max_pool" in n and "pad" in n for n in names), names
+    report = {}
+    scheduled = schedule_kernels(fused.clone(), HOST, threads, report)
+    assert report["rules"].get("unscheduled", 0) == 0, report["kernels"]
+    for gvar, func in fused.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        arrays = [rng.standard_normal([int(d) for d in p.shape]).astype(str(p.dtype)) for p in func.params]
+        expected = _run_kernel(func, [a.copy() for a in arrays])
+        _assert_close(_run_kernel(scheduled[gvar.name_hint], [a.copy() for a in arrays]), expected)
