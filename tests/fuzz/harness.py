@@ -66,8 +66,10 @@ def _child(path: str, fmt: str, shapes: dict, build: bool, mem_bytes: int, resul
     rc = cli.main(["inspect", path, *shape_args])
     if rc == 2:
         sys.stderr.flush()
-        said = [line for line in Path(log_path).read_text(errors="replace").splitlines() if line.startswith("edgetvm: error:")]
-        result = {"status": "edgetvm-error", "detail": "inspect: " + (said[-1][len("edgetvm: error: "):][:200] if said else "")}
+        prefix = "edgetvm: error: "
+        said = [line[len(prefix):] for line in Path(log_path).read_text(errors="replace").splitlines()
+                if line.startswith(prefix)]
+        result = {"status": "edgetvm-error", "detail": "inspect: " + (said[-1][:200] if said else "")}
     elif rc != 0:
         result = {"status": "internal-error", "detail": f"inspect exit {rc}"}
     else:
@@ -172,5 +174,10 @@ def summarize(outcomes: list[Outcome]) -> dict:
             stage, _, rest = o.detail.partition(": ")
             kind = stage if stage == "inspect" else f"{stage}: {rest.split(':', 1)[0]}"
             errors[kind] = errors.get(kind, 0) + 1
-    return {"cases": len(outcomes), "by_status": by_status, "errors": errors,
+    # Mean wall time per case by base model: what to rebalance when the CI run gets too slow.
+    seconds: dict[str, list[float]] = {}
+    for o in outcomes:
+        seconds.setdefault(o.base, []).append(o.seconds)
+    mean_seconds = {base: round(sum(v) / len(v), 2) for base, v in seconds.items()}
+    return {"cases": len(outcomes), "by_status": by_status, "errors": errors, "mean_seconds_by_base": mean_seconds,
             "failures": [asdict(o) for o in outcomes if not o.good]}

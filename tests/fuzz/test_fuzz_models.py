@@ -16,7 +16,8 @@ def test_mutated_models_never_crash_hang_or_trace(tmp_path):
     bases = ["yunet", "retinaface", "blazeface", "yunet", "retinaface", "blazeface", "sface"]
     outcomes = run_cases(list(range(CI_CASES)), bases, timeout=90.0, jobs=2, workdir=str(tmp_path))
     summary = summarize(outcomes)
-    print(json.dumps({key: summary[key] for key in ("cases", "by_status", "errors")}))  # shown with -s / -rP
+    shown = ("cases", "by_status", "errors", "mean_seconds_by_base")
+    print(json.dumps({key: summary[key] for key in shown}))  # with pytest -s or -rP
     assert summary["cases"] == CI_CASES
     assert not summary["failures"], summary
     # The fuzzer must actually reach the error paths and the success path, or it tests nothing.

@@ -212,3 +212,17 @@ def test_blocked_dequantize_scale_must_match_the_other_dims():
     with pytest.raises(ModelLoadError, match=r"scale shape \(10, 1\) does not match input shape \(5, 9\)"):
         dequantize_array(x, np.ones((10, 1), np.float32), np.zeros((10, 1), np.int8), axis=1, block_size=9,
                          node_name="dq")
+
+
+@pytest.mark.parametrize("raw, told", [
+    ("Check failed: (pb->value != 0) is false: Divide by zero", "Divide by zero"),
+    ("InternalError: Check failed: a == b: kernel size mismatch", "kernel size mismatch"),
+    ("the data channel size is T.int64(3) while the weight has T.int32(2)", "the data channel size is 3 while the "
+                                                                             "weight has 2"),
+    ('In ir.Op(span=None, name="relax.nn.conv2d", num_inputs=2, support_level=10), layout OIHW needs 4-d',
+     "nn.conv2d: layout OIHW needs 4-d"),
+])
+def test_tvm_reasons_lose_tvm_notation(raw, told):
+    from edgetvm.frontends.tvm_failures import tvm_reason
+
+    assert tvm_reason(RuntimeError(raw)) == told
