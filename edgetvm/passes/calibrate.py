@@ -121,7 +121,14 @@ def with_taps(mod: tvm.IRModule, taps: list[relax.Var]) -> tvm.IRModule:
                 for binding in block.bindings:
                     bb.emit_normalized(binding)
             result = body.body
-            results = list(result.fields) if isinstance(result, relax.Tuple) else [result]
+            if isinstance(result, relax.Tuple):
+                results = list(result.fields)
+            elif isinstance(result.ty, relax.TupleType):
+                # A tuple-valued output var (ONNX models with several outputs): its fields, so that the
+                # result really is flat and the taps start at len(ret_ty.fields).
+                results = [relax.TupleGetItem(result, i) for i in range(len(result.ty.fields))]
+            else:
+                results = [result]
             for value in results + list(taps):
                 outputs.append(bb.emit_output(value))
         bb.emit_func_output(relax.Tuple(outputs))
@@ -223,12 +230,13 @@ def collect_ranges(mod: tvm.IRModule, taps: list[relax.Var], samples: list[list[
     if hasattr(lower, "schedule_kernels"):
         lowered = lower.schedule_kernels(lowered, host)
     vm = relax.VirtualMachine(build_vm(lowered, host), tvm.cpu())
-    num_outputs = len(mod["main"].ret_ty.fields) if isinstance(mod["main"].ret_ty, relax.TupleType) else 1
     observers = [RangeObserver() for _ in taps]
     rng = np.random.default_rng(seed)
     for arrays in samples:
         result = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
-        values = list(result)[num_outputs:]
+        # The taps are the last ``len(taps)`` fields, whatever the model's own outputs look like.
+        values = list(result)
+        values = values[len(values) - len(taps):]
         for observer, value in zip(observers, values):
             observer.update(value.numpy(), rng, keep_samples=mode != "minmax")
     if channel_means is not None:

@@ -41,3 +41,35 @@ def small_cnn(seed: int = 0, channels: int = 16, size: int = 16) -> onnx.ModelPr
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     return model
+
+
+def two_head_detector(seed: int = 0, channels: int = 8, size: int = 16) -> onnx.ModelProto:
+    """RetinaFace's shape in small: conv3x3 + LeakyReLU(0.1) feeding two 1x1 conv heads, box
+    offsets (``loc``, float output) and Softmax class scores (``conf``): a model with two outputs,
+    which the ONNX importer returns as one tuple-valued variable."""
+    rng = np.random.default_rng(seed)
+    c = channels
+
+    def init(name, arr):
+        return numpy_helper.from_array(np.asarray(arr, dtype=np.float32), name)
+
+    inits = [
+        init("w1", rng.normal(0, 0.25, (c, 3, 3, 3))), init("b1", rng.normal(0, 0.1, c)),
+        init("wl", rng.normal(0, 0.3, (4, c, 1, 1))), init("bl", rng.normal(0, 0.1, 4)),
+        init("wc", rng.normal(0, 0.3, (2, c, 1, 1))), init("bc", rng.normal(0, 0.1, 2)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("LeakyRelu", ["c1"], ["feat"], alpha=0.1),
+        helper.make_node("Conv", ["feat", "wl", "bl"], ["loc"]),
+        helper.make_node("Conv", ["feat", "wc", "bc"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["conf"], axis=1),
+    ]
+    outputs = [helper.make_tensor_value_info("loc", TensorProto.FLOAT, [1, 4, size, size]),
+               helper.make_tensor_value_info("conf", TensorProto.FLOAT, [1, 2, size, size])]
+    graph = helper.make_graph(nodes, "two_head_detector",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model

@@ -77,7 +77,10 @@ def test_retinaface_int8_finds_the_same_faces(zoo):
     shapes = {"input": (1, 3, size, size)}
     calibration = [letterbox(im, size, size, RETINAFACE_MEAN_BGR)[0] for im in calibration_scenes(8, seed=1)]
     fp32 = edgetvm.compile(zoo("retinaface"), input_shapes=shapes)
-    int8 = edgetvm.compile(zoo("retinaface"), input_shapes=shapes, quantize="int8", calibration=calibration)
+    # percentile: with minmax the landmarks drift 2.47 px on the small LFW faces (the QDQ float
+    # simulation drifts the same 2.42 px: range precision, not the kernels); percentile: 1.22 px.
+    int8 = edgetvm.compile(zoo("retinaface"), input_shapes=shapes, quantize="int8", calibration=calibration,
+                           calibration_mode="percentile")
     assert _weights(int8) / _weights(fp32) < 0.3
     found = 0
     for name, image in detection_images(size).items():

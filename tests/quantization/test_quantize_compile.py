@@ -11,7 +11,7 @@ import edgetvm
 from edgetvm.errors import InputError
 from edgetvm.passes.calibrate import RangeObserver, entropy_threshold
 
-from .models import small_cnn
+from .models import small_cnn, two_head_detector
 
 SHAPE = (1, 3, 16, 16)
 
@@ -163,3 +163,43 @@ def test_cli_compiles_with_a_calibration_directory(float_model, tmp_path):
     ref = ort.InferenceSession(float_model.SerializeToString()).run(None, {"x": x})[0]
     assert _cosine(runner(x), ref) > 0.99
     assert main(["compile", str(model_path), "--quantize", "int8", "-o", str(tmp_path / "x.so")]) == 2
+
+
+def test_calibration_ranges_line_up_with_a_multi_output_model():
+    """RetinaFace's int8 regression: with several outputs (a tuple-valued output var) the calibration
+    taps were read two fields off, so every activation got its neighbour's range (face score 0.998
+    -> 0.01). Each range must be the tensor's own [min, max], checked against onnxruntime."""
+    from tvm import relax
+
+    from edgetvm.frontends.onnx_qdq import load_model_for_quantization
+    from edgetvm.passes.calibrate import calibration_arrays, collect_ranges
+    from edgetvm.passes.quantize_annotate import plan_quantization
+
+    model = two_head_detector()
+    imported = load_model_for_quantization(model, {"x": SHAPE})
+    mod = relax.transform.FoldConstant()(imported.mod)
+    plan = plan_quantization(mod["main"])
+    samples = _inputs(3, 3)
+    ranges = collect_ranges(mod, plan.tensors_to_calibrate(), calibration_arrays(samples, imported.inputs))
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(onnx.helper.make_tensor_value_info("feat", onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString())
+    feat = np.stack([session.run(["feat"], {"x": x})[0] for x in samples])
+    x_all = np.stack(samples)
+    x_var = mod["main"].params[0]
+    feat_chain = next(chain for chain in plan.chains if chain.inputs[0].same_as(x_var))
+    np.testing.assert_allclose(ranges[x_var], (x_all.min(), x_all.max()), rtol=0, atol=0)
+    np.testing.assert_allclose(ranges[feat_chain.tail], (feat.min(), feat.max()), rtol=1e-4, atol=1e-5)
+
+
+def test_multi_output_detector_int8_tracks_onnxruntime():
+    """Both heads of a two-output model stay close to float (end to end: calibrate, fold, run)."""
+    model = two_head_detector()
+    compiled = edgetvm.compile(model, quantize="int8", calibration=_inputs(1, 8))
+    session = ort.InferenceSession(model.SerializeToString())
+    for x in _inputs(2, 2):
+        ref_loc, ref_conf = session.run(None, {"x": x})
+        got_loc, got_conf = compiled(x)
+        assert np.max(np.abs(got_loc - ref_loc)) < 0.05 * np.max(np.abs(ref_loc))
+        assert np.max(np.abs(got_conf - ref_conf)) < 0.05
