@@ -48,8 +48,6 @@ def _declared_bytes(dims, elem_type: int, where: str) -> int:
 
 def check_onnx_memory(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]], source: str) -> None:
     """Raise ResourceLimitError if any declared tensor, or all together, exceed the limits."""
-    max_tensor = _limit("EDGETVM_MAX_TENSOR_BYTES", DEFAULT_MAX_TENSOR_BYTES)
-    max_model = _limit("EDGETVM_MAX_MODEL_BYTES", DEFAULT_MAX_MODEL_BYTES)
     declared: list[tuple[str, int]] = []
     for init in proto.graph.initializer:
         declared.append((f"initializer {init.name!r}",
@@ -62,6 +60,13 @@ def check_onnx_memory(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int,
             dims = [d.dim_value for d in tensor_type.shape.dim if d.HasField("dim_value")]
         declared.append((f"input {value.name!r}",
                          _declared_bytes(dims, tensor_type.elem_type or 1, f"{source}: input {value.name!r}")))
+    enforce_limits(declared, source)
+
+
+def enforce_limits(declared, source: str) -> None:
+    """Raise ResourceLimitError if one ``(what, bytes)`` entry, or all together, exceed the limits."""
+    max_tensor = _limit("EDGETVM_MAX_TENSOR_BYTES", DEFAULT_MAX_TENSOR_BYTES)
+    max_model = _limit("EDGETVM_MAX_MODEL_BYTES", DEFAULT_MAX_MODEL_BYTES)
     total = 0
     for what, size in declared:
         if size > max_tensor:
@@ -84,9 +89,10 @@ _TFLITE_ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: 8, 6: 1, 7: 2, 8: 8, 9: 1, 
 
 def check_tflite_memory(model, source: str) -> None:
     """The same limits for a parsed ``tflite.Model``: every tensor's declared shape, no data read."""
-    max_tensor = _limit("EDGETVM_MAX_TENSOR_BYTES", DEFAULT_MAX_TENSOR_BYTES)
-    max_model = _limit("EDGETVM_MAX_MODEL_BYTES", DEFAULT_MAX_MODEL_BYTES)
-    total = 0
+    enforce_limits(_tflite_declared(model, source), source)
+
+
+def _tflite_declared(model, source: str):
     for s in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(s)
         for t in range(subgraph.TensorsLength()):
@@ -98,18 +104,7 @@ def check_tflite_memory(model, source: str) -> None:
                 if dim < -1:
                     raise ModelLoadError(f"{source}: tensor {name!r} has a negative dimension {dim}")
                 count *= max(dim, 1)
-            size = count * _TFLITE_ITEMSIZE.get(tensor.Type(), 8)
-            if size > max_tensor:
-                raise ResourceLimitError(
-                    f"{source}: tensor {name!r} declares {size / 2**20:.1f} MiB, over the per-tensor limit of "
-                    f"{max_tensor / 2**20:.0f} MiB; the model is corrupt or hostile, or raise EDGETVM_MAX_TENSOR_BYTES"
-                )
-            total += size
-    if total > max_model:
-        raise ResourceLimitError(
-            f"{source}: its tensors declare {total / 2**20:.1f} MiB in all, over the limit of "
-            f"{max_model / 2**20:.0f} MiB; raise EDGETVM_MAX_MODEL_BYTES if the model is genuine"
-        )
+            yield f"tensor {name!r}", count * _TFLITE_ITEMSIZE.get(tensor.Type(), 8)
 
 
 def _static_bytes(ty) -> int | None:
