@@ -47,6 +47,13 @@ def short_op(expr) -> str:
     return type(expr).__name__
 
 
+def bound_constant(expr) -> np.ndarray | None:
+    """The value of ``expr`` if it is itself a bound constant (no look-through, unlike constant_value)."""
+    if isinstance(expr, tvm.ir.Constant) and isinstance(expr.value, tvm.runtime.Tensor):
+        return expr.value.numpy()
+    return None
+
+
 def constant_value(expr, var2val) -> np.ndarray | None:
     """The value of ``expr`` at compile time, if it is a constant seen through reshapes, transposes
     and casts (fp16 weights of TFLite models reach float32 convs through ``astype``)."""

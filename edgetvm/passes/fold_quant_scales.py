@@ -26,6 +26,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .channel_affine import bound_constant, op_name
+
 from .quantize_fixed_point import quantize_multiplier, quantize_multipliers
 from .quantize_kernels import (int8_add_requantize, int8_conv2d_dequantize, int8_conv2d_requantize,
                                int8_dense_dequantize, int8_dense_requantize, int8_requantize_tensor,
@@ -36,20 +38,10 @@ OPAQUE_PATTERN = 8
 KERNEL_ATTRS = {"op_pattern": OPAQUE_PATTERN}
 
 
-def _op_name(expr) -> str | None:
-    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-        return expr.op.name
-    return None
-
-
-def _const(expr) -> np.ndarray | None:
-    if isinstance(expr, tvm.ir.Constant) and isinstance(expr.value, tvm.runtime.Tensor):
-        return expr.value.numpy()
-    return None
 
 
 def _scalar(expr) -> float | None:
-    value = _const(expr)
+    value = bound_constant(expr)
     if value is None or value.size != 1:
         return None
     return value.reshape(-1)[0].item()
@@ -91,12 +83,12 @@ class _Folder(relax.PyExprMutator):
     def _static(self, expr) -> np.ndarray | None:
         """The value of ``expr`` if it is a constant, possibly reshaped (TVM's ONNX Conv converter
         binds its bias as ``reshape(const)``)."""
-        value = _const(expr)
+        value = bound_constant(expr)
         if value is not None:
             return value
         if isinstance(expr, relax.Var) and expr in self.bindings:
             return self._static(self.bindings[expr])
-        if _op_name(expr) in ("relax.reshape", "relax.expand_dims", "relax.squeeze"):
+        if op_name(expr) in ("relax.reshape", "relax.expand_dims", "relax.squeeze"):
             inner = self._static(expr.args[0])
             if inner is not None:
                 return inner.reshape([int(d) for d in expr.ty.shape])
@@ -112,8 +104,8 @@ class _Folder(relax.PyExprMutator):
     def _dequantize_tensor(self, expr):
         """(q var, scale, zero point) of a per-tensor ``dequantize`` of a non-constant tensor."""
         call = self._producer(expr, single_use=False)
-        if _op_name(call) != "relax.dequantize":
-            raise _Decline(f"input is {_op_name(call) or type(call).__name__}, not dequantize")
+        if op_name(call) != "relax.dequantize":
+            raise _Decline(f"input is {op_name(call) or type(call).__name__}, not dequantize")
         scale, zero = _scalar(call.args[1]), _scalar(call.args[2])
         if scale is None or zero is None:
             raise _Decline("activation dequantize is not per-tensor with constant parameters")
@@ -126,16 +118,16 @@ class _Folder(relax.PyExprMutator):
         """(int8 weight, per-channel scale) of ``dequantize(W_q const, s_w, 0, axis)``."""
         call = self._producer(expr, single_use=False)
         transpose = False
-        if _op_name(call) == "relax.permute_dims" and axis == 1:
+        if op_name(call) == "relax.permute_dims" and axis == 1:
             call = self._producer(call.args[0], single_use=False)
             transpose = True
             axis = 0
-        if _op_name(call) != "relax.dequantize":
+        if op_name(call) != "relax.dequantize":
             raise _Decline("weight is not a dequantize of constant integers")
-        q = _const(call.args[0])
+        q = bound_constant(call.args[0])
         if q is None or q.dtype != np.int8:
             raise _Decline("weight is not a constant int8 tensor")
-        scale, zero = _const(call.args[1]), _const(call.args[2])
+        scale, zero = bound_constant(call.args[1]), bound_constant(call.args[2])
         if scale is None or zero is None:
             raise _Decline("weight scale or zero point is not constant")
         if np.any(zero != 0):
@@ -152,7 +144,7 @@ class _Folder(relax.PyExprMutator):
     def _activation(self, expr):
         """Peel an activation: (inner expr, kind, payload)."""
         call = self._producer(expr)
-        name = _op_name(call)
+        name = op_name(call)
         if name == "relax.nn.relu":
             return call.args[0], "relu", None
         if name == "relax.clip":
@@ -161,7 +153,7 @@ class _Folder(relax.PyExprMutator):
         if name == "relax.nn.leakyrelu":
             return call.args[0], "leaky", float(call.attrs.alpha)
         if name == "relax.nn.prelu":
-            alpha = _const(call.args[1])
+            alpha = bound_constant(call.args[1])
             if alpha is None or int(call.attrs.axis) != 1:
                 raise _Decline("prelu slope is not a constant along the channel axis")
             return call.args[0], "prelu", alpha.astype(np.float64).reshape(-1)
@@ -183,13 +175,13 @@ class _Folder(relax.PyExprMutator):
         """``conv2d|matmul(dequantize(q_x), dequantize(W_q)) [+ b]`` -> its integer parts."""
         value = self._producer(expr) if isinstance(expr, relax.Var) else expr
         bias = None
-        if _op_name(value) == "relax.add":
+        if op_name(value) == "relax.add":
             lhs, rhs = value.args
             bias = self._static(rhs) if self._static(rhs) is not None else self._static(lhs)
             if bias is None:
                 raise _Decline("add is not a constant bias")
             value = self._producer(lhs if self._static(rhs) is not None else rhs)
-        name = _op_name(value)
+        name = op_name(value)
         attrs = value.attrs if name == "relax.nn.conv2d" else None
         if name == "relax.nn.conv2d":
             if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
@@ -261,7 +253,7 @@ class _Folder(relax.PyExprMutator):
         users = self.users.get(var, [])
         if len(users) != 1:
             return False
-        name = _op_name(self.bindings[users[0]])
+        name = op_name(self.bindings[users[0]])
         if name == "relax.quantize":
             return True
         return name in ("relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.nn.prelu") and \
@@ -272,7 +264,7 @@ class _Folder(relax.PyExprMutator):
         var = self._binding_var
         value = call
         bias = None
-        if _op_name(call) == "relax.add":
+        if op_name(call) == "relax.add":
             lhs, rhs = call.args
             bias = self._static(rhs) if self._static(rhs) is not None else self._static(lhs)
             if bias is None:
@@ -280,13 +272,13 @@ class _Folder(relax.PyExprMutator):
             value = self._producer(lhs if self._static(rhs) is not None else rhs)
         elif var is not None:
             users = self.users.get(var, [])
-            if len(users) == 1 and _op_name(self.bindings[users[0]]) == "relax.add" and \
+            if len(users) == 1 and op_name(self.bindings[users[0]]) == "relax.add" and \
                     any(self._static(a) is not None for a in self.bindings[users[0]].args):
                 raise _Decline("the bias add after it is folded instead")
-        if _op_name(value) != "relax.matmul" or value.args[0].ty.ndim != 2 or \
+        if op_name(value) != "relax.matmul" or value.args[0].ty.ndim != 2 or \
                 str(value.args[0].ty.dtype) != "float32":
             raise _Decline("not a 2-D float matmul")
-        if _op_name(self._producer(value.args[0], single_use=False)) == "relax.dequantize":
+        if op_name(self._producer(value.args[0], single_use=False)) == "relax.dequantize":
             raise _Decline("integer input: the integer rules handle it")
         w_q, w_scale = self._dequantize_weight(value.args[1], 1)
         channels = w_scale.size
@@ -303,9 +295,9 @@ class _Folder(relax.PyExprMutator):
         var = self._binding_var
         if var is None or self._feeds_quantize(var):
             raise _Decline("a quantize follows: the requantizing rule handles it")
-        if _op_name(call) != "relax.add":
+        if op_name(call) != "relax.add":
             users = self.users.get(var, [])
-            if len(users) == 1 and _op_name(self.bindings[users[0]]) == "relax.add" and \
+            if len(users) == 1 and op_name(self.bindings[users[0]]) == "relax.add" and \
                     any(self._static(a) is not None for a in self.bindings[users[0]].args):
                 raise _Decline("the bias add after it is folded instead")
         m = self._match_linear(call)
@@ -330,7 +322,7 @@ class _Folder(relax.PyExprMutator):
         if act not in ("none", "relu", "clip"):
             raise _Decline(f"{act} after add")
         value = self._producer(inner)
-        if _op_name(value) != "relax.add":
+        if op_name(value) != "relax.add":
             raise _Decline("not an add")
         a_q, a_scale, a_zero = self._dequantize_tensor(value.args[0])
         b_q, b_scale, b_zero = self._dequantize_tensor(value.args[1])
@@ -369,7 +361,7 @@ class _Folder(relax.PyExprMutator):
         self._binding_var = None
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
-        name = _op_name(call)
+        name = op_name(call)
         if name == "relax.quantize" and str(call.attrs.out_dtype) in ("int8", "uint8"):
             reasons = []
             for rule in (self._fold_linear, self._fold_add, self._fold_requantize):

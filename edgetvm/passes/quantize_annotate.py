@@ -29,21 +29,13 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .channel_affine import bound_constant, op_name
+
 from .quantize_fixed_point import activation_qparams, quantize_weight_per_channel
 
 ACTIVATIONS = ("relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.nn.prelu")
 
 
-def _op_name(expr) -> str | None:
-    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-        return expr.op.name
-    return None
-
-
-def _const(expr) -> np.ndarray | None:
-    if isinstance(expr, tvm.ir.Constant) and isinstance(expr.value, tvm.runtime.Tensor):
-        return expr.value.numpy()
-    return None
 
 
 @dataclass
@@ -106,9 +98,9 @@ def plan_quantization(func: relax.Function) -> QuantPlan:
         return users[var][0]
 
     for var, value in bindings.items():
-        name = _op_name(value)
+        name = op_name(value)
         if name == "relax.nn.conv2d":
-            weight = _const(value.args[1])
+            weight = bound_constant(value.args[1])
             attrs = value.attrs
             if weight is None:
                 plan.skipped.append(f"{var.name}: conv2d with a non-constant weight stays float")
@@ -118,7 +110,7 @@ def plan_quantization(func: relax.Function) -> QuantPlan:
                 continue
             chain = QuantChain("conv2d", var, [value.args[0]], value)
         elif name == "relax.matmul":
-            weight = _const(value.args[1])
+            weight = bound_constant(value.args[1])
             if weight is None or weight.ndim != 2 or value.args[0].ty.ndim != 2:
                 continue
             chain = QuantChain("matmul", var, [value.args[0]], value)
@@ -140,17 +132,17 @@ def plan_quantization(func: relax.Function) -> QuantPlan:
             if nxt is None:
                 break
             nvalue = bindings[nxt]
-            nname = _op_name(nvalue)
+            nname = op_name(nvalue)
             if chain.kind != "add" and nname == "relax.add" and chain.bias is None and chain.batch_norm is None \
                     and chain.activation is None:
                 other = nvalue.args[1] if nvalue.args[0].same_as(tail) else nvalue.args[0]
-                bias = _const(other)
+                bias = bound_constant(other)
                 if bias is None or bias.size != channels:
                     break
                 chain.bias = bias.reshape(-1).astype(np.float64)
                 tail = nxt
             elif chain.kind == "conv2d" and nname == "relax.nn.batch_norm" and chain.activation is None \
-                    and chain.batch_norm is None and all(_const(a) is not None for a in nvalue.args[1:]) \
+                    and chain.batch_norm is None and all(bound_constant(a) is not None for a in nvalue.args[1:]) \
                     and int(nvalue.attrs.axis) == 1:
                 getters = [u for u in users.get(nxt, [])]
                 if len(getters) < 1:
@@ -161,7 +153,7 @@ def plan_quantization(func: relax.Function) -> QuantPlan:
                 chain.batch_norm = nvalue
                 tail = first[0]
             elif nname in ACTIVATIONS and chain.activation is None and nvalue.args[0].same_as(tail):
-                if nname == "relax.nn.prelu" and (_const(nvalue.args[1]) is None or int(nvalue.attrs.axis) != 1):
+                if nname == "relax.nn.prelu" and (bound_constant(nvalue.args[1]) is None or int(nvalue.attrs.axis) != 1):
                     break
                 if chain.kind == "add" and nname not in ("relax.nn.relu", "relax.clip"):
                     break
@@ -176,7 +168,7 @@ def plan_quantization(func: relax.Function) -> QuantPlan:
 
 
 def _fold_batch_norm(weight: np.ndarray, bias: np.ndarray, bn: relax.Call) -> tuple[np.ndarray, np.ndarray]:
-    gamma, beta, mean, var = (_const(a).astype(np.float64) for a in bn.args[1:])
+    gamma, beta, mean, var = (bound_constant(a).astype(np.float64) for a in bn.args[1:])
     attrs = bn.attrs
     if not bool(attrs.scale):
         gamma = np.ones_like(gamma)
@@ -246,7 +238,7 @@ class _Annotator(relax.PyExprMutator):
         if chain.kind == "add":
             out = self.builder_.emit(relax.op.add(*inputs))
         else:
-            weight = _const(anchor.args[1]).astype(np.float64)
+            weight = bound_constant(anchor.args[1]).astype(np.float64)
             channels = weight.shape[0] if chain.kind == "conv2d" else weight.shape[1]
             bias = chain.bias if chain.bias is not None else np.zeros(channels)
             if chain.batch_norm is not None:
