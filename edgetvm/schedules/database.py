@@ -128,20 +128,25 @@ def scan_database(db_dir: str | os.PathLike, *, salvage: bool = False, drop_part
             raise TuningError(f"{path}:{line_no}: {reason}. {hint}")
         result.dropped.append((str(path), line_no, reason))
 
+    def parsed(path: Path, lines: list[str], unterminated: bool):
+        """(line number, line, decoded JSON, is the unterminated tail) for each line that is JSON."""
+        for i, line in enumerate(lines):
+            tail = unterminated and i == len(lines) - 1
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if tail and drop_partial_tail:
+                    result.partial_tail = True
+                    continue
+                bad(path, i + 1, f"not JSON ({exc.msg} at column {exc.colno})", tail)
+                continue
+            yield i, line, obj, tail
+
     wl_path = db_dir / WORKLOAD_FILE
     lines, unterminated = _read_lines(wl_path)
     num_workloads = len(lines)
     index_map: dict[int, int] = {}  # old workload index -> index after salvage
-    for i, line in enumerate(lines):
-        tail = unterminated and i == len(lines) - 1
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if tail and drop_partial_tail:
-                result.partial_tail = True
-                continue
-            bad(wl_path, i + 1, f"not JSON ({exc.msg} at column {exc.colno})", tail)
-            continue
+    for i, line, obj, tail in parsed(wl_path, lines, unterminated):
         reason = _check_workload(obj)
         if reason:
             bad(wl_path, i + 1, reason, tail)
@@ -150,17 +155,7 @@ def scan_database(db_dir: str | os.PathLike, *, salvage: bool = False, drop_part
         result.workload_lines.append(line)
 
     rec_path = db_dir / RECORD_FILE
-    lines, unterminated = _read_lines(rec_path)
-    for i, line in enumerate(lines):
-        tail = unterminated and i == len(lines) - 1
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if tail and drop_partial_tail:
-                result.partial_tail = True
-                continue
-            bad(rec_path, i + 1, f"not JSON ({exc.msg} at column {exc.colno})", tail)
-            continue
+    for i, line, obj, tail in parsed(rec_path, *_read_lines(rec_path)):
         reason = _check_record(obj, num_workloads)
         if reason is None and obj[0] not in index_map:
             reason = f"its workload (line {obj[0] + 1} of {WORKLOAD_FILE}) was dropped"
