@@ -7,13 +7,17 @@ loads it with TVM's runtime (``tvm.runtime.load_module`` + ``relax.VirtualMachin
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import tvm
-from tvm import relax
+from tvm import relax, tirx
+from tvm.relax import vm_build
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
 from ..errors import CompileError, first_line
 from ..targets import ARM_CROSS_CXX, ResolvedTarget, require_tool
+from .neon_mla import lane_mla_kernels, recompile_with_lane_mla
 
 
 def vm_lowering_pipeline(target: ResolvedTarget) -> tvm.transform.Pass:
@@ -25,9 +29,27 @@ def vm_lowering_pipeline(target: ResolvedTarget) -> tvm.transform.Pass:
 def build_vm(scheduled: tvm.IRModule, target: ResolvedTarget) -> relax.VMExecutable:
     """Build a VM executable from a module whose kernels are already TIR (see schedules.lower)."""
     try:
-        return tvm.compile(scheduled, target=target.tvm_target, relax_pipeline=vm_lowering_pipeline(target))
+        lane_kernels = lane_mla_kernels(scheduled) if target.is_arm else set()
+        if not lane_kernels:
+            return tvm.compile(scheduled, target=target.tvm_target, relax_pipeline=vm_lowering_pipeline(target))
+        return _build_vm_lane_mla(scheduled, target, lane_kernels)
     except Exception as exc:  # noqa: BLE001 - TVM raises plain RuntimeError/ValueError through tvm_ffi
         raise CompileError(f"TVM failed to build the module for {target.preset}: {first_line(exc)}") from exc
+
+
+def _build_vm_lane_mla(scheduled: tvm.IRModule, target: ResolvedTarget, lane_kernels: set[str]) -> relax.VMExecutable:
+    """``relax.build``'s steps, with the kernels' LLVM module recompiled by ``neon_mla`` before linking."""
+    tgt = target.tvm_target
+    with tgt:
+        mod = vm_lowering_pipeline(target)(scheduled)
+    constants = dict(mod.attrs.get("const_name_to_constant", {})) if mod.attrs else {}
+    builder = relax.ExecBuilder()
+    mod = vm_build._vmcodegen(builder, mod, "bytecode")
+    kernels = tvm.IRModule({gvar: func for gvar, func in mod.functions.items() if isinstance(func, tirx.PrimFunc)})
+    lib = tvm.tirx.build(kernels, target=tgt, pipeline="default")
+    with tempfile.TemporaryDirectory(prefix="edgetvm-mla-") as workdir:
+        lib = recompile_with_lane_mla(lib, lane_kernels, Path(workdir))
+    return relax.VMExecutable(vm_build._ffi_api.VMLink(builder, tgt, lib, [], constants))
 
 
 def export_vm_library(executable: relax.VMExecutable, path: str | os.PathLike, target: ResolvedTarget) -> None:

@@ -75,7 +75,7 @@ def _uses(expr, var) -> bool:
     return any(v.same_as(var) for v in tirx.analysis.undefined_vars(expr, []))
 
 
-def _unit_stride_last(region, var) -> bool | None:
+def unit_stride_last(region, var) -> bool | None:
     """True: ``var`` indexes only the last dimension, with coefficient 1. None: not used at all."""
     used = None
     for dim, rng in enumerate(region):
@@ -112,7 +112,7 @@ def analyse_reduction(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> Re
     windowed = 0
     vec_readers = 0
     for read in stmt.reads:
-        use = _unit_stride_last(read.region, vec)
+        use = unit_stride_last(read.region, vec)
         if use is False:
             return None
         vec_readers += bool(use)

@@ -17,6 +17,19 @@ Every kernel is scheduled by the first rule that applies:
    ARMv7 NEON, 16 of the 32 zmm of AVX-512), the other half holds weights and broadcast inputs.
    Depthwise conv and pooling (a window per channel) sweep one channel vector over the plane
    instead (``for c_o, n, h, w_o``, up to 4 rows): the kh*kw weight vectors stay in registers.
+
+   On ARMv7 (``lane_broadcast``) a conv2d whose input channels are a multiple of the lanes takes
+   its inputs a vector of ``lanes`` channels at a time and multiplies each weight vector by one
+   lane of it (``vmla.f32 q, q, d[x]``): per ``lanes`` channels one input load per row instead of
+   one broadcast load per channel and row::
+
+         for r_0, ..., ci_o:                      # ci in steps of ``lanes``
+           x[rows, lanes] = in[rows, ci_o*lanes : +lanes]         # one vector load per row
+           for c_v, ci_i, w_i (or w_i, c_v, ci_i):                 # unrolled
+             acc[w_i, c_v*lanes : +lanes] += wt[ci_o*lanes + ci_i, c_v*lanes : +lanes] * x[w_i, ci_i]
+
+   ARMv7 has no fused multiply-accumulate by lane, so these kernels are compiled to the unfused
+   ``vmla.f32`` (``edgetvm.backends.neon_mla``); x86 keeps FMA with a broadcast memory operand.
 2. :func:`schedule_generic` for everything else: elementwise producers inlined, each remaining
    block's outer spatial loops fused and parallel, its innermost loop vectorized when it divides
    by the vector width.
@@ -29,7 +42,11 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir, tirx
 
-from .analysis import ReductionKernel, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
+from .analysis import ReductionKernel, unit_stride_last, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
+
+# Set on kernels whose multiply-accumulates take one operand from a vector lane: the ARM backends
+# compile them so that LLVM selects ``vmla.f32 q, q, d[x]`` (see edgetvm.backends.neon_mla).
+LANE_MLA_ATTR = "edgetvm.neon_mla_by_lane"
 
 # Below this many output elements a parallel launch costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 4096
@@ -44,12 +61,16 @@ class CpuScheduleConfig:
     ``num_threads``: 1 schedules no parallel loop at all; None or > 1 parallelizes outer loops.
     ``window_accumulators``: the same for depthwise conv and pooling, whose window weights also
     stay in registers (9 of them for 3x3: 4 accumulators + 9 weights + inputs fill 16 q registers).
+    ``lane_broadcast``: the multiply-accumulate takes its input operand from one lane of a
+    register (ARMv7 ``vmla.f32 q, q, d[x]``), so a conv2d tile loads ``lanes`` input channels
+    with one vector load instead of one broadcast load per channel (see ``schedule_register_tiled``).
     """
 
     lanes: int
     accumulators: int
     num_threads: int | None = None
     window_accumulators: int = 4
+    lane_broadcast: bool = False
 
     @property
     def parallel(self) -> bool:
@@ -67,33 +88,59 @@ def _divisors(n: int, limit: int) -> list[int]:
     return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
 
 
-def choose_tile(kernel: ReductionKernel, config: CpuScheduleConfig) -> tuple[int, int, int]:
+def vector_lanes(kernel: ReductionKernel, config: CpuScheduleConfig) -> int:
+    """The widest power of two up to ``config.lanes`` dividing the kernel's channel count."""
+    lanes = config.lanes
+    while lanes > 1 and kernel.vector_extent % lanes:
+        lanes //= 2
+    return lanes
+
+
+def choose_tile(kernel: ReductionKernel, config: CpuScheduleConfig, lane_broadcast: bool = False) -> tuple[int, int, int]:
     """(lanes, vectors, rows) of the register tile for ``kernel``.
 
-    Lanes: the widest power of two up to ``config.lanes`` dividing the channel count. Then the
-    tile with the most accumulators ``rows * vectors <= config.accumulators``; rows must divide
+    The tile with the most accumulators ``rows * vectors <= config.accumulators``; rows must divide
     the row extent (no tail). Ties go to more vectors: a row costs a broadcast load of its input
     and an address register per reduction step, while a tile's weight vectors are contiguous
     (post-incremented loads); on ARMv7 2x4 runs MobileFaceNet in 4% fewer instructions than 4x2.
+
+    ``lane_broadcast`` (see :func:`schedule_register_tiled`): each row holds ``lanes`` input
+    channels in one register, so a step of ``lanes`` channels loads ``rows + lanes * vectors``
+    vectors for ``lanes * rows * vectors`` multiply-accumulates. The tile with the fewest loads per
+    multiply-accumulate wins among those that hold their accumulators and resident operands
+    (inputs, or weights when fewer) in all but ``LANE_STREAM_REGISTERS`` registers: ARMv7 takes
+    2x4 (18 loads per 32) on even rows and 7x1 (11 per 28) on rows of 7 or 14.
     """
-    channels = kernel.vector_extent
-    lanes = config.lanes
-    while lanes > 1 and channels % lanes:
-        lanes //= 2
-    best = (0, 0.0, 1, 1)
+    lanes = vector_lanes(kernel, config)
     windowed = kernel.kind in ("depthwise", "pool")
     # Windowed kernels keep one channel vector's window weights in registers: fewer accumulators.
     budget = config.window_accumulators if windowed else config.accumulators
-    for vectors in ([1] if windowed else _divisors(channels // lanes, 4)):
-        for rows in _divisors(kernel.row_extent, budget):
+    best_score, best = None, (1, 1)
+    for vectors in ([1] if windowed else _divisors(kernel.vector_extent // lanes, 4)):
+        for rows in _divisors(kernel.row_extent, 2 * budget if lane_broadcast else budget):
             accs = rows * vectors
-            if accs > budget:
-                continue
-            score = (accs, vectors)
-            if score > best[:2]:
-                best = (accs, score[1], vectors, rows)
-    return lanes, best[2], best[3]
+            if lane_broadcast:
+                resident = min(rows, lanes * vectors)
+                if accs > budget or accs + resident > 2 * config.accumulators - LANE_STREAM_REGISTERS:
+                    continue
+                score = (-(rows + lanes * vectors) / (lanes * accs), accs, vectors)
+            else:
+                if accs > budget:
+                    continue
+                score = (0.0, accs, vectors)
+            if best_score is None or score > best_score:
+                best_score, best = score, (vectors, rows)
+    return lanes, best[0], best[1]
 
+
+# Vector registers a lane-broadcast tile leaves to its streamed operands (see choose_tile): with
+# fewer, LLVM's scheduler hoists the streamed loads above the multiply-accumulates and spills.
+# ARMv7 MobileFaceNet: 7x1 and 2x4 tiles (11 and 10 registers held) run spill-free, 8x1 and 4x2
+# (12 held) spill and cost 1% and 15% more instructions.
+LANE_STREAM_REGISTERS = 5
+# Fewer channel steps than this and LLVM unrolls the step loop whole, hoists and spills the
+# weights, and splats every lane with a vdup: 16 input channels cost 2.5x the instructions of 32.
+LANE_MIN_STEPS = 8
 
 # Steps of the innermost channel-reduction loop (conv2d, dense) unrolled around the register tile:
 # loop counter, compare and branch are paid once per this many steps. More than 2 lets LLVM hoist
@@ -166,7 +213,9 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
     else:
         tail = sch.cache_write(main, 0, "global")
 
-    lanes, vectors, rows = choose_tile(kernel, config)
+    windowed = kernel.kind in ("depthwise", "pool")
+    lane_input = _lane_input_read(sch, main, kernel, config) if config.lane_broadcast else None
+    lanes, vectors, rows = choose_tile(kernel, config, lane_broadcast=lane_input is not None)
     if lanes < 2:
         return None
     loops = sch.get_loops(main)
@@ -179,8 +228,11 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
     else:
         w_o = w_i = None
         outer = []
-    windowed = kernel.kind in ("depthwise", "pool")
-    reduction, unrolled_reduction = _unroll_innermost_reduction(sch, reduction, windowed)
+    if lane_input is not None:
+        ci_o, ci_i = sch.split(reduction[-1], [None, lanes])
+        reduction, unrolled_reduction = reduction[:-1] + [ci_o], [ci_i]
+    else:
+        reduction, unrolled_reduction = _unroll_innermost_reduction(sch, reduction, windowed)
     if windowed:
         # One channel vector swept over the whole plane: its kh*kw weight vectors stay in
         # registers (LLVM hoists them out of the row loops), only the input is loaded.
@@ -192,8 +244,26 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
         # and would be spilled and reloaded from the stack, costing an address computation each).
         tile_loop = c_o
         tile_loops = [*outer] + ([w_o] if w_o is not None else []) + [c_o]
-    order = tile_loops + reduction + unrolled_reduction + ([w_i] if w_i is not None else []) + [c_v, c_l]
+    if lane_input is not None:
+        # Per step the smaller operand set stays in registers and the other streams through: the
+        # rows' input vectors (each weight vector loaded once, feeding every row, dead after it),
+        # or, for tall tiles, the weight vectors (each row's input loaded once, used
+        # ``lanes * vectors`` times). Other orders make LLVM hoist the streamed loads and spill.
+        if lanes * vectors < rows:
+            order = tile_loops + reduction + [w_i, c_v, ci_i, c_l]
+        else:
+            order = tile_loops + reduction + [c_v, ci_i, w_i, c_l]
+    else:
+        order = tile_loops + reduction + unrolled_reduction + ([w_i] if w_i is not None else []) + [c_v, c_l]
     sch.reorder(*order)
+    if lane_input is not None:
+        # The rows' inputs for one step: ``rows`` vectors of ``lanes`` channels, loaded once.
+        cache = sch.cache_read(main, lane_input, "local")
+        sch.compute_at(cache, reduction[-1])
+        cache_loops = sch.get_loops(cache)[len(tile_loops) + len(reduction):]
+        sch.vectorize(cache_loops[-1])
+        for lp in cache_loops[:-1]:
+            sch.unroll(lp)
 
     sch.reverse_compute_at(tail, tile_loop, preserve_unit_loops=True)
     # Loop kinds first, decompose_reduction last: vectorize and parallel need the update block to
@@ -231,8 +301,39 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
 
     for block in padded:
         _schedule_spatial_block(sch, block, config)
-    return ScheduleResult(sch.mod["main"], f"register-tiled:{kernel.kind}",
-                          f"tile {rows}x{vectors}x{lanes}, {kernel.macs} MAC")
+    func = sch.mod["main"]
+    if lane_input is not None:
+        func = func.with_attr(LANE_MLA_ATTR, True)
+    return ScheduleResult(func, f"register-tiled:{kernel.kind}",
+                          f"tile {rows}x{vectors}x{lanes}{' by lane' if lane_input is not None else ''}, {kernel.macs} MAC")
+
+
+def _lane_input_read(sch: s_tir.Schedule, main, kernel: ReductionKernel, config: CpuScheduleConfig) -> int | None:
+    """Which read of ``main`` is a conv2d input that a lane-broadcast tile can load as vectors.
+
+    That is the read not indexed by the output channel, whose last dimension is the innermost
+    reduction (input channels, a multiple of the lanes) and whose row dimension follows the
+    output row with stride 1: a tile's rows are then ``rows`` contiguous vectors per step. At
+    least ``LANE_MIN_STEPS`` steps of ``lanes`` channels.
+    """
+    if kernel.kind != "conv2d" or len(kernel.spatial) < 2:
+        return None
+    lanes = vector_lanes(kernel, config)
+    channels = kernel.extents[kernel.reduction[-1]]
+    if lanes < 2 or channels % lanes or channels < LANE_MIN_STEPS * lanes:
+        return None
+    stmt = sch.get(main)
+    vec = stmt.iter_vars[kernel.spatial[-1]].var
+    row = stmt.iter_vars[kernel.spatial[-2]].var
+    channel = stmt.iter_vars[kernel.reduction[-1]].var
+    for index, read in enumerate(stmt.reads):
+        region = read.region
+        if len(region) < 2 or unit_stride_last(region, vec) is not None or not unit_stride_last(region, channel):
+            continue
+        coef = tvm.sym.detect_linear_equation(region[-2].min, [row])
+        if len(coef) == 2 and const_int(coef[0]) == 1:
+            return index
+    return None
 
 
 def _tail_keeps_shape(sch: s_tir.Schedule, main, consumers: list) -> bool:

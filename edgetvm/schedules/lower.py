@@ -80,7 +80,9 @@ def schedule_config(target: ResolvedTarget, num_threads: int | None = None) -> C
             registers = 32 if bool(has_feature("avx512f", tgt)) else 16
         except Exception:  # noqa: BLE001 - a TVM built without these hooks: keep the preset's lanes
             pass
-    return CpuScheduleConfig(lanes=lanes, accumulators=registers // 2, num_threads=num_threads)
+    # ARMv7 multiplies by a vector lane (vmla.f32 q, q, d[x]); x86 FMA takes a broadcast from memory.
+    return CpuScheduleConfig(lanes=lanes, accumulators=registers // 2, num_threads=num_threads,
+                             lane_broadcast=target.is_arm)
 
 
 def schedule_kernels(mod: tvm.IRModule, target: ResolvedTarget, num_threads: int | None = None,
