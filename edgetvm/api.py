@@ -156,8 +156,10 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     quantize: str | None = None,
     calibration=None,
     calibration_mode: str = "minmax",
+    quantize_options: dict | None = None,
     prune: float | dict | None = None,
-    prune_criterion: str | dict = "l1",
+    prune_criterion: str | dict = "auto",
+    prune_allocation: str = "auto",
     tuning_db: str | os.PathLike | None = None,
 ) -> CompiledModel:
     """Compile ``model`` (ONNX path, bytes or ModelProto; TFLite path) for ``target``.
@@ -169,6 +171,16 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     scale/shift folding, activation canonicalisation); ``passes`` are further ``tvm.transform.Pass``
     instances run after them. ``report.passes`` names what ran, ``report.details[name]`` says what
     each pass found (e.g. which batch norms were folded and why others were not).
+
+    ``prune`` removes that fraction of channels first (:func:`edgetvm.prune.prune_model`; with
+    ``calibration``: reconstruction ranking, sensitivity allocation, least-squares recovery;
+    ``prune_allocation`` uniform/global/sensitivity overrides how the ratio spreads over layers).
+
+    ``quantize="int8"`` calibrates a float model on ``calibration`` (arrays, image/.npy paths or a
+    directory) with ``calibration_mode`` minmax/percentile/entropy, after cross-layer equalization
+    (exact; SFace embeddings keep cosine >= 0.99 to fp32 with the defaults). ``quantize_options``:
+    ``{"equalize": False}`` skips the equalization, ``{"keep_float": [chain names]}`` leaves those
+    chains float (``report.details["quantize"]`` lists the chains and what stayed float and why).
     """
     resolved = codegen_target(resolve_target(target))
     report = CompileReport()
@@ -182,7 +194,8 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
         # group's channels or {layer pattern: fraction}; ``calibration`` feeds least-squares recovery.
         started = time.perf_counter()
         imported, report.details["prune"] = prune_for_compile(model, imported, prune, prune_criterion, calibration,
-                                                              input_shapes, round_to=resolved.vector_lanes)
+                                                              input_shapes, round_to=resolved.vector_lanes,
+                                                              allocation=prune_allocation)
         report.passes.append("PruneChannels")
         report.timings["prune"] = time.perf_counter() - started
 
@@ -200,8 +213,9 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
         # int8: calibrate on ``calibration`` (arrays, .npy/images or a directory of them) unless
         # the model is QDQ already; see passes/quantize.py.
         started = time.perf_counter()
+        # quantize_options: equalize (cross-layer equalization, default on), keep_float (chain names).
         mod, report.details["quantize"] = quantize_model(mod, imported.inputs, quantize, calibration,
-                                                         calibration_mode)
+                                                         calibration_mode, **(quantize_options or {}))
         report.passes.append(f"Quantize({quantize})")
         report.timings["quantize"] = time.perf_counter() - started
 

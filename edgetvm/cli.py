@@ -35,8 +35,9 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fuse", action="store_true",
                         help="skip the exact graph rewrites (batch-norm / scale-shift folding, activation canonicalisation)")
     parser.add_argument("--prune", type=float, default=None, metavar="RATIO",
-                        help="prune this fraction of each layer's channels first (lossy; see `edgetvm prune`)")
-    parser.add_argument("--prune-criterion", default="l1", choices=["l1", "bn_gamma", "activation", "reconstruction"], help="channel ranking for --prune")
+                        help="prune this fraction of the channels first (lossy; with --prune-calib spread over the "
+                             "layers by measured sensitivity and recovered by least squares; see `edgetvm prune`)")
+    parser.add_argument("--prune-criterion", default="auto", choices=["auto", "l1", "bn_gamma", "activation", "reconstruction"], help="channel ranking for --prune (auto: reconstruction with --prune-calib, else l1)")
     parser.add_argument("--prune-calib", default=None, metavar="DIR",
                         help="calibration inputs (.npy or images) for --prune's least-squares recovery")
     parser.add_argument("--quantize", default=None, choices=["int8"],
@@ -44,6 +45,11 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib", default=None, metavar="DIR", help="calibration inputs for --quantize: .npy files or images")
     parser.add_argument("--calib-mode", default="minmax", choices=["minmax", "percentile", "entropy"],
                         help="activation range estimator for --quantize")
+    parser.add_argument("--no-equalize", action="store_true",
+                        help="skip cross-layer equalization before --quantize's calibration (on by default, exact)")
+    parser.add_argument("--keep-float", default=None, metavar="NAMES",
+                        help="comma-separated chains to leave float under --quantize (the report's chains_quantized); "
+                             "'none' quantizes all; default: the conv reading the image stays float")
 
 
 def compile_kwargs(args: argparse.Namespace) -> dict:
@@ -63,6 +69,14 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
         kwargs.update(quantize=args.quantize, calibration_mode=args.calib_mode)
         if args.calib:
             kwargs["calibration"] = args.calib
+        options = {}
+        if getattr(args, "no_equalize", False):
+            options["equalize"] = False
+        if getattr(args, "keep_float", None) is not None:
+            names = [n.strip() for n in args.keep_float.split(",") if n.strip()]
+            options["keep_float"] = [] if names == ["none"] else names
+        if options:
+            kwargs["quantize_options"] = options
     if getattr(args, "tuning_db", None):
         kwargs["tuning_db"] = args.tuning_db
     return kwargs
@@ -140,7 +154,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 raise InputError(f"--layer-ratio {item!r}: write PATTERN=FRACTION, for example 'conv_1*=0.5'") from None
     pruned = prune_model(args.model, ratio, criterion=args.criterion, calibration=args.calib,
                          recover=not args.no_recover, input_shapes=parse_shape_args(args.input_shape) or None,
-                         round_to=args.round_to)
+                         round_to=args.round_to, allocation=args.allocation)
     out = pruned.save(args.output)
     report = pruned.report
     changed = [g for g in report["groups"] if g["kept"] != g["channels"]]
@@ -198,11 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="prune channels of an ONNX model and write the pruned ONNX (for fine-tuning)")
     p.add_argument("model", help="ONNX model file")
-    p.add_argument("--ratio", type=float, default=0.3, help="fraction of each layer group's channels to remove (0: "
-                   "only channels whose output is constant, lossless)")
+    p.add_argument("--ratio", type=float, default=0.3, help="fraction of the prunable channels to remove (of each "
+                   "layer group with --allocation uniform; 0: only channels whose output is constant, lossless)")
     p.add_argument("--layer-ratio", action="append", metavar="PATTERN=FRACTION",
                    help="ratio for the layers whose weight name matches PATTERN (fnmatch; repeatable)")
-    p.add_argument("--criterion", default="l1", choices=["l1", "bn_gamma", "activation", "reconstruction"], help="how channels are ranked")
+    p.add_argument("--criterion", default="auto", choices=["auto", "l1", "bn_gamma", "activation", "reconstruction"], help="how channels are ranked (auto: reconstruction with --calib, else l1)")
+    p.add_argument("--allocation", default="auto", choices=["auto", "uniform", "global", "sensitivity"],
+                   help="uniform: every group loses --ratio; sensitivity: --ratio of all prunable channels, spread by "
+                   "each group's measured cost (needs --calib); auto: sensitivity with --calib, else uniform")
     p.add_argument("--calib", default=None, metavar="DIR", help="calibration inputs (.npy or images) for "
                    "least-squares recovery of the layers after each pruned one")
     p.add_argument("--no-recover", action="store_true", help="skip the least-squares recovery")

@@ -8,3 +8,4 @@ from .prune_channels import PruneChannels, PruningConfig, lift_weights, prune_fu
 from .fold_quant_scales import FoldQuantScales
 from .quantize_annotate import plan_quantization, quantize_annotate as annotate_qdq
 from .quantize import quantize_model
+from .cross_layer_equalization import cross_layer_equalization, plan_equalization

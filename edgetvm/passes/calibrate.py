@@ -39,6 +39,8 @@ class RangeObserver:
     samples: list[np.ndarray] = field(default_factory=list)
     channel_sum: np.ndarray | None = None
     channel_count: int = 0
+    channel_lo: np.ndarray | None = None
+    channel_hi: np.ndarray | None = None
 
     def update(self, value: np.ndarray, rng: np.random.Generator, keep_samples: bool) -> None:
         value = np.asarray(value, dtype=np.float32)
@@ -50,6 +52,10 @@ class RangeObserver:
             moved = np.moveaxis(value, 1, 0).reshape(value.shape[1], -1)
             self.channel_sum = moved.sum(axis=1, dtype=np.float64) + (0 if self.channel_sum is None else self.channel_sum)
             self.channel_count += moved.shape[1]
+            # Per-channel extremes: the scales of cross-layer equalization.
+            lo, hi = moved.min(axis=1), moved.max(axis=1)
+            self.channel_lo = lo if self.channel_lo is None else np.minimum(self.channel_lo, lo)
+            self.channel_hi = hi if self.channel_hi is None else np.maximum(self.channel_hi, hi)
         self.lo = min(self.lo, float(flat.min()))
         self.hi = max(self.hi, float(flat.max()))
         if keep_samples:
@@ -215,9 +221,11 @@ def _image_to_input(image: np.ndarray, shape) -> np.ndarray:
 
 def collect_ranges(mod: tvm.IRModule, taps: list[relax.Var], samples: list[list[np.ndarray]],
                    mode: str = "minmax", percentile: float = 99.99, seed: int = 0,
-                   channel_means: dict | None = None) -> dict[relax.Var, tuple[float, float]]:
+                   channel_means: dict | None = None,
+                   channel_ranges: dict | None = None) -> dict[relax.Var, tuple[float, float]]:
     """Run the float ``mod`` on every sample on the host and return ``tap -> (lo, hi)``;
-    ``channel_means`` (optional) receives ``tap -> mean over everything but axis 1``."""
+    ``channel_means`` (optional) receives ``tap -> mean over everything but axis 1``,
+    ``channel_ranges`` (optional) ``tap -> (lo[C], hi[C])`` per channel (axis 1)."""
     if mode not in MODES:
         raise InputError(f"calibration_mode {mode!r}: choose one of {', '.join(MODES)}")
     from ..backends.vm import build_vm
@@ -243,4 +251,8 @@ def collect_ranges(mod: tvm.IRModule, taps: list[relax.Var], samples: list[list[
         for tap, observer in zip(taps, observers):
             if observer.channel_sum is not None:
                 channel_means[tap] = observer.channel_sum / max(observer.channel_count, 1)
+    if channel_ranges is not None:
+        for tap, observer in zip(taps, observers):
+            if observer.channel_lo is not None:
+                channel_ranges[tap] = (observer.channel_lo.astype(np.float64), observer.channel_hi.astype(np.float64))
     return {tap: observer.range(mode, percentile) for tap, observer in zip(taps, observers)}

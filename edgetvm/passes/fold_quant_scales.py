@@ -12,6 +12,14 @@ Rules (each applies to a ``quantize`` whose producers, followed back, have one u
 ``requantize``: ``quantize(dequantize(q, s1, z1), s2, z2)`` is ``q`` when the parameters are equal,
   else one rescale ``z2 + (s1/s2)(q - z1)``: consecutive scales fold into one.
 
+Layout: a conv2d whose activations are int8 and weights in [-127, 127] (int8 x int8 products in
+pairs fit int16) gets a channels-last kernel (``quantize_kernels_nhwc``): 1x1 stride 1 with
+``C % 16 == 0`` a GEMM, other dense convolutions im2col + the GEMM, depthwise with ``C % 8 == 0``
+its own; an ADD next to one of them too. Their inputs and outputs are NHWC, with ``permute_dims``
+back to NCHW for every other consumer; a kernel reading a channels-last kernel's output takes the
+NHWC tensor directly, so the transposes between them are dead code. ``report.channels_last`` counts
+them.
+
 Exact in the sense of integer-only inference: the result equals the numpy reference of the
 quantized graph bit for bit (tests/quantization). It differs from evaluating the QDQ graph in
 float by at most one unit of the int8 output (the fixed-point rounding of ``M``).
@@ -29,6 +37,8 @@ from tvm import relax
 from .channel_affine import bound_constant, op_name
 
 from .quantize_fixed_point import quantize_multiplier, quantize_multipliers
+from .quantize_kernels_nhwc import (DEPTHWISE_LANES, GEMM_CHANNELS, GEMM_DEPTH, im2col_depth, make_kernel,
+                                   pack_epilogue, pack_gemm_weights)
 from .quantize_kernels import (int8_add_requantize, int8_conv2d_dequantize, int8_conv2d_requantize,
                                int8_dense_dequantize, int8_dense_requantize, int8_requantize_tensor,
                                int8_weight_dense)
@@ -36,6 +46,11 @@ from .quantize_kernels import (int8_add_requantize, int8_conv2d_dequantize, int8
 # FuseOps must leave the integer kernels whole: edgetvm.schedules.int8 schedules them as written.
 OPAQUE_PATTERN = 8
 KERNEL_ATTRS = {"op_pattern": OPAQUE_PATTERN}
+# NCHW <-> NHWC: the channels-last kernels (quantize_kernels_nhwc) take and give NHWC tensors.
+TO_NHWC = [0, 2, 3, 1]
+TO_NCHW = [0, 3, 1, 2]
+# Largest im2col matrix (bytes, int8) a dense KxK convolution may build; larger ones keep the NCHW kernel.
+IM2COL_MAX_BYTES = 8 << 20
 
 
 
@@ -51,6 +66,8 @@ def _scalar(expr) -> float | None:
 class FoldReport:
     kernels: dict[str, int] = field(default_factory=dict)
     declined: list[str] = field(default_factory=list)
+    # Of those, the ones computed by channels-last kernels (quantize_kernels_nhwc), by kernel kind.
+    channels_last: dict[str, int] = field(default_factory=dict)
 
     def count(self, kind: str) -> None:
         self.kernels[kind] = self.kernels.get(kind, 0) + 1
@@ -78,6 +95,9 @@ class _Folder(relax.PyExprMutator):
             for used in relax.analysis.free_vars(value):
                 self.users.setdefault(used, []).append(var)
         self._binding_var = None
+        # NCHW var -> the NHWC var it is a transpose of: chained channels-last kernels skip the
+        # transposes between them (unused ones are dead code).
+        self._nhwc: dict = {}
 
     # -- helpers ---------------------------------------------------------------------------------
     def _static(self, expr) -> np.ndarray | None:
@@ -170,6 +190,91 @@ class _Folder(relax.PyExprMutator):
             hi = min(qmax, zero + int(np.floor(payload[1] / scale + 1e-6)) if np.isfinite(payload[1]) else qmax)
         return lo, hi
 
+    def _resolve(self, var):
+        """Follow ``a = b`` aliases the mutator leaves behind."""
+        seen = 0
+        while isinstance(var, relax.Var) and seen < 16:
+            bound = self.lookup_binding(var)
+            if not isinstance(bound, relax.Var):
+                break
+            var, seen = bound, seen + 1
+        return var
+
+    def _channels_last(self, x):
+        """The NHWC form of the (already visited) NCHW tensor ``x``."""
+        found = self._nhwc.get(self._resolve(x))
+        if found is not None:
+            return found
+        return self.builder_.emit(relax.op.permute_dims(x, TO_NHWC))
+
+    def _is_channels_last(self, x) -> bool:
+        return self._resolve(x) in self._nhwc
+
+    def _emit_nhwc(self, kind: str, args: list, out_shape, y_dtype: str, **params):
+        """Call the channels-last kernel ``kind``; returns its output transposed back to NCHW."""
+        func = make_kernel(kind, **params).with_attr("op_pattern", OPAQUE_PATTERN) \
+            .with_attr("tirx.is_scheduled", True)
+        gvar = self.builder_.add_func(func, f"int8_{kind}_nhwc")
+        y = self.builder_.emit(relax.call_tir(gvar, relax.Tuple(args), relax.TensorType(out_shape, y_dtype)))
+        nchw = self.builder_.emit(relax.op.permute_dims(y, TO_NCHW))
+        self._nhwc[nchw] = y
+        self.report.channels_last[kind] = self.report.channels_last.get(kind, 0) + 1
+        return nchw
+
+    def _fold_linear_nhwc(self, m: dict, x_new, epilogue: list, *, out_dtype: str, y_zero: int, clamp,
+                          negative: bool, float_out: bool, left_shift: bool):
+        """A channels-last kernel for ``m`` when one fits (1x1, dense KxK or depthwise conv, int8 x int8
+        in pairs), else None. ``epilogue``: bias, then (mpos, epos[, mneg, eneg]) or (out_scale,)."""
+        if not m["conv"] or not m["pair"]:
+            return None
+        consts = [relax.const(a) for a in epilogue]
+        # The GEMM kernels take the requantize parameters packed per tile of 4 channels.
+        gemm_consts = consts if float_out else [relax.const(pack_epilogue(*epilogue))]
+        attrs = self._conv_attrs(m["attrs"])
+        w_q = m["w_q"]
+        oc, icg, kh, kw = w_q.shape
+        shape = [int(d) for d in x_new.ty.shape]
+        channels = shape[1]
+        common = {"out_dtype": out_dtype, "y_zero_point": int(y_zero), "clamp": [int(v) for v in clamp],
+                  "negative": negative, "float_out": float_out, "left_shift": left_shift}
+        y_dtype = "float32" if float_out else out_dtype
+        n, _, h, w = shape
+        if (attrs["groups"] == 1 and (kh, kw) == (1, 1) and attrs["strides"] == [1, 1] and not any(attrs["padding"])
+                and channels % GEMM_DEPTH == 0 and oc % GEMM_CHANNELS == 0):
+            x_nhwc = self._channels_last(x_new)
+            return self._emit_nhwc("conv1x1", [x_nhwc, relax.const(pack_gemm_weights(w_q.reshape(oc, icg)))] + gemm_consts,
+                                   [n, h, w, oc], y_dtype, x_shape=[n, h, w, channels], channels_out=int(oc), **common)
+        if attrs["groups"] == 1 and oc % GEMM_CHANNELS == 0:
+            pt, pl, pb, pr = attrs["padding"]
+            (sh, sw), (dh, dw) = attrs["strides"], attrs["dilation"]
+            oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+            ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+            depth = im2col_depth((kh, kw), channels)
+            if n * oh * ow * depth <= IM2COL_MAX_BYTES:
+                # The input stays NCHW unless its producer gives NHWC anyway: the gather reads either.
+                nhwc_input = self._is_channels_last(x_new)
+                x_in = self._channels_last(x_new) if nhwc_input else x_new
+                w_cols = np.zeros((oc, depth), dtype=np.int8)
+                w_cols[:, :kh * kw * icg] = w_q.transpose(0, 2, 3, 1).reshape(oc, -1)
+                x_shape = [int(d) for d in x_in.ty.shape]
+                return self._emit_nhwc("im2col", [x_in, relax.const(pack_gemm_weights(w_cols))] + gemm_consts, [n, oh, ow, oc], y_dtype,
+                                       x_shape=x_shape, x_layout="NHWC" if nhwc_input else "NCHW",
+                                       channels_out=int(oc), kernel_size=[int(kh), int(kw)], strides=attrs["strides"],
+                                       padding=attrs["padding"], dilation=attrs["dilation"],
+                                       x_zero_point=int(m["x_zero"]), **common)
+        if attrs["groups"] == channels == oc and icg == 1 and channels % DEPTHWISE_LANES == 0:
+            pt, pl, pb, pr = attrs["padding"]
+            (sh, sw), (dh, dw) = attrs["strides"], attrs["dilation"]
+            oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
+            ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
+            x_nhwc = self._channels_last(x_new)
+            w_rsc = np.ascontiguousarray(w_q[:, 0].transpose(1, 2, 0))  # (C, 1, KH, KW) -> (KH, KW, C)
+            return self._emit_nhwc("depthwise", [x_nhwc, relax.const(w_rsc)] + consts, [n, oh, ow, oc], y_dtype,
+                                   x_shape=[n, h, w, channels], kernel_size=[int(kh), int(kw)],
+                                   strides=attrs["strides"], padding=attrs["padding"], dilation=attrs["dilation"],
+                                   x_zero_point=int(m["x_zero"]), **common)
+        return None
+
     # -- rules -----------------------------------------------------------------------------------
     def _match_linear(self, expr) -> dict:
         """``conv2d|matmul(dequantize(q_x), dequantize(W_q)) [+ b]`` -> its integer parts."""
@@ -237,6 +342,13 @@ class _Folder(relax.PyExprMutator):
             # ReLU needs no second multiplier: clamping at z_y is ReLU in the quantized domain.
             consts += [relax.const(mneg), relax.const(eneg)]
         x_new = self.visit_expr(m["x_q"])
+        left_shift = bool(np.any(epos > 0) or np.any(eneg > 0))
+        epilogue = [m["bias_q"], mpos, epos] + ([mneg, eneg] if act in ("leaky", "prelu") else [])
+        nhwc = self._fold_linear_nhwc(m, x_new, epilogue, out_dtype=out_dtype, y_zero=int(y_zero), clamp=clamp,
+                                      negative=act in ("leaky", "prelu"), float_out=False, left_shift=left_shift)
+        if nhwc is not None:
+            self.report.count("conv2d")
+            return nhwc
         if m["conv"]:
             self.report.count("conv2d")
             return self.builder_.call_te(
@@ -303,6 +415,11 @@ class _Folder(relax.PyExprMutator):
         m = self._match_linear(call)
         x_new = self.visit_expr(m["x_q"])
         scale = relax.const(m["acc_scale"].astype(np.float32))
+        nhwc = self._fold_linear_nhwc(m, x_new, [m["bias_q"], m["acc_scale"].astype(np.float32)], out_dtype="float32", y_zero=0,
+                                      clamp=(0, 0), negative=False, float_out=True, left_shift=False)
+        if nhwc is not None:
+            self.report.count("conv2d_float_out")
+            return nhwc
         if m["conv"]:
             self.report.count("conv2d_float_out")
             return self.builder_.call_te(
@@ -330,14 +447,23 @@ class _Folder(relax.PyExprMutator):
             raise _Decline("add operands differ in rank or dtype")
         twice_max = 2.0 * max(a_scale, b_scale)
         out_dtype = str(call.attrs.out_dtype)
+        params = {"a_zero_point": a_zero, "a_mult": quantize_multiplier(a_scale / twice_max), "b_zero_point": b_zero,
+                  "b_mult": quantize_multiplier(b_scale / twice_max), "y_zero_point": int(y_zero),
+                  "y_mult": quantize_multiplier(twice_max / ((1 << 20) * y_scale)),
+                  "clamp": self._clamp(act, payload, y_scale, int(y_zero), out_dtype), "out_dtype": out_dtype}
+        a_new, b_new = self.visit_expr(a_q), self.visit_expr(b_q)
+        shape = [int(d) for d in a_q.ty.shape]
+        if (str(a_q.ty.dtype) == "int8" and [int(d) for d in b_q.ty.shape] == shape and len(shape) == 4
+                and int(np.prod(shape)) % 8 == 0 and (self._is_channels_last(a_new) or self._is_channels_last(b_new))):
+            # Elementwise, so any layout: the one of the channels-last kernels around it.
+            self.report.count("add")
+            nhwc_shape = [shape[0], shape[2], shape[3], shape[1]]
+            return self._emit_nhwc("add", [self._channels_last(a_new), self._channels_last(b_new)], nhwc_shape,
+                                   out_dtype, shape=nhwc_shape, **{k: (list(v) if isinstance(v, tuple) else v)
+                                                                  for k, v in params.items()})
         self.report.count("add")
-        return self.builder_.call_te(
-            int8_add_requantize, self.visit_expr(a_q), self.visit_expr(b_q), a_zero_point=a_zero,
-            a_mult=quantize_multiplier(a_scale / twice_max), b_zero_point=b_zero,
-            b_mult=quantize_multiplier(b_scale / twice_max), y_zero_point=int(y_zero),
-            y_mult=quantize_multiplier(twice_max / ((1 << 20) * y_scale)),
-            clamp=self._clamp(act, payload, y_scale, int(y_zero), out_dtype), out_dtype=out_dtype,
-            primfunc_name_hint="int8_add", primfunc_attrs=KERNEL_ATTRS)
+        return self.builder_.call_te(int8_add_requantize, a_new, b_new, **params,
+                                     primfunc_name_hint="int8_add", primfunc_attrs=KERNEL_ATTRS)
 
     def _fold_requantize(self, call: relax.Call):
         y_scale, y_zero = _scalar(call.args[1]), _scalar(call.args[2])

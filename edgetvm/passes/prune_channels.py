@@ -17,8 +17,11 @@ Steps, each on the compiler's own graph, where every op's channel semantics are 
    ``dRSS_J = tr(B_J^T (G^-1)_JJ^-1 B_J)``; ThiNet, Luo et al. 2017; He et al. 2017); or user masks. Channels whose
    value does not depend on the input (a zero filter, a BN with gamma = 0) rank first: removing
    them is lossless once their contribution is folded into the next layer (:mod:`.prune_recovery`).
-   The ratio is of each group (``allocation="uniform"``) or of all channels ranked together
-   (``"global"``, scores divided by their group's mean). The kept count is
+   The ratio is of each group (``allocation="uniform"``), of all channels ranked together
+   (``"global"``, scores divided by their group's mean), or of all prunable channels spread by
+   measured cost (``"sensitivity"``: each group pruned alone by ``sensitivity_probe`` and recovered,
+   its output error on held-out calibration inputs ``a_g p^2``; then ``min sum_g a_g r_g^2`` subject
+   to the global count, in whole lanes, see :func:`sensitivity_allocation`). The kept count is
    ``round(n * (1 - ratio) / 4) * 4`` (whole NEON lanes), never zero;
 4. rewrite the graph with the smaller tensors (:func:`apply_pruning`): every weight is sliced on its
    tracked axes, reshapes/splits/slices get new bounds, depthwise convs new group counts, and each
@@ -40,6 +43,7 @@ from ..errors import CompileError, InputError
 from .channel_dependencies import ChannelDependencies, DependencyGroup, analyze_channel_dependencies
 
 CRITERIA = ("l1", "bn_gamma", "activation", "reconstruction")
+ALLOCATIONS = ("uniform", "global", "sensitivity")
 
 _WEIGHT_ROLES = {
     "relax.nn.conv2d": ("conv", {1: "weight"}),
@@ -137,8 +141,14 @@ class PruningConfig:
     round_to: int = 4
     lossless: bool = True  # always remove channels whose value does not depend on the input
     spatial_folds: bool = False  # also when folding needs a [C_out, H, W] offset map, not just a bias
-    allocation: str = "uniform"  # "uniform": ``ratio`` of every group; "global": of all channels, ranked together
-    max_group_ratio: float = 0.75  # "global": no group loses more than this fraction
+    # "uniform": ``ratio`` of every group; "global": of all channels, ranked together; "sensitivity": of
+    # all channels, spread over the groups by their measured cost (see ``sensitivity_allocation``).
+    allocation: str = "uniform"
+    max_group_ratio: float = 0.75  # "global"/"sensitivity": no group loses more than this fraction
+    sensitivity_probe: float = 0.25  # "sensitivity": each group's cost is measured at this fraction removed
+    # "sensitivity": per-group costs measured before (a report's "sensitivity" entries, same probe and
+    # calibration), to spread other ratios without measuring again
+    sensitivity: dict[str, float] | None = None
 
     def ratio_for(self, group: DependencyGroup) -> float:
         if not isinstance(self.ratio, dict):
@@ -338,7 +348,8 @@ def _keep_count(n: int, ratio: float, n_constant: int, round_to: int, lossless: 
 
 
 def plan_pruning(deps: ChannelDependencies, weights: dict, config: PruningConfig,
-                 lossless: dict[str, np.ndarray] | None = None, activations: dict | None = None) -> PruningPlan:
+                 lossless: dict[str, np.ndarray] | None = None, activations: dict | None = None,
+                 keep_counts: dict[str, int] | None = None) -> PruningPlan:
     """Pick the units to remove in every prunable group.
 
     ``lossless[group name]`` marks the units whose removal can be folded exactly (see
@@ -347,6 +358,8 @@ def plan_pruning(deps: ChannelDependencies, weights: dict, config: PruningConfig
     """
     if config.criterion not in CRITERIA and config.masks is None:
         raise InputError(f"prune criterion {config.criterion!r}: use one of {list(CRITERIA)} or give masks")
+    if config.allocation not in ALLOCATIONS:
+        raise InputError(f"prune allocation {config.allocation!r}: use one of {list(ALLOCATIONS)}")
     plan = PruningPlan(deps)
     data_driven = config.criterion in ("activation", "reconstruction")
     if data_driven and config.masks is None and not activations:
@@ -356,8 +369,9 @@ def plan_pruning(deps: ChannelDependencies, weights: dict, config: PruningConfig
     masks = dict(config.masks or {})
     used_masks = set()
     consumer_inputs = {c.data for c in deps.consumers}
-    global_keep = _global_allocation(deps, weights, config, lossless, energy, masks, plan.notes) \
-        if config.allocation == "global" else None
+    global_keep = keep_counts
+    if global_keep is None and config.allocation == "global":
+        global_keep = _global_allocation(deps, weights, config, lossless, energy, masks, plan.notes)
     for group in deps.groups:
         if not group.producers:
             continue
@@ -460,6 +474,54 @@ def _global_allocation(deps, weights, config: PruningConfig, lossless, energy, m
         k = int(round((n - removed[name]) / config.round_to)) * config.round_to
         keep[name] = min(n, max(k, config.round_to))
     return keep
+
+
+def allocation_groups(deps: ChannelDependencies, config: PruningConfig) -> dict[str, int]:
+    """The groups a global ratio spreads over, and their sizes: prunable, with producers, no user
+    masks, at least two lanes wide. The global ratio is the fraction of their channels removed."""
+    masks = set(config.masks or {})
+    return {g.name: len(g.units) for g in deps.prunable_groups()
+            if g.producers and len(g.units) >= 2 * config.round_to and not any(p.layer in masks for p in g.producers)}
+
+
+def sensitivity_allocation(sizes: dict[str, int], costs: dict[str, float], probe_ratio: float, ratio: float,
+                           round_to: int = 4, max_group_ratio: float = 0.75) -> dict[str, int]:
+    """Kept units per group minimising the summed cost at a global ratio.
+
+    Pruning group g alone by ``probe_ratio`` (with recovery) cost ``costs[g]`` (output error on
+    held-out calibration inputs). Costs of separately pruned groups add up closely (measured on
+    SFace: the sum of single-group costs is within 5% of the joint cost), and grow about
+    quadratically in the fraction removed, so with ``r_g = removed_g / n_g`` the allocation solves
+
+        min sum_g a_g r_g^2   s.t.   sum_g removed_g = ratio * sum_g n_g,   a_g = cost_g / probe_ratio^2
+
+    greedily in whole lanes of ``round_to`` (exact for convex separable costs): each step removes
+    one more lane from the group whose cost rises least, at most ``max_group_ratio`` of a group and
+    never its last lane. The result keeps ``round_to`` multiples, like uniform pruning.
+    """
+    import heapq
+
+    target = int(round(ratio * sum(sizes.values())))
+    floor = 1e-12 * max([c for c in costs.values() if c > 0] or [1.0])
+    a = {g: max(float(costs.get(g, 0.0)), floor) / probe_ratio ** 2 for g in sizes}
+
+    def step_cost(g, removed):
+        n = sizes[g]
+        return a[g] * (((removed + round_to) / n) ** 2 - (removed / n) ** 2)
+
+    removed = dict.fromkeys(sizes, 0)
+    limit = {g: min(int(n * max_group_ratio) // round_to * round_to, (n - round_to) // round_to * round_to)
+             for g, n in sizes.items()}
+    heap = [(step_cost(g, 0), g) for g in sizes if limit[g] >= round_to]
+    heapq.heapify(heap)
+    total = 0
+    while heap and total + round_to / 2 < target:
+        _, g = heapq.heappop(heap)
+        removed[g] += round_to
+        total += round_to
+        if removed[g] + round_to <= limit[g]:
+            heapq.heappush(heap, (step_cost(g, removed[g]), g))
+    return {g: n - removed[g] for g, n in sizes.items()}
 
 
 # -- 4. rewrite -----------------------------------------------------------------------------------
@@ -670,8 +732,12 @@ class PruneResult:
 
 
 def prune_function(func: relax.Function, config: PruningConfig, *, weights: dict | None = None, evaluate=None,
-                   calibration: list | None = None, recover: bool = True, alpha: float = 1e-3) -> PruneResult:
-    """Analyse, select, rewrite and recover ``func`` (bound constants, or weight parameters + ``weights``)."""
+                   calibration: list | None = None, recover: bool = True, alpha=None) -> PruneResult:
+    """Analyse, select, rewrite and recover ``func`` (bound constants, or weight parameters + ``weights``).
+
+    ``alpha``: the least-squares refit's ridge strength (relative to the Gram matrix's mean eigenvalue),
+    or several, chosen per layer by cross-validation over calibration inputs; None: ``CV_ALPHAS``.
+    """
     from .prune_recovery import prune_and_recover
 
     from .prune_recovery import lossless_units, original_taps
@@ -683,10 +749,34 @@ def prune_function(func: relax.Function, config: PruningConfig, *, weights: dict
                      for g in deps.prunable_groups() for u in g.units)
     x_orig = None
     if evaluate is not None and ((config.lossless and candidates) or (recover and calibration)
-                                 or (config.criterion == "activation" and calibration)):
+                                 or (config.criterion == "activation" and calibration)
+                                 or (config.allocation == "sensitivity" and calibration)):
         x_orig = original_taps(func, weights, deps, evaluate, calibration)
     lossless = lossless_units(deps, weights, x_orig, config.spatial_folds) if config.lossless else {}
-    plan = plan_pruning(deps, weights, config, lossless, x_orig if calibration else None)
+    keep_counts, sensitivity = None, None
+    if config.allocation == "sensitivity" and (isinstance(config.ratio, dict) or float(config.ratio) > 0):
+        # (ratio 0 removes only the constant channels, as with a uniform allocation)
+        from .prune_recovery import measure_sensitivity
+
+        if isinstance(config.ratio, dict):
+            raise InputError("sensitivity allocation takes one ratio, not per-layer ratios")
+        if config.sensitivity is None and (evaluate is None or not calibration or len(calibration) < 2):
+            raise InputError("sensitivity allocation measures each group's cost on calibration inputs: give at least "
+                             "2 calibration samples")
+        sizes = allocation_groups(deps, config)
+        probe = config.sensitivity_probe
+        sensitivity = dict(config.sensitivity or {})
+        missing = {name: n for name, n in sizes.items() if name not in sensitivity}
+        if missing:
+            sensitivity.update(measure_sensitivity(func, weights, deps, config, missing, probe, evaluate, calibration,
+                                                   x_orig, alpha))
+        keep_counts = sensitivity_allocation(sizes, sensitivity, probe, float(config.ratio), config.round_to,
+                                             config.max_group_ratio)
+    plan = plan_pruning(deps, weights, config, lossless, x_orig if calibration else None, keep_counts)
+    if sensitivity is not None:
+        for entry in plan.report:
+            if entry["group"] in sensitivity:
+                entry["sensitivity"] = sensitivity[entry["group"]]
     if candidates and x_orig is None:
         plan.notes.append("constant channels kept: folding them needs an evaluator to run the model")
     new_func, new_weights, recovery = prune_and_recover(func, weights, plan, evaluate, calibration, recover, alpha,

@@ -14,6 +14,7 @@ widening, ``|a0 b0 + a1 b1| <= 2 * 128 * 127 < 2^15``, halving the widening adds
 
 from __future__ import annotations
 
+import tvm
 from tvm import te, tirx
 
 SRDHM_NUDGE_POS = 1 << 30
@@ -30,15 +31,22 @@ def multiply_by_quantized_multiplier(acc: tirx.PrimExpr, mantissa: tirx.PrimExpr
     The saturating case of SaturatingRoundingDoublingHighMul (both operands INT32_MIN) is left out:
     ``quantize_multiplier`` never produces a mantissa of INT32_MIN.
     """
-    left = tirx.max(exponent, _i32(0))
-    right = tirx.max(_i32(0) - exponent, _i32(0))
-    product = (acc << left).astype("int64") * mantissa.astype("int64")
-    nudge = tirx.Select(product >= tirx.const(0, "int64"), tirx.const(SRDHM_NUDGE_POS, "int64"),
-                        tirx.const(SRDHM_NUDGE_NEG, "int64"))
-    high = tirx.truncdiv(product + nudge, tirx.const(1 << 31, "int64")).astype("int32")
-    mask = (_i32(1) << right) - _i32(1)
-    threshold = (mask >> _i32(1)) + tirx.Select(high < _i32(0), _i32(1), _i32(0))
-    return (high >> right) + tirx.Select((high & mask) > threshold, _i32(1), _i32(0))
+    ty = getattr(acc, "ty", None)  # a TE tensor element has none: a scalar
+    lanes = 1 if ty is None else tvm.runtime.DataType(str(ty)).lanes  # int32 or an int32xN vector
+
+    def const(value, dtype="int32"):
+        scalar = tirx.const(int(value), dtype)
+        return scalar if lanes == 1 else tirx.Broadcast(scalar, lanes)
+
+    int64 = "int64" if lanes == 1 else f"int64x{lanes}"
+    left = tirx.max(exponent, const(0))
+    right = tirx.max(const(0) - exponent, const(0))
+    product = (acc << left).astype(int64) * mantissa.astype(int64)
+    nudge = tirx.Select(product >= const(0, "int64"), const(SRDHM_NUDGE_POS, "int64"), const(SRDHM_NUDGE_NEG, "int64"))
+    high = tirx.truncdiv(product + nudge, const(1 << 31, "int64")).astype("int32" if lanes == 1 else f"int32x{lanes}")
+    mask = (const(1) << right) - const(1)
+    threshold = (mask >> const(1)) + tirx.Select(high < const(0), const(1), const(0))
+    return (high >> right) + tirx.Select((high & mask) > threshold, const(1), const(0))
 
 
 def _at(tensor: te.Tensor | None, index):

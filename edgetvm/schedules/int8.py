@@ -1,5 +1,12 @@
-"""Schedules of the integer kernels that ``passes.fold_quant_scales`` emits (found by block name).
+"""Schedules of the integer kernels that ``passes.fold_quant_scales`` emits.
 
+The channels-last kernels (``passes.quantize_kernels_nhwc``: 1x1, im2col and depthwise convolution,
+residual ADD) are written loop by loop already; they carry their recipe in a func attr and are
+written again here for the target: on ARM with the NEON microkernel (``vmull.s8``/``vmlal.s8``/
+``vpadal.s16``, ``vqrdmulh`` requantize), with parallel outer loops when threads are wanted.
+
+The NCHW TE kernels that remain (uint8 inputs, weights of -128, shapes the channels-last kernels do
+not take, dense layers) are found by block name and scheduled as follows.
 Convolution (NCHW) and dense share one shape of schedule: the output row is cut into vectors of
 ``lanes`` int16 lanes (8 on ARMv7 NEON, a q register; 16 with AVX2), and each vector's int32
 accumulator is computed right where the requantize epilogue consumes it::
@@ -20,6 +27,7 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir, tirx
 
+from ..passes.quantize_kernels_nhwc import remake_kernel
 from ..targets import ResolvedTarget
 
 CONV_ACC = "int8_conv2d_acc"
@@ -130,12 +138,17 @@ def _schedule_elementwise(sch: s_tir.Schedule, names: set[str], lanes: int, para
 
 def schedule_int8_kernel(func: tirx.PrimFunc, target: ResolvedTarget, num_threads: int | None = None) -> tirx.PrimFunc | None:
     """The scheduled kernel, or None when ``func`` is not one of edgetvm's integer kernels."""
+    parallel = num_threads is None or num_threads > 1
+    # The channels-last kernels are written loop by loop already: on ARM they are written again
+    # with the NEON microkernel (vmull.s8/vmlal.s8/vpadal.s16, vqrdmulh), with threads if wanted.
+    remade = remake_kernel(func, neon=target.is_arm, parallel=parallel)
+    if remade is not None:
+        return remade.with_attr("tirx.is_scheduled", True)
     try:
         names = _block_names(func)
     except Exception:  # noqa: BLE001 - a function s_tir cannot schedule is not one of ours
         return None
     acc_name = CONV_ACC if CONV_ACC in names else DENSE_ACC if DENSE_ACC in names else None
-    parallel = num_threads is None or num_threads > 1
     sch = s_tir.Schedule(func)
     if acc_name is None or REQUANTIZE not in names:
         if not names & set(ELEMENTWISE) or not names <= set(ELEMENTWISE):

@@ -15,6 +15,7 @@ from tvm import relax, tirx
 
 from ..targets import ResolvedTarget
 from .cpu import CpuScheduleConfig, schedule_kernel
+from .arm_quantize import legalize_quantize
 from .const_fold import fold_constants_with_numpy
 from .layout import channels_last
 
@@ -54,7 +55,8 @@ def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget) -> tvm.IRModule
             # The weights' layout change (OIHW -> HWIO) and bias reshapes become plain constants.
             fold_constants_with_numpy,
             relax.transform.DeadCodeElimination(),
-            relax.transform.LegalizeOps(),
+            # ARMv7 NEON cannot vectorize TVM's round(): quantize gets a rounding it can.
+            relax.transform.LegalizeOps({"relax.quantize": legalize_quantize} if target.is_arm else None),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),

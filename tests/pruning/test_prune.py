@@ -135,7 +135,8 @@ def test_cli_prune_writes_an_onnx_that_onnxruntime_runs(tmp_path, capsys):
     for i, x in enumerate(inputs(4, seed=6)):
         np.save(calib / f"{i}.npy", x)
     out = tmp_path / "pruned.onnx"
-    assert cli_main(["prune", str(src), "--ratio", "0.3", "--calib", str(calib), "-o", str(out)]) == 0
+    assert cli_main(["prune", str(src), "--ratio", "0.3", "--calib", str(calib), "--allocation", "uniform",
+                     "-o", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
     pruned = onnx.load(out)
     assert initializer_shapes(pruned)["w_expand"][0] == 24

@@ -4,6 +4,7 @@ onnxruntime runs, computing what the pruned Relax graph computes."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edgetvm.passes.prune_numpy_eval import NumpyEvaluator
 from edgetvm.prune import prune_model
@@ -21,3 +22,41 @@ def test_sface_pruned_onnx_matches_the_pruned_graph(zoo):
     want = NumpyEvaluator()(pruned.result.func, pruned.result.weights, [[face]])[0][0]
     got = run_onnx(pruned.onnx, face)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def _bench_faces():
+    """The benchmark's face sets (benchmarks/bench_pruning.py): calibration and held-out faces."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_pruning.py"
+    spec = importlib.util.spec_from_file_location("bench_pruning", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_sface_keeps_embedding_cosine_at_20_percent_pruned_with_recovery(zoo):
+    # 20% of the prunable channels removed, least-squares recovery on calibration faces, embedding
+    # cosine to the unpruned model on other faces (default criterion and allocation with calibration:
+    # reconstruction ranking, sensitivity allocation). The issue's goal is 0.95; measured 0.933 (was 0.898
+    # with uniform allocation and a fixed ridge): this guards what is reached.
+    bench = _bench_faces()
+    calib, evaluation = bench.face_sets(16, 12)
+    pruned = prune_model(zoo("sface"), 0.2, calibration=calib)
+    groups = [g for g in pruned.report["groups"] if "blocked" not in g]
+    removed = sum(g["channels"] - g["kept"] for g in groups) / sum(g["channels"] for g in groups)
+    assert abs(removed - 0.2) < 0.01 and all(g["kept"] % 4 == 0 and g["kept"] > 0 for g in groups)
+    run = NumpyEvaluator()
+    got = [r[0] for r in run(pruned.result.func, pruned.result.weights, [[x] for x in evaluation])]
+    want = [r[0] for r in run_onnx_all(zoo("sface"), evaluation)]
+    cos = bench.cosines(got, want)
+    assert cos.mean() >= 0.92, cos.mean()
+
+
+def run_onnx_all(path, images):
+    from edgetvm.frontends.onnx import prepare_onnx
+
+    model = prepare_onnx(path)[0]  # SFace lists its weights as graph inputs: the prepared model has them folded
+    return [run_onnx(model, x) for x in images]

@@ -11,7 +11,8 @@ import pytest
 
 import edgetvm
 
-from .faces import astronaut_crops, calibration_scenes, detection_images, lfw_crops, to_nchw
+from .faces import (astronaut_crops, calibration_scenes, detection_images, embedding_calibration_faces,
+                    embedding_evaluation_faces, grace_hopper_crops, lfw_crops, to_nchw)
 
 RETINAFACE_MEAN_BGR = (104.0, 117.0, 123.0)
 
@@ -33,7 +34,8 @@ def test_mobilefacenet_weights_shrink_and_embeddings_follow():
 
     model = mobilefacenet()
     normalise = lambda faces: [(f - 127.5) / 128.0 for f in faces]  # noqa: E731
-    calibration = normalise(to_nchw(astronaut_crops(4, seed=1) + lfw_crops(range(40, 44))))
+    # Different photographs for calibration and evaluation (faces.py).
+    calibration = normalise(to_nchw(grace_hopper_crops(4, seed=1) + lfw_crops(range(40, 44))))
     evaluation = normalise(to_nchw(astronaut_crops(2, seed=2) + lfw_crops(range(0, 2))))
     fp32 = edgetvm.compile(model)
     int8 = edgetvm.compile(model, quantize="int8", calibration=calibration)
@@ -47,17 +49,22 @@ def test_mobilefacenet_weights_shrink_and_embeddings_follow():
 @pytest.mark.slow
 def test_sface_int8_embeddings_follow_fp32(zoo):
     path = zoo("sface")
-    calibration = to_nchw(astronaut_crops(8, seed=1) + lfw_crops(range(40, 56)))
-    evaluation = to_nchw(astronaut_crops(8, seed=2) + lfw_crops(range(0, 12)))
+    # 92 calibration faces (Grace Hopper, LFW 40..99) and 24 evaluation faces of other photographs
+    # (the astronaut, LFW 0..15): no image is in both sets.
+    calibration = to_nchw(embedding_calibration_faces())
+    evaluation = to_nchw(embedding_evaluation_faces())
     fp32 = edgetvm.compile(path)
     int8 = edgetvm.compile(path, quantize="int8", calibration=calibration)
     assert _weights(int8) / _weights(fp32) < 0.27
+    details = int8.report.details["quantize"]
+    # The defaults that reach the goal: cross-layer equalization, the pixel-reading conv kept float.
+    assert details["cross_layer_equalization"]["pairs"] >= 20, details["cross_layer_equalization"]
+    assert len(details["kept_float"]) == 1 and "model input" in details["kept_float"][0], details["kept_float"]
     cosines = [_cosine(fp32(x), int8(x)) for x in evaluation]
-    # The brief's target is min >= 0.99. Measured (minmax calibration, bias correction): mean 0.991,
-    # min 0.979 on 16 crops; the loss is per-tensor activation quantization (weights alone: min
-    # 0.996). Asserted here is what holds; closing the gap needs cross-layer equalization.
+    # Measured: min 0.9904, mean 0.9951; with keep_float=[] (equalization only): min 0.9884, mean
+    # 0.9941; with neither (and 32 calibration faces): min 0.977, mean 0.992.
+    assert min(cosines) >= 0.99, np.round(cosines, 4)
     assert np.mean(cosines) >= 0.99, np.round(cosines, 4)
-    assert min(cosines) >= 0.975, np.round(cosines, 4)
 
 
 def _iou(a, b) -> float:
@@ -77,10 +84,10 @@ def test_retinaface_int8_finds_the_same_faces(zoo):
     shapes = {"input": (1, 3, size, size)}
     calibration = [letterbox(im, size, size, RETINAFACE_MEAN_BGR)[0] for im in calibration_scenes(8, seed=1)]
     fp32 = edgetvm.compile(zoo("retinaface"), input_shapes=shapes)
-    # percentile: with minmax the landmarks drift 2.47 px on the small LFW faces (the QDQ float
-    # simulation drifts the same 2.42 px: range precision, not the kernels); percentile: 1.22 px.
-    int8 = edgetvm.compile(zoo("retinaface"), input_shapes=shapes, quantize="int8", calibration=calibration,
-                           calibration_mode="percentile")
+    # The defaults (minmax, cross-layer equalization, the image conv float): IoU >= 0.976, landmarks
+    # within 0.57 px. Before equalization minmax drifted 2.47 px, percentile 1.22 px (percentile
+    # with the defaults: 0.90 px).
+    int8 = edgetvm.compile(zoo("retinaface"), input_shapes=shapes, quantize="int8", calibration=calibration)
     assert _weights(int8) / _weights(fp32) < 0.3
     found = 0
     for name, image in detection_images(size).items():

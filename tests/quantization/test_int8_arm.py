@@ -27,7 +27,9 @@ def test_int8_standalone_on_cortex_a7_matches_host(tmp_path):
     # Integer kernels are exact on both; only the float tail (average pool, weight-only Gemm) may
     # round differently.
     np.testing.assert_allclose(got, host(x), rtol=1e-5, atol=1e-6)
-    # The kernels run on NEON: int8 loads widened in vector registers.
+    # The kernels run on NEON: int8 x int8 -> int16 multiplies (vmull.s8, the pair's vmlal.s8), widened
+    # into int32 accumulators (vpadal.s16, vaddw.s16), the fixed-point requantize (vqrdmulh.s32).
     disassembly = subprocess.run(["arm-linux-gnueabihf-objdump", "-d", str(so)], capture_output=True, text=True,
                                  check=True).stdout
-    assert "vmovl.s8" in disassembly
+    for instruction in ("vmull.s8", "vmlal.s8", "vpadal.s16", "vaddw.s16", "vqrdmulh.s32"):
+        assert instruction in disassembly, instruction

@@ -137,6 +137,10 @@ def test_conv_chain_residual_add_and_requantize_bit_exact(rng, x_dtype, x_zero):
     x_q = rng.integers(lo, hi + 1, (1, c_in, 10, 10)).astype(x_dtype)
     (g1, g2, g3, g4, g5), report, scheduled = _build_and_run(bb.get(), x_q)
     assert report.kernels == {"conv2d": 3, "add": 1, "requantize": 1}, report
+    # The dense 3x3 and the strided 1x1 (im2col + GEMM), the depthwise and the ADD after them run
+    # channels-last; the first conv on uint8 input keeps the NCHW kernel (no int8 x int8 pairs).
+    expected_nhwc = {"im2col": 2 if x_dtype == "int8" else 1, "depthwise": 1, "add": 1}
+    assert report.channels_last == expected_nhwc, report
 
     acc_scale1 = x_scale * s_w1
     acc1 = _conv_reference(x_q, x_zero, w1, 1, 1, 1) + np.rint(b1 / acc_scale1).astype(np.int64).reshape(1, c, 1, 1)

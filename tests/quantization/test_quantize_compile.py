@@ -47,15 +47,48 @@ def test_calibrated_int8_tracks_onnxruntime_float(float_model, int8_compiled):
 
 def test_report_lists_kernels_float_ops_and_weight_sizes(int8_compiled):
     details = int8_compiled.report.details["quantize"]
-    # The last conv feeds only float ops (GlobalAveragePool): int8 accumulation, float output; the
-    # Gemm producing the model output is weight-only int8 (float input).
+    # By default the conv reading the 3-channel image stays float (mixed precision, the report
+    # says which and why); the depthwise conv is int8 in and out. The last conv feeds only float
+    # ops (GlobalAveragePool): int8 accumulation, float output; the Gemm producing the model output
+    # is weight-only int8 (float input).
+    kernels = details["int8_kernels"]
+    assert (kernels["conv2d"], kernels["conv2d_float_out"], kernels["add"], kernels["dense_weight_only"]) == (1, 1, 1, 1)
+    assert len(details["kept_float"]) == 1 and "model input" in details["kept_float"][0], details["kept_float"]
+    # The kept conv (with its bias and ReLU), GlobalAveragePool, Flatten and the LeakyReLU after the
+    # float-output conv run in float and the report says so.
+    # (permute_dims: the layout op the int8 kernels' folding may leave, not arithmetic.)
+    assert set(details["float_ops"]) - {"permute_dims"} == {"nn.conv2d", "add", "nn.relu", "mean", "reshape",
+                                                            "nn.leakyrelu"}
+    # The float first conv is a quarter of this tiny model's weights (0.01 % of SFace's).
+    assert details["weight_bytes_after"] < details["weight_bytes_before"] / 1.6
+    # No pair to equalize: the first conv's output also feeds the residual add, the others feed
+    # the add or float ops; the report says why for each.
+    equalization = details["cross_layer_equalization"]
+    assert equalization["pairs"] == 0 and any("read by 2" in why for why in equalization["declined"]), equalization
+    assert "Quantize(int8)" in int8_compiled.report.passes
+
+
+def test_keep_float_names_chains_and_empty_quantizes_all(float_model):
+    everything = edgetvm.compile(float_model, quantize="int8", calibration=_inputs(1, 8),
+                                 quantize_options={"keep_float": []})
+    details = everything.report.details["quantize"]
     kernels = details["int8_kernels"]
     assert (kernels["conv2d"], kernels["conv2d_float_out"], kernels["add"], kernels["dense_weight_only"]) == (2, 1, 1, 1)
-    # GlobalAveragePool, Flatten and the LeakyReLU after the float-output conv are not quantized:
-    # they run in float and the report says so.
-    assert set(details["float_ops"]) == {"mean", "reshape", "nn.leakyrelu"}
+    assert details["kept_float"] == []
     assert details["weight_bytes_after"] < details["weight_bytes_before"] / 1.9
-    assert "Quantize(int8)" in int8_compiled.report.passes
+    assert set(details["float_ops"]) - {"permute_dims"} == {"mean", "reshape", "nn.leakyrelu"}
+    ref = ort.InferenceSession(float_model.SerializeToString()).run(None, {"x": _inputs(3, 1)[0]})[0]
+    assert _cosine(everything(_inputs(3, 1)[0]), ref) > 0.99
+    # Naming the residual add's chain (conv, depthwise, add, conv, gemm in graph order) keeps it float.
+    named = edgetvm.compile(float_model, quantize="int8", calibration=_inputs(1, 4),
+                            quantize_options={"keep_float": [details["chains_quantized"][2]]})
+    assert named.report.details["quantize"]["int8_kernels"].get("add", 0) == 0
+    assert "named in keep_float" in named.report.details["quantize"]["kept_float"][0]
+    with pytest.raises(InputError, match="keep_float names nonexistent"):
+        edgetvm.compile(float_model, quantize="int8", calibration=_inputs(1, 2),
+                        quantize_options={"keep_float": ["nonexistent"]})
+    with pytest.raises(InputError, match="quantize_options bogus"):
+        edgetvm.compile(float_model, quantize="int8", calibration=_inputs(1, 2), quantize_options={"bogus": 1})
 
 
 def test_calibration_modes_clip_outliers():
@@ -203,3 +236,16 @@ def test_multi_output_detector_int8_tracks_onnxruntime():
         got_loc, got_conf = compiled(x)
         assert np.max(np.abs(got_loc - ref_loc)) < 0.05 * np.max(np.abs(ref_loc))
         assert np.max(np.abs(got_conf - ref_conf)) < 0.05
+
+
+def test_cli_quantize_options_reach_compile():
+    from edgetvm.cli import build_parser, compile_kwargs
+
+    parser = build_parser()
+    args = parser.parse_args(["compile", "m.onnx", "-o", "m.so", "--quantize", "int8", "--calib", "d", "--no-equalize",
+                              "--keep-float", "lv3, lv9"])
+    assert compile_kwargs(args)["quantize_options"] == {"equalize": False, "keep_float": ["lv3", "lv9"]}
+    args = parser.parse_args(["compile", "m.onnx", "-o", "m.so", "--quantize", "int8", "--keep-float", "none"])
+    assert compile_kwargs(args)["quantize_options"] == {"keep_float": []}
+    # The defaults (equalize, the image conv float) reach SFace's goal: no options passed.
+    assert "quantize_options" not in compile_kwargs(parser.parse_args(["compile", "m.onnx", "-o", "m.so", "--quantize", "int8"]))

@@ -1,0 +1,614 @@
+"""Channels-last int8 kernels written directly in TIR, with a NEON or a portable microkernel.
+
+``FoldQuantScales`` emits these for the convolutions that dominate the face models (1x1, depthwise,
+and dense KxK through im2col; int8 activations, weights in [-127, 127]) and for the residual ADD
+between them; the activations between two of them stay NHWC, so one load brings neighbouring input
+channels. The kernels are written with ``neon=False`` (portable integer vector arithmetic, any LLVM
+target) and ``schedules.int8`` writes them again with ``neon=True`` for ARM. Both spellings compute
+the same integers: every sum is exact, and the requantize matches
+``quantize_fixed_point.requantize_reference`` bit for bit.
+
+1x1 convolution, a GEMM ``acc[p, o] = bias[o] + sum_c q_x[p, c] q_w[o, c]`` over pixels ``p``
+(``_gemm_paired``, 8 output channels per tile). Per 8 input channels ``d`` and a pair of output
+channels (m, m')::
+
+    vld1.32    {d_lo[]}, x[d:d+4]             both halves: x[d:d+4]
+    vmull.s8   q_p, d_lo, [w_m[d:d+4], w_m'[d:d+4]]          int16 lanes: x[k] w[k]
+    vmlal.s8   q_p, d_hi, [w_m[d+4:d+8], w_m'[d+4:d+8]]      ... + x[4+k] w[4+k]  (|2 * 128 * 127| < 2^15)
+    vpadal.s16 q_acc, q_p                     int32 lanes (m, m, m', m') += adjacent pairs
+
+16 multiply-adds in three instructions (fp32 NEON: 4 in one ``vmla.f32``); at the end one ``vpadd``
+per accumulator gives the pair's two sums. Measured alternatives (instruction counts under qemu):
+one channel per accumulator with 4 channels x 2 pixels per tile needs 8 accumulators, and LLVM
+issues all 8 multiplies before the first ``vpadal`` and spills; the paired tile needs 12 q
+registers even then. 4 output channels per tile (``_gemm_rows``, 16 depth per step) when
+``O % 8 != 0``.
+
+Depthwise convolution: 8 channels per vector, taps in pairs ``vmull.s8`` + ``vmlal.s8``, widened
+into two int32x4 accumulators with ``vaddw.s16``. Padding is a copy of the input filled with the
+input zero point (the zero-point correction is in the bias, see ``quantize_kernels``).
+
+Requantize (per int32x4, TFLite's NEON spelling of gemmlowp's fixed point)::
+
+    x     = acc << max(e, 0)
+    high  = vqrdmulh(x, m)                      SaturatingRoundingDoublingHighMul, exactly
+    fixup = (high & min(e, 0)) >> 31            -1 where high < 0 and there is a right shift
+    y     = vrshl(vqadd(high, fixup), min(e,0)) RoundingDivideByPOT: ties away from zero
+
+then ``+ z_y`` (saturating), ``vqmovn`` to int16 and int8 (the full-range clamp for free), a
+narrower clamp (ReLU, ReLU6) on the 8-bit lanes. ``vqrdmulh`` rounds half up, which is what
+gemmlowp's ``(ab + nudge) / 2^31`` with ``nudge = ab >= 0 ? 2^30 : 1 - 2^30`` and truncating
+division gives; tests/quantization checks ties of both roundings under qemu.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+import tvm
+from tvm import tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.tirx.script.builder import ir as T
+
+from .quantize_kernels import ADD_LEFT_SHIFT, multiply_by_quantized_multiplier
+
+# The func attr that marks these kernels and records how to write them again (schedules.int8).
+KERNEL_ATTR = "edgetvm.int8_nhwc"
+# Register tile of ``_gemm_rows``: output channels (one int32x4 of results) x pixels. One pixel: with
+# two, LLVM spills the 8 accumulators (measured: 20% more instructions).
+GEMM_CHANNELS = 4
+GEMM_PIXELS = 1
+# Output channels of a tile of the paired microkernel (two per accumulator).
+PAIRED_CHANNELS = 8
+# Input channels per microkernel step (two int8x8 d registers).
+GEMM_DEPTH = 16
+DEPTHWISE_LANES = 8
+
+
+def _ramp(base, lanes: int) -> tirx.PrimExpr:
+    return tirx.Ramp(base, 1, lanes)
+
+
+def _i32(value, lanes: int = 1) -> tirx.PrimExpr:
+    scalar = tirx.const(int(value), "int32")
+    return scalar if lanes == 1 else tirx.Broadcast(scalar, lanes)
+
+
+def _shuffle(vectors, indices) -> tirx.PrimExpr:
+    return tirx.Shuffle(list(vectors), [tirx.const(i, "int32") for i in indices])
+
+
+class IntegerVectorOps:
+    """The vector operations of the kernels: NEON intrinsics (``neon=True``) or portable TIR.
+
+    Each method documents the lane semantics; the portable spelling computes exactly that.
+    """
+
+    def __init__(self, neon: bool):
+        self.neon = neon
+
+    def _intrin(self, dtype: str, name: str, *args) -> tirx.PrimExpr:
+        return tirx.call_llvm_pure_intrin(dtype, name, *args)
+
+    def widening_mul(self, a, b) -> tirx.PrimExpr:
+        """int8x8 x int8x8 -> int16x8, lane by lane (``vmull.s8``; an add of two is ``vmlal.s8``)."""
+        if self.neon:
+            return self._intrin("int16x8", "llvm.arm.neon.vmulls", a, b)
+        return a.astype("int16x8") * b.astype("int16x8")
+
+    def pairwise_accumulate(self, acc, products) -> tirx.PrimExpr:
+        """``acc[i] += products[2i] + products[2i+1]`` in int32 (``vpadal.s16``)."""
+        if self.neon:
+            return self._intrin("int32x4", "llvm.arm.neon.vpadals", acc, products)
+        return (acc + _shuffle([products], [0, 2, 4, 6]).astype("int32x4")
+                + _shuffle([products], [1, 3, 5, 7]).astype("int32x4"))
+
+    @staticmethod
+    def widen_accumulate(acc, products, half: int) -> tirx.PrimExpr:
+        """``acc[i] += products[4 half + i]`` in int32 (``vaddw.s16``; LLVM matches the pattern)."""
+        return acc + _shuffle([products], range(4 * half, 4 * half + 4)).astype("int32x4")
+
+    def sum_lanes(self, accs) -> tirx.PrimExpr:
+        """Four int32x4 accumulators -> ``[sum(accs[0]), ..., sum(accs[3])]`` (six ``vpadd.i32``)."""
+        if self.neon:
+            def vpadd(a, b):
+                return self._intrin("int32x2", "llvm.arm.neon.vpadd", a, b)
+
+            halves = [vpadd(_shuffle([a], [0, 1]), _shuffle([a], [2, 3])) for a in accs]
+            return _shuffle([vpadd(halves[0], halves[1]), vpadd(halves[2], halves[3])], [0, 1, 2, 3])
+        total = None
+        for lane in range(4):
+            part = _shuffle(accs, [lane, 4 + lane, 8 + lane, 12 + lane])
+            total = part if total is None else total + part
+        return total
+
+    def pair_sums(self, a, b) -> tirx.PrimExpr:
+        """int32x4 ``a``, ``b`` -> ``[a0 + a1, a2 + a3, b0 + b1, b2 + b3]`` (two ``vpadd.i32``)."""
+        if self.neon:
+            def vpadd(v):
+                return self._intrin("int32x2", "llvm.arm.neon.vpadd", _shuffle([v], [0, 1]), _shuffle([v], [2, 3]))
+
+            return _shuffle([vpadd(a), vpadd(b)], [0, 1, 2, 3])
+        return _shuffle([a, b], [0, 2, 4, 6]) + _shuffle([a, b], [1, 3, 5, 7])
+
+    def multiply_by_quantized_multiplier(self, acc, mantissa, exponent, left_shift: bool) -> tirx.PrimExpr:
+        """``acc * m * 2^(e - 31)`` rounded, int32x4 (``quantize_fixed_point`` semantics).
+
+        ``left_shift=False`` promises ``e <= 0`` in every lane (no left shift to apply).
+        """
+        if not self.neon:
+            return multiply_by_quantized_multiplier(acc, mantissa, exponent)
+        lanes = 4
+        if left_shift:
+            acc = acc << tirx.max(exponent, _i32(0, lanes))
+            right = tirx.min(exponent, _i32(0, lanes))
+        else:
+            right = exponent
+        high = self._intrin("int32x4", "llvm.arm.neon.vqrdmulh", acc, mantissa)
+        fixup = (high & right) >> _i32(31, lanes)
+        fixed = self._intrin("int32x4", "llvm.sadd.sat", high, fixup)
+        return self._intrin("int32x4", "llvm.arm.neon.vrshifts", fixed, right)
+
+    def requantize(self, acc, mpos, epos, mneg, eneg, *, zero_point: int, clamp: tuple[int, int],
+                   left_shift: bool) -> tirx.PrimExpr:
+        """``clamp(z_y + M acc)`` per lane, the negative multiplier where ``acc < 0`` (int32x4)."""
+        # Bound to variables: the fixed-point multiply repeats its operands several times.
+        acc = T.Bind(acc)
+        if mneg is not None:
+            nonneg = acc >= _i32(0, 4)
+            mpos = tirx.Select(nonneg, mpos, mneg)
+            epos = tirx.Select(nonneg, epos, eneg)
+        scaled = self.multiply_by_quantized_multiplier(acc, T.Bind(mpos), T.Bind(epos), left_shift)
+        return self.add_zero_point(scaled, zero_point)
+
+    def add_zero_point(self, value, zero_point: int) -> tirx.PrimExpr:
+        """``value + z`` saturated to int32 (the reference adds in int64, then clamps to the output range)."""
+        lanes = tvm.runtime.DataType(str(value.ty)).lanes
+        return self._intrin(f"int32x{lanes}", "llvm.sadd.sat", value, _i32(zero_point, lanes))
+
+    def narrow(self, value, out_dtype: str, clamp: tuple[int, int]) -> tirx.PrimExpr:
+        """int32 lanes (4 or 8) -> ``clamp(value)`` in ``out_dtype`` (int8/uint8).
+
+        NEON: saturating narrows (``vqmovn.s32``, then ``vqmovn.s16``/``vqmovun.s16``) clamp to the
+        output type for free; a narrower clamp (ReLU, ReLU6) is one ``vmax``/``vmin`` on 8-bit lanes.
+        """
+        lanes = tvm.runtime.DataType(str(value.ty)).lanes
+        lo, hi = (int(v) for v in clamp)
+        if not self.neon:
+            return tirx.max(tirx.min(value, _i32(hi, lanes)), _i32(lo, lanes)).astype(f"{out_dtype}x{lanes}")
+        quarters = [value] if lanes == 4 else [_shuffle([value], range(4)), _shuffle([value], range(4, 8))]
+        halves = [self._intrin("int16x4", "llvm.arm.neon.vqmovns", q) for q in quarters]
+        wide = _shuffle(halves if len(halves) == 2 else halves * 2, range(8))
+        name = "llvm.arm.neon.vqmovnsu" if out_dtype == "uint8" else "llvm.arm.neon.vqmovns"
+        narrow = self._intrin(f"{out_dtype}x8", name, wide)
+        type_lo, type_hi = (0, 255) if out_dtype == "uint8" else (-128, 127)
+        if lo > type_lo:
+            narrow = tirx.max(narrow, tirx.Broadcast(tirx.const(lo, out_dtype), 8))
+        if hi < type_hi:
+            narrow = tirx.min(narrow, tirx.Broadcast(tirx.const(hi, out_dtype), 8))
+        if lanes == 8:
+            return narrow
+        # Four bytes: as the low int32 lane (one vst1.32 lane store; a 4 x int8 vector is not a NEON type).
+        return _shuffle([tirx.call_intrin("int32x2", "tirx.reinterpret", narrow)], [0])
+
+
+def _halves(vector16):
+    return _shuffle([vector16], range(8)), _shuffle([vector16], range(8, 16))
+
+
+def _flat(buffer: tirx.Buffer, size: int) -> tirx.Buffer:
+    return T.decl_buffer((size,), str(buffer.dtype), data=buffer.data)
+
+
+def _epilogue_args(float_out: bool, negative: bool, channels: int, packed: bool = False):
+    """The per-channel parameter buffers: ``bias`` then (mpos, epos[, mneg, eneg]) or (out_scale,).
+
+    ``packed`` (the GEMM kernels, not float_out): one (O/4, rows, 4) int32 array from
+    ``pack_epilogue``, the rows of a tile of 4 channels side by side (one pointer, no address
+    arithmetic per row).
+    """
+    if packed and not float_out:
+        rows = len(EPILOGUE_ROWS) if negative else 3
+        return {"packed": T.arg("epilogue", T.buffer((channels // 4, rows, 4), "int32")), "rows": rows}
+    args = {"bias": T.arg("bias", T.buffer((channels,), "int32"))}
+    if float_out:
+        args["scale"] = T.arg("out_scale", T.buffer((channels,), "float32"))
+        return args
+    args["mpos"] = T.arg("mult_pos", T.buffer((channels,), "int32"))
+    args["epos"] = T.arg("shift_pos", T.buffer((channels,), "int32"))
+    if negative:
+        args["mneg"] = T.arg("mult_neg", T.buffer((channels,), "int32"))
+        args["eneg"] = T.arg("shift_neg", T.buffer((channels,), "int32"))
+    return args
+
+
+# Rows of a packed epilogue (``pack_epilogue``): bias, then the fixed-point multipliers.
+EPILOGUE_ROWS = ("bias", "mpos", "epos", "mneg", "eneg")
+
+
+def pack_epilogue(bias, mpos, epos, mneg=None, eneg=None) -> np.ndarray:
+    """(O,) int32 arrays -> (O/4, rows, 4): per tile of 4 channels its bias, mult_pos, shift_pos[,
+    mult_neg, shift_neg] rows, one after the other."""
+    rows = [bias, mpos, epos] + ([mneg, eneg] if mneg is not None else [])
+    stacked = np.stack([np.asarray(r, dtype=np.int32) for r in rows])  # (rows, O)
+    return stacked.reshape(len(rows), -1, 4).transpose(1, 0, 2).copy()
+
+
+def _epi(epi: dict, name: str, channel) -> tirx.PrimExpr:
+    """int32x4 (float32x4 for the scale) of parameter ``name`` for channels ``channel .. channel+3``."""
+    if "packed" in epi:
+        row = EPILOGUE_ROWS.index(name)
+        return epi["packed"][channel // 4, row, _ramp(0, 4)]
+    return epi[name][_ramp(channel, 4)]
+
+
+def _has(epi: dict, name: str) -> bool:
+    return name in epi or ("packed" in epi and EPILOGUE_ROWS.index(name) < epi["rows"])
+
+
+def _finish(ops: IntegerVectorOps, acc, epi: dict, channel, cfg: dict, *, add_bias: bool) -> tirx.PrimExpr:
+    """int32x4 accumulators of channels ``channel .. channel+3`` (bias added here when ``add_bias``)
+    -> ``z_y + M acc`` (int32, to narrow) or the float output."""
+    if add_bias:
+        acc = acc + _epi(epi, "bias", channel)
+    if "scale" in epi:
+        return acc.astype("float32x4") * _epi(epi, "scale", channel)
+    neg = _has(epi, "mneg")
+    return ops.requantize(acc, _epi(epi, "mpos", channel), _epi(epi, "epos", channel),
+                          _epi(epi, "mneg", channel) if neg else None, _epi(epi, "eneg", channel) if neg else None,
+                          zero_point=cfg["y_zero_point"], clamp=tuple(cfg["clamp"]), left_shift=cfg["left_shift"])
+
+
+def _out_lanes(ops: IntegerVectorOps, value: tirx.PrimExpr, out_dtype: str, cfg: dict) -> tirx.PrimExpr:
+    return value if out_dtype == "float32" else ops.narrow(value, out_dtype, cfg["clamp"])
+
+
+def _loop(extent: int, parallel: bool):
+    return T.parallel(0, extent) if parallel and extent > 1 else T.serial(0, extent)
+
+
+def pack_gemm_weights(w: np.ndarray) -> np.ndarray:
+    """(O, K) -> (tiles, steps, 4, 16), in the order the microkernel reads them (one pointer).
+
+    8 channels per tile (``O % 8 == 0``, ``_gemm_paired``): per 8 depth and channel pair (m, m'),
+    ``[w_m[d:d+4], w_m'[d:d+4], w_m[d+4:d+8], w_m'[d+4:d+8]]``. Else 4 channels per tile
+    (``_gemm_rows``): per 16 depth the 4 rows' 16 bytes side by side.
+    """
+    o, k = w.shape
+    if o % PAIRED_CHANNELS == 0:
+        # (tile, pair, m/m', step, half, 4) -> (tile, step, pair, half, m/m', 4)
+        blocks = w.reshape(o // PAIRED_CHANNELS, PAIRED_CHANNELS // 2, 2, k // 8, 2, 4)
+        return blocks.transpose(0, 3, 1, 4, 2, 5).reshape(o // PAIRED_CHANNELS, k // 8, 4, 16).copy()
+    return w.reshape(o // GEMM_CHANNELS, GEMM_CHANNELS, k // GEMM_DEPTH, GEMM_DEPTH).transpose(0, 2, 1, 3).copy()
+
+
+def _packed_weight_shape(channels_out: int, depth: int) -> tuple[int, ...]:
+    if channels_out % PAIRED_CHANNELS == 0:
+        return (channels_out // PAIRED_CHANNELS, depth // 8, 4, 16)
+    return (channels_out // GEMM_CHANNELS, depth // GEMM_DEPTH, GEMM_CHANNELS, GEMM_DEPTH)
+
+
+def _gemm(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, channels_out: int, epi: dict, yf,
+          y_dtype: str, cfg: dict, parallel: bool) -> None:
+    if channels_out % PAIRED_CHANNELS == 0:
+        return _gemm_paired(ops, xf, depth_total, pixels, wq, channels_out, epi, yf, y_dtype, cfg, parallel)
+    return _gemm_rows(ops, xf, depth_total, pixels, wq, channels_out, epi, yf, y_dtype, cfg, parallel)
+
+
+def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, channels_out: int, epi: dict, yf,
+                 y_dtype: str, cfg: dict, parallel: bool) -> None:
+    """The GEMM with 8 output channels per tile, two per accumulator: per 8 depth ``d``::
+
+        x_lo = [x[d:d+4], x[d:d+4]]              (one vld1.32 {d[]} each)
+        x_hi = [x[d+4:d+8], x[d+4:d+8]]
+        for each pair (m, m'):
+          p   = vmull.s8(x_lo, [w_m[d:d+4], w_m'[d:d+4]]) + vmull.s8(x_hi, [w_m[d+4:d+8], w_m'[d+4:d+8]])
+          acc = vpadal.s16(acc, p)               lanes: m, m, m', m'
+
+    Four accumulators, four products, x and w: 12 q registers even when LLVM issues all the
+    multiplies first (with one channel per accumulator and 2 pixels it spills). ``vpadd`` of an
+    accumulator's halves then gives the pair's two sums.
+    """
+    c_, o_ = depth_total, channels_out
+    y64 = T.decl_buffer((pixels * o_ // 8,), "int64", data=yf.data) if y_dtype != "float32" else None
+    x32 = T.decl_buffer((pixels * c_ // 4,), "int32", data=xf.data)
+    pairs = PAIRED_CHANNELS // 2
+    steps = c_ // 8
+    tiles_o = o_ // PAIRED_CHANNELS
+
+    with _loop(pixels * tiles_o, parallel) as t:
+        pixel, tile_o = t // tiles_o, t % tiles_o
+        acc = T.alloc_buffer((pairs * 4,), "int32", scope="local")
+        for i in range(pairs):
+            T.buffer_store(acc, _i32(0, 4), [_ramp(4 * i, 4)])
+        # Not unrolled: two steps per iteration make LLVM issue 8 multiplies at once and spill.
+        with T.serial(0, steps) as step:
+            # 4 input channels as one int32, splat to both halves of a d register: vld1.32 {d[]}.
+            x_lo, x_hi = (T.Bind(tirx.call_intrin("int8x8", "tirx.reinterpret", tirx.Broadcast(
+                x32[(pixel * c_ + step * 8) // 4 + h], 2))) for h in range(2))
+            for q in range(pairs):
+                w_lo, w_hi = _halves(T.Bind(wq[_ramp(((tile_o * steps + step) * pairs + q) * 16, 16)]))
+                products = ops.widening_mul(x_lo, w_lo) + ops.widening_mul(x_hi, w_hi)
+                T.buffer_store(acc, ops.pairwise_accumulate(acc[_ramp(4 * q, 4)], products), [_ramp(4 * q, 4)])
+        outs = []
+        for g in range(PAIRED_CHANNELS // 4):
+            channel = tile_o * PAIRED_CHANNELS + 4 * g
+            sums = ops.pair_sums(acc[_ramp(8 * g, 4)], acc[_ramp(8 * g + 4, 4)])
+            outs.append(_finish(ops, sums, epi, channel, cfg, add_bias=True))
+        value = _shuffle(outs, range(PAIRED_CHANNELS))
+        if y_dtype == "float32":
+            T.buffer_store(yf, value, [_ramp(pixel * o_ + tile_o * PAIRED_CHANNELS, PAIRED_CHANNELS)])
+        else:
+            out = ops.narrow(value, y_dtype, cfg["clamp"])
+            # Eight bytes as one int64 store (no 8 x int8 store needed for the portable spelling either).
+            T.buffer_store(y64, tirx.call_intrin("int64", "tirx.reinterpret", out),
+                           [(pixel * o_ + tile_o * PAIRED_CHANNELS) // 8])
+
+
+def _gemm_rows(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, channels_out: int, epi: dict, yf,
+               y_dtype: str, cfg: dict, parallel: bool) -> None:
+    """``y[p, o] = finish(bias[o] + sum_k x[p, k] w[o, k])`` over flat row-major ``x`` (pixels x depth)
+    and ``w`` (channels_out x depth), ``y`` (pixels x channels_out): the register-tiled microkernel."""
+    c_, o_ = depth_total, channels_out
+    y32 = T.decl_buffer((pixels * o_ // 4,), "int32", data=yf.data) if y_dtype != "float32" else None
+
+    def tile(pixel0, num_pixels: int, channel0):
+        acc = T.alloc_buffer((num_pixels * GEMM_CHANNELS * 4,), "int32", scope="local")
+        for i in range(num_pixels * GEMM_CHANNELS):
+            T.buffer_store(acc, _i32(0, 4), [_ramp(4 * i, 4)])
+        with T.serial(0, c_ // GEMM_DEPTH) as step:
+            depth = step * GEMM_DEPTH
+            # One 16-byte load each, used as its two d-register halves.
+            xs = [_halves(T.Bind(xf[_ramp((pixel0 + j) * c_ + depth, 16)])) for j in range(num_pixels)]
+            for m in range(GEMM_CHANNELS):
+                # Packed weights: the tile's 4 rows of this step are 64 contiguous bytes.
+                at = ((channel0 // GEMM_CHANNELS * (c_ // GEMM_DEPTH) + step) * GEMM_CHANNELS + m) * GEMM_DEPTH
+                w0, w1 = _halves(T.Bind(wq[_ramp(at, 16)]))
+                for j, (x0, x1) in enumerate(xs):
+                    slot = _ramp(4 * (j * GEMM_CHANNELS + m), 4)
+                    products = ops.widening_mul(x0, w0) + ops.widening_mul(x1, w1)
+                    T.buffer_store(acc, ops.pairwise_accumulate(acc[slot], products), [slot])
+        for j in range(num_pixels):
+            sums = ops.sum_lanes([acc[_ramp(4 * (j * GEMM_CHANNELS + m), 4)] for m in range(GEMM_CHANNELS)])
+            value = _finish(ops, sums, epi, channel0, cfg, add_bias=True)
+            out = _out_lanes(ops, value, y_dtype, cfg)
+            if str(out.ty) == "int32":  # four int8 lanes packed in one int32 (NEON narrow)
+                T.buffer_store(y32, out, [((pixel0 + j) * o_ + channel0) // 4])
+            else:
+                T.buffer_store(yf, out, [_ramp((pixel0 + j) * o_ + channel0, 4)])
+
+    # One loop over all tiles, not a pixel loop around a channel loop: in nested loops LLVM hoists a
+    # fully unrolled row of input (or weight) loads out of the inner loop and spills it.
+    tiles_o = o_ // GEMM_CHANNELS
+    full = pixels // GEMM_PIXELS
+    if full:
+        with _loop(full * tiles_o, parallel) as t:
+            tile(t // tiles_o * GEMM_PIXELS, GEMM_PIXELS, t % tiles_o * GEMM_CHANNELS)
+    for rest in range(full * GEMM_PIXELS, pixels):
+        with T.serial(0, tiles_o) as ot:
+            tile(rest, 1, ot * GEMM_CHANNELS)
+
+
+def int8_conv1x1_nhwc(*, x_shape, channels_out: int, out_dtype: str, y_zero_point: int = 0, clamp=(0, 0),
+                      negative: bool = False, float_out: bool = False, left_shift: bool = True, neon: bool = False,
+                      parallel: bool = False) -> tirx.PrimFunc:
+    """``y[n, h, w, o] = requantize(bias[o] + sum_c x[n, h, w, c] w[o, c])`` (or float ``acc * scale[o]``).
+
+    Parameters: ``x`` (N, H, W, C) int8, ``w`` (O, C) int8 in [-127, 127] packed by
+    ``pack_gemm_weights``, then ``epilogue`` (``pack_epilogue`` of bias, mult_pos, shift_pos[,
+    mult_neg, shift_neg]) or, with ``float_out``, ``bias`` (O,) int32 and ``out_scale`` (O,) float32,
+    and the output (N, H, W, O). Needs ``C % 16 == 0`` and ``O % 4 == 0``.
+    """
+    n_, h_, w_, c_ = (int(d) for d in x_shape)
+    o_ = int(channels_out)
+    assert c_ % GEMM_DEPTH == 0 and o_ % GEMM_CHANNELS == 0, (c_, o_)
+    pixels = n_ * h_ * w_
+    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift}
+    y_dtype = "float32" if float_out else out_dtype
+    with IRBuilder() as ib:
+        with T.prim_func():
+            T.func_name("int8_conv1x1_nhwc")
+            x = T.arg("x", T.buffer((n_, h_, w_, c_), "int8"))
+            wq = T.arg("w", T.buffer(_packed_weight_shape(o_, c_), "int8"))
+            epi = _epilogue_args(float_out, negative, o_, packed=True)
+            y = T.arg("y", T.buffer((n_, h_, w_, o_), y_dtype))
+            T.func_attr({"tirx.noalias": True})
+            _gemm(IntegerVectorOps(neon), _flat(x, pixels * c_), c_, pixels, _flat(wq, o_ * c_), o_, epi,
+                  _flat(y, pixels * o_), y_dtype, cfg, parallel)
+    return ib.get()
+
+
+def im2col_depth(kernel_size, channels: int) -> int:
+    """Columns of the im2col matrix: ``KH KW C`` rounded up to the microkernel's 16 (zero weights)."""
+    depth = int(kernel_size[0]) * int(kernel_size[1]) * int(channels)
+    return -(-depth // GEMM_DEPTH) * GEMM_DEPTH
+
+
+def int8_conv_im2col_nhwc(*, x_shape, x_layout: str, channels_out: int, kernel_size, strides, padding, dilation,
+                          x_zero_point: int, out_dtype: str, y_zero_point: int = 0, clamp=(0, 0),
+                          negative: bool = False, float_out: bool = False, left_shift: bool = True,
+                          neon: bool = False, parallel: bool = False) -> tirx.PrimFunc:
+    """A dense (groups = 1) KH x KW convolution as im2col + the 1x1 kernel's GEMM:
+    ``col[p, (r KW + s) C + c] = x_pad[n, c, i S_h + r D_h, j S_w + s D_w]`` (``z_x`` outside, 0 in the
+    columns padding the depth to 16), ``y[p, o] = requantize(bias[o] + sum_k col[p, k] w[o, k])``.
+
+    Parameters: ``x`` in ``x_layout`` (NCHW: the model input's quantize gives that), ``w``
+    (O, depth) int8 in (r, s, c) order packed by ``pack_gemm_weights``, the epilogue as for
+    ``int8_conv1x1_nhwc``, output (N, OH, OW, O). For the first convolution of a network: 3 input
+    channels are too few for vectors along C.
+    """
+    if x_layout == "NCHW":
+        n_, c_, h_, w_ = (int(d) for d in x_shape)
+    else:
+        n_, h_, w_, c_ = (int(d) for d in x_shape)
+    kh, kw = (int(k) for k in kernel_size)
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    pt, pl, pb, pr = (int(v) for v in padding)
+    oh = (h_ + pt + pb - (kh - 1) * dh - 1) // sh + 1
+    ow = (w_ + pl + pr - (kw - 1) * dw - 1) // sw + 1
+    o_ = int(channels_out)
+    assert o_ % GEMM_CHANNELS == 0, o_
+    depth = im2col_depth((kh, kw), c_)
+    pixels = n_ * oh * ow
+    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift}
+    y_dtype = "float32" if float_out else out_dtype
+    with IRBuilder() as ib:
+        with T.prim_func():
+            T.func_name("int8_conv_im2col_nhwc")
+            x = T.arg("x", T.buffer(tuple(int(d) for d in x_shape), "int8"))
+            wq = T.arg("w", T.buffer(_packed_weight_shape(o_, depth), "int8"))
+            epi = _epilogue_args(float_out, negative, o_, packed=True)
+            y = T.arg("y", T.buffer((n_, oh, ow, o_), y_dtype))
+            T.func_attr({"tirx.noalias": True})
+            col = T.alloc_buffer((pixels * depth,), "int8")
+            with _loop(pixels, parallel) as p:
+                n, i, j = p // (oh * ow), p % (oh * ow) // ow, p % ow
+                for r in range(kh):
+                    for s_ in range(kw):
+                        yy, xx = i * sh + r * dh - pt, j * sw + s_ * dw - pl
+                        inside = tirx.all(yy >= 0, yy < h_, xx >= 0, xx < w_)
+                        with T.serial(0, c_) as c:
+                            value = x[n, c, yy, xx] if x_layout == "NCHW" else x[n, yy, xx, c]
+                            T.buffer_store(col, tirx.if_then_else(inside, value, tirx.const(x_zero_point, "int8")),
+                                           [p * depth + (r * kw + s_) * c_ + c])
+                for k in range(kh * kw * c_, depth):
+                    T.buffer_store(col, tirx.const(0, "int8"), [p * depth + k])
+            _gemm(IntegerVectorOps(neon), col, depth, pixels, _flat(wq, o_ * depth), o_, epi,
+                  _flat(y, pixels * o_), y_dtype, cfg, parallel)
+    return ib.get()
+
+
+def int8_depthwise_nhwc(*, x_shape, kernel_size, strides, padding, dilation, x_zero_point: int, out_dtype: str,
+                        y_zero_point: int = 0, clamp=(0, 0), negative: bool = False, float_out: bool = False,
+                        left_shift: bool = True, neon: bool = False, parallel: bool = False) -> tirx.PrimFunc:
+    """``y[n, i, j, c] = requantize(bias[c] + sum_{r,s} x_pad[n, i S_h + r D_h, j S_w + s D_w, c] w[r, s, c])``.
+
+    Parameters: ``x`` (N, H, W, C) int8, ``w`` (KH, KW, C) int8 in [-127, 127], ``bias`` (C,) int32,
+    the epilogue's per-channel arrays, the output (N, OH, OW, C). ``x_pad`` is ``x`` padded with its
+    zero point. Needs ``C % 8 == 0``. Taps go in pairs: ``|x_1 w_1 + x_2 w_2| < 2^15`` fits int16.
+    """
+    n_, h_, w_, c_ = (int(d) for d in x_shape)
+    kh, kw = (int(k) for k in kernel_size)
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    pt, pl, pb, pr = (int(v) for v in padding)
+    assert c_ % DEPTHWISE_LANES == 0, c_
+    hp, wp = h_ + pt + pb, w_ + pl + pr
+    oh = (hp - (kh - 1) * dh - 1) // sh + 1
+    ow = (wp - (kw - 1) * dw - 1) // sw + 1
+    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift}
+    ops = IntegerVectorOps(neon)
+    y_dtype = "float32" if float_out else out_dtype
+    lanes = DEPTHWISE_LANES
+    taps = [(r, s) for r in range(kh) for s in range(kw)]
+    with IRBuilder() as ib:
+        with T.prim_func():
+            T.func_name("int8_depthwise_nhwc")
+            x = T.arg("x", T.buffer((n_, h_, w_, c_), "int8"))
+            wq = T.arg("w", T.buffer((kh, kw, c_), "int8"))
+            epi = _epilogue_args(float_out, negative, c_)
+            bias = epi["bias"]
+            y = T.arg("y", T.buffer((n_, oh, ow, c_), y_dtype))
+            T.func_attr({"tirx.noalias": True})
+            xf = _flat(x, n_ * h_ * w_ * c_)
+            yf = _flat(y, n_ * oh * ow * c_)
+            wf = _flat(wq, kh * kw * c_)
+            if pt or pl or pb or pr:
+                # A copy padded with z_x: sum (q_x - z_x) q_w is then exact at the borders too.
+                xp = T.alloc_buffer((n_ * hp * wp * c_,), "int8")
+                with _loop(n_ * hp * wp * c_ // lanes, parallel) as i:
+                    T.buffer_store(xp, tirx.Broadcast(tirx.const(x_zero_point, "int8"), lanes), [_ramp(i * lanes, lanes)])
+                row = w_ * c_
+                with _loop(n_ * h_, parallel) as nh:
+                    with T.serial(0, row // lanes) as k:
+                        dst = ((nh // h_ * hp + nh % h_ + pt) * wp + pl) * c_ + k * lanes
+                        T.buffer_store(xp, xf[_ramp(nh * row + k * lanes, lanes)], [_ramp(dst, lanes)])
+            else:
+                xp = xf
+            with _loop(n_ * oh, parallel) as ni:
+                n, i = ni // oh, ni % oh
+                with T.serial(0, c_ // lanes) as cb:
+                    channel = cb * lanes
+                    weights = [T.Bind(wf[_ramp((r * kw + s) * c_ + channel, lanes)]) for r, s in taps]
+                    with T.serial(0, ow) as j:
+                        def tap(t):
+                            r, s = taps[t]
+                            at = ((n * hp + i * sh + r * dh) * wp + j * sw + s * dw) * c_ + channel
+                            return xp[_ramp(at, lanes)]
+
+                        acc = [T.Bind(bias[_ramp(channel, 4)]), T.Bind(bias[_ramp(channel + 4, 4)])]
+                        for t in range(0, len(taps), 2):
+                            products = ops.widening_mul(tap(t), weights[t])
+                            if t + 1 < len(taps):
+                                products = products + ops.widening_mul(tap(t + 1), weights[t + 1])
+                            products = T.Bind(products)
+                            acc = [T.Bind(ops.widen_accumulate(acc[h], products, h)) for h in range(2)]
+                        halves = [_finish(ops, acc[h], epi, channel + 4 * h, cfg, add_bias=False) for h in range(2)]
+                        value = _shuffle(halves, range(8))
+                        T.buffer_store(yf, _out_lanes(ops, value, y_dtype, cfg), [_ramp((ni * ow + j) * c_ + channel, lanes)])
+    return ib.get()
+
+
+def int8_add_flat(*, shape, a_zero_point: int, a_mult, b_zero_point: int, b_mult, y_zero_point: int, y_mult,
+                  clamp, out_dtype: str, neon: bool = False, parallel: bool = False) -> tirx.PrimFunc:
+    """TFLite's int8 ADD (``quantize_kernels.int8_add_requantize``) of two same-shape tensors, 8 lanes
+    at a time. Needs ``size % 8 == 0``."""
+    shape = [int(d) for d in shape]
+    size = 1
+    for d in shape:
+        size *= d
+    assert size % 8 == 0, size
+    ops = IntegerVectorOps(neon)
+    lo, hi = clamp
+
+    def rescale(value, mult):
+        return ops.multiply_by_quantized_multiplier(value, _i32(mult[0], 4), _i32(mult[1], 4), mult[1] > 0)
+
+    with IRBuilder() as ib:
+        with T.prim_func():
+            T.func_name("int8_add_flat")
+            a = T.arg("a", T.buffer(shape, "int8"))
+            b = T.arg("b", T.buffer(shape, "int8"))
+            y = T.arg("y", T.buffer(shape, out_dtype))
+            T.func_attr({"tirx.noalias": True})
+            af, bf, yf = _flat(a, size), _flat(b, size), _flat(y, size)
+            with _loop(size // 8, parallel) as i:
+                a8, b8 = T.Bind(af[_ramp(i * 8, 8)]), T.Bind(bf[_ramp(i * 8, 8)])
+                halves = []
+                for h in range(2):
+                    def widened(v, zero_point):
+                        lanes4 = _shuffle([v], range(4 * h, 4 * h + 4)).astype("int32x4")
+                        return (lanes4 - _i32(zero_point, 4)) << _i32(ADD_LEFT_SHIFT, 4)
+
+                    total = T.Bind(rescale(T.Bind(widened(a8, a_zero_point)), a_mult)
+                                   + rescale(T.Bind(widened(b8, b_zero_point)), b_mult))
+                    halves.append(ops.add_zero_point(rescale(total, y_mult), y_zero_point))
+                T.buffer_store(yf, ops.narrow(_shuffle(halves, range(8)), out_dtype, (lo, hi)), [_ramp(i * 8, 8)])
+    return ib.get()
+
+
+KERNELS = {"conv1x1": int8_conv1x1_nhwc, "im2col": int8_conv_im2col_nhwc, "depthwise": int8_depthwise_nhwc,
+           "add": int8_add_flat}
+
+
+def make_kernel(kind: str, *, neon: bool = False, parallel: bool = False, **params) -> tirx.PrimFunc:
+    """The kernel ``kind`` with ``params``, its recipe recorded in the ``KERNEL_ATTR`` func attr so that
+    ``schedules.int8`` can write it again for the target (NEON, threads)."""
+    func = KERNELS[kind](neon=neon, parallel=parallel, **params)
+    recipe = json.dumps({"kind": kind, "params": params}, sort_keys=True)
+    return func.with_attr(KERNEL_ATTR, recipe)
+
+
+def remake_kernel(func: tirx.PrimFunc, *, neon: bool, parallel: bool) -> tirx.PrimFunc | None:
+    """``func`` written again with a NEON microkernel and/or parallel loops (None: not one of these kernels)."""
+    recipe = func.attrs.get(KERNEL_ATTR) if func.attrs is not None else None
+    if recipe is None:
+        return None
+    recipe = json.loads(str(recipe))
+    new = KERNELS[recipe["kind"]](neon=neon, parallel=parallel, **recipe["params"])
+    for key, value in func.attrs.items():
+        new = new.with_attr(key, value)
+    return new

@@ -1,0 +1,155 @@
+"""numpy references and random cases for the channels-last int8 kernels (quantize_kernels_nhwc)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgetvm.passes.quantize_fixed_point import (
+    multiply_by_quantized_multiplier,
+    quantize_multiplier,
+    quantize_multipliers,
+    requantize_reference,
+)
+from edgetvm.passes.quantize_kernels import ADD_LEFT_SHIFT
+from edgetvm.passes.quantize_kernels_nhwc import im2col_depth, pack_epilogue, pack_gemm_weights
+
+
+def epilogue(rng, channels: int, negative: bool, left_shift: bool = False):
+    """(mult_pos, shift_pos, mult_neg, shift_neg) as the fold pass makes them; PReLU-like slopes."""
+    real = rng.uniform(0.0004, 0.004, channels)
+    if left_shift:
+        real[::3] *= 3000.0  # multipliers > 1: exponent > 0
+    mpos, epos = quantize_multipliers(real)
+    mneg, eneg = quantize_multipliers(real * rng.uniform(0.05, 0.4, channels)) if negative else (mpos, epos)
+    return mpos, epos, mneg, eneg
+
+
+def finish(acc, mpos, epos, mneg, eneg, *, y_zero_point, clamp, out_dtype, float_out=None):
+    """The kernels' epilogue on an NHWC int64 accumulator (channels last)."""
+    if float_out is not None:
+        return acc.astype(np.float32) * float_out
+    return requantize_reference(acc.astype(np.int32), mpos, epos, mneg, eneg, y_zero_point, clamp[0], clamp[1],
+                                out_dtype, channel_axis=acc.ndim - 1)
+
+
+def conv_nhwc(x_nhwc, w_ohwi, bias, strides, padding, dilation, x_zero_point):
+    """``bias[o] + sum x_pad[n, i S + r D, j S + s D, c] w[o, r, s, c]`` in int64, padded with z_x."""
+    pt, pl, pb, pr = padding
+    x = np.pad(x_nhwc.astype(np.int64), ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=x_zero_point)
+    n, h, w, _ = x.shape
+    o, kh, kw, _ = w_ohwi.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    oh, ow = (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
+    out = np.zeros((n, oh, ow, o), dtype=np.int64) + bias.astype(np.int64)
+    for r in range(kh):
+        for s in range(kw):
+            patch = x[:, r * dh:r * dh + sh * (oh - 1) + 1:sh, s * dw:s * dw + sw * (ow - 1) + 1:sw]
+            out += np.einsum("nhwc,oc->nhwo", patch, w_ohwi[:, r, s].astype(np.int64))
+    return out
+
+
+def depthwise_nhwc(x_nhwc, w_rsc, bias, strides, padding, dilation, x_zero_point):
+    pt, pl, pb, pr = padding
+    x = np.pad(x_nhwc.astype(np.int64), ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=x_zero_point)
+    n, h, w, c = x.shape
+    kh, kw, _ = w_rsc.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    oh, ow = (h - (kh - 1) * dh - 1) // sh + 1, (w - (kw - 1) * dw - 1) // sw + 1
+    out = np.zeros((n, oh, ow, c), dtype=np.int64) + bias.astype(np.int64)
+    for r in range(kh):
+        for s in range(kw):
+            out += x[:, r * dh:r * dh + sh * (oh - 1) + 1:sh, s * dw:s * dw + sw * (ow - 1) + 1:sw] * w_rsc[r, s]
+    return out
+
+
+def add_reference(a, b, p):
+    """TFLite's int8 ADD with the kernel parameters ``p`` (as make_kernel("add", ...) takes them)."""
+    a_s = multiply_by_quantized_multiplier((a.astype(np.int32) - p["a_zero_point"]) << ADD_LEFT_SHIFT,
+                                           np.int32(p["a_mult"][0]), np.int32(p["a_mult"][1]))
+    b_s = multiply_by_quantized_multiplier((b.astype(np.int32) - p["b_zero_point"]) << ADD_LEFT_SHIFT,
+                                           np.int32(p["b_mult"][0]), np.int32(p["b_mult"][1]))
+    y = multiply_by_quantized_multiplier(a_s + b_s, np.int32(p["y_mult"][0]), np.int32(p["y_mult"][1]))
+    return np.clip(y.astype(np.int64) + p["y_zero_point"], *p["clamp"]).astype(p["out_dtype"])
+
+
+def add_params(a_scale=0.05, b_scale=0.03, y_scale=0.07, clamp=(-128, 127)):
+    twice_max = 2 * max(a_scale, b_scale)
+    return {"a_zero_point": 3, "a_mult": list(quantize_multiplier(a_scale / twice_max)), "b_zero_point": -5,
+            "b_mult": list(quantize_multiplier(b_scale / twice_max)), "y_zero_point": 2,
+            "y_mult": list(quantize_multiplier(twice_max / ((1 << 20) * y_scale))), "clamp": list(clamp),
+            "out_dtype": "int8"}
+
+
+def cases(rng):
+    """[(kind, params, inputs, constants, expected)] covering the kernels' shapes and epilogues: pixel
+    tails, strides, padding, dilation, im2col from NCHW, PReLU/ReLU/full clamps, uint8 and float outputs."""
+    out = []
+
+    def conv1x1(h, w, c, o, negative, clamp, out_dtype="int8", float_out=False, left_shift=False):
+        x = rng.integers(-128, 128, (1, h, w, c)).astype(np.int8)
+        wq = rng.integers(-127, 128, (o, c)).astype(np.int8)
+        bias = rng.integers(-3000, 3000, o).astype(np.int32)
+        mpos, epos, mneg, eneg = epilogue(rng, o, negative, left_shift)
+        scale = rng.uniform(1e-4, 1e-3, o).astype(np.float32)
+        acc = conv_nhwc(x, wq[:, None, None, :], bias, (1, 1), (0, 0, 0, 0), (1, 1), 0)
+        expected = finish(acc, mpos, epos, mneg, eneg, y_zero_point=5, clamp=clamp, out_dtype=out_dtype,
+                          float_out=scale if float_out else None)
+        consts = [pack_gemm_weights(wq)] + ([bias, scale] if float_out else
+                                            [pack_epilogue(bias, mpos, epos, *((mneg, eneg) if negative else ()))])
+        params = {"x_shape": [1, h, w, c], "channels_out": o, "out_dtype": out_dtype, "y_zero_point": 5,
+                  "clamp": list(clamp), "negative": negative, "float_out": float_out, "left_shift": left_shift}
+        out.append(("conv1x1", params, [x], consts, expected))
+
+    conv1x1(3, 5, 32, 8, True, (-128, 127))                       # 15 pixels: a pixel tail
+    conv1x1(4, 4, 16, 12, False, (-3, 127), left_shift=True)      # ReLU clamp, multipliers > 1
+    conv1x1(2, 3, 48, 4, False, (0, 255), out_dtype="uint8")
+    conv1x1(1, 1, 64, 8, False, (0, 0), float_out=True)
+
+    def im2col(layout, h, c, o, k, stride, pad, dil):
+        x_nchw = rng.integers(-128, 128, (1, c, h, h + 1)).astype(np.int8)
+        x = x_nchw if layout == "NCHW" else np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))
+        w_ohwi = rng.integers(-127, 128, (o, k, k, c)).astype(np.int8)
+        depth = im2col_depth((k, k), c)
+        w_cols = np.zeros((o, depth), dtype=np.int8)
+        w_cols[:, :k * k * c] = w_ohwi.reshape(o, -1)
+        bias = rng.integers(-3000, 3000, o).astype(np.int32)
+        mpos, epos, mneg, eneg = epilogue(rng, o, True)
+        acc = conv_nhwc(x_nchw.transpose(0, 2, 3, 1), w_ohwi, bias, (stride, stride), (pad,) * 4, (dil, dil), -9)
+        expected = finish(acc, mpos, epos, mneg, eneg, y_zero_point=-4, clamp=(-128, 127), out_dtype="int8")
+        params = {"x_shape": list(x.shape), "x_layout": layout, "channels_out": o, "kernel_size": [k, k],
+                  "strides": [stride, stride], "padding": [pad] * 4, "dilation": [dil, dil], "x_zero_point": -9,
+                  "out_dtype": "int8", "y_zero_point": -4, "clamp": [-128, 127], "negative": True,
+                  "float_out": False, "left_shift": False}
+        out.append(("im2col", params, [x], [pack_gemm_weights(w_cols), pack_epilogue(bias, mpos, epos, mneg, eneg)],
+                    expected))
+
+    im2col("NCHW", 9, 3, 8, 3, 2, 1, 1)   # the stem of a face network
+    im2col("NHWC", 6, 5, 4, 3, 1, 2, 2)
+
+    def depthwise(h, c, k, stride, pad, dil, negative, clamp, float_out=False):
+        x = rng.integers(-128, 128, (1, h, h + 2, c)).astype(np.int8)
+        w = rng.integers(-127, 128, (k, k, c)).astype(np.int8)
+        bias = rng.integers(-3000, 3000, c).astype(np.int32)
+        mpos, epos, mneg, eneg = epilogue(rng, c, negative)
+        scale = rng.uniform(1e-4, 1e-3, c).astype(np.float32)
+        acc = depthwise_nhwc(x, w, bias, (stride, stride), (pad,) * 4, (dil, dil), 7)
+        expected = finish(acc, mpos, epos, mneg, eneg, y_zero_point=1, clamp=clamp, out_dtype="int8",
+                          float_out=scale if float_out else None)
+        consts = [w, bias] + ([scale] if float_out else [mpos, epos] + ([mneg, eneg] if negative else []))
+        params = {"x_shape": [1, h, h + 2, c], "kernel_size": [k, k], "strides": [stride, stride],
+                  "padding": [pad] * 4, "dilation": [dil, dil], "x_zero_point": 7, "out_dtype": "int8",
+                  "y_zero_point": 1, "clamp": list(clamp), "negative": negative, "float_out": float_out,
+                  "left_shift": False}
+        out.append(("depthwise", params, [x], consts, expected))
+
+    depthwise(7, 16, 3, 2, 1, 1, True, (-128, 127))
+    depthwise(6, 8, 3, 1, 2, 2, False, (-20, 90))
+    depthwise(5, 8, 5, 1, 0, 1, False, (0, 0), float_out=True)   # a global depthwise: 5x5 on 5x5
+
+    shape = [1, 3, 5, 8]
+    a = rng.integers(-128, 128, shape).astype(np.int8)
+    b = rng.integers(-128, 128, shape).astype(np.int8)
+    for clamp in ((-128, 127), (2, 127)):
+        p = add_params(clamp=clamp)
+        out.append(("add", {"shape": shape, **p}, [a, b], [], add_reference(a, b, p)))
+    return out

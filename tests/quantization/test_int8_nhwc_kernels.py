@@ -1,0 +1,161 @@
+"""The channels-last int8 kernels are bit-exact against numpy, on the host (portable microkernel) and on
+ARMv7 under qemu (NEON microkernel: vmull.s8/vmlal.s8/vpadal.s16, vqrdmulh requantize)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from edgetvm.passes.quantize_fixed_point import (
+    INT32_MAX,
+    INT32_MIN,
+    quantize_multiplier,
+    requantize_reference,
+)
+from edgetvm.passes.quantize_kernels_nhwc import KERNEL_ATTR, IntegerVectorOps, make_kernel, remake_kernel
+
+from .nhwc_reference import cases
+
+ARM_TARGET = "cortex-a7"
+
+
+def _run_host(func, inputs, consts, out_shape, out_dtype):
+    lib = tvm.compile(tvm.IRModule({"main": func}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(out_shape, dtype=out_dtype))
+    lib["main"](*[tvm.runtime.tensor(a) for a in list(inputs) + list(consts)], out)
+    return out.numpy()
+
+
+@pytest.mark.parametrize("case", range(len(cases(np.random.default_rng(0)))))
+def test_portable_kernel_bit_exact_on_host(case):
+    kind, params, inputs, consts, expected = cases(np.random.default_rng(3))[case]
+    got = _run_host(make_kernel(kind, **params), inputs, consts, expected.shape, str(expected.dtype))
+    if expected.dtype == np.float32:
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+    else:
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_kernel_is_written_again_from_its_recipe():
+    kind, params, *_ = cases(np.random.default_rng(0))[0]
+    portable = make_kernel(kind, **params)
+    assert KERNEL_ATTR in portable.attrs
+    neon = remake_kernel(portable.with_attr("op_pattern", 8), neon=True, parallel=True)
+    assert neon.attrs["op_pattern"] == 8 and KERNEL_ATTR in neon.attrs
+    assert "vpadals" in neon.script() and "vpadals" not in portable.script()
+    assert "T.parallel" in neon.script()
+    assert remake_kernel(tvm.tirx.PrimFunc([], tvm.tirx.Evaluate(0)), neon=True, parallel=False) is None
+
+
+def _requantize_func(size: int, neon: bool):
+    """``out = requantize(acc)`` lane by lane with IntegerVectorOps (per-element multipliers)."""
+    from tvm.script.ir_builder import IRBuilder
+    from tvm.tirx.script.builder import ir as T
+
+    ops = IntegerVectorOps(neon)
+    with IRBuilder() as ib:
+        with T.prim_func():
+            T.func_name("requantize")
+            bufs = [T.arg(name, T.buffer((size,), "int32")) for name in ("acc", "mpos", "epos", "mneg", "eneg")]
+            out = T.arg("out", T.buffer((size,), "int32"))
+            with T.serial(0, size // 4) as i:
+                at = tvm.tirx.Ramp(i * 4, 1, 4)
+                value = ops.requantize(*[b[at] for b in bufs], zero_point=-3, clamp=(-128, 127), left_shift=True)
+                T.buffer_store(out, value, [at])
+    return ib.get()
+
+
+def _requantize_case(rng, size=2048):
+    acc = np.concatenate([rng.integers(INT32_MIN + 1, INT32_MAX, size // 2, dtype=np.int64),
+                          rng.integers(-(2**16), 2**16, size // 2, dtype=np.int64)]).astype(np.int32)
+    acc[:8] = [0, 1, -1, INT32_MAX, INT32_MIN + 1, 1 << 20, -(1 << 20), INT32_MIN]
+    pairs = [quantize_multiplier(float(r)) for r in np.exp(rng.uniform(np.log(1e-9), np.log(0.99), 2 * size))]
+    m = np.array([p[0] for p in pairs], dtype=np.int32).reshape(2, size)
+    e = np.array([p[1] for p in pairs], dtype=np.int32).reshape(2, size)
+    big = rng.random(size) < 0.1
+    m[0, big], e[0, big] = quantize_multiplier(5.5)
+    acc[big] = np.clip(acc[big], -(2**27), 2**27)
+    # Ties: m = 2^30 halves acc, so odd acc is a tie of the doubling high multiply, and acc = 16k + 8
+    # (halved: 8k + 4) a tie of the rounding shift by 3; both signs.
+    m[:, 16:48], e[:, 16:48] = 1 << 30, -3
+    acc[16:32] = np.arange(-8, 8) * 2 + 1
+    acc[32:48] = np.arange(-8, 8) * 16 + 8
+    # The epilogue without a clamp: compare the int32 value (z_y = -3 added, saturated).
+    expected = np.clip(requantize_reference(acc, m[0], e[0], m[1], e[1], 0, INT32_MIN, INT32_MAX, "int32",
+                                            channel_axis=0).astype(np.int64) - 3, INT32_MIN, INT32_MAX)
+    return [acc, m[0], e[0], m[1], e[1]], expected.astype(np.int32)
+
+
+def test_portable_requantize_bit_exact_on_host():
+    inputs, expected = _requantize_case(np.random.default_rng(5))
+    got = _run_host(_requantize_func(expected.size, neon=False), inputs, [], expected.shape, "int32")
+    np.testing.assert_array_equal(got, expected)
+
+
+# --- ARM (standalone build under qemu) ------------------------------------------------------------
+
+def _export_arm(tmp_path, funcs_and_args, name):
+    """One standalone ARM module whose ``main`` calls each (func, inputs, consts, out) in turn."""
+    from edgetvm.backends.standalone import export_standalone
+    from edgetvm.schedules.int8 import schedule_int8_kernels
+    from edgetvm.schedules.lower import codegen_target, legalize_and_fuse
+    from edgetvm.specs import ImportedModel, TensorSpec
+    from edgetvm.targets import resolve_target
+
+    target = codegen_target(resolve_target(ARM_TARGET))
+    bb = relax.BlockBuilder()
+    params, specs, outputs = [], [], []
+    for i, (func, inputs, consts, out) in enumerate(funcs_and_args):
+        args = []
+        for j, array in enumerate(inputs):
+            var = relax.Var(f"in{i}_{j}", relax.TensorType(array.shape, str(array.dtype)))
+            params.append(var)
+            specs.append(TensorSpec(var.name, tuple(array.shape), str(array.dtype)))
+            args.append(var)
+        outputs.append((func, args + [relax.const(c) for c in consts], out))
+    with bb.function("main", params):
+        with bb.dataflow():
+            results = []
+            for i, (func, args, out) in enumerate(outputs):
+                gvar = bb.add_func(func.with_attr("op_pattern", 8).with_attr("tirx.is_scheduled", True), f"k{i}")
+                results.append(bb.emit(relax.call_tir(gvar, relax.Tuple(args),
+                                                      relax.TensorType(out.shape, str(out.dtype)))))
+            result = bb.emit_output(relax.Tuple(results) if len(results) > 1 else results[0])
+        bb.emit_func_output(result)
+    mod = bb.get()
+    scheduled = schedule_int8_kernels(legalize_and_fuse(mod, target), target, 1)
+    out_specs = [TensorSpec(f"out{i}", tuple(o.shape), str(o.dtype)) for i, (_, _, o) in enumerate(outputs)]
+    imported = ImportedModel(mod, specs, out_specs, "<kernels>", "onnx")
+    return export_standalone(scheduled, imported, target, tmp_path / f"{name}.so", num_threads=1)[0]
+
+
+@pytest.mark.arm
+def test_neon_kernels_bit_exact_on_cortex_a7(tmp_path):
+    from edgetvm import emulate
+
+    rng = np.random.default_rng(11)
+    all_cases = cases(rng)
+    req_inputs, req_expected = _requantize_case(rng)
+    items = [(make_kernel(kind, **params), inputs, consts, expected)
+             for kind, params, inputs, consts, expected in all_cases]
+    items.append((_requantize_func(req_expected.size, neon=True), req_inputs, [], req_expected))
+    so = _export_arm(tmp_path, items, "nhwc_kernels")
+    arrays = [a for _, inputs, _, _ in items for a in inputs]
+    got = emulate.run_standalone_arm(so, arrays, cpu=ARM_TARGET).outputs
+    assert len(got) == len(items)
+    for (kind, *_), g, (_, _, _, expected) in zip(all_cases + [("requantize",)], got, items):
+        if expected.dtype == np.float32:
+            np.testing.assert_allclose(g, expected, rtol=1e-6, err_msg=kind)
+        else:
+            np.testing.assert_array_equal(g, expected, err_msg=kind)
+    # The NEON microkernel is what ran: widening int8 multiply-accumulate and the fixed-point multiply.
+    objdump = shutil.which("arm-linux-gnueabihf-objdump")
+    assert objdump, "arm-linux-gnueabihf-objdump missing (binutils-arm-linux-gnueabihf)"
+    text = subprocess.run([objdump, "-d", str(so)], capture_output=True, text=True, check=True).stdout
+    for instruction in ("vmull.s8", "vmlal.s8", "vpadal.s16", "vaddw.s16", "vqrdmulh.s32", "vrshl.s32", "vqmovn.s32"):
+        assert instruction in text, instruction

@@ -1,0 +1,62 @@
+"""ARMv7's quantize: TVM's rounding (half to even) without a libm call, bit for bit."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import tvm
+from tvm import te
+
+from edgetvm.schedules.arm_quantize import round_half_to_even
+
+TRICKY = np.array([0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 1.4999999, 126.5,
+                   -128.5, 8388607.5, 8388608.0, -8388609.0, 1e10, -1e10, 3e38, np.inf, -np.inf, 0.7, -0.7],
+                  dtype=np.float32)
+
+
+def _reference(x: np.ndarray) -> np.ndarray:
+    """numpy's round half to even."""
+    return np.rint(x)
+
+
+def test_rounding_matches_round_half_to_even_on_host():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([TRICKY, (rng.standard_normal(4000) * 300).astype(np.float32),
+                        (rng.integers(-600, 600, 1000) / 2).astype(np.float32)])
+    data = te.placeholder((x.size,), "float32", name="x")
+    out = te.compute(data.shape, lambda i: round_half_to_even(data[i]), name="rounded")
+    func = tvm.tirx.build(te.create_prim_func([data, out]), target="llvm")
+    got = tvm.runtime.tensor(np.zeros_like(x))
+    func(tvm.runtime.tensor(x), got)
+    np.testing.assert_array_equal(got.numpy(), _reference(x))
+    func(tvm.runtime.tensor(np.full(x.size, np.nan, np.float32)), got)
+    assert np.isnan(got.numpy()).all()
+
+
+@pytest.mark.arm
+def test_arm_quantize_kernel_calls_no_roundf(tmp_path):
+    import edgetvm
+    from onnx import TensorProto, helper, numpy_helper
+
+    # float input -> QuantizeLinear -> DequantizeLinear: the quantize kernel alone.
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+        "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 4])],
+        [numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(3, np.int8), "z")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    arm = edgetvm.compile(model, "armv7-neon", num_threads=1)
+    path = arm.export(tmp_path / "q.so")
+    text = subprocess.run([shutil.which("arm-linux-gnueabihf-objdump"), "-d", str(path)], capture_output=True,
+                          text=True, check=True).stdout
+    assert not re.search(r"<(?:round|nearbyint|rint)f?@plt>", text)
+    x = (np.random.default_rng(1).standard_normal((1, 8, 4, 4)) * 4).astype(np.float32)
+    x.flat[:4] = [0.025, -0.025, 0.075, -0.125]  # ties at the scale 0.05
+    host = edgetvm.compile(model, "host", num_threads=1)
+    standalone = arm.export(tmp_path / "q_standalone.so", standalone=True)
+    emulated = edgetvm.load(standalone, emulate=True)
+    np.testing.assert_array_equal(np.asarray(emulated(x)), np.asarray(host(x)))
