@@ -63,8 +63,7 @@ def legalize_quantize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
             scaled = data(*indices) / _param(scale, indices, axis).astype("float32")
             value = round_half_to_even(scaled) + _param(zero_point, indices, axis).astype("float32")
             clamped = tirx.max(tirx.min(value, tirx.const(float(high), "float32")), tirx.const(float(low), "float32"))
-            # Through int32: LLVM converts float vectors to narrow integers with a libcall per lane.
-            return clamped.astype("int32").astype(out_dtype)
+            return clamped.astype(out_dtype)
 
         return te.compute(data.shape, element, name="quantized")
 
