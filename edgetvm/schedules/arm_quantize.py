@@ -11,8 +11,10 @@ in conversions and compares::
       up   = d > 0.5  or (d == 0.5  and i odd)
       down = d < -0.5 or (d == -0.5 and i odd)
 
-vectorizes to ``vcvt``/``vsub``/``vcgt``/``vbsl`` on q registers, and is bit for bit TVM's result
-(but for the sign of a zero, which the clamp and cast erase).
+keeps the compares, subtractions and selects on q registers and is bit for bit TVM's result (but
+for the sign of a zero, which the clamp and cast erase). LLVM still converts some lanes through a
+libcall (``__aeabi_f2lz``), so the kernel drops to about 42 instructions per element, not to a
+handful: MobileFaceNet int8 on ARM 121.4 -> 118.4 M instructions per inference.
 """
 
 from __future__ import annotations
