@@ -7,7 +7,7 @@ Host: for each model and thread count, one worker process (TVM's thread pool is 
 process, by TVM_NUM_THREADS) compiles the model with edgetvm (``compile(..., num_threads=t)``) and
 with stock TVM's default build (``tvm.compile(imported_module, "llvm -mcpu=<host>")``, the default
 Relax pipeline: legalized, unscheduled TIR), loads it in onnxruntime (intra-op threads = t), then
-times the three in interleaved rounds and reports medians; ``edgetvm/ort`` is the ratio of medians.
+times the three in alternating blocks of runs and reports medians; ``edgetvm/ort`` is the ratio of medians.
 Outputs are checked against onnxruntime in the same run (``max_abs_err``).
 
 ARM: single-threaded standalone builds (``export(path, standalone=True)``) for the armv7-neon preset
@@ -40,6 +40,10 @@ EXTERNAL_REFERENCE = {
     "mobilenet_v2": {"ncnn_minsn": 114.7, "stock_tvm_minsn": 2487.7},
 }
 DEFAULT_MODELS = "mobilefacenet,mobilenet_v2,retinaface,sface"
+
+
+BLOCK = 5
+SETTLE_S = 0.1
 
 
 def load_model(name: str):
@@ -148,11 +152,17 @@ def host_worker(name: str, threads: int, runs: int) -> dict:
     samples = {k: [] for k in runners}
     for fn in runners.values():
         fn()
-    # Stock TVM is ~10x slower: fewer rounds for it, interleaved with the others all the same.
-    for i in range(runs):
+    # Engines take turns in blocks of BLOCK runs (load drift hits all three alike), with a pause
+    # before each block: onnxruntime's and TVM's idle pool threads spin for a while after a run,
+    # and with 2 threads on 2 cores a neighbour's spinning threads stall every barrier of the next
+    # engine (edgetvm's 2-thread MobileFaceNet measured 42 ms interleaved run by run, 3.8 ms alone).
+    # Stock TVM is ~10x slower: one block in five for it.
+    for block in range(max(1, runs // BLOCK)):
         for key, fn in runners.items():
-            if key != "stock_tvm" or i % 5 == 0:
-                samples[key].append(fn())
+            if key == "stock_tvm" and block % 5:
+                continue
+            time.sleep(SETTLE_S)
+            samples[key].extend(fn() for _ in range(BLOCK))
     med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
     return {
         "model": name, "threads": threads,
