@@ -15,7 +15,6 @@ multiply and add would; the kernels stay within 1e-5 of onnxruntime.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import tvm
 from tvm import tirx
@@ -82,12 +81,3 @@ def with_lane_mla(ir: str, kernels: set[str]) -> str:
     pieces.append(ir[last:])
     added = "".join(f"attributes #{g} = {{ {groups[g]} }}\n" for g in sorted(new_group.values()))
     return "".join(pieces).rstrip("\n") + "\n" + added
-
-
-def recompile_with_lane_mla(lib: tvm.runtime.Module, kernels: set[str], workdir: Path) -> tvm.runtime.Module:
-    """``lib`` (an LLVM module from ``tvm.tirx.build``) recompiled with :func:`with_lane_mla`."""
-    if not kernels:
-        return lib
-    path = Path(workdir) / "kernels_lane_mla.ll"
-    path.write_text(with_lane_mla(lib.inspect_source("ll"), kernels))
-    return tvm.runtime.load_module(str(path))

@@ -17,7 +17,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
 from ..errors import CompileError, first_line
 from ..targets import ARM_CROSS_CXX, ResolvedTarget, require_tool
-from .neon_mla import lane_mla_kernels, recompile_with_lane_mla
+from .neon_microkernels import recompile_for_neon
 
 
 def vm_lowering_pipeline(target: ResolvedTarget) -> tvm.transform.Pass:
@@ -29,16 +29,16 @@ def vm_lowering_pipeline(target: ResolvedTarget) -> tvm.transform.Pass:
 def build_vm(scheduled: tvm.IRModule, target: ResolvedTarget) -> relax.VMExecutable:
     """Build a VM executable from a module whose kernels are already TIR (see schedules.lower)."""
     try:
-        lane_kernels = lane_mla_kernels(scheduled) if target.is_arm else set()
-        if not lane_kernels:
+        if not target.is_arm:
             return tvm.compile(scheduled, target=target.tvm_target, relax_pipeline=vm_lowering_pipeline(target))
-        return _build_vm_lane_mla(scheduled, target, lane_kernels)
+        return _build_vm_neon(scheduled, target)
     except Exception as exc:  # noqa: BLE001 - TVM raises plain RuntimeError/ValueError through tvm_ffi
         raise CompileError(f"TVM failed to build the module for {target.preset}: {first_line(exc)}") from exc
 
 
-def _build_vm_lane_mla(scheduled: tvm.IRModule, target: ResolvedTarget, lane_kernels: set[str]) -> relax.VMExecutable:
-    """``relax.build``'s steps, with the kernels' LLVM module recompiled by ``neon_mla`` before linking."""
+def _build_vm_neon(scheduled: tvm.IRModule, target: ResolvedTarget) -> relax.VMExecutable:
+    """``relax.build``'s steps, with the kernels' LLVM module recompiled by ``recompile_for_neon``
+    (NEON microkernels, multiply-accumulate by lane) before linking."""
     tgt = target.tvm_target
     with tgt:
         mod = vm_lowering_pipeline(target)(scheduled)
@@ -47,8 +47,8 @@ def _build_vm_lane_mla(scheduled: tvm.IRModule, target: ResolvedTarget, lane_ker
     mod = vm_build._vmcodegen(builder, mod, "bytecode")
     kernels = tvm.IRModule({gvar: func for gvar, func in mod.functions.items() if isinstance(func, tirx.PrimFunc)})
     lib = tvm.tirx.build(kernels, target=tgt, pipeline="default")
-    with tempfile.TemporaryDirectory(prefix="edgetvm-mla-") as workdir:
-        lib = recompile_with_lane_mla(lib, lane_kernels, Path(workdir))
+    with tempfile.TemporaryDirectory(prefix="edgetvm-neon-") as workdir:
+        lib = recompile_for_neon(lib, kernels, Path(workdir))
     return relax.VMExecutable(vm_build._ffi_api.VMLink(builder, tgt, lib, [], constants))
 
 

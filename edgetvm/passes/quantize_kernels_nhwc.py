@@ -65,6 +65,9 @@ PAIRED_CHANNELS = 8
 # Input channels per microkernel step (two int8x8 d registers).
 GEMM_DEPTH = 16
 DEPTHWISE_LANES = 8
+# The ARMv7 microkernel of the paired GEMM (2 pixels x 8 channels), defined in inline assembly by
+# ``backends.neon_microkernels`` when the kernels' LLVM module is built for ARM.
+NEON_Q8_GEMM_2X8 = "edgetvm_neon_q8_gemm_2x8"
 
 
 def _ramp(base, lanes: int) -> tirx.PrimExpr:
@@ -307,36 +310,19 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
           p   = vmull.s8(x_lo, [w_m[d:d+4], w_m'[d:d+4]]) + vmull.s8(x_hi, [w_m[d+4:d+8], w_m'[d+4:d+8]])
           acc = vpadal.s16(acc, p)               lanes: m, m, m', m'
 
-    Four accumulators, four products, x and w: 12 q registers even when LLVM issues all the
-    multiplies first (with one channel per accumulator and 2 pixels it spills). ``vpadd`` of an
-    accumulator's halves then gives the pair's two sums.
+    ``vpadd`` of an accumulator's halves then gives the pair's two sums. The NEON spelling runs this
+    for 2 pixels at once in the assembly microkernel ``NEON_Q8_GEMM_2X8`` (the weights loaded once
+    for both; 16 q registers, which LLVM cannot schedule without spilling); the portable one is TIR,
+    1 pixel per tile.
     """
     c_, o_ = depth_total, channels_out
     y64 = T.decl_buffer((pixels * o_ // 8,), "int64", data=yf.data) if y_dtype != "float32" else None
-    x32 = T.decl_buffer((pixels * c_ // 4,), "int32", data=xf.data)
-    pairs = PAIRED_CHANNELS // 2
-    steps = c_ // 8
     tiles_o = o_ // PAIRED_CHANNELS
 
-    with _loop(pixels * tiles_o, parallel) as t:
-        pixel, tile_o = t // tiles_o, t % tiles_o
-        acc = T.alloc_buffer((pairs * 4,), "int32", scope="local")
-        for i in range(pairs):
-            T.buffer_store(acc, _i32(0, 4), [_ramp(4 * i, 4)])
-        # Not unrolled: two steps per iteration make LLVM issue 8 multiplies at once and spill.
-        with T.serial(0, steps) as step:
-            # 4 input channels as one int32, splat to both halves of a d register: vld1.32 {d[]}.
-            x_lo, x_hi = (T.Bind(tirx.call_intrin("int8x8", "tirx.reinterpret", tirx.Broadcast(
-                x32[(pixel * c_ + step * 8) // 4 + h], 2))) for h in range(2))
-            for q in range(pairs):
-                w_lo, w_hi = _halves(T.Bind(wq[_ramp(((tile_o * steps + step) * pairs + q) * 16, 16)]))
-                products = ops.widening_mul(x_lo, w_lo) + ops.widening_mul(x_hi, w_hi)
-                T.buffer_store(acc, ops.pairwise_accumulate(acc[_ramp(4 * q, 4)], products), [_ramp(4 * q, 4)])
-        outs = []
-        for g in range(PAIRED_CHANNELS // 4):
-            channel = tile_o * PAIRED_CHANNELS + 4 * g
-            sums = ops.pair_sums(acc[_ramp(8 * g, 4)], acc[_ramp(8 * g + 4, 4)])
-            outs.append(_finish(ops, sums, epi, channel, cfg, add_bias=True))
+    def finish(acc, pixel, tile_o, at: int) -> None:
+        """Requantize and store the tile's 8 sums ``acc[at : at + 8]`` of ``pixel``."""
+        outs = [_finish(ops, acc[_ramp(at + 4 * g, 4)], epi, tile_o * PAIRED_CHANNELS + 4 * g, cfg, add_bias=True)
+                for g in range(PAIRED_CHANNELS // 4)]
         value = _shuffle(outs, range(PAIRED_CHANNELS))
         if y_dtype == "float32":
             T.buffer_store(yf, value, [_ramp(pixel * o_ + tile_o * PAIRED_CHANNELS, PAIRED_CHANNELS)])
@@ -345,6 +331,47 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
             # Eight bytes as one int64 store (no 8 x int8 store needed for the portable spelling either).
             T.buffer_store(y64, tirx.call_intrin("int64", "tirx.reinterpret", out),
                            [(pixel * o_ + tile_o * PAIRED_CHANNELS) // 8])
+
+    if ops.neon:
+        def tile2(pixel0, tile_o, both: bool) -> None:
+            # "global" scope: a small constant buffer whose address is taken stays on the stack.
+            acc = T.alloc_buffer((2 * PAIRED_CHANNELS,), "int32", scope="global")
+            second = pixel0 + 1 if both else pixel0
+            T.evaluate(tirx.call_extern("int32", NEON_Q8_GEMM_2X8, tirx.address_of(acc[0]),
+                                        tirx.address_of(xf[pixel0 * c_]), tirx.address_of(xf[second * c_]),
+                                        tirx.address_of(wq[tile_o * (c_ * PAIRED_CHANNELS)]), c_ // GEMM_DEPTH))
+            finish(acc, pixel0, tile_o, 0)
+            if both:
+                finish(acc, pixel0 + 1, tile_o, PAIRED_CHANNELS)
+
+        if pixels // 2:
+            with _loop(pixels // 2 * tiles_o, parallel) as t:
+                tile2(t // tiles_o * 2, t % tiles_o, True)
+        if pixels % 2:
+            with T.serial(0, tiles_o) as tile_o:
+                tile2(pixels - 1, tile_o, False)
+        return
+
+    x32 = T.decl_buffer((pixels * c_ // 4,), "int32", data=xf.data)
+    pairs = PAIRED_CHANNELS // 2
+    steps = c_ // 8
+    with _loop(pixels * tiles_o, parallel) as t:
+        pixel, tile_o = t // tiles_o, t % tiles_o
+        acc = T.alloc_buffer((pairs * 4,), "int32", scope="local")
+        for i in range(pairs):
+            T.buffer_store(acc, _i32(0, 4), [_ramp(4 * i, 4)])
+        with T.serial(0, steps) as step:
+            # 4 input channels as one int32, splat to both halves of a d register.
+            x_lo, x_hi = (T.Bind(tirx.call_intrin("int8x8", "tirx.reinterpret", tirx.Broadcast(
+                x32[(pixel * c_ + step * 8) // 4 + h], 2))) for h in range(2))
+            for q in range(pairs):
+                w_lo, w_hi = _halves(T.Bind(wq[_ramp(((tile_o * steps + step) * pairs + q) * 16, 16)]))
+                products = ops.widening_mul(x_lo, w_lo) + ops.widening_mul(x_hi, w_hi)
+                T.buffer_store(acc, ops.pairwise_accumulate(acc[_ramp(4 * q, 4)], products), [_ramp(4 * q, 4)])
+        sums = T.alloc_buffer((PAIRED_CHANNELS,), "int32", scope="local")
+        for g in range(PAIRED_CHANNELS // 4):
+            T.buffer_store(sums, ops.pair_sums(acc[_ramp(8 * g, 4)], acc[_ramp(8 * g + 4, 4)]), [_ramp(4 * g, 4)])
+        finish(sums, pixel, tile_o, 0)
 
 
 def _gemm_rows(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, channels_out: int, epi: dict, yf,

@@ -104,6 +104,7 @@ def cases(rng):
     conv1x1(4, 4, 16, 12, False, (-3, 127), left_shift=True)      # ReLU clamp, multipliers > 1
     conv1x1(2, 3, 48, 4, False, (0, 255), out_dtype="uint8")
     conv1x1(1, 1, 64, 8, False, (0, 0), float_out=True)
+    conv1x1(2, 3, 16, 16, True, (-128, 127))                      # one 16-deep step, two tiles of 8
 
     def im2col(layout, h, c, o, k, stride, pad, dil):
         x_nchw = rng.integers(-128, 128, (1, c, h, h + 1)).astype(np.int8)

@@ -17,7 +17,13 @@ from edgetvm.passes.quantize_fixed_point import (
     quantize_multiplier,
     requantize_reference,
 )
-from edgetvm.passes.quantize_kernels_nhwc import KERNEL_ATTR, IntegerVectorOps, make_kernel, remake_kernel
+from edgetvm.passes.quantize_kernels_nhwc import (
+    KERNEL_ATTR,
+    NEON_Q8_GEMM_2X8,
+    IntegerVectorOps,
+    make_kernel,
+    remake_kernel,
+)
 
 from .nhwc_reference import cases
 
@@ -47,7 +53,9 @@ def test_kernel_is_written_again_from_its_recipe():
     assert KERNEL_ATTR in portable.attrs
     neon = remake_kernel(portable.with_attr("op_pattern", 8), neon=True, parallel=True)
     assert neon.attrs["op_pattern"] == 8 and KERNEL_ATTR in neon.attrs
-    assert "vpadals" in neon.script() and "vpadals" not in portable.script()
+    # The paired GEMM calls the assembly microkernel; the requantize is NEON intrinsics.
+    assert NEON_Q8_GEMM_2X8 in neon.script() and NEON_Q8_GEMM_2X8 not in portable.script()
+    assert "vqrdmulh" in neon.script() and "vqrdmulh" not in portable.script()
     assert "T.parallel" in neon.script()
     assert remake_kernel(tvm.tirx.PrimFunc([], tvm.tirx.Evaluate(0)), neon=True, parallel=False) is None
 

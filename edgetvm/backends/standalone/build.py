@@ -21,7 +21,7 @@ import tvm
 
 from ...errors import CompileError, ToolchainError, first_line
 from ...targets import ARM_CROSS_CC, ResolvedTarget, require_tool
-from ..neon_mla import lane_mla_kernels, recompile_with_lane_mla
+from ..neon_microkernels import recompile_for_neon
 from .plan import StaticPlan
 
 RUNTIME_DIR = Path(__file__).resolve().parent
@@ -88,7 +88,7 @@ def build_kernel_object(plan: StaticPlan, target: ResolvedTarget, path: Path) ->
         module = tvm.IRModule(funcs)
         lib = tvm.tirx.build(module, target=target.tvm_target, pipeline="default")
         if target.is_arm:
-            lib = recompile_with_lane_mla(lib, lane_mla_kernels(module), path.parent)
+            lib = recompile_for_neon(lib, module, path.parent)
         lib.write_to_file(str(path))
     except Exception as exc:  # noqa: BLE001 - TVM raises plain RuntimeError/ValueError through tvm_ffi
         raise CompileError(f"TVM failed to compile the kernels for {target.preset}: {first_line(exc)}") from exc
