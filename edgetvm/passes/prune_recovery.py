@@ -44,6 +44,9 @@ from .prune_channels import PruningPlan, _Rewriter, apply_pruning, apply_pruning
 
 Evaluate = Callable[[relax.Function, dict, list], list]
 FLATTEN_CHANNEL_MAP = True
+# Also refit each depthwise conv whose input the pruning changed, channel by channel (see
+# :func:`_refit_depthwise`), so the layer after it reads inputs closer to the original ones.
+REFIT_DEPTHWISE = True
 
 
 @dataclass
@@ -51,6 +54,8 @@ class RecoveryReport:
     folded: dict[str, str] = field(default_factory=dict)  # consumer -> "per-channel" | "spatial"
     refit: dict[str, dict] = field(default_factory=dict)  # consumer -> {"rel_error_before", "rel_error_after"}
     skipped: dict[str, str] = field(default_factory=dict)
+    # depthwise convs given an offset by the refit (kind "depthwise"): the ONNX write-back adds it to their bias
+    depthwise: list[Consumer] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict:
         return {"folded": self.folded, "refit": self.refit, "skipped": self.skipped}
