@@ -367,7 +367,8 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
 def _fold_offsets(model: onnx.ModelProto, result: PruneResult, inits: dict, source: str) -> None:
     """Add each offset to its layer: into the Conv/Gemm bias when per channel, else as an Add node."""
     graph = model.graph
-    for consumer in result.plan.deps.consumers:
+    # the refit depthwise convs have offsets too (their per-channel bias of the least-squares refit)
+    for consumer in list(result.plan.deps.consumers) + list(getattr(result.recovery, "depthwise", [])):
         name = offset_name(consumer.out)
         if name not in result.weights:
             continue

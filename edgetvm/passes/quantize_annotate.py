@@ -269,6 +269,9 @@ class _Annotator(relax.PyExprMutator):
             super().visit_var_binding_(binding)
             return
         new = self._emit_chain(chain)
+        if not isinstance(binding.var, relax.DataflowVar):
+            # A dataflow block output: the chain's last DataflowVar must not escape the block.
+            new = self.builder_.emit_output(new)
         self.set_var_remap(binding.var, new)
 
 

@@ -126,6 +126,7 @@ def cases(rng):
 
     im2col("NCHW", 9, 3, 8, 3, 2, 1, 1)   # the stem of a face network
     im2col("NHWC", 6, 5, 4, 3, 1, 2, 2)
+    im2col("NHWC", 7, 16, 8, 3, 2, 1, 1)  # rows of 8 channels copied as vectors
 
     def depthwise(h, c, k, stride, pad, dil, negative, clamp, float_out=False):
         x = rng.integers(-128, 128, (1, h, h + 2, c)).astype(np.int8)
