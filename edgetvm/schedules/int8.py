@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import tvm
 from tvm import s_tir, tirx
+from tvm.target import codegen
 
 from ..passes.quantize_kernels_nhwc import remake_kernel
 from ..targets import ResolvedTarget
@@ -136,12 +137,21 @@ def _schedule_elementwise(sch: s_tir.Schedule, names: set[str], lanes: int, para
             sch.parallel(fused)
 
 
+def kernel_isa(target: ResolvedTarget) -> str:
+    """The instruction set the channels-last kernels are written for (``quantize_kernels_nhwc``)."""
+    if target.is_arm:
+        return "neon"
+    if codegen.target_has_features("avx2", target.tvm_target):
+        return "avx2"
+    return "portable"
+
+
 def schedule_int8_kernel(func: tirx.PrimFunc, target: ResolvedTarget, num_threads: int | None = None) -> tirx.PrimFunc | None:
     """The scheduled kernel, or None when ``func`` is not one of edgetvm's integer kernels."""
     parallel = num_threads is None or num_threads > 1
-    # The channels-last kernels are written loop by loop already: on ARM they are written again
-    # with the NEON microkernel (vmull.s8/vmlal.s8/vpadal.s16, vqrdmulh), with threads if wanted.
-    remade = remake_kernel(func, neon=target.is_arm, parallel=parallel)
+    # The channels-last kernels are written loop by loop already: they are written again for the
+    # target (ARM: the NEON microkernels; x86 with AVX2: vpmaddwd), with threads if wanted.
+    remade = remake_kernel(func, isa=kernel_isa(target), parallel=parallel)
     if remade is not None:
         return remade.with_attr("tirx.is_scheduled", True)
     try:

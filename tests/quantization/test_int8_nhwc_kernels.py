@@ -30,17 +30,31 @@ from .nhwc_reference import cases
 ARM_TARGET = "cortex-a7"
 
 
-def _run_host(func, inputs, consts, out_shape, out_dtype):
-    lib = tvm.compile(tvm.IRModule({"main": func}), target="llvm")
+def _run_host(func, inputs, consts, out_shape, out_dtype, target="llvm"):
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=target)
     out = tvm.runtime.tensor(np.zeros(out_shape, dtype=out_dtype))
     lib["main"](*[tvm.runtime.tensor(a) for a in list(inputs) + list(consts)], out)
     return out.numpy()
 
 
+def _host_has_avx2() -> bool:
+    from tvm.target import codegen
+
+    from edgetvm.schedules.lower import codegen_target
+    from edgetvm.targets import resolve_target
+
+    return bool(codegen.target_has_features("avx2", codegen_target(resolve_target("host")).tvm_target))
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2"])
 @pytest.mark.parametrize("case", range(len(cases(np.random.default_rng(0)))))
-def test_portable_kernel_bit_exact_on_host(case):
+def test_kernel_bit_exact_on_host(case, isa):
+    if isa == "avx2" and not _host_has_avx2():
+        pytest.skip("the host CPU has no AVX2")
     kind, params, inputs, consts, expected = cases(np.random.default_rng(3))[case]
-    got = _run_host(make_kernel(kind, **params), inputs, consts, expected.shape, str(expected.dtype))
+    func = make_kernel(kind, isa=isa, **params)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell"} if isa == "avx2" else {"kind": "llvm"})
+    got = _run_host(func, inputs, consts, expected.shape, str(expected.dtype), target)
     if expected.dtype == np.float32:
         np.testing.assert_allclose(got, expected, rtol=1e-6)
     else:
@@ -51,13 +65,13 @@ def test_kernel_is_written_again_from_its_recipe():
     kind, params, *_ = cases(np.random.default_rng(0))[0]
     portable = make_kernel(kind, **params)
     assert KERNEL_ATTR in portable.attrs
-    neon = remake_kernel(portable.with_attr("op_pattern", 8), neon=True, parallel=True)
+    neon = remake_kernel(portable.with_attr("op_pattern", 8), isa="neon", parallel=True)
     assert neon.attrs["op_pattern"] == 8 and KERNEL_ATTR in neon.attrs
     # The paired GEMM calls the assembly microkernel; the requantize is NEON intrinsics.
     assert NEON_Q8_GEMM_2X8 in neon.script() and NEON_Q8_GEMM_2X8 not in portable.script()
     assert "vqrdmulh" in neon.script() and "vqrdmulh" not in portable.script()
     assert "T.parallel" in neon.script()
-    assert remake_kernel(tvm.tirx.PrimFunc([], tvm.tirx.Evaluate(0)), neon=True, parallel=False) is None
+    assert remake_kernel(tvm.tirx.PrimFunc([], tvm.tirx.Evaluate(0)), isa="neon", parallel=False) is None
 
 
 def _requantize_func(size: int, neon: bool):
@@ -65,7 +79,7 @@ def _requantize_func(size: int, neon: bool):
     from tvm.script.ir_builder import IRBuilder
     from tvm.tirx.script.builder import ir as T
 
-    ops = IntegerVectorOps(neon)
+    ops = IntegerVectorOps("neon" if neon else "portable")
     with IRBuilder() as ib:
         with T.prim_func():
             T.func_name("requantize")
