@@ -181,3 +181,18 @@ def test_neon_kernels_bit_exact_on_cortex_a7(tmp_path):
     text = subprocess.run([objdump, "-d", str(so)], capture_output=True, text=True, check=True).stdout
     for instruction in ("vmull.s8", "vmlal.s8", "vpadal.s16", "vaddw.s16", "vqrdmulh.s32", "vrshl.s32", "vqmovn.s32"):
         assert instruction in text, instruction
+
+
+def test_microkernel_declarations_become_inline_assembly():
+    from edgetvm.backends.neon_microkernels import microkernel_calls, with_microkernels
+
+    ir = (f"define i32 @k(ptr %a) {{\n  %r = call i32 @{NEON_Q8_GEMM_2X8}(ptr %a, ptr %a, ptr %a, ptr %a, i32 2)\n"
+          f"  ret i32 %r\n}}\n\ndeclare i32 @{NEON_Q8_GEMM_2X8}(ptr, ptr, ptr, ptr, i32) local_unnamed_addr\n"
+          "declare i32 @memcpy(ptr, ptr, i32)\n")
+    assert microkernel_calls(ir) == {NEON_Q8_GEMM_2X8}
+    out = with_microkernels(ir)
+    assert f"define internal i32 @{NEON_Q8_GEMM_2X8}(" in out and "alwaysinline" in out
+    assert "vpadal.s16" in out and "declare i32 @memcpy" in out and f"declare i32 @{NEON_Q8_GEMM_2X8}" not in out
+    assert microkernel_calls(out) == set()
+    with pytest.raises(ValueError, match="edgetvm_neon_unknown"):
+        with_microkernels("declare i32 @edgetvm_neon_unknown(ptr)\n")
