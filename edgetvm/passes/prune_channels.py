@@ -14,14 +14,16 @@ Steps, each on the compiler's own graph, where every op's channel semantics are 
    estimate of the reconstruction error He et al. 2017 minimise); ``reconstruction``: greedy
    backward elimination on calibration inputs, removing each time the unit whose loss raises the
    least-squares reconstruction error of the next layers least (exact for linear regression:
-   ``dRSS_J = tr(B_J^T (G^-1)_JJ^-1 B_J)``; ThiNet, Luo et al. 2017; He et al. 2017); or user masks. Channels whose
+   ``dRSS_J = tr(B_J^T (G^-1)_JJ^-1 B_J)``; ThiNet, Luo et al. 2017; He et al. 2017; a dense layer after a
+   flatten is modelled on whole channels, see :func:`_flattened_regression`); or user masks. Channels whose
    value does not depend on the input (a zero filter, a BN with gamma = 0) rank first: removing
    them is lossless once their contribution is folded into the next layer (:mod:`.prune_recovery`).
    The ratio is of each group (``allocation="uniform"``), of all channels ranked together
    (``"global"``, scores divided by their group's mean), or of all prunable channels spread by
-   measured cost (``"sensitivity"``: each group pruned alone by ``sensitivity_probe`` and recovered,
-   its output error on held-out calibration inputs ``a_g p^2``; then ``min sum_g a_g r_g^2`` subject
-   to the global count, in whole lanes, see :func:`sensitivity_allocation`). The kept count is
+   measured cost (``"sensitivity"``: each group pruned alone by ``sensitivity_probe`` and by
+   ``sensitivity_growth_probe`` and recovered, its output error on held-out calibration inputs fit by
+   ``a_g r^p_g`` through both; then ``min sum_g a_g r_g^p_g`` subject to the global count, in whole
+   lanes, see :func:`sensitivity_allocation`). The kept count is
    ``round(n * (1 - ratio) / 4) * 4`` (whole NEON lanes), never zero;
 4. rewrite the graph with the smaller tensors (:func:`apply_pruning`): every weight is sliced on its
    tracked axes, reshapes/splits/slices get new bounds, depthwise convs new group counts, and each
@@ -146,9 +148,13 @@ class PruningConfig:
     allocation: str = "uniform"
     max_group_ratio: float = 0.75  # "global"/"sensitivity": no group loses more than this fraction
     sensitivity_probe: float = 0.25  # "sensitivity": each group's cost is measured at this fraction removed
-    # "sensitivity": per-group costs measured before (a report's "sensitivity" entries, same probe and
+    # "sensitivity": and again at this fraction, to measure how fast each group's cost grows (None: assume
+    # quadratic growth; see ``sensitivity_allocation``)
+    sensitivity_growth_probe: float | None = 0.5
+    # "sensitivity": per-group costs measured before (a report's "sensitivity" entries, or [at the probe, at
+    # the growth probe] from its "sensitivity_curve" entries; same probes and
     # calibration), to spread other ratios without measuring again
-    sensitivity: dict[str, float] | None = None
+    sensitivity: dict[str, float | list[float]] | None = None
 
     def ratio_for(self, group: DependencyGroup) -> float:
         if not isinstance(self.ratio, dict):
@@ -240,6 +246,36 @@ def _regression(deps: ChannelDependencies, weights: dict, consumer, x: np.ndarra
     return gram, coef, block
 
 
+def _flattened_positions(deps: ChannelDependencies, consumer) -> int:
+    """``B`` when the dense layer reads whole channels of a flatten (``feature = channel * B + position``), else 1."""
+    from .prune_recovery import _flatten_block
+
+    return _flatten_block(PruningPlan(deps), consumer)
+
+
+def _flattened_regression(deps: ChannelDependencies, weights: dict, consumer, x: np.ndarray, positions: int):
+    """A dense layer after a flatten as a regression on channels: (centred channel Gram G, coefficients).
+
+    Recovery predicts the removed channels from the kept ones with one map shared by all positions
+    (``prune_recovery._refit_flattened``), so what a lost channel costs is the part of it the kept
+    channels cannot predict, weighted by how much the layer reads it:
+    ``G = sum_{n,p} x~[n, :, p]^T x~[n, :, p]`` (``x~`` centred per channel and position) and
+    coefficients ``diag(s)``, ``s_c^2 = sum_{p,o} W[(c, p), o]^2``. The greedy elimination then keeps
+    the channels that reconstruct the others best (channels of a 7x7 map: 1024 unknowns, not 50176).
+    """
+    from .prune_recovery import _view_of
+
+    w = _view_of(consumer, weights[consumer.leaf], deps.tensors[consumer.weight].shape).astype(np.float64)
+    n, f = x.shape[0], int(np.prod(x.shape[1:]))
+    channels = f // positions
+    xs = x.reshape(n, channels, positions).astype(np.float64)
+    xs = (xs - xs.mean(axis=0)).transpose(0, 2, 1).reshape(-1, channels)
+    gram = xs.T @ xs
+    gram += (1e-3 * float(np.trace(gram)) / max(channels, 1) + 1e-12) * np.eye(channels)
+    scale = np.sqrt((w.reshape(channels, positions, -1) ** 2).sum(axis=(1, 2)))
+    return gram, np.diag(scale)
+
+
 def _greedy_reconstruction(deps, weights, group, activations, n_remove: int, constant, notes, max_inputs: int = 4096):
     """Units to drop by greedy backward elimination; None if a next layer is too wide to model."""
     models = []
@@ -247,14 +283,20 @@ def _greedy_reconstruction(deps, weights, group, activations, n_remove: int, con
         if c.data not in group.tensors or activations is None or c.data not in activations:
             continue
         d = int(np.prod(deps.tensors[c.weight].shape)) // deps.tensors[c.weight].shape[0 if c.kind == "conv2d" else 1]
-        if d > max_inputs:
+        positions = _flattened_positions(deps, c) if c.kind == "dense" and d > max_inputs else 1
+        if d > max_inputs and (positions == 1 or d // positions > max_inputs):
             notes.append(f"group {group.name}: layer {c.out} reads {d} inputs, too many to model; ranked by activation")
             return None
-        gram, coef, block = _regression(deps, weights, c, activations[c.data])
+        if positions > 1:
+            gram, coef = _flattened_regression(deps, weights, c, activations[c.data], positions)
+            index = [np.unique([i // positions for k, a, i in unit if k == c.data and a == 1]).astype(int)
+                     for unit in group.units]
+        else:
+            gram, coef, block = _regression(deps, weights, c, activations[c.data])
+            index = [np.concatenate([np.arange(i * block, (i + 1) * block) for k, a, i in sorted(unit)
+                                     if k == c.data and a == 1] or [np.zeros(0, int)]) for unit in group.units]
         ginv = np.linalg.inv(gram)
         total = float(np.trace(coef.T @ gram @ coef)) or 1.0
-        index = [np.concatenate([np.arange(i * block, (i + 1) * block) for k, a, i in sorted(unit)
-                                 if k == c.data and a == 1] or [np.zeros(0, int)]) for unit in group.units]
         models.append([ginv, coef, index, total])
     if not models:
         return None
@@ -484,30 +526,47 @@ def allocation_groups(deps: ChannelDependencies, config: PruningConfig) -> dict[
             if g.producers and len(g.units) >= 2 * config.round_to and not any(p.layer in masks for p in g.producers)}
 
 
-def sensitivity_allocation(sizes: dict[str, int], costs: dict[str, float], probe_ratio: float, ratio: float,
-                           round_to: int = 4, max_group_ratio: float = 0.75) -> dict[str, int]:
+def sensitivity_allocation(sizes: dict[str, int], costs: dict, probe_ratio: float, ratio: float,
+                           round_to: int = 4, max_group_ratio: float = 0.75,
+                           growth_probe: float | None = None) -> dict[str, int]:
     """Kept units per group minimising the summed cost at a global ratio.
 
     Pruning group g alone by ``probe_ratio`` (with recovery) cost ``costs[g]`` (output error on
     held-out calibration inputs). Costs of separately pruned groups add up closely (measured on
-    SFace: the sum of single-group costs is within 5% of the joint cost), and grow about
-    quadratically in the fraction removed, so with ``r_g = removed_g / n_g`` the allocation solves
+    SFace: the sum of single-group costs is within 5% of the joint cost) and grow as a power of the
+    fraction removed, ``cost_g(r) = a_g r^p_g``; with ``r_g = removed_g / n_g`` the allocation solves
 
-        min sum_g a_g r_g^2   s.t.   sum_g removed_g = ratio * sum_g n_g,   a_g = cost_g / probe_ratio^2
+        min sum_g a_g r_g^p_g   s.t.   sum_g removed_g = ratio * sum_g n_g
 
     greedily in whole lanes of ``round_to`` (exact for convex separable costs): each step removes
     one more lane from the group whose cost rises least, at most ``max_group_ratio`` of a group and
     never its last lane. The result keeps ``round_to`` multiples, like uniform pruning.
+
+    ``costs[g]`` a number: quadratic growth, ``p = 2``, ``a_g = cost_g / probe_ratio^2``. ``costs[g]`` a pair
+    (cost at ``probe_ratio``, cost at ``growth_probe``): ``p_g = log(c2 / c1) / log(r2 / r1)`` (kept in
+    [1, 3]: convex, and no steeper than cubic), the curve through both. Groups differ (SFace: p from
+    1.4 for the middle 512-channel blocks, whose error rises early, to 2.1 for the last one).
     """
     import heapq
 
+    def first(c):
+        return float(c[0]) if isinstance(c, (list, tuple)) else float(c)
+
     target = int(round(ratio * sum(sizes.values())))
-    floor = 1e-12 * max([c for c in costs.values() if c > 0] or [1.0])
-    a = {g: max(float(costs.get(g, 0.0)), floor) / probe_ratio ** 2 for g in sizes}
+    floor = 1e-12 * max([first(c) for c in costs.values() if first(c) > 0] or [1.0])
+    a, power = {}, {}
+    for g in sizes:
+        c = costs.get(g, 0.0)
+        c1 = max(first(c), floor)
+        power[g] = 2.0
+        if isinstance(c, (list, tuple)) and len(c) > 1 and growth_probe is not None and growth_probe != probe_ratio:
+            c2 = max(float(c[1]), floor)
+            power[g] = float(np.clip(np.log(c2 / c1) / np.log(growth_probe / probe_ratio), 1.0, 3.0))
+        a[g] = c1 / probe_ratio ** power[g]
 
     def step_cost(g, removed):
         n = sizes[g]
-        return a[g] * (((removed + round_to) / n) ** 2 - (removed / n) ** 2)
+        return a[g] * (((removed + round_to) / n) ** power[g] - (removed / n) ** power[g])
 
     removed = dict.fromkeys(sizes, 0)
     limit = {g: min(int(n * max_group_ratio) // round_to * round_to, (n - round_to) // round_to * round_to)
@@ -760,23 +819,31 @@ def prune_function(func: relax.Function, config: PruningConfig, *, weights: dict
 
         if isinstance(config.ratio, dict):
             raise InputError("sensitivity allocation takes one ratio, not per-layer ratios")
-        if config.sensitivity is None and (evaluate is None or not calibration or len(calibration) < 2):
+        sizes = allocation_groups(deps, config)
+        probe, growth = config.sensitivity_probe, config.sensitivity_growth_probe
+        probes = [probe] if growth is None or growth == probe else [probe, growth]
+        sensitivity = {name: list(c) if isinstance(c, (list, tuple)) else [c]
+                       for name, c in (config.sensitivity or {}).items()}
+        missing = {name: n for name, n in sizes.items() if len(sensitivity.get(name, [])) < len(probes)}
+        if missing and (evaluate is None or not calibration or len(calibration) < 2):
             raise InputError("sensitivity allocation measures each group's cost on calibration inputs: give at least "
                              "2 calibration samples")
-        sizes = allocation_groups(deps, config)
-        probe = config.sensitivity_probe
-        sensitivity = dict(config.sensitivity or {})
-        missing = {name: n for name, n in sizes.items() if name not in sensitivity}
-        if missing:
-            sensitivity.update(measure_sensitivity(func, weights, deps, config, missing, probe, evaluate, calibration,
-                                                   x_orig, alpha))
+        for i, r in enumerate(probes):
+            need = {name: n for name, n in missing.items() if len(sensitivity.get(name, [])) <= i}
+            if need:
+                measured = measure_sensitivity(func, weights, deps, config, need, r, evaluate, calibration, x_orig,
+                                               alpha)
+                for name, cost in measured.items():
+                    sensitivity[name] = sensitivity.get(name, [])[:i] + [cost]
         keep_counts = sensitivity_allocation(sizes, sensitivity, probe, float(config.ratio), config.round_to,
-                                             config.max_group_ratio)
+                                             config.max_group_ratio, growth)
     plan = plan_pruning(deps, weights, config, lossless, x_orig if calibration else None, keep_counts)
     if sensitivity is not None:
         for entry in plan.report:
             if entry["group"] in sensitivity:
-                entry["sensitivity"] = sensitivity[entry["group"]]
+                curve = sensitivity[entry["group"]]
+                entry["sensitivity"] = float(curve[0])  # the output error at ``sensitivity_probe`` removed
+                entry["sensitivity_curve"] = [float(c) for c in curve]
     if candidates and x_orig is None:
         plan.notes.append("constant channels kept: folding them needs an evaluator to run the model")
     new_func, new_weights, recovery = prune_and_recover(func, weights, plan, evaluate, calibration, recover, alpha,

@@ -44,9 +44,6 @@ from .prune_channels import PruningPlan, _Rewriter, apply_pruning, apply_pruning
 
 Evaluate = Callable[[relax.Function, dict, list], list]
 FLATTEN_CHANNEL_MAP = True
-# Also refit each depthwise conv whose input the pruning changed, channel by channel (see
-# :func:`_refit_depthwise`), so the layer after it reads inputs closer to the original ones.
-REFIT_DEPTHWISE = True
 
 
 @dataclass
@@ -54,8 +51,6 @@ class RecoveryReport:
     folded: dict[str, str] = field(default_factory=dict)  # consumer -> "per-channel" | "spatial"
     refit: dict[str, dict] = field(default_factory=dict)  # consumer -> {"rel_error_before", "rel_error_after"}
     skipped: dict[str, str] = field(default_factory=dict)
-    # depthwise convs given an offset by the refit (kind "depthwise"): the ONNX write-back adds it to their bias
-    depthwise: list[Consumer] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict:
         return {"folded": self.folded, "refit": self.refit, "skipped": self.skipped}
@@ -139,9 +134,7 @@ def prune_and_recover(func: relax.Function, weights: dict, plan: PruningPlan, ev
         return new_func, new_weights, report
 
     inputs = _inputs(func, calibration)
-    depthwise = depthwise_layers(func, deps, consumers) if do_refit and REFIT_DEPTHWISE and not upstream_unchanged \
-        else []
-    taps = sorted({c.data for c in consumers} | {c.data for c in depthwise})
+    taps = sorted({c.data for c in consumers})
     missing = [t for t in taps if x_orig is None or t not in x_orig]
     if missing:
         x_orig = {**(x_orig or {}), **original_taps(func, weights, deps, evaluate, calibration, missing)}
@@ -168,9 +161,6 @@ def prune_and_recover(func: relax.Function, weights: dict, plan: PruningPlan, ev
             offsets[c.out] = k.astype(weights[c.leaf].dtype)
         elif do_refit:
             offsets[c.out] = np.zeros(_offset_shape(c, plan, False), dtype=weights[c.leaf].dtype)
-    for c in depthwise:
-        offsets[c.out] = np.zeros(_offset_shape(c, plan, False), dtype=weights[c.leaf].dtype)
-    report.depthwise = depthwise
 
     if not do_refit:
         new_func, new_weights = apply_pruning(func, weights, plan, offsets)
@@ -183,9 +173,8 @@ def prune_and_recover(func: relax.Function, weights: dict, plan: PruningPlan, ev
         if c.leaf in shared:
             report.skipped[c.out] = f"weight {c.leaf} is shared by several layers"
             return
-        refit_one = _refit_depthwise if c.kind == "depthwise" else _refit_layer
-        result = refit_one(c, plan, weights, new_weights, x_orig[c.data], x_new, offsets[c.out], alpha,
-                           positions_per_input, rng)
+        result = _refit_layer(c, plan, weights, new_weights, x_orig[c.data], x_new, offsets[c.out], alpha,
+                              positions_per_input, rng)
         if isinstance(result, str):
             report.skipped[c.out] = result
             return
@@ -201,13 +190,11 @@ def prune_and_recover(func: relax.Function, weights: dict, plan: PruningPlan, ev
     elif stepper is not None and stepper(new_func) is not None:
         # Layer by layer in dataflow order, each seeing the refit layers before it: one forward pass.
         run = stepper(new_func)(new_func, new_weights, inputs)
-        order = sorted(consumers + depthwise, key=lambda c: run.position.get(tapped[c.data], -1))
+        order = sorted(consumers, key=lambda c: run.position.get(tapped[c.data], -1))
         for c in order:
             refit(c, np.concatenate(run.run_until(tapped[c.data])))
     else:
-        position = {k: i for i, k in enumerate(deps.order)}
-        layers = sorted(consumers + depthwise, key=lambda c: position.get(c.out, 0))
-        for batch in _refit_batches(deps.dataflow, layers):
+        for batch in _refit_batches(deps.dataflow, consumers):
             pruned = evaluate(new_func, new_weights, inputs)
             x_new = {key: np.concatenate([row[len(row) - len(taps) + i] for row in pruned])
                      for i, key in enumerate(taps)}
@@ -216,152 +203,6 @@ def prune_and_recover(func: relax.Function, weights: dict, plan: PruningPlan, ev
     # The tapped function was only for calibration: rebuild the plain one with the refit weights.
     final_func, _ = apply_pruning(func, weights, plan, {k: new_weights[offset_name(k)] for k in offsets})
     return final_func, new_weights, report
-
-
-def depthwise_layers(func: relax.Function, deps, consumers: list[Consumer]) -> list[Consumer]:
-    """The depthwise convs (one filter per channel) whose input the refit layers ``consumers`` change.
-
-    Returned as :class:`Consumer` records of kind ``"depthwise"`` (weight ``[C, 1, kh, kw]``), in
-    binding order. A depthwise conv reading an exactly sliced input (nothing refit before it) is left
-    alone: its kept channels compute what they did.
-    """
-    starts = [c.out for c in consumers if c.out in deps.dataflow]
-    if not starts or not deps.depthwise:
-        return []
-    downstream = set().union(*(nx.descendants(deps.dataflow, s) | {s} for s in starts))
-    key_of = {v: k for k, v in deps.var_of.items()}
-    wanted = set(deps.depthwise)
-    leaves_used: dict[str, int] = {}
-    found = []
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            value = binding.value
-            for arg in getattr(value, "args", ()):
-                if isinstance(arg, relax.Var) and arg in key_of:
-                    leaves_used[key_of[arg]] = leaves_used.get(key_of[arg], 0) + 1
-            key = key_of.get(binding.var)
-            if key not in wanted or not isinstance(value, relax.Call):
-                continue
-            data = key_of.get(value.args[0]) if isinstance(value.args[0], relax.Var) else None
-            weight = key_of.get(value.args[1]) if isinstance(value.args[1], relax.Var) else None
-            if data is None or weight is None or data not in downstream or weight not in deps.tensors:
-                continue
-            if deps.tensors[weight].shape[0] != deps.tensors[data].shape[1]:
-                continue  # a channel multiplier: one input feeds several filters
-            leaf, to_leaf = _leaf_of(deps, weight)
-            if deps.tensors[leaf].kind != "weight":
-                continue
-            a = value.attrs
-            found.append(Consumer("depthwise", key, data, weight, leaf,
-                                  {"strides": [int(v) for v in a.strides], "padding": [int(v) for v in a.padding],
-                                   "dilation": [int(v) for v in a.dilation]}, to_leaf))
-    # a weight that another op reads too cannot be changed for this layer alone
-    return [c for c in found if leaves_used.get(c.leaf, 0) == 1 and leaves_used.get(c.weight, 0) == 1]
-
-
-def _leaf_of(deps, key: str) -> tuple[str, tuple]:
-    """The weight parameter behind the weight view ``key`` and the ops mapping the view back onto it."""
-    ops = []
-    while deps.tensors[key].kind == "view":
-        src, op, attrs = deps.tensors[key].source
-        src_shape = deps.tensors[src].shape
-        if op == "relax.permute_dims":
-            axes = attrs if attrs is not None else list(reversed(range(len(src_shape))))
-            ops.append(("permute", tuple(int(a) for a in np.argsort(axes))))
-        elif op != "relax.astype":
-            ops.append(("reshape", src_shape))
-        key = src
-    return key, tuple(ops)
-
-
-def _patches_at(x: np.ndarray, kernel, strides, padding, dilation, out_hw, idx: np.ndarray) -> np.ndarray:
-    """Per-channel conv patches of ``x[N, C, H, W]`` at output positions ``idx[N, S]`` -> ``[N*S, C, kh*kw]``."""
-    kh, kw = kernel
-    top, left, bottom, right = padding
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    rows, cols = idx // out_hw[1] * strides[0], idx % out_hw[1] * strides[1]
-    n_idx = np.arange(x.shape[0])[:, None]
-    taps = [xp[n_idx, :, rows + i * dilation[0], cols + j * dilation[1]] for i in range(kh) for j in range(kw)]
-    return np.stack(taps, axis=-1).reshape(-1, x.shape[1], kh * kw)  # [N, S, C, k] -> [N*S, C, k]
-
-
-def _refit_depthwise(c: Consumer, plan: PruningPlan, weights: dict, new_weights: dict, x_orig: np.ndarray,
-                     x_new: np.ndarray, offset_const: np.ndarray, alpha, positions: int, rng, chunk: int = 64):
-    """Least squares for a depthwise conv: each kept channel ``k`` is its own small regression,
-
-        min_{w_k, b_k} ||y_k - X'_k w_k - b_k||^2 + lambda_k ||w_k - w_k^0||^2
-
-    with ``X'_k`` the pruned model's ``kh*kw`` patches of channel ``k``, ``y_k`` the original layer's
-    output of that channel, ``lambda_k = alpha * tr(X'_k^T X'_k) / (kh*kw)``, ``alpha`` chosen per channel by
-    k-fold cross-validation over calibration inputs. A handful of unknowns against thousands of
-    positions: well posed, and it hands the next (pointwise) layer inputs nearer the original ones.
-    """
-    deps = plan.deps
-    alphas = tuple(alpha) if isinstance(alpha, (tuple, list)) else (float(alpha),)
-    kept = plan.kept(c.out, 1)
-    w_view = _view_of(c, weights[c.leaf], deps.tensors[c.weight].shape).astype(np.float64)[kept]  # [K, 1, kh, kw]
-    w_kept_view = _view_of(c, new_weights[c.leaf], plan.new_shape(c.weight)).astype(np.float64)
-    if w_kept_view.shape != w_view.shape or x_new.shape[1] != len(kept):
-        return "depthwise conv with a channel multiplier"
-    kernel, k = w_view.shape[2:], w_view.shape[2] * w_view.shape[3]
-    a = c.attrs
-    out_hw = deps.tensors[c.out].shape[2:]
-    n = x_new.shape[0]
-    take = min(positions, out_hw[0] * out_hw[1])
-    idx = np.stack([rng.choice(out_hw[0] * out_hw[1], size=take, replace=False) for _ in range(n)])
-    image = np.repeat(np.arange(n), take)
-    folds = _folds(image)
-    w_new = np.empty((len(kept), k))
-    bias = np.empty(len(kept))
-    chosen = np.empty(len(kept))
-    err_before = err_after = norm = 0.0
-    for lo in range(0, len(kept), chunk):
-        sl = slice(lo, lo + chunk)
-        p_new = _patches_at(x_new[:, sl].astype(np.float64), kernel, a["strides"], a["padding"], a["dilation"],
-                            out_hw, idx)  # [S, c, k]
-        p_orig = _patches_at(x_orig[:, kept[sl]].astype(np.float64), kernel, a["strides"], a["padding"],
-                             a["dilation"], out_hw, idx)
-        w0 = w_kept_view[sl].reshape(-1, k)
-        target = np.einsum("sck,ck->sc", p_orig, w_view[sl].reshape(-1, k)) - offset_const[0, sl, 0, 0]
-        del p_orig
-        a_mean, t_mean = p_new.mean(axis=0), target.mean(axis=0)
-        a_c, t_c = p_new - a_mean, target - t_mean
-        gram = np.einsum("sck,scl->ckl", a_c, a_c)
-        rhs = np.einsum("sck,sc->ck", a_c, t_c)
-
-        def solve(g, r, alpha_c):
-            scale = np.trace(g, axis1=1, axis2=2) / k + 1e-12
-            lam = np.where(np.isfinite(alpha_c), alpha_c, 0.0) * scale
-            w = np.linalg.solve(g + lam[:, None, None] * np.eye(k), (r + lam[:, None] * w0)[..., None])[..., 0]
-            return np.where(np.isfinite(alpha_c)[:, None], w, w0)
-
-        best = np.full(w0.shape[0], alphas[0])
-        if len(alphas) > 1 and folds:
-            errors = np.zeros((len(alphas), w0.shape[0]))
-            for held in folds:
-                a_te, t_te = a_c[held], t_c[held]
-                g_tr = gram - np.einsum("sck,scl->ckl", a_te, a_te)
-                r_tr = rhs - np.einsum("sck,sc->ck", a_te, t_te)
-                for i, value in enumerate(alphas):
-                    w = solve(g_tr, r_tr, np.full(w0.shape[0], value))
-                    errors[i] += ((t_te - np.einsum("sck,ck->sc", a_te, w)) ** 2).sum(axis=0)
-            best = np.asarray(alphas)[np.argmin(errors, axis=0)]
-        w = solve(gram, rhs, best)
-        w_new[sl], chosen[sl] = w, best
-        bias[sl] = t_mean - np.einsum("ck,ck->c", a_mean, w)
-        before = t_c + t_mean - np.einsum("sck,ck->sc", p_new, w0)
-        after = t_c - np.einsum("sck,ck->sc", a_c, w)
-        err_before += float((before ** 2).sum())
-        err_after += float((after ** 2).sum())
-        norm += float((target ** 2).sum())
-    dtype = weights[c.leaf].dtype
-    w_leaf = _to_leaf(c, w_new.reshape(w_kept_view.shape), new_weights[c.leaf].shape).astype(dtype)
-    offset = offset_const.astype(np.float64) + bias.reshape(1, -1, 1, 1)
-    scale = np.sqrt(norm) or 1.0
-    stats = {"rel_error_before": float(np.sqrt(err_before)) / scale, "rel_error_after": float(np.sqrt(err_after)) / scale,
-             "samples": int(len(image)), "method": "depthwise, per channel",
-             "alpha": float(np.median(chosen))}
-    return w_leaf, offset.astype(dtype), stats
 
 
 def _inputs(func: relax.Function, calibration: list | None) -> list:

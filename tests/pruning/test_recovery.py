@@ -144,3 +144,46 @@ def test_auto_options_and_bad_allocations():
         prune_model(model, 0.3, allocation="sensitivity")
     with pytest.raises(InputError, match="one ratio"):
         prune_model(model, {"*": 0.3}, allocation="sensitivity", calibration=inputs(4))
+
+
+def test_sensitivity_allocation_follows_each_groups_measured_cost_growth():
+    # Same cost at the probe (25% removed); "early" doubles by 50% removed (p = 1: its error rises
+    # early), "late" grows 8x (p = 3: cheap at small ratios). Quadratic growth would split evenly.
+    sizes = {"early": 256, "late": 256}
+    costs = {"early": [0.04, 0.08], "late": [0.04, 0.32]}
+    even = sensitivity_allocation(sizes, {g: c[0] for g, c in costs.items()}, 0.25, 0.125)
+    assert even["early"] == even["late"] == 224
+    keep = sensitivity_allocation(sizes, costs, 0.25, 0.125, growth_probe=0.5)
+    assert all(k % 4 == 0 for k in keep.values())
+    assert sum(sizes[g] - k for g, k in keep.items()) == 64
+    assert keep["late"] < keep["early"], keep  # below the probe, the cubic group is the cheaper one
+    # the optimum of a_e r_e + a_l r_l^3 at a fixed total: marginal costs equal, r_l = sqrt(a_e / (3 a_l))
+    a_e, a_l = 0.04 / 0.25, 0.04 / 0.25 ** 3
+    r_late = (256 - keep["late"]) / 256
+    assert abs(r_late - np.sqrt(a_e / (3 * a_l))) < 0.03, r_late
+    # a single measured point (or no growth probe) keeps the quadratic model
+    assert sensitivity_allocation(sizes, costs, 0.25, 0.125) == even
+
+
+def test_reconstruction_ranks_the_channels_of_a_flatten_through_the_channel_map():
+    # A dense layer after a flatten reads channels x positions; too many inputs to model one by one,
+    # the greedy elimination models whole channels (what the channel-map recovery can predict): a
+    # channel that duplicates another costs nothing to remove and goes first.
+    from edgetvm.passes.channel_dependencies import analyze_channel_dependencies
+    from edgetvm.passes.prune_channels import _greedy_reconstruction
+    from edgetvm.passes.prune_recovery import original_taps
+
+    func, weights, _ = import_onnx_named(flatten_net(), "<test>")
+    deps = analyze_channel_dependencies(func, weights)
+    dense = next(c for c in deps.consumers if c.kind == "dense")
+    group = next(g for g in deps.prunable_groups() if dense.data in g.tensors)
+    calib = [[x] for x in inputs(24, seed=5, shape=(1, 3, 8, 8))]
+    acts = original_taps(func, weights, deps, CalibrationEvaluator(), calib)
+    x = acts[dense.data].reshape(24, 32, 16).copy()
+    x[:, 5] = 1.7 * x[:, 3]  # channel 5 carries nothing channel 3 does not
+    acts[dense.data] = x.reshape(24, -1)
+    notes = []
+    drop = _greedy_reconstruction(deps, weights, group, acts, 1, None, notes, max_inputs=64)
+    assert drop is not None and not notes
+    channel = [sorted({i // 16 for k, a, i in group.units[u] if k == dense.data}) for u in np.flatnonzero(drop)]
+    assert channel in ([[3]], [[5]]), channel

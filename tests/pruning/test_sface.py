@@ -40,8 +40,8 @@ def _bench_faces():
 def test_sface_keeps_embedding_cosine_at_20_percent_pruned_with_recovery(zoo):
     # 20% of the prunable channels removed, least-squares recovery on calibration faces, embedding
     # cosine to the unpruned model on other faces (default criterion and allocation with calibration:
-    # reconstruction ranking, sensitivity allocation). The goal is 0.95; measured 0.933 (was 0.898
-    # with uniform allocation and a fixed ridge): this guards what is reached.
+    # reconstruction ranking, sensitivity allocation). The goal is 0.95; measured 0.942 (0.938 with
+    # a quadratic sensitivity model, 0.898 with uniform allocation and a fixed ridge): this guards what is reached.
     bench = _bench_faces()
     calib, evaluation = bench.face_sets(16, 12)
     pruned = prune_model(zoo("sface"), 0.2, calibration=calib)
@@ -52,7 +52,7 @@ def test_sface_keeps_embedding_cosine_at_20_percent_pruned_with_recovery(zoo):
     got = [r[0] for r in run(pruned.result.func, pruned.result.weights, [[x] for x in evaluation])]
     want = [r[0] for r in run_onnx_all(zoo("sface"), evaluation)]
     cos = bench.cosines(got, want)
-    assert cos.mean() >= 0.92, cos.mean()
+    assert cos.mean() >= 0.935, cos.mean()
 
 
 def run_onnx_all(path, images):
