@@ -360,48 +360,44 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
 
     pairs = PAIRED_CHANNELS // 2
     steps = c_ // 8
-    if ops.isa == "avx2":
-        # vpmaddwd: int16x16 x int16x16 -> int32x8 sums of adjacent products. With the input
-        # [x[d:d+4], x[d:d+4], x[d+4:d+8], x[d+4:d+8]] against a pair's 16 packed weights, the lanes are
-        # (m, m, m', m', m, m, m', m'): 16 multiply-adds in one instruction (the portable spelling:
-        # about 10 instructions for the same, measured on the host's assembly).
-        with _loop(pixels * tiles_o, parallel) as t:
-            pixel, tile_o = t // tiles_o, t % tiles_o
-            acc = T.alloc_buffer((pairs * 8,), "int32", scope="local")
-            for q in range(pairs):
-                T.buffer_store(acc, _i32(0, 8), [_ramp(8 * q, 8)])
-            with T.serial(0, steps) as step:
-                x8 = T.Bind(xf[_ramp(pixel * c_ + step * 8, 8)])
-                x16 = T.Bind(_shuffle([x8, x8], [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]).astype("int16x16"))
-                for q in range(pairs):
-                    w16 = wq[_ramp(((tile_o * steps + step) * pairs + q) * 16, 16)].astype("int16x16")
-                    dot = tirx.call_llvm_pure_intrin("int32x8", "llvm.x86.avx2.pmadd.wd", x16, w16)
-                    T.buffer_store(acc, acc[_ramp(8 * q, 8)] + dot, [_ramp(8 * q, 8)])
-            sums = T.alloc_buffer((PAIRED_CHANNELS,), "int32", scope="local")
-            halves = [T.Bind(_shuffle([acc[_ramp(8 * q, 8)]], range(4)) + _shuffle([acc[_ramp(8 * q, 8)]], range(4, 8)))
-                      for q in range(pairs)]
-            for g in range(PAIRED_CHANNELS // 4):
-                T.buffer_store(sums, ops.pair_sums(halves[2 * g], halves[2 * g + 1]), [_ramp(4 * g, 4)])
-            finish(sums, pixel, tile_o, 0)
-        return
-
     x32 = T.decl_buffer((pixels * c_ // 4,), "int32", data=xf.data)
+
+    def step_portable(acc, pixel, tile_o, step) -> None:
+        # 4 input channels as one int32, splat to both halves of a d register.
+        x_lo, x_hi = (T.Bind(tirx.call_intrin("int8x8", "tirx.reinterpret", tirx.Broadcast(
+            x32[(pixel * c_ + step * 8) // 4 + h], 2))) for h in range(2))
+        for q in range(pairs):
+            w_lo, w_hi = _halves(T.Bind(wq[_ramp(((tile_o * steps + step) * pairs + q) * 16, 16)]))
+            products = ops.widening_mul(x_lo, w_lo) + ops.widening_mul(x_hi, w_hi)
+            T.buffer_store(acc, ops.pairwise_accumulate(acc[_ramp(4 * q, 4)], products), [_ramp(4 * q, 4)])
+
+    def step_avx2(acc, pixel, tile_o, step) -> None:
+        # vpmaddwd: int16x16 x int16x16 -> int32x8 sums of adjacent products. With the input
+        # [x[d:d+4], x[d:d+4], x[d+4:d+8], x[d+4:d+8]] against a pair's 16 packed weights, the lanes
+        # are (m, m, m', m', m, m, m', m'): 16 multiply-adds in one instruction (the portable
+        # spelling: about 10 instructions for the same, measured on the host's assembly).
+        x8 = T.Bind(xf[_ramp(pixel * c_ + step * 8, 8)])
+        x16 = T.Bind(_shuffle([x8, x8], [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]).astype("int16x16"))
+        for q in range(pairs):
+            w16 = wq[_ramp(((tile_o * steps + step) * pairs + q) * 16, 16)].astype("int16x16")
+            dot = tirx.call_llvm_pure_intrin("int32x8", "llvm.x86.avx2.pmadd.wd", x16, w16)
+            T.buffer_store(acc, acc[_ramp(8 * q, 8)] + dot, [_ramp(8 * q, 8)])
+
+    # Accumulator lanes per channel pair: 4 (m, m, m', m') portable, 8 with AVX2 (twice that).
+    width = 8 if ops.isa == "avx2" else 4
     with _loop(pixels * tiles_o, parallel) as t:
         pixel, tile_o = t // tiles_o, t % tiles_o
-        acc = T.alloc_buffer((pairs * 4,), "int32", scope="local")
-        for i in range(pairs):
-            T.buffer_store(acc, _i32(0, 4), [_ramp(4 * i, 4)])
+        acc = T.alloc_buffer((pairs * width,), "int32", scope="local")
+        for q in range(pairs):
+            T.buffer_store(acc, _i32(0, width), [_ramp(width * q, width)])
         with T.serial(0, steps) as step:
-            # 4 input channels as one int32, splat to both halves of a d register.
-            x_lo, x_hi = (T.Bind(tirx.call_intrin("int8x8", "tirx.reinterpret", tirx.Broadcast(
-                x32[(pixel * c_ + step * 8) // 4 + h], 2))) for h in range(2))
-            for q in range(pairs):
-                w_lo, w_hi = _halves(T.Bind(wq[_ramp(((tile_o * steps + step) * pairs + q) * 16, 16)]))
-                products = ops.widening_mul(x_lo, w_lo) + ops.widening_mul(x_hi, w_hi)
-                T.buffer_store(acc, ops.pairwise_accumulate(acc[_ramp(4 * q, 4)], products), [_ramp(4 * q, 4)])
+            (step_avx2 if width == 8 else step_portable)(acc, pixel, tile_o, step)
+        halves = [acc[_ramp(width * q, 4)] for q in range(pairs)]
+        if width == 8:
+            halves = [T.Bind(half + acc[_ramp(width * q + 4, 4)]) for q, half in enumerate(halves)]
         sums = T.alloc_buffer((PAIRED_CHANNELS,), "int32", scope="local")
         for g in range(PAIRED_CHANNELS // 4):
-            T.buffer_store(sums, ops.pair_sums(acc[_ramp(8 * g, 4)], acc[_ramp(8 * g + 4, 4)]), [_ramp(4 * g, 4)])
+            T.buffer_store(sums, ops.pair_sums(halves[2 * g], halves[2 * g + 1]), [_ramp(4 * g, 4)])
         finish(sums, pixel, tile_o, 0)
 
 
