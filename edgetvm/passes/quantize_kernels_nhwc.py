@@ -445,6 +445,18 @@ def _gemm_rows(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, cha
             tile(rest, 1, ot * GEMM_CHANNELS)
 
 
+def _gemm_params(name: str, x_shape, depth: int, channels_out: int, y_shape, y_dtype: str, negative: bool):
+    """The parameters of a GEMM kernel, declared in the open ``T.prim_func``: int8 ``x``, the weights
+    packed by ``pack_gemm_weights``, the epilogue (``_epilogue_args``, packed) and the output ``y``."""
+    T.func_name(name)
+    x = T.arg("x", T.buffer(x_shape, "int8"))
+    wq = T.arg("w", T.buffer(_packed_weight_shape(channels_out, depth), "int8"))
+    epi = _epilogue_args(y_dtype == "float32", negative, channels_out, packed=True)
+    y = T.arg("y", T.buffer(y_shape, y_dtype))
+    T.func_attr({"tirx.noalias": True})
+    return x, wq, epi, y
+
+
 def int8_conv1x1_nhwc(*, x_shape, channels_out: int, out_dtype: str, y_zero_point: int = 0, clamp=(0, 0),
                       negative: bool = False, float_out: bool = False, left_shift: bool = True, isa: str = "portable",
                       parallel: bool = False) -> tirx.PrimFunc:
@@ -463,12 +475,8 @@ def int8_conv1x1_nhwc(*, x_shape, channels_out: int, out_dtype: str, y_zero_poin
     y_dtype = "float32" if float_out else out_dtype
     with IRBuilder() as ib:
         with T.prim_func():
-            T.func_name("int8_conv1x1_nhwc")
-            x = T.arg("x", T.buffer((n_, h_, w_, c_), "int8"))
-            wq = T.arg("w", T.buffer(_packed_weight_shape(o_, c_), "int8"))
-            epi = _epilogue_args(float_out, negative, o_, packed=True)
-            y = T.arg("y", T.buffer((n_, h_, w_, o_), y_dtype))
-            T.func_attr({"tirx.noalias": True})
+            x, wq, epi, y = _gemm_params("int8_conv1x1_nhwc", (n_, h_, w_, c_), c_, o_, (n_, h_, w_, o_), y_dtype,
+                                         negative)
             _gemm(IntegerVectorOps(isa), _flat(x, pixels * c_), c_, pixels, _flat(wq, o_ * c_), o_, epi,
                   _flat(y, pixels * o_), y_dtype, cfg, parallel)
     return ib.get()
@@ -511,12 +519,8 @@ def int8_conv_im2col_nhwc(*, x_shape, x_layout: str, channels_out: int, kernel_s
     y_dtype = "float32" if float_out else out_dtype
     with IRBuilder() as ib:
         with T.prim_func():
-            T.func_name("int8_conv_im2col_nhwc")
-            x = T.arg("x", T.buffer(tuple(int(d) for d in x_shape), "int8"))
-            wq = T.arg("w", T.buffer(_packed_weight_shape(o_, depth), "int8"))
-            epi = _epilogue_args(float_out, negative, o_, packed=True)
-            y = T.arg("y", T.buffer((n_, oh, ow, o_), y_dtype))
-            T.func_attr({"tirx.noalias": True})
+            x, wq, epi, y = _gemm_params("int8_conv_im2col_nhwc", tuple(int(d) for d in x_shape), depth, o_,
+                                         (n_, oh, ow, o_), y_dtype, negative)
             col = T.alloc_buffer((pixels * depth,), "int8")
             # Channels-last rows of 8 channels are copied as vectors (one vld1/vst1 per 8 bytes):
             # byte by byte the copy cost as much as the GEMM (RetinaFace: 75 M instructions).
@@ -529,21 +533,21 @@ def int8_conv_im2col_nhwc(*, x_shape, x_layout: str, channels_out: int, kernel_s
                         yy, xx = i * sh + r * dh - pt, j * sw + s_ * dw - pl
                         inside = tirx.all(yy >= 0, yy < h_, xx >= 0, xx < w_)
                         at = p * depth + (r * kw + s_) * c_
-                        if lanes > 1:
-                            with T.If(inside):
-                                with T.Then():
-                                    with T.serial(0, c_ // lanes) as v:
-                                        source = ((n * h_ + yy) * w_ + xx) * c_ + v * lanes
-                                        T.buffer_store(col, xf[_ramp(source, lanes)], [_ramp(at + v * lanes, lanes)])
-                                with T.Else():
-                                    with T.serial(0, c_ // lanes) as v:
-                                        T.buffer_store(col, tirx.Broadcast(tirx.const(x_zero_point, "int8"), lanes),
-                                                       [_ramp(at + v * lanes, lanes)])
+                        if lanes == 1:
+                            with T.serial(0, c_) as c:
+                                value = x[n, c, yy, xx] if x_layout == "NCHW" else x[n, yy, xx, c]
+                                T.buffer_store(col, tirx.if_then_else(inside, value, tirx.const(x_zero_point, "int8")),
+                                               [at + c])
                             continue
-                        with T.serial(0, c_) as c:
-                            value = x[n, c, yy, xx] if x_layout == "NCHW" else x[n, yy, xx, c]
-                            T.buffer_store(col, tirx.if_then_else(inside, value, tirx.const(x_zero_point, "int8")),
-                                           [at + c])
+                        with T.If(inside):
+                            with T.Then():
+                                with T.serial(0, c_ // lanes) as v:
+                                    source = ((n * h_ + yy) * w_ + xx) * c_ + v * lanes
+                                    T.buffer_store(col, xf[_ramp(source, lanes)], [_ramp(at + v * lanes, lanes)])
+                            with T.Else():
+                                with T.serial(0, c_ // lanes) as v:
+                                    T.buffer_store(col, tirx.Broadcast(tirx.const(x_zero_point, "int8"), lanes),
+                                                   [_ramp(at + v * lanes, lanes)])
                 for k in range(kh * kw * c_, depth):
                     T.buffer_store(col, tirx.const(0, "int8"), [p * depth + k])
             _gemm(IntegerVectorOps(isa), col, depth, pixels, _flat(wq, o_ * depth), o_, epi,
