@@ -282,20 +282,27 @@ def _refit_layer(c: Consumer, plan: PruningPlan, weights: dict, new_weights: dic
                  x_new: np.ndarray, offset_const: np.ndarray, alpha, positions: int, rng):
     deps = plan.deps
     alphas = tuple(alpha) if isinstance(alpha, (tuple, list)) else (float(alpha),)
-    kept_in, kept_out = plan.kept(c.data, 1), plan.kept(c.out, 1)
+    kept_out = plan.kept(c.out, 1)
     w_view = _view_of(c, weights[c.leaf], deps.tensors[c.weight].shape)
     w_kept_view = _view_of(c, new_weights[c.leaf], plan.new_shape(c.weight))
-    y = layer_forward(c, x_orig, w_view)[:, kept_out]
     if c.kind == "conv2d":
+        # Only the sampled positions, in float64: patches stay in the activations' dtype until then
+        # (the first layers' full float64 patches and outputs for a few hundred inputs take gigabytes).
         a = c.attrs
-        cols = im2col(x_new.astype(np.float64), w_view.shape[2:], a["strides"], a["padding"], a["dilation"])
-        n, ho, wo, d = cols.shape
+
+        def sampled_patches(x):
+            cols = im2col(x, w_view.shape[2:], a["strides"], a["padding"], a["dilation"])
+            cols = cols.reshape(n, ho * wo, -1)
+            return np.take_along_axis(cols, idx[..., None], axis=1).reshape(-1, cols.shape[-1]).astype(np.float64)
+
+        n = x_new.shape[0]
+        ho, wo = plan.new_shape(c.out)[2:]
         take = min(positions, ho * wo)
         idx = np.stack([rng.choice(ho * wo, size=take, replace=False) for _ in range(n)])
-        cols = cols.reshape(n, ho * wo, d)
-        a_mat = np.take_along_axis(cols, idx[..., None], axis=1).reshape(-1, d)
-        y_hw = y.transpose(0, 2, 3, 1).reshape(n, ho * wo, -1)
-        target = np.take_along_axis(y_hw, idx[..., None], axis=1).reshape(-1, y.shape[1])
+        a_mat = sampled_patches(x_new)
+        d = a_mat.shape[1]
+        w_flat = w_view.reshape(w_view.shape[0], -1)[kept_out].astype(np.float64)
+        target = sampled_patches(x_orig) @ w_flat.T
         k = np.broadcast_to(offset_const, (1, len(kept_out), ho, wo)).transpose(0, 2, 3, 1).reshape(ho * wo, -1)
         target = target - k[idx.reshape(-1)]
         theta0 = w_kept_view.reshape(w_kept_view.shape[0], -1).T.astype(np.float64)  # [d, O]
@@ -304,7 +311,7 @@ def _refit_layer(c: Consumer, plan: PruningPlan, weights: dict, new_weights: dic
         if block > 1 and FLATTEN_CHANNEL_MAP:
             return _refit_flattened(c, plan, weights, new_weights, x_orig, x_new, offset_const, block, alphas)
         a_mat = x_new.astype(np.float64)
-        target = y - offset_const.reshape(1, -1)
+        target = layer_forward(c, x_orig, w_view)[:, kept_out] - offset_const.reshape(1, -1)
         d = a_mat.shape[1]
         theta0 = w_kept_view.astype(np.float64)  # [F, O]
     a_mean, t_mean = a_mat.mean(axis=0), target.mean(axis=0)

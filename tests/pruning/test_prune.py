@@ -188,3 +188,20 @@ def test_reconstruction_criterion_minimises_the_next_layers_error():
         (stats,) = pruned.report["recovery"]["refit"].values()
         errors[criterion] = stats["rel_error_after"]
     assert errors["reconstruction"] <= errors["l1"] * 1.02, errors
+
+
+def test_calibration_beyond_the_limit_is_cut_and_the_report_says_so(tmp_path, monkeypatch):
+    from edgetvm import prune
+    from edgetvm.specs import TensorSpec
+
+    spec = [TensorSpec("x", (1, 3, 16, 16), "float32")]
+    notes = []
+    samples = prune.load_calibration(inputs(5, seed=4), spec, limit=3, notes=notes)
+    assert len(samples) == 3 and notes and "first 3 of 5" in notes[0]
+    for i, x in enumerate(inputs(4, seed=6)):
+        np.save(tmp_path / f"{i}.npy", x)
+    notes = []
+    assert len(prune.load_calibration(tmp_path, spec, limit=2, notes=notes)) == 2 and "first 2 of the 4" in notes[0]
+    monkeypatch.setattr(prune, "CALIBRATION_LIMIT", 4)  # read at call time by prune_model
+    pruned = prune_model(small_net(seed=3), 0.3, calibration=inputs(6, seed=2), allocation="uniform")
+    assert any("first 4 of 6" in n for n in pruned.report["notes"])

@@ -38,12 +38,12 @@ def _bench_faces():
 
 @pytest.mark.slow
 def test_sface_keeps_embedding_cosine_at_20_percent_pruned_with_recovery(zoo):
-    # 20% of the prunable channels removed, least-squares recovery on calibration faces, embedding
-    # cosine to the unpruned model on other faces (default criterion and allocation with calibration:
-    # reconstruction ranking, sensitivity allocation). The goal is 0.95; measured 0.942 (0.938 with
-    # a quadratic sensitivity model, 0.898 with uniform allocation and a fixed ridge): this guards what is reached.
+    # 20% of the prunable channels removed, least-squares recovery on the benchmark's 192 calibration
+    # faces, embedding cosine to the unpruned model on 48 other faces (default criterion and allocation
+    # with calibration: reconstruction ranking, sensitivity allocation). The goal: 0.95; measured
+    # 0.9515 (0.942 with 48 calibration faces: the refit of the last 7x7 layers is short of samples).
     bench = _bench_faces()
-    calib, evaluation = bench.face_sets(16, 12)
+    calib, evaluation = bench.face_sets(64, 12)
     pruned = prune_model(zoo("sface"), 0.2, calibration=calib)
     groups = [g for g in pruned.report["groups"] if "blocked" not in g]
     removed = sum(g["channels"] - g["kept"] for g in groups) / sum(g["channels"] for g in groups)
@@ -52,7 +52,7 @@ def test_sface_keeps_embedding_cosine_at_20_percent_pruned_with_recovery(zoo):
     got = [r[0] for r in run(pruned.result.func, pruned.result.weights, [[x] for x in evaluation])]
     want = [r[0] for r in run_onnx_all(zoo("sface"), evaluation)]
     cos = bench.cosines(got, want)
-    assert cos.mean() >= 0.935, cos.mean()
+    assert cos.mean() >= 0.95, cos.mean()
 
 
 def run_onnx_all(path, images):
