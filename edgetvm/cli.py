@@ -164,6 +164,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(f"  left alone: {', '.join(b['layers'])}: {'; '.join(b['why'])}")
     for why in sorted({u["why"] for u in report["unanalysed"]}):
         print(f"  not analysed: {sum(u['why'] == why for u in report['unanalysed'])} layer(s): {why}")
+    for note in report["notes"]:
+        print(f"  note: {note}")
     refit = report["recovery"]["refit"]
     print(f"pruned {len(changed)} layer groups, refit {len(refit)} layers, folded "
           f"{len(report['recovery']['folded'])} constant contributions; wrote {out}")

@@ -98,7 +98,7 @@ class CalibrationEvaluator:
 
 # -- calibration inputs --------------------------------------------------------------------------
 # Least-squares recovery keeps every calibration sample's activations at every refit layer (SFace,
-# 192 faces: 6 GB); more samples than this are cut, and the report says so.
+# 192 faces: 4.5 GB at peak); more samples than this are cut, and the report says so.
 CALIBRATION_LIMIT = 256
 
 
@@ -215,8 +215,7 @@ def pruning_config(ratio=0.3, criterion="auto", round_to: int = 4, spatial_folds
     inputs (``calibrated``), channels chosen by ``reconstruction`` (greedy least-squares elimination;
     embedding cosine at 20% with 48 calibration faces: 0.942; 0.938 with a quadratic cost model and
     activation ranking of the channels before a flatten; 0.9515 with 192 faces) and a ``sensitivity``
-    allocation of one global ratio; without, ``l1``
-    and ``uniform`` (every group loses ``ratio``).
+    allocation of one global ratio; without, ``l1`` and ``uniform`` (every group loses ``ratio``).
     """
     if allocation == "auto":
         allocation = "sensitivity" if calibrated and not isinstance(ratio, dict) and not isinstance(criterion, dict) \

@@ -289,16 +289,15 @@ def _refit_layer(c: Consumer, plan: PruningPlan, weights: dict, new_weights: dic
         # Only the sampled positions, in float64: patches stay in the activations' dtype until then
         # (the first layers' full float64 patches and outputs for a few hundred inputs take gigabytes).
         a = c.attrs
-
-        def sampled_patches(x):
-            cols = im2col(x, w_view.shape[2:], a["strides"], a["padding"], a["dilation"])
-            cols = cols.reshape(n, ho * wo, -1)
-            return np.take_along_axis(cols, idx[..., None], axis=1).reshape(-1, cols.shape[-1]).astype(np.float64)
-
         n = x_new.shape[0]
         ho, wo = plan.new_shape(c.out)[2:]
         take = min(positions, ho * wo)
         idx = np.stack([rng.choice(ho * wo, size=take, replace=False) for _ in range(n)])
+
+        def sampled_patches(x):
+            cols = im2col(x, w_view.shape[2:], a["strides"], a["padding"], a["dilation"]).reshape(n, ho * wo, -1)
+            return np.take_along_axis(cols, idx[..., None], axis=1).reshape(-1, cols.shape[-1]).astype(np.float64)
+
         a_mat = sampled_patches(x_new)
         d = a_mat.shape[1]
         w_flat = w_view.reshape(w_view.shape[0], -1)[kept_out].astype(np.float64)

@@ -190,7 +190,7 @@ def test_reconstruction_criterion_minimises_the_next_layers_error():
     assert errors["reconstruction"] <= errors["l1"] * 1.02, errors
 
 
-def test_calibration_beyond_the_limit_is_cut_and_the_report_says_so(tmp_path, monkeypatch):
+def test_calibration_beyond_the_limit_is_cut_and_the_report_says_so(tmp_path, monkeypatch, capsys):
     from edgetvm import prune
     from edgetvm.specs import TensorSpec
 
@@ -202,6 +202,11 @@ def test_calibration_beyond_the_limit_is_cut_and_the_report_says_so(tmp_path, mo
         np.save(tmp_path / f"{i}.npy", x)
     notes = []
     assert len(prune.load_calibration(tmp_path, spec, limit=2, notes=notes)) == 2 and "first 2 of the 4" in notes[0]
-    monkeypatch.setattr(prune, "CALIBRATION_LIMIT", 4)  # read at call time by prune_model
+    monkeypatch.setattr(prune, "CALIBRATION_LIMIT", 3)  # read at call time by prune_model and the CLI
     pruned = prune_model(small_net(seed=3), 0.3, calibration=inputs(6, seed=2), allocation="uniform")
-    assert any("first 4 of 6" in n for n in pruned.report["notes"])
+    assert any("first 3 of 6" in n for n in pruned.report["notes"])
+    src = tmp_path / "net.onnx"
+    onnx.save(small_net(), src)
+    assert cli_main(["prune", str(src), "--ratio", "0.3", "--calib", str(tmp_path), "--allocation", "uniform",
+                     "-o", str(tmp_path / "pruned.onnx")]) == 0
+    assert "note: calibration: used the first 3 of the 4 files" in capsys.readouterr().out
