@@ -33,6 +33,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def _serve_forever(processes, what: str) -> int:
     """Wait until a child exits or the user presses Ctrl-C; then stop every child's process group."""
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Started in the background of a script, a process inherits SIGINT ignored: Ctrl-C (kill -INT) must still stop it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while all(p.alive() for p in processes):
             time.sleep(0.5)
