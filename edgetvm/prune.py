@@ -117,9 +117,7 @@ def load_calibration(calibration, inputs: list[TensorSpec], limit: int | None = 
     limit = CALIBRATION_LIMIT if limit is None else limit
     if isinstance(calibration, (str, os.PathLike)):
         return _calibration_dir(Path(calibration), inputs, limit, notes)
-    if isinstance(calibration, np.ndarray):
-        calibration = list(calibration)
-    calibration = list(calibration)
+    calibration = list(calibration)  # a list, or an array's leading sample axis
     if len(calibration) > limit and notes is not None:
         notes.append(f"calibration: used the first {limit} of {len(calibration)} samples (the least-squares refit "
                      f"keeps every sample's activations in memory)")

@@ -232,15 +232,15 @@ def _regression(deps: ChannelDependencies, weights: dict, consumer, x: np.ndarra
     w = _view_of(consumer, weights[consumer.leaf], deps.tensors[consumer.weight].shape).astype(np.float64)
     if consumer.kind == "conv2d":
         a = consumer.attrs
-        cols = im2col(x, w.shape[2:], a["strides"], a["padding"], a["dilation"])  # float64 once subsampled
+        cols = im2col(x, w.shape[2:], a["strides"], a["padding"], a["dilation"])
         samples = cols.reshape(-1, cols.shape[-1])
         coef = w.reshape(w.shape[0], -1).T
         block = w.shape[2] * w.shape[3]
     else:
-        samples, coef, block = x.reshape(x.shape[0], -1).astype(np.float64), w, 1
+        samples, coef, block = x.reshape(x.shape[0], -1), w, 1
     if samples.shape[0] > rows:
         samples = samples[np.random.default_rng(seed).choice(samples.shape[0], rows, replace=False)]
-    samples = samples.astype(np.float64)
+    samples = samples.astype(np.float64)  # once subsampled: the full patches stay in the activations' dtype
     samples = samples - samples.mean(axis=0)
     gram = samples.T @ samples
     gram += (1e-3 * float(np.trace(gram)) / max(gram.shape[0], 1) + 1e-12) * np.eye(gram.shape[0])
