@@ -45,10 +45,10 @@ from PIL import Image
 
 import edgetvm
 from edgetvm.frontends import load_model
-from edgetvm.inspect import relax_stats
-from edgetvm.passes.prune_channels import lift_weights, prune_function
-from edgetvm.passes.prune_numpy_eval import NumpyEvaluator
-from edgetvm.prune import CalibrationEvaluator, prune_model
+from edgetvm.frontends.inspect import relax_stats
+from edgetvm.pruning.rewrite import lift_weights, prune_function
+from edgetvm.pruning.numpy_eval import NumpyEvaluator
+from edgetvm.pruning.prune import CalibrationEvaluator, prune_model
 from edgetvm.targets import resolve_target
 from edgetvm.zoo import fetch, load_astronaut, load_lfw_subset
 from edgetvm.zoo.architectures import mobilefacenet
@@ -178,8 +178,8 @@ def bench_sface(calib: list, evaluation: list, ratios: list[float], repeats: int
     does), its embedding cosine to the unpruned model with least-squares recovery and without (the
     same channels, recovery skipped), and host latency of the pruned ONNX compiled (4-channel lanes)."""
     from edgetvm.frontends.onnx import prepare_onnx
-    from edgetvm.passes.prune_recovery import prune_and_recover
-    from edgetvm.prune import import_onnx_named, pruning_config, write_pruned_onnx
+    from edgetvm.pruning.recovery import prune_and_recover
+    from edgetvm.pruning.prune import import_onnx_named, pruning_config, write_pruned_onnx
 
     path = fetch("sface")
     proto, source, shapes, _ = prepare_onnx(path)

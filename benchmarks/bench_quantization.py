@@ -122,7 +122,7 @@ def _kernel_calls(scheduled):
     import tvm
     from tvm import relax
 
-    from edgetvm.passes.quantize_kernels_nhwc import KERNEL_ATTR
+    from edgetvm.kernels.int8_nhwc import KERNEL_ATTR
 
     calls = []
     for block in scheduled["main"].body.blocks:
@@ -138,7 +138,7 @@ def _kernel_calls(scheduled):
 
 def channels_last_kernels(scheduled) -> dict[str, int]:
     """Calls of each channels-last int8 kernel kind in ``main``."""
-    from edgetvm.passes.quantize_kernels_nhwc import KERNELS
+    from edgetvm.kernels.int8_nhwc import KERNELS
 
     counts: dict[str, int] = {}
     for _, _, kind in _kernel_calls(scheduled):
@@ -192,7 +192,7 @@ def per_kernel_instructions(compiled, workdir: Path) -> dict[str, float]:
 
 def bench(name: str, target: str, calib_mode: str, rounds: int, qemu: bool, per_kernel: bool = False) -> dict:
     import edgetvm
-    from edgetvm.passes.quantize import constant_bytes
+    from edgetvm.quantization.quantize import constant_bytes
 
     model, shapes, calibration, x = _model(name)
     row = {"model": name}

@@ -47,7 +47,7 @@ def bench_model(name: str, trials: int, db_root: Path, threads: int, servers: in
     import onnxruntime as ort
 
     import edgetvm
-    from edgetvm.rpc import start_server, start_tracker
+    from edgetvm.tuning.rpc import start_server, start_tracker
 
     model, reference, shapes, x = load(name)
     db = db_root / name
@@ -71,7 +71,7 @@ def bench_model(name: str, trials: int, db_root: Path, threads: int, servers: in
         for process in boards + [tracker]:
             process.stop()
 
-    from edgetvm.schedules.database import scan_database
+    from edgetvm.tuning.database import scan_database
 
     records = len(scan_database(db).record_lines)
     tuned = edgetvm.compile(model, "host", input_shapes=shapes, num_threads=threads, tuning_db=db)

@@ -22,14 +22,14 @@ from .backends.vm import build_vm, export_vm_library
 from .errors import ArtifactError, first_line
 from .frontends import load_model
 from .io import atomic_path, atomic_write_json
-from .prune import prune_for_compile
-from .passes.pipeline import fusion_passes, run_passes
+from .pruning.prune import prune_for_compile
+from .transform.pipeline import fusion_passes, run_passes
 from .frontends.onnx_qdq import load_model_for_quantization
-from .passes.quantize import quantize_model
+from .quantization.quantize import quantize_model
 from .schedules.int8 import schedule_int8_kernels
-from .schedules.database import apply_tuning_database
+from .tuning.database import apply_tuning_database
 from .schedules.lower import codegen_target, legalize_and_fuse, schedule_kernels
-from .schedules.tune import TuningReport, print_progress, tune_module
+from .tuning.tune import TuningReport, print_progress, tune_module
 from .specs import ImportedModel, TensorSpec
 from .targets import ResolvedTarget, resolve_target
 
@@ -172,7 +172,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     instances run after them. ``report.passes`` names what ran, ``report.details[name]`` says what
     each pass found (e.g. which batch norms were folded and why others were not).
 
-    ``prune`` removes that fraction of channels first (:func:`edgetvm.prune.prune_model`; with
+    ``prune`` removes that fraction of channels first (:func:`edgetvm.pruning.prune.prune_model`; with
     ``calibration``: reconstruction ranking, sensitivity allocation, least-squares recovery;
     ``prune_allocation`` uniform/global/sensitivity overrides how the ratio spreads over layers).
 
@@ -243,7 +243,7 @@ def tune(model, target: str | dict = "host", *, tracker: str, key: str, trials: 
     The kernels are those ``compile(model, target, **compile_options)`` produces (after fusion,
     pruning, quantization), so ``compile(..., tuning_db=db)`` with the same options finds them.
     Records go to the meta_schedule JSON database in ``db``; a rerun continues it. ``tune_options``
-    go to :func:`edgetvm.schedules.tune.tune_module` (batch_size, population_size, ...).
+    go to :func:`edgetvm.tuning.tune.tune_module` (batch_size, population_size, ...).
     """
     compiled = compile(model, target, **compile_options)
     num_threads = compile_options.get("num_threads") or 1

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import tvm
 
-from ..passes.quantize_kernels_nhwc import NEON_Q8_GEMM_2X8 as Q8_GEMM_2X8
+from ..kernels.int8_nhwc import NEON_Q8_GEMM_2X8 as Q8_GEMM_2X8
 from .neon_mla import lane_mla_kernels, with_lane_mla
 
 

@@ -28,7 +28,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.target import codegen
 
-from ..passes.quantize_kernels_nhwc import remake_kernel
+from ..kernels.int8_nhwc import remake_kernel
 from ..targets import ResolvedTarget
 
 CONV_ACC = "int8_conv2d_acc"

@@ -15,9 +15,9 @@ from tvm import relax, tirx
 
 from ..targets import ResolvedTarget
 from .cpu import CpuScheduleConfig, schedule_kernel
-from .arm_quantize import legalize_quantize
-from .const_fold import fold_constants_with_numpy
-from .layout import channels_last
+from ..transform.arm_quantize import legalize_quantize
+from ..transform.const_fold import fold_constants_with_numpy
+from ..transform.layout import channels_last
 
 # Vector registers of the float unit: 16 q registers on ARMv7 NEON, 16 ymm with AVX2, 32 zmm with
 # AVX-512. Half of them hold a register tile's accumulators.

@@ -15,7 +15,7 @@ from tvm.script import relax as R
 
 import edgetvm
 from edgetvm.backends.standalone import StandaloneLibrary, build_standalone, plan_static
-from edgetvm.cli import main as cli_main
+from edgetvm.cli.main import main as cli_main
 from edgetvm.errors import CompileError, InputError
 from edgetvm.specs import ImportedModel, TensorSpec
 from edgetvm.targets import resolve_target

@@ -162,8 +162,8 @@ def test_int8_recognizer_close_to_fp32(ort_pipeline, astronaut, grace):
 
 
 def test_per_network_compile_options():
-    from edgetvm.cli import build_parser
-    from edgetvm.face.cli import compile_options
+    from edgetvm.cli.main import build_parser
+    from edgetvm.cli.face import compile_options
     from edgetvm.face.networks import options_for
 
     args = build_parser().parse_args(["face", "detect", "x.jpg", "--quantize", "int8", "--only", "recognizer",

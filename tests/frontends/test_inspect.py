@@ -12,7 +12,7 @@ import pytest
 from edgetvm.cli import main
 from edgetvm.errors import ModelLoadError
 from edgetvm.frontends.onnx import prepare_onnx
-from edgetvm.inspect import inspect_model, render_text
+from edgetvm.frontends.inspect import inspect_model, render_text
 
 from . import tiny_models
 from .checks import RETINAFACE_SHAPE

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetvm.passes.channel_dependencies import analyze_channel_dependencies, reshape_axis_map
-from edgetvm.prune import import_onnx_named, prune_model
+from edgetvm.pruning.dependencies import analyze_channel_dependencies, reshape_axis_map
+from edgetvm.pruning.prune import import_onnx_named, prune_model
 
 from .nets import Net, initializer_shapes, masked_reference, run_onnx
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import numpy_helper
 
-from edgetvm.prune import prune_model
+from edgetvm.pruning.prune import prune_model
 from edgetvm.zoo.architectures import mobilefacenet
 
 from .nets import initializer_shapes, run_onnx

@@ -8,9 +8,9 @@ import onnx
 import pytest
 
 import edgetvm
-from edgetvm.cli import main as cli_main
+from edgetvm.cli.main import main as cli_main
 from edgetvm.errors import InputError
-from edgetvm.prune import HostEvaluator, prune_model
+from edgetvm.pruning.prune import HostEvaluator, prune_model
 
 from .nets import Net, initializer_shapes, masked_reference, run_onnx
 
@@ -152,8 +152,8 @@ def test_activation_criterion_and_global_allocation():
         prune_model(model, 0.3, criterion="activation")
     by_energy = prune_model(model, 0.5, criterion="activation", calibration=calib)
     assert {g["criterion"] for g in by_energy.report["groups"] if "criterion" in g} == {"activation"}
-    from edgetvm.passes.prune_channels import PruningConfig, prune_function
-    from edgetvm.prune import CalibrationEvaluator, import_onnx_named
+    from edgetvm.pruning.rewrite import PruningConfig, prune_function
+    from edgetvm.pruning.prune import CalibrationEvaluator, import_onnx_named
 
     func, weights, _ = import_onnx_named(model, "<test>")
     result = prune_function(func, PruningConfig(ratio=0.25, allocation="global"), weights=weights,
@@ -166,7 +166,7 @@ def test_activation_criterion_and_global_allocation():
 
 
 def test_cli_compile_takes_prune_options():
-    from edgetvm.cli import build_parser, compile_kwargs
+    from edgetvm.cli.main import build_parser, compile_kwargs
 
     args = build_parser().parse_args(["compile", "m.onnx", "-o", "m.so", "--prune", "0.3", "--prune-criterion",
                                       "bn_gamma", "--prune-calib", "faces/"])
@@ -191,7 +191,7 @@ def test_reconstruction_criterion_minimises_the_next_layers_error():
 
 
 def test_calibration_beyond_the_limit_is_cut_and_the_report_says_so(tmp_path, monkeypatch, capsys):
-    from edgetvm import prune
+    from edgetvm.pruning import prune
     from edgetvm.specs import TensorSpec
 
     spec = [TensorSpec("x", (1, 3, 16, 16), "float32")]

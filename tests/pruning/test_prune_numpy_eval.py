@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from edgetvm.passes.prune_channels import PruningConfig, prune_function
-from edgetvm.passes.prune_numpy_eval import FunctionStepper, NumpyEvaluator, unsupported_ops
-from edgetvm.prune import CalibrationEvaluator, HostEvaluator, import_onnx_named
+from edgetvm.pruning.rewrite import PruningConfig, prune_function
+from edgetvm.pruning.numpy_eval import FunctionStepper, NumpyEvaluator, unsupported_ops
+from edgetvm.pruning.prune import CalibrationEvaluator, HostEvaluator, import_onnx_named
 
 from .nets import Net, run_onnx
 

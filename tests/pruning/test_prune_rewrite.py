@@ -9,9 +9,9 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 
 from edgetvm.frontends import load_model
-from edgetvm.passes import FoldBatchNorm
-from edgetvm.passes.prune_channels import PruningConfig, prune_function
-from edgetvm.prune import HostEvaluator
+from edgetvm.transform import FoldBatchNorm
+from edgetvm.pruning.rewrite import PruningConfig, prune_function
+from edgetvm.pruning.prune import HostEvaluator
 
 from .nets import Net, run_onnx
 

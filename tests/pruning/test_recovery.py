@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgetvm.passes.prune_channels import PruningConfig, prune_function, sensitivity_allocation
-from edgetvm.passes.prune_recovery import CV_ALPHAS, _ridge_dual, _ridge_primal
-from edgetvm.prune import CalibrationEvaluator, import_onnx_named, prune_model
+from edgetvm.pruning.rewrite import PruningConfig, prune_function, sensitivity_allocation
+from edgetvm.pruning.recovery import CV_ALPHAS, _ridge_dual, _ridge_primal
+from edgetvm.pruning.prune import CalibrationEvaluator, import_onnx_named, prune_model
 
 from .nets import Net, run_onnx
 from .test_prune import inputs, rel_error, small_net
@@ -107,9 +107,9 @@ def test_sensitivity_allocation_end_to_end_keeps_the_global_ratio():
 def test_one_group_refit_without_a_model_run_equals_the_stepped_refit():
     # Sensitivity probes prune one group alone: the layers after it then see the original inputs minus
     # the removed channels, so their refit needs no model run. It must equal the stepped refit.
-    from edgetvm.passes.channel_dependencies import analyze_channel_dependencies
-    from edgetvm.passes.prune_channels import allocation_groups, plan_pruning
-    from edgetvm.passes.prune_recovery import original_taps, prune_and_recover
+    from edgetvm.pruning.dependencies import analyze_channel_dependencies
+    from edgetvm.pruning.rewrite import allocation_groups, plan_pruning
+    from edgetvm.pruning.recovery import original_taps, prune_and_recover
 
     func, weights, _ = import_onnx_named(small_net(seed=9, width=32), "<test>")
     calib = [[x] for x in inputs(8, seed=10)]
@@ -130,7 +130,7 @@ def test_auto_options_and_bad_allocations():
     import pytest
 
     from edgetvm.errors import InputError
-    from edgetvm.prune import pruning_config
+    from edgetvm.pruning.prune import pruning_config
 
     auto = pruning_config(0.2, calibrated=True)
     assert (auto.criterion, auto.allocation) == ("reconstruction", "sensitivity")
@@ -169,9 +169,9 @@ def test_reconstruction_ranks_the_channels_of_a_flatten_through_the_channel_map(
     # A dense layer after a flatten reads channels x positions; too many inputs to model one by one,
     # the greedy elimination models whole channels (what the channel-map recovery can predict): a
     # channel that duplicates another costs nothing to remove and goes first.
-    from edgetvm.passes.channel_dependencies import analyze_channel_dependencies
-    from edgetvm.passes.prune_channels import _greedy_reconstruction
-    from edgetvm.passes.prune_recovery import original_taps
+    from edgetvm.pruning.dependencies import analyze_channel_dependencies
+    from edgetvm.pruning.rewrite import _greedy_reconstruction
+    from edgetvm.pruning.recovery import original_taps
 
     func, weights, _ = import_onnx_named(flatten_net(), "<test>")
     deps = analyze_channel_dependencies(func, weights)

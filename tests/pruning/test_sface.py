@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetvm.passes.prune_numpy_eval import NumpyEvaluator
-from edgetvm.prune import prune_model
+from edgetvm.pruning.numpy_eval import NumpyEvaluator
+from edgetvm.pruning.prune import prune_model
 from edgetvm.zoo import load_astronaut
 
 from .nets import run_onnx

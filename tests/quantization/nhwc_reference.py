@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgetvm.passes.quantize_fixed_point import (
+from edgetvm.kernels.fixed_point import (
     multiply_by_quantized_multiplier,
     quantize_multiplier,
     quantize_multipliers,
     requantize_reference,
 )
-from edgetvm.passes.quantize_kernels import ADD_LEFT_SHIFT
-from edgetvm.passes.quantize_kernels_nhwc import im2col_depth, pack_epilogue, pack_gemm_weights
+from edgetvm.kernels.int8_nchw import ADD_LEFT_SHIFT
+from edgetvm.kernels.int8_nhwc import im2col_depth, pack_epilogue, pack_gemm_weights
 
 
 def epilogue(rng, channels: int, negative: bool, left_shift: bool = False):

@@ -16,11 +16,10 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 
 import edgetvm
-from edgetvm.passes.cross_layer_equalization import (MAX_BOOST, cross_layer_equalization, equalization_scales,
+from edgetvm.quantization.cross_layer_equalization import (MAX_BOOST, cross_layer_equalization, equalization_scales,
                                                      plan_equalization)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "passes"))
-from relax_numerics import bind, run_relax  # noqa: E402
+from tests.transform.relax_numerics import bind, run_relax
 
 
 @I.ir_module

@@ -23,7 +23,7 @@ def _cosine(a, b) -> float:
 
 
 def _weights(compiled) -> int:
-    from edgetvm.passes.quantize import constant_bytes
+    from edgetvm.quantization.quantize import constant_bytes
 
     return sum(constant_bytes(compiled.scheduled).values())
 

@@ -7,7 +7,7 @@ import pytest
 import tvm
 from tvm import te
 
-from edgetvm.passes.quantize_fixed_point import (
+from edgetvm.kernels.fixed_point import (
     INT32_MAX,
     INT32_MIN,
     activation_qparams,
@@ -17,7 +17,7 @@ from edgetvm.passes.quantize_fixed_point import (
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
 )
-from edgetvm.passes.quantize_kernels import multiply_by_quantized_multiplier as tir_multiply
+from edgetvm.kernels.int8_nchw import multiply_by_quantized_multiplier as tir_multiply
 
 
 def test_gemmlowp_primitives_on_known_values():

@@ -13,8 +13,8 @@ import tvm
 from tvm import relax
 
 from edgetvm.backends.vm import build_vm
-from edgetvm.passes.fold_quant_scales import FoldQuantScales
-from edgetvm.passes.quantize_fixed_point import (
+from edgetvm.quantization.fold_quant_scales import FoldQuantScales
+from edgetvm.kernels.fixed_point import (
     multiply_by_quantized_multiplier,
     quantize_multiplier,
     quantize_multipliers,

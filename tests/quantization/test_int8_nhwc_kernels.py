@@ -11,13 +11,13 @@ import pytest
 import tvm
 from tvm import relax
 
-from edgetvm.passes.quantize_fixed_point import (
+from edgetvm.kernels.fixed_point import (
     INT32_MAX,
     INT32_MIN,
     quantize_multiplier,
     requantize_reference,
 )
-from edgetvm.passes.quantize_kernels_nhwc import (
+from edgetvm.kernels.int8_nhwc import (
     KERNEL_ATTR,
     NEON_Q8_GEMM_2X8,
     IntegerVectorOps,

@@ -22,17 +22,17 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 from tvm.script import tirx as T
 
-from edgetvm.passes.fold_quant_scales import FoldQuantScales
-from edgetvm.passes.quantize import float_ops
-from edgetvm.passes.quantize_annotate import plan_quantization, quantize_annotate
-from edgetvm.passes.quantize_kernels import int8_conv2d_requantize
-from edgetvm.passes.quantize_kernels_nhwc import KERNEL_ATTR, make_kernel, pack_epilogue, pack_gemm_weights
+from edgetvm.quantization.fold_quant_scales import FoldQuantScales
+from edgetvm.quantization.quantize import float_ops
+from edgetvm.quantization.annotate import plan_quantization, quantize_annotate
+from edgetvm.kernels.int8_nchw import int8_conv2d_requantize
+from edgetvm.kernels.int8_nhwc import KERNEL_ATTR, make_kernel, pack_epilogue, pack_gemm_weights
 
-from ..passes.relax_numerics import bind, has_op, run_relax
+from tests.transform.relax_numerics import bind, has_op, run_relax
 
 
 # ----------------------------------------------------------------------------------------------
-# The documented formulas, written out independently of edgetvm.passes.quantize_fixed_point
+# The documented formulas, written out independently of edgetvm.kernels.fixed_point
 
 
 def activation_scale(lo: float, hi: float) -> tuple[np.float32, int]:
@@ -644,7 +644,7 @@ class RequantizeInt8:
 
 def test_fold_consecutive_scales_become_one_rescale():
     """``quantize(dequantize(q, s1, z1), s2, z2) = z2 + (s1 / s2)(q - z1)`` with ``s1 / s2`` in fixed point."""
-    from edgetvm.passes.quantize_kernels import int8_requantize_tensor
+    from edgetvm.kernels.int8_nchw import int8_requantize_tensor
 
     folder = FoldQuantScales()
     after = folder(bind(RequantizeQDQ, **scalars(s_1=0.05, z_1=-3, s_2=0.07, z_2=10)))
@@ -761,8 +761,8 @@ class ConvSigmoidInt8:
 def test_fold_conv_before_a_float_op_accumulates_in_int32_and_the_report_lists_the_float_op(rng):
     """Sigmoid has no integer rule: the conv under it gets integer accumulation with a float output
     ``float(acc) s_x s_w``, the sigmoid and its quantize stay, and the report says so."""
-    from edgetvm.passes.quantize import fold_qdq
-    from edgetvm.passes.quantize_kernels import int8_conv2d_dequantize
+    from edgetvm.quantization.quantize import fold_qdq
+    from edgetvm.kernels.int8_nchw import int8_conv2d_dequantize
 
     _, p = strided_conv_leaky(rng)
     after, report = fold_qdq(bind(ConvSigmoidQDQ, **p))

@@ -9,7 +9,7 @@ import pytest
 
 import edgetvm
 from edgetvm.errors import InputError
-from edgetvm.passes.calibrate import RangeObserver, entropy_threshold
+from edgetvm.quantization.calibrate import RangeObserver, entropy_threshold
 
 from .models import small_cnn, two_head_detector
 
@@ -205,8 +205,8 @@ def test_calibration_ranges_line_up_with_a_multi_output_model():
     from tvm import relax
 
     from edgetvm.frontends.onnx_qdq import load_model_for_quantization
-    from edgetvm.passes.calibrate import calibration_arrays, collect_ranges
-    from edgetvm.passes.quantize_annotate import plan_quantization
+    from edgetvm.quantization.calibrate import calibration_arrays, collect_ranges
+    from edgetvm.quantization.annotate import plan_quantization
 
     model = two_head_detector()
     imported = load_model_for_quantization(model, {"x": SHAPE})
@@ -239,7 +239,7 @@ def test_multi_output_detector_int8_tracks_onnxruntime():
 
 
 def test_cli_quantize_options_reach_compile():
-    from edgetvm.cli import build_parser, compile_kwargs
+    from edgetvm.cli.main import build_parser, compile_kwargs
 
     parser = build_parser()
     args = parser.parse_args(["compile", "m.onnx", "-o", "m.so", "--quantize", "int8", "--calib", "d", "--no-equalize",

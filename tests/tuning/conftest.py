@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgetvm.rpc import start_server, start_tracker
+from edgetvm.tuning.rpc import start_server, start_tracker
 
 KEY = "x86-test"
 # Small enough that a few candidates per kernel run in CI; the search is the real one.

@@ -11,7 +11,7 @@ import time
 
 from edgetvm.artifact import sidecar_path
 from edgetvm.cli import main
-from edgetvm.rpc import free_port, list_boards
+from edgetvm.tuning.rpc import free_port, list_boards
 
 from .conftest import KEY
 
@@ -49,7 +49,7 @@ def test_compile_with_a_missing_database_is_one_clear_line(model_path, tmp_path,
 
 def test_rpc_commands_run_until_ctrl_c(tmp_path):
     port = free_port()
-    edgetvm = [sys.executable, "-m", "edgetvm.cli"]
+    edgetvm = [sys.executable, "-m", "edgetvm.cli.main"]
     tracker = subprocess.Popen(edgetvm + ["rpc", "tracker", "--port", str(port)], stdout=subprocess.PIPE, text=True,
                                start_new_session=True)
     server = None

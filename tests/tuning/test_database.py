@@ -12,7 +12,7 @@ import tvm
 from tvm.script import tirx as T
 
 from edgetvm.errors import TuningError
-from edgetvm.schedules.database import (
+from edgetvm.tuning.database import (
     RECORD_FILE,
     WORKLOAD_FILE,
     TuningDatabase,
@@ -149,7 +149,7 @@ def test_lock_held_by_another_process(tmp_path):
     _write_database(tmp_path)
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time\nfrom edgetvm.schedules.database import database_lock\n"
+         "import sys, time\nfrom edgetvm.tuning.database import database_lock\n"
          f"with database_lock({str(tmp_path)!r}):\n    print('locked', flush=True)\n    time.sleep(60)\n"],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -10,9 +10,9 @@ import pytest
 import tvm
 
 from edgetvm.errors import TuningError
-from edgetvm.rpc import check_bind_host, start_server, start_tracker
-from edgetvm.schedules.tune import tuning_target
-from edgetvm.schedules.tune_measure import build_candidate, shared_library_exporter
+from edgetvm.tuning.rpc import check_bind_host, start_server, start_tracker
+from edgetvm.tuning.tune import tuning_target
+from edgetvm.tuning.measure import build_candidate, shared_library_exporter
 from edgetvm.targets import resolve_target
 
 from .test_database import _workload
@@ -86,7 +86,7 @@ def test_tuning_without_boards_says_how_to_start_one(tmp_path):
 def test_next_batch_goes_where_the_model_spends_time_unless_that_search_stalled():
     from types import SimpleNamespace
 
-    from edgetvm.schedules.tune import TaskProgress, _next_task
+    from edgetvm.tuning.tune import TaskProgress, _next_task
 
     def task(name, weight, best, default=None, stale=0):
         return SimpleNamespace(progress=TaskProgress(name, weight, trials=8, best_seconds=best,

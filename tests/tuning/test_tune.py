@@ -11,8 +11,8 @@ import pytest
 import tvm_ffi
 
 import edgetvm
-from edgetvm.rpc import list_boards, start_server
-from edgetvm.schedules.database import BASELINE_FILE, RECORD_FILE, TUNED_ATTR, WORKLOAD_FILE, scan_database
+from edgetvm.tuning.rpc import list_boards, start_server
+from edgetvm.tuning.database import BASELINE_FILE, RECORD_FILE, TUNED_ATTR, WORKLOAD_FILE, scan_database
 
 from .conftest import KEY, TUNE_OPTIONS
 
@@ -137,7 +137,7 @@ def test_board_killed_mid_run_costs_only_its_candidates(boards, model_path, tmp_
 
 def test_ctrl_c_stops_cleanly_with_database_intact(boards, model_path, tmp_path):
     """Also: a seed schedule (the hook for default-schedule traces) is measured in the first batch."""
-    from edgetvm.schedules.database import database_lock
+    from edgetvm.tuning.database import database_lock
 
     tracker, _ = boards
     lines: list[str] = []

@@ -26,7 +26,7 @@ from tvm import relax
 from .calibrate import calibration_arrays, collect_ranges
 from .cross_layer_equalization import cross_layer_equalization, plan_equalization
 from .fold_quant_scales import FoldQuantScales
-from .quantize_annotate import plan_quantization, quantize_annotate
+from .annotate import plan_quantization, quantize_annotate
 
 SCHEMES = ("int8",)
 

@@ -34,12 +34,12 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .channel_affine import bound_constant, op_name
+from ..transform.channel_affine import bound_constant, op_name
 
-from .quantize_fixed_point import quantize_multiplier, quantize_multipliers
-from .quantize_kernels_nhwc import (DEPTHWISE_LANES, GEMM_CHANNELS, GEMM_DEPTH, im2col_depth, make_kernel,
+from ..kernels.fixed_point import quantize_multiplier, quantize_multipliers
+from ..kernels.int8_nhwc import (DEPTHWISE_LANES, GEMM_CHANNELS, GEMM_DEPTH, im2col_depth, make_kernel,
                                    pack_epilogue, pack_gemm_weights)
-from .quantize_kernels import (int8_add_requantize, int8_conv2d_dequantize, int8_conv2d_requantize,
+from ..kernels.int8_nchw import (int8_add_requantize, int8_conv2d_dequantize, int8_conv2d_requantize,
                                int8_dense_dequantize, int8_dense_requantize, int8_requantize_tensor,
                                int8_weight_dense)
 

@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgetvm.frontends import load_model
-from edgetvm.passes.pipeline import fusion_passes, run_passes
+from edgetvm.transform.pipeline import fusion_passes, run_passes
 from edgetvm.schedules.lower import legalize_and_fuse
 from edgetvm.targets import resolve_target
 

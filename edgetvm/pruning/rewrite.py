@@ -42,7 +42,7 @@ import tvm
 from tvm import relax
 
 from ..errors import CompileError, InputError
-from .channel_dependencies import ChannelDependencies, DependencyGroup, analyze_channel_dependencies
+from .dependencies import ChannelDependencies, DependencyGroup, analyze_channel_dependencies
 
 CRITERIA = ("l1", "bn_gamma", "activation", "reconstruction")
 ALLOCATIONS = ("uniform", "global", "sensitivity")
@@ -227,7 +227,7 @@ def _activation_energy(deps: ChannelDependencies, weights: dict, activations: di
 
 def _regression(deps: ChannelDependencies, weights: dict, consumer, x: np.ndarray, rows: int = 16384, seed: int = 0):
     """The consumer as a linear regression on calibration inputs: (centred Gram G, coefficients B [d, O])."""
-    from .prune_recovery import _view_of, im2col
+    from .recovery import _view_of, im2col
 
     w = _view_of(consumer, weights[consumer.leaf], deps.tensors[consumer.weight].shape).astype(np.float64)
     if consumer.kind == "conv2d":
@@ -249,7 +249,7 @@ def _regression(deps: ChannelDependencies, weights: dict, consumer, x: np.ndarra
 
 def _flattened_positions(deps: ChannelDependencies, consumer) -> int:
     """``B`` when the dense layer reads whole channels of a flatten (``feature = channel * B + position``), else 1."""
-    from .prune_recovery import _flatten_block
+    from .recovery import _flatten_block
 
     return _flatten_block(PruningPlan(deps), consumer)
 
@@ -264,7 +264,7 @@ def _flattened_regression(deps: ChannelDependencies, weights: dict, consumer, x:
     coefficients ``diag(s)``, ``s_c^2 = sum_{p,o} W[(c, p), o]^2``. The greedy elimination then keeps
     the channels that reconstruct the others best (channels of a 7x7 map: 1024 unknowns, not 50176).
     """
-    from .prune_recovery import _view_of
+    from .recovery import _view_of
 
     w = _view_of(consumer, weights[consumer.leaf], deps.tensors[consumer.weight].shape).astype(np.float64)
     n, f = x.shape[0], int(np.prod(x.shape[1:]))
@@ -710,7 +710,7 @@ class _Rewriter:
         return relax.Call(value.op, args, value.attrs, value.ty_args)
 
     def rewrite_slice(self, value, args, src, key):
-        from .channel_dependencies import _int_list
+        from .dependencies import _int_list
 
         axes = [int(a) % len(self.deps.tensors[src].shape) for a in _int_list(value.args[1])]
         begin = [int(b) for b in _int_list(value.args[2])]
@@ -798,9 +798,9 @@ def prune_function(func: relax.Function, config: PruningConfig, *, weights: dict
     ``alpha``: the least-squares refit's ridge strength (relative to the Gram matrix's mean eigenvalue),
     or several, chosen per layer by cross-validation over calibration inputs; None: ``CV_ALPHAS``.
     """
-    from .prune_recovery import prune_and_recover
+    from .recovery import prune_and_recover
 
-    from .prune_recovery import lossless_units, original_taps
+    from .recovery import lossless_units, original_taps
 
     if weights is None:
         func, weights = lift_weights(func)
@@ -816,7 +816,7 @@ def prune_function(func: relax.Function, config: PruningConfig, *, weights: dict
     keep_counts, sensitivity = None, None
     if config.allocation == "sensitivity" and (isinstance(config.ratio, dict) or float(config.ratio) > 0):
         # (ratio 0 removes only the constant channels, as with a uniform allocation)
-        from .prune_recovery import measure_sensitivity
+        from .recovery import measure_sensitivity
 
         if isinstance(config.ratio, dict):
             raise InputError("sensitivity allocation takes one ratio, not per-layer ratios")

@@ -16,7 +16,7 @@ import tvm
 import edgetvm.api as api
 from edgetvm.frontends import load_model
 from edgetvm.frontends.onnx import prepare_onnx
-from edgetvm.passes.pipeline import fusion_passes, run_passes
+from edgetvm.transform.pipeline import fusion_passes, run_passes
 from edgetvm.zoo.architectures import mobilefacenet
 
 from .relax_numerics import has_op

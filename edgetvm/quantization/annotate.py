@@ -29,9 +29,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .channel_affine import bound_constant, op_name
+from ..transform.channel_affine import bound_constant, op_name
 
-from .quantize_fixed_point import activation_qparams, quantize_weight_per_channel
+from ..kernels.fixed_point import activation_qparams, quantize_weight_per_channel
 
 ACTIVATIONS = ("relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.nn.prelu")
 

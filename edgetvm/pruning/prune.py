@@ -24,9 +24,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import InputError, ModelLoadError, UnsupportedModelError, first_line
-from .passes.prune_channels import ALLOCATIONS, PruneResult, PruningConfig, offset_name, prune_function
-from .specs import TensorSpec
+from ..errors import InputError, ModelLoadError, UnsupportedModelError, first_line
+from .rewrite import ALLOCATIONS, PruneResult, PruningConfig, offset_name, prune_function
+from ..specs import TensorSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -42,10 +42,10 @@ class HostEvaluator:
         import tvm
         from tvm import relax
 
-        from .backends.vm import build_vm
-        from .passes.prune_channels import split_params
-        from .schedules.lower import legalize_and_fuse
-        from .targets import resolve_target
+        from ..backends.vm import build_vm
+        from .rewrite import split_params
+        from ..schedules.lower import legalize_and_fuse
+        from ..targets import resolve_target
 
         entry = self._cache.get(id(func))
         if entry is None or entry[0] is not func:
@@ -70,14 +70,14 @@ class CalibrationEvaluator:
     """numpy when it can run every op of the function (fast, no compile), else the host VM."""
 
     def __init__(self):
-        from .passes.prune_numpy_eval import NumpyEvaluator
+        from .numpy_eval import NumpyEvaluator
 
         self.numpy = NumpyEvaluator()
         self.host = HostEvaluator()
         self.used: set[str] = set()
 
     def __call__(self, func, weights: dict, inputs: list) -> list[list[np.ndarray]]:
-        from .passes.prune_numpy_eval import unsupported_ops
+        from .numpy_eval import unsupported_ops
 
         if not unsupported_ops(func):
             try:
@@ -91,7 +91,7 @@ class CalibrationEvaluator:
 
     def stepper(self, func):
         """A step-by-step runner (sequential refit in one forward pass), if numpy can run ``func``."""
-        from .passes.prune_numpy_eval import FunctionStepper, unsupported_ops
+        from .numpy_eval import FunctionStepper, unsupported_ops
 
         return None if unsupported_ops(func) else FunctionStepper
 
@@ -196,7 +196,7 @@ class PrunedModel:
         return {**self.result.report(), "notes": self.result.plan.notes + self.notes}
 
     def save(self, path: str | os.PathLike) -> Path:
-        from .io import atomic_write_bytes
+        from ..io import atomic_write_bytes
 
         if self.onnx is None:
             raise InputError("this model was not ONNX: there is no pruned ONNX file to write")
@@ -252,12 +252,12 @@ def prune_model(model, ratio=0.3, *, criterion="auto", calibration=None, recover
     ``spatial_folds``: also remove constant channels whose exact fold needs a ``[C, H, W]`` offset map
     (a constant through a zero-padded depthwise conv) instead of a bias; off by default (memory).
     """
-    from .frontends import detect_format
+    from ..frontends import detect_format
 
     samples = None
     evaluate = CalibrationEvaluator()
     if detect_format(model) != "onnx":
-        from .frontends import load_model
+        from ..frontends import load_model
 
         imported = load_model(model, input_shapes)
         notes = ["not ONNX: no pruned ONNX written"]
@@ -265,7 +265,7 @@ def prune_model(model, ratio=0.3, *, criterion="auto", calibration=None, recover
         config = pruning_config(ratio, criterion, round_to, spatial_folds, allocation, calibrated=bool(samples))
         result = prune_function(imported.mod["main"], config, evaluate=evaluate, calibration=samples, recover=recover)
         return PrunedModel(None, result, imported.inputs, notes)
-    from .frontends.onnx import prepare_onnx
+    from ..frontends.onnx import prepare_onnx
 
     # The frontend's exact ONNX-level rewrites first (weights given as inputs, DequantizeLinear of
     # constant weights folded to float32, inference Dropout, static shapes): the pruned ONNX is that
@@ -445,7 +445,7 @@ def _fold_offsets(model: onnx.ModelProto, result: PruneResult, inits: dict, sour
 
 def _fix_reshapes(model: onnx.ModelProto, original_shapes: dict, source: str) -> None:
     """Recompute the constant target of every Reshape whose input lost channels."""
-    from .passes.channel_dependencies import reshape_axis_map
+    from .dependencies import reshape_axis_map
 
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
@@ -568,7 +568,7 @@ def prune_for_compile(model, imported, ratio, criterion="auto", calibration=None
 
     import tvm
 
-    from .frontends import detect_format, load_model
+    from ..frontends import detect_format, load_model
 
     notes = []
     if detect_format(model) == "onnx":

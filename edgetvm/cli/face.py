@@ -66,7 +66,7 @@ def compile_options(args: argparse.Namespace) -> dict:
 
 
 def _pipeline(args: argparse.Namespace):
-    from .pipeline import FacePipeline
+    from ..face.pipeline import FacePipeline
 
     return FacePipeline(args.detector, args.recognizer, detector_size=args.detector_size, engine=args.engine,
                         score_threshold=args.score_threshold, nms_threshold=args.nms_threshold,
@@ -80,7 +80,7 @@ def _print_face(i: int, face) -> None:
 
 
 def cmd_face_detect(args: argparse.Namespace) -> int:
-    from .image import draw_faces, read_image
+    from ..face.image import draw_faces, read_image
 
     pipe = _pipeline(args)
     image = read_image(args.image)
@@ -110,7 +110,7 @@ def cmd_face_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_face_embed(args: argparse.Namespace) -> int:
-    from .image import read_image
+    from ..face.image import read_image
 
     pipe = _pipeline(args)
     image = read_image(args.image)
@@ -142,7 +142,7 @@ def cmd_face_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_face_build(args: argparse.Namespace) -> int:
-    from .bundle import BundleSpec, build_bundle
+    from ..face.bundle import BundleSpec, build_bundle
 
     spec = BundleSpec(args.target, args.detector, args.recognizer, args.detector_size, args.score_threshold,
                       args.nms_threshold, args.max_faces, args.threshold, compile_options(args), args.threads)
@@ -154,7 +154,7 @@ def cmd_face_build(args: argparse.Namespace) -> int:
 
 
 def cmd_face_ppm(args: argparse.Namespace) -> int:
-    from .image import read_image, write_ppm
+    from ..face.image import read_image, write_ppm
 
     out = write_ppm(args.output, read_image(args.image))
     print(f"wrote {out}")

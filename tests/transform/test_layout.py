@@ -7,10 +7,10 @@ import tvm
 from tvm import relax
 
 from edgetvm.frontends import load_model
-from edgetvm.schedules.const_fold import fold_constants_with_numpy
-from edgetvm.schedules.layout import channels_last, layout_friendly_activations
+from edgetvm.transform.const_fold import fold_constants_with_numpy
+from edgetvm.transform.layout import channels_last, layout_friendly_activations
 
-from . import nets
+from tests.schedules import nets
 
 
 def _module(build) -> tvm.IRModule:

@@ -7,7 +7,7 @@ import tvm
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-from edgetvm.passes import PReLUToLeakyReLU
+from edgetvm.transform import PReLUToLeakyReLU
 
 from .relax_numerics import bind, run_relax
 

@@ -8,7 +8,7 @@ import tvm
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-from edgetvm.passes import FoldScaleShift
+from edgetvm.transform import FoldScaleShift
 
 from .relax_numerics import bind, run_relax
 

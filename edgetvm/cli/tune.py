@@ -7,13 +7,13 @@ import signal
 import sys
 import time
 
-from .rpc import DEFAULT_TRACKER_PORT, LOOPBACK, check_bind_host, start_server, start_tracker
+from ..tuning.rpc import DEFAULT_TRACKER_PORT, LOOPBACK, check_bind_host, start_server, start_tracker
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from . import api
-    from .cli import compile_kwargs
-    from .io import atomic_write_json
+    from .. import api
+    from .main import compile_kwargs
+    from ..io import atomic_write_json
 
     kwargs = compile_kwargs(args)
     target = kwargs.pop("target")

@@ -11,7 +11,7 @@ import pytest
 import tvm
 from tvm import te
 
-from edgetvm.schedules.arm_quantize import ROUNDING_RANGE, round_half_to_even
+from edgetvm.transform.arm_quantize import ROUNDING_RANGE, round_half_to_even
 
 TRICKY = np.array([0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 1.4999999, 126.5,
                    -128.5, 4194303.5, -4194303.5, 4194302.5, -4194304.0, 1e-40, -1e-40, 0.7, -0.7],

@@ -39,8 +39,8 @@ import networkx as nx
 import numpy as np
 from tvm import relax
 
-from .channel_dependencies import Consumer
-from .prune_channels import PruningPlan, _Rewriter, apply_pruning, apply_pruning_tapped, offset_name
+from .dependencies import Consumer
+from .rewrite import PruningPlan, _Rewriter, apply_pruning, apply_pruning_tapped, offset_name
 
 Evaluate = Callable[[relax.Function, dict, list], list]
 FLATTEN_CHANNEL_MAP = True
@@ -230,7 +230,7 @@ def lossless_units(deps, weights: dict, x_orig: dict | None, allow_spatial: bool
     at every output position, so it folds into a per-channel bias. (A constant channel through a
     zero-padded depthwise conv is not spatially constant: folding it needs a full offset map.)
     """
-    from .prune_channels import _unit_constant
+    from .rewrite import _unit_constant
 
     result = {}
     if x_orig is None:
@@ -510,7 +510,7 @@ def measure_sensitivity(func: relax.Function, weights: dict, deps, config, sizes
     rest, ``sum ||y' - y||^2 / sum ||y||^2`` over the model's outputs: what the refit does on inputs it
     has not seen (on its own fitting inputs it looks better than it is, most for the last layers).
     """
-    from .prune_channels import _keep_count, plan_pruning
+    from .rewrite import _keep_count, plan_pruning
 
     held = list(range(len(calibration)))[3::4] or [len(calibration) - 1]
     fit = [i for i in range(len(calibration)) if i not in held]

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import TuningError
+from ..errors import TuningError
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_TRACKER_PORT = 9190

@@ -39,8 +39,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .channel_affine import bound_constant, op_name
-from .quantize_annotate import QuantChain, plan_quantization
+from ..transform.channel_affine import bound_constant, op_name
+from .annotate import QuantChain, plan_quantization
 
 HOMOGENEOUS = ("relax.nn.relu", "relax.nn.leakyrelu", "relax.nn.prelu")
 MAX_BOOST = 256.0

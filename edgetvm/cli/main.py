@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EdgeTVMError, InputError, first_line
+from ..errors import EdgeTVMError, InputError, first_line
 
 
 def parse_shape_args(items: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -83,11 +83,11 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from . import api
+    from .. import api
 
     compiled = api.compile(args.model, **compile_kwargs(args))
     if getattr(args, "explain", False):
-        from .passes.pipeline import explain
+        from ..transform.pipeline import explain
 
         print("\n".join(explain(compiled.report.passes, compiled.report.details)))
     out = compiled.export(args.output, standalone=args.standalone)
@@ -107,7 +107,7 @@ def _read_input_arg(item: str) -> tuple[str | None, np.ndarray]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import api
+    from .. import api
 
     model = api.load(args.artifact, num_threads=args.threads, emulate=args.emulate)
     pairs = [_read_input_arg(item) for item in args.input]
@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{name}: shape={list(arr.shape)} dtype={arr.dtype} min={arr.min():.6g} max={arr.max():.6g} "
               f"mean={arr.mean():.6g}")
     if args.output:
-        from .io import atomic_path
+        from ..io import atomic_path
 
         with atomic_path(args.output) as tmp:
             with open(tmp, "wb") as fh:
@@ -131,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspect import inspect_model, render_json, render_text
+    from ..frontends.inspect import inspect_model, render_json, render_text
 
     info = inspect_model(args.model, parse_shape_args(args.input_shape) or None)
     print(render_json(info) if args.json else render_text(info))
@@ -139,7 +139,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from .prune import prune_model
+    from ..pruning.prune import prune_model
 
     ratio = args.ratio
     if args.layer_ratio:
@@ -170,14 +170,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
     print(f"pruned {len(changed)} layer groups, refit {len(refit)} layers, folded "
           f"{len(report['recovery']['folded'])} constant contributions; wrote {out}")
     if args.report:
-        from .io import atomic_write_json
+        from ..io import atomic_write_json
 
         atomic_write_json(args.report, report)
     return 0
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    from .targets import list_targets
+    from ..targets import list_targets
 
     rows = list_targets()
     width = max(len(r[0]) for r in rows)
@@ -234,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("targets", help="list target presets")
     p.set_defaults(func=cmd_targets)
 
-    from .face.cli import add_face_commands
-    from .tuning_cli import add_tuning_commands
+    from .face import add_face_commands
+    from .tune import add_tuning_commands
 
     add_face_commands(sub)
     add_tuning_commands(sub, add_compile_options)

@@ -7,9 +7,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edgetvm.api as api
-from edgetvm.cli import build_parser, compile_kwargs
+from edgetvm.cli.main import build_parser, compile_kwargs
 from edgetvm.errors import InputError
-from edgetvm.passes import FoldBatchNorm
+from edgetvm.transform import FoldBatchNorm
 
 
 def conv_bn_prelu():

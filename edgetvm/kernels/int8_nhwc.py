@@ -53,7 +53,7 @@ from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script.builder import ir as T
 
-from .quantize_kernels import ADD_LEFT_SHIFT, multiply_by_quantized_multiplier
+from .int8_nchw import ADD_LEFT_SHIFT, multiply_by_quantized_multiplier
 
 # The func attr that marks these kernels and records how to write them again (schedules.int8).
 KERNEL_ATTR = "edgetvm.int8_nhwc"

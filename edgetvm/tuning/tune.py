@@ -40,10 +40,10 @@ import tvm
 import tvm_ffi
 
 from ..errors import TuningError, first_line
-from ..rpc import list_boards, parse_address
+from .rpc import list_boards, parse_address
 from ..targets import ResolvedTarget
 from .database import TuningDatabase, candidate_key
-from .tune_measure import MeasureConfig, build_candidate, measure_on_board, shared_library_exporter
+from .measure import MeasureConfig, build_candidate, measure_on_board, shared_library_exporter
 
 ProgressFn = Callable[[str], None]
 

@@ -8,7 +8,7 @@ import tvm
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-from edgetvm.passes import FoldBatchNorm
+from edgetvm.transform import FoldBatchNorm
 
 from .relax_numerics import bind, has_op, run_relax
 

@@ -1,0 +1,1 @@
+"""Autotuning with meta_schedule over TVM RPC, and the database that keeps its records."""
