@@ -91,7 +91,7 @@ def bench_model(name: str, threads: int, rounds: int) -> dict:
         got = compiled(x)  # builds the VM library too
         compile_s = time.perf_counter() - started
         got = got if isinstance(got, (list, tuple)) else [got]
-        bn = compiled.report.details.get("fold_batch_norm", {})
+        bn = compiled.report.details.get("FoldBatchNorm", {})
         row[variant] = {
             "kernels": kernel_launches(compiled.scheduled),
             "primfuncs": primfuncs(compiled.scheduled),

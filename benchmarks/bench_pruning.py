@@ -45,10 +45,12 @@ from PIL import Image
 
 import edgetvm
 from edgetvm.frontends import load_model
+from edgetvm.api import prune_model
 from edgetvm.frontends.inspect import relax_stats
-from edgetvm.pruning.rewrite import lift_weights, prune_function
+from edgetvm.host import calibration_evaluator
+from edgetvm.pruning.rewrite import prune_function
+from edgetvm.pruning.weights import lift_weights
 from edgetvm.pruning.numpy_eval import NumpyEvaluator
-from edgetvm.pruning.prune import CalibrationEvaluator, prune_model
 from edgetvm.targets import resolve_target
 from edgetvm.zoo import fetch, load_astronaut, load_lfw_subset
 from edgetvm.zoo.architectures import mobilefacenet
@@ -177,13 +179,14 @@ def bench_sface(calib: list, evaluation: list, ratios: list[float], repeats: int
     """Per ratio: the pruned SFace (``prune_model``'s path: criterion and allocation resolved as the API
     does), its embedding cosine to the unpruned model with least-squares recovery and without (the
     same channels, recovery skipped), and host latency of the pruned ONNX compiled (4-channel lanes)."""
-    from edgetvm.frontends.onnx import prepare_onnx
+    from edgetvm.frontends.onnx import import_onnx_with_weights
+    from edgetvm.pruning.onnx_export import write_pruned_onnx
+    from edgetvm.pruning.prune import pruning_config
     from edgetvm.pruning.recovery import prune_and_recover
-    from edgetvm.pruning.prune import import_onnx_named, pruning_config, write_pruned_onnx
 
     path = fetch("sface")
-    proto, source, shapes, _ = prepare_onnx(path)
-    func, weights, _ = import_onnx_named(proto, source, shapes)
+    imported, weights, proto = import_onnx_with_weights(path)
+    func, source = imported.mod["main"], imported.source
     base_stats = relax_stats(load_model(path).mod["main"])
     run = NumpyEvaluator()
     ref = [row[0] for row in run(func, weights, [[x] for x in evaluation])]
@@ -196,7 +199,7 @@ def bench_sface(calib: list, evaluation: list, ratios: list[float], repeats: int
         config.sensitivity = costs
         row["criterion"], row["allocation"] = config.criterion, config.allocation
         started = time.perf_counter()
-        evaluate = CalibrationEvaluator()
+        evaluate = calibration_evaluator()
         result = prune_function(func, config, weights=weights, evaluate=evaluate, calibration=samples)
         row["prune_seconds"] = time.perf_counter() - started
         costs = {g["group"]: g.get("sensitivity_curve", g["sensitivity"]) for g in result.plan.report

@@ -18,20 +18,23 @@ from tvm import relax
 
 from . import __version__
 from .artifact import FORMAT_VERSION, Runner, read_sidecar, sha256_file, sidecar_path, verify_artifact
+from .backends.standalone import export_standalone, load_standalone
 from .backends.vm import build_vm, export_vm_library
+from .emulate import standalone_runner
 from .errors import ArtifactError, first_line
 from .frontends import load_model
-from .io import atomic_path, atomic_write_json
-from .pruning.prune import prune_for_compile
-from .transform.pipeline import fusion_passes, run_passes
 from .frontends.onnx_qdq import load_model_for_quantization
+from .host import calibration_evaluator, run_on_host, vm_runner
+from .io import atomic_path, atomic_write_json
+from .pruning import prune as pruning
 from .quantization.quantize import quantize_model
 from .schedules.int8 import schedule_int8_kernels
-from .tuning.database import apply_tuning_database
 from .schedules.lower import codegen_target, legalize_and_fuse, schedule_kernels
-from .tuning.tune import TuningReport, print_progress, tune_module
 from .specs import ImportedModel, TensorSpec
 from .targets import ResolvedTarget, resolve_target
+from .transform.pipeline import fusion_passes, run_passes
+from .tuning.database import apply_tuning_database
+from .tuning.tune import TuningReport, print_progress, tune_module
 
 
 @dataclass
@@ -79,8 +82,6 @@ class CompiledModel:
         """Write the ``.so`` (and, standalone, its ``.h`` and example ``main.c``) plus the JSON sidecar."""
         path = Path(path)
         if standalone:
-            from .backends.standalone import export_standalone
-
             files = export_standalone(self.scheduled, self.imported, self.target, path,
                                       num_threads=self.num_threads)
         else:
@@ -120,7 +121,7 @@ class CompiledModel:
                 f"or under qemu through the standalone backend"
             )
         if self._runner is None:
-            self._runner = _vm_runner(self.executable, self.inputs, self.outputs, self.num_threads, "<compiled model>")
+            self._runner = vm_runner(self.executable, self.inputs, self.outputs, self.num_threads, "<compiled model>")
         return self._runner
 
     def __call__(self, *args, **kwargs):
@@ -128,21 +129,6 @@ class CompiledModel:
 
     def run_dict(self, *args, **kwargs) -> dict[str, np.ndarray]:
         return self._host_runner().run_dict(*args, **kwargs)
-
-
-def _vm_runner(executable, inputs, outputs, num_threads, label) -> Runner:
-    if num_threads:
-        tvm.runtime.num_threads = num_threads  # read by the thread pool when it first starts
-        os.environ.setdefault("TVM_NUM_THREADS", str(num_threads))
-    device = tvm.cpu()
-    vm = relax.VirtualMachine(executable, device)
-
-    def invoke(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        result = vm["main"](*[tvm.runtime.tensor(a, device) for a in arrays])
-        items = list(result) if isinstance(result, (tvm.ir.Array, list, tuple)) else [result]
-        return [item.numpy() for item in items]
-
-    return Runner(inputs, outputs, invoke, label)
 
 
 def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
@@ -167,7 +153,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     ``tuning_db`` (a directory written by :func:`tune`) supplies measured schedules for the
     kernels it has records of; the default schedules take the rest (``report.details["tuning"]``).
 
-    ``fuse`` runs the exact graph rewrites of ``passes.pipeline.fusion_passes`` (batch norm and
+    ``fuse`` runs the exact graph rewrites of ``transform.pipeline.fusion_passes`` (batch norm and
     scale/shift folding, activation canonicalisation); ``passes`` are further ``tvm.transform.Pass``
     instances run after them. ``report.passes`` names what ran, ``report.details[name]`` says what
     each pass found (e.g. which batch norms were folded and why others were not).
@@ -193,9 +179,9 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
         # Before BN folding: the bn_gamma criterion reads the BNs. ``prune`` is a fraction of each
         # group's channels or {layer pattern: fraction}; ``calibration`` feeds least-squares recovery.
         started = time.perf_counter()
-        imported, report.details["prune"] = prune_for_compile(model, imported, prune, prune_criterion, calibration,
-                                                              input_shapes, round_to=resolved.vector_lanes,
-                                                              allocation=prune_allocation)
+        imported, report.details["prune"] = pruning.prune_for_compile(
+            model, imported, prune, prune_criterion, calibration, input_shapes, round_to=resolved.vector_lanes,
+            allocation=prune_allocation, evaluate=calibration_evaluator())
         report.passes.append("PruneChannels")
         report.timings["prune"] = time.perf_counter() - started
 
@@ -211,11 +197,12 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
 
     if quantize is not None:
         # int8: calibrate on ``calibration`` (arrays, .npy/images or a directory of them) unless
-        # the model is QDQ already; see passes/quantize.py.
+        # the model is QDQ already; see quantization/quantize.py.
         started = time.perf_counter()
         # quantize_options: equalize (cross-layer equalization, default on), keep_float (chain names).
         mod, report.details["quantize"] = quantize_model(mod, imported.inputs, quantize, calibration,
-                                                         calibration_mode, **(quantize_options or {}))
+                                                         calibration_mode, evaluate=run_on_host,
+                                                         **(quantize_options or {}))
         report.passes.append(f"Quantize({quantize})")
         report.timings["quantize"] = time.perf_counter() - started
 
@@ -233,6 +220,12 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     compiled = CompiledModel(imported, scheduled, resolved, report, num_threads)
     compiled.unscheduled = unscheduled  # the kernels before any schedule: what ``tune`` searches
     return compiled
+
+
+def prune_model(model, ratio=0.3, **options) -> pruning.PrunedModel:
+    """:func:`edgetvm.pruning.prune.prune_model` (``edgetvm prune``), its calibration run in numpy where
+    numpy runs every op of the graph and compiled for this machine where it does not."""
+    return pruning.prune_model(model, ratio, evaluate=calibration_evaluator(), **options)
 
 
 def tune(model, target: str | dict = "host", *, tracker: str, key: str, trials: int, db: str | os.PathLike,
@@ -266,16 +259,12 @@ def load(path: str | os.PathLike, *, num_threads: int | None = None, emulate: bo
     inputs = [TensorSpec.from_json(t) for t in meta["inputs"]]
     outputs = [TensorSpec.from_json(t) for t in meta["outputs"]]
     if meta["kind"] == "standalone" and meta["target"].get("arch") == "armv7" and platform.machine() != "armv7l":
-        from .emulate import standalone_runner
-
         return standalone_runner(path, inputs, outputs, cpu=meta["target"].get("qemu_cpu") or None,
                                  threads=num_threads or 1)
     if meta["kind"] == "standalone":
-        from .backends.standalone import load_standalone
-
         return load_standalone(path, inputs, outputs, num_threads=num_threads)
     try:
         executable = tvm.runtime.load_module(str(path))
     except Exception as exc:  # noqa: BLE001 - TVM raises plain RuntimeError through tvm_ffi
         raise ArtifactError(f"{path}: TVM's runtime could not load the library: {first_line(exc)}") from None
-    return _vm_runner(executable, inputs, outputs, num_threads, str(path))
+    return vm_runner(executable, inputs, outputs, num_threads, str(path))

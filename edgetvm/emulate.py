@@ -39,9 +39,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .artifact import Runner
 from .errors import ArtifactError, ToolchainError
 from .specs import TensorSpec
 from .targets import ARM_CROSS_CC, ARM_SYSROOT, require_tool
+from .zoo.fetch import cache_dir
 
 QEMU = "qemu-arm"
 # The project's shared tools sit beside the checkout (``../shared`` from the repository root).
@@ -52,8 +54,6 @@ HARNESS_SOURCE = Path(__file__).resolve().parent / "backends" / "standalone" / "
 
 def tools_dir() -> Path:
     """Where the plugin and harness binaries are cached."""
-    from .zoo.fetch import cache_dir
-
     path = cache_dir() / "tools"
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -251,8 +251,6 @@ def standalone_runner(so_path: str | os.PathLike, inputs: Sequence[TensorSpec], 
     Same checks as a host artifact's runner (names, shapes, dtypes); each call starts qemu once
     (about a second), so it suits tests and the CLI, not benchmarks of speed.
     """
-    from .artifact import Runner
-
     so_path = Path(so_path)
     declared = [s.shape for s in outputs]
 

@@ -9,6 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..face.bundle import BundleSpec, build_bundle
+from ..face.image import draw_faces, read_image, write_ppm
+from ..face.pipeline import FacePipeline
+from ..io import atomic_path
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -65,9 +69,7 @@ def compile_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def _pipeline(args: argparse.Namespace):
-    from ..face.pipeline import FacePipeline
-
+def _pipeline(args: argparse.Namespace) -> FacePipeline:
     return FacePipeline(args.detector, args.recognizer, detector_size=args.detector_size, engine=args.engine,
                         score_threshold=args.score_threshold, nms_threshold=args.nms_threshold,
                         threshold=args.threshold, compile_options=compile_options(args), num_threads=args.threads)
@@ -80,8 +82,6 @@ def _print_face(i: int, face) -> None:
 
 
 def cmd_face_detect(args: argparse.Namespace) -> int:
-    from ..face.image import draw_faces, read_image
-
     pipe = _pipeline(args)
     image = read_image(args.image)
     faces = pipe.detect(image)
@@ -110,8 +110,6 @@ def cmd_face_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_face_embed(args: argparse.Namespace) -> int:
-    from ..face.image import read_image
-
     pipe = _pipeline(args)
     image = read_image(args.image)
     if args.all:
@@ -124,8 +122,6 @@ def cmd_face_embed(args: argparse.Namespace) -> int:
         faces = [face]
     embeddings = np.stack([f.embedding for f in faces]).astype(np.float32)
     if args.output:
-        from ..io import atomic_path
-
         with atomic_path(args.output) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, embeddings)
@@ -142,8 +138,6 @@ def cmd_face_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_face_build(args: argparse.Namespace) -> int:
-    from ..face.bundle import BundleSpec, build_bundle
-
     spec = BundleSpec(args.target, args.detector, args.recognizer, args.detector_size, args.score_threshold,
                       args.nms_threshold, args.max_faces, args.threshold, compile_options(args), args.threads)
     out = build_bundle(args.output, spec)
@@ -154,8 +148,6 @@ def cmd_face_build(args: argparse.Namespace) -> int:
 
 
 def cmd_face_ppm(args: argparse.Namespace) -> int:
-    from ..face.image import read_image, write_ppm
-
     out = write_ppm(args.output, read_image(args.image))
     print(f"wrote {out}")
     return 0

@@ -7,14 +7,13 @@ import signal
 import sys
 import time
 
+from .. import api
+from ..io import atomic_write_json
 from ..tuning.rpc import DEFAULT_TRACKER_PORT, LOOPBACK, check_bind_host, start_server, start_tracker
+from .options import add_compile_options, compile_kwargs
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .. import api
-    from .main import compile_kwargs
-    from ..io import atomic_write_json
-
     kwargs = compile_kwargs(args)
     target = kwargs.pop("target")
     tune_options = {"batch_size": args.batch_size, "population_size": args.population}
@@ -70,7 +69,8 @@ def cmd_rpc_server(args: argparse.Namespace) -> int:
     return _serve_forever([server], "RPC server")
 
 
-def add_tuning_commands(sub, add_compile_options) -> None:
+def add_tuning_commands(sub) -> None:
+    """Register ``tune`` and ``rpc tracker|server`` on the top-level subparsers."""
     p = sub.add_parser("tune", help="search kernel schedules on boards over TVM RPC; records go to a database")
     add_compile_options(p)
     p.add_argument("--tracker", required=True, metavar="HOST:PORT", help="the RPC tracker (`edgetvm rpc tracker`)")

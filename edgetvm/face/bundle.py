@@ -26,8 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import emulate
+from ..backends.standalone.build import c_compiler, target_cflags
 from ..errors import ArtifactError, CompileError, InputError
 from ..targets import resolve_target
+from .calibration import face_calibration
 from .detect import RETINAFACE_MEAN_BGR, Face
 from .image import write_ppm
 from .networks import RECOGNIZER_SIZE, YUNET_SIZE, compile_network, network, options_for
@@ -111,8 +114,6 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
     The directory is assembled beside ``out_dir`` and renamed into place at the end, so a failed
     build never leaves a half-written bundle.
     """
-    from ..backends.standalone.build import c_compiler, target_cflags
-
     target = resolve_target(spec.target)
     det_net, rec_net = network(spec.detector, "detector"), network(spec.recognizer, "recognizer")
     if spec.detector == "yunet":
@@ -128,10 +129,12 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         detector = compile_network(det_net, spec.detector_size, spec.target,
-                                   options_for(spec.compile_options, "detector"), spec.num_threads)
+                                   options_for(spec.compile_options, "detector"), spec.num_threads,
+                                   calibrate=face_calibration)
         detector.export(tmp / "detector.so", standalone=True)
         recognizer = compile_network(rec_net, RECOGNIZER_SIZE, spec.target,
-                                     options_for(spec.compile_options, "recognizer"), spec.num_threads)
+                                     options_for(spec.compile_options, "recognizer"), spec.num_threads,
+                                     calibrate=face_calibration)
         recognizer.export(tmp / "recognizer.so", standalone=True)
         embedding_size = int(np.prod(recognizer.outputs[0].shape))
         for name in ("face_proc.c", "face_proc.h", "face_demo.c"):
@@ -210,8 +213,6 @@ def parse_faces(stdout: str) -> list[list[Face]]:
 def _run_demo(bundle_dir: Path, manifest: dict, args: list[str], count: bool, timeout: float):
     exe = (bundle_dir / "face_demo").resolve()
     if manifest["is_arm"]:
-        from .. import emulate
-
         run = emulate.run_arm([exe, *args], cpu=manifest.get("qemu_cpu") or None, count=count, timeout=timeout,
                               cwd=bundle_dir)
         return run.stdout, run.instructions

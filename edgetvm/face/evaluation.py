@@ -15,17 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
-from .image import as_rgb
+from ..zoo import fetch, load_astronaut, load_lfw_subset
+from .image import as_rgb, read_image
 
 
 def lfw_face(index: int, size: int = 128, pad: int = 64) -> np.ndarray:
     """LFW face ``index`` (0..99) of scikit-image's 25x25 grey subset, upscaled (bicubic), edge
     padded so the detector sees the whole head, as RGB uint8."""
-    from PIL import Image
-
-    from ..zoo import load_lfw_subset
-
     faces = load_lfw_subset()
     grey = np.clip(np.rint(faces[index] * 255.0), 0, 255).astype(np.uint8)
     big = np.asarray(Image.fromarray(grey).resize((size, size), Image.BICUBIC))
@@ -33,16 +31,11 @@ def lfw_face(index: int, size: int = 128, pad: int = 64) -> np.ndarray:
 
 
 def grace_hopper() -> np.ndarray:
-    from ..zoo import fetch
-    from .image import read_image
-
     return read_image(fetch("grace_hopper"))
 
 
 def augment(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """One random geometric + photometric variant of ``image`` and a description of it."""
-    from PIL import Image
-
     image = as_rgb(image)
     h, w = image.shape[:2]
     flip = bool(rng.integers(2))
@@ -83,8 +76,6 @@ class PairStats:
 
 
 def identity_images(num_lfw: int) -> dict[str, np.ndarray]:
-    from ..zoo import load_astronaut
-
     images = {"astronaut": load_astronaut(), "grace_hopper": grace_hopper()}
     for i in range(num_lfw):
         images[f"lfw_{i:02d}"] = lfw_face(i)

@@ -13,21 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import read_image  # noqa: F401 - the one image reader, re-exported for the face pipeline
 from ..errors import InputError
 from ..io import atomic_path
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read ``path`` (any format Pillow reads, including PPM/PGM) as an RGB uint8 array (H, W, 3)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB")).copy()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path}: not an image Pillow can read ({exc}); give a JPEG, PNG, BMP or PPM file") from None
 
 
 def as_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:

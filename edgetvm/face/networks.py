@@ -4,7 +4,9 @@ A ``Network`` says where a model comes from (the zoo of models.md, or an archite
 its paper), its input tensor and how an image becomes that tensor. Engines run it:
 
 * ``edgetvm``: compiled with ``edgetvm.compile`` for the host, once per process and configuration
-  (compiling RetinaFace or SFace takes tens of seconds; a pipeline is cheap to make again).
+  (compiling RetinaFace or SFace takes tens of seconds; a pipeline is cheap to make again). A
+  quantized or pruned network without calibration data calibrates on what the caller's
+  ``calibrate`` gives (the pipeline and the bundle pass ``calibration.face_calibration``).
 * ``onnxruntime``: the numeric reference and the speed peer of the benchmarks. YuNet and SFace
   store block-quantized weights onnxruntime rejects; they run with those weights folded to float
   (exact: ``frontends.onnx_rewrites.fold_constant_dequantize``).
@@ -17,8 +19,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import onnx
 
+from .. import api
 from ..errors import EdgeTVMError, InputError
+from ..frontends.onnx_rewrites import drop_weight_inputs, fold_constant_dequantize
+from ..zoo import fetch
+from ..zoo.architectures import mobilefacenet
+from .detect import RETINAFACE_MEAN_BGR, Letterbox, letterbox
 
 
 @dataclass(frozen=True)
@@ -35,11 +43,7 @@ class Network:
     def source(self):
         """What ``edgetvm.compile`` takes: a model path or an ONNX ModelProto."""
         if self.name == "mobilefacenet":
-            from ..zoo.architectures import mobilefacenet
-
             return mobilefacenet()
-        from ..zoo import fetch
-
         return fetch(self.name)
 
     def input_shape(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -70,6 +74,13 @@ def network(name: str, role: str) -> Network:
         known = sorted(n for n, v in NETWORKS.items() if v.role == role)
         raise InputError(f"unknown {role} {name!r}; choose one of {known}")
     return net
+
+
+def detector_input(net: Network, size: tuple[int, int], image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+    """RGB image -> the detector's (1, 3, H, W) float32 input at ``size`` (W, H), letterboxed, and
+    where the image went in it. RetinaFace takes BGR minus its mean, YuNet BGR 0..255."""
+    mean = RETINAFACE_MEAN_BGR if net.name == "retinaface" else (0.0, 0.0, 0.0)
+    return letterbox(image, *size, mean_bgr=mean)
 
 
 def recognizer_input(net: Network, crop: np.ndarray) -> np.ndarray:
@@ -108,50 +119,29 @@ def freeze_options(options: dict | None) -> tuple:
     return tuple(items)
 
 
+# Calibration inputs of a network at an input size (W, H): ``calibration.face_calibration``.
+Calibrate = Callable[[Network, tuple[int, int]], list[np.ndarray]]
+
 _COMPILED: dict[tuple, object] = {}
 _COMPILE_LOCK = threading.RLock()
 
 
-def face_calibration(net: Network, size: tuple[int, int], num_lfw: int = 6) -> list[np.ndarray]:
-    """Calibration inputs of ``net`` from the images models.md ships: the astronaut, Grace Hopper,
-    LFW faces and augmented copies, as the network sees them (letterboxed detector inputs, or
-    aligned 112x112 crops found by the float pipeline)."""
-    from .evaluation import augment, identity_images
-    from .pipeline import FacePipeline
-
-    images = list(identity_images(num_lfw).values())
-    rng = np.random.default_rng(0)
-    images += [augment(img, rng)[0] for img in images[:2]]
-    if net.role == "detector":
-        pipe = FacePipeline(net.name, detector_size=size)
-        return [pipe.detector_input(img)[0] for img in images]
-    # One thread: calibration is a short host job, and TVM's spinning pool is slow on a busy machine.
-    pipe = FacePipeline(num_threads=1)
-    samples = []
-    for img in images:
-        faces = pipe.detect(img)
-        if faces:
-            samples.append(recognizer_input(net, pipe.align(img, faces[0])))
-    return samples
-
-
 def compile_network(net: Network, size: tuple[int, int], target="host", compile_options: dict | None = None,
-                    num_threads: int | None = None):
+                    num_threads: int | None = None, calibrate: Calibrate | None = None):
     """``edgetvm.compile`` of ``net`` at input ``size`` (W, H), cached per process.
 
-    Quantizing or pruning without ``calibration`` calibrates on ``face_calibration``: real faces
-    as this network sees them.
+    Quantizing or pruning without ``calibration`` calibrates on ``calibrate(net, size)``, asked
+    only when the network is not in the cache yet.
     """
-    from .. import api
-
     key = (net.name, tuple(size), str(target), freeze_options(compile_options), num_threads)
-    # Re-entrant: face_calibration runs the float networks, which compile through here too.
+    # Re-entrant: calibrate runs the float networks, which compile through here too.
     with _COMPILE_LOCK:
         if key in _COMPILED:
             return _COMPILED[key]
         kwargs = dict(compile_options or {})
-        if (kwargs.get("quantize") or kwargs.get("prune")) and kwargs.get("calibration") is None:
-            kwargs["calibration"] = face_calibration(net, size)
+        if (kwargs.get("quantize") or kwargs.get("prune")) and kwargs.get("calibration") is None \
+                and calibrate is not None:
+            kwargs["calibration"] = calibrate(net, size)
         try:
             compiled = api.compile(net.source(), target, input_shapes={net.input_name: net.input_shape(size)},
                                    num_threads=num_threads, **kwargs)
@@ -166,10 +156,6 @@ def compile_network(net: Network, size: tuple[int, int], target="host", compile_
 
 def reference_model(net: Network):
     """The float ONNX model onnxruntime runs for ``net`` (blocked int8 weights folded to float)."""
-    import onnx
-
-    from ..frontends.onnx_rewrites import drop_weight_inputs, fold_constant_dequantize
-
     source = net.source()
     proto = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source))
     return drop_weight_inputs(fold_constant_dequantize(proto))
@@ -204,8 +190,9 @@ def onnxruntime_engine(net: Network, num_threads: int | None = None) -> Callable
 
 
 def edgetvm_engine(net: Network, size: tuple[int, int], target="host", compile_options: dict | None = None,
-                   num_threads: int | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
-    compiled = compile_network(net, size, target, compile_options, num_threads)
+                   num_threads: int | None = None,
+                   calibrate: Calibrate | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+    compiled = compile_network(net, size, target, compile_options, num_threads, calibrate)
 
     def run(x: np.ndarray) -> list[np.ndarray]:
         out = compiled(x)
@@ -215,10 +202,11 @@ def edgetvm_engine(net: Network, size: tuple[int, int], target="host", compile_o
 
 
 def make_engine(engine: str, net: Network, size: tuple[int, int], compile_options: dict | None = None,
-                num_threads: int | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+                num_threads: int | None = None,
+                calibrate: Calibrate | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
     compile_options = options_for(compile_options, net.role)
     if engine == "edgetvm":
-        return edgetvm_engine(net, size, "host", compile_options, num_threads)
+        return edgetvm_engine(net, size, "host", compile_options, num_threads, calibrate)
     if engine == "onnxruntime":
         if compile_options:
             raise InputError(f"compile options {sorted(compile_options)} apply to the edgetvm engine only")

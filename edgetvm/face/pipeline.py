@@ -20,16 +20,10 @@ import numpy as np
 
 from ..errors import InputError
 from .align import align_face
-from .detect import (
-    RETINAFACE_MEAN_BGR,
-    Face,
-    decode_retinaface,
-    decode_yunet,
-    letterbox,
-    select_faces,
-)
+from .calibration import face_calibration
+from .detect import Face, decode_retinaface, decode_yunet, select_faces
 from .image import as_rgb, read_image
-from .networks import RECOGNIZER_SIZE, YUNET_SIZE, make_engine, network, recognizer_input
+from .networks import RECOGNIZER_SIZE, YUNET_SIZE, detector_input, make_engine, network, recognizer_input
 
 DEFAULT_THRESHOLDS = {"sface": 0.363, "mobilefacenet": 0.5}
 
@@ -72,7 +66,7 @@ class FacePipeline:
     "onnxruntime" (the reference). ``compile_options`` go to ``edgetvm.compile`` unchanged
     (``quantize``, ``calibration``, ``prune``, ``fuse``, ...); keys ``"detector"`` / ``"recognizer"``
     holding dicts apply to that network only. Quantizing or pruning without ``calibration``
-    calibrates on real faces (``networks.face_calibration``).
+    calibrates on real faces (``calibration.face_calibration``).
     """
 
     def __init__(self, detector: str = "retinaface", recognizer: str = "sface", *,
@@ -104,19 +98,18 @@ class FacePipeline:
     def _detector_engine(self):
         if self._detect_fn is None:
             self._detect_fn = make_engine(self.engine, self.detector, self.detector_size, self.compile_options,
-                                          self.num_threads)
+                                          self.num_threads, calibrate=face_calibration)
         return self._detect_fn
 
     def _recognizer_engine(self):
         if self._embed_fn is None:
             self._embed_fn = make_engine(self.engine, self.recognizer, RECOGNIZER_SIZE, self.compile_options,
-                                         self.num_threads)
+                                         self.num_threads, calibrate=face_calibration)
         return self._embed_fn
 
     def detector_input(self, image: np.ndarray):
         """The detector's input tensor for ``image`` and the letterbox geometry."""
-        mean = RETINAFACE_MEAN_BGR if self.detector.name == "retinaface" else (0.0, 0.0, 0.0)
-        return letterbox(image, *self.detector_size, mean_bgr=mean)
+        return detector_input(self.detector, self.detector_size, image)
 
     def decode(self, outputs: list[np.ndarray], box, image_shape) -> list[Face]:
         w, h = self.detector_size

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from ..errors import ModelLoadError
 from ..specs import ImportedModel
+from ..zoo import fetch
+from .onnx import import_onnx
+from .tflite import import_tflite
 
 
 ZOO_PREFIX = "zoo:"
@@ -15,8 +18,6 @@ ZOO_PREFIX = "zoo:"
 def resolve_zoo(model):
     """``"zoo:retinaface"`` names a real model of models.md; it is fetched into the cache."""
     if isinstance(model, str) and model.startswith(ZOO_PREFIX):
-        from ..zoo import fetch
-
         return fetch(model[len(ZOO_PREFIX):])
     return model
 
@@ -42,9 +43,5 @@ def load_model(model, input_shapes: dict[str, tuple[int, ...]] | None = None) ->
     model = resolve_zoo(model)
     fmt = detect_format(model)
     if fmt == "tflite":
-        from .tflite import import_tflite
-
         return import_tflite(model, input_shapes)
-    from .onnx import import_onnx
-
     return import_onnx(model, input_shapes)

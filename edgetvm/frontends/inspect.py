@@ -22,6 +22,8 @@ from tvm import relax
 from tvm.ir import GenericConst
 
 from . import detect_format, load_model
+from .onnx import read_onnx
+from .tflite import op_names, parse_tflite, read_tflite
 
 # Relax ops whose multiply-accumulates are counted, and their kind in ``macs_by_op``.
 CONV_OPS = {"relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d"}
@@ -55,13 +57,9 @@ def model_op_counts(model, fmt: str | None = None) -> Counter:
     """Operator types of the model file itself, by count (before any edgetvm rewrite)."""
     fmt = fmt or detect_format(model)
     if fmt == "tflite":
-        from .tflite import op_names, parse_tflite, read_tflite
-
         data, source = read_tflite(model)
         tfl = parse_tflite(data, source)
         return Counter(code for code, _ in op_names(tfl, tfl.Subgraphs(0)))
-    from .onnx import read_onnx
-
     proto, _ = read_onnx(model)
     return Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in proto.graph.node)
 

@@ -17,8 +17,10 @@ import operator
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import tvm
+from tvm import relax
 
 from ..errors import InputError, ModelLoadError, UnsupportedModelError
 from ..specs import ImportedModel, TensorSpec
@@ -291,7 +293,7 @@ def check_unidirectional_broadcast(operand, data, where: str, what: str) -> None
                              f"{list(big)}; the model is malformed")
 
 
-def node_tracking_importer(shapes: dict[str, tuple[int, ...]]):
+def node_tracking_importer(shapes: dict[str, tuple[int, ...]], keep_params_in_input: bool = False):
     """TVM's ONNX graph importer, remembering in ``.current`` the (op, node) it converts."""
     from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
 
@@ -304,20 +306,23 @@ def node_tracking_importer(shapes: dict[str, tuple[int, ...]]):
                 check_unidirectional_broadcast(inputs[1], inputs[0], f"PRelu node {self.current[1]!r}", "slope")
             return super()._convert_operator(op_name, inputs, attrs, opset)
 
-    return NodeTrackingImporter({k: list(v) for k, v in shapes.items()}, "float32", keep_params_in_input=False)
+    return NodeTrackingImporter({k: list(v) for k, v in shapes.items()}, "float32",
+                                keep_params_in_input=keep_params_in_input)
 
 
 def convert_to_relax(proto: onnx.ModelProto, source: str, shapes: dict[str, tuple[int, ...]],
-                     notes: list[str] | None = None) -> tvm.IRModule:
+                     notes: list[str] | None = None, *, keep_params_in_input: bool = False) -> tvm.IRModule:
     """TVM's converter on a prepared graph; its failures become UnsupportedModelError naming the node.
 
     Resize inputs are normalized here, not in ``prepare_onnx``: the result is what TVM's converter
     reads, but not valid ONNX at opset 11-12 (see ``onnx_rewrites.resize_inputs``).
+    ``keep_params_in_input``: the initializers become parameters of ``main`` after the inputs, named
+    as in the ONNX file, their values in its ``params`` attribute (``num_input`` counts the inputs).
     """
     proto = normalize_resize_inputs(proto, notes)
     if proto.ir_version < 3:
         raise ModelLoadError(f"{source}: ONNX IR version {proto.ir_version} is too old; re-export with a newer exporter")
-    importer = node_tracking_importer(shapes)
+    importer = node_tracking_importer(shapes, keep_params_in_input)
     captured = io.StringIO()
     try:
         # TVM prints the failing op's inputs to stdout and warns about renamed inputs: keep both quiet.
@@ -358,3 +363,32 @@ def import_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None, *
     inputs = [TensorSpec(name, shapes[name], str(p.ty.dtype)) for name, p in zip(input_names, params)]
     output_names = [o.name for o in proto.graph.output]
     return ImportedModel(mod, inputs, output_specs(func, output_names, source), source, "onnx", notes)
+
+
+def import_onnx_with_weights(model, input_shapes: dict[str, tuple[int, ...]] | None = None
+                             ) -> tuple[ImportedModel, dict[str, np.ndarray], onnx.ModelProto]:
+    """As :func:`import_onnx`, but ``main`` takes the weights as parameters, named as the ONNX initializers.
+
+    Returns ``(imported, weights, prepared)``: ``imported.mod["main"]`` takes the inputs and then the
+    weights (its ``num_input`` attribute counts the inputs), ``weights`` maps each weight parameter's
+    name to its value, and ``prepared`` is the ONNX model after ``prepare_onnx``'s rewrites: the
+    model the function computes, into which a rewrite of the weights (pruning) can be written back.
+    """
+    proto, source, shapes, notes = prepare_onnx(model, input_shapes)
+    mod = convert_to_relax(proto, source, shapes, notes, keep_params_in_input=True)
+    func = mod["main"]
+    check_relax_memory(func, source)
+    num_input = int(func.attrs["num_input"])
+    values = list(func.attrs["params"]) if "params" in func.attrs else []
+    weight_params = list(func.params[num_input:])
+    if len(values) != len(weight_params):
+        raise ModelLoadError(f"{source}: TVM's importer returned {len(values)} weights for {len(weight_params)} "
+                             f"weight parameters")
+    weights = {str(p.name): v.numpy() for p, v in zip(weight_params, values)}
+    attrs = {k: v for k, v in func.attrs.items() if k != "params"}
+    func = relax.Function(list(func.params), func.body, func.ret_ty, func.is_pure, tvm.ir.DictAttrs(attrs))
+    mod = tvm.IRModule({"main": func})
+    inputs = [TensorSpec(name, shapes[name], str(p.ty.dtype)) for name, p in zip(shapes, func.params[:num_input])]
+    output_names = [o.name for o in proto.graph.output]
+    imported = ImportedModel(mod, inputs, output_specs(func, output_names, source), source, "onnx", notes)
+    return imported, weights, proto

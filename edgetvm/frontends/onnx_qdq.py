@@ -27,6 +27,9 @@ from onnx import helper, numpy_helper
 
 from ..errors import UnsupportedModelError
 from ..specs import ImportedModel
+from . import detect_format, load_model
+from .onnx import import_onnx, read_onnx
+from .onnx_rewrites.dequantize import dequantize_array
 
 
 def _attr(node: onnx.NodeProto, name: str, default=0):
@@ -166,8 +169,6 @@ def expand_qoperators(model: onnx.ModelProto, notes: list[str] | None = None) ->
 def fold_float_only_dequantize(model: onnx.ModelProto, notes: list[str] | None = None) -> onnx.ModelProto:
     """Fold the constant DequantizeLinear nodes an integer kernel cannot keep: blocked ones and
     int32 biases; per-tensor/per-axis int8 weights stay as they are."""
-    from .onnx_rewrites.dequantize import dequantize_array
-
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producers = {o: n for n in graph.node for o in n.output}
@@ -210,8 +211,6 @@ def fold_float_only_dequantize(model: onnx.ModelProto, notes: list[str] | None =
 
 def import_onnx_qdq(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ImportedModel:
     """Import ``model`` keeping integer weights and QDQ pairs (see the module docstring)."""
-    from .onnx import import_onnx, read_onnx
-
     proto, source = read_onnx(model)
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
     notes: list[str] = []
@@ -225,8 +224,6 @@ def import_onnx_qdq(model, input_shapes: dict[str, tuple[int, ...]] | None = Non
 
 def load_model_for_quantization(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ImportedModel:
     """``frontends.load_model``, except that ONNX models keep their integer weights."""
-    from . import detect_format, load_model
-
     if detect_format(model) == "onnx":
         return import_onnx_qdq(model, input_shapes)
     return load_model(model, input_shapes)

@@ -1,7 +1,7 @@
 """Integer operators the int8 passes emit, as TE compute definitions (lowered with ``call_te``).
 
-Every kernel ends in the same requantize epilogue (``quantize_fixed_point``), so its output is
-bit-exact against ``quantize_fixed_point.requantize_reference``. Block names are fixed
+Every kernel ends in the same requantize epilogue (``kernels.fixed_point``), so its output is
+bit-exact against ``kernels.fixed_point.requantize_reference``. Block names are fixed
 (``int8_pad``, ``int8_conv2d_acc``, ``int8_dense_acc``, ``int8_requantize``, ``int8_add``) because
 ``edgetvm.schedules.int8`` finds the kernels by them.
 
@@ -26,7 +26,7 @@ def _i32(value) -> tirx.PrimExpr:
 
 
 def multiply_by_quantized_multiplier(acc: tirx.PrimExpr, mantissa: tirx.PrimExpr, exponent: tirx.PrimExpr) -> tirx.PrimExpr:
-    """TIR twin of ``quantize_fixed_point.multiply_by_quantized_multiplier`` (int32 in, int32 out).
+    """TIR twin of ``kernels.fixed_point.multiply_by_quantized_multiplier`` (int32 in, int32 out).
 
     The saturating case of SaturatingRoundingDoublingHighMul (both operands INT32_MIN) is left out:
     ``quantize_multiplier`` never produces a mantissa of INT32_MIN.

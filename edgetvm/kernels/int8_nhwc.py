@@ -7,7 +7,7 @@ channels. The kernels are written with ``isa="portable"`` (integer vector arithm
 target) and ``schedules.int8`` writes them again for the target: ``isa="neon"`` for ARM, ``"avx2"``
 for x86 cores that have it (the GEMM with ``vpmaddwd``). Every spelling computes
 the same integers: every sum is exact, and the requantize matches
-``quantize_fixed_point.requantize_reference`` bit for bit.
+``kernels.fixed_point.requantize_reference`` bit for bit.
 
 1x1 convolution, a GEMM ``acc[p, o] = bias[o] + sum_c q_x[p, c] q_w[o, c]`` over pixels ``p``
 (``_gemm_paired``, 8 output channels per tile). Per 8 input channels ``d`` and a pair of output
@@ -27,7 +27,7 @@ registers even then. 4 output channels per tile (``_gemm_rows``, 16 depth per st
 
 Depthwise convolution: 8 channels per vector, taps in pairs ``vmull.s8`` + ``vmlal.s8``, widened
 into two int32x4 accumulators with ``vaddw.s16``. Padding is a copy of the input filled with the
-input zero point (the zero-point correction is in the bias, see ``quantize_kernels``).
+input zero point (the zero-point correction is in the bias, see ``kernels.int8_nchw``).
 
 Requantize (per int32x4, TFLite's NEON spelling of gemmlowp's fixed point)::
 
@@ -67,7 +67,7 @@ PAIRED_CHANNELS = 8
 GEMM_DEPTH = 16
 DEPTHWISE_LANES = 8
 # The ARMv7 microkernel of the paired GEMM (2 pixels x 8 channels), defined in inline assembly by
-# ``backends.neon_microkernels`` when the kernels' LLVM module is built for ARM.
+# ``backends.neon_microkernels`` (the assembly: ``kernels.neon_q8_gemm``) when the kernels' LLVM module is built for ARM.
 NEON_Q8_GEMM_2X8 = "edgetvm_neon_q8_gemm_2x8"
 
 
@@ -143,7 +143,7 @@ class IntegerVectorOps:
         return _shuffle([a, b], [0, 2, 4, 6]) + _shuffle([a, b], [1, 3, 5, 7])
 
     def multiply_by_quantized_multiplier(self, acc, mantissa, exponent, left_shift: bool) -> tirx.PrimExpr:
-        """``acc * m * 2^(e - 31)`` rounded, int32x4 (``quantize_fixed_point`` semantics).
+        """``acc * m * 2^(e - 31)`` rounded, int32x4 (``kernels.fixed_point`` semantics).
 
         ``left_shift=False`` promises ``e <= 0`` in every lane (no left shift to apply).
         """
@@ -628,7 +628,7 @@ def int8_depthwise_nhwc(*, x_shape, kernel_size, strides, padding, dilation, x_z
 
 def int8_add_flat(*, shape, a_zero_point: int, a_mult, b_zero_point: int, b_mult, y_zero_point: int, y_mult,
                   clamp, out_dtype: str, isa: str = "portable", parallel: bool = False) -> tirx.PrimFunc:
-    """TFLite's int8 ADD (``quantize_kernels.int8_add_requantize``) of two same-shape tensors, 8 lanes
+    """TFLite's int8 ADD (``kernels.int8_nchw.int8_add_requantize``) of two same-shape tensors, 8 lanes
     at a time. Needs ``size % 8 == 0``."""
     shape = [int(d) for d in shape]
     size = 1

@@ -20,7 +20,7 @@ Whatever the analysis cannot prove safe (an op it does not know, a grouped convo
 that moves the channel axis, a model input or output) blocks the nodes it touches, and every unit
 containing a blocked node is left alone; the reason names the op and why. Nothing is guessed.
 
-The function is expected with its weights lifted to parameters (see ``prune_channels.lift_weights``),
+The function is expected with its weights lifted to parameters (see :func:`.weights.lift_weights`),
 so that every weight has a name and a value: ``weights[name] -> numpy array``.
 """
 
@@ -723,9 +723,9 @@ class _Analyzer:
     def visit_strided_slice(self, key, call, arg_keys) -> None:
         src = arg_keys[0]
         try:
-            axes = [int(a) for a in _int_list(call.args[1])]
-            begin = [int(b) for b in _int_list(call.args[2])]
-            strides = [int(s) for s in _int_list(call.args[4])] if len(call.args) > 4 and call.args[4] is not None \
+            axes = [int(a) for a in int_values(call.args[1])]
+            begin = [int(b) for b in int_values(call.args[2])]
+            strides = [int(s) for s in int_values(call.args[4])] if len(call.args) > 4 and call.args[4] is not None \
                 else [1] * len(axes)
         except (TypeError, ValueError, AttributeError):
             axes = None
@@ -806,7 +806,8 @@ class _Analyzer:
                 g.name = f"{g.name}#{n}"
 
 
-def _int_list(expr) -> list[int]:
+def int_values(expr) -> list[int]:
+    """The integers of a static argument: a shape, a tuple of PrimValues or one PrimValue."""
     if isinstance(expr, relax.ShapeExpr):
         return [int(v) for v in expr.values]
     if isinstance(expr, relax.Tuple):
@@ -814,6 +815,14 @@ def _int_list(expr) -> list[int]:
     if isinstance(expr, relax.PrimValue):
         return [int(expr.value)]
     return [int(v) for v in expr]
+
+
+def unit_is_constant(deps: ChannelDependencies, unit, consumer_inputs: set[str]) -> bool:
+    """Removing the unit is lossless when every channel of it that a layer sums over is input-independent:
+    what those layers lose is then a fixed tensor, folded into their offsets (``consumer_inputs``: the
+    tensors conv2d/dense layers read)."""
+    read = [(k, i) for k, a, i in unit if a == 1 and k in consumer_inputs]
+    return bool(read) and all(k in deps.constant_channels and bool(deps.constant_channels[k][i]) for k, i in read)
 
 
 def reshape_axis_map(in_shape, out_shape, out_axis: int):

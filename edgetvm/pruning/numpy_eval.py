@@ -15,6 +15,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ..errors import CompileError
+
 _UNARY = {
     "relax.nn.relu": lambda x, a: np.maximum(x, 0),
     "relax.nn.relu6": lambda x, a: np.clip(x, 0, 6),
@@ -293,3 +295,37 @@ class FunctionStepper:
                         del env[v]
             self.next += 1
         return [env[var] for env in self.envs]
+
+
+class CalibrationEvaluator:
+    """numpy when it can run every op of the function (fast, no compile), else ``fallback``.
+
+    ``fallback`` is an ``evaluate(func, weights, inputs)`` that compiles (``edgetvm.host.HostEvaluator``,
+    which ``edgetvm.api`` hands down); without one, a function numpy cannot run is an error.
+    """
+
+    def __init__(self, fallback=None, fallback_name: str = "tvm-host"):
+        self.numpy = NumpyEvaluator()
+        self.fallback = fallback
+        self.fallback_name = fallback_name
+        self.used: set[str] = set()
+
+    def __call__(self, func: relax.Function, weights: dict, inputs: list) -> list[list[np.ndarray]]:
+        missing = unsupported_ops(func)
+        if not missing:
+            try:
+                rows = self.numpy(func, weights, inputs)
+                self.used.add("numpy")
+                return rows
+            except NotImplementedError as exc:
+                missing = [str(exc) or "an op variant"]
+        if self.fallback is None:
+            raise CompileError(f"pruning's calibration runs in numpy, which cannot run {', '.join(sorted(missing))}; "
+                               f"use edgetvm.api.prune_model (as `edgetvm prune` and edgetvm.compile do), or pass "
+                               f"evaluate=edgetvm.host.calibration_evaluator(), to run it compiled on the host")
+        self.used.add(self.fallback_name)
+        return self.fallback(func, weights, inputs)
+
+    def stepper(self, func: relax.Function):
+        """A step-by-step runner (sequential refit in one forward pass), if numpy can run ``func``."""
+        return None if unsupported_ops(func) else FunctionStepper

@@ -39,8 +39,11 @@ import networkx as nx
 import numpy as np
 from tvm import relax
 
-from .dependencies import Consumer
-from .rewrite import PruningPlan, _Rewriter, apply_pruning, apply_pruning_tapped, offset_name
+from .apply import apply_pruning, apply_pruning_tapped, expose_tensors, offset_name
+from .dependencies import Consumer, unit_is_constant
+from .layers import flatten_block, im2col, layer_forward, leaf_of_view, view_of_leaf
+from .plan import PruningPlan
+from .weights import split_params
 
 Evaluate = Callable[[relax.Function, dict, list], list]
 FLATTEN_CHANNEL_MAP = True
@@ -54,48 +57,6 @@ class RecoveryReport:
 
     def to_json(self) -> dict:
         return {"folded": self.folded, "refit": self.refit, "skipped": self.skipped}
-
-
-def im2col(x: np.ndarray, kernel: tuple[int, int], strides, padding, dilation) -> np.ndarray:
-    """``x[N, C, H, W]`` -> patches ``[N, Ho, Wo, C*kh*kw]`` in OIHW weight order."""
-    kh, kw = kernel
-    top, left, bottom, right = padding
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    n, c, hp, wp = xp.shape
-    ho = (hp - dilation[0] * (kh - 1) - 1) // strides[0] + 1
-    wo = (wp - dilation[1] * (kw - 1) - 1) // strides[1] + 1
-    cols = np.empty((n, ho, wo, c, kh, kw), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            r0, c0 = i * dilation[0], j * dilation[1]
-            cols[..., i, j] = xp[:, :, r0:r0 + strides[0] * (ho - 1) + 1:strides[0],
-                                  c0:c0 + strides[1] * (wo - 1) + 1:strides[1]].transpose(0, 2, 3, 1)
-    return cols.reshape(n, ho, wo, c * kh * kw)
-
-
-def layer_forward(consumer: Consumer, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The consumer without bias: conv2d ``[N, O, Ho, Wo]`` or dense ``[N, O]``, in float64."""
-    x = x.astype(np.float64)
-    w = w.astype(np.float64)
-    if consumer.kind == "dense":
-        return x @ w
-    a = consumer.attrs
-    cols = im2col(x, w.shape[2:], a["strides"], a["padding"], a["dilation"])
-    return np.einsum("nhwk,ok->nohw", cols, w.reshape(w.shape[0], -1))
-
-
-def _to_leaf(consumer: Consumer, w_view: np.ndarray, leaf_shape) -> np.ndarray:
-    value = w_view
-    for kind, arg in consumer.to_leaf:
-        value = np.transpose(value, arg) if kind == "permute" else value.reshape(leaf_shape)
-    return value.reshape(leaf_shape)
-
-
-def _view_of(consumer: Consumer, leaf_value: np.ndarray, view_shape) -> np.ndarray:
-    value = leaf_value
-    for kind, arg in reversed(consumer.to_leaf):
-        value = np.transpose(value, np.argsort(arg)) if kind == "permute" else value.reshape(view_shape)
-    return value.reshape(view_shape)
 
 
 def _offset_shape(consumer: Consumer, plan: PruningPlan, spatial: bool) -> tuple:
@@ -144,7 +105,7 @@ def prune_and_recover(func: relax.Function, weights: dict, plan: PruningPlan, ev
     for c in consumers:
         kept_out = plan.kept(c.out, 1)
         removed = constant_removed[c.out]
-        w_view = _view_of(c, weights[c.leaf], deps.tensors[c.weight].shape)
+        w_view = view_of_leaf(c, weights[c.leaf], deps.tensors[c.weight].shape)
         if len(removed):
             x = x_orig[c.data][:1][:, removed]
             w_rm = w_view[:, removed] if c.kind == "conv2d" else w_view[removed]
@@ -209,7 +170,7 @@ def _inputs(func: relax.Function, calibration: list | None) -> list:
     if calibration:
         return list(calibration)
     # Input-independent channels have the same value for any input: zeros will do.
-    return [[np.zeros([int(d) for d in p.ty.shape], dtype=str(p.ty.dtype)) for p in func.params[:_num_input(func)]]]
+    return [[np.zeros([int(d) for d in p.ty.shape], dtype=str(p.ty.dtype)) for p in split_params(func)[0]]]
 
 
 def original_taps(func: relax.Function, weights: dict, deps, evaluate: Evaluate, calibration: list | None,
@@ -217,7 +178,7 @@ def original_taps(func: relax.Function, weights: dict, deps, evaluate: Evaluate,
     """The unpruned model's input to every conv2d/dense layer, stacked over the calibration inputs."""
     if taps is None:
         taps = sorted({c.data for c in deps.consumers if deps.tensors[c.data].kind != "input"})
-    tapped = _Rewriter(func, PruningPlan(deps), {}, taps).run()
+    tapped = expose_tensors(func, deps, taps)
     rows = evaluate(tapped, weights, _inputs(func, calibration))
     return {key: np.concatenate([row[len(row) - len(taps) + i] for row in rows]) for i, key in enumerate(taps)}
 
@@ -230,8 +191,6 @@ def lossless_units(deps, weights: dict, x_orig: dict | None, allow_spatial: bool
     at every output position, so it folds into a per-channel bias. (A constant channel through a
     zero-padded depthwise conv is not spatially constant: folding it needs a full offset map.)
     """
-    from .rewrite import _unit_constant
-
     result = {}
     if x_orig is None:
         return result
@@ -242,7 +201,7 @@ def lossless_units(deps, weights: dict, x_orig: dict | None, allow_spatial: bool
     for group in deps.prunable_groups():
         mask = np.zeros(len(group.units), bool)
         for u, unit in enumerate(group.units):
-            if not _unit_constant(deps, unit, set(consumers_of)):
+            if not unit_is_constant(deps, unit, set(consumers_of)):
                 continue
             ok = True
             for key in {k for k, a, _ in unit if a == 1 and k in consumers_of}:
@@ -251,19 +210,13 @@ def lossless_units(deps, weights: dict, x_orig: dict | None, allow_spatial: bool
                     if c.kind == "dense" or allow_spatial:
                         continue
                     if c.weight not in views:
-                        views[c.weight] = _view_of(c, weights[c.leaf], deps.tensors[c.weight].shape)
+                        views[c.weight] = view_of_leaf(c, weights[c.leaf], deps.tensors[c.weight].shape)
                     k = layer_forward(c, x_orig[key][:1][:, idx], views[c.weight][:, idx])[0]
                     spread = np.abs(k - k.mean(axis=(1, 2), keepdims=True)).max()
                     ok &= bool(spread <= 1e-6 * max(1.0, float(np.abs(k).max())))
             mask[u] = ok
         result[group.name] = mask
     return result
-
-
-def _num_input(func: relax.Function) -> int:
-    if func.attrs is not None and "num_input" in func.attrs:
-        return int(func.attrs["num_input"])
-    return len(func.params)
 
 
 def _refit_batches(dataflow: nx.DiGraph, consumers: list[Consumer]) -> list[list[Consumer]]:
@@ -283,8 +236,8 @@ def _refit_layer(c: Consumer, plan: PruningPlan, weights: dict, new_weights: dic
     deps = plan.deps
     alphas = tuple(alpha) if isinstance(alpha, (tuple, list)) else (float(alpha),)
     kept_out = plan.kept(c.out, 1)
-    w_view = _view_of(c, weights[c.leaf], deps.tensors[c.weight].shape)
-    w_kept_view = _view_of(c, new_weights[c.leaf], plan.new_shape(c.weight))
+    w_view = view_of_leaf(c, weights[c.leaf], deps.tensors[c.weight].shape)
+    w_kept_view = view_of_leaf(c, new_weights[c.leaf], plan.new_shape(c.weight))
     if c.kind == "conv2d":
         # Only the sampled positions, in float64: patches stay in the activations' dtype until then
         # (the first layers' full float64 patches and outputs for a few hundred inputs take gigabytes).
@@ -306,7 +259,7 @@ def _refit_layer(c: Consumer, plan: PruningPlan, weights: dict, new_weights: dic
         target = target - k[idx.reshape(-1)]
         theta0 = w_kept_view.reshape(w_kept_view.shape[0], -1).T.astype(np.float64)  # [d, O]
     else:
-        block = _flatten_block(plan, c)
+        block = flatten_block(plan.deps, c)
         if block > 1 and FLATTEN_CHANNEL_MAP:
             return _refit_flattened(c, plan, weights, new_weights, x_orig, x_new, offset_const, block, alphas)
         a_mat = x_new.astype(np.float64)
@@ -324,11 +277,11 @@ def _refit_layer(c: Consumer, plan: PruningPlan, weights: dict, new_weights: dic
     try:
         if d <= 4096:
             # Primal: (A^T A + lambda I) W = A^T T + lambda W_kept on centred data; the bias takes the means.
-            w_new, chosen = _ridge_primal(a_c, t_c, theta0, image, alphas)
+            w_new, chosen = ridge_primal(a_c, t_c, theta0, image, alphas)
         else:
             # Dual (more inputs than samples, e.g. a dense layer after a flatten):
             # W = W_kept + A^T (A A^T + lambda I)^-1 (T - A W_kept), the smallest change that fits.
-            w_new, chosen = _ridge_dual(a_c, t_c, theta0, image, alphas)
+            w_new, chosen = ridge_dual(a_c, t_c, theta0, image, alphas)
     except np.linalg.LinAlgError:
         return "least-squares system is singular"
     bias = t_mean - a_mean @ w_new
@@ -341,36 +294,11 @@ def _refit_layer(c: Consumer, plan: PruningPlan, weights: dict, new_weights: dic
     else:
         w_new_view = w_new
         offset = offset_const.astype(np.float64) + bias.reshape(1, -1)
-    w_leaf = _to_leaf(c, w_new_view, new_weights[c.leaf].shape).astype(dtype)
+    w_leaf = leaf_of_view(c, w_new_view, new_weights[c.leaf].shape).astype(dtype)
     stats = {"rel_error_before": float(np.linalg.norm(before)) / scale,
              "rel_error_after": float(np.linalg.norm(after)) / scale, "samples": int(a_mat.shape[0]),
              "alpha": chosen}
     return w_leaf, offset.astype(dtype), stats
-
-
-def _flatten_block(plan: PruningPlan, c: Consumer) -> int:
-    """``B`` when the dense layer's features are whole channels of a flatten, ``f = channel * B + p``.
-
-    Read from the dependency groups: every unit touching the layer's input holds ``B`` consecutive
-    features starting at a multiple of ``B``. 1 when not (plain features, or no such structure).
-    """
-    size = plan.deps.tensors[c.data].shape[1]
-    blocks = set()
-    for group in plan.deps.groups:
-        if c.data not in group.tensors:
-            continue
-        for unit in group.units:
-            idx = sorted(i for k, a, i in unit if k == c.data and a == 1)
-            if not idx:
-                continue
-            b = len(idx)
-            if idx[0] % b or idx != list(range(idx[0], idx[0] + b)):
-                return 1
-            blocks.add(b)
-    if len(blocks) != 1:
-        return 1
-    b = blocks.pop()
-    return b if b > 1 and size % b == 0 else 1
 
 
 def _refit_flattened(c: Consumer, plan: PruningPlan, weights: dict, new_weights: dict, x_orig: np.ndarray,
@@ -390,7 +318,7 @@ def _refit_flattened(c: Consumer, plan: PruningPlan, weights: dict, new_weights:
     deps = plan.deps
     kept_in_f, kept_out = plan.kept(c.data, 1), plan.kept(c.out, 1)
     kept_ch = kept_in_f[::block] // block
-    w_view = _view_of(c, weights[c.leaf], deps.tensors[c.weight].shape).astype(np.float64)[:, kept_out]  # [F, O]
+    w_view = view_of_leaf(c, weights[c.leaf], deps.tensors[c.weight].shape).astype(np.float64)[:, kept_out]  # [F, O]
     n, f = x_orig.shape
     channels = f // block
     xo = x_orig.astype(np.float64).reshape(n, channels, block)
@@ -401,7 +329,7 @@ def _refit_flattened(c: Consumer, plan: PruningPlan, weights: dict, new_weights:
     select = np.zeros((len(kept_ch), channels))
     select[np.arange(len(kept_ch)), kept_ch] = 1.0
     try:
-        a_map, chosen = _ridge_primal(a_c, t_c, select.copy(), np.arange(n * block) // block, alphas)  # [K, C]
+        a_map, chosen = ridge_primal(a_c, t_c, select.copy(), np.arange(n * block) // block, alphas)  # [K, C]
     except np.linalg.LinAlgError:
         return "least-squares system is singular"
     bias = mo - a_map.T @ mn  # [C, B]
@@ -415,7 +343,7 @@ def _refit_flattened(c: Consumer, plan: PruningPlan, weights: dict, new_weights:
     scale = float(np.linalg.norm(target)) or 1.0
     dtype = weights[c.leaf].dtype
     offset = offset_const.astype(np.float64) + b_out.reshape(1, -1)
-    w_leaf = _to_leaf(c, w_new, new_weights[c.leaf].shape).astype(dtype)
+    w_leaf = leaf_of_view(c, w_new, new_weights[c.leaf].shape).astype(dtype)
     stats = {"rel_error_before": float(np.linalg.norm(before)) / scale,
              "rel_error_after": float(np.linalg.norm(after)) / scale, "samples": int(a_c.shape[0]),
              "method": f"channel map shared by {block} positions", "alpha": chosen}
@@ -437,7 +365,7 @@ def _folds(image: np.ndarray, k: int = 4) -> list[np.ndarray]:
     return [np.isin(image, ids[f::k]) for f in range(k)]
 
 
-def _ridge_primal(a: np.ndarray, t: np.ndarray, theta0: np.ndarray, image: np.ndarray, alphas):
+def ridge_primal(a: np.ndarray, t: np.ndarray, theta0: np.ndarray, image: np.ndarray, alphas):
     """``argmin_W ||T - A W||^2 + lambda ||W - W0||^2``, ``lambda = alpha * tr(A^T A) / d``.
 
     With several ``alphas``, the one with the least error on held-out calibration inputs (k-fold by
@@ -475,10 +403,10 @@ def _ridge_primal(a: np.ndarray, t: np.ndarray, theta0: np.ndarray, image: np.nd
     return solver(gram, rhs)(best), float(best)
 
 
-def _ridge_dual(a: np.ndarray, t: np.ndarray, theta0: np.ndarray, image: np.ndarray, alphas, default: float = 0.1):
+def ridge_dual(a: np.ndarray, t: np.ndarray, theta0: np.ndarray, image: np.ndarray, alphas, default: float = 0.1):
     """The same ridge with more unknowns than samples: ``W = W0 + A^T (A A^T + lambda I)^-1 (T - A W0)``,
     ``lambda = alpha * tr(A A^T) / n``; ``alphas`` chosen by k-fold cross-validation over inputs as in
-    :func:`_ridge_primal` (a single given value: the historical 0.1 of the dual form is used)."""
+    :func:`ridge_primal` (a single given value: the historical 0.1 of the dual form is used)."""
     resid = t - a @ theta0
     kernel = a @ a.T
 
@@ -500,40 +428,3 @@ def _ridge_dual(a: np.ndarray, t: np.ndarray, theta0: np.ndarray, image: np.ndar
     if not np.isfinite(best):
         return theta0, float(best)
     return theta0 + a.T @ fit(np.arange(a.shape[0]), best), float(best)
-
-
-def measure_sensitivity(func: relax.Function, weights: dict, deps, config, sizes: dict[str, int], probe: float,
-                        evaluate: Evaluate, calibration: list, x_orig: dict, alpha) -> dict[str, float]:
-    """Per group: the output error when that group alone loses ``probe`` of its channels, recovered.
-
-    The recovery is fit on three quarters of the calibration inputs and the error measured on the
-    rest, ``sum ||y' - y||^2 / sum ||y||^2`` over the model's outputs: what the refit does on inputs it
-    has not seen (on its own fitting inputs it looks better than it is, most for the last layers).
-    """
-    from .rewrite import _keep_count, plan_pruning
-
-    held = list(range(len(calibration)))[3::4] or [len(calibration) - 1]
-    fit = [i for i in range(len(calibration)) if i not in held]
-    rows = {key: value.shape[0] // len(calibration) for key, value in x_orig.items()}
-    x_fit = {key: np.concatenate([value[i * rows[key]:(i + 1) * rows[key]] for i in fit])
-             for key, value in x_orig.items()}
-    held_inputs = [calibration[i] for i in held]
-    n_out = None
-    reference = []
-    for row in evaluate(func, weights, held_inputs):
-        n_out = n_out or len(row)
-        reference.append([np.asarray(r, np.float64) for r in row])
-    scale = sum(float((r ** 2).sum()) for row in reference for r in row) or 1.0
-    costs = {}
-    for name, n in sizes.items():
-        keep = _keep_count(n, probe, 0, config.round_to, False)
-        if keep >= n:
-            costs[name] = 0.0
-            continue
-        plan = plan_pruning(deps, weights, config, {}, x_fit, {name: keep})
-        new_func, new_weights, _ = prune_and_recover(func, weights, plan, evaluate, [calibration[i] for i in fit],
-                                                     True, alpha, x_orig=x_fit, upstream_unchanged=True)
-        out = evaluate(new_func, new_weights, held_inputs)
-        costs[name] = sum(float(((np.asarray(o, np.float64) - r) ** 2).sum())
-                          for got, want in zip(out, reference) for o, r in zip(got, want)) / scale
-    return costs

@@ -29,13 +29,11 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..transform.channel_affine import bound_constant, op_name
-
 from ..kernels.fixed_point import activation_qparams, quantize_weight_per_channel
+from ..relax_utils import bound_constant, op_name
+from ..transform.base import GraphPass, graph_pass
 
 ACTIVATIONS = ("relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.nn.prelu")
-
-
 
 
 @dataclass
@@ -188,6 +186,7 @@ class _Annotator(relax.PyExprMutator):
         # A chain whose output no other chain reads keeps a float output (detector heads, the
         # embedding): int8 there would only round what float ops consume next.
         self.consumed = {var for chain in plan.chains for var in chain.inputs}
+        self.annotated: dict[str, int] = {}
 
     def _qdq(self, value: relax.Expr, var: relax.Var) -> relax.Expr:
         params = activation_qparams(*self.ranges[var])
@@ -230,7 +229,7 @@ class _Annotator(relax.PyExprMutator):
 
     def _emit_chain(self, chain: QuantChain) -> relax.Expr:
         if chain.kind == "matmul" and chain.tail not in self.consumed:
-            # The classifier/embedding layer: weight-only int8 (see quantize_kernels.int8_weight_dense).
+            # The classifier/embedding layer: weight-only int8 (see kernels.int8_nchw.int8_weight_dense).
             inputs = [self.visit_expr(v) for v in chain.inputs]
         else:
             inputs = [self._qdq(self.visit_expr(v), v) for v in chain.inputs]
@@ -269,22 +268,37 @@ class _Annotator(relax.PyExprMutator):
             super().visit_var_binding_(binding)
             return
         new = self._emit_chain(chain)
+        self.annotated[chain.kind] = self.annotated.get(chain.kind, 0) + 1
         if not isinstance(binding.var, relax.DataflowVar):
             # A dataflow block output: the chain's last DataflowVar must not escape the block.
             new = self.builder_.emit_output(new)
         self.set_var_remap(binding.var, new)
 
 
-def quantize_annotate(plan: QuantPlan, ranges: dict, channel_means: dict | None = None) -> tvm.transform.Pass:
-    """The pass: insert calibrated QDQ around ``plan``'s chains in ``main`` (lossy, see module doc);
-    with ``channel_means`` (calibrated per-channel input means) the biases get bias correction."""
+@graph_pass("QuantizeAnnotate")
+class QuantizeAnnotate(GraphPass):
+    """Insert calibrated QDQ around ``plan``'s chains in ``main`` (lossy, see the module docstring);
+    with ``channel_means`` (calibrated per-channel input means) the biases get bias correction.
 
-    @tvm.transform.module_pass(opt_level=0, name="QuantizeAnnotate")
-    def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        annotator = _Annotator(mod, plan, ranges, channel_means)
-        gvar = mod.get_global_var("main")
-        annotator.builder_.update_func(gvar, annotator.visit_expr(mod["main"]))
-        mod = annotator.builder_.get()
+    After running, ``findings`` holds ``{"chains", "by_kind": {"conv2d" | "matmul" | "add": n}}``.
+    """
+
+    def __init__(self, plan: QuantPlan, ranges: dict, channel_means: dict | None = None):
+        super().__init__()
+        self.plan, self.ranges, self.channel_means = plan, ranges, channel_means
+
+    def new_findings(self) -> dict:
+        return {"chains": 0, "by_kind": {}}
+
+    def visits(self, gvar, func) -> bool:
+        return isinstance(func, relax.Function) and gvar.name_hint == "main"  # the plan's variables are main's
+
+    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> tvm.IRModule:
+        annotator = _Annotator(mod, self.plan, self.ranges, self.channel_means)
+        annotator.builder_.update_func(gvar, annotator.visit_expr(func))
+        self.findings["chains"] += sum(annotator.annotated.values())
+        self.findings["by_kind"].update(annotator.annotated)
+        return annotator.builder_.get()
+
+    def finish(self, mod: tvm.IRModule) -> tvm.IRModule:
         return relax.transform.DeadCodeElimination()(mod)
-
-    return transform

@@ -1,7 +1,8 @@
 """Calibration: run the float model on sample inputs and pick each activation's quantization range.
 
-The float Relax module is rewritten to also return the tensors to calibrate ("taps"), built for the
-host with edgetvm's own lowering and run on the TVM VM. Three range estimators:
+The float Relax module is rewritten to also return the tensors to calibrate ("taps") and run on the
+calibration samples by the ``evaluate`` the caller passes (``edgetvm.host.run_on_host``: edgetvm's
+own lowering for the host, on the TVM VM). Three range estimators:
 
 * ``minmax``: ``[min x, max x]`` over all samples (no clipping, largest rounding step).
 * ``percentile``: the 0.01 % / 99.99 % percentiles (``percentile=99.99``): clips rare outliers.
@@ -23,6 +24,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ..data import read_samples
 from ..errors import InputError
 
 MODES = ("minmax", "percentile", "entropy")
@@ -48,7 +50,7 @@ class RangeObserver:
         if flat.size == 0:
             return
         if value.ndim >= 2:
-            # Per-channel (axis 1) sums: the means feed the bias correction of quantize_annotate.
+            # Per-channel (axis 1) sums: the means feed the bias correction of annotate.py.
             moved = np.moveaxis(value, 1, 0).reshape(value.shape[1], -1)
             self.channel_sum = moved.sum(axis=1, dtype=np.float64) + (0 if self.channel_sum is None else self.channel_sum)
             self.channel_count += moved.shape[1]
@@ -146,107 +148,39 @@ def with_taps(mod: tvm.IRModule, taps: list[relax.Var]) -> tvm.IRModule:
 
 
 def calibration_arrays(calibration, inputs) -> list[list[np.ndarray]]:
-    """Calibration inputs as one list of input arrays per sample.
+    """Calibration inputs as one list of input arrays per sample (``edgetvm.data.read_samples``).
 
-    Accepts arrays shaped like the model's (single) input or a batch of them stacked on a new
-    leading axis, dicts name -> array, ``.npy`` paths, and images (paths or HxWx3 uint8 arrays),
-    which are resized to the input's spatial size and laid out as NCHW RGB 0..255 float32.
+    Arrays shaped like the model's (single) input or a batch of them stacked on a new leading
+    axis, dicts name -> array, ``.npy`` paths, a directory of them, and images (paths or HxWx3
+    uint8 arrays), resized (bicubic) to the input's spatial size as RGB 0..255 float32. No cap:
+    the observers keep at most ``SAMPLES_PER_TENSOR`` values per tensor and sample.
     """
-    from pathlib import Path
-
     if calibration is None:
         raise InputError("quantize='int8' on a float model needs calibration inputs: pass calibration=[arrays or "
                          "image paths] (CLI: --calib DIR of .npy files or images)")
-    if isinstance(calibration, (str, Path)) and Path(calibration).is_dir():
-        files = sorted(p for p in Path(calibration).iterdir()
-                       if p.suffix.lower() in (".npy", ".png", ".jpg", ".jpeg", ".bmp"))
-        if not files:
-            raise InputError(f"{calibration}: no .npy or image files to calibrate with")
-        calibration = files
-    if isinstance(calibration, np.ndarray):
-        calibration = [calibration]
-    spec = inputs[0]
-    samples = []
-    for item in calibration:
-        if isinstance(item, dict):
-            samples.append([np.asarray(item[t.name], dtype=t.dtype) for t in inputs])
-            continue
-        if isinstance(item, (str, Path)):
-            path = Path(item)
-            if path.suffix.lower() == ".npy":
-                item = np.load(path, allow_pickle=False)
-            else:
-                item = _read_image(path)
-        arr = np.asarray(item)
-        if len(inputs) != 1:
-            raise InputError(f"the model has {len(inputs)} inputs: give calibration samples as dicts name -> array")
-        if arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.dtype == np.uint8:
-            arr = _image_to_input(arr, spec.shape)
-        if tuple(arr.shape) == tuple(spec.shape):
-            samples.append([arr.astype(spec.dtype)])
-        elif tuple(arr.shape[1:]) == tuple(spec.shape[1:]):
-            samples.extend([[a[None].astype(spec.dtype)] for a in arr])
-        elif tuple(arr.shape) == tuple(spec.shape[1:]):
-            samples.append([arr[None].astype(spec.dtype)])
-        else:
-            raise InputError(f"calibration sample of shape {arr.shape} does not match input {spec.name} {spec.shape}")
-    if not samples:
-        raise InputError("calibration is empty: give at least one sample")
-    return samples
-
-
-def _read_image(path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the calibration image ({exc})") from None
-
-
-def _image_to_input(image: np.ndarray, shape) -> np.ndarray:
-    from PIL import Image
-
-    if len(shape) != 4:
-        raise InputError(f"an image cannot feed an input of shape {shape}; give arrays instead")
-    channels_first = shape[1] in (1, 3)
-    height, width = (shape[2], shape[3]) if channels_first else (shape[1], shape[2])
-    resized = np.asarray(Image.fromarray(image.squeeze() if image.shape[-1] == 1 else image).resize((width, height)),
-                         dtype=np.float32)
-    if resized.ndim == 2:
-        resized = resized[..., None]
-    return (resized.transpose(2, 0, 1) if channels_first else resized)[None]
+    return read_samples(calibration, inputs, resample="bicubic")
 
 
 def collect_ranges(mod: tvm.IRModule, taps: list[relax.Var], samples: list[list[np.ndarray]],
                    mode: str = "minmax", percentile: float = 99.99, seed: int = 0,
                    channel_means: dict | None = None,
-                   channel_ranges: dict | None = None) -> dict[relax.Var, tuple[float, float]]:
-    """Run the float ``mod`` on every sample on the host and return ``tap -> (lo, hi)``;
+                   channel_ranges: dict | None = None, *, evaluate) -> dict[relax.Var, tuple[float, float]]:
+    """Run the float ``mod`` on every sample and return ``tap -> (lo, hi)``;
     ``channel_means`` (optional) receives ``tap -> mean over everything but axis 1``,
-    ``channel_ranges`` (optional) ``tap -> (lo[C], hi[C])`` per channel (axis 1)."""
+    ``channel_ranges`` (optional) ``tap -> (lo[C], hi[C])`` per channel (axis 1).
+
+    ``evaluate(mod, samples)`` yields every output of ``mod`` per sample (``edgetvm.host.run_on_host``,
+    which ``edgetvm.api`` hands down: built for the host and run on the TVM VM).
+    """
     if mode not in MODES:
         raise InputError(f"calibration_mode {mode!r}: choose one of {', '.join(MODES)}")
-    from ..backends.vm import build_vm
-    from ..schedules import lower
-    from ..targets import resolve_target
-
-    host = resolve_target("host")
-    tapped = with_taps(mod, taps)
-    lowered = lower.legalize_and_fuse(tapped, host)
-    if hasattr(lower, "schedule_kernels"):
-        lowered = lower.schedule_kernels(lowered, host)
-    vm = relax.VirtualMachine(build_vm(lowered, host), tvm.cpu())
     observers = [RangeObserver() for _ in taps]
     rng = np.random.default_rng(seed)
-    for arrays in samples:
-        result = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
+    for values in evaluate(with_taps(mod, taps), samples):
         # The taps are the last ``len(taps)`` fields, whatever the model's own outputs look like.
-        values = list(result)
         values = values[len(values) - len(taps):]
         for observer, value in zip(observers, values):
-            observer.update(value.numpy(), rng, keep_samples=mode != "minmax")
+            observer.update(value, rng, keep_samples=mode != "minmax")
     if channel_means is not None:
         for tap, observer in zip(taps, observers):
             if observer.channel_sum is not None:

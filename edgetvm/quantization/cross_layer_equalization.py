@@ -39,7 +39,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..transform.channel_affine import bound_constant, op_name
+from ..relax_utils import bound_constant, op_name
+from ..transform.base import GraphPass, graph_pass
 from .annotate import QuantChain, plan_quantization
 
 HOMOGENEOUS = ("relax.nn.relu", "relax.nn.leakyrelu", "relax.nn.prelu")
@@ -153,35 +154,47 @@ class _Rescaler(relax.PyExprMutator):
         self.builder_.emit_normalized(relax.VarBinding(binding.var, new_call))
 
 
-def cross_layer_equalization(plan: EqualizationPlan, channel_ranges: dict,
-                             alpha: float = 0.5) -> tuple[tvm.transform.Pass, list[dict]]:
-    """The pass rescaling ``plan``'s pairs with ``channel_ranges`` (tensor -> (lo[C], hi[C]), from
-    calibration), and a report row per pair (the channel range spread before and after), filled
-    when the pass runs. ``plan`` and the ranges refer to the vars of the module the plan was made
-    on: run the pass on that module."""
-    edits: dict = {}
-    report: list[dict] = []
+@graph_pass("CrossLayerEqualization")
+class CrossLayerEqualization(GraphPass):
+    """Rescale ``plan``'s pairs with ``channel_ranges`` (tensor -> (lo[C], hi[C]), from calibration);
+    exact in float, see the module docstring. ``plan`` and the ranges refer to the vars of the module
+    the plan was made on: run the pass on that module.
 
-    def current(var, index, call):
-        return edits.setdefault(var, {}).setdefault(index, bound_constant(call.args[index]).astype(np.float64))
+    After running, ``findings`` holds ``{"pairs", "equalized": [{"tensor", "consumer", "depthwise",
+    "narrowest_channel_before", "narrowest_channel_after"}]}``: a row per rescaled pair, with the
+    narrowest channel range relative to the widest before and after.
+    """
 
-    bindings: dict = {}
+    def __init__(self, plan: EqualizationPlan, channel_ranges: dict, alpha: float = 0.5):
+        super().__init__()
+        self.plan, self.channel_ranges, self.alpha = plan, channel_ranges, alpha
 
-    def find_binding(func, target):
-        if not bindings:
-            for block in func.body.blocks:
-                for binding in block.bindings:
-                    bindings[binding.var] = binding.value
-        return bindings[target]
+    def new_findings(self) -> dict:
+        return {"pairs": 0, "equalized": []}
 
-    def prepare(func: relax.Function) -> None:
-        for pair in plan.pairs:
-            if pair.tensor not in channel_ranges:
+    def visits(self, gvar, func) -> bool:
+        return isinstance(func, relax.Function) and gvar.name_hint == "main"  # the plan's variables are main's
+
+    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> tvm.IRModule:
+        rescaler = _Rescaler(mod, self._edits(func))
+        rescaler.builder_.update_func(gvar, rescaler.visit_expr(func))
+        return rescaler.builder_.get()
+
+    def _edits(self, func: relax.Function) -> dict:
+        """binding var -> {argument index: rescaled constant}; every run starts from the module's own
+        constants (running the pass twice is not scaling twice)."""
+        edits: dict = {}
+        bindings = {binding.var: binding.value for block in func.body.blocks for binding in block.bindings}
+
+        def current(var, index, call):
+            return edits.setdefault(var, {}).setdefault(index, bound_constant(call.args[index]).astype(np.float64))
+
+        for pair in self.plan.pairs:
+            if pair.tensor not in self.channel_ranges:
                 continue
-            lo, hi = (np.asarray(v, dtype=np.float64) for v in channel_ranges[pair.tensor])
-            consumer_call = find_binding(func, pair.consumer)
-            w2 = current(pair.consumer, 1, consumer_call)
-            scales = equalization_scales(pair, lo, hi, w2, alpha)
+            lo, hi = (np.asarray(v, dtype=np.float64) for v in self.channel_ranges[pair.tensor])
+            w2 = current(pair.consumer, 1, bindings[pair.consumer])
+            scales = equalization_scales(pair, lo, hi, w2, self.alpha)
             chain = pair.producer
             if chain.batch_norm is not None:
                 bn_var = next(v for v, val in bindings.items() if val.same_as(chain.batch_norm))
@@ -203,27 +216,15 @@ def cross_layer_equalization(plan: EqualizationPlan, channel_ranges: dict,
                 w2 *= scales.reshape([1, -1] + [1] * (w2.ndim - 2))
             span = np.maximum(hi, 0.0) - np.minimum(lo, 0.0)
             live = span > 0
-            report.append({
+            self.findings["pairs"] += 1
+            self.findings["equalized"].append({
                 "tensor": str(pair.tensor.name), "consumer": str(pair.consumer.name),
                 "depthwise": pair.depthwise,
                 "narrowest_channel_before": float(span[live].min() / span.max()) if live.any() else 1.0,
                 "narrowest_channel_after": float((span / scales)[live].min() / (span / scales).max())
                 if live.any() else 1.0,
             })
-
-    @tvm.transform.module_pass(opt_level=0, name="CrossLayerEqualization")
-    def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        # Every run starts from the module's own constants (running the pass twice is not scaling twice).
-        edits.clear()
-        report.clear()
-        bindings.clear()
-        func = mod["main"]
-        prepare(func)
-        rescaler = _Rescaler(mod, edits)
-        rescaler.builder_.update_func(mod.get_global_var("main"), rescaler.visit_expr(func))
-        return rescaler.builder_.get()
-
-    return transform, report
+        return edits
 
 
 def _bias_binding(bindings: dict, anchor_var: relax.Var) -> tuple[relax.Var, int]:

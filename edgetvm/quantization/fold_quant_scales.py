@@ -3,7 +3,7 @@
 Rules (each applies to a ``quantize`` whose producers, followed back, have one use each):
 
 ``conv2d``: ``quantize(act(conv2d(dequantize(q_x), dequantize(W_q)) + b), s_y, z_y)`` becomes one
-  kernel (``quantize_kernels.int8_conv2d_requantize``): int8 conv padded with ``z_x``, int32 bias
+  kernel (``kernels.int8_nchw.int8_conv2d_requantize``): int8 conv padded with ``z_x``, int32 bias
   ``round(b / (s_x s_w)) - z_x sum W_q``, requantize with the per-channel fixed-point multiplier
   ``M = s_x s_w / s_y`` and the activation folded in: ReLU/Clip into the final clamp, LeakyReLU
   and PReLU into a second multiplier ``alpha M`` for negative accumulators.
@@ -13,7 +13,7 @@ Rules (each applies to a ``quantize`` whose producers, followed back, have one u
   else one rescale ``z2 + (s1/s2)(q - z1)``: consecutive scales fold into one.
 
 Layout: a conv2d whose activations are int8 and weights in [-127, 127] (int8 x int8 products in
-pairs fit int16) gets a channels-last kernel (``quantize_kernels_nhwc``): 1x1 stride 1 with
+pairs fit int16) gets a channels-last kernel (``kernels.int8_nhwc``): 1x1 stride 1 with
 ``C % 16 == 0`` a GEMM, other dense convolutions im2col + the GEMM, depthwise with ``C % 8 == 0``
 its own; an ADD next to one of them too. Their inputs and outputs are NHWC, with ``permute_dims``
 back to NCHW for every other consumer; a kernel reading a channels-last kernel's output takes the
@@ -34,43 +34,43 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..transform.channel_affine import bound_constant, op_name
-
 from ..kernels.fixed_point import quantize_multiplier, quantize_multipliers
 from ..kernels.int8_nhwc import (DEPTHWISE_LANES, GEMM_CHANNELS, GEMM_DEPTH, im2col_depth, make_kernel,
                                    pack_epilogue, pack_gemm_weights)
 from ..kernels.int8_nchw import (int8_add_requantize, int8_conv2d_dequantize, int8_conv2d_requantize,
                                int8_dense_dequantize, int8_dense_requantize, int8_requantize_tensor,
                                int8_weight_dense)
+from ..relax_utils import bound_constant, op_name, scalar_constant
+from ..transform.base import GraphPass, graph_pass
 
 # FuseOps must leave the integer kernels whole: edgetvm.schedules.int8 schedules them as written.
 OPAQUE_PATTERN = 8
 KERNEL_ATTRS = {"op_pattern": OPAQUE_PATTERN}
-# NCHW <-> NHWC: the channels-last kernels (quantize_kernels_nhwc) take and give NHWC tensors.
+# NCHW <-> NHWC: the channels-last kernels (kernels.int8_nhwc) take and give NHWC tensors.
 TO_NHWC = [0, 2, 3, 1]
 TO_NCHW = [0, 3, 1, 2]
 # Largest im2col matrix (bytes, int8) a dense KxK convolution may build; larger ones keep the NCHW kernel.
 IM2COL_MAX_BYTES = 8 << 20
 
 
-
-
-def _scalar(expr) -> float | None:
-    value = bound_constant(expr)
-    if value is None or value.size != 1:
-        return None
-    return value.reshape(-1)[0].item()
-
-
 @dataclass
 class FoldReport:
+    """What one run folded, by kernel kind, and why each quantize it did not fold stayed float."""
+
     kernels: dict[str, int] = field(default_factory=dict)
     declined: list[str] = field(default_factory=list)
-    # Of those, the ones computed by channels-last kernels (quantize_kernels_nhwc), by kernel kind.
+    # Of those, the ones computed by channels-last kernels (kernels.int8_nhwc), by kernel kind.
     channels_last: dict[str, int] = field(default_factory=dict)
+    # The output variable of each declined quantize, in the order of ``declined``.
+    declined_at: list[str] = field(default_factory=list)
 
     def count(self, kind: str) -> None:
         self.kernels[kind] = self.kernels.get(kind, 0) + 1
+
+    def to_findings(self) -> dict:
+        return {"folded": sum(self.kernels.values()), "kernels": dict(self.kernels),
+                "channels_last": dict(self.channels_last),
+                "declined": [{"quantize": at, "reason": why} for at, why in zip(self.declined_at, self.declined)]}
 
 
 class _Decline(Exception):
@@ -126,7 +126,7 @@ class _Folder(relax.PyExprMutator):
         call = self._producer(expr, single_use=False)
         if op_name(call) != "relax.dequantize":
             raise _Decline(f"input is {op_name(call) or type(call).__name__}, not dequantize")
-        scale, zero = _scalar(call.args[1]), _scalar(call.args[2])
+        scale, zero = scalar_constant(call.args[1]), scalar_constant(call.args[2])
         if scale is None or zero is None:
             raise _Decline("activation dequantize is not per-tensor with constant parameters")
         data = call.args[0]
@@ -320,7 +320,7 @@ class _Folder(relax.PyExprMutator):
 
     def _fold_linear(self, call: relax.Call):
         """conv2d / matmul chain ending in ``call`` (a quantize)."""
-        y_scale, y_zero = _scalar(call.args[1]), _scalar(call.args[2])
+        y_scale, y_zero = scalar_constant(call.args[1]), scalar_constant(call.args[2])
         if y_scale is None or y_zero is None:
             raise _Decline("output quantize is not per-tensor")
         out_dtype = str(call.attrs.out_dtype)
@@ -432,7 +432,7 @@ class _Folder(relax.PyExprMutator):
             pair_products=m["pair"], primfunc_name_hint="int8_dense_float", primfunc_attrs=KERNEL_ATTRS)
 
     def _fold_add(self, call: relax.Call):
-        y_scale, y_zero = _scalar(call.args[1]), _scalar(call.args[2])
+        y_scale, y_zero = scalar_constant(call.args[1]), scalar_constant(call.args[2])
         if y_scale is None or y_zero is None:
             raise _Decline("output quantize is not per-tensor")
         inner, act, payload = self._activation(call.args[0])
@@ -466,7 +466,7 @@ class _Folder(relax.PyExprMutator):
                                      primfunc_name_hint="int8_add", primfunc_attrs=KERNEL_ATTRS)
 
     def _fold_requantize(self, call: relax.Call):
-        y_scale, y_zero = _scalar(call.args[1]), _scalar(call.args[2])
+        y_scale, y_zero = scalar_constant(call.args[1]), scalar_constant(call.args[2])
         if y_scale is None or y_zero is None:
             raise _Decline("output quantize is not per-tensor")
         q, scale, zero = self._dequantize_tensor(call.args[0])
@@ -496,6 +496,7 @@ class _Folder(relax.PyExprMutator):
                 except _Decline as why:
                     reasons.append(f"{rule.__name__[6:]}: {why}")
             self.report.declined.append("; ".join(reasons))
+            self.report.declined_at.append(str(self._binding_var.name) if self._binding_var is not None else "?")
         elif name in ("relax.nn.conv2d", "relax.matmul", "relax.add"):
             for rule in (self._fold_linear_float_output, self._fold_weight_only_dense):
                 try:
@@ -505,26 +506,27 @@ class _Folder(relax.PyExprMutator):
         return super().visit_call_(call)
 
 
-class FoldQuantScales:
-    """The pass object: ``FoldQuantScales()(mod)``; ``.report`` holds what it folded and declined."""
+@graph_pass("FoldQuantScales")
+class FoldQuantScales(GraphPass):
+    """QDQ chains -> integer kernels (see the module docstring): ``FoldQuantScales()(mod)``.
+
+    After running, ``report`` (a :class:`FoldReport`) holds what it folded and declined, and
+    ``findings`` the same as ``{"folded", "kernels", "channels_last", "declined": [{"quantize", "reason"}]}``.
+    """
 
     def __init__(self):
+        super().__init__()
         self.report = FoldReport()
 
-    def __call__(self, mod: tvm.IRModule) -> tvm.IRModule:
-        return self.as_pass()(mod)
+    def new_findings(self) -> dict:
+        self.report = FoldReport()
+        return self.report.to_findings()
 
-    def as_pass(self) -> tvm.transform.Pass:
-        report = self.report
+    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> tvm.IRModule:
+        folder = _Folder(mod, func, self.report)
+        folder.builder_.update_func(gvar, folder.visit_expr(func))
+        return folder.builder_.get()
 
-        @tvm.transform.module_pass(opt_level=0, name="FoldQuantScales")
-        def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-            for gvar, func in list(mod.functions.items()):
-                if not isinstance(func, relax.Function):
-                    continue
-                folder = _Folder(mod, func, report)
-                folder.builder_.update_func(gvar, folder.visit_expr(func))
-                mod = folder.builder_.get()
-            return relax.transform.DeadCodeElimination()(mod)
-
-        return transform
+    def finish(self, mod: tvm.IRModule) -> tvm.IRModule:
+        self.findings = self.report.to_findings()
+        return relax.transform.DeadCodeElimination()(mod)

@@ -23,10 +23,12 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ..errors import InputError
+from ..relax_utils import is_tensor_constant, op_name
 from .calibrate import calibration_arrays, collect_ranges
-from .cross_layer_equalization import cross_layer_equalization, plan_equalization
+from .cross_layer_equalization import CrossLayerEqualization, plan_equalization
 from .fold_quant_scales import FoldQuantScales
-from .annotate import plan_quantization, quantize_annotate
+from .annotate import QuantizeAnnotate, plan_quantization
 
 SCHEMES = ("int8",)
 
@@ -37,8 +39,7 @@ def constant_bytes(mod: tvm.IRModule) -> dict[str, int]:
     seen: list = []
 
     def visit(expr):
-        if isinstance(expr, tvm.ir.Constant) and isinstance(expr.value, tvm.runtime.Tensor) \
-                and not any(expr.same_as(other) for other in seen):
+        if is_tensor_constant(expr) and not any(expr.same_as(other) for other in seen):
             seen.append(expr)
             arr = expr.value
             sizes[str(arr.dtype)] += int(np.prod(arr.shape)) * tvm.runtime.DataType(str(arr.dtype)).bits // 8
@@ -55,14 +56,12 @@ def float_ops(mod: tvm.IRModule) -> dict[str, int]:
     func = mod["main"]
     for block in func.body.blocks:
         for binding in block.bindings:
-            value = binding.value
-            if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-                name = value.op.name
-                if name in ("relax.quantize", "relax.dequantize", "relax.call_tir"):  # call_tir: int8 kernels
-                    continue
-                ty = binding.var.ty
-                if isinstance(ty, relax.TensorType) and str(ty.dtype).startswith("float"):
-                    ops[name.removeprefix("relax.")] += 1
+            name = op_name(binding.value)
+            if name is None or name in ("relax.quantize", "relax.dequantize", "relax.call_tir"):  # call_tir: int8 kernels
+                continue
+            ty = binding.var.ty
+            if isinstance(ty, relax.TensorType) and str(ty.dtype).startswith("float"):
+                ops[name.removeprefix("relax.")] += 1
     return dict(ops)
 
 
@@ -86,11 +85,10 @@ def has_qdq(mod: tvm.IRModule) -> bool:
     found = []
 
     def visit(expr):
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-            # A quantize, or a dequantize of an integer activation (ConvInteger's inputs).
-            if expr.op.name == "relax.quantize" or (
-                    expr.op.name == "relax.dequantize" and not isinstance(expr.args[0], tvm.ir.Constant)):
-                found.append(expr)
+        # A quantize, or a dequantize of an integer activation (ConvInteger's inputs).
+        name = op_name(expr)
+        if name == "relax.quantize" or (name == "relax.dequantize" and not isinstance(expr.args[0], tvm.ir.Constant)):
+            found.append(expr)
 
     relax.analysis.post_order_visit(mod["main"], visit)
     return bool(found)
@@ -99,15 +97,14 @@ def has_qdq(mod: tvm.IRModule) -> bool:
 OPTIONS = ("equalize", "keep_float", "percentile")
 
 
-def quantize_model(mod: tvm.IRModule, inputs, scheme: str = "int8", calibration=None, mode: str = "minmax",
-                   **options) -> tuple[tvm.IRModule, dict]:
+def quantize_model(mod: tvm.IRModule, inputs, scheme: str = "int8", calibration=None, mode: str = "minmax", *,
+                   evaluate, **options) -> tuple[tvm.IRModule, dict]:
     """``edgetvm.compile(quantize=...)``: fold a QDQ model as it is, or calibrate a float one.
 
-    ``options`` (``compile(quantize_options=...)``): ``equalize``, ``keep_float``, ``percentile``,
-    see :func:`quantize_int8`.
+    ``evaluate(mod, samples)`` runs a float module on the calibration samples (``edgetvm.host.run_on_host``,
+    see :func:`~.calibrate.collect_ranges`). ``options`` (``compile(quantize_options=...)``):
+    ``equalize``, ``keep_float``, ``percentile``, see :func:`quantize_int8`.
     """
-    from ..errors import InputError
-
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise InputError(f"quantize_options {', '.join(unknown)}: the options are {', '.join(OPTIONS)}")
@@ -117,18 +114,19 @@ def quantize_model(mod: tvm.IRModule, inputs, scheme: str = "int8", calibration=
         mod, report = fold_qdq(mod)
         report["calibration_mode"] = "none: the model carries its own quantization parameters (QDQ)"
         return mod, report
-    return quantize_int8(mod, inputs, calibration, mode, **options)
+    return quantize_int8(mod, inputs, calibration, mode, evaluate=evaluate, **options)
 
 
-def equalize_channels(mod: tvm.IRModule, samples: list[list[np.ndarray]]) -> tuple[tvm.IRModule, dict]:
+def equalize_channels(mod: tvm.IRModule, samples: list[list[np.ndarray]], *, evaluate) -> tuple[tvm.IRModule, dict]:
     """Cross-layer equalization of ``mod`` from per-channel ranges calibrated on ``samples``."""
     plan = plan_equalization(mod["main"])
     if not plan.pairs:
         return mod, {"pairs": 0, "declined": plan.declined[:50]}
     channel_ranges: dict = {}
-    collect_ranges(mod, plan.tensors(), samples, "minmax", channel_ranges=channel_ranges)
-    rescale, rows = cross_layer_equalization(plan, channel_ranges)
+    collect_ranges(mod, plan.tensors(), samples, "minmax", channel_ranges=channel_ranges, evaluate=evaluate)
+    rescale = CrossLayerEqualization(plan, channel_ranges)
     mod = rescale(mod)
+    rows = rescale.findings["equalized"]
     return mod, {
         "pairs": len(rows),
         "depthwise_pairs": sum(row["depthwise"] for row in rows),
@@ -154,8 +152,7 @@ def _reads_pixels(chain, func: relax.Function) -> bool:
     # Through in-graph normalisation ((x - mean) * scale, as SFace's) back to the parameter.
     while var in bindings:
         value = bindings[var]
-        if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name in
-                ("relax.subtract", "relax.add", "relax.multiply", "relax.divide")):
+        if op_name(value) not in ("relax.subtract", "relax.add", "relax.multiply", "relax.divide"):
             return False
         variables = [a for a in value.args if not isinstance(a, tvm.ir.Constant)]
         if len(variables) != 1:
@@ -171,24 +168,23 @@ def _chain_names(chain) -> set[str]:
 
 
 def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
-                  percentile: float = 99.99, *, equalize: bool = True,
+                  percentile: float = 99.99, *, evaluate, equalize: bool = True,
                   keep_float: list[str] | tuple[str, ...] | None = None) -> tuple[tvm.IRModule, dict]:
     """Calibrate ``mod`` (float) on ``calibration`` and return its int8 version plus a report.
 
     ``inputs``: the model's input TensorSpecs (to read calibration images/arrays against).
+    ``evaluate``: runs the float module on the samples (see :func:`~.calibrate.collect_ranges`).
     ``equalize``: cross-layer equalization first (exact in float; see cross_layer_equalization.py).
     ``keep_float``: names of chains (their output tensor, as ``report["chains_quantized"]`` lists
     them) left in float; None (the default) keeps the conv reading the image input float, ``[]``
     quantizes every chain. The report lists what stayed float under ``kept_float`` with the reason.
     """
-    from ..errors import InputError
-
     samples = calibration_arrays(calibration, inputs)
     weights_fp32 = sum(constant_bytes(mod).values())
     mod = relax.transform.FoldConstant()(mod)
     equalization = {"pairs": 0, "declined": ["equalize=False"]}
     if equalize:
-        mod, equalization = equalize_channels(mod, samples)
+        mod, equalization = equalize_channels(mod, samples, evaluate=evaluate)
     plan = plan_quantization(mod["main"])
     if keep_float is None:
         kept = [chain for chain in plan.chains if _reads_pixels(chain, mod["main"])]
@@ -206,8 +202,9 @@ def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
     plan.chains = [chain for chain in plan.chains if chain not in kept]
     kept_float = [f"{chain.tail.name}: {chain.kind} kept float, {why}" for chain in kept]
     means: dict = {}
-    ranges = collect_ranges(mod, plan.tensors_to_calibrate(), samples, mode, percentile, channel_means=means)
-    mod = quantize_annotate(plan, ranges, means)(mod)
+    ranges = collect_ranges(mod, plan.tensors_to_calibrate(), samples, mode, percentile, channel_means=means,
+                            evaluate=evaluate)
+    mod = QuantizeAnnotate(plan, ranges, means)(mod)
     mod, report = fold_qdq(mod)
     report.update({
         "scheme": "int8: activations per-tensor asymmetric int8, weights per-channel symmetric int8, int32 bias",

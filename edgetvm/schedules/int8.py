@@ -1,6 +1,6 @@
 """Schedules of the integer kernels that ``passes.fold_quant_scales`` emits.
 
-The channels-last kernels (``passes.quantize_kernels_nhwc``: 1x1, im2col and depthwise convolution,
+The channels-last kernels (``kernels.int8_nhwc``: 1x1, im2col and depthwise convolution,
 residual ADD) are written loop by loop already; they carry their recipe in a func attr and are
 written again here for the target: on ARM with the NEON microkernel (``vmull.s8``/``vmlal.s8``/
 ``vpadal.s16``, ``vqrdmulh`` requantize), with parallel outer loops when threads are wanted.
@@ -138,7 +138,7 @@ def _schedule_elementwise(sch: s_tir.Schedule, names: set[str], lanes: int, para
 
 
 def kernel_isa(target: ResolvedTarget) -> str:
-    """The instruction set the channels-last kernels are written for (``quantize_kernels_nhwc``)."""
+    """The instruction set the channels-last kernels are written for (``kernels.int8_nhwc``)."""
     if target.is_arm:
         return "neon"
     if codegen.target_has_features("avx2", target.tvm_target):

@@ -16,7 +16,7 @@ from tvm import relax, tirx
 from ..targets import ResolvedTarget
 from .cpu import CpuScheduleConfig, schedule_kernel
 from ..transform.arm_quantize import legalize_quantize
-from ..transform.const_fold import fold_constants_with_numpy
+from ..transform.const_fold import FoldConstantsWithNumpy
 from ..transform.layout import channels_last
 
 # Vector registers of the float unit: 16 q registers on ARMv7 NEON, 16 ymm with AVX2, 32 zmm with
@@ -53,7 +53,7 @@ def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget) -> tvm.IRModule
             relax.transform.DeadCodeElimination(),
             channels_last(),
             # The weights' layout change (OIHW -> HWIO) and bias reshapes become plain constants.
-            fold_constants_with_numpy,
+            FoldConstantsWithNumpy(),
             relax.transform.DeadCodeElimination(),
             # ARMv7 NEON cannot vectorize TVM's round(): quantize gets a rounding it can.
             relax.transform.LegalizeOps({"relax.quantize": legalize_quantize} if target.is_arm else None),

@@ -1,7 +1,12 @@
-"""Graph passes (IRModule -> IRModule), one per file, each exact within float rounding."""
+"""Graph passes (IRModule -> IRModule), one per file, each exact within float rounding, all on the
+one protocol of ``base.py`` (a ``tvm.transform.Pass`` with ``findings``)."""
 
+from .base import GraphPass, collect_findings, graph_pass
+from .const_fold import FoldConstantsWithNumpy
 from .fold_batch_norm import FoldBatchNorm
 from .fold_scale_shift import FoldScaleShift
+from .layout import LayoutFriendlyActivations
 from .prelu_to_leaky_relu import PReLUToLeakyReLU
 
-__all__ = ["FoldBatchNorm", "FoldScaleShift", "PReLUToLeakyReLU"]
+__all__ = ["FoldBatchNorm", "FoldConstantsWithNumpy", "FoldScaleShift", "GraphPass", "LayoutFriendlyActivations",
+           "PReLUToLeakyReLU", "collect_findings", "graph_pass"]

@@ -12,9 +12,9 @@ This is the weight side of Jacob et al. 2018 ("Quantization and Training of Neur
 Efficient Integer-Arithmetic-Only Inference", section 3.2, batch-norm folding), without the
 quantization.
 
-This module holds what the folding passes share: reading compile-time constants through the
-reshapes the ONNX frontend puts on weights, the live-use count of every binding, the description
-of a linear producer, and emitting the folded ``conv2d + add(bias)``. The passes themselves
+This module holds what the folding passes share: the live-use count of every binding, the
+description of a linear producer, and emitting the folded ``conv2d + add(bias)`` (constants, shapes
+and op names are read with :mod:`edgetvm.relax_utils`). The passes themselves
 (``fold_batch_norm.py``, ``fold_scale_shift.py``) decide *when* a fold is exact.
 """
 
@@ -23,74 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import tvm
 from tvm import relax
 
-# Ops that only move or relabel a constant's elements: their value at compile time is numpy's.
-_RESHAPE_LIKE = {"relax.reshape", "relax.expand_dims", "relax.squeeze", "relax.flatten"}
-
-
-def op_name(expr) -> str | None:
-    """``"relax.nn.conv2d"`` for a call of that op, else None."""
-    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-        return str(expr.op.name)
-    return None
-
-
-def short_op(expr) -> str:
-    """How a reason names the op that produced a value: ``R.nn.relu``, or what the value is."""
-    name = op_name(expr)
-    if name is not None:
-        return "R." + name[len("relax."):]
-    if isinstance(expr, relax.TupleGetItem):
-        return f"item {expr.index} of {short_op(expr.tuple_value)}"
-    return type(expr).__name__
-
-
-def bound_constant(expr) -> np.ndarray | None:
-    """The value of ``expr`` if it is itself a bound constant (no look-through, unlike constant_value)."""
-    if isinstance(expr, tvm.ir.Constant) and isinstance(expr.value, tvm.runtime.Tensor):
-        return expr.value.numpy()
-    return None
-
-
-def constant_value(expr, var2val) -> np.ndarray | None:
-    """The value of ``expr`` at compile time, if it is a constant seen through reshapes, transposes
-    and casts (fp16 weights of TFLite models reach float32 convs through ``astype``)."""
-    seen = 0
-    while isinstance(expr, relax.Var) and expr in var2val and seen < 64:
-        expr, seen = var2val[expr], seen + 1
-    if isinstance(expr, tvm.ir.Constant):
-        return expr.value.numpy()
-    name = op_name(expr)
-    if name == "relax.astype":
-        inner = constant_value(expr.args[0], var2val)
-        return None if inner is None else inner.astype(str(expr.ty.dtype))
-    if name in _RESHAPE_LIKE or name == "relax.permute_dims":
-        inner = constant_value(expr.args[0], var2val)
-        if inner is None:
-            return None
-        if name == "relax.permute_dims":
-            axes = expr.attrs.axes
-            inner = np.transpose(inner, None if axes is None else [int(a) for a in axes])
-        shape = static_shape(expr)
-        return None if shape is None else inner.reshape(shape)
-    return None
-
-
-def static_shape(expr) -> tuple[int, ...] | None:
-    ty = expr.ty
-    if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    try:
-        return tuple(int(d) for d in ty.shape)
-    except (TypeError, ValueError):
-        return None
-
-
-def is_float(expr) -> bool:
-    ty = expr.ty
-    return isinstance(ty, relax.TensorType) and str(ty.dtype).startswith(("float", "bfloat"))
+from ..relax_utils import constant_value, is_float, op_name, short_op, static_shape
 
 
 class BindingUses:

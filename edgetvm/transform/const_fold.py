@@ -14,6 +14,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ..relax_utils import bound_constant, op_name
+from .base import GraphPass, graph_pass
+
 _UNARY = {
     "relax.isnan": np.isnan,
     "relax.sqrt": np.sqrt,
@@ -32,14 +35,8 @@ _BINARY = {
 }
 
 
-def _constant(expr) -> np.ndarray | None:
-    if isinstance(expr, tvm.ir.expr.GenericConst):
-        return expr.value.numpy()
-    return None
-
-
 def _evaluate(call: relax.Call, values: list[np.ndarray]) -> np.ndarray | None:
-    name = call.op.name
+    name = op_name(call)
     if name in _UNARY:
         return _UNARY[name](values[0])
     if name in _BINARY:
@@ -58,21 +55,27 @@ def _evaluate(call: relax.Call, values: list[np.ndarray]) -> np.ndarray | None:
 
 @relax.expr_functor.mutator
 class _NumpyConstantFolder(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.folded = 0
+
     def _value(self, expr) -> np.ndarray | None:
         if isinstance(expr, relax.Var):
             bound = self.lookup_binding(expr)
-            return _constant(bound) if bound is not None else None
-        return _constant(expr)
+            return bound_constant(bound) if bound is not None else None
+        return bound_constant(expr)
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op):
+        name = op_name(call)
+        if name is None:
             return call
-        if call.op.name == "relax.reshape" and isinstance(call.args[1], relax.ShapeExpr):
+        if name == "relax.reshape" and isinstance(call.args[1], relax.ShapeExpr):
             data = self._value(call.args[0])
             shape = [int(v) for v in call.args[1].values] if data is not None else None
             if shape is None or any(not isinstance(v, tvm.tirx.IntImm) for v in call.args[1].values):
                 return call
+            self.folded += 1
             return relax.const(data.reshape(shape))
         values = [self._value(a) for a in call.args]
         if not values or any(v is None for v in values):
@@ -84,13 +87,25 @@ class _NumpyConstantFolder(relax.PyExprMutator):
         result = np.asarray(result)
         if dtype is not None and str(dtype) != "":
             result = result.astype(str(dtype))
+        self.folded += 1
         return relax.const(result)
 
 
-@tvm.transform.module_pass(opt_level=0, name="FoldConstantsWithNumpy")
-def fold_constants_with_numpy(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    """Replace layout/arithmetic ops whose inputs are all constants by their (numpy) result."""
-    for gvar, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function):
-            mod[gvar] = _NumpyConstantFolder(mod).visit_expr(func)
-    return mod
+@graph_pass("FoldConstantsWithNumpy")
+class FoldConstantsWithNumpy(GraphPass):
+    """Replace layout/arithmetic ops whose inputs are all constants by their (numpy) result.
+
+    After running, ``findings`` holds ``{"folded"}``: the ops replaced by constants.
+    """
+
+    def new_findings(self) -> dict:
+        return {"folded": 0}
+
+    def visits(self, gvar, func) -> bool:
+        return isinstance(func, relax.Function)  # fused kernels too: their constants fold the same way
+
+    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function:
+        folder = _NumpyConstantFolder(mod)
+        rewritten = folder.visit_expr(func)
+        self.findings["folded"] += folder.folded
+        return rewritten

@@ -32,19 +32,18 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, is_tuple_get_item, wildcard
 
+from ..relax_utils import constant_value, short_op, static_shape
+from .base import GraphPass, graph_pass
 from .channel_affine import (
     BindingUses,
     ChannelAffine,
     LinearProducer,
     batch_norm_affine,
-    constant_value,
     emit_folded,
     emit_scale_shift,
     linear_producer,
     per_channel,
     rebind,
-    short_op,
-    static_shape,
 )
 
 
@@ -63,8 +62,8 @@ class BatchNormMatch:
         self.producer: LinearProducer | None = None
 
 
-@tvm.transform.module_pass(opt_level=0, name="fold_batch_norm")
-class FoldBatchNorm:
+@graph_pass("FoldBatchNorm")
+class FoldBatchNorm(GraphPass):
     """Fold ``batch_norm`` (inference) into the preceding conv2d/matmul (+ bias); see the module doc.
 
     After running, ``findings`` holds ``{"batch_norms", "folded", "folded_into", "scale_shift",
@@ -73,8 +72,8 @@ class FoldBatchNorm:
     """
 
     def __init__(self, decompose_unfoldable: bool = True):
+        super().__init__()
         self.decompose_unfoldable = decompose_unfoldable
-        self.findings: dict = {}
         self.gamma, self.beta, self.mean, self.var = wildcard(), wildcard(), wildcard(), wildcard()
         self.data = wildcard()
         self.bn = is_op("relax.nn.batch_norm")(self.data, self.gamma, self.beta, self.mean, self.var)
@@ -83,19 +82,11 @@ class FoldBatchNorm:
         self.bias = wildcard()
         self.biased = is_op("relax.add")(self.linear, self.bias)
 
-    def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        self.findings = {"batch_norms": 0, "folded": 0, "folded_into": {}, "scale_shift": 0, "declined": []}
-        updates = {}
-        for gvar, func in mod.functions.items():
-            if isinstance(func, relax.Function) and not func.attrs.get("Primitive", False):
-                rewritten = _Rewriter(self, mod).rewrite(func)
-                if rewritten is not None:
-                    updates[gvar] = rewritten
-        if updates:
-            mod = mod.clone()  # the caller's module stays as it was
-            for gvar, func in updates.items():
-                mod[gvar] = func
-        return mod
+    def new_findings(self) -> dict:
+        return {"batch_norms": 0, "folded": 0, "folded_into": {}, "scale_shift": 0, "declined": []}
+
+    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
+        return _Rewriter(self, mod).rewrite(func)
 
     def match(self, var: relax.Var, value: relax.Expr, uses: BindingUses) -> BatchNormMatch | None:
         """``pattern``: ``batch_norm(data, gamma, beta, mean, var)[0]``, and what produced ``data``."""

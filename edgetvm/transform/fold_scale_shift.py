@@ -27,17 +27,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .channel_affine import (
-    BindingUses,
-    ChannelAffine,
-    LinearProducer,
-    constant_value,
-    emit_folded,
-    linear_producer,
-    op_name,
-    per_channel,
-    rebind,
-)
+from ..relax_utils import constant_value, op_name, static_shape
+from .base import GraphPass, graph_pass
+from .channel_affine import BindingUses, ChannelAffine, LinearProducer, emit_folded, linear_producer, per_channel, rebind
 
 _AFFINE_OPS = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide"}
 
@@ -102,7 +94,7 @@ def trace_chain(var: relax.Var, call: relax.Call, uses: BindingUses) -> ScaleShi
         return None
     producer = linear_producer(call, uses.var2val)
     if isinstance(producer, str):
-        out_shape = tuple(int(d) for d in call.ty.shape) if call.ty.shape is not None else None
+        out_shape = static_shape(call)
         axis = -1
         if out_shape is not None:
             axis = str(call.attrs.out_layout).index("C") if op_name(call) == "relax.nn.conv2d" else len(out_shape) - 1
@@ -144,32 +136,18 @@ def check_chain(chain: ScaleShiftChain) -> str | None:
     return None
 
 
-@tvm.transform.module_pass(opt_level=0, name="fold_scale_shift")
-class FoldScaleShift:
+@graph_pass("FoldScaleShift")
+class FoldScaleShift(GraphPass):
     """Fold per-channel multiply/divide/add/subtract chains into the preceding conv2d/matmul.
 
     After running, ``findings`` holds ``{"folded", "steps_folded", "declined": [{"producer", "reason"}]}``;
     a decline is recorded only where a scale step (or a cut-short chain) was found.
     """
 
-    def __init__(self):
-        self.findings: dict = {}
+    def new_findings(self) -> dict:
+        return {"folded": 0, "steps_folded": 0, "declined": []}
 
-    def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        self.findings = {"folded": 0, "steps_folded": 0, "declined": []}
-        updates = {}
-        for gvar, func in mod.functions.items():
-            if isinstance(func, relax.Function) and not func.attrs.get("Primitive", False):
-                rewritten = self._rewrite(func, mod)
-                if rewritten is not None:
-                    updates[gvar] = rewritten
-        if updates:
-            mod = mod.clone()
-            for gvar, func in updates.items():
-                mod[gvar] = func
-        return mod
-
-    def _rewrite(self, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
+    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
         uses = BindingUses(func)
         chains = {}
         for value, var in uses.bound_to.items():

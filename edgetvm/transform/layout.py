@@ -21,7 +21,9 @@ from __future__ import annotations
 import tvm
 from tvm import relax, s_tir, tirx
 
-from .const_fold import fold_constants_with_numpy
+from ..relax_utils import is_tensor_constant, op_name, prim_value
+from .base import GraphPass, graph_pass
+from .const_fold import FoldConstantsWithNumpy
 
 # Pooling, concat, resize and the elementwise ops follow their producer's layout (TVM 0.27's pooling
 # ops refuse a desired layout of their own).
@@ -32,27 +34,34 @@ CHANNELS_LAST = {
 
 @relax.expr_functor.mutator
 class _LayoutFriendlyActivations(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.rewritten = 0
+
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op):
+        name = op_name(call)
+        if name is None:
             return call
-        if call.op.name == "relax.call_tir":
+        if name == "relax.call_tir":
             return self._scalar_minmax_kernel(call)
         dtype = getattr(getattr(call.args[0], "ty", None), "dtype", None) if call.args else None
         if not dtype or not str(dtype).startswith("float"):
             return call
         x = call.args[0]
-        if call.op.name == "relax.clip":
-            lo, hi = (_prim_value(a) for a in call.args[1:3])
+        if name == "relax.clip":
+            lo, hi = (prim_value(a) for a in call.args[1:3])
             if lo is None or hi is None:
                 return call
             clipped = relax.op.maximum(x, relax.const(lo, dtype))
+            self.rewritten += 1
             return relax.op.minimum(self.builder_.emit(clipped), relax.const(hi, dtype))
-        if call.op.name == "relax.nn.leakyrelu":
+        if name == "relax.nn.leakyrelu":
             alpha = float(call.attrs.alpha)
             if not 0.0 <= alpha <= 1.0:
                 return call
             scaled = self.builder_.emit(relax.op.multiply(x, relax.const(alpha, dtype)))
+            self.rewritten += 1
             return relax.op.maximum(x, scaled)
         return call
 
@@ -67,11 +76,12 @@ class _LayoutFriendlyActivations(relax.PyExprMutator):
         x, scalar = args.fields
         if isinstance(scalar, relax.Var) and self.lookup_binding(scalar) is not None:
             scalar = self.lookup_binding(scalar)
-        if not isinstance(scalar, tvm.ir.expr.GenericConst) or getattr(scalar.ty, "ndim", -1) != 0:
+        if not is_tensor_constant(scalar) or getattr(scalar.ty, "ndim", -1) != 0:
             return call
         x_ty = getattr(x, "ty", None)
         if getattr(x_ty, "ndim", -1) != len(func.params[0].shape):
             return call
+        self.rewritten += 1
         return (relax.op.maximum if bound == "max" else relax.op.minimum)(x, scalar)
 
 
@@ -110,22 +120,24 @@ def _loads(expr, buffer) -> bool:
     return isinstance(expr, tvm.ir.expr.TensorLoad) and source is not None and source.same_as(buffer)
 
 
-def _prim_value(expr) -> float | None:
-    # TVM 0.27: clip's bounds are plain FloatImm/IntImm arguments.
-    value = getattr(expr, "value", None)
-    if isinstance(expr, (tvm.tirx.FloatImm, tvm.tirx.IntImm)) and isinstance(value, (int, float)):
-        return float(value)
-    return None
+@graph_pass("LayoutFriendlyActivations")
+class LayoutFriendlyActivations(GraphPass):
+    """Rewrite clip and leakyrelu into max/min/multiply, which ConvertLayout can carry through.
 
+    After running, ``findings`` holds ``{"rewritten"}``: the activations spelled in max/min/multiply.
+    """
 
-@tvm.transform.module_pass(opt_level=0, name="LayoutFriendlyActivations")
-def layout_friendly_activations(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    """Rewrite clip and leakyrelu into max/min/multiply, which ConvertLayout can carry through."""
-    for gvar, func in list(mod.functions.items()):
-        if isinstance(func, relax.Function):
-            mutator = _LayoutFriendlyActivations(mod)
-            mod[gvar] = mutator.visit_expr(func)
-    return mod
+    def new_findings(self) -> dict:
+        return {"rewritten": 0}
+
+    def visits(self, gvar, func) -> bool:
+        return isinstance(func, relax.Function)
+
+    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function:
+        mutator = _LayoutFriendlyActivations(mod)
+        rewritten = mutator.visit_expr(func)
+        self.findings["rewritten"] += mutator.rewritten
+        return rewritten
 
 
 def channels_last() -> tvm.transform.Pass:
@@ -133,8 +145,8 @@ def channels_last() -> tvm.transform.Pass:
     return tvm.transform.Sequential(
         [
             # Folds the frontend's isnan/where around Clip's bounds into plain scalar constants.
-            fold_constants_with_numpy,
-            layout_friendly_activations,
+            FoldConstantsWithNumpy(),
+            LayoutFriendlyActivations(),
             relax.transform.ConvertLayout(CHANNELS_LAST),
         ],
         name="ChannelsLast",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tvm
 
 from ..errors import CompileError, InputError, first_line
+from .base import collect_findings
 from .fold_batch_norm import FoldBatchNorm
 from .fold_scale_shift import FoldScaleShift
 from .prelu_to_leaky_relu import PReLUToLeakyReLU
@@ -20,12 +21,12 @@ def fusion_passes() -> list[tvm.transform.Pass]:
     return [FoldBatchNorm(), FoldScaleShift(), PReLUToLeakyReLU()]
 
 
-def pass_name(p: tvm.transform.Pass) -> str:
-    return str(p.info.name)
-
-
 def run_passes(mod: tvm.IRModule, passes: list) -> tuple[tvm.IRModule, list[tuple[str, dict | None]]]:
-    """Run ``passes`` in order; return the module and ``(pass name, findings or None)`` per pass."""
+    """Run ``passes`` in order; return the module and ``(pass name, findings or None)`` per pass.
+
+    Findings are what the graph passes (``transform.base``) that ran report: for a graph pass its
+    own, for a ``Sequential`` holding some ``{pass name: findings}``, for TVM's passes None.
+    """
     ran = []
     for p in passes:
         if not isinstance(p, tvm.transform.Pass):
@@ -33,16 +34,16 @@ def run_passes(mod: tvm.IRModule, passes: list) -> tuple[tvm.IRModule, list[tupl
                 f"passes=[...] holds {p!r}, which is not a tvm.transform.Pass; give pass instances "
                 f"such as edgetvm.passes.FoldBatchNorm()"
             )
-        name = pass_name(p)
+        name = str(p.info.name)
         try:
-            mod = p(mod)
+            with collect_findings() as found:
+                mod = p(mod)
         except Exception as exc:  # noqa: BLE001 - TVM raises plain exceptions through tvm_ffi
             raise CompileError(f"graph pass {name} failed: {first_line(exc)}") from exc
-        try:
-            findings = p.findings
-        except AttributeError:
-            findings = None
-        ran.append((name, findings))
+        if len(found) == 1 and found[0][0] == name:
+            ran.append((name, found[0][1]))
+        else:
+            ran.append((name, dict(found) or None))
     return mod, ran
 
 

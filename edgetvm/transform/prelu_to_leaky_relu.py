@@ -23,21 +23,23 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from .channel_affine import constant_value, rebind
+from ..relax_utils import constant_value
+from .base import GraphPass, graph_pass
+from .channel_affine import rebind
 
 
 PER_CHANNEL = "per-channel slopes: elementwise already, fuses as it is"
 
 
-@tvm.transform.module_pass(opt_level=0, name="prelu_to_leaky_relu")
-class PReLUToLeakyReLU:
+@graph_pass("PReLUToLeakyReLU")
+class PReLUToLeakyReLU(GraphPass):
     """``prelu(x, a)`` with one constant slope value -> ``leakyrelu(x, alpha=a)``.
 
     After running, ``findings`` holds ``{"rewritten", "per_channel", "declined": [{"prelu", "reason"}]}``.
     """
 
     def __init__(self):
-        self.findings: dict = {}
+        super().__init__()
         self.data, self.slope = wildcard(), wildcard()
         self.pattern = is_op("relax.nn.prelu")(self.data, self.slope)
 
@@ -51,20 +53,11 @@ class PReLUToLeakyReLU:
             return PER_CHANNEL
         return None
 
-    def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        self.findings = {"rewritten": 0, "per_channel": 0, "declined": []}
-        updates = {}
-        for gvar, func in mod.functions.items():
-            if isinstance(func, relax.Function) and not func.attrs.get("Primitive", False):
-                rewriter = _Rewriter(self, mod)
-                new_func = rewriter.rewrite(func)
-                if new_func is not None:
-                    updates[gvar] = new_func
-        if updates:
-            mod = mod.clone()
-            for gvar, func in updates.items():
-                mod[gvar] = func
-        return mod
+    def new_findings(self) -> dict:
+        return {"rewritten": 0, "per_channel": 0, "declined": []}
+
+    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
+        return _Rewriter(self, mod).rewrite(func)
 
 
 @relax.expr_functor.mutator

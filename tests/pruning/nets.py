@@ -8,6 +8,14 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from edgetvm.frontends.onnx import import_onnx_with_weights
+
+
+def import_named(model) -> tuple:
+    """``main`` taking the weights as parameters named as the ONNX initializers, and their values."""
+    imported, weights, _ = import_onnx_with_weights(model)
+    return imported.mod["main"], weights
+
 
 class Net:
     """Appends NCHW nodes with seeded weights; every weight is named ``w_<layer>``/``b_<layer>``."""

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from edgetvm.pruning.dependencies import analyze_channel_dependencies, reshape_axis_map
-from edgetvm.pruning.prune import import_onnx_named, prune_model
+from edgetvm.pruning.prune import prune_model
 
-from .nets import Net, initializer_shapes, masked_reference, run_onnx
+from .nets import Net, import_named, initializer_shapes, masked_reference, run_onnx
 
 
 def analyze(model):
-    func, weights, _ = import_onnx_named(model, "<test>")
+    func, weights = import_named(model)
     return analyze_channel_dependencies(func, weights)
 
 

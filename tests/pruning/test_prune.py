@@ -10,9 +10,10 @@ import pytest
 import edgetvm
 from edgetvm.cli.main import main as cli_main
 from edgetvm.errors import InputError
-from edgetvm.pruning.prune import HostEvaluator, prune_model
+from edgetvm.host import HostEvaluator, calibration_evaluator
+from edgetvm.pruning.prune import prune_model
 
-from .nets import Net, initializer_shapes, masked_reference, run_onnx
+from .nets import Net, import_named, initializer_shapes, masked_reference, run_onnx
 
 
 def small_net(seed=0, width=16):
@@ -152,12 +153,12 @@ def test_activation_criterion_and_global_allocation():
         prune_model(model, 0.3, criterion="activation")
     by_energy = prune_model(model, 0.5, criterion="activation", calibration=calib)
     assert {g["criterion"] for g in by_energy.report["groups"] if "criterion" in g} == {"activation"}
-    from edgetvm.pruning.rewrite import PruningConfig, prune_function
-    from edgetvm.pruning.prune import CalibrationEvaluator, import_onnx_named
+    from edgetvm.pruning.plan import PruningConfig
+    from edgetvm.pruning.rewrite import prune_function
 
-    func, weights, _ = import_onnx_named(model, "<test>")
+    func, weights = import_named(model)
     result = prune_function(func, PruningConfig(ratio=0.25, allocation="global"), weights=weights,
-                            evaluate=CalibrationEvaluator())
+                            evaluate=calibration_evaluator())
     groups = [g for g in result.plan.report if "criterion" in g or g["kept"] != g["channels"]]
     removed = sum(g["channels"] - g["kept"] for g in result.plan.report if "blocked" not in g)
     total = sum(g["channels"] for g in result.plan.report if "blocked" not in g)
@@ -166,7 +167,8 @@ def test_activation_criterion_and_global_allocation():
 
 
 def test_cli_compile_takes_prune_options():
-    from edgetvm.cli.main import build_parser, compile_kwargs
+    from edgetvm.cli.main import build_parser
+    from edgetvm.cli.options import compile_kwargs
 
     args = build_parser().parse_args(["compile", "m.onnx", "-o", "m.so", "--prune", "0.3", "--prune-criterion",
                                       "bn_gamma", "--prune-calib", "faces/"])

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from edgetvm.pruning.rewrite import PruningConfig, prune_function
+from edgetvm.pruning.plan import PruningConfig
+from edgetvm.pruning.rewrite import prune_function
 from edgetvm.pruning.numpy_eval import FunctionStepper, NumpyEvaluator, unsupported_ops
-from edgetvm.pruning.prune import CalibrationEvaluator, HostEvaluator, import_onnx_named
+from edgetvm.host import HostEvaluator, calibration_evaluator
 
-from .nets import Net, run_onnx
+from .nets import Net, import_named, run_onnx
 
 
 def many_ops_net():
@@ -28,7 +29,7 @@ def many_ops_net():
 
 def test_numpy_evaluator_matches_onnxruntime():
     model = many_ops_net()
-    func, weights, _ = import_onnx_named(model, "<test>")
+    func, weights = import_named(model)
     assert unsupported_ops(func) == []
     x = np.random.default_rng(0).normal(size=(1, 3, 16, 16)).astype(np.float32)
     got = NumpyEvaluator()(func, weights, [[x]])[0][0]
@@ -44,11 +45,11 @@ def test_compiled_fallback_refits_like_the_numpy_stepper():
     x = net.prelu(net.bn(net.conv("x", 3, 16, name="a"), 16), 16)
     y = net.op("Relu", [net.conv(x, 16, 16, k=1, name="b")])
     model = net.model([net.conv(y, 16, 4, k=1, name="c")])
-    func, weights, _ = import_onnx_named(model, "<test>")
+    func, weights = import_named(model)
     rng = np.random.default_rng(1)
     calib = [[rng.normal(size=(1, 3, 8, 8)).astype(np.float32)] for _ in range(6)]
     config = PruningConfig(ratio=0.5)
-    fast = prune_function(func, config, weights=weights, evaluate=CalibrationEvaluator(), calibration=calib)
+    fast = prune_function(func, config, weights=weights, evaluate=calibration_evaluator(), calibration=calib)
     slow = prune_function(func, config, weights=weights, evaluate=HostEvaluator(), calibration=calib)
     assert set(fast.recovery.refit) == set(slow.recovery.refit) == {c.out for c in fast.plan.consumers_changed()}
     for name in ("w_b", "w_c"):

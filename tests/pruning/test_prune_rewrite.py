@@ -10,8 +10,9 @@ from tvm.script import relax as R
 
 from edgetvm.frontends import load_model
 from edgetvm.transform import FoldBatchNorm
-from edgetvm.pruning.rewrite import PruningConfig, prune_function
-from edgetvm.pruning.prune import HostEvaluator
+from edgetvm.pruning.plan import PruningConfig
+from edgetvm.pruning.rewrite import prune_function
+from edgetvm.host import HostEvaluator
 
 from .nets import Net, run_onnx
 

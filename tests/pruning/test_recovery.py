@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgetvm.pruning.rewrite import PruningConfig, prune_function, sensitivity_allocation
-from edgetvm.pruning.recovery import CV_ALPHAS, _ridge_dual, _ridge_primal
-from edgetvm.pruning.prune import CalibrationEvaluator, import_onnx_named, prune_model
+from edgetvm.pruning.plan import PruningConfig
+from edgetvm.pruning.recovery import CV_ALPHAS, ridge_dual, ridge_primal
+from edgetvm.pruning.rewrite import prune_function
+from edgetvm.pruning.sensitivity import sensitivity_allocation
+from edgetvm.host import calibration_evaluator
+from edgetvm.pruning.prune import prune_model
 
-from .nets import Net, run_onnx
+from .nets import Net, import_named, run_onnx
 from .test_prune import inputs, rel_error, small_net
 
 
@@ -28,8 +31,8 @@ def test_cross_validated_ridge_fits_unseen_inputs_better_than_a_fixed_small_ridg
     theta0 = w_true + 0.3 * rng.normal(size=w_true.shape)  # the original weights: close to the truth
     a_test, _, _, _ = _regression(rng, images=50, per_image=6, d=40, noise=0.0)
     t_test = a_test @ w_true
-    w_small, alpha_small = _ridge_primal(a, t, theta0, image, (1e-4,))
-    w_cv, alpha_cv = _ridge_primal(a, t, theta0, image, CV_ALPHAS)
+    w_small, alpha_small = ridge_primal(a, t, theta0, image, (1e-4,))
+    w_cv, alpha_cv = ridge_primal(a, t, theta0, image, CV_ALPHAS)
     assert alpha_small == 1e-4 and alpha_cv > 1e-3
     err_small = np.linalg.norm(t_test - a_test @ w_small)
     err_cv = np.linalg.norm(t_test - a_test @ w_cv)
@@ -40,12 +43,12 @@ def test_cross_validated_ridge_fits_unseen_inputs_better_than_a_fixed_small_ridg
     a_test, _, _, _ = _regression(rng, images=50, per_image=6, d=120, noise=0.0)
     errors = {}
     for alphas in ((1e-4, 1e-4), CV_ALPHAS):
-        w_dual, _ = _ridge_dual(a, t, theta0, image, alphas)
+        w_dual, _ = ridge_dual(a, t, theta0, image, alphas)
         errors[len(alphas)] = np.linalg.norm(a_test @ (w_true - w_dual))
     assert errors[len(CV_ALPHAS)] < 0.9 * errors[2], errors
     # plenty of clean samples: cross-validation picks a small ridge and recovers the truth
     a, t, image, w_true = _regression(rng, images=20, per_image=30, d=10, noise=0.01)
-    w, alpha = _ridge_primal(a, t, np.zeros_like(w_true), image, CV_ALPHAS)
+    w, alpha = ridge_primal(a, t, np.zeros_like(w_true), image, CV_ALPHAS)
     assert alpha <= 1e-2 and np.abs(w - w_true).max() < 0.01
 
 
@@ -89,10 +92,10 @@ def test_dense_after_flatten_is_refit_through_a_channel_map():
 
 def test_sensitivity_allocation_end_to_end_keeps_the_global_ratio():
     model = small_net(seed=7, width=32)
-    func, weights, _ = import_onnx_named(model, "<test>")
+    func, weights = import_named(model)
     calib = [[x] for x in inputs(12, seed=8)]
     result = prune_function(func, PruningConfig(ratio=0.3, allocation="sensitivity"), weights=weights,
-                            evaluate=CalibrationEvaluator(), calibration=calib)
+                            evaluate=calibration_evaluator(), calibration=calib)
     groups = [g for g in result.plan.report if "sensitivity" in g]
     assert len(groups) >= 2 and all(g["sensitivity"] > 0 for g in groups)
     removed = sum(g["channels"] - g["kept"] for g in groups)
@@ -108,14 +111,15 @@ def test_one_group_refit_without_a_model_run_equals_the_stepped_refit():
     # Sensitivity probes prune one group alone: the layers after it then see the original inputs minus
     # the removed channels, so their refit needs no model run. It must equal the stepped refit.
     from edgetvm.pruning.dependencies import analyze_channel_dependencies
-    from edgetvm.pruning.rewrite import allocation_groups, plan_pruning
+    from edgetvm.pruning.selection import plan_pruning
+    from edgetvm.pruning.sensitivity import allocation_groups
     from edgetvm.pruning.recovery import original_taps, prune_and_recover
 
-    func, weights, _ = import_onnx_named(small_net(seed=9, width=32), "<test>")
+    func, weights = import_named(small_net(seed=9, width=32))
     calib = [[x] for x in inputs(8, seed=10)]
     deps = analyze_channel_dependencies(func, weights)
     config = PruningConfig(ratio=0.5)
-    evaluate = CalibrationEvaluator()
+    evaluate = calibration_evaluator()
     x_orig = original_taps(func, weights, deps, evaluate, calib)
     for name, n in allocation_groups(deps, config).items():
         plan = plan_pruning(deps, weights, config, {}, x_orig, {name: n // 2})
@@ -170,20 +174,20 @@ def test_reconstruction_ranks_the_channels_of_a_flatten_through_the_channel_map(
     # the greedy elimination models whole channels (what the channel-map recovery can predict): a
     # channel that duplicates another costs nothing to remove and goes first.
     from edgetvm.pruning.dependencies import analyze_channel_dependencies
-    from edgetvm.pruning.rewrite import _greedy_reconstruction
+    from edgetvm.pruning.selection import greedy_reconstruction
     from edgetvm.pruning.recovery import original_taps
 
-    func, weights, _ = import_onnx_named(flatten_net(), "<test>")
+    func, weights = import_named(flatten_net())
     deps = analyze_channel_dependencies(func, weights)
     dense = next(c for c in deps.consumers if c.kind == "dense")
     group = next(g for g in deps.prunable_groups() if dense.data in g.tensors)
     calib = [[x] for x in inputs(24, seed=5, shape=(1, 3, 8, 8))]
-    acts = original_taps(func, weights, deps, CalibrationEvaluator(), calib)
+    acts = original_taps(func, weights, deps, calibration_evaluator(), calib)
     x = acts[dense.data].reshape(24, 32, 16).copy()
     x[:, 5] = 1.7 * x[:, 3]  # channel 5 carries nothing channel 3 does not
     acts[dense.data] = x.reshape(24, -1)
     notes = []
-    drop = _greedy_reconstruction(deps, weights, group, acts, 1, None, notes, max_inputs=64)
+    drop = greedy_reconstruction(deps, weights, group, acts, 1, None, notes, max_inputs=64)
     assert drop is not None and not notes
     channel = [sorted({i // 16 for k, a, i in group.units[u] if k == dense.data}) for u in np.flatnonzero(drop)]
     assert channel in ([[3]], [[5]]), channel

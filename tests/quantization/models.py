@@ -73,3 +73,35 @@ def two_head_detector(seed: int = 0, channels: int = 8, size: int = 16) -> onnx.
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     return model
+
+
+def without_residual_blocks(model: onnx.ModelProto, keep: int) -> onnx.ModelProto:
+    """``model`` with all but its first ``keep`` residual blocks cut out: the same layers and kernel
+    kinds with fewer repeats (MobileFaceNet: every stage, the GDConv head and the embedding stay).
+
+    A residual block ``y = branch(x) + x`` keeps its input's shape, so the block is removed by
+    reading ``x`` wherever ``y`` was read; then the nodes and weights nothing reads any more go.
+    The residual Add is the one of two computed tensors whose second input is the skip (zoo
+    architectures' ``_inverted_residual`` order)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    weights = {init.name for init in graph.initializer}
+    residual = [n for n in graph.node if n.op_type == "Add" and not weights.intersection(n.input)]
+    rename = {}
+    for node in residual[keep:]:
+        rename[node.output[0]] = rename.get(node.input[1], node.input[1])
+    for node in graph.node:
+        node.input[:] = [rename.get(name, name) for name in node.input]
+    needed = {out.name for out in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    live = [init for init in graph.initializer if init.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(live)
+    onnx.checker.check_model(model)
+    return model

@@ -16,7 +16,7 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 
 import edgetvm
-from edgetvm.quantization.cross_layer_equalization import (MAX_BOOST, cross_layer_equalization, equalization_scales,
+from edgetvm.quantization.cross_layer_equalization import (MAX_BOOST, CrossLayerEqualization, equalization_scales,
                                                      plan_equalization)
 
 from tests.transform.relax_numerics import bind, run_relax
@@ -98,8 +98,9 @@ def test_depthwise_pair_is_rescaled_to_equal_channel_ranges(rng):
     assert len(plan.pairs) == 1 and plan.pairs[0].depthwise
     lo = np.array([-0.5, -0.05, -0.001, -2.0])
     hi = np.array([4.0, 0.3, 0.02, 9.0])
-    rescale, rows = cross_layer_equalization(plan, {plan.pairs[0].tensor: (lo, hi)})
+    rescale = CrossLayerEqualization(plan, {plan.pairs[0].tensor: (lo, hi)})
     after = rescale(before)
+    rows = rescale.findings["equalized"]
 
     # Depthwise reader: s_c = span_c / max span, every channel then spans the widest one's range,
     # except channel 2 (0.2 % of the widest), lifted by at most MAX_BOOST.
@@ -131,7 +132,7 @@ def test_dense_pair_balances_activation_and_weight_ranges(rng):
     np.testing.assert_allclose(scales, np.clip(raw / raw.max(), 1 / MAX_BOOST, 1.0), rtol=1e-12)
     assert scales[2] == pytest.approx(1 / MAX_BOOST)
 
-    rescale, _ = cross_layer_equalization(plan, {plan.pairs[0].tensor: (lo, hi)})
+    rescale = CrossLayerEqualization(plan, {plan.pairs[0].tensor: (lo, hi)})
     x = rng.normal(0, 1, (1, 4, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(run_relax(rescale(before), x), run_relax(before, x), rtol=1e-5, atol=1e-5)
 

@@ -13,6 +13,7 @@ import edgetvm
 
 from .faces import (astronaut_crops, calibration_scenes, detection_images, embedding_calibration_faces,
                     embedding_evaluation_faces, grace_hopper_crops, lfw_crops, to_nchw)
+from .models import without_residual_blocks
 
 RETINAFACE_MEAN_BGR = (104.0, 117.0, 123.0)
 
@@ -32,7 +33,10 @@ def _weights(compiled) -> int:
 def test_mobilefacenet_weights_shrink_and_embeddings_follow():
     from edgetvm.zoo.architectures import mobilefacenet
 
-    model = mobilefacenet()
+    # MobileFaceNet with one residual block of its twelve (every stage, the GDConv head and the
+    # embedding stay): each residual Add is an int8 add kernel that takes ~30 s to build for the host,
+    # the full model ~10 min on the loaded CI machine (benchmarks/bench_quantization.py runs it).
+    model = without_residual_blocks(mobilefacenet(), keep=1)
     normalise = lambda faces: [(f - 127.5) / 128.0 for f in faces]  # noqa: E731
     # Different photographs for calibration and evaluation (faces.py).
     calibration = normalise(to_nchw(grace_hopper_crops(4, seed=1) + lfw_crops(range(40, 44))))
@@ -40,10 +44,11 @@ def test_mobilefacenet_weights_shrink_and_embeddings_follow():
     fp32 = edgetvm.compile(model)
     int8 = edgetvm.compile(model, quantize="int8", calibration=calibration)
     ratio = _weights(int8) / _weights(fp32)
+    # Measured 0.2910; one 512x128 1x1 conv left float would make it 0.42.
     assert 0.24 <= ratio <= 0.3, ratio
     cosines = [_cosine(fp32(x), int8(x)) for x in evaluation]
-    # Random (untrained) weights quantize worse than trained ones; SFace below holds 0.99.
-    assert min(cosines) > 0.97, cosines
+    # Measured min 0.99993 (the full model, eleven residual blocks more: > 0.97).
+    assert min(cosines) > 0.999, cosines
 
 
 @pytest.mark.slow

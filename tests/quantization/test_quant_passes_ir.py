@@ -24,7 +24,7 @@ from tvm.script import tirx as T
 
 from edgetvm.quantization.fold_quant_scales import FoldQuantScales
 from edgetvm.quantization.quantize import float_ops
-from edgetvm.quantization.annotate import plan_quantization, quantize_annotate
+from edgetvm.quantization.annotate import QuantizeAnnotate, plan_quantization
 from edgetvm.kernels.int8_nchw import int8_conv2d_requantize
 from edgetvm.kernels.int8_nhwc import KERNEL_ATTR, make_kernel, pack_epilogue, pack_gemm_weights
 
@@ -138,7 +138,7 @@ def annotate(mod, x_range=X_RANGE, r_range=R_RANGE, channel_means=None):
     x = mod["main"].params[0]
     ranges = {var: (x_range if var.same_as(x) else r_range) for var in plan.tensors_to_calibrate()}
     means = {x: channel_means} if channel_means is not None else None
-    return quantize_annotate(plan, ranges, means)(mod), plan
+    return QuantizeAnnotate(plan, ranges, means)(mod), plan
 
 
 def expected_qdq(weights, b1=None):

@@ -205,6 +205,7 @@ def test_calibration_ranges_line_up_with_a_multi_output_model():
     from tvm import relax
 
     from edgetvm.frontends.onnx_qdq import load_model_for_quantization
+    from edgetvm.host import run_on_host
     from edgetvm.quantization.calibrate import calibration_arrays, collect_ranges
     from edgetvm.quantization.annotate import plan_quantization
 
@@ -213,7 +214,8 @@ def test_calibration_ranges_line_up_with_a_multi_output_model():
     mod = relax.transform.FoldConstant()(imported.mod)
     plan = plan_quantization(mod["main"])
     samples = _inputs(3, 3)
-    ranges = collect_ranges(mod, plan.tensors_to_calibrate(), calibration_arrays(samples, imported.inputs))
+    ranges = collect_ranges(mod, plan.tensors_to_calibrate(), calibration_arrays(samples, imported.inputs),
+                            evaluate=run_on_host)
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     probe.graph.output.append(onnx.helper.make_tensor_value_info("feat", onnx.TensorProto.FLOAT, None))
@@ -239,7 +241,8 @@ def test_multi_output_detector_int8_tracks_onnxruntime():
 
 
 def test_cli_quantize_options_reach_compile():
-    from edgetvm.cli.main import build_parser, compile_kwargs
+    from edgetvm.cli.main import build_parser
+    from edgetvm.cli.options import compile_kwargs
 
     parser = build_parser()
     args = parser.parse_args(["compile", "m.onnx", "-o", "m.so", "--quantize", "int8", "--calib", "d", "--no-equalize",

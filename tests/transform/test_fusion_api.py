@@ -7,7 +7,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edgetvm.api as api
-from edgetvm.cli.main import build_parser, compile_kwargs
+from edgetvm.cli.main import build_parser
+from edgetvm.cli.options import compile_kwargs
 from edgetvm.errors import InputError
 from edgetvm.transform import FoldBatchNorm
 
@@ -30,10 +31,10 @@ def test_compile_runs_and_reports_the_fusion_passes_by_default():
     model = conv_bn_prelu()
     fused = api.compile(model)
     plain = api.compile(model, fuse=False)
-    assert fused.report.passes == ["fold_batch_norm", "fold_scale_shift", "prelu_to_leaky_relu"]
-    assert fused.report.details["fold_batch_norm"]["folded"] == 1
-    assert fused.report.details["prelu_to_leaky_relu"]["rewritten"] == 1
-    assert plain.report.passes == [] and "fold_batch_norm" not in plain.report.details
+    assert fused.report.passes == ["FoldBatchNorm", "FoldScaleShift", "PReLUToLeakyReLU"]
+    assert fused.report.details["FoldBatchNorm"]["folded"] == 1
+    assert fused.report.details["PReLUToLeakyReLU"]["rewritten"] == 1
+    assert plain.report.passes == [] and "FoldBatchNorm" not in plain.report.details
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype("float32")
     np.testing.assert_allclose(fused(x), plain(x), rtol=1e-5, atol=1e-5)
 
@@ -41,9 +42,9 @@ def test_compile_runs_and_reports_the_fusion_passes_by_default():
 def test_extra_passes_run_after_fusion_and_bad_ones_are_refused():
     model = conv_bn_prelu()
     compiled = api.compile(model, fuse=False, passes=[FoldBatchNorm(decompose_unfoldable=False)])
-    assert compiled.report.passes == ["fold_batch_norm"]
+    assert compiled.report.passes == ["FoldBatchNorm"]
     with pytest.raises(InputError, match="not a tvm.transform.Pass"):
-        api.compile(model, passes=["fold_batch_norm"])
+        api.compile(model, passes=["FoldBatchNorm"])
 
 
 def test_cli_no_fuse_switches_the_passes_off():
@@ -62,5 +63,5 @@ def test_cli_explain_prints_what_each_pass_did(tmp_path, capsys):
     save(conv_bn_prelu(), str(path))
     assert main(["compile", str(path), "-o", str(tmp_path / "m.so"), "--explain"]) == 0
     out = capsys.readouterr().out
-    assert "fold_batch_norm: batch_norms=1, folded=1" in out and "(into conv2d: 1)" in out
-    assert "prelu_to_leaky_relu: rewritten=1" in out
+    assert "FoldBatchNorm: batch_norms=1, folded=1" in out and "(into conv2d: 1)" in out
+    assert "PReLUToLeakyReLU: rewritten=1" in out

@@ -41,7 +41,7 @@ def fused(model, shapes=None):
 
 def assert_matches_onnxruntime(model, reference, shapes, scale: float):
     compiled = api.compile(model, input_shapes=shapes)
-    assert "fold_batch_norm" in compiled.report.passes
+    assert "FoldBatchNorm" in compiled.report.passes
     x = np.random.default_rng(0).uniform(0, scale, compiled.inputs[0].shape).astype("float32")
     got = compiled(x)
     got = got if isinstance(got, (list, tuple)) else [got]
@@ -61,20 +61,20 @@ def test_mobilefacenet_every_batch_norm_folds(mobilefacenet_model):
     imported, mod, findings = fused(mobilefacenet_model)
     assert has_op(imported.mod, "relax.nn.batch_norm")
     assert not has_op(mod, "relax.nn.batch_norm")
-    bn = findings["fold_batch_norm"]
+    bn = findings["FoldBatchNorm"]
     assert bn["folded"] == bn["batch_norms"] > 0 and bn["declined"] == []
 
 
 def test_mobilefacenet_compiled_with_fusion_matches_onnxruntime(mobilefacenet_model):
     compiled = assert_matches_onnxruntime(mobilefacenet_model, mobilefacenet_model, None, 1.0)
-    details = compiled.report.details["fold_batch_norm"]
+    details = compiled.report.details["FoldBatchNorm"]
     assert details["folded"] == details["batch_norms"]
 
 
 def test_sface_batch_norms_fold_or_become_scale_shift(zoo):
     _, mod, findings = fused(zoo("sface"))
     assert not has_op(mod, "relax.nn.batch_norm")
-    bn = findings["fold_batch_norm"]
+    bn = findings["FoldBatchNorm"]
     assert bn["folded_into"].get("matmul") == 1  # the 1-D batch norm after the final Gemm
     # The one after the last PReLU has no linear producer: it becomes a scale and shift.
     assert [d["reason"] for d in bn["declined"]] == ["produced by R.nn.prelu, not by conv2d or matmul"]
@@ -86,7 +86,7 @@ def test_retinaface_is_left_exactly_as_imported(zoo):
     imported, mod, findings = fused(zoo("retinaface"), RETINAFACE_SHAPES)
     assert not has_op(mod, "relax.nn.batch_norm")
     tvm.ir.assert_structural_equal(mod, imported.mod)
-    assert findings["fold_batch_norm"]["batch_norms"] == 0
+    assert findings["FoldBatchNorm"]["batch_norms"] == 0
 
 
 def test_sface_compiled_with_fusion_matches_onnxruntime(zoo):

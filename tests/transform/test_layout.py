@@ -7,8 +7,8 @@ import tvm
 from tvm import relax
 
 from edgetvm.frontends import load_model
-from edgetvm.transform.const_fold import fold_constants_with_numpy
-from edgetvm.transform.layout import channels_last, layout_friendly_activations
+from edgetvm.transform.const_fold import FoldConstantsWithNumpy
+from edgetvm.transform.layout import LayoutFriendlyActivations, channels_last
 
 from tests.schedules import nets
 
@@ -32,12 +32,12 @@ def test_clip_and_leakyrelu_become_max_min_multiply():
         scaled = bb.emit(relax.op.multiply(clipped, relax.const(0.1, "float32")))
         return bb.emit(relax.op.maximum(clipped, scaled))
 
-    tvm.ir.assert_structural_equal(layout_friendly_activations(before), _module(expected_body))
+    tvm.ir.assert_structural_equal(LayoutFriendlyActivations()(before), _module(expected_body))
 
 
 def test_leakyrelu_with_slope_above_one_is_left_alone():
     before = _module(lambda bb, x: bb.emit(relax.op.nn.leakyrelu(x, 1.5)))
-    tvm.ir.assert_structural_equal(layout_friendly_activations(before), before)
+    tvm.ir.assert_structural_equal(LayoutFriendlyActivations()(before), before)
 
 
 def test_constant_layout_ops_fold_with_numpy():
@@ -51,7 +51,7 @@ def test_constant_layout_ops_fold_with_numpy():
         y = bb.emit(relax.op.add(x, shift))  # not constant: stays
         return bb.emit(relax.op.nn.conv2d(y, relax.op.permute_dims(wt, [3, 2, 0, 1]), padding=1))
 
-    folded = fold_constants_with_numpy(_module(body))
+    folded = FoldConstantsWithNumpy()(_module(body))
     text = folded["main"].script(show_meta=False)
     assert "permute_dims" not in text and "sqrt" not in text and "reshape" not in text
     assert "R.add(x" in text
@@ -67,7 +67,7 @@ def _constants(func) -> list:
 
 
 def test_conv_net_runs_channels_last_with_transposes_only_at_the_edges():
-    mod = fold_constants_with_numpy(channels_last()(load_model(nets.mini_mobilefacenet()).mod))
+    mod = FoldConstantsWithNumpy()(channels_last()(load_model(nets.mini_mobilefacenet()).mod))
     text = mod["main"].script(show_meta=False)
     assert text.count('data_layout="NHWC"') == 5 and 'data_layout="NCHW"' not in text
     # The input to NHWC and the output back; weight and bias layout changes were folded.

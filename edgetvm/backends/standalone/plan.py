@@ -30,6 +30,7 @@ from tvm import relax, tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
 from ...errors import CompileError, first_line
+from ...relax_utils import bound_constant, is_tensor_constant, op_name, static_dims
 from ...targets import ResolvedTarget
 
 ALIGNMENT = 64
@@ -108,28 +109,20 @@ def _align(n: int) -> int:
 
 
 def _static_shape(expr, what: str) -> tuple[int, ...]:
-    values = expr.values if isinstance(expr, relax.ShapeExpr) else expr
-    dims = []
-    for dim in values:
-        if not isinstance(dim, (tvm.tirx.IntImm, int)):
-            raise CompileError(
-                f"{what} has the dynamic shape {list(values)}; the standalone backend needs static shapes: "
-                f"pass input_shapes= (CLI: --input-shape NAME=D0,D1,...)"
-            )
-        dims.append(int(dim))
-    return tuple(dims)
+    dims = static_dims(expr)
+    if dims is None:
+        values = expr.values if isinstance(expr, relax.ShapeExpr) else expr
+        raise CompileError(
+            f"{what} has the dynamic shape {list(values)}; the standalone backend needs static shapes: "
+            f"pass input_shapes= (CLI: --input-shape NAME=D0,D1,...)"
+        )
+    return dims
 
 
 def _int(expr, what: str) -> int:
     if isinstance(expr, (tvm.tirx.IntImm, int)):
         return int(expr)
     raise CompileError(f"{what} is not a constant ({expr}); the standalone backend needs a static memory plan")
-
-
-def _is_tensor_constant(expr) -> bool:
-    # A Relax tensor constant is an ir.GenericConst whose payload is a runtime tensor (dtype
-    # literals such as R.dtype("float32") are GenericConsts too, with a string payload).
-    return isinstance(expr, tvm.ir.expr.GenericConst) and isinstance(expr.value, tvm.runtime.Tensor)
 
 
 def lower_for_plan(scheduled: tvm.IRModule, target: ResolvedTarget) -> tvm.IRModule:
@@ -203,7 +196,7 @@ class _Planner:
         # several kernels read is stored once.
         ref = self.weight_refs.get(const)
         if ref is None:
-            array = const.value.numpy()
+            array = bound_constant(const)
             offset = _align(len(self.weights))
             self.weights.extend(b"\0" * (offset - len(self.weights)))
             self.weights.extend(np.ascontiguousarray(array).tobytes())
@@ -212,7 +205,7 @@ class _Planner:
         return ref
 
     def value(self, expr):
-        if _is_tensor_constant(expr):
+        if is_tensor_constant(expr):
             return self.constant(expr)
         if isinstance(expr, relax.Var):
             if expr not in self.env:
@@ -250,7 +243,7 @@ class _Planner:
             self.env[var] = self.value(value)
 
     def op_call(self, var: relax.Var, call: relax.Call):
-        name = call.op.name
+        name = op_name(call)
         if name == "relax.memory.alloc_storage":
             (nbytes,) = _static_shape(call.args[0], f"storage {var.name}")
             return ("storage", self.region(nbytes))
@@ -303,8 +296,7 @@ def plan_static(scheduled: tvm.IRModule, target: ResolvedTarget) -> StaticPlan:
         ty = param.ty
         if not isinstance(ty, relax.TensorType) or ty.shape is None:
             raise CompileError(f"input {param.name} of main is not a tensor with a known shape ({ty})")
-        shape = _static_shape(ty.shape.values if isinstance(ty.shape, relax.ShapeExpr) else ty.shape,
-                              f"input {param.name}")
+        shape = _static_shape(ty.shape, f"input {param.name}")
         ref = TensorRef(INPUT, index, shape, str(ty.dtype))
         planner.env[param] = ref
         inputs.append(ref)

@@ -1,4 +1,4 @@
-"""numpy references and random cases for the channels-last int8 kernels (quantize_kernels_nhwc)."""
+"""numpy references and random cases for the channels-last int8 kernels (kernels.int8_nhwc)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Lowering and the default schedules of every kernel, per target."""

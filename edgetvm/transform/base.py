@@ -1,0 +1,99 @@
+"""The one protocol of edgetvm's graph passes: a per-function driver, and findings that reach the report.
+
+A graph pass is a :class:`GraphPass` subclass decorated with :func:`graph_pass`, which makes it a
+``tvm.transform.ModulePass`` (TVM's own ``module_pass`` class wrapper): it runs as ``Pass()(mod)``,
+composes with TVM's passes in a ``tvm.transform.Sequential`` and is named in CamelCase. The
+subclass writes the parts that differ, as TVM's ``function_pass`` and torch.fx's ``PassBase`` ask:
+
+    new_findings()                      the empty findings of one run: a JSON-ready dict of counts,
+                                        ``"declined": [{<where>: name, "reason": why}]`` by convention
+    visits(gvar, func)                  which functions the driver hands on (default: every Relax
+                                        function that is not a fused kernel)
+    rewrite_function(gvar, func, mod)   the new function, None when nothing changed, or the whole new
+                                        module when the rewrite added kernels to it (a BlockBuilder's)
+    finish(mod)                         a last step over the module (default: none)
+
+The driver leaves the caller's module as it was. After a run, ``findings`` (on the pass object,
+through TVM's wrapper) holds what the pass found; the run also reports them to every enclosing
+:func:`collect_findings`, which is how ``run_passes`` gets them into the compile report whether the
+pass was given alone or inside a ``Sequential``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from typing import ClassVar
+
+import tvm
+from tvm import relax
+
+# The findings lists of the collect_findings() blocks around the running passes, innermost last.
+_COLLECTORS: contextvars.ContextVar[tuple[list, ...]] = contextvars.ContextVar("edgetvm_findings", default=())
+
+
+class GraphPass:
+    """Base of every edgetvm graph pass; see the module docstring for what a subclass writes."""
+
+    name: ClassVar[str] = ""  # the TVM pass name, CamelCase (set by @graph_pass): the report's key too
+
+    def __init__(self):
+        self.findings: dict = {}
+
+    def new_findings(self) -> dict:
+        return {}
+
+    def visits(self, gvar: tvm.ir.GlobalVar, func) -> bool:
+        return isinstance(func, relax.Function) and not func.attrs.get("Primitive", False)
+
+    def rewrite_function(self, gvar: tvm.ir.GlobalVar, func: relax.Function,
+                         mod: tvm.IRModule) -> relax.Function | tvm.IRModule | None:
+        raise NotImplementedError(f"{type(self).__name__} does not rewrite functions")
+
+    def finish(self, mod: tvm.IRModule) -> tvm.IRModule:
+        return mod
+
+    def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        """The driver (TVM calls it): fresh findings, each visited function rewritten, ``finish``."""
+        self.findings = self.new_findings()
+        out = mod
+        for gvar, func in list(mod.functions.items()):
+            if not self.visits(gvar, func):
+                continue
+            rewritten = self.rewrite_function(gvar, func, out)
+            if isinstance(rewritten, tvm.IRModule):
+                out = rewritten
+            elif rewritten is not None:
+                if out is mod:
+                    out = mod.clone()  # the caller's module stays as it was
+                out[gvar] = rewritten
+        out = self.finish(out)
+        for found in _COLLECTORS.get():
+            found.append((self.name or type(self).__name__, self.findings))
+        return out
+
+
+def graph_pass(name: str, *, opt_level: int = 0):
+    """Class decorator: the :class:`GraphPass` subclass as a ``tvm.transform.ModulePass`` named ``name``,
+    the name its findings have in ``CompileReport.details`` and ``report.passes``."""
+
+    def wrap(cls: type[GraphPass]):
+        if not issubclass(cls, GraphPass):
+            raise TypeError(f"@graph_pass decorates GraphPass subclasses, not {cls.__name__}")
+        cls.name = name
+        return tvm.transform.module_pass(opt_level=opt_level, name=name)(cls)
+
+    return wrap
+
+
+@contextlib.contextmanager
+def collect_findings() -> Iterator[list[tuple[str, dict]]]:
+    """``(report key, findings)`` of every graph pass that runs inside the block, in order, nested
+    ``Sequential`` included (TVM's own passes report nothing)."""
+    found: list[tuple[str, dict]] = []
+    token = _COLLECTORS.set((*_COLLECTORS.get(), found))
+    try:
+        yield found
+    finally:
+        _COLLECTORS.reset(token)
