@@ -18,14 +18,16 @@ from tvm import relax
 
 from . import __version__
 from .artifact import FORMAT_VERSION, Runner, read_sidecar, sha256_file, sidecar_path, verify_artifact
-from .backends.standalone import export_standalone, load_standalone
-from .backends.vm import build_vm, export_vm_library
+from .backends.standalone import check_weight_storage, export_standalone, load_standalone
+from .backends.vm import build_vm, export_vm_library, load_vm_library
+from .data import Preprocess, Preprocessed
 from .emulate import standalone_runner
-from .errors import ArtifactError, first_line
-from .frontends import load_model
+from .errors import ArtifactError
+from .frontends import load_model, resolve_zoo
 from .frontends.onnx_qdq import load_model_for_quantization
 from .host import calibration_evaluator, run_on_host, vm_runner
 from .io import atomic_path, atomic_write_json
+from .progress import say as show_stage, with_progress
 from .pruning import prune as pruning
 from .quantization.quantize import quantize_model
 from .schedules.int8 import schedule_int8_kernels
@@ -34,7 +36,10 @@ from .specs import ImportedModel, TensorSpec
 from .targets import ResolvedTarget, resolve_target
 from .transform.pipeline import fusion_passes, run_passes
 from .tuning.database import apply_tuning_database
+from .tuning.requirements import require_tuning_dependencies
+from .tuning.rpc import parse_address, reach_tracker
 from .tuning.tune import TuningReport, print_progress, tune_module
+from .zoo import zoo_preprocessing
 
 
 @dataclass
@@ -53,14 +58,16 @@ class CompiledModel:
     """A compiled model: ``export`` it, or (for host targets) call it directly."""
 
     def __init__(self, imported: ImportedModel, scheduled: tvm.IRModule, target: ResolvedTarget,
-                 report: CompileReport, num_threads: int | None):
+                 report: CompileReport, num_threads: int | None, weights: str = "fp32"):
         self.imported = imported
         self.scheduled = scheduled
         self.target = target
         self.report = report
         self.num_threads = num_threads
+        self.weights = weights
         self._executable = None
         self._runner = None
+        self.preprocess: Preprocess | None = None  # how images become its input, when known
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -74,6 +81,7 @@ class CompiledModel:
     def executable(self) -> relax.VMExecutable:
         if self._executable is None:
             started = time.perf_counter()
+            show_stage(f"building the {self.target.preset} library")
             self._executable = build_vm(self.scheduled, self.target)
             self.report.timings["build"] = time.perf_counter() - started
         return self._executable
@@ -81,9 +89,13 @@ class CompiledModel:
     def export(self, path: str | os.PathLike, *, standalone: bool = False) -> Path:
         """Write the ``.so`` (and, standalone, its ``.h`` and example ``main.c``) plus the JSON sidecar."""
         path = Path(path)
+        show_stage(f"exporting {path}")
+        if not standalone and self.weights != "fp32":
+            raise ArtifactError(f"{path}: float16 weight storage (--weights {self.weights}) is implemented by the "
+                                f"standalone C runtime only; export with --standalone (standalone=True)")
         if standalone:
             files = export_standalone(self.scheduled, self.imported, self.target, path,
-                                      num_threads=self.num_threads)
+                                      num_threads=self.num_threads, weights=self.weights)
         else:
             with atomic_path(path, mode=0o755) as tmp:
                 # TVM's exporter picks the linker by suffix, so the temporary name keeps ``.so``.
@@ -107,11 +119,13 @@ class CompiledModel:
             "outputs": [t.to_json() for t in self.outputs],
             "target": self.target.to_json(),
             "num_threads": self.num_threads,
+            "weights": self.weights,
             "source": self.imported.source,
             "passes": self.report.passes,
             "report": self.report.to_json(),
             "edgetvm_version": __version__,
             "tvm_version": tvm.__version__,
+            "preprocess": self.preprocess.to_json() if self.preprocess else None,
         }
 
     def _host_runner(self) -> Runner:
@@ -131,9 +145,10 @@ class CompiledModel:
         return self._host_runner().run_dict(*args, **kwargs)
 
 
+@with_progress
 def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     model,
-    target: str | dict = "host",
+    target: "str | dict | tvm.target.Target" = "host",
     *,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     num_threads: int | None = None,
@@ -147,8 +162,14 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     prune_criterion: str | dict = "auto",
     prune_allocation: str = "auto",
     tuning_db: str | os.PathLike | None = None,
+    weights: str = "fp32",
+    preprocess: "Preprocess | dict | None" = None,
 ) -> CompiledModel:
     """Compile ``model`` (ONNX path, bytes or ModelProto; TFLite path) for ``target``.
+
+    ``weights="fp16"`` makes ``export(..., standalone=True)`` store the conv and dense weights as
+    float16 (half the artifact; lossy, each weight within 2^-11 relative), widened to float32 once
+    when a context is created (backends/standalone/weights.py).
 
     ``tuning_db`` (a directory written by :func:`tune`) supplies measured schedules for the
     kernels it has records of; the default schedules take the rest (``report.details["tuning"]``).
@@ -167,10 +188,26 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     (exact; SFace embeddings keep cosine >= 0.99 to fp32 with the defaults). ``quantize_options``:
     ``{"equalize": False}`` skips the equalization, ``{"keep_float": [chain names]}`` leaves those
     chains float (``report.details["quantize"]`` lists the chains and what stayed float and why).
+
+    ``preprocess`` (an :class:`edgetvm.data.Preprocess` or a dict: mean, scale or std, channel_order
+    "rgb"/"bgr", layout "nchw"/"nhwc") says how calibration images become inputs; a zoo model
+    carries its own (zoo/preprocessing.py). Arrays are fed as given.
+
+    ``progress=True`` prints each step and bars for the long loops on stderr (edgetvm/progress.py);
+    the API is quiet by default.
     """
+    # weights="fp16": the standalone artifact stores conv/dense weights as float16, widened once at create.
+    check_weight_storage(weights)
     resolved = codegen_target(resolve_target(target))
+    # Images among the calibration inputs are preprocessed as the model wants (data.py).
+    preprocess = Preprocess.coerce(preprocess if preprocess is not None else zoo_preprocessing(model))
+    if calibration is not None and preprocess is not None:
+        calibration = Preprocessed(calibration, preprocess)
+    # Resolved once here: pruning and int8 import read the file again by path.
+    model = resolve_zoo(model)
     report = CompileReport()
     started = time.perf_counter()
+    show_stage(f"importing {Path(model).name if isinstance(model, (str, os.PathLike)) else 'the model'}")
     # int8 keeps an already-quantized ONNX model's integer weights (frontends/onnx_qdq.py).
     imported = load_model(model, input_shapes) if quantize is None else load_model_for_quantization(model, input_shapes)
     report.timings["import"] = time.perf_counter() - started
@@ -179,6 +216,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
         # Before BN folding: the bn_gamma criterion reads the BNs. ``prune`` is a fraction of each
         # group's channels or {layer pattern: fraction}; ``calibration`` feeds least-squares recovery.
         started = time.perf_counter()
+        show_stage("pruning channels")
         imported, report.details["prune"] = pruning.prune_for_compile(
             model, imported, prune, prune_criterion, calibration, input_shapes, round_to=resolved.vector_lanes,
             allocation=prune_allocation, evaluate=calibration_evaluator())
@@ -188,6 +226,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     mod = imported.mod
 
     started = time.perf_counter()
+    show_stage("graph passes")
     mod, ran = run_passes(mod, (fusion_passes() if fuse else []) + list(passes or []))
     for name, findings in ran:
         report.passes.append(name)
@@ -199,6 +238,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
         # int8: calibrate on ``calibration`` (arrays, .npy/images or a directory of them) unless
         # the model is QDQ already; see quantization/quantize.py.
         started = time.perf_counter()
+        show_stage(f"quantizing to {quantize}")
         # quantize_options: equalize (cross-layer equalization, default on), keep_float (chain names).
         mod, report.details["quantize"] = quantize_model(mod, imported.inputs, quantize, calibration,
                                                          calibration_mode, evaluate=run_on_host,
@@ -207,6 +247,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
         report.timings["quantize"] = time.perf_counter() - started
 
     started = time.perf_counter()
+    show_stage(f"lowering and scheduling the kernels for {resolved.preset}")
     scheduled = legalize_and_fuse(mod, resolved)
     scheduled = schedule_int8_kernels(scheduled, resolved, num_threads)
     unscheduled = scheduled.clone()  # schedule_kernels updates its module in place
@@ -217,15 +258,20 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     # Default schedules for every kernel not scheduled yet (schedules/cpu.py).
     scheduled = schedule_kernels(scheduled, resolved, num_threads, report.details.setdefault("schedules", {}))
     report.timings["lower"] = time.perf_counter() - started
-    compiled = CompiledModel(imported, scheduled, resolved, report, num_threads)
+    compiled = CompiledModel(imported, scheduled, resolved, report, num_threads, weights)
     compiled.unscheduled = unscheduled  # the kernels before any schedule: what ``tune`` searches
+    compiled.preprocess = preprocess  # the sidecar keeps it: `edgetvm run` on images feeds them alike
     return compiled
 
 
-def prune_model(model, ratio=0.3, **options) -> pruning.PrunedModel:
+def prune_model(model, ratio=0.3, *, preprocess: "Preprocess | dict | None" = None, **options) -> pruning.PrunedModel:
     """:func:`edgetvm.pruning.prune.prune_model` (``edgetvm prune``), its calibration run in numpy where
-    numpy runs every op of the graph and compiled for this machine where it does not."""
-    return pruning.prune_model(model, ratio, evaluate=calibration_evaluator(), **options)
+    numpy runs every op of the graph and compiled for this machine where it does not. ``preprocess``:
+    as for :func:`compile`."""
+    preprocess = Preprocess.coerce(preprocess if preprocess is not None else zoo_preprocessing(model))
+    if options.get("calibration") is not None and preprocess is not None:
+        options["calibration"] = Preprocessed(options["calibration"], preprocess)
+    return pruning.prune_model(resolve_zoo(model), ratio, evaluate=calibration_evaluator(), **options)
 
 
 def tune(model, target: str | dict = "host", *, tracker: str, key: str, trials: int, db: str | os.PathLike,
@@ -236,8 +282,11 @@ def tune(model, target: str | dict = "host", *, tracker: str, key: str, trials: 
     The kernels are those ``compile(model, target, **compile_options)`` produces (after fusion,
     pruning, quantization), so ``compile(..., tuning_db=db)`` with the same options finds them.
     Records go to the meta_schedule JSON database in ``db``; a rerun continues it. ``tune_options``
-    go to :func:`edgetvm.tuning.tune.tune_module` (batch_size, population_size, ...).
+    go to :func:`edgetvm.tuning.tune.tune_module` (batch_size, population_size, wait_boards, ...).
     """
+    # Before the compile (a minute for some models): a missing extra or tracker fails in seconds.
+    require_tuning_dependencies("edgetvm tune")
+    reach_tracker(*parse_address(tracker))
     compiled = compile(model, target, **compile_options)
     num_threads = compile_options.get("num_threads") or 1
     # The default schedules are timed too: compiling with ``db`` keeps them where they win.
@@ -261,10 +310,8 @@ def load(path: str | os.PathLike, *, num_threads: int | None = None, emulate: bo
     if meta["kind"] == "standalone" and meta["target"].get("arch") == "armv7" and platform.machine() != "armv7l":
         return standalone_runner(path, inputs, outputs, cpu=meta["target"].get("qemu_cpu") or None,
                                  threads=num_threads or 1)
+    # Both load through a copy named by the checked SHA-256: dlopen would hand back a library loaded
+    # earlier from this path, the old model's code under the new sidecar (backends/content_path.py).
     if meta["kind"] == "standalone":
-        return load_standalone(path, inputs, outputs, num_threads=num_threads)
-    try:
-        executable = tvm.runtime.load_module(str(path))
-    except Exception as exc:  # noqa: BLE001 - TVM raises plain RuntimeError through tvm_ffi
-        raise ArtifactError(f"{path}: TVM's runtime could not load the library: {first_line(exc)}") from None
-    return vm_runner(executable, inputs, outputs, num_threads, str(path))
+        return load_standalone(path, inputs, outputs, num_threads=num_threads, sha256=meta["sha256"])
+    return vm_runner(load_vm_library(path, meta["sha256"]), inputs, outputs, num_threads, str(path))

@@ -83,6 +83,9 @@ def verify_artifact(path: str | os.PathLike, meta: dict, *, emulate: bool = Fals
         return
     if meta["kind"] == "standalone" and arch == "armv7":
         hint = "run it on the board, or here under qemu with edgetvm.load(path, emulate=True) / `edgetvm run --emulate`"
+    elif arch == "armv7":
+        hint = ("copy it to the board and load it there with TVM's runtime; to run it here under qemu, compile it "
+                "with --standalone (export(path, standalone=True)) and run that with `edgetvm run --emulate`")
     else:
         hint = "copy it to the board and load it there with TVM's runtime, or compile for 'host'"
     raise ArtifactError(

@@ -1,7 +1,7 @@
 """Run ARM code under qemu-arm and count its guest instructions: the tools every ARM test uses.
 
 Wall time under qemu says nothing about a board. What qemu tells exactly is how many guest
-instructions a run executes (``../shared/tools/insn_count.c`` beside the checkout, a TCG plugin): the same number on
+instructions a run executes (``backends/standalone/qemu_insn_count.c``, a TCG plugin shipped in the package): the same number on
 every run and machine, and on an in-order core such as the Cortex-A7 it tracks the real cost of
 compute-bound kernels. Start-up (the dynamic loader, reading files) is left out by the N+1 minus 1
 method: count a program doing 1 inference and one doing 1 + N, and divide the difference by N.
@@ -46,10 +46,10 @@ from .targets import ARM_CROSS_CC, ARM_SYSROOT, require_tool
 from .zoo.fetch import cache_dir
 
 QEMU = "qemu-arm"
-# The project's shared tools sit beside the checkout (``../shared`` from the repository root).
-INSN_COUNT_SOURCE = Path(os.environ.get("EDGETVM_INSN_COUNT_SRC",
-                                        Path(__file__).resolve().parents[2] / "shared" / "tools" / "insn_count.c"))
-HARNESS_SOURCE = Path(__file__).resolve().parent / "backends" / "standalone" / "edgetvm_harness.c"
+# Package data (pyproject.toml), so an installed wheel counts instructions as a checkout does.
+_STANDALONE_C = Path(__file__).resolve().parent / "backends" / "standalone"
+INSN_COUNT_SOURCE = Path(os.environ.get("EDGETVM_INSN_COUNT_SRC", _STANDALONE_C / "qemu_insn_count.c"))
+HARNESS_SOURCE = _STANDALONE_C / "edgetvm_harness.c"
 
 
 def tools_dir() -> Path:
@@ -82,7 +82,7 @@ def _build_cached(source: Path, name: str, command: Callable[[Path], list[str]])
 
 
 def insn_count_plugin() -> Path:
-    """The qemu TCG plugin counting guest instructions (built from insn_count.c with the host gcc)."""
+    """The qemu TCG plugin counting guest instructions (built from qemu_insn_count.c with the host gcc)."""
     gcc = require_tool("gcc", "building qemu's instruction-count plugin")
     return _build_cached(INSN_COUNT_SOURCE, "insn_count.so",
                          lambda out: [gcc, "-shared", "-fPIC", "-O2", "-o", str(out), str(INSN_COUNT_SOURCE)])
@@ -261,3 +261,84 @@ def standalone_runner(so_path: str | os.PathLike, inputs: Sequence[TensorSpec], 
         return result.outputs
 
     return Runner(list(inputs), list(outputs), invoke, f"{so_path} (qemu-arm)")
+
+
+# --- issue-cycle estimate (../shared/tools/neon_cycles.c) ----------------------------------------
+
+NEON_CYCLES_SOURCE = Path(os.environ.get("EDGETVM_NEON_CYCLES_SRC",
+                                         Path(__file__).resolve().parents[2] / "shared" / "tools" / "neon_cycles.c"))
+
+
+def neon_cycles_plugin() -> Path:
+    """The qemu TCG plugin that counts guest instructions and charges each its Cortex-A9/A7 NEON issue
+    cycles (``neon_cycles.c``; its table and limits: ``neon_cycles.md`` beside it)."""
+    gcc = require_tool("gcc", "building qemu's issue-cycle plugin")
+    return _build_cached(NEON_CYCLES_SOURCE, "neon_cycles.so",
+                         lambda out: [gcc, "-shared", "-fPIC", "-O2", "-o", str(out), str(NEON_CYCLES_SOURCE)])
+
+
+@dataclass
+class CycleEstimate:
+    """Guest instructions and estimated issue cycles (a9 table, a7 variant) of a run or an inference."""
+
+    instructions: int
+    cycles_a9: int
+    cycles_a7: int
+
+    def __sub__(self, other: "CycleEstimate") -> "CycleEstimate":
+        return CycleEstimate(self.instructions - other.instructions, self.cycles_a9 - other.cycles_a9,
+                             self.cycles_a7 - other.cycles_a7)
+
+    def __floordiv__(self, n: int) -> "CycleEstimate":
+        return CycleEstimate(self.instructions // n, self.cycles_a9 // n, self.cycles_a7 // n)
+
+
+def estimate_cycles(argv: Sequence[str], *, cpu: str | None = None, timeout: float = 900,
+                    cwd: str | os.PathLike | None = None) -> CycleEstimate:
+    """Instructions and estimated issue cycles of one whole run of the ARM program ``argv``.
+
+    An estimate of throughput only (no latencies, dual issue or memory system): compare kernels or
+    int8 against fp32 on the same model with it, not times on a board.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgetvm-cycles-") as tmp:
+        out = Path(tmp) / "cycles.txt"
+        cmd = qemu_command(argv, cpu=cpu)
+        cmd[len(cmd) - len(argv):len(cmd) - len(argv)] = ["-plugin", f"{neon_cycles_plugin()},out={out}"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+        except subprocess.TimeoutExpired:
+            raise ArtifactError(f"{argv[0]} did not finish within {timeout:.0f} s under qemu-arm") from None
+        if proc.returncode != 0:
+            raise ArtifactError(f"{argv[0]} failed under qemu-arm (exit {proc.returncode}): {proc.stderr.strip()[-1500:]}")
+        lines = out.read_text().splitlines() if out.exists() else []
+        fields = dict(line.split()[:2] for line in lines if len(line.split()) == 2)
+    try:
+        return CycleEstimate(int(fields["guest_instructions"]), int(fields["estimated_cycles_a9"]),
+                             int(fields["estimated_cycles_a7"]))
+    except KeyError:
+        raise ToolchainError(f"qemu-arm wrote no cycle estimate for {argv[0]}: is the plugin API of this qemu "
+                             f"version 1 (Debian qemu-user 7.2)? stderr: {proc.stderr.strip()[-500:]}") from None
+
+
+def cycles_per_inference(so_path: str | os.PathLike, inputs: Sequence[np.ndarray], *, n: int = 2,
+                         cpu: str | None = None, timeout: float = 900) -> CycleEstimate:
+    """``instructions_per_inference`` with the issue-cycle estimate beside it (N+1 minus 1, 1 thread)."""
+    so_path = Path(so_path).resolve()
+    if not so_path.exists():
+        raise ArtifactError(f"{so_path}: no such library")
+    in_specs, out_specs = standalone_interface(so_path, timeout=timeout)
+    if len(in_specs) != len(inputs):
+        raise ArtifactError(f"{so_path.name} takes {len(in_specs)} input(s) {[s.name for s in in_specs]}, "
+                            f"got {len(inputs)}")
+    with tempfile.TemporaryDirectory(prefix="edgetvm-arm-run-") as tmp:
+        in_files = [Path(tmp) / f"in{i}.bin" for i in range(len(inputs))]
+        for path, arr in zip(in_files, inputs):
+            np.ascontiguousarray(arr).tofile(path)
+        out_files = [Path(tmp) / f"out{i}.bin" for i in range(len(out_specs))]
+
+        def run(repeat: int) -> CycleEstimate:
+            return estimate_cycles([harness_binary(), so_path, repeat, 1, *in_files, *out_files], cpu=cpu,
+                                   timeout=timeout)
+
+        once = run(1)
+        return (run(1 + n) - once) // n

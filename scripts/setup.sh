@@ -19,6 +19,6 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,tune]"
 .venv/bin/python -c "from edgetvm.zoo import ASSETS, fetch; [fetch(name) for name in ASSETS]"
 echo "edgetvm is set up: .venv/bin/edgetvm --help"

@@ -15,8 +15,9 @@ from tvm import relax, tirx
 from tvm.relax import vm_build
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
-from ..errors import CompileError, first_line
+from ..errors import ArtifactError, CompileError, first_line
 from ..targets import ARM_CROSS_CXX, ResolvedTarget, require_tool
+from .content_path import content_path
 from .neon_microkernels import recompile_for_neon
 
 
@@ -62,3 +63,14 @@ def export_vm_library(executable: relax.VMExecutable, path: str | os.PathLike, t
         executable.export_library(str(path), fcompile=fcompile)
     else:
         executable.export_library(str(path))
+
+
+def load_vm_library(path: str | os.PathLike, sha256: str) -> tvm.runtime.Module:
+    """Load an exported library whose content has hash ``sha256`` (its sidecar's, already checked)
+    through a copy named by that hash, so that what runs is what is on disk now (content_path.py)."""
+    try:
+        return tvm.runtime.load_module(str(content_path(path, sha256)))
+    except ArtifactError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - TVM raises plain RuntimeError through tvm_ffi
+        raise ArtifactError(f"{path}: TVM's runtime could not load the library: {first_line(exc)}") from None

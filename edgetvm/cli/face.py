@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..face import compile_cache
 from ..face.bundle import BundleSpec, build_bundle
-from ..face.image import draw_faces, read_image, write_ppm
+from ..face.image import draw_faces, read_image, score_label, write_ppm
 from ..face.pipeline import FacePipeline
 from ..io import atomic_path
 
@@ -18,32 +19,71 @@ from ..io import atomic_path
 def _size(text: str) -> tuple[int, int]:
     try:
         w, _, h = text.lower().partition("x")
-        return int(w), int(h or w)
+        size = int(w), int(h or w)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: write WIDTHxHEIGHT, for example 320x320") from None
+    if any(v <= 0 or v % 32 for v in size):
+        raise argparse.ArgumentTypeError(f"{text}: width and height must be positive multiples of 32 (the "
+                                         f"detector's coarsest stride), for example 320x320")
+    return size
 
 
-def _add_network_options(p: argparse.ArgumentParser, engine: bool = True) -> None:
-    p.add_argument("--detector", default="retinaface", choices=["retinaface", "yunet"])
-    p.add_argument("--recognizer", default="sface", choices=["sface", "mobilefacenet"],
-                   help="mobilefacenet has random weights: for speed and compiler checks, not for identities")
+def _unit_interval(flag: str):
+    """An argparse type for a score or overlap threshold, which only means something in [0, 1]."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not 0.0 <= value <= 1.0:
+            raise argparse.ArgumentTypeError(f"{text}: {flag} is a fraction in [0, 1]")
+        return value
+    return parse
+
+
+def _cosine(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: a cosine similarity threshold lies in [-1, 1]")
+    return value
+
+
+def _add_network_options(p: argparse.ArgumentParser, engine: bool = True, recognizer: bool = True) -> None:
+    """The networks' options; ``recognizer=False`` for the commands that only detect (``face detect``)."""
+    p.add_argument("--detector", default="retinaface", choices=["retinaface", "yunet"],
+                   help="face detector network (default retinaface)")
+    if recognizer:
+        p.add_argument("--recognizer", default="sface", choices=["sface", "mobilefacenet"],
+                       help="face recognizer network (default sface); mobilefacenet has random weights: for speed "
+                            "and compiler checks, not for identities")
     p.add_argument("--detector-size", type=_size, default=(320, 320), metavar="WxH",
                    help="RetinaFace input the image is letterboxed into (multiples of 32; YuNet is fixed 640x640)")
-    p.add_argument("--score-threshold", type=float, default=0.6, help="minimum detection score")
-    p.add_argument("--nms-threshold", type=float, default=0.4, help="IoU above which NMS drops the weaker box")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="cosine similarity at or above which two faces are the same person (default: the recognizer's)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--score-threshold", type=_unit_interval("--score-threshold"), default=0.6,
+                   help="minimum detection score, in [0, 1] (default 0.6)")
+    p.add_argument("--nms-threshold", type=_unit_interval("--nms-threshold"), default=0.4,
+                   help="IoU in [0, 1] above which NMS drops the weaker box (default 0.4)")
+    if recognizer:
+        p.add_argument("--threshold", type=_cosine, default=None,
+                       help="cosine similarity at or above which two faces are the same person (default: the "
+                            "recognizer's)")
+    p.add_argument("--threads", type=int, default=None, help="threads the networks run with")
     p.add_argument("--no-fuse", action="store_true", help="compile without edgetvm's exact graph rewrites")
-    p.add_argument("--quantize", default=None, metavar="MODE",
-                   help="compile the networks quantized (e.g. int8; calibrated on the bundled face images)")
+    p.add_argument("--quantize", default=None, choices=["int8"],
+                   help="compile the networks quantized (int8; calibrated on the bundled face images)")
     p.add_argument("--prune", default=None, metavar="SPEC",
                    help="compile the networks pruned: a fraction of channels (0.25) or JSON {layer pattern: fraction}")
-    p.add_argument("--only", default=None, choices=["detector", "recognizer"],
-                   help="apply --quantize/--prune to this network only")
+    if recognizer:
+        p.add_argument("--only", default=None, choices=["detector", "recognizer"],
+                       help="apply --quantize/--prune to this network only")
     if engine:
         p.add_argument("--engine", default="edgetvm", choices=["edgetvm", "onnxruntime"],
                        help="run the networks compiled by edgetvm (default) or in onnxruntime (reference)")
+        p.add_argument("--no-cache", action="store_true",
+                       help="compile the networks again instead of loading them from the compile cache "
+                            "($EDGETVM_CACHE/compiled, kept to 2 GB; EDGETVM_COMPILE_CACHE=0 turns it off)")
 
 
 def compile_options(args: argparse.Namespace) -> dict:
@@ -61,7 +101,7 @@ def compile_options(args: argparse.Namespace) -> dict:
             except json.JSONDecodeError:
                 raise InputError(f"--prune {args.prune!r}: give a fraction of channels (0.25) or a JSON object "
                                  f"{{layer pattern: fraction}}") from None
-    if args.only:
+    if getattr(args, "only", None):
         lossy = {k: options.pop(k) for k in ("quantize", "prune") if k in options}
         if not lossy:
             raise InputError("--only names the network --quantize or --prune applies to; give one of them")
@@ -70,39 +110,43 @@ def compile_options(args: argparse.Namespace) -> dict:
 
 
 def _pipeline(args: argparse.Namespace) -> FacePipeline:
-    return FacePipeline(args.detector, args.recognizer, detector_size=args.detector_size, engine=args.engine,
-                        score_threshold=args.score_threshold, nms_threshold=args.nms_threshold,
-                        threshold=args.threshold, compile_options=compile_options(args), num_threads=args.threads)
+    compile_cache.set_enabled(not args.no_cache)
+    return FacePipeline(args.detector, getattr(args, "recognizer", "sface"), detector_size=args.detector_size,
+                        engine=args.engine, score_threshold=args.score_threshold, nms_threshold=args.nms_threshold,
+                        threshold=getattr(args, "threshold", None), compile_options=compile_options(args),
+                        num_threads=args.threads)
 
 
 def _print_face(i: int, face) -> None:
     x1, y1, x2, y2 = face.box
     marks = " ".join(f"({x:.1f},{y:.1f})" for x, y in face.landmarks)
-    print(f"face {i}: score {face.score:.4f}  box ({x1:.1f},{y1:.1f})-({x2:.1f},{y2:.1f})  landmarks {marks}")
+    print(f"face {i}: score {score_label(face.score)}  box ({x1:.1f},{y1:.1f})-({x2:.1f},{y2:.1f})  landmarks {marks}")
 
 
 def cmd_face_detect(args: argparse.Namespace) -> int:
+    image = read_image(args.image)  # before the networks compile: a bad path fails at once
     pipe = _pipeline(args)
-    image = read_image(args.image)
     faces = pipe.detect(image)
     if args.json:
-        print(json.dumps({"image": str(args.image), "faces": [f.to_json() for f in faces]}, indent=2))
+        print(json.dumps({"image": str(args.image), "faces": [f.to_json() for f in faces]}))
     else:
         print(f"{args.image}: {len(faces)} face(s)")
         for i, face in enumerate(faces):
             _print_face(i, face)
-    if args.out:
-        out = draw_faces(image, faces, args.out)
+    if args.output:
+        out = draw_faces(image, faces, args.output)
         if not args.json:
             print(f"wrote {out}")
     return 0
 
 
 def cmd_face_verify(args: argparse.Namespace) -> int:
+    for path in (args.image_a, args.image_b):
+        read_image(path)  # before the networks compile: a bad path fails at once
     pipe = _pipeline(args)
     result = pipe.verify(args.image_a, args.image_b)
     if args.json:
-        print(json.dumps({"a": str(args.image_a), "b": str(args.image_b), **result.to_json()}, indent=2))
+        print(json.dumps({"a": str(args.image_a), "b": str(args.image_b), **result.to_json()}))
     else:
         verdict = "same person" if result.same else "different people"
         print(f"similarity {result.similarity:.4f} (cosine; threshold {result.threshold:.3f}): {verdict}")
@@ -110,8 +154,8 @@ def cmd_face_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_face_embed(args: argparse.Namespace) -> int:
+    image = read_image(args.image)  # before the networks compile: a bad path fails at once
     pipe = _pipeline(args)
-    image = read_image(args.image)
     if args.all:
         faces = pipe.analyze(image)
         if not faces:
@@ -137,57 +181,93 @@ def cmd_face_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+# Recognizers whose int8 build keeps its accuracy: SFace's int8 embeddings keep cosine >= 0.99 to its fp32 ones
+# (tests/quantization/test_face_models.py). MobileFaceNet's weights are random: nothing to keep.
+INT8_BY_DEFAULT = {"sface"}
+
+
+def bundle_options(args: argparse.Namespace) -> tuple[dict, str]:
+    """The bundle's compile options and a line saying what precision each network has, and how to change it."""
+    options = compile_options(args)
+    if args.fp32 and options:
+        raise InputError("--fp32 keeps both networks float; drop --quantize/--prune or --fp32")
+    if options or args.fp32:
+        return options, ""
+    if args.recognizer in INT8_BY_DEFAULT:
+        return ({"recognizer": {"quantize": "int8"}},
+                f"recognizer {args.recognizer}: int8 (embeddings keep cosine >= 0.99 to fp32; --fp32 builds the "
+                f"float one, about 3.8x the size)")
+    return options, (f"recognizer {args.recognizer}: fp32 (`--quantize int8 --only recognizer` builds it int8, a "
+                     f"quarter of the size)")
+
+
 def cmd_face_build(args: argparse.Namespace) -> int:
+    options, precision = bundle_options(args)
     spec = BundleSpec(args.target, args.detector, args.recognizer, args.detector_size, args.score_threshold,
-                      args.nms_threshold, args.max_faces, args.threshold, compile_options(args), args.threads)
+                      args.nms_threshold, args.max_faces, args.threshold, options, args.threads)
     out = build_bundle(args.output, spec)
     size = sum(p.stat().st_size for p in Path(out).iterdir()) / 2**20
     print(f"wrote {out}/ ({size:.1f} MiB) for {args.target}: detector.so, recognizer.so, face_demo "
           f"(see {out}/README.txt)")
+    if precision:
+        print(precision)
     return 0
 
 
 def cmd_face_ppm(args: argparse.Namespace) -> int:
-    out = write_ppm(args.output, read_image(args.image))
+    output = args.output or args.output_option
+    if not output:
+        raise InputError("face ppm: give the output .ppm path (positional or -o)")
+    out = write_ppm(output, read_image(args.image))
     print(f"wrote {out}")
     return 0
 
 
 def add_face_commands(sub) -> None:
     """Register ``edgetvm face <command>`` on the top-level subparsers."""
-    face = sub.add_parser("face", help="face detection, verification and embeddings; the board bundle")
-    fsub = face.add_subparsers(dest="face_command", required=True)
+    face = sub.add_parser("face", help="face detection, verification and embeddings; the board bundle",
+                          description="Find faces, compare them and compute their embeddings with networks "
+                                      "compiled by edgetvm, or build the standalone bundle that does it on a board.")
+    fsub = face.add_subparsers(dest="face_command", required=True, metavar="COMMAND", title="commands")
 
-    p = fsub.add_parser("detect", help="find faces: boxes, scores, five landmarks")
-    p.add_argument("image")
-    p.add_argument("--out", help="write the image with the faces drawn (png/jpg)")
-    p.add_argument("--json", action="store_true")
-    _add_network_options(p)
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return fsub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+
+    image_help = "the image (png, jpg, ppm, ...)"
+    json_help = "print one line of JSON instead of text"
+    p = command("detect", "find faces: boxes, scores, five landmarks")
+    p.add_argument("image", help=image_help)
+    p.add_argument("-o", "--output", "--out", dest="output", help="write the image with the faces drawn (png/jpg)")
+    p.add_argument("--json", action="store_true", help=json_help)
+    _add_network_options(p, recognizer=False)
     p.set_defaults(func=cmd_face_detect)
 
-    p = fsub.add_parser("verify", help="are the main faces of two images the same person?")
-    p.add_argument("image_a")
-    p.add_argument("image_b")
-    p.add_argument("--json", action="store_true")
+    p = command("verify", "are the main faces of two images the same person?")
+    p.add_argument("image_a", help="the first image")
+    p.add_argument("image_b", help="the second image")
+    p.add_argument("--json", action="store_true", help=json_help)
     _add_network_options(p)
     p.set_defaults(func=cmd_face_verify)
 
-    p = fsub.add_parser("embed", help="the face embedding (L2-normalised) of the main face, or of all faces")
-    p.add_argument("image")
-    p.add_argument("-o", "--output", help="save the embeddings as .npy (faces x dims float32)")
+    p = command("embed", "the face embedding (L2-normalised) of the main face, or of all faces")
+    p.add_argument("image", help=image_help)
+    p.add_argument("-o", "--output", "--out", dest="output", help="save the embeddings as .npy (faces x dims float32)")
     p.add_argument("--all", action="store_true", help="every detected face, not only the most confident")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=json_help)
     _add_network_options(p)
     p.set_defaults(func=cmd_face_embed)
 
-    p = fsub.add_parser("build", help="the board bundle: standalone networks + C pipeline + face_demo")
+    p = command("build", "the board bundle: standalone networks + C pipeline + face_demo")
     p.add_argument("--target", "-t", default="armv7-neon", help="target preset (see `edgetvm targets`)")
-    p.add_argument("-o", "--output", required=True, help="bundle directory")
-    p.add_argument("--max-faces", type=int, default=50)
+    p.add_argument("-o", "--output", "--out", dest="output", required=True, help="bundle directory")
+    p.add_argument("--max-faces", type=int, default=50, help="most faces face_demo reports per image (default 50)")
+    p.add_argument("--fp32", action="store_true", help="keep both networks float (default: the sface recognizer "
+                   "is int8, which keeps its embeddings at cosine >= 0.99 to fp32 at a quarter of the size)")
     _add_network_options(p, engine=False)
     p.set_defaults(func=cmd_face_build)
 
-    p = fsub.add_parser("ppm", help="convert an image to binary PPM, the format face_demo reads")
-    p.add_argument("image")
-    p.add_argument("output")
+    p = command("ppm", "convert an image to binary PPM, the format face_demo reads")
+    p.add_argument("image", help=image_help)
+    p.add_argument("output", nargs="?", help="the .ppm to write")
+    p.add_argument("-o", "--out", dest="output_option", metavar="OUTPUT", help="the .ppm to write (as the positional)")
     p.set_defaults(func=cmd_face_ppm)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..errors import InputError
 
@@ -26,23 +27,46 @@ def add_input_shape_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...", help="static input shape (repeatable)")
 
 
+def channel_fraction(text: str) -> float:
+    """An argparse type: the fraction of channels to prune, in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: give the fraction of channels to remove, in [0, 1)")
+    return value
+
+
+DATA_DRIVEN_CRITERIA = ("activation", "reconstruction")
+
+
+def check_prune_calibration(criterion: str, criterion_flag: str, calib, calib_flag: str) -> None:
+    """A ranking measured on calibration inputs needs them: say which flag gives them."""
+    if criterion in DATA_DRIVEN_CRITERIA and not calib:
+        raise InputError(f"{criterion_flag} {criterion} ranks channels on calibration inputs: give {calib_flag} DIR "
+                         f"(.npy files or images), or choose l1 or bn_gamma")
+
+
 def add_compile_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that compiles a model."""
-    parser.add_argument("model", help="ONNX or TFLite model file")
-    parser.add_argument("--target", "-t", default="host", help="preset name (see `edgetvm targets`) or a TVM target JSON dict")
+    parser.add_argument("model", help="ONNX or TFLite model file, or zoo:NAME (e.g. zoo:retinaface)")
+    parser.add_argument("--target", "-t", default="host", help="preset name (see `edgetvm targets`), a TVM target JSON dict, or a TVM target string such as 'llvm -mtriple=armv7l-linux-gnueabihf -mcpu=cortex-a7 -mattr=+neon'")
     add_input_shape_option(parser)
     parser.add_argument("--threads", type=int, default=None, help="threads the compiled model runs with")
     parser.add_argument("--no-fuse", action="store_true",
                         help="skip the exact graph rewrites (batch-norm / scale-shift folding, activation canonicalisation)")
-    parser.add_argument("--prune", type=float, default=None, metavar="RATIO",
+    parser.add_argument("--prune", type=channel_fraction, default=None, metavar="RATIO",
                         help="prune this fraction of the channels first (lossy; with --prune-calib spread over the "
                              "layers by measured sensitivity and recovered by least squares; see `edgetvm prune`)")
     parser.add_argument("--prune-criterion", default="auto", choices=["auto", "l1", "bn_gamma", "activation", "reconstruction"], help="channel ranking for --prune (auto: reconstruction with --prune-calib, else l1)")
     parser.add_argument("--prune-calib", default=None, metavar="DIR",
-                        help="calibration inputs (.npy or images) for --prune's least-squares recovery")
+                        help="calibration inputs (.npy or images) for --prune's least-squares recovery (with --quantize too: "
+                             "the same set calibrates both)")
     parser.add_argument("--quantize", default=None, choices=["int8"],
                         help="int8 inference (lossy): calibrate a float model on --calib, or keep a QDQ model's integers")
-    parser.add_argument("--calib", default=None, metavar="DIR", help="calibration inputs for --quantize: .npy files or images")
+    parser.add_argument("--calib", default=None, metavar="DIR", help="calibration inputs for --quantize: .npy files or images (needs --quantize; with --prune "
+                             "too it also feeds --prune's recovery)")
     parser.add_argument("--calib-mode", default="minmax", choices=["minmax", "percentile", "entropy"],
                         help="activation range estimator for --quantize")
     parser.add_argument("--no-equalize", action="store_true",
@@ -50,6 +74,89 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-float", default=None, metavar="NAMES",
                         help="comma-separated chains to leave float under --quantize (the report's chains_quantized); "
                              "'none' quantizes all; default: the conv reading the image stays float")
+    add_preprocess_options(parser, "calibration images (--calib, --prune-calib)")
+
+
+def add_preprocess_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """How images become the model's input, as ncnn2table's mean= norm= pixel= (``edgetvm.data.Preprocess``)."""
+    group = parser.add_argument_group(
+        "image preprocessing", f"how {what} become the model's input: x = (pixel - mean) * scale per channel, in "
+        f"the model's channel order. Zoo models know their own; without these flags other models get RGB 0..255.")
+    group.add_argument("--mean", default=None, metavar="M or M0,M1,M2",
+                       help="subtracted from each channel, in the model's channel order (RetinaFace: 104,117,123)")
+    scale = group.add_mutually_exclusive_group()
+    scale.add_argument("--scale", default=None, metavar="S or S0,S1,S2",
+                       help="multiplies each channel after --mean (ncnn's norm; 0.0078125 for 1/128)")
+    scale.add_argument("--std", default=None, metavar="S or S0,S1,S2",
+                       help="divides each channel after --mean (torchvision's std; the reciprocal of --scale)")
+    order = group.add_mutually_exclusive_group()
+    order.add_argument("--bgr", dest="channel_order", action="store_const", const="bgr",
+                       help="the model takes BGR channels (OpenCV-trained: RetinaFace, YuNet)")
+    order.add_argument("--rgb", dest="channel_order", action="store_const", const="rgb",
+                       help="the model takes RGB channels (the default)")
+    group.add_argument("--layout", default=None, choices=["nchw", "nhwc"],
+                       help="the image input's layout (default: from its shape)")
+
+
+def _numbers(flag: str, text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"{flag} {text!r}: give one number or three separated by commas, for example "
+                         f"{flag} 104,117,123") from None
+    if len(values) not in (1, 3):
+        raise InputError(f"{flag} {text!r}: give one number or three (one per channel), not {len(values)}")
+    return values
+
+
+def preprocess_option(args: argparse.Namespace) -> dict | None:
+    """``edgetvm.compile``'s ``preprocess`` from the flags of ``add_preprocess_options``, None when none is given."""
+    given = {"mean": _numbers("--mean", getattr(args, "mean", None)),
+             "scale": _numbers("--scale", getattr(args, "scale", None)),
+             "std": _numbers("--std", getattr(args, "std", None)),
+             "channel_order": getattr(args, "channel_order", None), "layout": getattr(args, "layout", None)}
+    if all(v is None for v in given.values()):
+        return None
+    for flag, key in (("--scale", "scale"), ("--std", "std")):
+        if given[key] is not None and 0.0 in given[key]:
+            raise InputError(f"{flag} {getattr(args, key)}: a zero {key} is not a preprocessing")
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def add_weights_option(parser: argparse.ArgumentParser) -> None:
+    """``--weights``: how a standalone artifact stores its weights (``compile`` only: it writes the artifact)."""
+    parser.add_argument("--weights", default="fp32", choices=["fp32", "fp16"],
+                        help="weight storage in the artifact (with --standalone): fp16 halves the weights (lossy, "
+                             "within 2^-11 per weight) and widens them to fp32 once at load")
+
+
+def calibration_set(args: argparse.Namespace) -> str | None:
+    """The one calibration set of ``--calib`` / ``--prune-calib``, refused where nothing would read it.
+
+    ``edgetvm.compile`` takes one calibration set: with both ``--prune`` and ``--quantize`` it serves both,
+    so two different sets are refused rather than one silently dropped."""
+    calib, prune_calib = getattr(args, "calib", None), getattr(args, "prune_calib", None)
+    quantize, prune = getattr(args, "quantize", None), getattr(args, "prune", None) is not None
+    if calib and not quantize:
+        also = "; for --prune's recovery give it as --prune-calib" if prune else ""
+        raise InputError(f"--calib {calib} is the calibration set of --quantize, which is not given: add "
+                         f"--quantize int8 to use it{also}")
+    if prune_calib and not prune:
+        raise InputError(f"--prune-calib {prune_calib} is the calibration set of --prune, which is not given: add "
+                         f"--prune RATIO to use it")
+    if calib and prune_calib and calib != prune_calib:
+        raise InputError(f"--calib {calib} and --prune-calib {prune_calib}: one calibration set serves both --prune "
+                         f"and --quantize; give one of the two flags")
+    chosen = calib or prune_calib
+    if prune:
+        check_prune_calibration(args.prune_criterion, "--prune-criterion", chosen, "--prune-calib")
+    if chosen and prune and quantize:
+        print(f"note: {chosen} calibrates both --prune and --quantize", file=sys.stderr)
+    if getattr(args, "keep_float", None) is not None and not quantize:
+        raise InputError("--keep-float chooses what --quantize leaves float; add --quantize int8 or drop it")
+    return chosen
 
 
 def compile_kwargs(args: argparse.Namespace) -> dict:
@@ -62,14 +169,15 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
             raise InputError(f"--target {args.target!r} is not valid JSON: {exc}") from None
     kwargs = {"target": target, "input_shapes": parse_shape_args(args.input_shape), "num_threads": args.threads,
               "fuse": not getattr(args, "no_fuse", False)}
+    calibration = calibration_set(args)
     if getattr(args, "prune", None) is not None:
         kwargs.update(prune=args.prune, prune_criterion=args.prune_criterion)
-        if args.prune_calib:
-            kwargs["calibration"] = args.prune_calib
+        if calibration:
+            kwargs["calibration"] = calibration
     if getattr(args, "quantize", None):
         kwargs.update(quantize=args.quantize, calibration_mode=args.calib_mode)
-        if args.calib:
-            kwargs["calibration"] = args.calib
+        if calibration:
+            kwargs["calibration"] = calibration
         options = {}
         if getattr(args, "no_equalize", False):
             options["equalize"] = False
@@ -80,4 +188,12 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
             kwargs["quantize_options"] = options
     if getattr(args, "tuning_db", None):
         kwargs["tuning_db"] = args.tuning_db
+    preprocess = preprocess_option(args)
+    if preprocess is not None:
+        kwargs["preprocess"] = preprocess
+    weights = getattr(args, "weights", "fp32")
+    if weights != "fp32":
+        if not getattr(args, "standalone", False):
+            raise InputError(f"--weights {weights} is implemented by the standalone C runtime: add --standalone")
+        kwargs["weights"] = weights
     return kwargs

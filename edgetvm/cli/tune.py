@@ -16,7 +16,8 @@ from .options import add_compile_options, compile_kwargs
 def cmd_tune(args: argparse.Namespace) -> int:
     kwargs = compile_kwargs(args)
     target = kwargs.pop("target")
-    tune_options = {"batch_size": args.batch_size, "population_size": args.population}
+    tune_options = {"batch_size": args.batch_size, "population_size": args.population,
+                    "wait_boards": args.wait_boards}
     if args.trials_per_kernel:
         tune_options["trials_per_task"] = args.trials_per_kernel
     report = api.tune(args.model, target, tracker=args.tracker, key=args.key, trials=args.trials, db=args.db,
@@ -71,7 +72,9 @@ def cmd_rpc_server(args: argparse.Namespace) -> int:
 
 def add_tuning_commands(sub) -> None:
     """Register ``tune`` and ``rpc tracker|server`` on the top-level subparsers."""
-    p = sub.add_parser("tune", help="search kernel schedules on boards over TVM RPC; records go to a database")
+    p = sub.add_parser("tune", help="search kernel schedules on boards over TVM RPC; records go to a database",
+                       description="Measure candidate schedules of a model's kernels on boards registered with a TVM "
+                                   "RPC tracker; `edgetvm compile --tuning-db DIR` then uses the fastest.")
     add_compile_options(p)
     p.add_argument("--tracker", required=True, metavar="HOST:PORT", help="the RPC tracker (`edgetvm rpc tracker`)")
     p.add_argument("--key", required=True, help="the board kind the servers registered under")
@@ -85,19 +88,26 @@ def add_tuning_commands(sub) -> None:
     p.add_argument("--salvage", action="store_true", help="drop corrupt or truncated records of DIR, keep the rest")
     p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another tuning run on DIR to finish (default: fail at once)")
+    p.add_argument("--wait-boards", type=float, default=60.0, metavar="SECONDS",
+                   help="wait this long for a first board to register under --key (default 60)")
     p.add_argument("--report", metavar="JSON", help="write the tuning report here")
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("rpc", help="TVM RPC tracker and board servers for tuning")
-    rpc_sub = p.add_subparsers(dest="rpc_command", required=True)
-    t = rpc_sub.add_parser("tracker", help="run TVM's RPC tracker (foreground)")
+    p = sub.add_parser("rpc", help="TVM RPC tracker and board servers for tuning",
+                       description="Run TVM's RPC tracker (on the host) or an RPC server (on each board) for "
+                                   "`edgetvm tune`.")
+    rpc_sub = p.add_subparsers(dest="rpc_command", required=True, metavar="COMMAND", title="commands")
+    t = rpc_sub.add_parser("tracker", help="run TVM's RPC tracker (foreground)",
+                           description="Run TVM's RPC tracker in the foreground; boards register with it.")
     t.add_argument("--host", default=LOOPBACK, help="address to bind (default 127.0.0.1)")
-    t.add_argument("--port", type=int, default=DEFAULT_TRACKER_PORT)
+    t.add_argument("--port", type=int, default=DEFAULT_TRACKER_PORT, help=f"port to bind (default {DEFAULT_TRACKER_PORT})")
     t.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
     t.add_argument("--log", default=None, help="append the tracker's log here")
     t.set_defaults(func=cmd_rpc_tracker)
-    s = rpc_sub.add_parser("server", help="run TVM's RPC server on this board (foreground); it executes uploaded code")
-    s.add_argument("--tracker", required=True, metavar="HOST:PORT")
+    s = rpc_sub.add_parser("server", help="run TVM's RPC server on this board (foreground); it executes uploaded code",
+                           description="Run TVM's RPC server on this board in the foreground, registered with the "
+                                       "tracker; it executes the code the tuner uploads.")
+    s.add_argument("--tracker", required=True, metavar="HOST:PORT", help="the tracker to register with")
     s.add_argument("--key", required=True, help="board kind, e.g. rk3288; the tuner asks for boards by key")
     s.add_argument("--host", default=LOOPBACK, help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="port to bind (default: a free one)")

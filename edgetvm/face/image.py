@@ -113,6 +113,11 @@ def write_ppm(path: str | os.PathLike, image: np.ndarray) -> Path:
     return path
 
 
+def score_label(score: float) -> str:
+    """A detection score as the picture labels it and ``edgetvm face detect`` prints it: the two agree."""
+    return f"{float(score):.3f}"
+
+
 def draw_faces(image: np.ndarray, faces, path: str | os.PathLike) -> Path:
     """Draw boxes, scores and the five landmarks of ``faces`` onto a copy of ``image``; write it."""
     from PIL import Image, ImageDraw
@@ -125,7 +130,7 @@ def draw_faces(image: np.ndarray, faces, path: str | os.PathLike) -> Path:
         x1, y1, x2, y2 = (float(v) for v in face.box)
         width = max(1, int(round((x2 - x1) / 60)))
         draw.rectangle([x1, y1, x2, y2], outline=(0, 255, 0), width=width)
-        draw.text((x1 + 2, max(0.0, y1 - 12)), f"{face.score:.3f}", fill=(255, 255, 255))
+        draw.text((x1 + 2, max(0.0, y1 - 12)), score_label(face.score), fill=(255, 255, 255))
         r = max(1.5, (x2 - x1) / 40)
         for (px, py), color in zip(face.landmarks, colors):
             draw.ellipse([px - r, py - r, px + r, py + r], fill=color)

@@ -3,8 +3,9 @@
 A ``Network`` says where a model comes from (the zoo of models.md, or an architecture built from
 its paper), its input tensor and how an image becomes that tensor. Engines run it:
 
-* ``edgetvm``: compiled with ``edgetvm.compile`` for the host, once per process and configuration
-  (compiling RetinaFace or SFace takes tens of seconds; a pipeline is cheap to make again). A
+* ``edgetvm``: compiled with ``edgetvm.compile`` for the host, once per configuration: kept in the
+  compile cache every later process loads it from (compile_cache.py; compiling RetinaFace or SFace
+  takes tens of seconds, loading a fraction of one), and once per process in memory. A
   quantized or pruned network without calibration data calibrates on what the caller's
   ``calibrate`` gives (the pipeline and the bundle pass ``calibration.face_calibration``).
 * ``onnxruntime``: the numeric reference and the speed peer of the benchmarks. YuNet and SFace
@@ -24,8 +25,10 @@ import onnx
 from .. import api
 from ..errors import EdgeTVMError, InputError
 from ..frontends.onnx_rewrites import drop_weight_inputs, fold_constant_dequantize
-from ..zoo import fetch
+from ..zoo import PREPROCESSING, fetch
+from ..progress import say as show_stage
 from ..zoo.architectures import mobilefacenet
+from . import compile_cache
 from .detect import RETINAFACE_MEAN_BGR, Letterbox, letterbox
 
 
@@ -39,6 +42,9 @@ class Network:
     # Detector inputs are resized per pipeline; recognizers take a fixed 112x112 crop.
     dynamic_size: bool
     description: str
+    # How an image becomes its input (edgetvm.data.Preprocess keys): calibration images given to
+    # compile_network are fed so. Matches detector_input / recognizer_input.
+    preprocess: dict | None = None
 
     def source(self):
         """What ``edgetvm.compile`` takes: a model path or an ONNX ModelProto."""
@@ -55,12 +61,15 @@ NETWORKS: dict[str, Network] = {
     n.name: n
     for n in [
         Network("retinaface", "detector", "input", True,
-                "RetinaFace MobileNet-0.25 (box, score, 5 landmarks; BGR minus mean)"),
-        Network("yunet", "detector", "input", False, "YuNet 2023mar (box, score, 5 landmarks; BGR 0..255)"),
-        Network("sface", "recognizer", "data", False, "SFace 2021dec, 128-d embedding (RGB 0..255)"),
+                "RetinaFace MobileNet-0.25 (box, score, 5 landmarks; BGR minus mean)", PREPROCESSING["retinaface"]),
+        Network("yunet", "detector", "input", False, "YuNet 2023mar (box, score, 5 landmarks; BGR 0..255)",
+                PREPROCESSING["yunet"]),
+        Network("sface", "recognizer", "data", False, "SFace 2021dec, 128-d embedding (RGB 0..255)",
+                PREPROCESSING["sface"]),
         Network("mobilefacenet", "recognizer", "input", False,
                 "MobileFaceNet architecture with seeded random weights (speed and compiler checks only; "
-                "its embeddings do not identify people)"),
+                "its embeddings do not identify people)",
+                {"channel_order": "rgb", "mean": 127.5, "scale": 1.0 / 128.0, "layout": "nchw"}),
     ]
 }
 
@@ -139,6 +148,7 @@ def compile_network(net: Network, size: tuple[int, int], target="host", compile_
         if key in _COMPILED:
             return _COMPILED[key]
         kwargs = dict(compile_options or {})
+        kwargs.setdefault("preprocess", net.preprocess)
         if (kwargs.get("quantize") or kwargs.get("prune")) and kwargs.get("calibration") is None \
                 and calibrate is not None:
             kwargs["calibration"] = calibrate(net, size)
@@ -189,10 +199,35 @@ def onnxruntime_engine(net: Network, num_threads: int | None = None) -> Callable
     return run
 
 
+_LOADED: dict[str, object] = {}  # compile cache key -> runner, once per process
+
+
+def persistent_host_runner(net: Network, size: tuple[int, int], compile_options: dict | None = None,
+                           num_threads: int | None = None, calibrate: Calibrate | None = None):
+    """``net`` compiled for the host through the compile cache shared by processes (compile_cache.py),
+    once per process; None when the options cannot key an entry (calibration arrays given)."""
+    options = dict(compile_options or {})
+    description = {"network": net.name, "input": list(net.input_shape(size)), "target": "host",
+                   "options": options, "num_threads": num_threads, "preprocess": net.preprocess}
+    key = compile_cache.entry_key(compile_cache.model_digest(net.source()), description)
+    if key is None:
+        return None
+    with _COMPILE_LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = compile_cache.cached_runner(
+                key, lambda: compile_network(net, size, "host", compile_options, num_threads, calibrate),
+                num_threads=num_threads, say=lambda line: show_stage(f"{net.name} at {size[0]}x{size[1]}: {line}"))
+        return _LOADED[key]
+
+
 def edgetvm_engine(net: Network, size: tuple[int, int], target="host", compile_options: dict | None = None,
                    num_threads: int | None = None,
                    calibrate: Calibrate | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
-    compiled = compile_network(net, size, target, compile_options, num_threads, calibrate)
+    compiled = None
+    if str(target) == "host" and compile_cache.enabled():
+        compiled = persistent_host_runner(net, size, compile_options, num_threads, calibrate)
+    if compiled is None:
+        compiled = compile_network(net, size, target, compile_options, num_threads, calibrate)
 
     def run(x: np.ndarray) -> list[np.ndarray]:
         out = compiled(x)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import ModelLoadError
 from ..specs import ImportedModel
-from ..zoo import fetch
+from ..zoo import did_you_mean, fetch, model_names
 from .onnx import import_onnx
 from .tflite import import_tflite
 
@@ -18,11 +18,16 @@ ZOO_PREFIX = "zoo:"
 def resolve_zoo(model):
     """``"zoo:retinaface"`` names a real model of models.md; it is fetched into the cache."""
     if isinstance(model, str) and model.startswith(ZOO_PREFIX):
-        return fetch(model[len(ZOO_PREFIX):])
+        name = model[len(ZOO_PREFIX):]
+        if name not in model_names():
+            raise ModelLoadError(f"{model}: no such zoo model{did_you_mean(name, model_names())}; the zoo models are "
+                                 f"{', '.join(ZOO_PREFIX + n for n in model_names())}")
+        return fetch(name)
     return model
 
 
 def detect_format(model) -> str:
+    model = resolve_zoo(model)
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.exists():

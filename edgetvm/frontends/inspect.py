@@ -21,7 +21,7 @@ import numpy as np
 from tvm import relax
 from tvm.ir import GenericConst
 
-from . import detect_format, load_model
+from . import detect_format, load_model, resolve_zoo
 from .onnx import read_onnx
 from .tflite import op_names, parse_tflite, read_tflite
 
@@ -34,6 +34,7 @@ INDEX_DTYPES = {"int32", "int64", "uint32", "uint64", "bool"}
 
 def inspect_model(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict:
     """A JSON-ready description of ``model`` (ONNX path/bytes/ModelProto or TFLite path/bytes)."""
+    model = resolve_zoo(model)
     imported = load_model(model, input_shapes)
     ops = model_op_counts(model, imported.format)
     stats = relax_stats(imported.mod["main"])

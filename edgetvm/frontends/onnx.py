@@ -304,7 +304,12 @@ def node_tracking_importer(shapes: dict[str, tuple[int, ...]], keep_params_in_in
             self.current = (op_name, attrs.get("tvm_custom", {}).get("name", ""))
             if op_name == "PRelu" and len(inputs) == 2:
                 check_unidirectional_broadcast(inputs[1], inputs[0], f"PRelu node {self.current[1]!r}", "slope")
-            return super()._convert_operator(op_name, inputs, attrs, opset)
+            sym = super()._convert_operator(op_name, inputs, attrs, opset)
+            # Bound here under the node's name, the node's output keeps it through the passes: the quantization
+            # report and --keep-float then speak of "Conv_12", as onnxruntime's nodes_to_exclude does, not "lv7".
+            if self.current[1] and isinstance(sym, relax.Call) and isinstance(sym.ty, relax.TensorType):
+                sym = self.bb.emit(sym, name_hint=self.current[1])
+            return sym
 
     return NodeTrackingImporter({k: list(v) for k, v in shapes.items()}, "float32",
                                 keep_params_in_input=keep_params_in_input)

@@ -1,7 +1,8 @@
 """TFLite to Relax, wrapping ``tvm.relax.frontend.tflite`` (needs the ``tflite`` flatbuffer package).
 
     read + validate the flatbuffer -> check every op against TVM's converter (one error listing
-    all unsupported ops) -> TVM's converter, with float16 weights folded to float32 constants
+    all unsupported ops) -> TVM's converter, with float16 weights folded to float32 constants and
+    PReLU slopes kept per channel (TVM's converter widens them to the activation's size)
     -> ImportedModel (TFLite tensor names for inputs and outputs, static shapes, notes)
 
 BlazeFace (MediaPipe) stores its weights as float16 buffers behind DEQUANTIZE ops. TVM's converter
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ModelLoadError, UnsupportedModelError
+from ..relax_utils import bound_constant
 from ..specs import ImportedModel, TensorSpec
 from .limits import check_relax_memory, check_tflite_memory
 from .signature import output_specs
@@ -122,6 +124,7 @@ def tensor_name(subgraph, index: int) -> str:
 def _converter_class():
     """TVM's TFLite OperatorConverter, remembering the op it converts, with float16 weights folded."""
     from tflite.TensorType import TensorType
+    from tvm import relax
     from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
 
     class EdgeOperatorConverter(OperatorConverter):
@@ -145,7 +148,35 @@ def _converter_class():
                 return self.exp_tab.new_const(value, dtype="float32", source_name=tensor.tensor.Name())
             return super().convert_dequantize(op)
 
+        def convert_prelu(self, op):
+            # TVM broadcasts the slope to the whole activation and flattens both, so FoldConstant
+            # turns a (1, 1, C) slope into an H*W*C constant: palm_detection_lite's 3.8 MB of
+            # weights became 14 MB. A slope that varies only along the channels (TFLite's
+            # shared_axes=[1, 2], the usual case) is ``prelu(x, alpha[C], axis=-1)`` exactly.
+            data, alpha = self.get_input_tensors(op)[:2]
+            shape = [int(d) for d in self.get_tensor_shape(data)]
+            # A float16 slope is already a float32 constant here (convert_dequantize above).
+            value = bound_constant(self.get_tensor_expr(alpha))
+            # Quantized PReLU (integer data or slope) keeps TVM's conversion and its requantization.
+            floats = data.tensor.Type() == TensorType.FLOAT32 and value is not None and value.dtype == np.float32
+            slope = per_channel_slope(value, shape) if floats else None
+            if slope is None:
+                return super().convert_prelu(op)
+            return relax.op.nn.prelu(self.get_tensor_expr(data), relax.const(slope, "float32"), axis=len(shape) - 1)
+
     return EdgeOperatorConverter
+
+
+def per_channel_slope(alpha: np.ndarray, data_shape: list[int]) -> np.ndarray | None:
+    """``alpha`` as a float32 vector over the last axis of ``data_shape``, or None when it varies
+    along other axes too (or does not broadcast) and must stay a full tensor."""
+    if not data_shape or alpha.ndim > len(data_shape) or any(d != 1 for d in alpha.shape[:-1]):
+        return None
+    channels = data_shape[-1]
+    size = alpha.shape[-1] if alpha.ndim else 1
+    if size not in (1, channels):
+        return None
+    return np.broadcast_to(alpha.reshape(-1).astype(np.float32), (channels,)).copy()
 
 
 def op_names(model, subgraph) -> list[tuple[str, str]]:

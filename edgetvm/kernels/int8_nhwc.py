@@ -71,6 +71,13 @@ DEPTHWISE_LANES = 8
 NEON_Q8_GEMM_2X8 = "edgetvm_neon_q8_gemm_2x8"
 
 
+def neon_q8_gemm_requantize_name(negative: bool, left_shift: bool, unsigned: bool) -> str:
+    """The 2x8 microkernel that also requantizes and stores its tile (``kernels.neon_q8_gemm``): one per
+    epilogue shape (PReLU/LeakyReLU multipliers, left shifts, uint8 output)."""
+    return (f"{NEON_Q8_GEMM_2X8}_requantize{'_negative' if negative else ''}{'_left_shift' if left_shift else ''}"
+            f"{'_u8' if unsigned else ''}")
+
+
 def _ramp(base, lanes: int) -> tirx.PrimExpr:
     return tirx.Ramp(base, 1, lanes)
 
@@ -318,8 +325,10 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
 
     ``vpadd`` of an accumulator's halves then gives the pair's two sums. The NEON spelling runs this
     for 2 pixels at once in the assembly microkernel ``NEON_Q8_GEMM_2X8`` (the weights loaded once
-    for both; 16 q registers, which LLVM cannot schedule without spilling); the portable one is TIR,
-    1 pixel per tile.
+    for both; 16 q registers, which LLVM cannot schedule without spilling); with an int8/uint8
+    output the microkernel requantizes and stores the tile too (``neon_q8_gemm_requantize_name``),
+    so only the float output goes through a stack tile and the TIR epilogue. The portable spelling is
+    TIR, 1 pixel per tile.
     """
     c_, o_ = depth_total, channels_out
     y64 = T.decl_buffer((pixels * o_ // 8,), "int64", data=yf.data) if y_dtype != "float32" else None
@@ -338,18 +347,35 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
             T.buffer_store(y64, tirx.call_intrin("int64", "tirx.reinterpret", out),
                            [(pixel * o_ + tile_o * PAIRED_CHANNELS) // 8])
 
-    if ops.neon:
+    if ops.neon and y_dtype != "float32":
+        # The microkernel requantizes and stores too: the int32 sums stay in registers.
+        name = neon_q8_gemm_requantize_name(_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8")
+        lo, hi = (int(v) for v in cfg["clamp"])
+        clamp_bits = (lo & 0xFF) | (hi & 0xFF) << 8
+
+        def tile2(pixel0, tile_o, both: bool) -> None:
+            second = pixel0 + 1 if both else pixel0
+            T.evaluate(tirx.call_extern(
+                "int32", name, tirx.address_of(yf[pixel0 * o_ + tile_o * PAIRED_CHANNELS]),
+                tirx.address_of(yf[second * o_ + tile_o * PAIRED_CHANNELS]), tirx.address_of(xf[pixel0 * c_]),
+                tirx.address_of(xf[second * c_]), tirx.address_of(wq[tile_o * (c_ * PAIRED_CHANNELS)]),
+                c_ // GEMM_DEPTH, tirx.address_of(epi["packed"][tile_o * 2, 0, 0]), cfg["y_zero_point"], clamp_bits))
+    elif ops.neon:
         def tile2(pixel0, tile_o, both: bool) -> None:
             # "global" scope: a small constant buffer whose address is taken stays on the stack.
             acc = T.alloc_buffer((2 * PAIRED_CHANNELS,), "int32", scope="global")
             second = pixel0 + 1 if both else pixel0
-            T.evaluate(tirx.call_extern("int32", NEON_Q8_GEMM_2X8, tirx.address_of(acc[0]),
+            # The microkernel writes all 16 sums, also for a lone last pixel whose epilogue reads 8: an
+            # access pointer over the whole buffer keeps TVM from compacting it to the 8 read (a stack
+            # overflow into the kernel's saved registers).
+            T.evaluate(tirx.call_extern("int32", NEON_Q8_GEMM_2X8, acc.access_ptr("w"),
                                         tirx.address_of(xf[pixel0 * c_]), tirx.address_of(xf[second * c_]),
                                         tirx.address_of(wq[tile_o * (c_ * PAIRED_CHANNELS)]), c_ // GEMM_DEPTH))
             finish(acc, pixel0, tile_o, 0)
             if both:
                 finish(acc, pixel0 + 1, tile_o, PAIRED_CHANNELS)
 
+    if ops.neon:
         if pixels // 2:
             with _loop(pixels // 2 * tiles_o, parallel) as t:
                 tile2(t // tiles_o * 2, t % tiles_o, True)

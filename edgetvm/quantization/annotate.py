@@ -23,6 +23,7 @@ measure (embedding cosine, box IoU against the float model).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,9 @@ from tvm import relax
 from ..kernels.fixed_point import activation_qparams, quantize_weight_per_channel
 from ..relax_utils import bound_constant, op_name
 from ..transform.base import GraphPass, graph_pass
+
+# The names Relax's block builder makes up for values that no model node names.
+AUTO_NAME = re.compile(r"(lv|gv)\d*")
 
 ACTIVATIONS = ("relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.nn.prelu")
 
@@ -47,6 +51,18 @@ class QuantChain:
     bias: np.ndarray | None = None
     batch_norm: relax.Call | None = None
     activation: relax.Call | None = None
+    covers: list[relax.Var] = field(default_factory=list)  # the bindings of the chain, anchor to tail
+
+    @property
+    def names(self) -> list[str]:
+        """The names of the chain's bindings: the ONNX node names the importer bound them under, and the
+        importer's own ``lv<N>`` names for values inside a node (a Conv's bias add is bound as the node)."""
+        return [str(v.name) for v in self.covers or [self.tail]]
+
+    @property
+    def name(self) -> str:
+        """The chain as a user knows it: its first binding named after a model node, else its tail."""
+        return next((n for n in self.names if not AUTO_NAME.fullmatch(n)), str(self.tail.name))
 
 
 @dataclass
@@ -125,6 +141,7 @@ def plan_quantization(func: relax.Function) -> QuantPlan:
         channels = int(chain.anchor.ty.shape[1]) if chain.kind != "matmul" else int(chain.anchor.ty.shape[-1])
         # Walk the single-user tail: bias, batch norm, activation.
         tail = var
+        chain.covers = [var]
         while True:
             nxt = single_user(tail)
             if nxt is None:
@@ -139,6 +156,7 @@ def plan_quantization(func: relax.Function) -> QuantPlan:
                     break
                 chain.bias = bias.reshape(-1).astype(np.float64)
                 tail = nxt
+                chain.covers.append(nxt)
             elif chain.kind == "conv2d" and nname == "relax.nn.batch_norm" and chain.activation is None \
                     and chain.batch_norm is None and all(bound_constant(a) is not None for a in nvalue.args[1:]) \
                     and int(nvalue.attrs.axis) == 1:
@@ -150,6 +168,7 @@ def plan_quantization(func: relax.Function) -> QuantPlan:
                     break
                 chain.batch_norm = nvalue
                 tail = first[0]
+                chain.covers += [nxt, tail]
             elif nname in ACTIVATIONS and chain.activation is None and nvalue.args[0].same_as(tail):
                 if nname == "relax.nn.prelu" and (bound_constant(nvalue.args[1]) is None or int(nvalue.attrs.axis) != 1):
                     break
@@ -157,6 +176,7 @@ def plan_quantization(func: relax.Function) -> QuantPlan:
                     break
                 chain.activation = nvalue
                 tail = nxt
+                chain.covers.append(nxt)
                 break
             else:
                 break

@@ -26,6 +26,7 @@ from tvm import relax
 
 from ..data import read_samples
 from ..errors import InputError
+from ..progress import bar
 
 MODES = ("minmax", "percentile", "entropy")
 SAMPLES_PER_TENSOR = 1 << 16
@@ -156,8 +157,8 @@ def calibration_arrays(calibration, inputs) -> list[list[np.ndarray]]:
     the observers keep at most ``SAMPLES_PER_TENSOR`` values per tensor and sample.
     """
     if calibration is None:
-        raise InputError("quantize='int8' on a float model needs calibration inputs: pass calibration=[arrays or "
-                         "image paths] (CLI: --calib DIR of .npy files or images)")
+        raise InputError("--quantize int8 on a float model needs calibration inputs: give --calib DIR of .npy files "
+                         "or images (in Python: calibration=[arrays or image paths])")
     return read_samples(calibration, inputs, resample="bicubic")
 
 
@@ -176,7 +177,8 @@ def collect_ranges(mod: tvm.IRModule, taps: list[relax.Var], samples: list[list[
         raise InputError(f"calibration_mode {mode!r}: choose one of {', '.join(MODES)}")
     observers = [RangeObserver() for _ in taps]
     rng = np.random.default_rng(seed)
-    for values in evaluate(with_taps(mod, taps), samples):
+    for values in bar(evaluate(with_taps(mod, taps), samples), total=len(samples), desc="calibrating",
+                      unit="sample"):
         # The taps are the last ``len(taps)`` fields, whatever the model's own outputs look like.
         values = values[len(values) - len(taps):]
         for observer, value in zip(observers, values):

@@ -83,7 +83,7 @@ def plan_equalization(func: relax.Function) -> EqualizationPlan:
     for chain in plan_quantization(func).chains:
         if chain.kind != "conv2d":
             continue
-        name = chain.tail.name
+        name = chain.name
         act = op_name(chain.activation) if chain.activation is not None else None
         if act is not None and act not in HOMOGENEOUS:
             plan.declined.append(f"{name}: {act} is not positively homogeneous (act(v/s) != act(v)/s)")

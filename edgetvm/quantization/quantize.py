@@ -7,8 +7,8 @@
 Cross-layer equalization (on by default, ``equalize=False`` turns it off) is exact in float and
 is what brings SFace's int8 embeddings to cosine >= 0.99 on every evaluated face crop (per-tensor
 activation scales otherwise starve the narrow channels: min cosine 0.979 without it).
-``keep_float`` names chains (by their output tensor, as the report's ``chains_quantized`` lists
-them) to leave in float: mixed precision for layers the accuracy cannot afford in int8. By default
+``keep_float`` names chains (by a model node of theirs, e.g. the ONNX Conv node, as the report's
+``chains_quantized`` lists them; onnxruntime's ``nodes_to_exclude`` takes the same names) to leave in float: mixed precision for layers the accuracy cannot afford in int8. By default
 the first conv (reading the image) stays float: the most sensitive layer, and the smallest.
 
 A model that is already quantized (QDQ ONNX, see ``edgetvm.frontends.onnx_qdq``) skips the first
@@ -28,7 +28,7 @@ from ..relax_utils import is_tensor_constant, op_name
 from .calibrate import calibration_arrays, collect_ranges
 from .cross_layer_equalization import CrossLayerEqualization, plan_equalization
 from .fold_quant_scales import FoldQuantScales
-from .annotate import QuantizeAnnotate, plan_quantization
+from .annotate import AUTO_NAME, QuantizeAnnotate, plan_quantization
 
 SCHEMES = ("int8",)
 
@@ -162,9 +162,11 @@ def _reads_pixels(chain, func: relax.Function) -> bool:
 
 
 def _chain_names(chain) -> set[str]:
-    names = {str(chain.tail.name)}
+    """Every name ``keep_float`` may give a chain by: its model nodes', and for an add its operands'.
+    The block builder's own names (``lv7``) are not among them: they change with any edit to the graph."""
+    names = {chain.name, *chain.names}
     names.update(str(v.name) for v in chain.inputs if chain.kind == "add")
-    return names
+    return {n for n in names if n == chain.name or not AUTO_NAME.fullmatch(n)}
 
 
 def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
@@ -175,7 +177,7 @@ def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
     ``inputs``: the model's input TensorSpecs (to read calibration images/arrays against).
     ``evaluate``: runs the float module on the samples (see :func:`~.calibrate.collect_ranges`).
     ``equalize``: cross-layer equalization first (exact in float; see cross_layer_equalization.py).
-    ``keep_float``: names of chains (their output tensor, as ``report["chains_quantized"]`` lists
+    ``keep_float``: names of chains (a model node of the chain, as ``report["chains_quantized"]`` lists
     them) left in float; None (the default) keeps the conv reading the image input float, ``[]``
     quantizes every chain. The report lists what stayed float under ``kept_float`` with the reason.
     """
@@ -189,18 +191,18 @@ def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
     if keep_float is None:
         kept = [chain for chain in plan.chains if _reads_pixels(chain, mod["main"])]
         why = (f"reads the model input with <= {PIXEL_CHANNELS} channels (pixels): the most sensitive "
-               f"layer of the face models and the smallest (keep_float=[] quantizes it)")
+               f"layer of the face models and the smallest (--keep-float none / keep_float=[] quantizes it)")
     else:
         wanted = {str(name) for name in keep_float}
         known = set().union(*(_chain_names(chain) for chain in plan.chains)) if plan.chains else set()
         unknown = sorted(wanted - known)
         if unknown:
-            raise InputError(f"keep_float names {', '.join(unknown)}, which no quantizable chain produces; "
-                             f"the chains are: {', '.join(sorted(known)[:40])}")
+            raise InputError(f"keep_float (--keep-float) names {', '.join(unknown)}, which no quantizable chain "
+                             f"holds; the chains are: {', '.join(sorted(chain.name for chain in plan.chains)[:40])}")
         kept = [chain for chain in plan.chains if _chain_names(chain) & wanted]
-        why = "named in keep_float"
+        why = "named in keep_float (--keep-float)"
     plan.chains = [chain for chain in plan.chains if chain not in kept]
-    kept_float = [f"{chain.tail.name}: {chain.kind} kept float, {why}" for chain in kept]
+    kept_float = [f"{chain.name}: {chain.kind} kept float, {why}" for chain in kept]
     means: dict = {}
     ranges = collect_ranges(mod, plan.tensors_to_calibrate(), samples, mode, percentile, channel_means=means,
                             evaluate=evaluate)
@@ -211,7 +213,7 @@ def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
         "calibration_mode": mode,
         "calibration_samples": len(samples),
         "chains": len(plan.chains),
-        "chains_quantized": [str(chain.tail.name) for chain in plan.chains][:200],
+        "chains_quantized": [chain.name for chain in plan.chains][:200],
         "kept_float": kept_float,
         "cross_layer_equalization": equalization,
         "skipped": plan.skipped,

@@ -2,6 +2,8 @@
 
 Every kernel is scheduled by the first rule that applies:
 
+0. :func:`schedule_neon_f32_gemm` on ARMv7 for a stride-1 1x1 conv: per tile, the whole channel
+   reduction is one hand-scheduled assembly loop (``kernels/neon_f32_gemm.py``), then the tail.
 1. :func:`schedule_register_tiled` for a reduction block that :mod:`.analysis` can vectorize along
    the output's last axis (conv2d, 1x1 conv = GEMM, depthwise, dense, pooling, mean). The output is
    computed in register tiles of ``rows x (vectors * lanes)``::
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir, tirx
 
+from ..kernels.neon_f32_gemm import F32_GEMM_DEPTH_STEP, F32_GEMM_TILES, f32_gemm_intrin
 from .analysis import ReductionKernel, unit_stride_last, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
 
 # Set on kernels whose multiply-accumulates take one operand from a vector lane: the ARM backends
@@ -64,6 +67,8 @@ class CpuScheduleConfig:
     ``lane_broadcast``: the multiply-accumulate takes its input operand from one lane of a
     register (ARMv7 ``vmla.f32 q, q, d[x]``), so a conv2d tile loads ``lanes`` input channels
     with one vector load instead of one broadcast load per channel (see ``schedule_register_tiled``).
+    ``neon_f32_gemm``: 1x1 convs run on the ARMv7 NEON assembly microkernel
+    (``schedule_neon_f32_gemm``).
     """
 
     lanes: int
@@ -71,6 +76,7 @@ class CpuScheduleConfig:
     num_threads: int | None = None
     window_accumulators: int = 4
     lane_broadcast: bool = False
+    neon_f32_gemm: bool = False
 
     @property
     def parallel(self) -> bool:
@@ -177,42 +183,10 @@ def _unroll_innermost_reduction(sch: s_tir.Schedule, reduction: list, windowed: 
 def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
     """Rule 1 (see the module docstring); None when the kernel does not fit its pattern."""
     sch = s_tir.Schedule(func)
-    root = sch.get_sblock("root")
-    blocks = sch.get_child_blocks(root)
-    kernels = [k for k in (analyse_reduction(sch, b) for b in blocks if not is_spatial(sch, b)) if k is not None]
-    reductions = [b for b in blocks if not is_spatial(sch, b)]
-    if len(reductions) != 1 or len(kernels) != 1:
+    parts = _reduction_and_tail(sch)
+    if parts is None:
         return None
-    kernel = kernels[0]
-    main = kernel.block
-    main_name = sch.get(main).name_hint
-    position = [sch.get(b).name_hint for b in blocks].index(main_name)
-    producers = blocks[:position]
-    consumers = blocks[position + 1:]
-
-    # Producers (padding, layout copies): inline plain copies; padding stays a separate, vectorized
-    # pass over the input, so the FMA loop never tests a border condition.
-    padded = []
-    for block in producers:
-        if has_if_then_else(sch.get(block)):
-            padded.append(block)
-        else:
-            sch.compute_inline(block)
-
-    # The elementwise tail collapses into its last block, computed per output tile. That needs the
-    # tail to index its input by the reduction's output iterators: a consumer that changes the shape
-    # (a channel pad after pooling, as in BlazeFace's blocks) would be computed for the wrong region.
-    if not _tail_keeps_shape(sch, main, consumers):
-        return None
-    for block in consumers[:-1]:
-        sch.compute_inline(block)
-    if consumers:
-        tail = consumers[-1]
-        if not is_spatial(sch, tail):
-            return None
-    else:
-        tail = sch.cache_write(main, 0, "global")
-
+    kernel, main, tail, padded = parts
     windowed = kernel.kind in ("depthwise", "pool")
     lane_input = _lane_input_read(sch, main, kernel, config) if config.lane_broadcast else None
     lanes, vectors, rows = choose_tile(kernel, config, lane_broadcast=lane_input is not None)
@@ -233,6 +207,17 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
         reduction, unrolled_reduction = reduction[:-1] + [ci_o], [ci_i]
     else:
         reduction, unrolled_reduction = _unroll_innermost_reduction(sch, reduction, windowed)
+        window = 1
+        for index in kernel.reduction[:-1]:
+            window *= kernel.extents[index]
+        if (config.lane_broadcast and kernel.kind == "conv2d" and len(reduction) > 1
+                and kernel.extents[kernel.reduction[-1]] <= SMALL_REDUCTION and window <= 9):
+            # The RGB stem on ARMv7: with its 3 channels unrolled LLVM also unrolls a 3x3 kh and kw
+            # and loads all 27 steps' weights ahead, spilling them; one rolled loop over kh*kw*ci
+            # does not (MobileFaceNet 88.99 -> 86.99 M instructions, 182.0 -> 177.9 M a7 cycles).
+            # A 5x5 stem (palm detection) was not unrolled and loses by the rolled loop's overhead
+            # (128.0 -> 130.7 M): it keeps its schedule.
+            reduction, unrolled_reduction = [sch.fuse(*reduction, *unrolled_reduction)], []
     if windowed:
         # One channel vector swept over the whole plane: its kh*kw weight vectors stay in
         # registers (LLVM hoists them out of the row loops), only the input is loaded.
@@ -275,19 +260,7 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
     # The tail reads the accumulators: its tile loops are unrolled too, so every accumulator index
     # is a constant and LLVM keeps the whole tile in registers (one variable index would leave the
     # tile in stack memory, with a load and a store around every FMA).
-    tail_inner = sch.get_loops(tail)[len(tile_loops):]
-    if tail_inner:
-        last = tail_inner[-1]
-        extent = int(sch.get(last).extent)
-        if extent % lanes == 0 and extent > lanes:
-            last_outer, vec = sch.split(last, [None, lanes])
-            sch.vectorize(vec)
-            tail_inner = tail_inner[:-1] + [last_outer]
-        elif extent == lanes:
-            sch.vectorize(last)
-            tail_inner = tail_inner[:-1]
-        for lp in tail_inner:
-            sch.unroll(lp)
+    _unroll_and_vectorize(sch, sch.get_loops(tail)[len(tile_loops):], lanes)
 
     if config.parallel:
         total = 1
@@ -308,6 +281,122 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
                           f"tile {rows}x{vectors}x{lanes}{' by lane' if lane_input is not None else ''}, {kernel.macs} MAC")
 
 
+def _unroll_and_vectorize(sch: s_tir.Schedule, loops: list, lanes: int) -> None:
+    """A tile's loops (tail or init): the innermost vectorized by ``lanes``, the others unrolled."""
+    if not loops:
+        return
+    last = loops[-1]
+    extent = int(sch.get(last).extent)
+    if extent % lanes == 0 and extent > lanes:
+        last_outer, vec = sch.split(last, [None, lanes])
+        sch.vectorize(vec)
+        loops = loops[:-1] + [last_outer]
+    elif extent == lanes:
+        sch.vectorize(last)
+        loops = loops[:-1]
+    for lp in loops:
+        sch.unroll(lp)
+
+
+def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
+    """A stride-1 1x1 conv (NHWC x HWIO: a GEMM over pixels) on the hand-scheduled ARMv7 microkernel
+    (``kernels.neon_f32_gemm``): per tile of ``rows`` pixels of one image row and ``4 * vectors``
+    channels, the whole depth in one inline-assembly loop, then the tail (bias, PReLU, residual)
+    from the tile's accumulators::
+
+        for n, h, w_o, c_o:
+          acc[rows, 4*vectors] = 0
+          acc += x[n, h, w_o*rows : +rows, :] @ wt[0, 0, :, c_o*4*vectors : +4*vectors]   # microkernel
+          out[tile] = tail(acc)
+
+    None (the register-tiled rule then applies) for other kernels, or when no tile divides the
+    image width and the channels, or the depth is not a multiple of 4.
+    """
+    if not config.neon_f32_gemm:
+        return None
+    sch = s_tir.Schedule(func)
+    parts = _reduction_and_tail(sch)
+    if parts is None:
+        return None
+    kernel, main, tail, padded = parts
+    if kernel.kind != "conv2d" or padded or len(kernel.spatial) != 4 or len(kernel.reduction) != 3:
+        return None
+    kh, kw, depth = (kernel.extents[i] for i in kernel.reduction)
+    if (kh, kw) != (1, 1) or depth % F32_GEMM_DEPTH_STEP or depth < 4 * F32_GEMM_DEPTH_STEP:
+        return None
+    if _channels_last_input_read(sch, main, kernel) is None:
+        return None  # a strided 1x1 conv: its tile's pixels are not one contiguous run
+    height, width, channels = (kernel.extents[i] for i in kernel.spatial[1:])
+    tiles = [t for t in F32_GEMM_TILES if height % t[0] == 0 and width % t[1] == 0 and channels % (4 * t[2]) == 0]
+    if not tiles:
+        return None
+    tile_h, tile_w, vectors = tiles[0]
+    loops = sch.get_loops(main)
+    n, h, w, c = (loops[i] for i in kernel.spatial)
+    ry, rx, rc = (loops[i] for i in kernel.reduction)
+    # A one-row tile keeps no unit loop over rows (the intrinsic has none to match).
+    h_o, h_i = sch.split(h, [None, tile_h]) if tile_h > 1 else (h, None)
+    w_o, w_i = sch.split(w, [None, tile_w])
+    c_o, c_i = sch.split(c, [None, 4 * vectors])
+    tile_loops = [n, h_o, w_o, c_o]
+    sch.reorder(*tile_loops, ry, rx, *([h_i] if h_i is not None else []), w_i, c_i, rc)
+    sch.reverse_compute_at(tail, c_o, preserve_unit_loops=True)
+    _unroll_and_vectorize(sch, sch.get_loops(tail)[len(tile_loops):], config.lanes)
+    # Loop kinds before decompose_reduction, as in schedule_register_tiled.
+    if config.parallel and height * width * channels >= PARALLEL_MIN_ELEMENTS:
+        tile_loops = [sch.fuse(n, h_o, w_o), c_o]
+        sch.parallel(tile_loops[0])
+    init = sch.decompose_reduction(main, ry)
+    _unroll_and_vectorize(sch, sch.get_loops(init)[len(tile_loops):], config.lanes)
+    sch.set_scope(main, 0, "local")
+    sch.tensorize(h_i if h_i is not None else w_i, f32_gemm_intrin(tile_h, tile_w, vectors, depth))
+    return ScheduleResult(sch.mod["main"], f"neon-gemm:{kernel.kind}",
+                          f"tile {tile_h}x{tile_w}x{4 * vectors} microkernel, {kernel.macs} MAC")
+
+
+def _reduction_and_tail(sch: s_tir.Schedule):
+    """(kernel, main block, tail block, padding producers) of a kernel with one analysable
+    reduction, its plain producers inlined and its elementwise tail collapsed into one block; None
+    when the kernel does not have that shape."""
+    root = sch.get_sblock("root")
+    blocks = sch.get_child_blocks(root)
+    kernels = [k for k in (analyse_reduction(sch, b) for b in blocks if not is_spatial(sch, b)) if k is not None]
+    reductions = [b for b in blocks if not is_spatial(sch, b)]
+    if len(reductions) != 1 or len(kernels) != 1:
+        return None
+    kernel = kernels[0]
+    main = kernel.block
+    main_name = sch.get(main).name_hint
+    position = [sch.get(b).name_hint for b in blocks].index(main_name)
+    producers = blocks[:position]
+    consumers = blocks[position + 1:]
+
+    # Producers (padding, layout copies): inline plain copies; padding stays a separate, vectorized
+    # pass over the input, so the FMA loop never tests a border condition.
+    padded = []
+    for block in producers:
+        if has_if_then_else(sch.get(block)):
+            padded.append(block)
+        else:
+            sch.compute_inline(block)
+
+    # The elementwise tail collapses into its last block, computed per output tile. That needs the
+    # tail to index its input by the reduction's output iterators: a consumer that changes the shape
+    # (a channel pad after pooling, as in BlazeFace's blocks) would be computed for the wrong region.
+    if not _tail_keeps_shape(sch, main, consumers):
+        return None
+    for block in consumers[:-1]:
+        sch.compute_inline(block)
+    if consumers:
+        tail = consumers[-1]
+        if not is_spatial(sch, tail):
+            return None
+    else:
+        tail = sch.cache_write(main, 0, "global")
+
+    return kernel, main, tail, padded
+
+
 def _lane_input_read(sch: s_tir.Schedule, main, kernel: ReductionKernel, config: CpuScheduleConfig) -> int | None:
     """Which read of ``main`` is a conv2d input that a lane-broadcast tile can load as vectors.
 
@@ -322,6 +411,12 @@ def _lane_input_read(sch: s_tir.Schedule, main, kernel: ReductionKernel, config:
     channels = kernel.extents[kernel.reduction[-1]]
     if lanes < 2 or channels % lanes or channels < LANE_MIN_STEPS * lanes:
         return None
+    return _channels_last_input_read(sch, main, kernel)
+
+
+def _channels_last_input_read(sch: s_tir.Schedule, main, kernel: ReductionKernel) -> int | None:
+    """Which read of the conv2d ``main`` is its input, channels innermost (the innermost
+    reduction) and rows following the output rows with stride 1; None when no read is."""
     stmt = sch.get(main)
     vec = stmt.iter_vars[kernel.spatial[-1]].var
     row = stmt.iter_vars[kernel.spatial[-2]].var
@@ -418,7 +513,7 @@ def _schedule_reduction_outer(sch: s_tir.Schedule, block, config: CpuScheduleCon
 
 def schedule_kernel(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult:
     """Schedule one kernel with the first rule that applies; the unscheduled kernel as last resort."""
-    for rule in (schedule_register_tiled, schedule_generic):
+    for rule in (schedule_neon_f32_gemm, schedule_register_tiled, schedule_generic):
         try:
             result = rule(func, config)
         except Exception as exc:  # noqa: BLE001 - a primitive refused: the next, simpler rule

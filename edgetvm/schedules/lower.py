@@ -13,8 +13,10 @@ from collections import Counter
 import tvm
 from tvm import relax, tirx
 
+from ..progress import bar
 from ..targets import ResolvedTarget
 from .cpu import CpuScheduleConfig, schedule_kernel
+from .nan_propagation import NAN_PROPAGATING_LEGALIZATIONS
 from ..transform.arm_quantize import legalize_quantize
 from ..transform.const_fold import FoldConstantsWithNumpy
 from ..transform.layout import channels_last
@@ -55,8 +57,10 @@ def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget) -> tvm.IRModule
             # The weights' layout change (OIHW -> HWIO) and bias reshapes become plain constants.
             FoldConstantsWithNumpy(),
             relax.transform.DeadCodeElimination(),
-            # ARMv7 NEON cannot vectorize TVM's round(): quantize gets a rounding it can.
-            relax.transform.LegalizeOps({"relax.quantize": legalize_quantize} if target.is_arm else None),
+            # ARMv7 NEON cannot vectorize TVM's round(): quantize gets a rounding it can. relu, clip and
+            # max/min by a constant keep a NaN input NaN, as onnxruntime does (nan_propagation.py).
+            relax.transform.LegalizeOps({**NAN_PROPAGATING_LEGALIZATIONS,
+                                         **({"relax.quantize": legalize_quantize} if target.is_arm else {})}),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
@@ -83,8 +87,9 @@ def schedule_config(target: ResolvedTarget, num_threads: int | None = None) -> C
         except Exception:  # noqa: BLE001 - a TVM built without these hooks: keep the preset's lanes
             pass
     # ARMv7 multiplies by a vector lane (vmla.f32 q, q, d[x]); x86 FMA takes a broadcast from memory.
+    # Its 1x1 convs run on the assembly GEMM microkernel.
     return CpuScheduleConfig(lanes=lanes, accumulators=registers // 2, num_threads=num_threads,
-                             lane_broadcast=target.is_arm)
+                             lane_broadcast=target.is_arm, neon_f32_gemm=target.is_arm)
 
 
 def schedule_kernels(mod: tvm.IRModule, target: ResolvedTarget, num_threads: int | None = None,
@@ -97,7 +102,7 @@ def schedule_kernels(mod: tvm.IRModule, target: ResolvedTarget, num_threads: int
     config = schedule_config(target, num_threads)
     updates = {}
     kernels = {}
-    for gvar, func in mod.functions.items():
+    for gvar, func in bar(list(mod.functions.items()), desc="scheduling kernels", unit="function"):
         if not isinstance(func, tirx.PrimFunc):
             continue
         if func.attrs is not None and "tirx.is_scheduled" in func.attrs and bool(func.attrs["tirx.is_scheduled"]):

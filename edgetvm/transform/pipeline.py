@@ -47,11 +47,38 @@ def run_passes(mod: tvm.IRModule, passes: list) -> tuple[tvm.IRModule, list[tupl
     return mod, ran
 
 
+def explain_quantization(name: str, found: dict) -> list[str]:
+    """``--explain`` for the quantization step: what became int8, what stayed float and why."""
+    kernels = ", ".join(f"{k}={v}" for k, v in found.get("int8_kernels", {}).items())
+    lines = [f"{name}: {found.get('chains', 0)} chain(s) quantized ({found.get('calibration_mode')}, "
+             f"{found.get('calibration_samples', 0)} calibration sample(s)); int8 kernels: {kernels or 'none'}; "
+             f"weights {found.get('weight_bytes_before', 0)} -> {found.get('weight_bytes_after', 0)} bytes"]
+    for why in found.get("kept_float", []):
+        lines.append(f"  kept float: {why}")
+    for why in found.get("skipped", []):
+        lines.append(f"  not quantized: {why}")
+    float_ops = found.get("float_ops") or {}
+    if float_ops:
+        lines.append("  ops left in float (no int8 kernel reads or writes them): "
+                     + ", ".join(f"{op} x{n}" for op, n in float_ops.items()))
+    for why in dict.fromkeys(found.get("declined", [])):
+        lines.append(f"  int8 kernel declined: {why}")
+    equalization = found.get("cross_layer_equalization") or {}
+    if equalization:
+        lines.append(f"  cross-layer equalization: {equalization.get('pairs', 0)} pair(s)")
+        for why in equalization.get("declined", []):
+            lines.append(f"    declined at {why}")
+    return lines
+
+
 def explain(passes: list[str], details: dict) -> list[str]:
     """One line per pass that ran, then one per decline with its reason (for ``--explain``)."""
     lines = []
     for name in passes:
         found = details.get(name)
+        if name.startswith("Quantize(") and isinstance(details.get("quantize"), dict):
+            lines += explain_quantization(name, details["quantize"])
+            continue
         if not isinstance(found, dict):
             lines.append(f"{name}: ran")
             continue

@@ -23,10 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import TuningError
+from .requirements import require_tuning_dependencies
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_TRACKER_PORT = 9190
 DEFAULT_SERVER_PORT = 9090
+# A tracker started in the same breath as the tuner (`edgetvm rpc tracker & edgetvm tune ...`) needs a
+# moment to listen; longer than this, a refused connection means there is no tracker.
+TRACKER_START_GRACE = 3.0
 
 REMOTE_WARNING = (
     "WARNING: {what} binds {host}, reachable from other machines. A TVM RPC server loads and runs any "
@@ -177,6 +181,7 @@ def start_tracker(host: str = LOOPBACK, port: int | None = None, *, allow_remote
                   log_path: str | os.PathLike | None = None, timeout: float = 30.0) -> RPCProcess:
     """Start ``tvm.exec.rpc_tracker`` on ``host:port`` (a free port when ``port`` is None)."""
     check_bind_host(host, allow_remote, "the RPC tracker")
+    require_tuning_dependencies("the RPC tracker")
     port = port or free_port(LOOPBACK if is_loopback(host) else "")
     tracker = _spawn("tracker", ["tvm.exec.rpc_tracker", "--host", host, "--port", str(port),
                                  "--port-end", str(port + 1)],
@@ -191,6 +196,7 @@ def start_server(tracker: str, key: str, *, host: str = LOOPBACK, port: int | No
                  wait_registered: bool = True) -> RPCProcess:
     """Start ``tvm.exec.rpc_server`` registered with ``tracker`` (HOST:PORT) under ``key``."""
     check_bind_host(host, allow_remote, "the RPC server")
+    require_tuning_dependencies("the RPC server")
     if not key:
         raise TuningError("an RPC server needs a --key naming the kind of board, for example rk3288")
     port = port or free_port(LOOPBACK if is_loopback(host) else "")
@@ -213,10 +219,40 @@ def start_server(tracker: str, key: str, *, host: str = LOOPBACK, port: int | No
     return server
 
 
+def reach_tracker(host: str, port: int, grace: float = TRACKER_START_GRACE, timeout: float = 3.0) -> None:
+    """Fail in seconds, in one line, when nothing answers at ``host:port``.
+
+    TVM's own client retries a refused connection for 60 s with a warning every 5 s, and a silent
+    host would hang its connect for minutes; this opens one TCP connection first, with a deadline.
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return
+        except ConnectionRefusedError as exc:
+            if time.monotonic() >= deadline:
+                reason = exc.strerror or "connection refused"
+                break
+        except socket.gaierror as exc:
+            reason = f"unknown host: {exc.strerror}"
+            break
+        except TimeoutError:
+            reason = f"no answer within {timeout:.0f} s"
+            break
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            break
+        time.sleep(0.2)
+    raise TuningError(f"cannot reach the RPC tracker at {host}:{port} ({reason}); start one with "
+                      f"`edgetvm rpc tracker`, or check --tracker")
+
+
 def list_boards(tracker_host: str, tracker_port: int, key: str, timeout: float = 10.0) -> list[dict]:
     """The servers the tracker lists under ``key``: [{'host', 'port', 'key'}], free or busy."""
     from tvm import rpc
 
+    reach_tracker(tracker_host, tracker_port)
     try:
         session = rpc.connect_tracker(tracker_host, tracker_port)
         summary = session.summary()

@@ -40,6 +40,7 @@ import tvm
 import tvm_ffi
 
 from ..errors import TuningError, first_line
+from .requirements import require_tuning_dependencies
 from .rpc import list_boards, parse_address
 from ..targets import ResolvedTarget
 from .database import TuningDatabase, candidate_key
@@ -258,6 +259,7 @@ def tune_module(
     seed_schedule: Callable[[tvm.s_tir.Schedule], None] | None = None,
     defaults: dict[str, tvm.tirx.PrimFunc] | None = None,
     progress: ProgressFn | None = print_progress,
+    wait_boards: float = 60.0,
 ) -> TuningReport:
     """Tune the kernels of ``mod`` (a Relax module whose kernels are unscheduled TIR) on the boards.
 
@@ -267,17 +269,21 @@ def tune_module(
     kernel, and is measured first so the search starts from (and never ends below) the default.
     ``defaults`` maps kernel names to their default-scheduled PrimFuncs: each is timed once on the
     boards (kept in the database directory), so compiling uses a tuned schedule only where it won.
+    ``wait_boards``: seconds to wait for a first board to register under ``key`` (a server started
+    with the tuner takes a few), after a tracker that does not answer has already failed in seconds.
     """
+    require_tuning_dependencies("tuning")
     from tvm.s_tir import meta_schedule as ms
     from tvm.support.popen_pool import PopenPoolExecutor
 
     say = progress or (lambda line: None)
     started = time.monotonic()
     tracker_host, tracker_port = parse_address(tracker)
-    boards = list_boards(tracker_host, tracker_port, key)
+    boards = wait_for_boards(tracker_host, tracker_port, key, wait_boards, say)
     if not boards:
         raise TuningError(
-            f"the tracker {tracker} lists no board under key {key!r}; start one on each board with "
+            f"the tracker {tracker} lists no board under key {key!r} after {wait_boards:g} s "
+            f"(--wait-boards); start one on each board with "
             f"`edgetvm rpc server --tracker {tracker} --key {key}` (see `python -m tvm.exec.query_rpc_tracker "
             f"--host {tracker_host} --port {tracker_port}`)"
         )
@@ -374,6 +380,18 @@ def tune_module(
     if report.interrupted:
         raise KeyboardInterrupt
     return report
+
+
+def wait_for_boards(tracker_host: str, tracker_port: int, key: str, wait: float, say: ProgressFn) -> list[dict]:
+    """The boards under ``key``, polled for up to ``wait`` seconds until there is one; [] after that."""
+    deadline = time.monotonic() + max(wait, 0.0)
+    boards = list_boards(tracker_host, tracker_port, key)
+    if not boards and wait > 0:
+        say(f"waiting up to {wait:g} s for a board to register with {tracker_host}:{tracker_port} under key {key!r}")
+    while not boards and time.monotonic() < deadline:
+        time.sleep(min(0.5, max(deadline - time.monotonic(), 0.0)))
+        boards = list_boards(tracker_host, tracker_port, key)
+    return boards
 
 
 def _time_defaults(tasks: list[_Task], defaults: dict, db: TuningDatabase, builder, export, pool,

@@ -5,6 +5,8 @@ the file is read out of the zip. The cache is ``$EDGETVM_CACHE`` or ``<repo>/.ca
 running from a checkout, else ``~/.cache/edgetvm``.
 """
 
-from .fetch import ASSETS, Asset, cache_dir, fetch, load_astronaut, load_lfw_subset, model_path
+from .fetch import ASSETS, Asset, cache_dir, did_you_mean, fetch, load_astronaut, load_lfw_subset, model_names, model_path
+from .preprocessing import PREPROCESSING, zoo_preprocessing
 
-__all__ = ["ASSETS", "Asset", "cache_dir", "fetch", "load_astronaut", "load_lfw_subset", "model_path"]
+__all__ = ["ASSETS", "Asset", "PREPROCESSING", "cache_dir", "did_you_mean", "fetch", "load_astronaut", "load_lfw_subset",
+           "model_names", "model_path", "zoo_preprocessing"]

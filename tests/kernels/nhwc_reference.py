@@ -105,6 +105,11 @@ def cases(rng):
     conv1x1(2, 3, 48, 4, False, (0, 255), out_dtype="uint8")
     conv1x1(1, 1, 64, 8, False, (0, 0), float_out=True)
     conv1x1(2, 3, 16, 16, True, (-128, 127))                      # one 16-deep step, two tiles of 8
+    # The paired tile's fused requantize in each of its spellings: left shifts with a ReLU clamp,
+    # uint8 with a narrower clamp, PReLU with left shifts.
+    conv1x1(3, 3, 32, 16, False, (-3, 127), left_shift=True)
+    conv1x1(2, 2, 16, 8, False, (4, 250), out_dtype="uint8")
+    conv1x1(1, 3, 32, 8, True, (-100, 90), left_shift=True)
 
     def im2col(layout, h, c, o, k, stride, pad, dil):
         x_nchw = rng.integers(-128, 128, (1, c, h, h + 1)).astype(np.int8)

@@ -22,6 +22,7 @@ from edgetvm.kernels.int8_nhwc import (
     NEON_Q8_GEMM_2X8,
     IntegerVectorOps,
     make_kernel,
+    neon_q8_gemm_requantize_name,
     remake_kernel,
 )
 
@@ -67,9 +68,14 @@ def test_kernel_is_written_again_from_its_recipe():
     assert KERNEL_ATTR in portable.attrs
     neon = remake_kernel(portable.with_attr("op_pattern", 8), isa="neon", parallel=True)
     assert neon.attrs["op_pattern"] == 8 and KERNEL_ATTR in neon.attrs
-    # The paired GEMM calls the assembly microkernel; the requantize is NEON intrinsics.
-    assert NEON_Q8_GEMM_2X8 in neon.script() and NEON_Q8_GEMM_2X8 not in portable.script()
-    assert "vqrdmulh" in neon.script() and "vqrdmulh" not in portable.script()
+    # The paired GEMM (PReLU, int8 out) calls the assembly microkernel that requantizes its tile too:
+    # no requantize left in TIR. The depthwise kernel's requantize is NEON intrinsics.
+    assert params["negative"] and not params["left_shift"] and params["out_dtype"] == "int8"
+    fused = neon_q8_gemm_requantize_name(negative=True, left_shift=False, unsigned=False)
+    assert fused in neon.script() and NEON_Q8_GEMM_2X8 not in portable.script()
+    assert "vqrdmulh" not in neon.script() and "vqrdmulh" not in portable.script()
+    depthwise = next(c for c in cases(np.random.default_rng(0)) if c[0] == "depthwise")
+    assert "vqrdmulh" in make_kernel(depthwise[0], isa="neon", **depthwise[1]).script()
     assert "T.parallel" in neon.script()
     assert remake_kernel(tvm.tirx.PrimFunc([], tvm.tirx.Evaluate(0)), isa="neon", parallel=False) is None
 
@@ -194,5 +200,14 @@ def test_microkernel_declarations_become_inline_assembly():
     assert f"define internal i32 @{NEON_Q8_GEMM_2X8}(" in out and "alwaysinline" in out
     assert "vpadal.s16" in out and "declare i32 @memcpy" in out and f"declare i32 @{NEON_Q8_GEMM_2X8}" not in out
     assert microkernel_calls(out) == set()
+    # Every spelling of the requantizing tile has a definition (the names the kernels call).
+    for negative in (False, True):
+        for left_shift in (False, True):
+            for unsigned in (False, True):
+                name = neon_q8_gemm_requantize_name(negative, left_shift, unsigned)
+                defined = with_microkernels(f"declare i32 @{name}(ptr, ptr, ptr, ptr, ptr, i32, ptr, i32, i32)\n")
+                assert f"define internal i32 @{name}(" in defined
+                assert ("vbsl" in defined) == negative and ("vshl.s32" in defined) == left_shift
+                assert ("vqmovun.s16" in defined) == unsigned
     with pytest.raises(ValueError, match="edgetvm_neon_unknown"):
         with_microkernels("declare i32 @edgetvm_neon_unknown(ptr)\n")

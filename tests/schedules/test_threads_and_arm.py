@@ -95,19 +95,30 @@ def _lane_kernels(compiled) -> set[str]:
     return {name for name, rule in kernels.items() if "by lane" in rule}
 
 
-def test_only_arm_pointwise_convs_take_inputs_by_lane(mini):
-    arm = edgetvm.compile(mini, "armv7-neon", num_threads=1)
-    # The 1x1 project conv (32 input channels); not the expand conv (16 input channels: too few
-    # steps of 4), the RGB stem, the strided 3x3 conv, nor the depthwise conv.
+@pytest.fixture(scope="module")
+def dense3x3():
+    """A 3x3 conv with 32 input channels (by lane on ARM), then a strided one (not by lane)."""
+    b = nets.NetBuilder((1, 32, 16, 16))
+    y = b.prelu(b.conv("input", 32, 32, 3), 32)
+    return b.build(b.conv(y, 32, 16, 3, 2), (1, 16, 8, 8))
+
+
+def test_only_arm_stride_1_dense_convs_take_inputs_by_lane(mini, dense3x3):
+    arm = edgetvm.compile(dense3x3, "armv7-neon", num_threads=1)
     lane = _lane_kernels(arm)
     assert len(lane) == 1 and "conv2d" in next(iter(lane)), arm.report.details["schedules"]["kernels"]
-    assert not _lane_kernels(edgetvm.compile(mini, "host", num_threads=1))
+    assert not _lane_kernels(edgetvm.compile(dense3x3, "host", num_threads=1))
+    # In mini the 1x1 convs take the NEON GEMM microkernel (tests/kernels/test_neon_f32_gemm.py);
+    # the expand conv has 16 input channels (too few steps of 4), the rest are strided or windowed.
+    arm = edgetvm.compile(mini, "armv7-neon", num_threads=1)
+    rules = arm.report.details["schedules"]["kernels"].values()
+    assert not _lane_kernels(arm) and sum(rule.startswith("neon-gemm") for rule in rules) == 2, rules
 
 
 @pytest.mark.arm
 @pytest.mark.parametrize("threads", [1, 2])
-def test_arm_lane_kernels_multiply_accumulate_by_lane(mini, tmp_path, threads):
-    compiled = edgetvm.compile(mini, "armv7-neon", num_threads=threads)
+def test_arm_lane_kernels_multiply_accumulate_by_lane(dense3x3, tmp_path, threads):
+    compiled = edgetvm.compile(dense3x3, "armv7-neon", num_threads=threads)
     (lane,) = _lane_kernels(compiled)
     path = compiled.export(tmp_path / "mini_arm.so")
     text = subprocess.run([shutil.which("arm-linux-gnueabihf-objdump"), "-d", str(path)], capture_output=True,
@@ -147,3 +158,17 @@ def test_lane_mla_ir_rewrite_touches_only_the_marked_kernels_and_their_lambdas()
     assert 'attributes #6 = { minsize noinline "target-cpu"="cortex-a7" "target-features"="+slowfpvfmx,+neon,-slowfpvmlx" }' in out
     assert 'attributes #5 = { noinline "target-cpu"="cortex-a7" "target-features"="+neon,-slowfpvfmx,-slowfpvmlx" }' in out
     assert with_lane_mla(ir, {"conv_c"}) == ir
+
+
+
+def test_arm_rgb_stem_reduces_in_one_rolled_loop(mini):
+    def stem_script(compiled) -> str:
+        # The stem's HWIO weight: 3x3 window, 3 input channels, 16 output channels.
+        (script,) = [s for s in (compiled.scheduled[name].script() for name in compiled.report.details["schedules"]["kernels"])
+                     if "T.int64(3), T.int64(3), T.int64(3), T.int64(16)" in s]
+        return script
+
+    # kh * kw * 3 channels = 27 steps of one rolled loop on ARM; the host unrolls the channels.
+    assert "in range(T.int64(27))" in stem_script(edgetvm.compile(mini, "armv7-neon", num_threads=1))
+    host = stem_script(edgetvm.compile(mini, "host", num_threads=1))
+    assert "T.int64(27)" not in host and "for rc in T.unroll(T.int64(3))" in host

@@ -60,3 +60,42 @@ def test_arm_quantize_kernel_calls_no_roundf(tmp_path):
     standalone = arm.export(tmp_path / "q_standalone.so", standalone=True)
     emulated = edgetvm.load(standalone, emulate=True)
     np.testing.assert_array_equal(np.asarray(emulated(x)), np.asarray(host(x)))
+
+
+@pytest.mark.arm
+def test_arm_quantize_by_a_constant_scale_divides_by_none_and_rounds_as_the_division(tmp_path):
+    """A constant scale: the reciprocal and Markstein's correction, no ``vdiv``, the same integers as
+    ``rint(x / s)`` even for inputs at and next to every tie."""
+    import edgetvm
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    channels, size = 8, 64 * 64
+    # Scales of all sorts of mantissas (the correction's hard cases are not one family), one per channel.
+    scales = np.exp(rng.uniform(np.log(1e-4), np.log(10.0), channels)).astype(np.float32)
+    scales[0] = np.float32(0.019628942012786865)  # MobileFaceNet's stem output
+    zeros = rng.integers(-60, 60, channels).astype(np.int8)
+    x = np.empty((1, channels, size), np.float32)
+    for c, s in enumerate(scales):
+        ties = ((rng.integers(-140, 140, size // 4) + 0.5) * np.float64(s)).astype(np.float32)
+        x[0, c] = np.concatenate([ties, np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, np.float32(-np.inf)),
+                                  (rng.standard_normal(size // 4) * 60 * s).astype(np.float32)])
+    x = x.reshape(1, channels, 64, 64)
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=1),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=1)],
+        "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+        [numpy_helper.from_array(scales, "s"), numpy_helper.from_array(zeros, "z")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    arm = edgetvm.compile(model, "cortex-a7", num_threads=1)
+    standalone = arm.export(tmp_path / "q_standalone.so", standalone=True)
+    text = subprocess.run([shutil.which("arm-linux-gnueabihf-objdump"), "-d", str(standalone)], capture_output=True,
+                          text=True, check=True).stdout
+    assert "vdiv.f32" not in text and "vfms.f32" in text
+    per_channel = (1, channels, 1, 1)
+    # numpy divides float32 by float32 correctly rounded, as TVM's x / s does on the host.
+    q = np.clip(np.rint(x / scales.reshape(per_channel)) + zeros.reshape(per_channel), -128, 127)
+    expected = ((q - zeros.reshape(per_channel)) * scales.reshape(per_channel)).astype(np.float32)
+    got = np.asarray(edgetvm.load(standalone, emulate=True)(x))
+    np.testing.assert_array_equal(got, expected)

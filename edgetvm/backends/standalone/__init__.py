@@ -31,9 +31,11 @@ from .build import StandaloneObjects, c_compiler, compile_and_link, target_cflag
 from .codegen import c_prefix, example_main_source, header_source, model_source, weights_assembly
 from .loader import StandaloneContext, StandaloneLibrary, load_standalone
 from .plan import StaticPlan, plan_static
+from .weights import SEGMENT_COPY, SEGMENT_F16, WEIGHT_STORAGE, StoredWeights, check_weight_storage, stored_weights
 
 __all__ = ["export_standalone", "load_standalone", "build_standalone", "StandaloneBuild", "StandaloneLibrary",
-           "StandaloneContext", "plan_static", "StaticPlan", "c_prefix"]
+           "StandaloneContext", "plan_static", "StaticPlan", "c_prefix", "WEIGHT_STORAGE", "SEGMENT_COPY",
+           "SEGMENT_F16", "StoredWeights", "check_weight_storage", "stored_weights"]
 
 
 @dataclass
@@ -46,6 +48,7 @@ class StandaloneBuild:
     objects: StandaloneObjects
     header: str
     example_main: str
+    weights: StoredWeights | None = None
 
 
 def _checked_specs(plan: StaticPlan, imported: ImportedModel) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -61,27 +64,31 @@ def _checked_specs(plan: StaticPlan, imported: ImportedModel) -> tuple[list[Tens
 
 
 def build_standalone(scheduled: tvm.IRModule, imported: ImportedModel, target: ResolvedTarget, workdir: Path,
-                     prefix: str, *, num_threads: int | None = None, soname: str | None = None) -> StandaloneBuild:
-    """Plan, generate and build ``workdir/<prefix>.so``; the sources and objects stay in ``workdir``."""
+                     prefix: str, *, num_threads: int | None = None, soname: str | None = None,
+                     weights: str = "fp32") -> StandaloneBuild:
+    """Plan, generate and build ``workdir/<prefix>.so``; the sources and objects stay in ``workdir``.
+
+    ``weights="fp16"`` stores the conv and dense weights as float16, widened at create (weights.py)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     plan = plan_static(scheduled, target)
     inputs, outputs = _checked_specs(plan, imported)
+    stored = stored_weights(plan, weights)
     blob = workdir / "weights.bin"
-    blob.write_bytes(plan.weights)
+    blob.write_bytes(stored.blob)
     weights_s = workdir / "weights.S"
     weights_s.write_text(weights_assembly(str(blob.resolve())))
     model_c = workdir / "model.c"
-    model_c.write_text(model_source(plan, prefix, inputs, outputs, num_threads))
+    model_c.write_text(model_source(plan, prefix, inputs, outputs, num_threads, stored))
     so = workdir / f"{prefix}.so"
     objects = compile_and_link(plan, target, workdir, model_c, weights_s, prefix, so, soname or so.name)
-    return StandaloneBuild(so, prefix, plan, objects, header_source(prefix, inputs, outputs, plan, target.preset),
-                           example_main_source(prefix, " ".join([Path(c_compiler(target)).name, "-O2",
-                                                                 *target_cflags(target)])))
+    header = header_source(prefix, inputs, outputs, plan, target.preset, stored)
+    example = example_main_source(prefix, " ".join([Path(c_compiler(target)).name, "-O2", *target_cflags(target)]))
+    return StandaloneBuild(so, prefix, plan, objects, header, example, stored)
 
 
 def export_standalone(scheduled: tvm.IRModule, imported: ImportedModel, target: ResolvedTarget,
-                      path: str | os.PathLike, *, num_threads: int | None = None) -> list[Path]:
+                      path: str | os.PathLike, *, num_threads: int | None = None, weights: str = "fp32") -> list[Path]:
     """Write ``path`` (the .so), ``<stem>.h`` and ``<stem>_main.c`` beside it, each atomically."""
     path = Path(path)
     prefix = c_prefix(path.stem)
@@ -89,7 +96,7 @@ def export_standalone(scheduled: tvm.IRModule, imported: ImportedModel, target: 
     main_path = path.with_name(f"{path.stem}_main.c")
     with tempfile.TemporaryDirectory(prefix="edgetvm-standalone-") as tmp:
         build = build_standalone(scheduled, imported, target, Path(tmp), prefix, num_threads=num_threads,
-                                 soname=path.name)
+                                 soname=path.name, weights=weights)
         with atomic_path(path) as out:
             shutil.copyfile(build.so, out)  # the temporary directory may be on another file system
             os.chmod(out, 0o644)  # mkstemp's 0600 would keep the library from other users on the board

@@ -24,6 +24,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#if defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
+
 /* ------------------------------------------------------------------ TVM backend ABI (c_backend_api.h) */
 
 typedef struct {
@@ -74,6 +78,7 @@ typedef struct thread_pool thread_pool;
 struct edgetvm_ctx {
   const edgetvm_model* model;
   uint8_t* arena;
+  uint8_t* weights; /* the widened weights (model->segments), else NULL: model->weights in place */
   int num_threads;
   atomic_flag busy;
   thread_pool* pool;
@@ -368,6 +373,62 @@ int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) {
 
 /* ------------------------------------------------------------------ contexts */
 
+/* ------------------------------------------------------------------ float16 weights */
+
+/* IEEE binary16 -> binary32, exact for every input (subnormals, infinities, NaN payloads). */
+static float half_to_float(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  uint32_t exponent = (h >> 10) & 0x1fu;
+  uint32_t mantissa = h & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + (127 - 15)) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;
+  } else {
+    float magnitude = (float)mantissa * 0x1p-24f; /* subnormal: mantissa * 2^-24, exact in binary32 */
+    return sign ? -magnitude : magnitude;
+  }
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+static void widen_f16(float* dst, const uint8_t* src, size_t count) {
+  size_t i = 0;
+#if defined(__ARM_NEON) && defined(__ARM_FP) && (__ARM_FP & 2)
+  /* VFPv4 / NEON-FP16: vcvt.f32.f16 widens four halves per instruction. */
+  /* Inline assembly: GCC's vcvt_f32_f16 intrinsic also needs -mfp16-format=ieee. */
+  for (; i + 4 <= count; i += 4) {
+    uint16x4_t h = vld1_u16((const uint16_t*)(const void*)(src + 2 * i));
+    float32x4_t wide;
+    __asm__("vcvt.f32.f16 %q0, %P1" : "=w"(wide) : "w"(h));
+    vst1q_f32(dst + i, wide);
+  }
+#endif
+  for (; i < count; ++i) {
+    uint16_t h;
+    memcpy(&h, src + 2 * i, sizeof h);
+    dst[i] = half_to_float(h);
+  }
+}
+
+static uint8_t* widen_weights(const edgetvm_model* m) {
+  uint8_t* out = aligned_malloc((size_t)m->weights_bytes);
+  if (out == NULL) return NULL;
+  for (int32_t s = 0; s < m->num_segments; ++s) {
+    const edgetvm_weight_segment* seg = &m->segments[s];
+    if (seg->kind == EDGETVM_SEGMENT_F16) {
+      widen_f16((float*)(void*)(out + seg->offset), m->weights + seg->stored_offset, (size_t)seg->count);
+    } else {
+      memcpy(out + seg->offset, m->weights + seg->stored_offset, (size_t)seg->count);
+    }
+  }
+  return out;
+}
+
 static int default_threads(const edgetvm_model* model) {
   const char* env = getenv("EDGETVM_NUM_THREADS");
   if (env != NULL && atoi(env) > 0) return atoi(env);
@@ -390,6 +451,10 @@ edgetvm_ctx* edgetvm_rt_create(const edgetvm_model* model, int num_threads) {
   int max_args = model->max_args > 0 ? model->max_args : 1;
   ctx->tensors = calloc((size_t)max_args, sizeof(DLTensor));
   ctx->packed_args = calloc((size_t)max_args, sizeof(TVMFFIAny));
+  if (model->num_segments > 0 && (ctx->weights = widen_weights(model)) == NULL) {
+    edgetvm_rt_destroy(ctx);
+    return NULL;
+  }
   if (ctx->arena == NULL || ctx->workspace == NULL || ctx->tensors == NULL || ctx->packed_args == NULL) {
     edgetvm_rt_destroy(ctx);
     return NULL;
@@ -416,6 +481,7 @@ void edgetvm_rt_destroy(edgetvm_ctx* ctx) {
   free(ctx->tensors);
   free(ctx->packed_args);
   free(ctx->arena);
+  free(ctx->weights);
   free(ctx);
 }
 
@@ -450,6 +516,7 @@ static int check_buffers(edgetvm_ctx* ctx, const char* what, int count, const ed
 static int run_locked(edgetvm_ctx* ctx, const void* const* inputs, const size_t* input_bytes, void* const* outputs,
                       const size_t* output_bytes) {
   const edgetvm_model* m = ctx->model;
+  const uint8_t* weights = ctx->weights != NULL ? ctx->weights : m->weights;
   int status = check_buffers(ctx, "input", m->num_inputs, m->inputs, inputs, input_bytes);
   if (status == EDGETVM_OK) {
     status = check_buffers(ctx, "output", m->num_outputs, m->outputs, (const void* const*)outputs, output_bytes);
@@ -478,7 +545,7 @@ static int run_locked(edgetvm_ctx* ctx, const void* const* inputs, const size_t*
       } else if (ref->base == EDGETVM_BASE_ARENA) {
         data = ctx->arena + ref->offset;
       } else {
-        data = m->weights + ref->offset;
+        data = weights + ref->offset;
       }
       t->data = (void*)data;
       t->device.device_type = kDLCPU;
@@ -508,7 +575,7 @@ static int run_locked(edgetvm_ctx* ctx, const void* const* inputs, const size_t*
     const edgetvm_tensor_ref* ref = &m->output_src[o];
     const uint8_t* src = ref->base == EDGETVM_BASE_INPUT   ? input_data[ref->offset]
                          : ref->base == EDGETVM_BASE_ARENA ? ctx->arena + ref->offset
-                                                           : m->weights + ref->offset;
+                                                           : weights + ref->offset;
     memmove(outputs[o], src, (size_t)m->outputs[o].nbytes);
   }
   return EDGETVM_OK;

@@ -59,6 +59,17 @@ typedef struct {
   uint64_t nbytes;
 } edgetvm_io;
 
+/* A run of the stored weights the runtime writes into the weights the kernels read, once per
+ * context at create time. Weights stored as float16 (compile with weights="fp16") are widened
+ * here, as ncnn does at load: half the bytes on disk, full-speed float32 kernels. */
+enum { EDGETVM_SEGMENT_COPY = 0, EDGETVM_SEGMENT_F16 = 1 };
+typedef struct {
+  uint64_t stored_offset; /* byte offset in edgetvm_model.weights */
+  uint64_t offset;        /* byte offset in the float32 weights the kernels read */
+  uint64_t count;         /* bytes (COPY) or float16 elements (F16) */
+  uint32_t kind;
+} edgetvm_weight_segment;
+
 typedef struct {
   const char* prefix;
   int32_t num_inputs;
@@ -77,6 +88,10 @@ typedef struct {
   uint64_t arena_bytes;
   const uint8_t* weights;
   int32_t default_threads; /* 0: the number of online CPUs */
+  /* NULL: the kernels read `weights` in place. Else a context widens these into its own copy. */
+  const edgetvm_weight_segment* segments;
+  int32_t num_segments;
+  uint64_t weights_bytes; /* size of that copy */
 } edgetvm_model;
 
 typedef struct edgetvm_ctx edgetvm_ctx;

@@ -17,6 +17,7 @@ import numpy as np
 from ...artifact import Runner
 from ...errors import ArtifactError, InputError
 from ...specs import TensorSpec
+from ..content_path import content_path
 
 STATUS = {0: "ok", -1: "bad argument", -2: "buffer too small", -3: "kernel error", -4: "out of memory"}
 
@@ -24,10 +25,11 @@ STATUS = {0: "ok", -1: "bad argument", -2: "buffer too small", -3: "kernel error
 class StandaloneLibrary:
     """A standalone ``.so`` loaded into this process."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, load_from: str | os.PathLike | None = None):
+        """``load_from``: the file dlopen reads, a content-named copy of ``path`` (see content_path.py)."""
         self.path = Path(path)
         try:
-            self._lib = ctypes.CDLL(str(self.path.resolve()))
+            self._lib = ctypes.CDLL(str(Path(load_from or path).resolve()))
             prefix_fn = self._lib.edgetvm_model_prefix
         except (OSError, AttributeError) as exc:
             raise ArtifactError(f"{path}: not a loadable edgetvm standalone library for this machine ({exc})") from None
@@ -132,9 +134,12 @@ class StandaloneContext:
 
 
 def load_standalone(path: str | os.PathLike, inputs: list[TensorSpec], outputs: list[TensorSpec], *,
-                    num_threads: int | None = None) -> Runner:
-    """A :class:`Runner` over a host standalone library: one context per calling thread."""
-    library = StandaloneLibrary(path)
+                    num_threads: int | None = None, sha256: str | None = None) -> Runner:
+    """A :class:`Runner` over a host standalone library: one context per calling thread.
+
+    With ``sha256`` (the sidecar's, already checked), the library is loaded through a copy named by it,
+    so that what runs is what is on disk now (content_path.py)."""
+    library = StandaloneLibrary(path, load_from=content_path(path, sha256) if sha256 else None)
     if [s.shape for s in library.inputs] != [s.shape for s in inputs] or \
             [s.shape for s in library.outputs] != [s.shape for s in outputs]:
         raise ArtifactError(f"{path}: the library's tensors do not match its sidecar; re-export the artifact")

@@ -74,6 +74,7 @@ class StaticPlan:
     kernels: dict[str, tirx.PrimFunc] = field(default_factory=dict)  # the kernels called, by name
     regions: int = 0  # storages TVM planned (for the report)
     unpacked_bytes: int = 0  # the sum of the storages, what separate allocations would take
+    constants: list[TensorRef] = field(default_factory=list)  # where each constant is in ``weights``
 
 
 @dataclass
@@ -145,6 +146,7 @@ class _Planner:
         self.region_list: list[_Region] = []
         self.weights = bytearray()
         self.weight_refs: dict = {}  # relax.Constant -> TensorRef
+        self.constants: list[TensorRef] = []
         self.calls: list[KernelCall] = []
         self.kernels: dict[str, tirx.PrimFunc] = {}
 
@@ -202,6 +204,7 @@ class _Planner:
             self.weights.extend(np.ascontiguousarray(array).tobytes())
             ref = TensorRef(WEIGHTS, offset, tuple(array.shape), str(array.dtype))
             self.weight_refs[const] = ref
+            self.constants.append(ref)
         return ref
 
     def value(self, expr):
@@ -322,4 +325,4 @@ def plan_static(scheduled: tvm.IRModule, target: ResolvedTarget) -> StaticPlan:
     calls, outputs, staging, arena = planner.pack(outputs, staging)
     return StaticPlan(inputs=inputs, outputs=outputs, calls=calls, arena_bytes=max(arena, ALIGNMENT),
                       input_staging=staging, weights=bytes(planner.weights), kernels=planner.kernels,
-                      regions=planner.regions, unpacked_bytes=unpacked)
+                      regions=planner.regions, unpacked_bytes=unpacked, constants=planner.constants)

@@ -1,0 +1,198 @@
+"""The ARMv7 NEON fp32 GEMM microkernel of the 1x1 conv (channels last), as a TIR tensor intrinsic
+whose body calls a function that ``backends.neon_microkernels`` defines in inline assembly.
+
+``C[p, j] += sum_k A[p, k] * B[k, j]`` for a tile of ``tile_h x tile_w`` output pixels and
+``4 * vectors`` output channels: A is the NHWC input (one pixel's ``K`` channels contiguous), B the
+HWIO weight (``K`` rows of ``N`` channels, read in place: a post-increment by a register steps a
+row, so nothing is packed), C the tile's accumulators (dense, loaded and stored with one
+``vldm``/``vstm``; the TIR tail reads them back). Registers (tile 1x4x8)::
+
+    q8-q15   accumulators, q(8 + p*vectors + v) = pixel p, channels 4v..4v+3
+    q0-q3    the 4 pixels' inputs at depth k..k+3 (lane i of pixel p is A[p, k+i])
+    q4-q7    two sets of weights B[k, 0:8], alternating between successive depths
+
+Per step of 4 depths::
+
+    vld1.32  {d0-d1}, [x], xs        x 4 (the last post-increment steps back to pixel 0, 16 bytes on)
+    vld1.32  {d8-d11}, [w], ws       x 4 (one depth's 8 weights, next depth N floats on)
+    vmla.f32 q8, q4, d0[0]           x 32 (8 accumulators x 4 depths, the depth from an input lane)
+
+128 multiply-accumulates in 40 instructions; the loop runs two such steps per iteration when the
+depth is a multiple of 8 (every MobileFaceNet and MobileNetV2 1x1 conv), so ``subs``/``bne`` add 1
+per step: 41 per 128 MACs, 0.320 per MAC. Estimated Cortex-A7 issue cycles (neon_cycles.md: a q
+load one cycle per D register, a q multiply-accumulate two): 4 * 2 + 4 * 4 + 32 * 2 + 1 = 89 per
+128 MACs, 0.70 per MAC, of which 0.5 is the multiply-accumulates. The lane form needs its scalar in
+d0-d15, which is why the inputs, not the weights, sit in q0-q3. Tiles, best first (a tile is one
+rectangle of the NHWC buffers, as tensorize needs, so its shape follows the image):
+
+- 1x4x8 (width % 4 == 0: the 112-, 56- and 28-wide stages): the step above.
+- 2x2x8 (even height and width: the 14-wide stages): the same registers and instructions; the input
+  pointer steps to the next image row after the second pixel.
+- 1x7x4 (width 7, or channels not a multiple of 8): q8-q14 accumulators, q0-q6 inputs, q7 weights:
+  7 + 4 + 28 + 1 = 40 per 112 MACs, 0.357/MAC.
+
+Measured (MobileFaceNet fp32, cortex-a7, standalone, per inference): the 1x1 convs went from 94.2 M
+instructions / 174.0 M a7 cycles (TIR 7x1x4 lane tiles, 0.458 instructions/MAC: LLVM spilled an
+input vector and reloaded it as a broadcast) to 75.3 M / 157.3 M (0.366/MAC) with one loop step per
+iteration; the rest of the 0.366 is the tile's tail (bias, PReLU, residual: about 60 instructions
+per tile, reading the accumulators back from the stack) and its zero-init. Tried and measured
+worse (MobileFaceNet): the 14-wide stages on 1x7x4 tiles instead of 2x2x8, 95.5 M instructions
+against 91.2 M; a call to the microkernel instead of its statement inlined at the call site
+(``backends.neon_microkernels``), 91.2 M against 90.6 M (the callee saves d8-d15 per tile).
+No ``pld``: qemu and the issue-cycle estimate cannot see a prefetch, the instruction count can.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+# (tile rows, tile columns, vectors) of the supported tiles, best first (see the module docstring).
+F32_GEMM_TILES = ((1, 4, 2), (2, 2, 2), (1, 7, 1))
+# Depths per loop iteration of the assembly.
+F32_GEMM_DEPTH_STEP = 4
+
+
+def f32_gemm_name(tile_h: int, tile_w: int, vectors: int, steps: int = 1) -> str:
+    """The microkernel of a tile whose loop does ``steps`` steps of 4 depths per iteration."""
+    return f"edgetvm_neon_f32_gemm_{tile_h}x{tile_w}x{4 * vectors}" + (f"_u{steps}" if steps > 1 else "")
+
+
+def _registers(pixels: int, vectors: int) -> tuple[list[int], list[list[int]], list[list[int]]]:
+    """(input q per pixel, weight q sets [set][vector], accumulator q [pixel][vector])."""
+    if pixels * vectors > 8 or pixels + vectors > 8:
+        raise ValueError(f"a {pixels}-pixel x {4 * vectors}-channel fp32 tile does not fit the 16 NEON q registers")
+    inputs = list(range(pixels))
+    sets = (8 - pixels) // vectors
+    weights = [[pixels + s * vectors + v for v in range(vectors)] for s in range(sets)]
+    accs = [[8 + p * vectors + v for v in range(vectors)] for p in range(pixels)]
+    return inputs, weights, accs
+
+
+def _dlist(q: int, count: int) -> str:
+    return f"{{d{2 * q}-d{2 * (q + count) - 1}}}"
+
+
+def f32_gemm_asm(tile_h: int, tile_w: int, vectors: int, steps: int = 1) -> list[str]:
+    """The assembly of the ``tile_h x tile_w`` pixels x ``4*vectors`` channels tile. Operands: $0 the
+    accumulators (dense, pixel-major), $1 x, $2 x's step to the next pixel of a tile row, $3 to the
+    first pixel of the next tile row, $4 back to the first pixel 4 channels on, $5 w, $6 w's step
+    to the next depth, $7 iterations of ``steps`` steps (steps in bytes)."""
+    pixels = tile_h * tile_w
+    inputs, weights, accs = _registers(pixels, vectors)
+    acc_regs = f"{{d{2 * accs[0][0]}-d{2 * accs[-1][-1] + 1}}}"
+    step = []
+    for p in range(pixels):
+        after = "$4" if p == pixels - 1 else ("$3" if p % tile_w == tile_w - 1 else "$2")
+        step.append(f"vld1.32 {_dlist(inputs[p], 1)}, [$1 :128], {after}")
+    for k in range(F32_GEMM_DEPTH_STEP):
+        w = weights[k % len(weights)]
+        step.append(f"vld1.32 {_dlist(w[0], vectors)}, [$5 :128], $6")
+        for p in range(pixels):
+            scalar = f"d{2 * inputs[p] + k // 2}[{k % 2}]"
+            step += [f"vmla.f32 q{accs[p][v]}, q{w[v]}, {scalar}" for v in range(vectors)]
+    return [f"vldmia $0, {acc_regs}", "1:", *step * steps, "subs $7, $7, #1", "bne 1b", f"vstmia $0, {acc_regs}"]
+
+
+def _llvm_asm_string(lines: list[str]) -> str:
+    return "\\0A\\09".join(line.replace('"', '\\22') for line in lines)
+
+
+_CLOBBERS = ",".join([f"~{{d{i}}}" for i in range(32)] + ["~{memory}", "~{cc}"])
+_OPERANDS = ("ptr %c", "ptr %x", "i32 %xs", "i32 %xr", "i32 %xb", "ptr %w", "i32 %ws", "i32 %it")
+
+
+def _definition(tile_h: int, tile_w: int, vectors: int, steps: int) -> str:
+    types = ", ".join(op.split()[0] for op in _OPERANDS)
+    outputs = ",".join(["=r"] * len(_OPERANDS))
+    tied = ",".join(str(i) for i in range(len(_OPERANDS)))
+    return (
+        f"define internal i32 @{f32_gemm_name(tile_h, tile_w, vectors, steps)}({', '.join(_OPERANDS)}) alwaysinline nounwind {{\n"
+        f"  %r = call {{ {types} }} asm sideeffect \"{_llvm_asm_string(f32_gemm_asm(tile_h, tile_w, vectors, steps))}\", "
+        f"\"{outputs},{tied},{_CLOBBERS}\"({', '.join(_OPERANDS)})\n"
+        f"  ret i32 0\n}}"
+    )
+
+
+# microkernel name -> LLVM IR definition (replacing TVM's ``declare i32 @name(ptr, ptr, i32, ..., i32)``).
+DEFINITIONS = {f32_gemm_name(*tile, steps): _definition(*tile, steps) for tile in F32_GEMM_TILES for steps in (1, 2)}
+
+
+@functools.lru_cache(maxsize=None)
+def f32_gemm_intrin(tile_h: int, tile_w: int, vectors: int, depth: int) -> str:
+    """Register (once) and name the tensor intrinsic of one tile over ``depth`` input channels."""
+    if depth % F32_GEMM_DEPTH_STEP:
+        raise ValueError(f"the fp32 GEMM microkernel needs a depth divisible by {F32_GEMM_DEPTH_STEP}, got {depth}")
+    # Two steps per iteration when the depth allows: the loop's subs/bne paid per 8 depths.
+    steps = 2 if depth % (2 * F32_GEMM_DEPTH_STEP) == 0 else 1
+    kernel = f32_gemm_name(tile_h, tile_w, vectors, steps)
+    name = f"{kernel}_k{depth}"
+    iterations = depth // (steps * F32_GEMM_DEPTH_STEP)
+    TH, TW, N, K = T.int64(tile_h), T.int64(tile_w), T.int64(4 * vectors), T.int64(depth)
+
+    def call(C, A, B, row, pixel, sb):
+        return T.call_extern(
+            "int32", kernel, C, A, T.Cast("int32", pixel * 4), T.Cast("int32", (row - (tile_w - 1) * pixel) * 4),
+            T.Cast("int32", 16 - ((tile_h - 1) * row + (tile_w - 1) * pixel) * 4), B, T.Cast("int32", sb * 4),
+            T.int32(iterations))
+
+    # A tile of one image row has no row dimension: tensorize matches loops, and a unit loop has none.
+    if tile_h == 1:
+        @T.prim_func(s_tir=True)
+        def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+            A = T.match_buffer(a, (TW, K), "float32", offset_factor=1)
+            B = T.match_buffer(b, (K, N), "float32", offset_factor=1)
+            C = T.match_buffer(c, (TW, N), "float32", offset_factor=1, scope="local")
+            with T.sblock("root"):
+                T.reads(C[0:TW, 0:N], A[0:TW, 0:K], B[0:K, 0:N])
+                T.writes(C[0:TW, 0:N])
+                for j, n, k in T.grid(TW, N, K):
+                    with T.sblock("update"):
+                        vj, vn, vk = T.axis.remap("SSR", [j, n, k])
+                        C[vj, vn] = C[vj, vn] + A[vj, vk] * B[vk, vn]
+
+        @T.prim_func(s_tir=True)
+        def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+            pixel = T.int64()
+            sb = T.int64()
+            A = T.match_buffer(a, (TW, K), "float32", offset_factor=1, strides=[pixel, 1])
+            B = T.match_buffer(b, (K, N), "float32", offset_factor=1, strides=[sb, 1])
+            # Dense: the assembly loads and stores the accumulators with one vldm/vstm.
+            C = T.match_buffer(c, (TW, N), "float32", offset_factor=1, scope="local")
+            with T.sblock("root"):
+                T.reads(C[0:TW, 0:N], A[0:TW, 0:K], B[0:K, 0:N])
+                T.writes(C[0:TW, 0:N])
+                T.evaluate(call(T.address_of(C[0, 0]), T.address_of(A[0, 0]), T.address_of(B[0, 0]),
+                                T.int64(0), pixel, sb))
+    else:
+        @T.prim_func(s_tir=True)
+        def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+            A = T.match_buffer(a, (TH, TW, K), "float32", offset_factor=1)
+            B = T.match_buffer(b, (K, N), "float32", offset_factor=1)
+            C = T.match_buffer(c, (TH, TW, N), "float32", offset_factor=1, scope="local")
+            with T.sblock("root"):
+                T.reads(C[0:TH, 0:TW, 0:N], A[0:TH, 0:TW, 0:K], B[0:K, 0:N])
+                T.writes(C[0:TH, 0:TW, 0:N])
+                for i, j, n, k in T.grid(TH, TW, N, K):
+                    with T.sblock("update"):
+                        vi, vj, vn, vk = T.axis.remap("SSSR", [i, j, n, k])
+                        C[vi, vj, vn] = C[vi, vj, vn] + A[vi, vj, vk] * B[vk, vn]
+
+        @T.prim_func(s_tir=True)
+        def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+            row = T.int64()
+            pixel = T.int64()
+            sb = T.int64()
+            A = T.match_buffer(a, (TH, TW, K), "float32", offset_factor=1, strides=[row, pixel, 1])
+            B = T.match_buffer(b, (K, N), "float32", offset_factor=1, strides=[sb, 1])
+            C = T.match_buffer(c, (TH, TW, N), "float32", offset_factor=1, scope="local")
+            with T.sblock("root"):
+                T.reads(C[0:TH, 0:TW, 0:N], A[0:TH, 0:TW, 0:K], B[0:K, 0:N])
+                T.writes(C[0:TH, 0:TW, 0:N])
+                T.evaluate(call(T.address_of(C[0, 0, 0]), T.address_of(A[0, 0, 0]), T.address_of(B[0, 0]),
+                                row, pixel, sb))
+
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
