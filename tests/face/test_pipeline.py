@@ -166,8 +166,9 @@ def test_per_network_compile_options():
     from edgetvm.cli.face import compile_options
     from edgetvm.face.networks import options_for
 
-    args = build_parser().parse_args(["face", "detect", "x.jpg", "--quantize", "int8", "--only", "recognizer",
-                                      "--no-fuse"])
+    # verify: the command that runs both networks (detect lists only the detector's options).
+    args = build_parser().parse_args(["face", "verify", "a.jpg", "b.jpg", "--quantize", "int8", "--only",
+                                      "recognizer", "--no-fuse"])
     options = compile_options(args)
     assert options_for(options, "recognizer") == {"fuse": False, "quantize": "int8"}
     assert options_for(options, "detector") == {"fuse": False}

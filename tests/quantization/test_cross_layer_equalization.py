@@ -141,8 +141,9 @@ def test_dense_pair_balances_activation_and_weight_ranges(rng):
 def test_pairs_it_must_not_rescale(rng, module, reason):
     plan = plan_equalization(bind(module, **_weights(rng, depthwise=False))["main"])
     assert plan.pairs == []
-    # The first conv's output is the candidate; the last conv's is the model output, always declined.
-    assert plan.declined[0].startswith("r1: ") and reason in plan.declined[0], plan.declined
+    # The first conv is the candidate, named by its first binding (c1, what a model node is bound
+    # as); the last conv's output is the model output, always declined.
+    assert plan.declined[0].startswith("c1: ") and reason in plan.declined[0], plan.declined
     assert plan.declined[-1].startswith("y: ") and "model output" in plan.declined[-1], plan.declined
 
 
