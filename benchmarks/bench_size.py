@@ -17,26 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from edgetvm.frontends.tflite import parse_tflite, read_tflite
+# The weight count the size test uses (tests/frontends/checks.py), read from the flatbuffer independently.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.frontends.checks import fp32_weight_bytes  # noqa: E402
 
 MODELS = ("palm_detection_lite", "facemesh", "iris", "blazeface")
-
-
-def fp32_weight_bytes(path: Path) -> int:
-    data, source = read_tflite(path)
-    model = parse_tflite(data, source)
-    subgraph = model.Subgraphs(0)
-    total = 0
-    for t in range(subgraph.TensorsLength()):
-        tensor = subgraph.Tensors(t)
-        buffer = model.Buffers(tensor.Buffer())
-        if buffer is None or buffer.DataLength() == 0:
-            continue
-        elements = int(np.prod(tensor.ShapeAsNumpy(), dtype=np.int64))
-        total += elements * 4 if tensor.Type() in (0, 1) else buffer.DataLength()
-    return total
 
 
 def measure(name: str, target: str, vm: bool) -> dict:

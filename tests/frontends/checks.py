@@ -1,4 +1,4 @@
-"""Checks shared by the frontend tests: relative error, ELF header, NEON disassembly."""
+"""Checks shared by the frontend tests: relative error, ELF header, NEON disassembly, TFLite weight bytes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+
+from edgetvm.frontends.tflite import parse_tflite, read_tflite
 
 # RetinaFace runs at 480x640 (H x W): the astronaut resized, as a camera frame would be.
 RETINAFACE_SHAPE = (1, 3, 480, 640)
@@ -56,3 +58,24 @@ def neon_q_float_ops(path: Path) -> list[str]:
     assert objdump, "arm-linux-gnueabihf-objdump is missing (binutils-arm-linux-gnueabihf)"
     text = subprocess.run([objdump, "-d", str(path)], capture_output=True, text=True, check=True).stdout
     return NEON_FLOAT_Q.findall(text)
+
+
+# FLOAT32 and FLOAT16 buffers become float32 constants; integer ones keep their size.
+_FLOAT_TYPES = (0, 1)
+
+
+def fp32_weight_bytes(path) -> int:
+    """What the flatbuffer's constant tensors take as float32 (integers as stored), read with the
+    tflite package, independently of the frontend."""
+    data, source = read_tflite(path)
+    model = parse_tflite(data, source)
+    subgraph = model.Subgraphs(0)
+    total = 0
+    for t in range(subgraph.TensorsLength()):
+        tensor = subgraph.Tensors(t)
+        buffer = model.Buffers(tensor.Buffer())
+        if buffer is None or buffer.DataLength() == 0:
+            continue
+        elements = int(np.prod(tensor.ShapeAsNumpy(), dtype=np.int64))
+        total += elements * 4 if tensor.Type() in _FLOAT_TYPES else buffer.DataLength()
+    return total

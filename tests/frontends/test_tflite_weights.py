@@ -14,31 +14,13 @@ from tvm import relax
 
 import edgetvm
 from edgetvm.backends.standalone import plan_static
-from edgetvm.frontends.tflite import parse_tflite, per_channel_slope, read_tflite
+from edgetvm.frontends.tflite import per_channel_slope
 from edgetvm.relax_utils import bound_constant, is_tensor_constant
 from edgetvm.zoo import fetch
 
+from .checks import fp32_weight_bytes
 from .test_real_models import litert_outputs
 
-# FLOAT32 and FLOAT16 buffers become float32 constants; integer ones keep their size.
-_FLOAT_TYPES = (0, 1)
-
-
-def fp32_weight_bytes(path) -> int:
-    """What the flatbuffer's constant tensors take as float32 (integers as stored), read with the
-    tflite package, independently of the frontend."""
-    data, source = read_tflite(path)
-    model = parse_tflite(data, source)
-    subgraph = model.Subgraphs(0)
-    total = 0
-    for t in range(subgraph.TensorsLength()):
-        tensor = subgraph.Tensors(t)
-        buffer = model.Buffers(tensor.Buffer())
-        if buffer is None or buffer.DataLength() == 0:
-            continue
-        elements = int(np.prod(tensor.ShapeAsNumpy(), dtype=np.int64))
-        total += elements * 4 if tensor.Type() in _FLOAT_TYPES else buffer.DataLength()
-    return total
 
 
 def constant_bytes(mod) -> int:
