@@ -196,7 +196,6 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     ``progress=True`` prints each step and bars for the long loops on stderr (edgetvm/progress.py);
     the API is quiet by default.
     """
-    # weights="fp16": the standalone artifact stores conv/dense weights as float16, widened once at create.
     check_weight_storage(weights)
     resolved = codegen_target(resolve_target(target))
     # Images among the calibration inputs are preprocessed as the model wants (data.py).

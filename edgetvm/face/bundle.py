@@ -31,9 +31,9 @@ from ..backends.standalone.build import c_compiler, target_cflags
 from ..errors import ArtifactError, CompileError, InputError
 from ..targets import resolve_target
 from .calibration import face_calibration
-from .detect import RETINAFACE_MEAN_BGR, Face
+from .detect import Face
 from .image import write_ppm
-from .networks import RECOGNIZER_SIZE, YUNET_SIZE, compile_network, network, options_for
+from .networks import RECOGNIZER_SIZE, YUNET_SIZE, compile_network, detector_mean_bgr, network, options_for
 from .pipeline import DEFAULT_THRESHOLDS
 
 C_DIR = Path(__file__).resolve().parent / "c"
@@ -69,7 +69,7 @@ class BundleSpec:
 
 
 def _config_header(spec: BundleSpec, embedding_size: int) -> str:
-    mean = RETINAFACE_MEAN_BGR if spec.detector == "retinaface" else (0.0, 0.0, 0.0)
+    mean = detector_mean_bgr(network(spec.detector, "detector"))
     w, h = spec.detector_size
     return f"""/* face_config.h: build settings of this bundle, written by `edgetvm face build`. */
 #ifndef FACE_CONFIG_H_

@@ -29,7 +29,7 @@ from ..zoo import PREPROCESSING, fetch
 from ..progress import say as show_stage
 from ..zoo.architectures import mobilefacenet
 from . import compile_cache
-from .detect import RETINAFACE_MEAN_BGR, Letterbox, letterbox
+from .detect import Letterbox, letterbox
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,13 @@ def network(name: str, role: str) -> Network:
 def detector_input(net: Network, size: tuple[int, int], image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
     """RGB image -> the detector's (1, 3, H, W) float32 input at ``size`` (W, H), letterboxed, and
     where the image went in it. RetinaFace takes BGR minus its mean, YuNet BGR 0..255."""
-    mean = RETINAFACE_MEAN_BGR if net.name == "retinaface" else (0.0, 0.0, 0.0)
-    return letterbox(image, *size, mean_bgr=mean)
+    return letterbox(image, *size, mean_bgr=detector_mean_bgr(net))
+
+
+def detector_mean_bgr(net: Network) -> tuple[float, float, float]:
+    """The per-channel mean a detector's BGR input is taken minus (its ``preprocess``)."""
+    mean = np.broadcast_to(np.asarray(net.preprocess["mean"], dtype=np.float64), (3,))
+    return tuple(float(m) for m in mean)
 
 
 def recognizer_input(net: Network, crop: np.ndarray) -> np.ndarray:
@@ -99,8 +104,9 @@ def recognizer_input(net: Network, crop: np.ndarray) -> np.ndarray:
     the usual ``(x - 127.5) / 128``.
     """
     x = np.asarray(crop, dtype=np.float32).transpose(2, 0, 1)[None]
-    if net.name == "mobilefacenet":
-        x = (x - np.float32(127.5)) / np.float32(128.0)
+    # (x - mean) * scale of the network's ``preprocess``: SFace 0 and 1, MobileFaceNet 127.5 and 1/128
+    # (a power of two: the same floats as dividing by 128).
+    x = (x - np.float32(net.preprocess["mean"])) * np.float32(net.preprocess["scale"])
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
