@@ -294,8 +294,16 @@ def check_unidirectional_broadcast(operand, data, where: str, what: str) -> None
 
 
 def node_tracking_importer(shapes: dict[str, tuple[int, ...]], keep_params_in_input: bool = False):
-    """TVM's ONNX graph importer, remembering in ``.current`` the (op, node) it converts."""
-    from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
+    """TVM's ONNX graph importer, remembering in ``.current`` the (op, node) it converts.
+
+    Variadic Max, Min, Sum and Mean become a chain of binary ops (``max(a, b, c) = max(max(a, b), c)``,
+    TVM's own form for dynamic shapes) instead of TVM's static form, ``reduce(stack(broadcast(a),
+    broadcast(b)), axis=0)``: the stacked 5-D tensor defeats the channels-last layout (ConvertLayout
+    fails on it) and costs a copy of every operand, where the binary op fuses into its producer.
+    """
+    from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter, Max, Mean, Min, Sum
+
+    pairwise = {"Max": Max, "Min": Min, "Sum": Sum, "Mean": Mean}
 
     class NodeTrackingImporter(ONNXGraphImporter):
         current: tuple[str, str] | None = None
@@ -304,7 +312,10 @@ def node_tracking_importer(shapes: dict[str, tuple[int, ...]], keep_params_in_in
             self.current = (op_name, attrs.get("tvm_custom", {}).get("name", ""))
             if op_name == "PRelu" and len(inputs) == 2:
                 check_unidirectional_broadcast(inputs[1], inputs[0], f"PRelu node {self.current[1]!r}", "slope")
-            sym = super()._convert_operator(op_name, inputs, attrs, opset)
+            if op_name in pairwise and not all(isinstance(x, tvm.ir.GenericConst) for x in inputs):
+                sym = pairwise[op_name]._impl_dynamic(self.bb, list(inputs))
+            else:
+                sym = super()._convert_operator(op_name, inputs, attrs, opset)
             # Bound here under the node's name, the node's output keeps it through the passes: the quantization
             # report and --keep-float then speak of "Conv_12", as onnxruntime's nodes_to_exclude does, not "lv7".
             if self.current[1] and isinstance(sym, relax.Call) and isinstance(sym.ty, relax.TensorType):

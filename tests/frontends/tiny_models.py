@@ -140,3 +140,22 @@ def with_unsupported_ops() -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
     return model(nodes, [x], [y])
+
+
+def conv_variadic_elementwise(rng: np.random.Generator) -> onnx.ModelProto:
+    """Conv, then ReLU6 spelled Max(x, 0-d 0) and Min(x, 0-d 6) (as some exporters write it), then a
+    three-input Max, Sum and Mean whose operands broadcast (per-channel [4,1,1], full tensor)."""
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    per_channel = rng.standard_normal((4, 1, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv0"),
+        helper.make_node("Max", ["c", "zero"], ["r"], name="relu_max"),
+        helper.make_node("Min", ["r", "six"], ["r6"], name="relu6_min"),
+        helper.make_node("Max", ["r6", "bias", "c"], ["m3"], name="max3"),
+        helper.make_node("Sum", ["m3", "bias", "c"], ["s3"], name="sum3"),
+        helper.make_node("Mean", ["s3", "c", "bias"], ["y"], name="mean3"),
+    ]
+    return model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+                 [const("w", w), const("zero", np.float32(0.0)), const("six", np.float32(6.0)),
+                  const("bias", per_channel)])
