@@ -152,6 +152,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.allocation == "sensitivity" and not args.calib:
         raise InputError("--allocation sensitivity measures each layer group's cost on calibration inputs: give "
                          "--calib DIR, or choose uniform or global")
+    if args.layer_ratio and args.allocation in ("global", "sensitivity"):
+        raise InputError(f"--allocation {args.allocation} spreads one --ratio over all layer groups; --layer-ratio "
+                         f"sets each group's own: give one of the two (--allocation uniform takes --layer-ratio)")
     ratio = args.ratio
     if args.layer_ratio:
         ratio = {"*": args.ratio}

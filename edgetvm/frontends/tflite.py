@@ -14,12 +14,15 @@ through; converting the buffer with numpy at import is exact (every float16 is a
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import operator
 import warnings
 from pathlib import Path
 
 import numpy as np
+import tvm
+from tvm import relax
 
 from ..errors import InputError, ModelLoadError, UnsupportedModelError
 from ..relax_utils import bound_constant
@@ -124,13 +127,28 @@ def tensor_name(subgraph, index: int) -> str:
 def _converter_class():
     """TVM's TFLite OperatorConverter, remembering the op it converts, with float16 weights folded."""
     from tflite.TensorType import TensorType
-    from tvm import relax
     from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
 
     class EdgeOperatorConverter(OperatorConverter):
         current: tuple[str, str] | None = None
         absent_input = False
         folded_fp16 = 0
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            for code, convert in list(self.convert_map.items()):
+                self.convert_map[code] = functools.partial(self._convert_named, convert)
+
+        def _convert_named(self, convert, op):
+            # Bound under the op's output tensor name, the op's values keep it through the passes: the
+            # quantization report and --keep-float then speak of "conv2d_3/Relu", not "lv7".
+            result = convert(op=op)
+            outputs = op.OutputsAsNumpy()
+            name = tensor_name(self.subgraph, int(outputs[0])) if len(outputs) else ""
+            named = emit_named(self.bb, result, name) if name else None
+            result = result if named is None else named
+            # The rest of the op bound here too: left nested, the next op's naming would reach into it.
+            return self.bb.emit(result) if isinstance(result, relax.Call) else result
 
         def get_op_code_str(self, op):
             code = super().get_op_code_str(op)
@@ -165,6 +183,42 @@ def _converter_class():
             return relax.op.nn.prelu(self.get_tensor_expr(data), relax.const(slope, "float32"), axis=len(shape) - 1)
 
     return EdgeOperatorConverter
+
+
+# Ops a TFLite op's converter puts before the op itself (SAME padding, a layout change).
+LEADING_DATA_MOVEMENT = {"relax.nn.pad", "relax.reshape", "relax.permute_dims", "relax.expand_dims",
+                         "relax.squeeze"}
+
+
+def emit_named(bb, expr, name: str):
+    """``expr`` with the op's own computation bound under ``name``: its first computed call that
+    reads an activation and is not padding or a layout change (the conv inside a fused activation,
+    the chain the quantization report names by its first node). One binding per op: TFLite's tensor
+    names are unique, and the block builder's de-duplication of a second one (``conv2d_1`` ->
+    ``conv2d_11``) would collide with another op's name. Returns the expression, or None when no
+    call in it qualifies."""
+    if not isinstance(expr, relax.Call) or not isinstance(expr.op, tvm.ir.Op) or not reads_activation(expr):
+        return None
+    for i, arg in enumerate(expr.args):
+        named = emit_named(bb, arg, name)
+        if named is not None:
+            args = list(expr.args)
+            args[i] = named
+            return relax.Call(expr.op, args, expr.attrs, expr.ty_args)
+    if str(expr.op.name) in LEADING_DATA_MOVEMENT:
+        return None
+    return bb.emit(expr, name_hint=name)
+
+
+def reads_activation(expr) -> bool:
+    """Whether a value that is not a constant flows into ``expr``."""
+    if isinstance(expr, relax.Var):
+        return True
+    if isinstance(expr, relax.Call):
+        return any(reads_activation(a) for a in expr.args)
+    if isinstance(expr, relax.Tuple):
+        return any(reads_activation(f) for f in expr.fields)
+    return False
 
 
 def per_channel_slope(alpha: np.ndarray, data_shape: list[int]) -> np.ndarray | None:

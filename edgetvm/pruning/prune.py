@@ -88,7 +88,7 @@ def pruning_config(ratio=0.3, criterion="auto", round_to: int = 4, spatial_folds
         allocation = "sensitivity" if calibrated and not isinstance(ratio, dict) and not isinstance(criterion, dict) \
             and float(ratio) > 0 else "uniform"
     if allocation not in ALLOCATIONS:
-        raise InputError(f"prune allocation {allocation!r}: use one of {['auto', *ALLOCATIONS]}")
+        raise InputError(f"prune allocation={allocation!r} (--allocation): use one of {['auto', *ALLOCATIONS]}")
     if isinstance(criterion, dict):
         return PruningConfig(ratio=ratio, criterion="l1", masks=criterion, round_to=round_to,
                              spatial_folds=spatial_folds, allocation="uniform")

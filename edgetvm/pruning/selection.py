@@ -213,14 +213,14 @@ def plan_pruning(deps: ChannelDependencies, weights: dict, config: PruningConfig
     channels), which is exact only if the caller folds their contributions.
     """
     if config.criterion not in CRITERIA and config.masks is None:
-        raise InputError(f"prune criterion {config.criterion!r}: use one of {list(CRITERIA)} or give masks")
+        raise InputError(f"prune criterion={config.criterion!r} (--prune-criterion, `edgetvm prune --criterion`): use one of {list(CRITERIA)} or give masks")
     if config.allocation not in ALLOCATIONS:
-        raise InputError(f"prune allocation {config.allocation!r}: use one of {list(ALLOCATIONS)}")
+        raise InputError(f"prune allocation={config.allocation!r} (--allocation): use one of {list(ALLOCATIONS)}")
     plan = PruningPlan(deps)
     data_driven = config.criterion in ("activation", "reconstruction")
     if data_driven and config.masks is None and not activations:
-        raise InputError(f"prune criterion {config.criterion!r} ranks channels on calibration inputs: give calibration "
-                         f"data")
+        raise InputError(f"prune criterion={config.criterion!r} ranks channels on calibration inputs: give calibration= "
+                         f"(--prune-calib DIR; `edgetvm prune`: --calib DIR)")
     energy = _activation_energy(deps, weights, activations) if data_driven and activations else None
     masks = dict(config.masks or {})
     used_masks = set()
@@ -264,7 +264,7 @@ def plan_pruning(deps: ChannelDependencies, weights: dict, config: PruningConfig
         else:
             ratio = config.ratio_for(group)
             if not 0.0 <= ratio < 1.0:
-                raise InputError(f"prune ratio {ratio} for group {group.name}: give a fraction in [0, 1)")
+                raise InputError(f"prune ratio {ratio} for group {group.name} (--prune, --ratio, --layer-ratio): give a fraction in [0, 1)")
             if n < 2 * config.round_to and not constant.any():
                 continue
             keep = keep_count(n, ratio, int(constant.sum()), config.round_to, config.lossless) \
@@ -304,7 +304,7 @@ def _global_allocation(deps, weights, config: PruningConfig, lossless, energy, m
     group's count is rounded to whole lanes.
     """
     if isinstance(config.ratio, dict):
-        raise InputError("global allocation takes one ratio, not per-layer ratios")
+        raise InputError("prune allocation='global' (--allocation global) takes one ratio, not per-layer ratios (--layer-ratio)")
     pool, sizes = [], {}
     for group in deps.prunable_groups():
         n = len(group.units)

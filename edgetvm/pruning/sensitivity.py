@@ -27,7 +27,8 @@ def sensitivity_keep_counts(func: relax.Function, weights: dict, deps: ChannelDe
     (``{group: [cost at the probe, cost at the growth probe]}``; those in ``config.sensitivity`` are not
     measured again)."""
     if isinstance(config.ratio, dict):
-        raise InputError("sensitivity allocation takes one ratio, not per-layer ratios")
+        raise InputError("prune allocation='sensitivity' (--allocation sensitivity) takes one ratio, not per-layer ratios "
+                         "(--layer-ratio)")
     sizes = allocation_groups(deps, config)
     probe, growth = config.sensitivity_probe, config.sensitivity_growth_probe
     probes = [probe] if growth is None or growth == probe else [probe, growth]
@@ -35,8 +36,8 @@ def sensitivity_keep_counts(func: relax.Function, weights: dict, deps: ChannelDe
                    for name, c in (config.sensitivity or {}).items()}
     missing = {name: n for name, n in sizes.items() if len(sensitivity.get(name, [])) < len(probes)}
     if missing and (evaluate is None or not calibration or len(calibration) < 2):
-        raise InputError("sensitivity allocation measures each group's cost on calibration inputs: give at least "
-                         "2 calibration samples")
+        raise InputError("prune allocation='sensitivity' measures each layer group's cost on calibration inputs: give "
+                         "at least 2 calibration samples (--prune-calib DIR; `edgetvm prune`: --calib DIR)")
     for i, r in enumerate(probes):
         need = {name: n for name, n in missing.items() if len(sensitivity.get(name, [])) <= i}
         if need:

@@ -17,6 +17,8 @@ four steps: ``FoldQuantScales`` runs on its QDQ graph directly.
 
 from __future__ import annotations
 
+import warnings
+
 from collections import Counter
 
 import numpy as np
@@ -169,6 +171,22 @@ def _chain_names(chain) -> set[str]:
     return {n for n in names if n == chain.name or not AUTO_NAME.fullmatch(n)}
 
 
+class LayoutKeptFloatWarning(UserWarning):
+    """int8 was asked for, but convolutions in a layout without int8 kernels stayed float."""
+
+
+def warn_if_layout_kept_float(skipped: list[str]) -> None:
+    """Say so when convs stayed float for their layout alone: a TFLite model's NHWC convs have no int8
+    path yet (the int8 planner and kernels read NCHW/OIHW graphs, as ONNX gives them), and the user
+    asked for int8, so the report alone would hide that the artifact is mostly float."""
+    by_layout = [row for row in skipped if ": conv2d layout " in row]
+    if by_layout:
+        layout = by_layout[0].split(": conv2d layout ", 1)[1].split()[0]
+        warnings.warn(f"--quantize int8: {len(by_layout)} conv2d op(s) in layout {layout} stay float: the int8 "
+                      f"kernels take NCHW/OIHW convolutions (ONNX models); TFLite's NHWC convolutions have no "
+                      f"int8 path yet. --explain lists them.", LayoutKeptFloatWarning, stacklevel=2)
+
+
 def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
                   percentile: float = 99.99, *, evaluate, equalize: bool = True,
                   keep_float: list[str] | tuple[str, ...] | None = None) -> tuple[tvm.IRModule, dict]:
@@ -208,6 +226,7 @@ def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
                             evaluate=evaluate)
     mod = QuantizeAnnotate(plan, ranges, means)(mod)
     mod, report = fold_qdq(mod)
+    warn_if_layout_kept_float(plan.skipped)
     report.update({
         "scheme": "int8: activations per-tensor asymmetric int8, weights per-channel symmetric int8, int32 bias",
         "calibration_mode": mode,

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -28,6 +29,10 @@ def test_version_and_help_describe_the_tool():
     assert "Compile face-analysis CNNs" in done.stdout and "zoo:NAME" in done.stdout
     # Not the module docstring of cli/main.py, which speaks of the code.
     assert "subcommand is one function" not in done.stdout
+    # Where the venv's scripts are not on PATH, the module runs the same command.
+    module = subprocess.run([sys.executable, "-m", "edgetvm", "--version"], capture_output=True, text=True,
+                            timeout=60)
+    assert module.returncode == 0 and module.stdout == run_edgetvm("--version").stdout
 
 
 def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ("edgetvm",)):
@@ -189,6 +194,8 @@ def test_arm_artifacts_run_and_count_under_qemu(small_model, tmp_path):
                                                                         "calibration inputs: give --calib DIR"),
     (["prune", "{model}", "--allocation", "sensitivity", "-o", "p.onnx"], "--allocation sensitivity measures"),
     (["prune", "{model}", "--layer-ratio", "Conv*=2", "-o", "p.onnx"], "--layer-ratio 'Conv*=2': write PATTERN="),
+    (["prune", "{model}", "--allocation", "global", "--layer-ratio", "Conv*=0.2", "-o", "p.onnx"],
+     "--allocation global spreads one --ratio over all layer groups; --layer-ratio sets each group's own"),
 ])
 def test_pruning_settings_are_refused_by_flag(small_model, tmp_path, command, says):
     done = run_edgetvm(*[str(small_model) if a == "{model}" else a for a in command], cwd=tmp_path)
