@@ -14,6 +14,7 @@ through; converting the buffer with numpy at import is exact (every float16 is a
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import operator
 import warnings
@@ -25,6 +26,7 @@ from ..errors import InputError, ModelLoadError, UnsupportedModelError
 from ..relax_utils import bound_constant
 from ..specs import ImportedModel, TensorSpec
 from .limits import check_relax_memory, check_tflite_memory
+from .mediapipe_ops import MEDIAPIPE_CUSTOM_OPS
 from .signature import output_specs
 from .tvm_failures import CONVERTER_CODE_ERRORS, discard_builder, tvm_reason
 
@@ -32,6 +34,9 @@ from .tvm_failures import CONVERTER_CODE_ERRORS, discard_builder, tvm_reason
 # Bytes per element of the TFLite TensorType values whose constants are checked against their shape
 # (schema.fbs: FLOAT32=0, FLOAT16=1, INT32=2, UINT8=3, INT64=4, BOOL=6, INT16=7, INT8=9, FLOAT64=10).
 TFLITE_ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8}
+
+# Custom ops the converter handles, by custom code: ``convert(converter, op) -> relax.Expr``.
+CUSTOM_OP_CONVERTERS = dict(MEDIAPIPE_CUSTOM_OPS)
 
 
 def read_tflite(model) -> tuple[bytes, str]:
@@ -132,8 +137,15 @@ def _converter_class():
         absent_input = False
         folded_fp16 = 0
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            for custom, convert in CUSTOM_OP_CONVERTERS.items():
+                self.convert_map[f"CUSTOM:{custom}"] = functools.partial(convert, self)
+
         def get_op_code_str(self, op):
-            code = super().get_op_code_str(op)
+            oc = self.model.OperatorCodes(op.OpcodeIndex())
+            custom = (oc.CustomCode() or b"").decode("utf-8")
+            code = f"CUSTOM:{custom}" if custom in CUSTOM_OP_CONVERTERS else super().get_op_code_str(op)
             outputs = op.OutputsAsNumpy()
             self.current = (code, tensor_name(self.subgraph, int(outputs[0])) if len(outputs) else "")
             self.absent_input = any(int(i) < 0 for i in op.InputsAsNumpy())
@@ -271,6 +283,8 @@ def import_tflite(model, input_shapes: dict[str, tuple[int, ...]] | None = None)
         current = instances[0].current if instances else None
         if instances:
             discard_builder(getattr(instances[0], "bb", None))
+        if isinstance(exc, UnsupportedModelError):  # a custom-op converter refused the op and said why
+            raise UnsupportedModelError(f"{source}: {exc}", exc.unsupported) from None
         where = f" at {current[0]} op producing {current[1]!r}" if current else ""
         reason = tvm_reason(exc)
         if isinstance(exc, CONVERTER_CODE_ERRORS):
