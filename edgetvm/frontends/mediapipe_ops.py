@@ -28,6 +28,8 @@ from ..errors import UnsupportedModelError
 # kTfLitePaddingSame / kTfLitePaddingValid of TFLite's C API (builtin_op_data.h).
 TFLITE_PADDING_SAME = 1
 TFLITE_PADDING_VALID = 2
+# TensorType.FLOAT32 of the TFLite schema.
+TFLITE_FLOAT32 = 0
 
 
 def _output_name(conv, op) -> str:
@@ -37,8 +39,9 @@ def _output_name(conv, op) -> str:
 
 def _refuse(conv, op, code: str, why: str) -> UnsupportedModelError:
     return UnsupportedModelError(
-        f"custom op {code} producing {_output_name(conv, op)!r}: {why}; re-export the model with "
-        f"MediaPipe's own converter, or replace the op", {f"CUSTOM:{code}": [_output_name(conv, op)]})
+        f"custom op {code} producing {_output_name(conv, op)!r}: {why}. edgetvm follows the op as MediaPipe "
+        f"0.10 defines it: check that the model comes from MediaPipe 0.10 and is not corrupt",
+        {f"CUSTOM:{code}": [_output_name(conv, op)]})
 
 
 def _flex_options(conv, op, code: str) -> dict:
@@ -69,11 +72,19 @@ def _version(conv, op) -> int:
     return int(conv.model.OperatorCodes(op.OpcodeIndex()).Version())
 
 
-def _require_version(conv, op, code: str, supported: int) -> None:
-    version = _version(conv, op)
-    if version != supported:
-        raise _refuse(conv, op, code, f"version {version} is not supported (only version {supported}, "
+def _operands(conv, op, code: str, version: int | None, names: tuple[str, ...]) -> list:
+    """The op's input tensors, after checking its version (None: any) and their count against ``names``."""
+    found = _version(conv, op)
+    if version is not None and found != version:
+        raise _refuse(conv, op, code, f"version {found} is not supported (only version {version}, "
                                       f"the one MediaPipe 0.10's models use)")
+    inputs = conv.get_input_tensors(op)
+    if len(inputs) != len(names):
+        raise _refuse(conv, op, code, f"it has {len(inputs)} inputs, expected {len(names)} ({', '.join(names)})")
+    for name, tensor in zip(names, inputs):
+        if tensor.tensor.Type() != TFLITE_FLOAT32:
+            raise _refuse(conv, op, code, f"its {name} input is not float32 (MediaPipe defines the op on float32 only)")
+    return inputs
 
 
 def _shape(conv, tensor) -> tuple[int, ...]:
@@ -95,10 +106,7 @@ def convert_transpose_conv_bias(conv, op):
     from tvm import relax
 
     code = "Convolution2DTransposeBias"
-    inputs = conv.get_input_tensors(op)
-    if len(inputs) != 3:
-        raise _refuse(conv, op, code, f"it has {len(inputs)} inputs, expected 3 (data, weights, bias)")
-    data, weights, bias = inputs
+    data, weights, bias = _operands(conv, op, code, None, ("data", "weights", "bias"))
     raw = bytes(op.CustomOptionsAsNumpy()) if op.CustomOptionsLength() else b""
     if len(raw) < 12:
         raise _refuse(conv, op, code, f"its custom options hold {len(raw)} bytes, expected at least 12 "
@@ -167,11 +175,7 @@ def bilinear_sample_te(data, matrix, out_h: int, out_w: int):
 
 def convert_transform_tensor_bilinear(conv, op):
     code = "TransformTensorBilinear"
-    _require_version(conv, op, code, 2)
-    inputs = conv.get_input_tensors(op)
-    if len(inputs) != 2:
-        raise _refuse(conv, op, code, f"it has {len(inputs)} inputs, expected 2 (data, matrix)")
-    data, matrix = inputs
+    data, matrix = _operands(conv, op, code, 2, ("data", "matrix"))
     options = _flex_options(conv, op, code)
     out_h = _required(conv, op, code, options, "output_height", int)
     out_w = _required(conv, op, code, options, "output_width", int)
@@ -240,8 +244,7 @@ def convert_landmarks_to_transform_matrix(conv, op):
     from tvm import relax
 
     code = "Landmarks2TransformMatrix"
-    _require_version(conv, op, code, 2)
-    (landmarks,) = conv.get_input_tensors(op)[:1]
+    (landmarks,) = _operands(conv, op, code, 2, ("landmarks",))
     options = _flex_options(conv, op, code)
     left = _required(conv, op, code, options, "left_rotation_idx", int)
     right = _required(conv, op, code, options, "right_rotation_idx", int)
@@ -286,11 +289,7 @@ def transform_landmarks_te(landmarks, matrix):
 
 def convert_transform_landmarks(conv, op):
     code = "TransformLandmarks"
-    _require_version(conv, op, code, 2)
-    inputs = conv.get_input_tensors(op)
-    if len(inputs) != 2:
-        raise _refuse(conv, op, code, f"it has {len(inputs)} inputs, expected 2 (landmarks, matrix)")
-    landmarks, matrix = inputs
+    landmarks, matrix = _operands(conv, op, code, 2, ("landmarks", "matrix"))
     shape = _shape(conv, landmarks)
     # Version 2 reads its dimensions from the output's last axis and applies no scale.
     if len(shape) != 3 or shape[0] != 1 or shape[2] not in (2, 3):

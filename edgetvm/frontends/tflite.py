@@ -266,7 +266,8 @@ def import_tflite(model, input_shapes: dict[str, tuple[int, ...]] | None = None)
         raise UnsupportedModelError(
             f"{source}: {len(found)} operator type(s) are not supported by TVM 0.27's TFLite importer "
             f"(listed with their output tensors):\n" + "\n".join(lines)
-            + "\nConvert the model without them (TFLite builtins only, no custom or select-TF ops).", found)
+            + "\nConvert the model without them (TFLite builtins only, no select-TF ops; of custom ops only "
+            + ", ".join(sorted(CUSTOM_OP_CONVERTERS)) + " are supported).", found)
     shapes = resolve_input_shapes(subgraph, source, input_shapes)
     converter = _converter_class()
     instances = []

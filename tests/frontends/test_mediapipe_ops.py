@@ -109,3 +109,9 @@ def test_unsupported_version_and_bad_options_name_the_op():
                             {"data": x, "matrix": matrix}, {}, ("crop", (1, 4, 4, 2)))
     with pytest.raises(UnsupportedModelError, match=r"TransformTensorBilinear producing 'crop'.*'output_width'"):
         load_model(no_size)
+
+    # Custom ops with no converter are still refused together, by name.
+    argmax = ref.custom_op("MaxPoolingWithArgmax2D", 1, b"", {"x": x}, {}, ("pooled", (1, 2, 2, 2)))
+    with pytest.raises(UnsupportedModelError, match=r"CUSTOM:MaxPoolingWithArgmax2D: pooled") as info:
+        load_model(argmax)
+    assert "TransformTensorBilinear" in str(info.value)
