@@ -10,7 +10,7 @@ LiteRT cannot run (google/mediapipe, ``mediapipe/util/tflite/operations/``):
   (FaceMesh with attention): a face region of interest from landmarks, the feature map resampled
   into it, and landmarks found in the crop mapped back. Options are flexbuffer maps.
 
-Each converter takes the TFLite operator converter (``conv``) and the operator, and returns the
+Each converter takes TVM's TFLite operator converter (``converter``) and the operator, and returns the
 Relax expression of the op's single output. The three geometric ops are TE computations
 (``bb.emit_te``), so they lower like any legalized Relax op on every target.
 """
@@ -32,19 +32,19 @@ TFLITE_PADDING_VALID = 2
 TFLITE_FLOAT32 = 0
 
 
-def _output_name(conv, op) -> str:
-    tensor = conv.get_output_tensors(op)[0].tensor
+def _output_name(converter, op) -> str:
+    tensor = converter.get_output_tensors(op)[0].tensor
     return (tensor.Name() or b"?").decode("utf-8")
 
 
-def _refuse(conv, op, code: str, why: str) -> UnsupportedModelError:
+def _refuse(converter, op, code: str, why: str) -> UnsupportedModelError:
     return UnsupportedModelError(
-        f"custom op {code} producing {_output_name(conv, op)!r}: {why}. edgetvm follows the op as MediaPipe "
+        f"custom op {code} producing {_output_name(converter, op)!r}: {why}. edgetvm follows the op as MediaPipe "
         f"0.10 defines it: check that the model comes from MediaPipe 0.10 and is not corrupt",
-        {f"CUSTOM:{code}": [_output_name(conv, op)]})
+        {f"CUSTOM:{code}": [_output_name(converter, op)]})
 
 
-def _flex_options(conv, op, code: str) -> dict:
+def _flex_options(converter, op, code: str) -> dict:
     """The operator's flexbuffer-encoded custom options as a dict (empty when it has none)."""
     from flatbuffers import flexbuffers
 
@@ -53,42 +53,44 @@ def _flex_options(conv, op, code: str) -> dict:
     try:
         options = flexbuffers.Loads(bytes(op.CustomOptionsAsNumpy()))
     except Exception as exc:  # noqa: BLE001 - the flexbuffer reader raises IndexError, ValueError, ...
-        raise _refuse(conv, op, code, f"its custom options are not a readable flexbuffer ({exc})") from None
+        raise _refuse(converter, op, code, f"its custom options are not a readable flexbuffer ({exc})") from None
     if not isinstance(options, dict):
-        raise _refuse(conv, op, code, "its custom options are not a flexbuffer map")
+        raise _refuse(converter, op, code, "its custom options are not a flexbuffer map")
     return options
 
 
-def _required(conv, op, code: str, options: dict, key: str, kind: type):
+def _required(converter, op, code: str, options: dict, key: str, kind: type):
     if key not in options:
-        raise _refuse(conv, op, code, f"its custom options lack {key!r}")
+        raise _refuse(converter, op, code, f"its custom options lack {key!r}")
     try:
         return kind(options[key])
     except (TypeError, ValueError):
-        raise _refuse(conv, op, code, f"custom option {key!r} = {options[key]!r} is not a {kind.__name__}") from None
+        raise _refuse(converter, op, code,
+                      f"custom option {key!r} = {options[key]!r} is not a {kind.__name__}") from None
 
 
-def _version(conv, op) -> int:
-    return int(conv.model.OperatorCodes(op.OpcodeIndex()).Version())
+def _version(converter, op) -> int:
+    return int(converter.model.OperatorCodes(op.OpcodeIndex()).Version())
 
 
-def _operands(conv, op, code: str, version: int | None, names: tuple[str, ...]) -> list:
+def _operands(converter, op, code: str, version: int | None, names: tuple[str, ...]) -> list:
     """The op's input tensors, after checking its version (None: any) and their count against ``names``."""
-    found = _version(conv, op)
+    found = _version(converter, op)
     if version is not None and found != version:
-        raise _refuse(conv, op, code, f"version {found} is not supported (only version {version}, "
-                                      f"the one MediaPipe 0.10's models use)")
-    inputs = conv.get_input_tensors(op)
+        raise _refuse(converter, op, code, f"version {found} is not supported (only version {version}, "
+                                           f"the one MediaPipe 0.10's models use)")
+    inputs = converter.get_input_tensors(op)
     if len(inputs) != len(names):
-        raise _refuse(conv, op, code, f"it has {len(inputs)} inputs, expected {len(names)} ({', '.join(names)})")
+        raise _refuse(converter, op, code, f"it has {len(inputs)} inputs, expected {len(names)} ({', '.join(names)})")
     for name, tensor in zip(names, inputs):
         if tensor.tensor.Type() != TFLITE_FLOAT32:
-            raise _refuse(conv, op, code, f"its {name} input is not float32 (MediaPipe defines the op on float32 only)")
+            raise _refuse(converter, op, code,
+                          f"its {name} input is not float32 (MediaPipe defines the op on float32 only)")
     return inputs
 
 
-def _shape(conv, tensor) -> tuple[int, ...]:
-    return tuple(int(d) for d in conv.get_tensor_shape(tensor))
+def _shape(converter, tensor) -> tuple[int, ...]:
+    return tuple(int(d) for d in converter.get_tensor_shape(tensor))
 
 
 def transpose_conv_padding(in_size: int, kernel: int, stride: int, same: bool) -> tuple[int, int, int]:
@@ -101,39 +103,39 @@ def transpose_conv_padding(in_size: int, kernel: int, stride: int, same: bool) -
     return stride * (in_size - 1) + kernel - total, total // 2, total - total // 2
 
 
-def convert_transpose_conv_bias(conv, op):
+def convert_transpose_conv_bias(converter, op):
     """``Convolution2DTransposeBias``: y = conv2d_transpose(x, w) + b with w in OHWI and b per output channel."""
     from tvm import relax
 
     code = "Convolution2DTransposeBias"
-    data, weights, bias = _operands(conv, op, code, None, ("data", "weights", "bias"))
+    data, weights, bias = _operands(converter, op, code, None, ("data", "weights", "bias"))
     raw = bytes(op.CustomOptionsAsNumpy()) if op.CustomOptionsLength() else b""
     if len(raw) < 12:
-        raise _refuse(conv, op, code, f"its custom options hold {len(raw)} bytes, expected at least 12 "
-                                      f"(padding, stride_w, stride_h as int32)")
+        raise _refuse(converter, op, code, f"its custom options hold {len(raw)} bytes, expected at least 12 "
+                                           f"(padding, stride_w, stride_h as int32)")
     padding, stride_w, stride_h = struct.unpack("<3i", raw[:12])
     if padding not in (TFLITE_PADDING_SAME, TFLITE_PADDING_VALID) or stride_w < 1 or stride_h < 1:
-        raise _refuse(conv, op, code, f"options padding={padding}, stride_w={stride_w}, stride_h={stride_h} "
-                                      f"are invalid (padding 1=SAME or 2=VALID, strides >= 1)")
-    x_shape, w_shape, b_shape = _shape(conv, data), _shape(conv, weights), _shape(conv, bias)
+        raise _refuse(converter, op, code, f"options padding={padding}, stride_w={stride_w}, stride_h={stride_h} "
+                                           f"are invalid (padding 1=SAME or 2=VALID, strides >= 1)")
+    x_shape, w_shape, b_shape = _shape(converter, data), _shape(converter, weights), _shape(converter, bias)
     if len(x_shape) != 4 or len(w_shape) != 4 or x_shape[3] != w_shape[3] or b_shape != (w_shape[0],):
-        raise _refuse(conv, op, code, f"shapes data {list(x_shape)}, weights {list(w_shape)}, bias "
-                                      f"{list(b_shape)} do not fit NHWC data, OHWI weights and an O bias")
+        raise _refuse(converter, op, code, f"shapes data {list(x_shape)}, weights {list(w_shape)}, bias "
+                                           f"{list(b_shape)} do not fit NHWC data, OHWI weights and an O bias")
     same = padding == TFLITE_PADDING_SAME
     _, top, bottom = transpose_conv_padding(x_shape[1], w_shape[1], stride_h, same)
     _, left, right = transpose_conv_padding(x_shape[2], w_shape[2], stride_w, same)
-    # TVM legalizes conv2d_transpose only in NCHW; the layout passes cancel the transposes around it.
-    w_iohw = relax.op.permute_dims(conv.get_tensor_expr(weights), axes=(3, 0, 1, 2))
-    x_nchw = relax.op.permute_dims(conv.get_tensor_expr(data), axes=(0, 3, 1, 2))
+    # TVM 0.27 legalizes conv2d_transpose for NCHW data only (NHWC reaches the VM unlowered).
+    w_iohw = relax.op.permute_dims(converter.get_tensor_expr(weights), axes=(3, 0, 1, 2))
+    x_nchw = relax.op.permute_dims(converter.get_tensor_expr(data), axes=(0, 3, 1, 2))
     y = relax.op.nn.conv2d_transpose(x_nchw, w_iohw, strides=(stride_h, stride_w),
                                      padding=(top, left, bottom, right), out_dtype="float32")
-    return relax.op.add(relax.op.permute_dims(y, axes=(0, 2, 3, 1)), conv.get_tensor_expr(bias))
+    return relax.op.add(relax.op.permute_dims(y, axes=(0, 2, 3, 1)), converter.get_tensor_expr(bias))
 
 
-def _matrix_input(conv, op, code: str, tensor) -> None:
-    if _shape(conv, tensor) != (1, 4, 4):
-        raise _refuse(conv, op, code, f"its transform matrix has shape {list(_shape(conv, tensor))}, "
-                                      f"expected [1, 4, 4]")
+def _matrix_input(converter, op, code: str, tensor) -> None:
+    if _shape(converter, tensor) != (1, 4, 4):
+        raise _refuse(converter, op, code, f"its transform matrix has shape {list(_shape(converter, tensor))}, "
+                                           f"expected [1, 4, 4]")
 
 
 def bilinear_sample_te(data, matrix, out_h: int, out_w: int):
@@ -173,19 +175,19 @@ def bilinear_sample_te(data, matrix, out_h: int, out_w: int):
     return te.compute((1, out_h, out_w, channels), sample, name="transform_tensor_bilinear")
 
 
-def convert_transform_tensor_bilinear(conv, op):
+def convert_transform_tensor_bilinear(converter, op):
     code = "TransformTensorBilinear"
-    data, matrix = _operands(conv, op, code, 2, ("data", "matrix"))
-    options = _flex_options(conv, op, code)
-    out_h = _required(conv, op, code, options, "output_height", int)
-    out_w = _required(conv, op, code, options, "output_width", int)
-    shape = _shape(conv, data)
+    data, matrix = _operands(converter, op, code, 2, ("data", "matrix"))
+    options = _flex_options(converter, op, code)
+    out_h = _required(converter, op, code, options, "output_height", int)
+    out_w = _required(converter, op, code, options, "output_width", int)
+    shape = _shape(converter, data)
     if len(shape) != 4 or shape[0] != 1 or out_h < 1 or out_w < 1:
-        raise _refuse(conv, op, code, f"data of shape {list(shape)} with output {out_h}x{out_w} is not "
-                                      f"supported (batch 1 NHWC data, positive output size)")
-    _matrix_input(conv, op, code, matrix)
-    return conv.bb.emit_te(bilinear_sample_te, conv.get_tensor_expr(data), conv.get_tensor_expr(matrix),
-                           out_h, out_w, primfunc_name_hint="transform_tensor_bilinear")
+        raise _refuse(converter, op, code, f"data of shape {list(shape)} with output {out_h}x{out_w} is not "
+                                           f"supported (batch 1 NHWC data, positive output size)")
+    _matrix_input(converter, op, code, matrix)
+    return converter.bb.emit_te(bilinear_sample_te, converter.get_tensor_expr(data), converter.get_tensor_expr(matrix),
+                                out_h, out_w, primfunc_name_hint="transform_tensor_bilinear")
 
 
 def landmarks_transform_te(subset, ends, output_h: int, output_w: int, scale_x: float, scale_y: float,
@@ -240,37 +242,37 @@ def landmarks_transform_te(subset, ends, output_h: int, output_w: int, scale_x: 
     return te.compute((1, 4, 4), entry, name="landmarks_to_transform_matrix")
 
 
-def convert_landmarks_to_transform_matrix(conv, op):
+def convert_landmarks_to_transform_matrix(converter, op):
     from tvm import relax
 
     code = "Landmarks2TransformMatrix"
-    (landmarks,) = _operands(conv, op, code, 2, ("landmarks",))
-    options = _flex_options(conv, op, code)
-    left = _required(conv, op, code, options, "left_rotation_idx", int)
-    right = _required(conv, op, code, options, "right_rotation_idx", int)
-    out_h = _required(conv, op, code, options, "output_height", int)
-    out_w = _required(conv, op, code, options, "output_width", int)
-    scale_x = _required(conv, op, code, options, "scale_x", float)
-    scale_y = _required(conv, op, code, options, "scale_y", float)
+    (landmarks,) = _operands(converter, op, code, 2, ("landmarks",))
+    options = _flex_options(converter, op, code)
+    left = _required(converter, op, code, options, "left_rotation_idx", int)
+    right = _required(converter, op, code, options, "right_rotation_idx", int)
+    out_h = _required(converter, op, code, options, "output_height", int)
+    out_w = _required(converter, op, code, options, "output_width", int)
+    scale_x = _required(converter, op, code, options, "scale_x", float)
+    scale_y = _required(converter, op, code, options, "scale_y", float)
     target = float(options.get("target_rotation_radians", 0.0))
-    subset = np.asarray(_required(conv, op, code, options, "subset_idxs", list), dtype=np.int64).reshape(-1)
-    shape = _shape(conv, landmarks)
+    subset = np.asarray(_required(converter, op, code, options, "subset_idxs", list), dtype=np.int64).reshape(-1)
+    shape = _shape(converter, landmarks)
     if len(shape) != 3 or shape[0] != 1 or shape[2] != 3:
-        raise _refuse(conv, op, code, f"landmarks of shape {list(shape)} are not supported (expected [1, N, 3])")
+        raise _refuse(converter, op, code, f"landmarks of shape {list(shape)} are not supported (expected [1, N, 3])")
     count = shape[1]
     indices = np.concatenate([subset, [left, right]])
     # MediaPipe reads subset_idxs as pairs and pairs an odd last index with itself; only the set of
     # indices matters to the box's min and max, so the flat list is gathered as it is.
     if subset.size == 0 or indices.min() < 0 or indices.max() >= count:
-        raise _refuse(conv, op, code, f"subset_idxs ({subset.size} values) and rotation indices {left}, {right} "
-                                      f"must be non-empty and within the {count} landmarks")
+        raise _refuse(converter, op, code, f"subset_idxs ({subset.size} values) and rotation indices {left}, {right} "
+                                           f"must be non-empty and within the {count} landmarks")
     if out_h < 1 or out_w < 1 or scale_x <= 0 or scale_y <= 0:
-        raise _refuse(conv, op, code, f"output {out_h}x{out_w} and scale ({scale_x}, {scale_y}) must be positive")
-    expr = conv.get_tensor_expr(landmarks)
-    points = conv.bb.emit(relax.op.take(expr, relax.const(subset.astype(np.int32)), axis=1, mode="clip"))
-    ends = conv.bb.emit(relax.op.take(expr, relax.const(np.array([left, right], np.int32)), axis=1, mode="clip"))
-    return conv.bb.emit_te(landmarks_transform_te, points, ends, out_h, out_w, scale_x, scale_y, target,
-                           primfunc_name_hint="landmarks_to_transform_matrix")
+        raise _refuse(converter, op, code, f"output {out_h}x{out_w} and scale ({scale_x}, {scale_y}) must be positive")
+    expr = converter.get_tensor_expr(landmarks)
+    points = converter.bb.emit(relax.op.take(expr, relax.const(subset.astype(np.int32)), axis=1, mode="clip"))
+    ends = converter.bb.emit(relax.op.take(expr, relax.const(np.array([left, right], np.int32)), axis=1, mode="clip"))
+    return converter.bb.emit_te(landmarks_transform_te, points, ends, out_h, out_w, scale_x, scale_y, target,
+                                primfunc_name_hint="landmarks_to_transform_matrix")
 
 
 def transform_landmarks_te(landmarks, matrix):
@@ -287,17 +289,17 @@ def transform_landmarks_te(landmarks, matrix):
     return te.compute(tuple(landmarks.shape), transformed, name="transform_landmarks")
 
 
-def convert_transform_landmarks(conv, op):
+def convert_transform_landmarks(converter, op):
     code = "TransformLandmarks"
-    landmarks, matrix = _operands(conv, op, code, 2, ("landmarks", "matrix"))
-    shape = _shape(conv, landmarks)
+    landmarks, matrix = _operands(converter, op, code, 2, ("landmarks", "matrix"))
+    shape = _shape(converter, landmarks)
     # Version 2 reads its dimensions from the output's last axis and applies no scale.
     if len(shape) != 3 or shape[0] != 1 or shape[2] not in (2, 3):
-        raise _refuse(conv, op, code, f"landmarks of shape {list(shape)} are not supported "
-                                      f"(expected [1, N, 2] or [1, N, 3])")
-    _matrix_input(conv, op, code, matrix)
-    return conv.bb.emit_te(transform_landmarks_te, conv.get_tensor_expr(landmarks), conv.get_tensor_expr(matrix),
-                           primfunc_name_hint="transform_landmarks")
+        raise _refuse(converter, op, code, f"landmarks of shape {list(shape)} are not supported "
+                                           f"(expected [1, N, 2] or [1, N, 3])")
+    _matrix_input(converter, op, code, matrix)
+    return converter.bb.emit_te(transform_landmarks_te, converter.get_tensor_expr(landmarks),
+                                converter.get_tensor_expr(matrix), primfunc_name_hint="transform_landmarks")
 
 
 MEDIAPIPE_CUSTOM_OPS: dict[str, Callable] = {

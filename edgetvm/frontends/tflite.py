@@ -5,6 +5,9 @@
     PReLU slopes kept per channel (TVM's converter widens them to the activation's size)
     -> ImportedModel (TFLite tensor names for inputs and outputs, static shapes, notes)
 
+Custom ops are converted when CUSTOM_OP_CONVERTERS names their custom code (MediaPipe's four, in
+mediapipe_ops.py); any other custom op is refused with the rest of the unsupported ops.
+
 BlazeFace (MediaPipe) stores its weights as float16 buffers behind DEQUANTIZE ops. TVM's converter
 turns each into ``astype(const_fp16, "float32")``, which works but leaves 74 casts for FoldConstant
 and float16 constants in the graph that weight-reading passes (BN folding, pruning) cannot see
