@@ -5,6 +5,9 @@
     PReLU slopes kept per channel (TVM's converter widens them to the activation's size)
     -> ImportedModel (TFLite tensor names for inputs and outputs, static shapes, notes)
 
+Custom ops are converted when CUSTOM_OP_CONVERTERS names their custom code (MediaPipe's four, in
+mediapipe_ops.py); any other custom op is refused with the rest of the unsupported ops.
+
 BlazeFace (MediaPipe) stores its weights as float16 buffers behind DEQUANTIZE ops. TVM's converter
 turns each into ``astype(const_fp16, "float32")``, which works but leaves 74 casts for FoldConstant
 and float16 constants in the graph that weight-reading passes (BN folding, pruning) cannot see
@@ -28,6 +31,7 @@ from ..errors import InputError, ModelLoadError, UnsupportedModelError
 from ..relax_utils import bound_constant
 from ..specs import ImportedModel, TensorSpec
 from .limits import check_relax_memory, check_tflite_memory
+from .mediapipe_ops import MEDIAPIPE_CUSTOM_OPS
 from .signature import output_specs
 from .tvm_failures import CONVERTER_CODE_ERRORS, discard_builder, tvm_reason
 
@@ -35,6 +39,9 @@ from .tvm_failures import CONVERTER_CODE_ERRORS, discard_builder, tvm_reason
 # Bytes per element of the TFLite TensorType values whose constants are checked against their shape
 # (schema.fbs: FLOAT32=0, FLOAT16=1, INT32=2, UINT8=3, INT64=4, BOOL=6, INT16=7, INT8=9, FLOAT64=10).
 TFLITE_ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8}
+
+# Custom ops the converter handles, by custom code: ``convert(converter, op) -> relax.Expr``.
+CUSTOM_OP_CONVERTERS = dict(MEDIAPIPE_CUSTOM_OPS)
 
 
 def read_tflite(model) -> tuple[bytes, str]:
@@ -136,6 +143,8 @@ def _converter_class():
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
+            for custom, convert in CUSTOM_OP_CONVERTERS.items():
+                self.convert_map[f"CUSTOM:{custom}"] = functools.partial(convert, self)
             for code, convert in list(self.convert_map.items()):
                 self.convert_map[code] = functools.partial(self._convert_named, convert)
 
@@ -151,7 +160,9 @@ def _converter_class():
             return self.bb.emit(result) if isinstance(result, relax.Call) else result
 
         def get_op_code_str(self, op):
-            code = super().get_op_code_str(op)
+            oc = self.model.OperatorCodes(op.OpcodeIndex())
+            custom = (oc.CustomCode() or b"").decode("utf-8")
+            code = f"CUSTOM:{custom}" if custom in CUSTOM_OP_CONVERTERS else super().get_op_code_str(op)
             outputs = op.OutputsAsNumpy()
             self.current = (code, tensor_name(self.subgraph, int(outputs[0])) if len(outputs) else "")
             self.absent_input = any(int(i) < 0 for i in op.InputsAsNumpy())
@@ -308,7 +319,8 @@ def import_tflite(model, input_shapes: dict[str, tuple[int, ...]] | None = None)
         raise UnsupportedModelError(
             f"{source}: {len(found)} operator type(s) are not supported by TVM 0.27's TFLite importer "
             f"(listed with their output tensors):\n" + "\n".join(lines)
-            + "\nConvert the model without them (TFLite builtins only, no custom or select-TF ops).", found)
+            + "\nConvert the model without them (TFLite builtins only, no select-TF ops; of custom ops only "
+            + ", ".join(sorted(CUSTOM_OP_CONVERTERS)) + " are supported).", found)
     shapes = resolve_input_shapes(subgraph, source, input_shapes)
     converter = _converter_class()
     instances = []
@@ -325,6 +337,8 @@ def import_tflite(model, input_shapes: dict[str, tuple[int, ...]] | None = None)
         current = instances[0].current if instances else None
         if instances:
             discard_builder(getattr(instances[0], "bb", None))
+        if isinstance(exc, UnsupportedModelError):  # a custom-op converter refused the op and said why
+            raise UnsupportedModelError(f"{source}: {exc}", exc.unsupported) from None
         where = f" at {current[0]} op producing {current[1]!r}" if current else ""
         reason = tvm_reason(exc)
         if isinstance(exc, CONVERTER_CODE_ERRORS):

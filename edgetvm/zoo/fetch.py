@@ -53,6 +53,17 @@ ASSETS: dict[str, Asset] = {
               "facemesh_face_landmark.tflite"),
         Asset("iris", "mediapipe", "0.10.21", "mediapipe/modules/iris_landmark/iris_landmark.tflite",
               "iris_landmark.tflite"),
+        # MediaPipe models with MediaPipe's own TFLite custom ops (frontends/mediapipe_ops.py): the
+        # selfie segmenters (Convolution2DTransposeBias) and FaceMesh with attention (refined eyes and
+        # lips: Landmarks2TransformMatrix, TransformTensorBilinear, TransformLandmarks).
+        Asset("selfie_segmentation", "mediapipe", "0.10.21",
+              "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite", "selfie_segmentation.tflite"),
+        Asset("selfie_segmentation_landscape", "mediapipe", "0.10.21",
+              "mediapipe/modules/selfie_segmentation/selfie_segmentation_landscape.tflite",
+              "selfie_segmentation_landscape.tflite"),
+        Asset("facemesh_attention", "mediapipe", "0.10.21",
+              "mediapipe/modules/face_landmark/face_landmark_with_attention.tflite",
+              "face_landmark_with_attention.tflite"),
         Asset("astronaut", "scikit-image", "0.26.0", "skimage/data/astronaut.png", "astronaut.png"),
         Asset("lfw_subset", "scikit-image", "0.26.0", "skimage/data/lfw_subset.npy", "lfw_subset.npy"),
         Asset("grace_hopper", "matplotlib", "3.11.2", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",

@@ -41,3 +41,13 @@ def sface_input() -> np.ndarray:
 def blazeface_input() -> np.ndarray:
     """RGB scaled to [-1, 1], NHWC, 128x128."""
     return np.ascontiguousarray((resized((128, 128)) / 127.5 - 1.0)[None])
+
+
+@pytest.fixture(scope="session")
+def mediapipe_custom_op_inputs() -> dict[str, np.ndarray]:
+    """RGB in [0, 1], NHWC: the whole portrait for the segmenters (256x256, landscape 256x144) and
+    the face crop for FaceMesh with attention (192x192)."""
+    face = (slice(30, 254), slice(130, 354))
+    images = {"selfie_segmentation": resized((256, 256)), "selfie_segmentation_landscape": resized((256, 144)),
+              "facemesh_attention": resized((192, 192), face)}
+    return {name: np.ascontiguousarray((img / 255.0)[None].astype(np.float32)) for name, img in images.items()}
