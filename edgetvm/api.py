@@ -19,7 +19,7 @@ from tvm import relax
 from . import __version__
 from .artifact import FORMAT_VERSION, Runner, read_sidecar, sha256_file, sidecar_path, verify_artifact
 from .backends.standalone import check_weight_storage, export_standalone, load_standalone
-from .backends.vm import build_vm, export_vm_library, load_vm_library
+from .backends.vm import build_vm, export_vm_library, load_vm_library, store_weights_as_float16
 from .data import Preprocess, Preprocessed
 from .emulate import standalone_runner
 from .errors import ArtifactError
@@ -82,7 +82,10 @@ class CompiledModel:
         if self._executable is None:
             started = time.perf_counter()
             show_stage(f"building the {self.target.preset} library")
-            self._executable = build_vm(self.scheduled, self.target)
+            module = self.scheduled
+            if self.weights == "fp16":
+                module, self.report.details["float16_weights"] = store_weights_as_float16(module)
+            self._executable = build_vm(module, self.target)
             self.report.timings["build"] = time.perf_counter() - started
         return self._executable
 
@@ -90,9 +93,6 @@ class CompiledModel:
         """Write the ``.so`` (and, standalone, its ``.h`` and example ``main.c``) plus the JSON sidecar."""
         path = Path(path)
         show_stage(f"exporting {path}")
-        if not standalone and self.weights != "fp32":
-            raise ArtifactError(f"{path}: float16 weight storage (--weights {self.weights}) is implemented by the "
-                                f"standalone C runtime only; export with --standalone (standalone=True)")
         if standalone:
             files = export_standalone(self.scheduled, self.imported, self.target, path,
                                       num_threads=self.num_threads, weights=self.weights)
@@ -100,8 +100,15 @@ class CompiledModel:
             with atomic_path(path, mode=0o755) as tmp:
                 # TVM's exporter picks the linker by suffix, so the temporary name keeps ``.so``.
                 tmp_so = tmp.with_suffix(".so")
+                # TVM 0.27's VM, when created, adds an empty memory scope to its executable for every
+                # constant (vm.cc, Init), and loading a library saved after that logs a warning per
+                # entry: the float16 weights are constants, so a library already run here is rebuilt.
+                executable = self.executable
+                if self.weights == "fp16" and self._runner is not None:
+                    self._executable = self._runner = None
+                    executable = self.executable
                 try:
-                    export_vm_library(self.executable, tmp_so, self.target)
+                    export_vm_library(executable, tmp_so, self.target)
                     os.replace(tmp_so, tmp)
                 finally:
                     tmp_so.unlink(missing_ok=True)
@@ -135,7 +142,8 @@ class CompiledModel:
                 f"or under qemu through the standalone backend"
             )
         if self._runner is None:
-            self._runner = vm_runner(self.executable, self.inputs, self.outputs, self.num_threads, "<compiled model>")
+            self._runner = vm_runner(self.executable, self.inputs, self.outputs, self.num_threads, "<compiled model>",
+                                     float16_weights=self.weights == "fp16")
         return self._runner
 
     def __call__(self, *args, **kwargs):
@@ -167,9 +175,9 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
 ) -> CompiledModel:
     """Compile ``model`` (ONNX path, bytes or ModelProto; TFLite path) for ``target``.
 
-    ``weights="fp16"`` makes ``export(..., standalone=True)`` store the conv and dense weights as
-    float16 (half the artifact; lossy, each weight within 2^-11 relative), widened to float32 once
-    when a context is created (backends/standalone/weights.py).
+    ``weights="fp16"`` stores the conv and dense weights as float16 (half the artifact; lossy, each
+    weight within 2^-11 relative), widened to float32 once: when a standalone context is created
+    (backends/standalone/weights.py), or when the TVM-runtime library is loaded (backends/vm.py).
 
     ``tuning_db`` (a directory written by :func:`tune`) supplies measured schedules for the
     kernels it has records of; the default schedules take the rest (``report.details["tuning"]``).
@@ -313,4 +321,5 @@ def load(path: str | os.PathLike, *, num_threads: int | None = None, emulate: bo
     # earlier from this path, the old model's code under the new sidecar (backends/content_path.py).
     if meta["kind"] == "standalone":
         return load_standalone(path, inputs, outputs, num_threads=num_threads, sha256=meta["sha256"])
-    return vm_runner(load_vm_library(path, meta["sha256"]), inputs, outputs, num_threads, str(path))
+    return vm_runner(load_vm_library(path, meta["sha256"]), inputs, outputs, num_threads, str(path),
+                     float16_weights=meta.get("weights") == "fp16")

@@ -19,7 +19,7 @@ import tvm
 from tvm import relax
 
 from .artifact import Runner
-from .backends.vm import build_vm
+from .backends.vm import WEIGHTS_FUNCTION, build_vm
 from .pruning.numpy_eval import CalibrationEvaluator
 from .pruning.weights import split_params
 from .schedules.lower import legalize_and_fuse, schedule_kernels
@@ -80,15 +80,19 @@ def calibration_evaluator() -> CalibrationEvaluator:
 
 
 def vm_runner(executable, inputs: list[TensorSpec], outputs: list[TensorSpec], num_threads: int | None,
-              label: str) -> Runner:
-    """A :class:`Runner` of a host VM executable (a compiled model, or a loaded ``.so``)."""
+              label: str, *, float16_weights: bool = False) -> Runner:
+    """A :class:`Runner` of a host VM executable (a compiled model, or a loaded ``.so``).
+
+    ``float16_weights``: the library stores its weights as float16 (``--weights fp16``); they are
+    widened once, here, and passed to every call (``backends.vm.store_weights_as_float16``)."""
     if num_threads:
         tvm.runtime.num_threads = num_threads  # read by the thread pool when it first starts
         os.environ.setdefault("TVM_NUM_THREADS", str(num_threads))
     device = tvm.cpu()
     vm = relax.VirtualMachine(executable, device)
+    weights = list(vm[WEIGHTS_FUNCTION]()) if float16_weights else []
 
     def invoke(arrays: list[np.ndarray]) -> list[np.ndarray]:
-        return call_main(vm, [tvm.runtime.tensor(a, device) for a in arrays])
+        return call_main(vm, [tvm.runtime.tensor(a, device) for a in arrays] + weights)
 
     return Runner(inputs, outputs, invoke, label)

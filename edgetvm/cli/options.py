@@ -126,10 +126,10 @@ def preprocess_option(args: argparse.Namespace) -> dict | None:
 
 
 def add_weights_option(parser: argparse.ArgumentParser) -> None:
-    """``--weights``: how a standalone artifact stores its weights (``compile`` only: it writes the artifact)."""
+    """``--weights``: how an artifact stores its weights (``compile`` only: it writes the artifact)."""
     parser.add_argument("--weights", default="fp32", choices=["fp32", "fp16"],
-                        help="weight storage in the artifact (with --standalone): fp16 halves the weights (lossy, "
-                             "within 2^-11 per weight) and widens them to fp32 once at load")
+                        help="weight storage in the artifact: fp16 halves the weights (lossy, within 2^-11 per "
+                             "weight) and widens them to fp32 once at load")
 
 
 def calibration_set(args: argparse.Namespace) -> str | None:
@@ -193,7 +193,5 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
         kwargs["preprocess"] = preprocess
     weights = getattr(args, "weights", "fp32")
     if weights != "fp32":
-        if not getattr(args, "standalone", False):
-            raise InputError(f"--weights {weights} is implemented by the standalone C runtime: add --standalone")
         kwargs["weights"] = weights
     return kwargs

@@ -52,9 +52,10 @@ def check_weight_storage(weights: str) -> str:
     return weights
 
 
-def stores_as_float16(ref: TensorRef, value: np.ndarray) -> bool:
-    """Conv and dense weights, not vectors; only when every value stays finite in float16."""
-    if ref.dtype != "float32" or sum(d > 1 for d in ref.shape) < 2:
+def is_float16_weight(dtype: str, shape, value: np.ndarray) -> bool:
+    """Conv and dense weights, not vectors; only when every value stays finite in float16. Both
+    backends store the same tensors as float16 (this one, and the TVM runtime's, backends/vm.py)."""
+    if dtype != "float32" or sum(int(d) > 1 for d in shape) < 2:
         return False
     return bool(np.isfinite(value).all() and np.abs(value).max(initial=0.0) <= _FLOAT16_MAX)
 
@@ -71,7 +72,7 @@ def stored_weights(plan: StaticPlan, weights: str = "fp32") -> StoredWeights:
         raw = plan.weights[ref.offset:ref.offset + ref.nbytes]
         blob.extend(b"\0" * (-len(blob) % _STORED_ALIGNMENT))
         value = np.frombuffer(raw, dtype=np.float32) if ref.dtype == "float32" else None
-        if value is not None and stores_as_float16(ref, value):
+        if value is not None and is_float16_weight(ref.dtype, ref.shape, value):
             segments.append(WeightSegment(len(blob), ref.offset, value.size, SEGMENT_F16))
             blob.extend(value.astype(np.float16).tobytes())
             float16 += 1
