@@ -26,6 +26,7 @@ from ..relax_utils import bound_constant
 from ..specs import ImportedModel, TensorSpec
 from .limits import check_relax_memory, check_tflite_memory
 from .signature import output_specs
+from .tflite_sparse import SPARSE_KERNEL_ZEROS, dense_coordinates, densify, read_sparsity
 from .tvm_failures import CONVERTER_CODE_ERRORS, discard_builder, tvm_reason
 
 
@@ -109,9 +110,17 @@ def _walk_tensor(model, tensor, index: int, num_buffers: int, file_size: int) ->
     elif buffer.DataLength():
         buffer.DataAsNumpy()
         itemsize = TFLITE_ITEMSIZE.get(tensor.Type())
+        name = (tensor.Name() or b"?").decode("utf-8")
+        if tensor.Sparsity() is not None:
+            # A sparse constant stores only the values its sparsity parameters place (tflite_sparse.py).
+            try:
+                dense_coordinates(read_sparsity(tensor.Sparsity()), tuple(int(d) for d in tensor.ShapeAsNumpy()),
+                                  buffer.DataLength() // (itemsize or 1))
+            except ValueError as exc:
+                raise ValueError(f"sparse constant tensor {name!r}: {exc}") from None
+            return
         expected = int(np.prod(tensor.ShapeAsNumpy(), dtype=np.int64)) * itemsize if itemsize else None
         if expected is not None and buffer.DataLength() != expected:
-            name = (tensor.Name() or b"?").decode("utf-8")
             raise ValueError(f"constant tensor {name!r} of shape {list(tensor.ShapeAsNumpy())} holds "
                              f"{buffer.DataLength()} bytes, expected {expected}")
 
@@ -132,6 +141,10 @@ def _converter_class():
         absent_input = False
         folded_fp16 = 0
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.densified: dict[str, float] = {}  # sparse tensor name -> fraction of zeros once dense
+
         def get_op_code_str(self, op):
             code = super().get_op_code_str(op)
             outputs = op.OutputsAsNumpy()
@@ -139,11 +152,29 @@ def _converter_class():
             self.absent_input = any(int(i) < 0 for i in op.InputsAsNumpy())
             return code
 
+        def get_tensor_value(self, tensor_wrapper, is_sparse=False):
+            sparsity = tensor_wrapper.tensor.Sparsity()
+            if sparsity is None:
+                return super().get_tensor_value(tensor_wrapper, is_sparse)
+            # TVM's own densifier loops in Python per element; this one is exact and vectorised.
+            stored = super().get_tensor_value(tensor_wrapper, is_sparse=True)
+            dense = densify(stored, tuple(int(d) for d in self.get_tensor_shape(tensor_wrapper)),
+                            read_sparsity(sparsity))
+            self.densified[(tensor_wrapper.tensor.Name() or b"?").decode("utf-8")] = float(np.mean(dense == 0))
+            return dense
+
+        def convert_densify(self, op):
+            # The dense value is known at import: later ops read it as a constant (a prefetched node).
+            (tensor,) = self.get_input_tensors(op)
+            (output,) = self.get_output_tensors(op)
+            self.set_prefetched_node(output.tensor_idx, self.get_tensor_value(tensor))
+
         def convert_dequantize(self, op):
             (tensor,) = self.get_input_tensors(op)
-            if tensor.tensor.Type() == TensorType.FLOAT16 and tensor.buffer is not None \
-                    and tensor.buffer.DataLength() > 0:
-                value = self.get_tensor_value(tensor).astype(np.float32)
+            constant = self.is_prefetched(tensor.tensor_idx) or (
+                tensor.buffer is not None and tensor.buffer.DataLength() > 0)
+            if tensor.tensor.Type() == TensorType.FLOAT16 and constant:
+                value = self.get_tensor_value_or_prefetched(tensor).astype(np.float32)
                 self.folded_fp16 += 1
                 return self.exp_tab.new_const(value, dtype="float32", source_name=tensor.tensor.Name())
             return super().convert_dequantize(op)
@@ -287,9 +318,26 @@ def import_tflite(model, input_shapes: dict[str, tuple[int, ...]] | None = None)
     notes = []
     if instances[0].folded_fp16:
         notes.append(f"folded {instances[0].folded_fp16} float16 weight DEQUANTIZE op(s) to float32 constants")
+    notes.extend(sparse_notes(instances[0].densified))
     func = mod["main"]
     check_relax_memory(func, source)
     inputs = [TensorSpec(name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype))
               for name, p in zip(shapes, func.params)]
     output_names = [tensor_name(subgraph, int(i)) for i in subgraph.OutputsAsNumpy()]
     return ImportedModel(mod, inputs, output_specs(func, output_names, source), source, "tflite", notes)
+
+
+def sparse_notes(densified: dict[str, float]) -> list[str]:
+    """The compile report's lines on densified sparse weights, naming those sparse enough to pay."""
+    if not densified:
+        return []
+    zeros = sorted(densified.values())
+    notes = [f"densified {len(densified)} sparse weight tensor(s) (TFLite sparsity parameters) to dense "
+             f"constants: {zeros[0]:.1%} to {zeros[-1]:.1%} zeros"]
+    sparse = [name for name, z in densified.items() if z >= SPARSE_KERNEL_ZEROS]
+    if sparse:
+        shown = ", ".join(sparse[:3]) + (f", ... ({len(sparse)} tensors)" if len(sparse) > 3 else "")
+        notes.append(f"{len(sparse)} densified weight tensor(s) are >= {SPARSE_KERNEL_ZEROS:.0%} zeros ({shown}); "
+                     f"a sparse kernel would skip those multiplies, but they run as dense convolutions for now "
+                     f"(ARMv7 sparse 1x1 kernels are not implemented yet)")
+    return notes

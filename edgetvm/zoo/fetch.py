@@ -53,6 +53,16 @@ ASSETS: dict[str, Asset] = {
               "facemesh_face_landmark.tflite"),
         Asset("iris", "mediapipe", "0.10.21", "mediapipe/modules/iris_landmark/iris_landmark.tflite",
               "iris_landmark.tflite"),
+        # The rest of mediapipe 0.10.21's 14 TFLite models (issue 17): sparse float16 weights (face full
+        # range, pose detection) and MediaPipe's custom ops (FaceMesh with attention, selfie segmentation).
+        *(Asset(name, "mediapipe", "0.10.21", f"mediapipe/modules/{module}/{name}.tflite", f"{name}.tflite")
+          for module, name in [("face_detection", "face_detection_full_range_sparse"),
+                               ("face_landmark", "face_landmark_with_attention"),
+                               ("hand_landmark", "hand_landmark_lite"), ("hand_landmark", "hand_landmark_full"),
+                               ("holistic_landmark", "hand_recrop"), ("palm_detection", "palm_detection_full"),
+                               ("pose_detection", "pose_detection"), ("pose_landmark", "pose_landmark_full"),
+                               ("selfie_segmentation", "selfie_segmentation"),
+                               ("selfie_segmentation", "selfie_segmentation_landscape")]),
         Asset("astronaut", "scikit-image", "0.26.0", "skimage/data/astronaut.png", "astronaut.png"),
         Asset("lfw_subset", "scikit-image", "0.26.0", "skimage/data/lfw_subset.npy", "lfw_subset.npy"),
         Asset("grace_hopper", "matplotlib", "3.11.2", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
