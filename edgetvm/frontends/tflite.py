@@ -229,16 +229,48 @@ def op_names(model, subgraph) -> list[tuple[str, str]]:
     return result
 
 
-def unsupported_ops(model, subgraph) -> dict[str, list[str]]:
+def supported_op_codes(model, subgraph) -> set[str]:
+    """The op codes (``op_names``' spelling) edgetvm's TFLite converter converts."""
     from tvm.relax import BlockBuilder
     from tvm.relax.frontend.tflite.tflite_frontend import ExprTable
 
-    supported = _converter_class()(model, subgraph, ExprTable(), BlockBuilder()).convert_map
+    return set(_converter_class()(model, subgraph, ExprTable(), BlockBuilder()).convert_map)
+
+
+def unsupported_ops(model, subgraph) -> dict[str, list[str]]:
+    supported = supported_op_codes(model, subgraph)
     found: dict[str, list[str]] = {}
     for code, output in op_names(model, subgraph):
         if code not in supported:
             found.setdefault(code, []).append(output)
     return found
+
+
+def op_mappings(model, subgraph) -> list[str]:
+    """How the import maps each operator of the main subgraph, in order: ``densified sparse``
+    (DENSIFY of a sparse constant: a dense constant at import), ``folded float16 constant``
+    (DEQUANTIZE of a float16 constant, densified or not), ``builtin converter`` (TVM's converter),
+    ``custom op`` (a CUSTOM op the converter knows) or ``refused``."""
+    from tflite.TensorType import TensorType
+
+    supported = supported_op_codes(model, subgraph)
+    densified: set[int] = set()
+    mappings = []
+    for i, (code, _) in enumerate(op_names(model, subgraph)):
+        op = subgraph.Operators(i)
+        inputs = [int(t) for t in op.InputsAsNumpy()]
+        source = subgraph.Tensors(inputs[0]) if inputs and inputs[0] >= 0 else None
+        constant = source is not None and (inputs[0] in densified or model.Buffers(source.Buffer()).DataLength() > 0)
+        if code not in supported:
+            mappings.append("refused")
+        elif code == "DENSIFY" and constant and source.Sparsity() is not None:
+            densified.update(int(t) for t in op.OutputsAsNumpy())
+            mappings.append("densified sparse")
+        elif code == "DEQUANTIZE" and constant and source.Type() == TensorType.FLOAT16:
+            mappings.append("folded float16 constant")
+        else:
+            mappings.append("custom op" if code.startswith("CUSTOM:") else "builtin converter")
+    return mappings
 
 
 def resolve_input_shapes(subgraph, source: str, input_shapes) -> dict[str, tuple[int, ...]]:
