@@ -1,0 +1,67 @@
+"""pose_landmark_full's segmentation output: why edgetvm cannot match LiteRT within 1e-4 there.
+
+``Identity_2`` (256x256 segmentation logits, up to |1.7e3|) comes out of a full-resolution decoder
+tail (1x1 convolutions, ADD + ReLU6, a depthwise convolution at 256x256, then an 8 -> 1 convolution
+with large weights) that amplifies float32 rounding: LiteRT's own output moves by 1.5e-4 relative
+when the input moves by 1e-7 relative (about one float32 ulp), and LiteRT's two CPU paths (XNNPACK
+and its builtin kernels) disagree by 4.7e-4 (astronaut) and 2.4e-3 (Grace Hopper) on it. No float32
+evaluation in another summation order can hold 1e-4 on that output. The other four outputs hold it
+(<= 4e-5), and edgetvm stays within LiteRT's own spread on ``Identity_2``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+import edgetvm
+from edgetvm.data import Preprocess, image_to_input, read_image
+from edgetvm.zoo import PREPROCESSING, fetch, load_astronaut
+
+from .checks import relative_error
+
+SEGMENTATION = "Identity_2"
+
+
+def litert(path, x: np.ndarray, xnnpack: bool = True) -> dict[str, np.ndarray]:
+    resolver = {} if xnnpack else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    interpreter = Interpreter(model_path=str(path), num_threads=1, **resolver)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return {d["name"]: interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()}
+
+
+@pytest.fixture(scope="module")
+def pose_landmark():
+    path = fetch("pose_landmark_full")
+    compiled = edgetvm.compile(path, "host")
+    preprocess = Preprocess.coerce(PREPROCESSING["pose_landmark_full"])
+    images = [load_astronaut(), read_image(fetch("grace_hopper"))]
+    return path, compiled, [image_to_input(image, compiled.inputs[0], preprocess=preprocess) for image in images]
+
+
+def test_segmentation_output_amplifies_one_ulp_of_input_noise(pose_landmark):
+    path, _, (x, _) = pose_landmark
+    noisy = (x * (1 + 1e-7 * np.random.default_rng(0).standard_normal(x.shape))).astype(np.float32)
+    clean, moved = litert(path, x, xnnpack=False), litert(path, noisy, xnnpack=False)
+    change = {name: relative_error(moved[name], clean[name]) for name in clean}
+    assert change[SEGMENTATION] > 1e-4
+    assert max(v for name, v in change.items() if name != SEGMENTATION) < 2e-5
+
+
+def test_edgetvm_within_goal_or_litert_own_spread(pose_landmark):
+    """Worst over the two images: every other output within 1e-4 of LiteRT (XNNPACK, its default);
+    on the segmentation, edgetvm is no farther from either LiteRT path than they are from each other."""
+    path, compiled, xs = pose_landmark
+    runs = [(compiled.run_dict(x), litert(path, x), litert(path, x, xnnpack=False)) for x in xs]
+    for name in runs[0][1]:
+        ours_xnnpack = max(relative_error(ours[name], xnnpack[name]) for ours, xnnpack, _ in runs)
+        if name != SEGMENTATION:
+            assert ours_xnnpack <= 1e-4, name
+            continue
+        spread = max(relative_error(builtin[name], xnnpack[name]) for _, xnnpack, builtin in runs)
+        ours_builtin = max(relative_error(ours[name], builtin[name]) for ours, _, builtin in runs)
+        assert ours_xnnpack > 1e-4  # what issue 17 reported: the goal does not hold here
+        assert max(ours_xnnpack, ours_builtin) <= spread
