@@ -13,24 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 import edgetvm
 from edgetvm.data import Preprocess, image_to_input, read_image
 from edgetvm.zoo import PREPROCESSING, fetch, load_astronaut
 
-from .checks import relative_error
+from .checks import litert_outputs, relative_error
 
 SEGMENTATION = "Identity_2"
-
-
-def litert(path, x: np.ndarray, xnnpack: bool = True) -> dict[str, np.ndarray]:
-    resolver = {} if xnnpack else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-    interpreter = Interpreter(model_path=str(path), num_threads=1, **resolver)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-    interpreter.invoke()
-    return {d["name"]: interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +35,7 @@ def pose_landmark():
 def test_segmentation_output_amplifies_one_ulp_of_input_noise(pose_landmark):
     path, _, (x, _) = pose_landmark
     noisy = (x * (1 + 1e-7 * np.random.default_rng(0).standard_normal(x.shape))).astype(np.float32)
-    clean, moved = litert(path, x, xnnpack=False), litert(path, noisy, xnnpack=False)
+    clean, moved = litert_outputs(path, x, xnnpack=False), litert_outputs(path, noisy, xnnpack=False)
     change = {name: relative_error(moved[name], clean[name]) for name in clean}
     assert change[SEGMENTATION] > 1e-4
     assert max(v for name, v in change.items() if name != SEGMENTATION) < 2e-5
@@ -55,7 +45,7 @@ def test_edgetvm_within_goal_or_litert_own_spread(pose_landmark):
     """Worst over the two images: every other output within 1e-4 of LiteRT (XNNPACK, its default);
     on the segmentation, edgetvm is no farther from either LiteRT path than they are from each other."""
     path, compiled, xs = pose_landmark
-    runs = [(compiled.run_dict(x), litert(path, x), litert(path, x, xnnpack=False)) for x in xs]
+    runs = [(compiled.run_dict(x), litert_outputs(path, x), litert_outputs(path, x, xnnpack=False)) for x in xs]
     for name in runs[0][1]:
         ours_xnnpack = max(relative_error(ours[name], xnnpack[name]) for ours, xnnpack, _ in runs)
         if name != SEGMENTATION:

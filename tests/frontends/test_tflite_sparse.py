@@ -17,8 +17,7 @@ from edgetvm.frontends.tflite import parse_tflite
 from edgetvm.frontends.tflite_sparse import SparseLevel, Sparsity, densify, read_sparsity
 from edgetvm.zoo import PREPROCESSING, fetch, load_astronaut
 
-from .checks import assert_outputs_match
-from .test_real_models import litert_outputs
+from .checks import assert_outputs_match, litert_outputs
 
 SPARSE_MODELS = ["face_detection_full_range_sparse", "pose_detection"]
 
