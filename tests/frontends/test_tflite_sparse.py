@@ -15,6 +15,7 @@ from edgetvm.data import Preprocess, image_to_input
 from edgetvm.errors import ModelLoadError
 from edgetvm.frontends.tflite import parse_tflite
 from edgetvm.frontends.tflite_sparse import SparseLevel, Sparsity, densify, read_sparsity
+from edgetvm.transform.pipeline import explain
 from edgetvm.zoo import PREPROCESSING, fetch, load_astronaut
 
 from .checks import assert_outputs_match, litert_outputs
@@ -186,6 +187,8 @@ def test_sparse_detector_report_notes_the_sparse_layers(full_range_detector):
     notes = compiled.report.details["import"]["notes"]
     assert any(n.startswith("densified 46 sparse weight tensor(s)") and "69.9% to 70.0% zeros" in n for n in notes)
     assert any(n.startswith("46 densified weight tensor(s) are >= 67% zeros") for n in notes)
+    lines = explain(compiled.report.passes, compiled.report.details)  # compile --explain
+    assert lines[:len(notes)] == [f"import: {note}" for note in notes]
 
 
 def test_densify_refuses_a_shape_larger_than_its_values_before_allocating():
