@@ -1,8 +1,9 @@
 """TFLite to Relax, wrapping ``tvm.relax.frontend.tflite`` (needs the ``tflite`` flatbuffer package).
 
     read + validate the flatbuffer -> check every op against TVM's converter (one error listing
-    all unsupported ops) -> TVM's converter, with float16 weights folded to float32 constants and
-    PReLU slopes kept per channel (TVM's converter widens them to the activation's size)
+    all unsupported ops) -> TVM's converter, with float16 weights folded to float32 constants,
+    sparse weights made dense (tflite_sparse.py; DENSIFY becomes a constant) and PReLU slopes kept
+    per channel (TVM's converter widens them to the activation's size)
     -> ImportedModel (TFLite tensor names for inputs and outputs, static shapes, notes)
 
 BlazeFace (MediaPipe) stores its weights as float16 buffers behind DEQUANTIZE ops. TVM's converter
