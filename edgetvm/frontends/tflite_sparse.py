@@ -31,7 +31,7 @@ import numpy as np
 # schema.fbs: DimensionType DENSE = 0, SPARSE_CSR = 1; SparseIndexVector NONE = 0, Int32Vector = 1,
 # Uint16Vector = 2, Uint8Vector = 3.
 DENSE, SPARSE_CSR = 0, 1
-INDEX_VECTOR_DTYPES = {1: np.int32, 2: np.uint16, 3: np.uint8}
+INT32_VECTOR, UINT16_VECTOR, UINT8_VECTOR = 1, 2, 3
 
 # A densified layer with at least this fraction of zeros would pay for a sparse 1x1 kernel (about
 # 70%: below it the index loads cost more than the skipped multiplies); the compile report names
@@ -81,20 +81,18 @@ def read_sparsity(params) -> Sparsity:
 
 def _index_vector(kind: int, table, level: int) -> np.ndarray:
     """An Int32Vector/Uint16Vector/Uint8Vector union member as an int64 array."""
-    if kind not in INDEX_VECTOR_DTYPES or table is None:
-        raise ValueError(f"dimension {level} is SPARSE_CSR but its index vector type is {kind}")
-    from flatbuffers.table import Table
+    from tflite.Int32Vector import Int32Vector
+    from tflite.Uint8Vector import Uint8Vector
+    from tflite.Uint16Vector import Uint16Vector
 
-    vector = Table(table.Bytes, table.Pos)
-    offset = vector.Offset(4)  # field 0 ("values") of every *Vector table
-    if offset == 0:
+    classes = {INT32_VECTOR: Int32Vector, UINT16_VECTOR: Uint16Vector, UINT8_VECTOR: Uint8Vector}
+    if kind not in classes or table is None:
+        raise ValueError(f"dimension {level} is SPARSE_CSR but its index vector type is {kind}")
+    vector = classes[kind]()
+    vector.Init(table.Bytes, table.Pos)
+    if vector.ValuesIsNone():
         return np.zeros(0, np.int64)
-    start = vector.Vector(offset)
-    count = vector.VectorLen(offset)
-    dtype = np.dtype(INDEX_VECTOR_DTYPES[kind]).newbyteorder("<")
-    if start + count * dtype.itemsize > len(vector.Bytes):
-        raise ValueError(f"dimension {level}'s index vector runs past the end of the file")
-    return np.frombuffer(vector.Bytes, dtype, count, start).astype(np.int64)
+    return np.asarray(vector.ValuesAsNumpy(), dtype=np.int64)
 
 
 def dense_coordinates(sparsity: Sparsity, shape: tuple[int, ...], stored: int) -> np.ndarray:
