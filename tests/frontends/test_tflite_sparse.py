@@ -168,8 +168,8 @@ def test_corrupt_sparse_index_is_reported_with_the_file():
 
 @pytest.fixture(scope="module")
 def full_range_detector():
-    path = fetch("face_detection_full_range_sparse")
-    return path, edgetvm.compile(path, "host")
+    """MediaPipe's full-range face detector compiled for the host: (path, compiled model)."""
+    return fetch(SPARSE_MODELS[0]), edgetvm.compile(f"zoo:{SPARSE_MODELS[0]}", "host")
 
 
 def test_sparse_detector_matches_litert(full_range_detector):
