@@ -139,11 +139,12 @@ def dense_coordinates(sparsity: Sparsity, shape: tuple[int, ...], stored: int) -
             segments, indices = level.segments, level.indices
             if node.size and node.max() + 1 >= segments.size:
                 raise ValueError(f"dimension {dim} has {segments.size} array_segments for parents up to {node.max()}")
-            starts, ends = segments[node], segments[node + 1]
-            counts = ends - starts
-            if (counts < 0).any() or (ends > indices.size).any():
+            # Non-decreasing and within array_indices: the parents' ranges cannot overlap or overrun.
+            if segments.size and (segments[0] < 0 or segments[-1] > indices.size or (np.diff(segments) < 0).any()):
                 raise ValueError(f"dimension {dim}'s array_segments are not increasing within its "
                                  f"{indices.size} array_indices")
+            starts, ends = segments[node], segments[node + 1]
+            counts = ends - starts
             # Children of parent p are array positions starts[p] .. ends[p]-1, parents kept in order.
             first = np.repeat(starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
             position = first + np.arange(int(counts.sum()), dtype=np.int64)

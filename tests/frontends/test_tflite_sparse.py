@@ -196,3 +196,12 @@ def test_densify_refuses_a_shape_larger_than_its_values_before_allocating():
     sparsity = Sparsity((0, 1), (), (SparseLevel(dense_size=100_000), SparseLevel(dense_size=100_000)))
     with pytest.raises(ValueError, match="more entries than the 3 stored values"):
         densify(np.ones(3, np.float32), (100_000, 100_000), sparsity)
+
+
+def test_densify_refuses_overlapping_segments():
+    """Parents 0 and 2 of a CSR level both claiming all of array_indices: a corrupt file, refused
+    rather than expanded into more values than it stores."""
+    sparsity = Sparsity((0, 1, 2), (), (SparseLevel(dense_size=3), SparseLevel(dense_size=1),
+                                        SparseLevel(segments=np.array([0, 4, 0, 4]), indices=np.arange(4))))
+    with pytest.raises(ValueError, match="not increasing"):
+        densify(np.ones(8, np.float32), (3, 1, 4), sparsity)
