@@ -218,6 +218,9 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     # int8 keeps an already-quantized ONNX model's integer weights (frontends/onnx_qdq.py).
     imported = load_model(model, input_shapes) if quantize is None else load_model_for_quantization(model, input_shapes)
     report.timings["import"] = time.perf_counter() - started
+    if imported.notes:
+        # What the frontend changed on the way in (float16 folding, densified sparse weights, ...).
+        report.details["import"] = {"notes": list(imported.notes)}
 
     if prune is not None:
         # Before BN folding: the bn_gamma criterion reads the BNs. ``prune`` is a fraction of each

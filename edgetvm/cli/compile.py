@@ -144,7 +144,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     info = inspect_model(args.model, parse_shape_args(args.input_shape) or None)
     print(render_json(info) if args.json else render_text(info))
-    return 0
+    # A refused model is described, but it does not compile: the same status as compile's error.
+    return 2 if "refused" in info else 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -227,9 +228,11 @@ def add_compile_commands(sub) -> None:
     add_preprocess_options(p, "--input images (default: as the model was compiled with)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("inspect", help="a model's operators, parameters, MACs, inputs and outputs",
-                       description="Describe a model without compiling it: inputs, outputs, operators, "
-                                   "parameters and multiply-accumulates.")
+    p = sub.add_parser("inspect", help="a model's operators (and how each is mapped), parameters, MACs, inputs "
+                                       "and outputs",
+                       description="Describe a model without compiling it: inputs, outputs, operators and how the "
+                                   "import maps each type (builtin converter, densified sparse, custom op, refused), "
+                                   "parameters and multiply-accumulates. Exits 2 when the import refuses an operator.")
     p.add_argument("model", help="ONNX or TFLite model file, or zoo:NAME")
     add_input_shape_option(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")

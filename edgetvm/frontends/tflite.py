@@ -1,8 +1,9 @@
 """TFLite to Relax, wrapping ``tvm.relax.frontend.tflite`` (needs the ``tflite`` flatbuffer package).
 
     read + validate the flatbuffer -> check every op against TVM's converter (one error listing
-    all unsupported ops) -> TVM's converter, with float16 weights folded to float32 constants and
-    PReLU slopes kept per channel (TVM's converter widens them to the activation's size)
+    all unsupported ops) -> TVM's converter, with float16 weights folded to float32 constants,
+    sparse weights made dense (tflite_sparse.py; DENSIFY becomes a constant) and PReLU slopes kept
+    per channel (TVM's converter widens them to the activation's size)
     -> ImportedModel (TFLite tensor names for inputs and outputs, static shapes, notes)
 
 Custom ops are converted when CUSTOM_OP_CONVERTERS names their custom code (MediaPipe's four, in
@@ -33,6 +34,7 @@ from ..specs import ImportedModel, TensorSpec
 from .limits import check_relax_memory, check_tflite_memory
 from .mediapipe_ops import MEDIAPIPE_CUSTOM_OPS
 from .signature import output_specs
+from .tflite_sparse import SPARSE_KERNEL_ZEROS, dense_coordinates, densify, read_sparsity
 from .tvm_failures import CONVERTER_CODE_ERRORS, discard_builder, tvm_reason
 
 
@@ -119,9 +121,17 @@ def _walk_tensor(model, tensor, index: int, num_buffers: int, file_size: int) ->
     elif buffer.DataLength():
         buffer.DataAsNumpy()
         itemsize = TFLITE_ITEMSIZE.get(tensor.Type())
+        name = (tensor.Name() or b"?").decode("utf-8")
+        if tensor.Sparsity() is not None:
+            # A sparse constant stores only the values its sparsity parameters place (tflite_sparse.py).
+            try:
+                dense_coordinates(read_sparsity(tensor.Sparsity()), tuple(int(d) for d in tensor.ShapeAsNumpy()),
+                                  buffer.DataLength() // (itemsize or 1))
+            except ValueError as exc:
+                raise ValueError(f"sparse constant tensor {name!r}: {exc}") from None
+            return
         expected = int(np.prod(tensor.ShapeAsNumpy(), dtype=np.int64)) * itemsize if itemsize else None
         if expected is not None and buffer.DataLength() != expected:
-            name = (tensor.Name() or b"?").decode("utf-8")
             raise ValueError(f"constant tensor {name!r} of shape {list(tensor.ShapeAsNumpy())} holds "
                              f"{buffer.DataLength()} bytes, expected {expected}")
 
@@ -143,6 +153,7 @@ def _converter_class():
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
+            self.densified: dict[str, float] = {}  # sparse tensor name -> fraction of zeros once dense
             for custom, convert in CUSTOM_OP_CONVERTERS.items():
                 self.convert_map[f"CUSTOM:{custom}"] = functools.partial(convert, self)
             for code, convert in list(self.convert_map.items()):
@@ -168,11 +179,29 @@ def _converter_class():
             self.absent_input = any(int(i) < 0 for i in op.InputsAsNumpy())
             return code
 
+        def get_tensor_value(self, tensor_wrapper, is_sparse=False):
+            sparsity = tensor_wrapper.tensor.Sparsity()
+            if sparsity is None:
+                return super().get_tensor_value(tensor_wrapper, is_sparse)
+            # TVM's own densifier loops in Python per element; this one is exact and vectorised.
+            stored = super().get_tensor_value(tensor_wrapper, is_sparse=True)
+            dense = densify(stored, tuple(int(d) for d in self.get_tensor_shape(tensor_wrapper)),
+                            read_sparsity(sparsity))
+            self.densified[(tensor_wrapper.tensor.Name() or b"?").decode("utf-8")] = float(np.mean(dense == 0))
+            return dense
+
+        def convert_densify(self, op):
+            # The dense value is known at import: later ops read it as a constant (a prefetched node).
+            (tensor,) = self.get_input_tensors(op)
+            (output,) = self.get_output_tensors(op)
+            self.set_prefetched_node(output.tensor_idx, self.get_tensor_value(tensor))
+
         def convert_dequantize(self, op):
             (tensor,) = self.get_input_tensors(op)
-            if tensor.tensor.Type() == TensorType.FLOAT16 and tensor.buffer is not None \
-                    and tensor.buffer.DataLength() > 0:
-                value = self.get_tensor_value(tensor).astype(np.float32)
+            constant = self.is_prefetched(tensor.tensor_idx) or (
+                tensor.buffer is not None and tensor.buffer.DataLength() > 0)
+            if tensor.tensor.Type() == TensorType.FLOAT16 and constant:
+                value = self.get_tensor_value_or_prefetched(tensor).astype(np.float32)
                 self.folded_fp16 += 1
                 return self.exp_tab.new_const(value, dtype="float32", source_name=tensor.tensor.Name())
             return super().convert_dequantize(op)
@@ -263,16 +292,48 @@ def op_names(model, subgraph) -> list[tuple[str, str]]:
     return result
 
 
-def unsupported_ops(model, subgraph) -> dict[str, list[str]]:
+def supported_op_codes(model, subgraph) -> set[str]:
+    """The op codes (``op_names``' spelling) edgetvm's TFLite converter converts."""
     from tvm.relax import BlockBuilder
     from tvm.relax.frontend.tflite.tflite_frontend import ExprTable
 
-    supported = _converter_class()(model, subgraph, ExprTable(), BlockBuilder()).convert_map
+    return set(_converter_class()(model, subgraph, ExprTable(), BlockBuilder()).convert_map)
+
+
+def unsupported_ops(model, subgraph) -> dict[str, list[str]]:
+    supported = supported_op_codes(model, subgraph)
     found: dict[str, list[str]] = {}
     for code, output in op_names(model, subgraph):
         if code not in supported:
             found.setdefault(code, []).append(output)
     return found
+
+
+def op_mappings(model, subgraph) -> list[str]:
+    """How the import maps each operator of the main subgraph, in order: ``densified sparse``
+    (DENSIFY of a sparse constant: a dense constant at import), ``folded float16 constant``
+    (DEQUANTIZE of a float16 constant, densified or not), ``builtin converter`` (TVM's converter),
+    ``custom op`` (a CUSTOM op the converter knows) or ``refused``."""
+    from tflite.TensorType import TensorType
+
+    supported = supported_op_codes(model, subgraph)
+    densified: set[int] = set()
+    mappings = []
+    for i, (code, _) in enumerate(op_names(model, subgraph)):
+        op = subgraph.Operators(i)
+        inputs = [int(t) for t in op.InputsAsNumpy()]
+        source = subgraph.Tensors(inputs[0]) if inputs and inputs[0] >= 0 else None
+        constant = source is not None and (inputs[0] in densified or model.Buffers(source.Buffer()).DataLength() > 0)
+        if code not in supported:
+            mappings.append("refused")
+        elif code == "DENSIFY" and constant and source.Sparsity() is not None:
+            densified.update(int(t) for t in op.OutputsAsNumpy())
+            mappings.append("densified sparse")
+        elif code == "DEQUANTIZE" and constant and source.Type() == TensorType.FLOAT16:
+            mappings.append("folded float16 constant")
+        else:
+            mappings.append("custom op" if code.startswith("CUSTOM:") else "builtin converter")
+    return mappings
 
 
 def resolve_input_shapes(subgraph, source: str, input_shapes) -> dict[str, tuple[int, ...]]:
@@ -355,9 +416,26 @@ def import_tflite(model, input_shapes: dict[str, tuple[int, ...]] | None = None)
     notes = []
     if instances[0].folded_fp16:
         notes.append(f"folded {instances[0].folded_fp16} float16 weight DEQUANTIZE op(s) to float32 constants")
+    notes.extend(sparse_notes(instances[0].densified))
     func = mod["main"]
     check_relax_memory(func, source)
     inputs = [TensorSpec(name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype))
               for name, p in zip(shapes, func.params)]
     output_names = [tensor_name(subgraph, int(i)) for i in subgraph.OutputsAsNumpy()]
     return ImportedModel(mod, inputs, output_specs(func, output_names, source), source, "tflite", notes)
+
+
+def sparse_notes(densified: dict[str, float]) -> list[str]:
+    """The compile report's lines on densified sparse weights, naming those sparse enough to pay."""
+    if not densified:
+        return []
+    zeros = sorted(densified.values())
+    notes = [f"densified {len(densified)} sparse weight tensor(s) (TFLite sparsity parameters) to dense "
+             f"constants: {zeros[0]:.1%} to {zeros[-1]:.1%} zeros"]
+    sparse = [name for name, z in densified.items() if z >= SPARSE_KERNEL_ZEROS]
+    if sparse:
+        shown = ", ".join(sparse[:3]) + (f", ... ({len(sparse)} tensors)" if len(sparse) > 3 else "")
+        notes.append(f"{len(sparse)} densified weight tensor(s) are >= {SPARSE_KERNEL_ZEROS:.0%} zeros ({shown}); "
+                     f"a sparse kernel would skip those multiplies, but they run as dense convolutions for now "
+                     f"(ARMv7 sparse 1x1 kernels are not implemented yet)")
+    return notes

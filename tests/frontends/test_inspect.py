@@ -16,6 +16,7 @@ from edgetvm.frontends.inspect import inspect_model, render_text
 
 from . import tiny_models
 from .checks import RETINAFACE_SHAPE
+from .test_errors import blazeface_with_ops_replaced
 
 
 def test_exact_counts_on_a_hand_built_model():
@@ -119,3 +120,55 @@ def test_mobilefacenet_matches_its_paper():
     info = inspect_model(mobilefacenet())
     assert abs(info["macs"] / 221e6 - 1) < 0.01
     assert abs(info["params"] / 0.99e6 - 1) < 0.05
+
+
+def tflite_op_codes(path) -> list[tuple[str, int]]:
+    """(builtin op name, index of its first input tensor) per operator, read with the tflite package."""
+    import tflite
+    from tflite.BuiltinOperator import BuiltinOperator
+
+    names = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
+    model = tflite.Model.GetRootAsModel(path.read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    codes = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        codes.append((names[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())], int(op.Inputs(0))))
+    return codes
+
+
+def test_tflite_op_mapping_of_a_sparse_model(zoo):
+    """pose_detection: every DENSIFY reads a sparse constant, every DEQUANTIZE a float16 constant
+    (38 of them read a DENSIFY's output), the rest goes through TVM's converter."""
+    info = inspect_model(zoo("pose_detection"))
+    codes = tflite_op_codes(zoo("pose_detection"))
+    rows = {(row["op"], row["mapping"]): row["count"] for row in info["op_mapping"]}
+    assert rows.pop(("DENSIFY", "densified sparse")) == sum(code == "DENSIFY" for code, _ in codes) == 38
+    assert rows.pop(("DEQUANTIZE", "folded float16 constant")) == sum(code == "DEQUANTIZE" for code, _ in codes)
+    assert set(mapping for _, mapping in rows) == {"builtin converter"}
+    assert sum(row["count"] for row in info["op_mapping"]) == info["num_ops"] == len(codes)
+    assert "densified sparse" in render_text(info) and "refused" not in info
+
+
+def test_refused_tflite_model_is_described_and_exits_2(zoo, tmp_path, capsys):
+    from tflite.BuiltinOperator import BuiltinOperator as Op
+
+    path = tmp_path / "blazeface_rnn.tflite"
+    path.write_bytes(blazeface_with_ops_replaced(zoo("blazeface").read_bytes(), {Op.PAD: Op.RNN}))
+    assert main(["inspect", str(path), "--json"]) == 2
+    info = json.loads(capsys.readouterr().out)
+    assert {"op": "RNN", "count": 11, "mapping": "refused"} in info["op_mapping"]
+    assert "RNN" in info["refused"] and "params" not in info
+    assert main(["inspect", str(path)]) == 2
+    text = capsys.readouterr().out
+    assert "RNN" in text and "refused: " in text
+
+
+def test_onnx_op_mapping_names_refused_ops():
+    info = inspect_model(tiny_models.with_unsupported_ops())
+    assert info["op_mapping"] == [{"op": "Celu", "count": 2, "mapping": "refused"},
+                                  {"op": "Det", "count": 1, "mapping": "refused"},
+                                  {"op": "Relu", "count": 1, "mapping": "builtin converter"}]
+    mapped = inspect_model(tiny_models.conv_relu_gemm())["op_mapping"]
+    assert {row["mapping"] for row in mapped} == {"builtin converter"} and len(mapped) == 4

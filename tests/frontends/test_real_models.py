@@ -17,7 +17,8 @@ import edgetvm
 from edgetvm.frontends.onnx_rewrites import drop_weight_inputs, fold_constant_dequantize
 from edgetvm.zoo import fetch
 
-from .checks import RETINAFACE_SHAPE, assert_arm_hard_float_library, assert_outputs_match, neon_q_float_ops
+from .checks import (RETINAFACE_SHAPE, assert_arm_hard_float_library, assert_outputs_match, litert_outputs,
+                     neon_q_float_ops)
 
 MODELS = {
     # name: (input fixture, input_shapes for compile)
@@ -37,16 +38,6 @@ def onnxruntime_outputs(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.n
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     (feed,) = session.get_inputs()
     return dict(zip([o.name for o in session.get_outputs()], session.run(None, {feed.name: x})))
-
-
-def litert_outputs(path, x: np.ndarray) -> dict[str, np.ndarray]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-    interpreter.invoke()
-    return {d["name"]: interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()}
 
 
 def reference_outputs(name: str, x: np.ndarray) -> dict[str, np.ndarray]:
