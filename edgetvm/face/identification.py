@@ -5,12 +5,14 @@ people) and the *impostor* score distribution: the cosine similarities of every 
 people among the faces that ship in packages (the astronaut, Grace Hopper and scikit-image's 100
 LFW faces: 102 faces, 5151 pairs; see ``face.evaluation``)::
 
-    t_empirical = the (1 - far) quantile of the impostor scores      (when far * pairs >= 1)
+    t_empirical = just above the (m + 1)-th largest impostor score, m = floor(far * pairs), so that
+                  at most m of them (a fraction <= far) reach it
     t_gaussian  = mean + std * Phi^-1(1 - far)                        (a normal fit of their tail)
     threshold   = max(t_empirical, t_gaussian)
 
-The Gaussian fit extrapolates below the 1 / 5151 the pairs can resolve; taking the larger of the
-two keeps the threshold on the safe side of both. A search of a gallery of ``N`` identities makes
+The Gaussian fit extrapolates below the 1 / 5151 the pairs can resolve (there t_empirical is just
+above the highest impostor score); taking the larger of the two keeps the threshold on the safe
+side of both. A search of a gallery of ``N`` identities makes
 ``N`` comparisons, so its chance of accepting an unknown face is at most ``N * far`` (union bound):
 choose ``far`` as the per-search rate you accept divided by the gallery's size.
 
@@ -59,9 +61,9 @@ def threshold_for_far(impostor: np.ndarray, far: float) -> float:
     if impostor.size < 2:
         raise InputError("threshold calibration needs at least two impostor scores")
     gaussian = impostor.mean() + impostor.std(ddof=1) * NormalDist().inv_cdf(1.0 - far)
-    if far * impostor.size >= 1.0:
-        return float(max(np.quantile(impostor, 1.0 - far, method="higher"), gaussian))
-    return float(gaussian)
+    allowed = int(np.floor(far * impostor.size))
+    empirical = np.nextafter(np.sort(impostor)[::-1][allowed], np.inf)
+    return float(max(empirical, gaussian))
 
 
 def new_gallery(pipeline: FacePipeline, far: float = DEFAULT_FAR, threshold: float | None = None) -> Gallery:

@@ -1,6 +1,7 @@
 /* face_demo: the whole face pipeline on the board, next to the standalone networks of the bundle.
  *
  *   ./face_demo IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] [--repeat STAGE N]
+ *               [--gallery GALLERY [--top K] [--enroll NAME]]
  *
  * Reads a binary PPM (P6) or PGM (P5) image, detects faces (detector.so), aligns each to the
  * ArcFace 112x112 template and embeds it (recognizer.so). Prints one line per face
@@ -12,6 +13,15 @@
  * "same" or "different" at the bundle's threshold. --repeat runs one stage (detect, align or embed)
  * N times, for counting a stage's instructions (N+1 minus 1 under qemu). Build settings (detector,
  * input size, thresholds) are in face_config.h, written by `edgetvm face build`.
+ *
+ * --gallery identifies every face against a gallery file (face_gallery.h; `edgetvm face enroll` or
+ * `edgetvm face gallery --export` writes one on the host) and prints, per face I,
+ *
+ *   match I RANK NAME SCORE        (the --top K best identities, default 5)
+ *   identity I NAME                (or "unknown" below the gallery's threshold)
+ *
+ * With --enroll NAME it instead adds the most confident face to identity NAME and saves the
+ * gallery (created with the bundle's FACE_MATCH_THRESHOLD when the file does not exist).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +29,7 @@
 
 #include "detector.h"
 #include "face_config.h"
+#include "face_gallery.h"
 #include "face_proc.h"
 #include "recognizer.h"
 
@@ -143,15 +154,52 @@ static int analyze(pipeline* p, const char* path, face_det* faces, int* n_faces,
   return rc;
 }
 
+/* Identify every face against the gallery at `path`, or enroll the first one as `enroll_name`. */
+static int gallery_stage(const char* path, const char* enroll_name, int top, const float* embeddings, int n_faces) {
+  face_gallery g;
+  int rc = face_gallery_load(&g, path);
+  if (rc == FACE_GALLERY_EIO && enroll_name)
+    rc = face_gallery_init(&g, FACE_EMBEDDING_SIZE, FACE_MATCH_THRESHOLD, FACE_RECOGNIZER);
+  if (rc != FACE_GALLERY_OK) return fail(path, face_gallery_strerror(rc));
+  if (g.dim != FACE_EMBEDDING_SIZE || strcmp(g.recognizer, FACE_RECOGNIZER) != 0) {
+    face_gallery_free(&g);
+    return fail(path, "the gallery holds embeddings of another recognizer");
+  }
+  face_match* matches = (face_match*)malloc((size_t)top * sizeof(face_match));
+  if (!matches) rc = FACE_GALLERY_ENOMEM;
+  if (rc == FACE_GALLERY_OK && enroll_name) {
+    if (n_faces == 0) {
+      free(matches);
+      face_gallery_free(&g);
+      return fail("enroll", "no face found");
+    }
+    rc = face_gallery_enroll(&g, enroll_name, embeddings);
+    if (rc == FACE_GALLERY_OK) rc = face_gallery_save(&g, path);
+    if (rc == FACE_GALLERY_OK) printf("enrolled %s identities %u samples %u\n", enroll_name, g.n_identities, g.n_samples);
+  }
+  for (int i = 0; !enroll_name && rc == FACE_GALLERY_OK && i < n_faces; ++i) {
+    int n = face_gallery_search(&g, embeddings + (size_t)i * FACE_EMBEDDING_SIZE, matches, top);
+    if (n < 0) {
+      rc = n;
+      break;
+    }
+    for (int r = 0; r < n; ++r) printf("match %d %d %s %.6f\n", i, r, g.identities[matches[r].identity].name, matches[r].score);
+    printf("identity %d %s\n", i, n > 0 && matches[0].score >= g.threshold ? g.identities[matches[0].identity].name : "unknown");
+  }
+  free(matches);
+  face_gallery_free(&g);
+  return rc == FACE_GALLERY_OK ? 0 : fail(path, face_gallery_strerror(rc));
+}
+
 static int usage(const char* argv0) {
   fprintf(stderr, "usage: %s IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] "
-                  "[--repeat detect|align|embed N]\n", argv0);
+                  "[--repeat detect|align|embed N] [--gallery GALLERY [--top K] [--enroll NAME]]\n", argv0);
   return 2;
 }
 
 int main(int argc, char** argv) {
-  const char *image = NULL, *out_path = NULL, *other = NULL;
-  int threads = 0;
+  const char *image = NULL, *out_path = NULL, *other = NULL, *gallery = NULL, *enroll_name = NULL;
+  int threads = 0, top = 5;
   pipeline p;
   memset(&p, 0, sizeof p);
   p.repeat_detect = p.repeat_align = p.repeat_embed = 1;
@@ -160,6 +208,12 @@ int main(int argc, char** argv) {
       out_path = argv[++i];
     } else if (!strcmp(argv[i], "--verify") && i + 1 < argc) {
       other = argv[++i];
+    } else if (!strcmp(argv[i], "--gallery") && i + 1 < argc) {
+      gallery = argv[++i];
+    } else if (!strcmp(argv[i], "--enroll") && i + 1 < argc) {
+      enroll_name = argv[++i];
+    } else if (!strcmp(argv[i], "--top") && i + 1 < argc) {
+      if ((top = atoi(argv[++i])) < 1) return usage(argv[0]);
     } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
       threads = atoi(argv[++i]);
     } else if (!strcmp(argv[i], "--repeat") && i + 2 < argc) {
@@ -176,7 +230,7 @@ int main(int argc, char** argv) {
       return usage(argv[0]);
     }
   }
-  if (!image) return usage(argv[0]);
+  if (!image || (enroll_name && !gallery)) return usage(argv[0]);
   if (pipeline_init(&p, threads)) return 1;
 
   face_det* faces = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
@@ -189,6 +243,7 @@ int main(int argc, char** argv) {
     if (!f || fwrite(embeddings, sizeof(float), count, f) != count || fclose(f) != 0) return fail(out_path, "cannot write");
     printf("embeddings %d x %d -> %s\n", n_faces, FACE_EMBEDDING_SIZE, out_path);
   }
+  if (gallery && gallery_stage(gallery, enroll_name, top, embeddings, n_faces)) return 1;
   if (other) {
     face_det* faces_b = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
     int n_b = 0;
