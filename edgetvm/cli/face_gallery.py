@@ -18,14 +18,19 @@ from ..face.image import draw_faces, read_image
 from ..face.quality import DEFAULT_MIN_QUALITY
 
 
-def _far(text: str) -> float:
+def _positive(text: str) -> int:
     try:
-        value = float(text)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text}: --far is a false-accept rate in (0, 1), for example 0.001")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: --top is at least 1")
     return value
+
+
+def _output_options(p: argparse.ArgumentParser, picture_help: str) -> None:
+    p.add_argument("-o", "--output", "--out", dest="output", help=picture_help)
+    p.add_argument("--json", action="store_true", help="print one line of JSON instead of text")
 
 
 def cmd_face_enroll(args: argparse.Namespace, pipeline) -> int:
@@ -110,20 +115,18 @@ def add_gallery_commands(command, add_network_options, pipeline) -> None:
     p.add_argument("--min-quality", type=float, default=DEFAULT_MIN_QUALITY,
                    help=f"refuse faces whose quality score in [0, 1] is lower (default {DEFAULT_MIN_QUALITY}; 0 "
                         f"enrolls anything)")
-    p.add_argument("--far", type=_far, default=DEFAULT_FAR,
+    p.add_argument("--far", type=float, default=DEFAULT_FAR,
                    help=f"for a new gallery: the false-accept rate per comparison its decision threshold is "
                         f"calibrated for on the packaged faces (default {DEFAULT_FAR}); --threshold sets it instead")
-    p.add_argument("-o", "--output", "--out", dest="output", help="write the first photo with the enrolled face drawn")
-    p.add_argument("--json", action="store_true", help="print one line of JSON instead of text")
+    _output_options(p, "write the first photo with the enrolled face drawn")
     add_network_options(p)
     p.set_defaults(func=lambda args: cmd_face_enroll(args, pipeline))
 
     p = command("identify", "who is in this photo? every face against a gallery, top-k with scores")
     p.add_argument("gallery", help=gallery_help)
     p.add_argument("image", help="the image (png, jpg, ppm, ...)")
-    p.add_argument("--top", type=int, default=5, help="matches reported per face (default 5)")
-    p.add_argument("-o", "--output", "--out", dest="output", help="write the image with names drawn (png/jpg)")
-    p.add_argument("--json", action="store_true", help="print one line of JSON instead of text")
+    p.add_argument("--top", type=_positive, default=5, help="matches reported per face (default 5)")
+    _output_options(p, "write the image with names drawn (png/jpg)")
     add_network_options(p)
     p.set_defaults(func=lambda args: cmd_face_identify(args, pipeline))
 

@@ -130,7 +130,7 @@ class Gallery:
     scales: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     sources: list[str] = field(default_factory=list)
     qualities: list[float | None] = field(default_factory=list)
-    _float_codes: np.ndarray | None = field(default=None, repr=False)
+    _float_codes: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         if self.codes is None:
@@ -316,10 +316,8 @@ def _read_sqlite(path: Path) -> Gallery:
 def _write_sqlite(gallery: Gallery, path: Path) -> None:
     db = _connect(path)
     try:
+        db.executescript(SCHEMA)
         db.execute("BEGIN IMMEDIATE")
-        for statement in SCHEMA.strip().split(";"):
-            if statement.strip():
-                db.execute(statement)
         db.execute("DELETE FROM sample")
         db.execute("DELETE FROM identity")
         db.execute("DELETE FROM gallery")

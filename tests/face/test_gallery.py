@@ -243,3 +243,32 @@ def test_kill_during_enroll_leaves_old_or_new(tmp_path, rng, suffix):
         # Old or new: every save the child reported is there, and at most the one in flight besides.
         assert before + len(saved) <= len(after) <= before + len(saved) + 1
     assert kills == 6 and mid_write >= 1, "no kill landed during a write: the test proved nothing"
+
+
+@pytest.mark.arm
+def test_board_gallery_tool_under_qemu(tmp_path, rng):
+    """The bundle's face_gallery built for armv7-neon (the NEON dot product) under qemu: the same
+    matches and printed scores as Python, and a gallery it enrolls into is the file Python writes."""
+    from edgetvm import emulate
+    from edgetvm.face.bundle import build_gallery_tool
+
+    tool = build_gallery_tool("armv7-neon", tmp_path)
+    g, enrolled = make_gallery(rng, 300)
+    path = save_gallery(g, tmp_path / "people.gal")
+    queries = [enrolled["person 123"][0] + 0.03 * unit_vectors(rng, 1)[0], *unit_vectors(rng, 2)]
+    for i, q in enumerate(queries):
+        q.astype(np.float32).tofile(tmp_path / f"q{i}.bin")
+        out = emulate.run_arm([tool, path, "search", tmp_path / f"q{i}.bin", "4"], cpu="cortex-a7").stdout
+        expected = [f"match {r} {m.name} {m.score:.6f}" for r, m in enumerate(g.search(q, 4))]
+        assert out.splitlines()[:4] == expected
+        assert out.splitlines()[4] == f"identity {g.identify(q).identity or 'unknown'}"
+    assert out.splitlines()[4] == "identity unknown"
+    emulate.run_arm([tool, path, "enroll", "new one", tmp_path / "q1.bin"], cpu="cortex-a7")
+    emulate.run_arm([tool, path, "remove", "person 000"], cpu="cortex-a7")
+    g.enroll("new one", queries[1])
+    g.remove("person 000")
+    assert path.read_bytes() == gallery_bytes(g)
+    damaged = tmp_path / "damaged.gal"
+    damaged.write_bytes(path.read_bytes()[:-1])
+    run = emulate.run_arm([tool, damaged, "list"], cpu="cortex-a7", check=False)
+    assert run.returncode == 1 and "not an edgetvm gallery file" in run.stderr
