@@ -9,11 +9,11 @@ A query ``e'`` is quantized the same way (``q'``, ``s'``) and scores against a s
 
     score = float32(sum_i q'_i q_i) * s' * s          (float32, left to right)
 
-which approximates the cosine ``<e', e>`` (and may exceed 1 by as much): the rounding error of each code is at most ``s / 2``, so
-``|score - <e', e>| <= sqrt(dim) * (s + s') / 2`` in the worst case (0.01 for SFace's 128-d
-embeddings); measured on real and random embeddings, at most 3.5e-3 and 1e-3 on average
-(``tests/face/test_gallery.py``). The integer
-dot product is exact in float32 (``|sum| <= 128 * 127^2 < 2^24``), so numpy's float32
+which approximates the cosine ``<e', e>`` (and may exceed 1 by as much): the rounding error of
+each code is at most ``s / 2``, so ``|score - <e', e>| <= sqrt(D) * (s + s') / 2`` in the worst
+case (about 0.02 for SFace's 128-d embeddings, whose largest component is about 0.25); measured on
+real and random embeddings it is at most 3.5e-3 and 1e-3 on average (``tests/face/test_gallery.py``).
+The integer dot product is exact in float32 (``|sum| <= 128 * 127^2 < 2^24``), so numpy's float32
 matrix-vector product (BLAS, vectorized) and the C library's int32 loop (``face/c/face_gallery.c``)
 give bit-identical scores. An identity scores the maximum over its samples; ``search`` returns the
 best ``k`` identities (ties: the earlier enrolled first) and ``identify`` accepts the best one when
@@ -301,7 +301,8 @@ def _read_sqlite(path: Path) -> Gallery:
         raise ArtifactError(f"{path}: not a readable gallery database ({exc}); give the file `edgetvm face enroll` "
                             f"wrote") from None
     if "dim" not in settings:
-        raise ArtifactError(f"{path}: an SQLite file without a gallery table; give the file `edgetvm face enroll` wrote")
+        raise ArtifactError(f"{path}: an SQLite file without a gallery table; give the file `edgetvm face enroll` "
+                            f"wrote")
     dim = int(settings["dim"])
     per_name: dict[str, int] = {}
     for r in rows:

@@ -30,8 +30,8 @@ def test_head_pose_from_landmarks():
         rot = 2.5 * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
         pose = head_pose(lm @ rot.T + [300, 120])
         assert pose["yaw_deg"] == pytest.approx(math.degrees(math.asin(shift / half_eyes)), abs=0.5)
-        assert pose["roll_deg"] == pytest.approx(20 + math.degrees(math.atan2(
-            ARCFACE_TEMPLATE[1, 1] - ARCFACE_TEMPLATE[0, 1], ARCFACE_TEMPLATE[1, 0] - ARCFACE_TEMPLATE[0, 0])), abs=1e-3)
+        eye_line = ARCFACE_TEMPLATE[1] - ARCFACE_TEMPLATE[0]
+        assert pose["roll_deg"] == pytest.approx(20 + math.degrees(math.atan2(eye_line[1], eye_line[0])), abs=1e-3)
 
 
 def test_quality_of_packaged_and_degraded_photos(ort_pipeline, astronaut, grace):

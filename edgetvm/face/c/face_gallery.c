@@ -132,7 +132,8 @@ int face_gallery_load(face_gallery* g, const char* path) {
       memcpy(id->name, p, FACE_GALLERY_NAME_BYTES);
       id->first = get_u32(p + 56);
       id->count = get_u32(p + 60);
-      if (id->name[FACE_GALLERY_NAME_BYTES - 1] != '\0' || id->first != next || id->count == 0) rc = FACE_GALLERY_EFORMAT;
+      if (id->name[FACE_GALLERY_NAME_BYTES - 1] != '\0' || id->first != next || id->count == 0)
+        rc = FACE_GALLERY_EFORMAT;
       next += id->count;
     }
     if (next != n_rows) rc = FACE_GALLERY_EFORMAT;
@@ -243,7 +244,8 @@ int face_gallery_enroll(face_gallery* g, const char* name, const float* embeddin
       /* Samples stay grouped by identity: make room at the end of this one's. */
       at = g->identities[i].first + g->identities[i].count;
       memmove(g->scales + at + 1, g->scales + at, (size_t)(g->n_samples - at) * sizeof(float));
-      memmove(g->codes + (size_t)(at + 1) * g->dim, g->codes + (size_t)at * g->dim, (size_t)(g->n_samples - at) * g->dim);
+      memmove(g->codes + (size_t)(at + 1) * g->dim, g->codes + (size_t)at * g->dim,
+              (size_t)(g->n_samples - at) * g->dim);
       g->identities[i].count++;
       for (uint32_t j = (uint32_t)i + 1; j < g->n_identities; ++j) g->identities[j].first++;
     }
