@@ -6,6 +6,7 @@
     recognizer.so  recognizer.h   the recognizer, likewise
     face_proc.c  face_proc.h      pre/post-processing: letterbox, decode, NMS, alignment, warp
     face_gallery.c  face_gallery.h  identification: the gallery file, int8 search, enroll
+    face_quality.c  face_quality.h  face quality (size, sharpness, pose, exposure): the enrolment gate
     face_gallery                  the gallery tool (list, search, enroll, remove), no networks
     face_demo.c  face_config.h    the example program and its build settings
     face_demo                     built for the target; runs next to the two .so files
@@ -40,7 +41,8 @@ from .pipeline import DEFAULT_THRESHOLDS
 
 C_DIR = Path(__file__).resolve().parent / "c"
 STAGES = ("detect", "align", "embed")
-GALLERY_SOURCES = ("face_gallery.c", "face_gallery.h", "face_gallery_tool.c")
+IDENTIFICATION_SOURCES = ("face_gallery.c", "face_gallery.h", "face_gallery_tool.c", "face_quality.c",
+                          "face_quality.h")
 
 
 @dataclass
@@ -102,7 +104,7 @@ Copy this directory to the board and run, with a binary PPM image (convert one o
     ./face_demo photo.ppm -o embeddings.bin        # faces (box, score, landmarks) + embeddings
     ./face_demo a.ppm --verify b.ppm               # cosine similarity, same / different
     ./face_demo photo.ppm --gallery people.gal     # who is it: top-5 matches and the decision per face
-    ./face_demo photo.ppm --gallery people.gal --enroll NAME    # add the main face to the gallery
+    ./face_demo photo.ppm --gallery people.gal --enroll NAME    # add the main face (quality-checked)
     ./face_gallery people.gal list                 # the gallery's identities (also search/enroll/remove)
 
 Galleries come from the host (`edgetvm face enroll people.gal NAME photo.jpg...`, or `edgetvm face
@@ -111,7 +113,7 @@ gallery people.db --export people.gal`); the format is documented in face_galler
 face_demo finds detector.so and recognizer.so beside itself (rpath $ORIGIN). To rebuild it:
 
     {cc} -O2 -std=gnu99 -ffp-contract=off {cflags} -o face_demo face_demo.c face_proc.c face_gallery.c \\
-        -L. -l:detector.so -l:recognizer.so -Wl,-rpath,'$ORIGIN' -lm
+        face_quality.c -L. -l:detector.so -l:recognizer.so -Wl,-rpath,'$ORIGIN' -lm
 
 Settings (detector {detector} at {w}x{h}, score > {score}, NMS IoU {nms}, match threshold {threshold})
 are in face_config.h and bundle.json.
@@ -160,12 +162,13 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
                                      calibrate=face_calibration)
         recognizer.export(tmp / "recognizer.so", standalone=True)
         embedding_size = int(np.prod(recognizer.outputs[0].shape))
-        for name in ("face_proc.c", "face_proc.h", "face_demo.c", *GALLERY_SOURCES):
+        for name in ("face_proc.c", "face_proc.h", "face_demo.c", *IDENTIFICATION_SOURCES):
             shutil.copyfile(C_DIR / name, tmp / name)
         (tmp / "face_config.h").write_text(_config_header(spec, embedding_size))
         cflags = target_cflags(target)
         cmd = [cc, "-O2", "-std=gnu99", "-ffp-contract=off", "-Wall", *cflags, "-o", "face_demo", "face_demo.c",
-               "face_proc.c", "face_gallery.c", "-L.", "-l:detector.so", "-l:recognizer.so", "-Wl,-rpath,$ORIGIN", "-lm"]
+               "face_proc.c", "face_gallery.c", "face_quality.c", "-L.", "-l:detector.so", "-l:recognizer.so",
+               "-Wl,-rpath,$ORIGIN", "-lm"]
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         if proc.returncode != 0:
             raise CompileError(f"building face_demo for {target.preset} failed: {proc.stderr.strip()[-1500:]}")

@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image, ImageFilter
 
 from edgetvm.cli import main
 from edgetvm.errors import ArtifactError
@@ -17,6 +18,7 @@ from edgetvm.face import FacePipeline, box_iou
 from edgetvm.face.bundle import read_manifest, run_bundle
 from edgetvm.face.gallery import load_gallery, quantize, save_gallery
 from edgetvm.face.identification import enroll, new_gallery
+from edgetvm.face.quality import assess_quality
 
 
 def _build(tmp_path_factory, *extra):
@@ -114,8 +116,16 @@ def test_arm_bundle_identifies(arm_bundle_160, host_pipeline_160, astronaut, gra
     host = gallery.search(host_pipeline_160.embed(astronaut), 2)
     for (name, score), m in zip(run.matches[0], host):
         assert name == m.name and score == pytest.approx(m.score, abs=5e-3)
-    # face_demo --enroll on the board: the gallery file gains the main face's sample, which Python reads.
+    # face_demo --enroll on the board: quality-checked as on the host, then the gallery file gains the main
+    # face's sample, which Python reads. A blurred photo is refused and leaves the file as it was.
+    blurred = np.asarray(Image.fromarray(grace).filter(ImageFilter.GaussianBlur(6)))
+    before = path.read_bytes()
+    with pytest.raises(ArtifactError, match="--min-quality 0 to enroll"):
+        run_bundle(arm_bundle_160, blurred, gallery=path, enroll="grace blurred", timeout=1200)
+    assert path.read_bytes() == before
     enrolled = run_bundle(arm_bundle_160, grace, gallery=path, enroll="grace again", timeout=1200)
+    board_quality = float(enrolled.stdout.split("quality ")[1].split()[0])
+    assert board_quality == pytest.approx(assess_quality(grace, enrolled.faces[0]).score, abs=5e-3)
     back = load_gallery(path)
     assert back.identities()[-1] == ("grace again", 1) and back.names[:2] == ["astronaut", "grace hopper"]
     codes, scales = quantize(enrolled.embeddings[:1])

@@ -1,7 +1,7 @@
 /* face_demo: the whole face pipeline on the board, next to the standalone networks of the bundle.
  *
  *   ./face_demo IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] [--repeat STAGE N]
- *               [--gallery GALLERY [--top K] [--enroll NAME]]
+ *               [--gallery GALLERY [--top K] [--enroll NAME [--min-quality Q]]]
  *
  * Reads a binary PPM (P6) or PGM (P5) image, detects faces (detector.so), aligns each to the
  * ArcFace 112x112 template and embeds it (recognizer.so). Prints one line per face
@@ -21,7 +21,9 @@
  *   identity I NAME                (or "unknown" below the gallery's threshold)
  *
  * With --enroll NAME it instead adds the most confident face to identity NAME and saves the
- * gallery (created with the bundle's FACE_MATCH_THRESHOLD when the file does not exist).
+ * gallery (created with the bundle's FACE_MATCH_THRESHOLD when the file does not exist), after
+ * checking its quality (face_quality.h; printed as "quality S size A sharpness B pose C exposure
+ * D"): a face under --min-quality (default 0.5) is refused and nothing is written.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,7 @@
 #include "face_config.h"
 #include "face_gallery.h"
 #include "face_proc.h"
+#include "face_quality.h"
 #include "recognizer.h"
 
 #define MAX_DET_OUTPUTS 12
@@ -154,6 +157,34 @@ static int analyze(pipeline* p, const char* path, face_det* faces, int* n_faces,
   return rc;
 }
 
+/* Quality of the most confident face of the image at `image`: the enrolment gate. */
+static int enrollment_quality(const char* image, const face_det* face, float min_quality) {
+  int w, h;
+  uint8_t* rgb = face_read_pnm(image, &w, &h);
+  float* crop = (float*)malloc(FACE_ALIGNED_SIZE * FACE_ALIGNED_SIZE * 3 * sizeof(float));
+  float matrix[6];
+  face_quality q;
+  int rc = rgb && crop ? 0 : fail(image, "out of memory or unreadable");
+  if (rc == 0 && (face_alignment_matrix(face->landmarks, matrix) != 0 ||
+                  face_warp_affine(rgb, w, h, matrix, FACE_ALIGNED_SIZE, FACE_ALIGNED_SIZE, crop) != 0 ||
+                  face_assess_quality(crop, face->landmarks, &q) != 0))
+    rc = fail("enroll", "degenerate landmarks");
+  if (rc == 0) {
+    printf("quality %.4f size %.4f sharpness %.4f pose %.4f exposure %.4f\n", q.score, q.size, q.sharpness, q.pose,
+           q.exposure);
+    if (q.score < min_quality) {
+      fprintf(stderr, "face_demo: %s: face quality %.2f is under --min-quality %.2f (size %.2f: eyes %.0f px apart; "
+              "sharpness %.2f; pose %.2f: yaw %.0f deg; exposure %.2f: mean grey %.0f); enroll a sharper, larger, "
+              "frontal, evenly lit photo, or pass --min-quality 0 to enroll this one anyway\n", image, q.score,
+              min_quality, q.size, q.eye_distance_px, q.sharpness, q.pose, q.yaw_deg, q.exposure, q.mean_grey);
+      rc = 1;
+    }
+  }
+  free(rgb);
+  free(crop);
+  return rc;
+}
+
 /* Identify every face against the gallery at `path`, or enroll the first one as `enroll_name`. */
 static int gallery_stage(const char* path, const char* enroll_name, int top, const float* embeddings, int n_faces) {
   face_gallery g;
@@ -193,13 +224,15 @@ static int gallery_stage(const char* path, const char* enroll_name, int top, con
 
 static int usage(const char* argv0) {
   fprintf(stderr, "usage: %s IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] "
-                  "[--repeat detect|align|embed N] [--gallery GALLERY [--top K] [--enroll NAME]]\n", argv0);
+                  "[--repeat detect|align|embed N] [--gallery GALLERY [--top K] [--enroll NAME [--min-quality Q]]]\n",
+          argv0);
   return 2;
 }
 
 int main(int argc, char** argv) {
   const char *image = NULL, *out_path = NULL, *other = NULL, *gallery = NULL, *enroll_name = NULL;
   int threads = 0, top = 5;
+  float min_quality = FACE_DEFAULT_MIN_QUALITY;
   pipeline p;
   memset(&p, 0, sizeof p);
   p.repeat_detect = p.repeat_align = p.repeat_embed = 1;
@@ -212,6 +245,8 @@ int main(int argc, char** argv) {
       gallery = argv[++i];
     } else if (!strcmp(argv[i], "--enroll") && i + 1 < argc) {
       enroll_name = argv[++i];
+    } else if (!strcmp(argv[i], "--min-quality") && i + 1 < argc) {
+      min_quality = (float)atof(argv[++i]);
     } else if (!strcmp(argv[i], "--top") && i + 1 < argc) {
       if ((top = atoi(argv[++i])) < 1) return usage(argv[0]);
     } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
@@ -243,6 +278,7 @@ int main(int argc, char** argv) {
     if (!f || fwrite(embeddings, sizeof(float), count, f) != count || fclose(f) != 0) return fail(out_path, "cannot write");
     printf("embeddings %d x %d -> %s\n", n_faces, FACE_EMBEDDING_SIZE, out_path);
   }
+  if (gallery && enroll_name && n_faces > 0 && enrollment_quality(image, &faces[0], min_quality)) return 1;
   if (gallery && gallery_stage(gallery, enroll_name, top, embeddings, n_faces)) return 1;
   if (other) {
     face_det* faces_b = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
