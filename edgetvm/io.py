@@ -16,12 +16,22 @@ def _umask() -> int:
     return mask
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, mode: int = 0o644, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path in the same directory; rename it onto ``path`` only on success.
 
     A failure (an exception inside the block) leaves neither a partial file nor the temporary one.
     ``mode`` (less the umask) is applied before the rename: mkstemp creates files as 0600.
+    ``durable``: fsync the file before the rename and the directory after it, so that after a power
+    loss ``path`` holds the old or the new content (a rename alone orders nothing on disk).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,14 +41,18 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, mode & ~_umask())
+        if durable:
+            _fsync(tmp_path)
         os.replace(tmp_path, path)
+        if durable:
+            _fsync(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = False) -> None:
+    with atomic_path(path, durable=durable) as tmp:
         tmp.write_bytes(data)
 
 

@@ -1,20 +1,26 @@
 """Face analysis on top of edgetvm: detection (RetinaFace, YuNet), 5-point alignment, embedding
-(SFace, MobileFaceNet), verification; and the board bundle (``face.bundle``) that runs the same
-pipeline in C next to the standalone compiled networks.
+(SFace, MobileFaceNet), verification; identification against a gallery (``face.gallery``,
+``face.identification``) gated by face quality (``face.quality``); and the board bundle
+(``face.bundle``) that runs the same pipeline in C next to the standalone compiled networks.
 """
 
 from .align import ARCFACE_TEMPLATE, align_face, alignment_matrix, umeyama
 from .detect import Face, decode_retinaface, decode_yunet, letterbox, retinaface_priors
+from .gallery import Gallery, load_gallery, save_gallery
 from .image import draw_faces, read_image, resize_bilinear, warp_affine, write_ppm
 from .nms import box_iou, nms
 from .pipeline import FacePipeline, Verification, cosine_similarity, l2_normalize
+from .quality import Quality, assess_quality
 
 __all__ = [
     "ARCFACE_TEMPLATE",
     "Face",
     "FacePipeline",
+    "Gallery",
+    "Quality",
     "Verification",
     "align_face",
+    "assess_quality",
     "alignment_matrix",
     "box_iou",
     "cosine_similarity",
@@ -23,10 +29,12 @@ __all__ = [
     "draw_faces",
     "l2_normalize",
     "letterbox",
+    "load_gallery",
     "nms",
     "read_image",
     "resize_bilinear",
     "retinaface_priors",
+    "save_gallery",
     "umeyama",
     "warp_affine",
     "write_ppm",

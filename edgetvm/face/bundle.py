@@ -5,6 +5,9 @@
     detector.so  detector.h       the detector, compiled by edgetvm (standalone C API, no TVM runtime)
     recognizer.so  recognizer.h   the recognizer, likewise
     face_proc.c  face_proc.h      pre/post-processing: letterbox, decode, NMS, alignment, warp
+    face_gallery.c  face_gallery.h  identification: the gallery file, int8 search, enroll
+    face_quality.c  face_quality.h  face quality (size, sharpness, pose, exposure): the enrolment gate
+    face_gallery                  the gallery tool (list, search, enroll, remove), no networks
     face_demo.c  face_config.h    the example program and its build settings
     face_demo                     built for the target; runs next to the two .so files
     bundle.json  README.txt       what was built, with which options; how to run it
@@ -38,6 +41,8 @@ from .pipeline import DEFAULT_THRESHOLDS
 
 C_DIR = Path(__file__).resolve().parent / "c"
 STAGES = ("detect", "align", "embed")
+IDENTIFICATION_SOURCES = ("face_gallery.c", "face_gallery.h", "face_gallery_tool.c", "face_quality.c",
+                          "face_quality.h")
 
 
 @dataclass
@@ -86,6 +91,7 @@ def _config_header(spec: BundleSpec, embedding_size: int) -> str:
 #define FACE_RECOGNIZER_NORMALIZE {int(spec.recognizer == "mobilefacenet")}
 #define FACE_EMBEDDING_SIZE {embedding_size}
 #define FACE_MATCH_THRESHOLD {float(spec.threshold)!r}f
+#define FACE_RECOGNIZER "{spec.recognizer}"
 #endif
 """
 
@@ -97,15 +103,34 @@ Copy this directory to the board and run, with a binary PPM image (convert one o
 
     ./face_demo photo.ppm -o embeddings.bin        # faces (box, score, landmarks) + embeddings
     ./face_demo a.ppm --verify b.ppm               # cosine similarity, same / different
+    ./face_demo photo.ppm --gallery people.gal     # who is it: top-5 matches and the decision per face
+    ./face_demo photo.ppm --gallery people.gal --enroll NAME    # add the main face (quality-checked)
+    ./face_gallery people.gal list                 # the gallery's identities (also search/enroll/remove)
+
+Galleries come from the host (`edgetvm face enroll people.gal NAME photo.jpg...`, or `edgetvm face
+gallery people.db --export people.gal`); the format is documented in face_gallery.h.
 
 face_demo finds detector.so and recognizer.so beside itself (rpath $ORIGIN). To rebuild it:
 
-    {cc} -O2 -std=gnu99 -ffp-contract=off {cflags} -o face_demo face_demo.c face_proc.c \\
-        -L. -l:detector.so -l:recognizer.so -Wl,-rpath,'$ORIGIN' -lm
+    {cc} -O2 -std=gnu99 -ffp-contract=off {cflags} -o face_demo face_demo.c face_proc.c face_gallery.c \\
+        face_quality.c -L. -l:detector.so -l:recognizer.so -Wl,-rpath,'$ORIGIN' -lm
 
 Settings (detector {detector} at {w}x{h}, score > {score}, NMS IoU {nms}, match threshold {threshold})
 are in face_config.h and bundle.json.
 """
+
+
+def build_gallery_tool(target: str, out_dir: str | os.PathLike) -> Path:
+    """Build ``face_gallery`` (the gallery tool, no networks) for ``target`` into ``out_dir``."""
+    resolved = resolve_target(target)
+    out_dir = Path(out_dir)
+    sources = [str(C_DIR / "face_gallery_tool.c"), str(C_DIR / "face_gallery.c")]
+    cmd = [c_compiler(resolved), "-O2", "-std=gnu99", "-ffp-contract=off", "-Wall", *target_cflags(resolved), "-o",
+           str(out_dir / "face_gallery"), *sources, "-lm"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CompileError(f"building face_gallery for {resolved.preset} failed: {proc.stderr.strip()[-1500:]}")
+    return out_dir / "face_gallery"
 
 
 def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
@@ -137,15 +162,17 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
                                      calibrate=face_calibration)
         recognizer.export(tmp / "recognizer.so", standalone=True)
         embedding_size = int(np.prod(recognizer.outputs[0].shape))
-        for name in ("face_proc.c", "face_proc.h", "face_demo.c"):
+        for name in ("face_proc.c", "face_proc.h", "face_demo.c", *IDENTIFICATION_SOURCES):
             shutil.copyfile(C_DIR / name, tmp / name)
         (tmp / "face_config.h").write_text(_config_header(spec, embedding_size))
         cflags = target_cflags(target)
         cmd = [cc, "-O2", "-std=gnu99", "-ffp-contract=off", "-Wall", *cflags, "-o", "face_demo", "face_demo.c",
-               "face_proc.c", "-L.", "-l:detector.so", "-l:recognizer.so", "-Wl,-rpath,$ORIGIN", "-lm"]
+               "face_proc.c", "face_gallery.c", "face_quality.c", "-L.", "-l:detector.so", "-l:recognizer.so",
+               "-Wl,-rpath,$ORIGIN", "-lm"]
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         if proc.returncode != 0:
             raise CompileError(f"building face_demo for {target.preset} failed: {proc.stderr.strip()[-1500:]}")
+        build_gallery_tool(spec.target, tmp)
         (tmp / "README.txt").write_text(README.format(
             target=target.preset, cc=Path(cc).name, cflags=" ".join(cflags), detector=spec.detector, w=w, h=h,
             score=spec.score_threshold, nms=spec.nms_threshold, threshold=spec.threshold))
@@ -154,7 +181,7 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
                     "files": sorted(p.name for p in tmp.iterdir())}
         (tmp / "bundle.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         for path in tmp.iterdir():
-            path.chmod(0o755 if path.name in ("face_demo",) or path.suffix == ".so" else 0o644)
+            path.chmod(0o755 if path.name in ("face_demo", "face_gallery") or path.suffix == ".so" else 0o644)
         tmp.chmod(0o755)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
@@ -190,6 +217,9 @@ class BundleRun:
     # most confident faces.
     other_faces: list[Face] = field(default_factory=list)
     similarity: float | None = None
+    # With ``gallery``: per face, face_demo's (name, score) matches, best first, and its decision (None: unknown).
+    matches: list[list[tuple[str, float]]] = field(default_factory=list)
+    identities: list[str | None] = field(default_factory=list)
 
 
 def parse_faces(stdout: str) -> list[list[Face]]:
@@ -224,10 +254,29 @@ def _run_demo(bundle_dir: Path, manifest: dict, args: list[str], count: bool, ti
     return proc.stdout, None
 
 
+def parse_identification(stdout: str) -> tuple[list[list[tuple[str, float]]], list[str | None]]:
+    """face_demo --gallery's ``match I RANK NAME SCORE`` and ``identity I NAME`` lines, per face."""
+    matches: dict[int, list[tuple[str, float]]] = {}
+    identities: dict[int, str | None] = {}
+    for line in stdout.splitlines():
+        # Names may hold spaces: split off the fixed fields only.
+        if line.startswith("match "):
+            _, face, _rank, rest = line.split(" ", 3)
+            name, score = rest.rsplit(" ", 1)
+            matches.setdefault(int(face), []).append((name, float(score)))
+        elif line.startswith("identity "):
+            _, face, name = line.split(" ", 2)
+            identities[int(face)] = None if name == "unknown" else name
+    faces = sorted(identities)
+    return [matches.get(i, []) for i in faces], [identities[i] for i in faces]
+
+
 def run_bundle(bundle_dir: str | os.PathLike, image: np.ndarray, *, other: np.ndarray | None = None,
                threads: int = 1, count: bool = False, repeat: tuple[str, int] | None = None,
+               gallery: str | os.PathLike | None = None, top: int = 5, enroll: str | None = None,
                timeout: float = 900) -> BundleRun:
     """Run the bundle's face_demo on ``image`` (RGB array), and ``--verify`` against ``other``;
+    with ``gallery``, identify every face in it (or ``enroll`` the main face under that name);
     under qemu-arm for ARM bundles."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
@@ -241,6 +290,9 @@ def run_bundle(bundle_dir: str | os.PathLike, image: np.ndarray, *, other: np.nd
             if repeat[0] not in STAGES:
                 raise InputError(f"repeat stage {repeat[0]!r}: choose one of {STAGES}")
             args += ["--repeat", repeat[0], str(int(repeat[1]))]
+        if gallery is not None:
+            args += ["--gallery", str(Path(gallery).resolve()), "--top", str(int(top))]
+            args += ["--enroll", enroll] if enroll else []
         stdout, instructions = _run_demo(bundle_dir, manifest, args, count, timeout)
         embeddings = np.fromfile(emb_path, dtype=np.float32).reshape(-1, manifest["embedding_size"])
     images = parse_faces(stdout)
@@ -248,8 +300,9 @@ def run_bundle(bundle_dir: str | os.PathLike, image: np.ndarray, *, other: np.nd
     for line in stdout.splitlines():
         if line.startswith("similarity "):
             similarity = float(line.split()[1])
+    matches, identities = parse_identification(stdout)
     return BundleRun(images[0] if images else [], embeddings, stdout, instructions,
-                     images[1] if len(images) > 1 else [], similarity)
+                     images[1] if len(images) > 1 else [], similarity, matches, identities)
 
 
 def stage_instructions(bundle_dir: str | os.PathLike, image: np.ndarray, n: int = 2,

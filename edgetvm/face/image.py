@@ -118,19 +118,21 @@ def score_label(score: float) -> str:
     return f"{float(score):.3f}"
 
 
-def draw_faces(image: np.ndarray, faces, path: str | os.PathLike) -> Path:
-    """Draw boxes, scores and the five landmarks of ``faces`` onto a copy of ``image``; write it."""
+def draw_faces(image: np.ndarray, faces, path: str | os.PathLike, labels: list[str] | None = None) -> Path:
+    """Draw boxes, scores (or ``labels``, one per face) and the five landmarks of ``faces`` onto a
+    copy of ``image``; write it."""
     from PIL import Image, ImageDraw
 
     canvas = Image.fromarray(as_rgb(image))
     draw = ImageDraw.Draw(canvas)
     # right eye, left eye, nose, right and left mouth corner (image left to right)
     colors = [(255, 0, 0), (255, 255, 0), (255, 0, 255), (0, 255, 0), (0, 128, 255)]
-    for face in faces:
+    for i, face in enumerate(faces):
         x1, y1, x2, y2 = (float(v) for v in face.box)
         width = max(1, int(round((x2 - x1) / 60)))
         draw.rectangle([x1, y1, x2, y2], outline=(0, 255, 0), width=width)
-        draw.text((x1 + 2, max(0.0, y1 - 12)), score_label(face.score), fill=(255, 255, 255))
+        draw.text((x1 + 2, max(0.0, y1 - 12)), labels[i] if labels else score_label(face.score),
+                  fill=(255, 255, 255))
         r = max(1.5, (x2 - x1) / 40)
         for (px, py), color in zip(face.landmarks, colors):
             draw.ellipse([px - r, py - r, px + r, py + r], fill=color)

@@ -10,11 +10,15 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image, ImageFilter
 
 from edgetvm.cli import main
 from edgetvm.errors import ArtifactError
 from edgetvm.face import FacePipeline, box_iou
 from edgetvm.face.bundle import read_manifest, run_bundle
+from edgetvm.face.gallery import load_gallery, quantize, save_gallery
+from edgetvm.face.identification import enroll, new_gallery
+from edgetvm.face.quality import assess_quality
 
 
 def _build(tmp_path_factory, *extra):
@@ -95,3 +99,35 @@ def test_arm_bundle_yunet(tmp_path_factory, astronaut, grace):
     bundle = _build(tmp_path_factory, "--detector", "yunet", "--fp32")
     assert json.loads((bundle / "bundle.json").read_text())["detector_size"] == [640, 640]
     _compare(bundle, FacePipeline("yunet", num_threads=1), astronaut, grace)
+
+
+@pytest.mark.arm
+def test_arm_bundle_identifies(arm_bundle_160, host_pipeline_160, astronaut, grace, tmp_path):
+    """face_demo --gallery under qemu on a gallery Python enrolled: the board's decision and scores
+    are Python's search of the board's own embedding (bit for bit, as printed) and near the host's."""
+    gallery = new_gallery(host_pipeline_160, threshold=0.45)
+    enroll(host_pipeline_160, gallery, "astronaut", [astronaut])
+    enroll(host_pipeline_160, gallery, "grace hopper", [grace])
+    path = save_gallery(gallery, tmp_path / "people.gal")
+    run = run_bundle(arm_bundle_160, astronaut, gallery=path, top=2, timeout=1200)
+    assert run.identities == ["astronaut"]
+    board = gallery.search(run.embeddings[0], 2)
+    assert run.matches[0] == [(m.name, float(f"{m.score:.6f}")) for m in board]
+    host = gallery.search(host_pipeline_160.embed(astronaut), 2)
+    for (name, score), m in zip(run.matches[0], host):
+        assert name == m.name and score == pytest.approx(m.score, abs=5e-3)
+    # face_demo --enroll on the board: quality-checked as on the host, then the gallery file gains the main
+    # face's sample, which Python reads. A blurred photo is refused and leaves the file as it was.
+    blurred = np.asarray(Image.fromarray(grace).filter(ImageFilter.GaussianBlur(6)))
+    before = path.read_bytes()
+    with pytest.raises(ArtifactError, match="--min-quality 0 to enroll"):
+        run_bundle(arm_bundle_160, blurred, gallery=path, enroll="grace blurred", timeout=1200)
+    assert path.read_bytes() == before
+    enrolled = run_bundle(arm_bundle_160, grace, gallery=path, enroll="grace again", timeout=1200)
+    board_quality = float(enrolled.stdout.split("quality ")[1].split()[0])
+    assert board_quality == pytest.approx(assess_quality(grace, enrolled.faces[0]).score, abs=5e-3)
+    back = load_gallery(path)
+    assert back.identities()[-1] == ("grace again", 1) and back.names[:2] == ["astronaut", "grace hopper"]
+    codes, scales = quantize(enrolled.embeddings[:1])
+    np.testing.assert_array_equal(back.codes[-1:], codes)
+    np.testing.assert_array_equal(back.scales[-1:], scales)

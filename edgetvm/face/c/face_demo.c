@@ -1,6 +1,7 @@
 /* face_demo: the whole face pipeline on the board, next to the standalone networks of the bundle.
  *
  *   ./face_demo IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] [--repeat STAGE N]
+ *               [--gallery GALLERY [--top K] [--enroll NAME [--min-quality Q]]]
  *
  * Reads a binary PPM (P6) or PGM (P5) image, detects faces (detector.so), aligns each to the
  * ArcFace 112x112 template and embeds it (recognizer.so). Prints one line per face
@@ -12,6 +13,17 @@
  * "same" or "different" at the bundle's threshold. --repeat runs one stage (detect, align or embed)
  * N times, for counting a stage's instructions (N+1 minus 1 under qemu). Build settings (detector,
  * input size, thresholds) are in face_config.h, written by `edgetvm face build`.
+ *
+ * --gallery identifies every face against a gallery file (face_gallery.h; `edgetvm face enroll` or
+ * `edgetvm face gallery --export` writes one on the host) and prints, per face I,
+ *
+ *   match I RANK NAME SCORE        (the --top K best identities, default 5)
+ *   identity I NAME                (or "unknown" below the gallery's threshold)
+ *
+ * With --enroll NAME it instead adds the most confident face to identity NAME and saves the
+ * gallery (created with the bundle's FACE_MATCH_THRESHOLD when the file does not exist), after
+ * checking its quality (face_quality.h; printed as "quality S size A sharpness B pose C exposure
+ * D"): a face under --min-quality (default 0.5) is refused and nothing is written.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +31,9 @@
 
 #include "detector.h"
 #include "face_config.h"
+#include "face_gallery.h"
 #include "face_proc.h"
+#include "face_quality.h"
 #include "recognizer.h"
 
 #define MAX_DET_OUTPUTS 12
@@ -143,15 +157,82 @@ static int analyze(pipeline* p, const char* path, face_det* faces, int* n_faces,
   return rc;
 }
 
+/* Quality of the most confident face of the image at `image`: the enrolment gate. */
+static int enrollment_quality(const char* image, const face_det* face, float min_quality) {
+  int w, h;
+  uint8_t* rgb = face_read_pnm(image, &w, &h);
+  float* crop = (float*)malloc(FACE_ALIGNED_SIZE * FACE_ALIGNED_SIZE * 3 * sizeof(float));
+  float matrix[6];
+  face_quality q;
+  int rc = rgb && crop ? 0 : fail(image, "out of memory or unreadable");
+  if (rc == 0 && (face_alignment_matrix(face->landmarks, matrix) != 0 ||
+                  face_warp_affine(rgb, w, h, matrix, FACE_ALIGNED_SIZE, FACE_ALIGNED_SIZE, crop) != 0 ||
+                  face_assess_quality(crop, face->landmarks, &q) != 0))
+    rc = fail("enroll", "degenerate landmarks");
+  if (rc == 0) {
+    printf("quality %.4f size %.4f sharpness %.4f pose %.4f exposure %.4f\n", q.score, q.size, q.sharpness, q.pose,
+           q.exposure);
+    if (q.score < min_quality) {
+      fprintf(stderr, "face_demo: %s: face quality %.2f is under --min-quality %.2f (size %.2f: eyes %.0f px apart; "
+              "sharpness %.2f; pose %.2f: yaw %.0f deg; exposure %.2f: mean grey %.0f); enroll a sharper, larger, "
+              "frontal, evenly lit photo, or pass --min-quality 0 to enroll this one anyway\n", image, q.score,
+              min_quality, q.size, q.eye_distance_px, q.sharpness, q.pose, q.yaw_deg, q.exposure, q.mean_grey);
+      rc = 1;
+    }
+  }
+  free(rgb);
+  free(crop);
+  return rc;
+}
+
+/* Identify every face against the gallery at `path`, or enroll the first one as `enroll_name`. */
+static int gallery_stage(const char* path, const char* enroll_name, int top, const float* embeddings, int n_faces) {
+  face_gallery g;
+  int rc = face_gallery_load(&g, path);
+  if (rc == FACE_GALLERY_EIO && enroll_name)
+    rc = face_gallery_init(&g, FACE_EMBEDDING_SIZE, FACE_MATCH_THRESHOLD, FACE_RECOGNIZER);
+  if (rc != FACE_GALLERY_OK) return fail(path, face_gallery_strerror(rc));
+  if (g.dim != FACE_EMBEDDING_SIZE || strcmp(g.recognizer, FACE_RECOGNIZER) != 0) {
+    face_gallery_free(&g);
+    return fail(path, "the gallery holds embeddings of another recognizer");
+  }
+  face_match* matches = (face_match*)malloc((size_t)top * sizeof(face_match));
+  if (!matches) rc = FACE_GALLERY_ENOMEM;
+  if (rc == FACE_GALLERY_OK && enroll_name) {
+    if (n_faces == 0) {
+      free(matches);
+      face_gallery_free(&g);
+      return fail("enroll", "no face found");
+    }
+    rc = face_gallery_enroll(&g, enroll_name, embeddings);
+    if (rc == FACE_GALLERY_OK) rc = face_gallery_save(&g, path);
+    if (rc == FACE_GALLERY_OK) printf("enrolled %s identities %u samples %u\n", enroll_name, g.n_identities, g.n_samples);
+  }
+  for (int i = 0; !enroll_name && rc == FACE_GALLERY_OK && i < n_faces; ++i) {
+    int n = face_gallery_search(&g, embeddings + (size_t)i * FACE_EMBEDDING_SIZE, matches, top);
+    if (n < 0) {
+      rc = n;
+      break;
+    }
+    for (int r = 0; r < n; ++r) printf("match %d %d %s %.6f\n", i, r, g.identities[matches[r].identity].name, matches[r].score);
+    printf("identity %d %s\n", i, n > 0 && matches[0].score >= g.threshold ? g.identities[matches[0].identity].name : "unknown");
+  }
+  free(matches);
+  face_gallery_free(&g);
+  return rc == FACE_GALLERY_OK ? 0 : fail(path, face_gallery_strerror(rc));
+}
+
 static int usage(const char* argv0) {
   fprintf(stderr, "usage: %s IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] "
-                  "[--repeat detect|align|embed N]\n", argv0);
+                  "[--repeat detect|align|embed N] [--gallery GALLERY [--top K] [--enroll NAME [--min-quality Q]]]\n",
+          argv0);
   return 2;
 }
 
 int main(int argc, char** argv) {
-  const char *image = NULL, *out_path = NULL, *other = NULL;
-  int threads = 0;
+  const char *image = NULL, *out_path = NULL, *other = NULL, *gallery = NULL, *enroll_name = NULL;
+  int threads = 0, top = 5;
+  float min_quality = FACE_DEFAULT_MIN_QUALITY;
   pipeline p;
   memset(&p, 0, sizeof p);
   p.repeat_detect = p.repeat_align = p.repeat_embed = 1;
@@ -160,6 +241,14 @@ int main(int argc, char** argv) {
       out_path = argv[++i];
     } else if (!strcmp(argv[i], "--verify") && i + 1 < argc) {
       other = argv[++i];
+    } else if (!strcmp(argv[i], "--gallery") && i + 1 < argc) {
+      gallery = argv[++i];
+    } else if (!strcmp(argv[i], "--enroll") && i + 1 < argc) {
+      enroll_name = argv[++i];
+    } else if (!strcmp(argv[i], "--min-quality") && i + 1 < argc) {
+      min_quality = (float)atof(argv[++i]);
+    } else if (!strcmp(argv[i], "--top") && i + 1 < argc) {
+      if ((top = atoi(argv[++i])) < 1) return usage(argv[0]);
     } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
       threads = atoi(argv[++i]);
     } else if (!strcmp(argv[i], "--repeat") && i + 2 < argc) {
@@ -176,7 +265,7 @@ int main(int argc, char** argv) {
       return usage(argv[0]);
     }
   }
-  if (!image) return usage(argv[0]);
+  if (!image || (enroll_name && !gallery)) return usage(argv[0]);
   if (pipeline_init(&p, threads)) return 1;
 
   face_det* faces = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
@@ -189,6 +278,8 @@ int main(int argc, char** argv) {
     if (!f || fwrite(embeddings, sizeof(float), count, f) != count || fclose(f) != 0) return fail(out_path, "cannot write");
     printf("embeddings %d x %d -> %s\n", n_faces, FACE_EMBEDDING_SIZE, out_path);
   }
+  if (gallery && enroll_name && n_faces > 0 && enrollment_quality(image, &faces[0], min_quality)) return 1;
+  if (gallery && gallery_stage(gallery, enroll_name, top, embeddings, n_faces)) return 1;
   if (other) {
     face_det* faces_b = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
     int n_b = 0;
