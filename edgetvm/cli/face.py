@@ -1,4 +1,5 @@
-"""``edgetvm face ...``: detect, verify, embed, build (the board bundle), ppm (image conversion)."""
+"""``edgetvm face ...``: detect, verify, embed, build (the board bundle), ppm (image conversion); landmarks,
+attributes and track (``face_analysis``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..face.bundle import BundleSpec, build_bundle
 from ..face.image import draw_faces, read_image, score_label, write_ppm
 from ..face.pipeline import FacePipeline
 from ..io import atomic_path
+from .face_analysis import add_analysis_commands
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -271,3 +273,5 @@ def add_face_commands(sub) -> None:
     p.add_argument("output", nargs="?", help="the .ppm to write")
     p.add_argument("-o", "--out", dest="output_option", metavar="OUTPUT", help="the .ppm to write (as the positional)")
     p.set_defaults(func=cmd_face_ppm)
+
+    add_analysis_commands(command, _add_network_options, _pipeline)
