@@ -16,6 +16,7 @@ from ..face.image import draw_faces, read_image, score_label, write_ppm
 from ..face.pipeline import FacePipeline
 from ..io import atomic_path
 from .face_analysis import add_analysis_commands
+from .options import number_in
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -32,25 +33,10 @@ def _size(text: str) -> tuple[int, int]:
 
 def _unit_interval(flag: str):
     """An argparse type for a score or overlap threshold, which only means something in [0, 1]."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not 0.0 <= value <= 1.0:
-            raise argparse.ArgumentTypeError(f"{text}: {flag} is a fraction in [0, 1]")
-        return value
-    return parse
+    return number_in(0.0, 1.0, f"{flag} is a fraction in [0, 1]")
 
 
-def _cosine(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not -1.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text}: a cosine similarity threshold lies in [-1, 1]")
-    return value
+_cosine = number_in(-1.0, 1.0, "a cosine similarity threshold lies in [-1, 1]")
 
 
 def _add_network_options(p: argparse.ArgumentParser, engine: bool = True, recognizer: bool = True) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +17,7 @@ from ..face.attributes import AttributeEstimator
 from ..face.image import read_image
 from ..face.landmarks import FaceLandmarker, draw_meshes
 from ..face.tracking import FaceTracker, draw_tracks, frame_paths
+from .options import number_in
 
 JSON_HELP = "print one line of JSON instead of text"
 
@@ -100,51 +102,32 @@ def cmd_face_track(args: argparse.Namespace, pipeline: Callable) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: give 1 or more")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text}: --iou is a fraction in (0, 1)")
-    return value
-
-
 def add_analysis_commands(command: Callable[[str, str], argparse.ArgumentParser],
                           add_network_options: Callable, pipeline: Callable) -> None:
     """Register landmarks, attributes and track with ``face``'s ``command`` factory; ``pipeline(args)``
     builds the detector pipeline from the shared network options."""
-    p = command("landmarks", "dense landmarks (FaceMesh, 468 points) and head pose of every face")
-    p.add_argument("image", help="the image (png, jpg, ppm, ...)")
-    p.add_argument("-o", "--output", "--out", dest="output", help="write the image with the meshes drawn (png/jpg)")
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
-    add_network_options(p, recognizer=False)
-    p.set_defaults(func=lambda args: cmd_face_landmarks(args, pipeline))
+    def image_command(name: str, help_text: str, drawn: str, handler: Callable) -> None:
+        p = command(name, help_text)
+        p.add_argument("image", help="the image (png, jpg, ppm, ...)")
+        p.add_argument("-o", "--output", "--out", dest="output",
+                       help=f"write the image with {drawn} drawn (png/jpg)")
+        p.add_argument("--json", action="store_true", help=JSON_HELP)
+        add_network_options(p, recognizer=False)
+        p.set_defaults(func=lambda args: handler(args, pipeline))
 
-    p = command("attributes", "age, gender, eyes open or closed, mouth open, of every face")
-    p.add_argument("image", help="the image (png, jpg, ppm, ...)")
-    p.add_argument("-o", "--output", "--out", dest="output", help="write the image with the attributes drawn")
-    p.add_argument("--json", action="store_true", help=JSON_HELP)
-    add_network_options(p, recognizer=False)
-    p.set_defaults(func=lambda args: cmd_face_attributes(args, pipeline))
+    image_command("landmarks", "dense landmarks (FaceMesh, 468 points) and head pose of every face", "the meshes",
+                  cmd_face_landmarks)
+    image_command("attributes", "age, gender, eyes open or closed, mouth open, of every face", "the attributes",
+                  cmd_face_attributes)
 
     p = command("track", "track faces over a folder of frames (sorted by name) and count entries and exits")
     p.add_argument("frames", help="folder of frames (png, jpg, ppm), in name order")
     p.add_argument("-o", "--output", "--out", dest="output", help="folder to write the annotated frames to")
-    p.add_argument("--detect-every", type=_positive_int, default=5, metavar="N",
+    p.add_argument("--detect-every", type=number_in(1, math.inf, "give 1 or more", whole=True), default=5,
+                   metavar="N",
                    help="run the detector every N frames; FaceMesh follows the faces in between (default 5)")
-    p.add_argument("--iou", type=_fraction, default=0.3,
-                   help="overlap in (0, 1) above which a detection continues a track (default 0.3)")
+    p.add_argument("--iou", type=number_in(0.0, 1.0, "--iou is a fraction in (0, 1)", low_open=True, high_open=True),
+                   default=0.3, help="overlap in (0, 1) above which a detection continues a track (default 0.3)")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     add_network_options(p, recognizer=False)
     p.set_defaults(func=lambda args: cmd_face_track(args, pipeline))

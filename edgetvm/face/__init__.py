@@ -1,15 +1,28 @@
 """Face analysis on top of edgetvm: detection (RetinaFace, YuNet), 5-point alignment, embedding
-(SFace, MobileFaceNet), verification; and the board bundle (``face.bundle``) that runs the same
-pipeline in C next to the standalone compiled networks.
+(SFace, MobileFaceNet), verification; dense landmarks and head pose (``landmarks``), age, gender,
+eyes and mouth (``attributes``), tracking and counting (``tracking``); and the board bundle
+(``face.bundle``) that runs the same pipeline in C next to the standalone compiled networks.
 """
 
 from .align import ARCFACE_TEMPLATE, align_face, alignment_matrix, umeyama
+from .attributes import AttributeEstimator, Attributes
 from .detect import Face, decode_retinaface, decode_yunet, letterbox, retinaface_priors
 from .image import draw_faces, read_image, resize_bilinear, warp_affine, write_ppm
+from .landmarks import FaceLandmarker, FaceMesh, FaceRoi, HeadPose, head_pose
 from .nms import box_iou, nms
 from .pipeline import FacePipeline, Verification, cosine_similarity, l2_normalize
+from .tracking import FaceTracker, Track
 
 __all__ = [
+    "AttributeEstimator",
+    "Attributes",
+    "FaceLandmarker",
+    "FaceMesh",
+    "FaceRoi",
+    "FaceTracker",
+    "HeadPose",
+    "Track",
+    "head_pose",
     "ARCFACE_TEMPLATE",
     "Face",
     "FacePipeline",
