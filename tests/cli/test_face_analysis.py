@@ -24,6 +24,7 @@ def test_landmarks_json_and_picture(tmp_path):
     assert len(faces) == 1
     mesh = faces[0]["mesh"]
     assert len(mesh["points"]) == 468 and mesh["presence"] > 0.99 and set(mesh["pose"]) == {"yaw", "pitch", "roll"}
+    assert set(faces[0]["iris"]) == {"right", "left"} and all(i["radius"] > 1 for i in faces[0]["iris"].values())
     with Image.open(out) as im:
         drawn = np.asarray(im.convert("RGB")).astype(int)
     original = np.asarray(Image.open(fetch("astronaut")).convert("RGB")).astype(int)
@@ -31,7 +32,7 @@ def test_landmarks_json_and_picture(tmp_path):
     x, y = (int(round(v)) for v in mesh["points"][1][:2])
     assert (drawn[y, x] == [0, 255, 255]).all() and (original[y, x] != [0, 255, 255]).any()
     text = edgetvm("face", "landmarks", fetch("astronaut"), *SMALL)
-    assert "face 0: 468 points" in text.stdout and "yaw" in text.stdout
+    assert "face 0: 468 points" in text.stdout and "yaw" in text.stdout and "left iris" in text.stdout
 
 
 def test_attributes_edgetvm_agrees_with_the_reference_engines(tmp_path):

@@ -1,7 +1,7 @@
 """The ARM face bundle (`edgetvm face build`) run under qemu against the Python pipeline on the host.
 
 CI builds the bundle with a 160x160 detector input (the face pipeline end to end in ~6 G guest
-instructions, most of them SFace); the default 320x320 and YuNet are `slow`.
+instructions, most of them SFace) and FaceMesh (--landmarks); the default 320x320 and YuNet are `slow`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from edgetvm.cli import main
 from edgetvm.errors import ArtifactError
 from edgetvm.face import FacePipeline, box_iou
 from edgetvm.face.bundle import read_manifest, run_bundle
+from edgetvm.face.landmarks import FaceLandmarker
 
 
 def _build(tmp_path_factory, *extra):
@@ -30,7 +31,7 @@ INT8_RECOGNIZER = {"recognizer": {"quantize": "int8"}}
 
 @pytest.fixture(scope="module")
 def arm_bundle_160(tmp_path_factory):
-    return _build(tmp_path_factory, "--detector-size", "160x160")
+    return _build(tmp_path_factory, "--detector-size", "160x160", "--landmarks")
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,24 @@ def test_arm_bundle_matches_host_pipeline(arm_bundle_160, host_pipeline_160, ast
     assert manifest["is_arm"] and manifest["detector_size"] == [160, 160]
     assert {"detector.so", "recognizer.so", "face_demo", "face_proc.c", "face_config.h"} <= set(manifest["files"])
     _compare(arm_bundle_160, host_pipeline_160, astronaut)
+
+
+@pytest.mark.arm
+def test_arm_bundle_landmarks_match_host(arm_bundle_160, astronaut, grace):
+    """face_demo's meshes (FaceMesh on ARM, face_mesh.c) against FaceMesh compiled for the host on the
+    board's own detections: the same crops up to the 3 decimals face_demo prints boxes with."""
+    assert {"facemesh.so", "face_mesh.c"} <= set(read_manifest(arm_bundle_160)["files"])
+    host = FaceLandmarker(num_threads=1)
+    for image in (astronaut, grace):
+        run = run_bundle(arm_bundle_160, image, timeout=1200)
+        assert run.mesh_points.shape == (len(run.faces), 468, 3) and len(run.meshes) == len(run.faces) >= 1
+        for face, points, printed in zip(run.faces, run.mesh_points, run.meshes):
+            mesh = host.from_face(image, face)
+            assert np.abs(points - mesh.points).max() < 0.01 * (mesh.roi.size / 192)
+            pose = mesh.pose
+            np.testing.assert_allclose([printed["yaw"], printed["pitch"], printed["roll"]],
+                                       [pose.yaw, pose.pitch, pose.roll], atol=0.01)
+            assert printed["presence"] > 0.99 and min(printed["eyes"]) > 0.2
 
 
 def test_bundle_errors(tmp_path):

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgetvm.face.landmarks import (CHIN, FOREHEAD, LEFT_EYE_OUTER, MESH_SIZE, RIGHT_EYE_OUTER, FaceLandmarker, FaceRoi,
-                                    head_pose, mesh_input, roi_from_face, roi_from_mesh)
+from edgetvm.face.landmarks import (CHIN, EYE_CORNERS, FOREHEAD, IRIS_SIZE, LEFT_EYE_OUTER, MESH_SIZE, RIGHT_EYE_OUTER,
+                                    FaceLandmarker, FaceRoi, head_pose, iris_input, mesh_input, roi_from_eye,
+                                    roi_from_face, roi_from_mesh)
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +36,23 @@ def test_facemesh_matches_litert_on_the_crop(landmarkers, ort_pipeline_ci, astro
         bx1, by1, bx2, by2 = face.box
         overlap = max(0, min(x2, bx2) - max(x1, bx1)) * max(0, min(y2, by2) - max(y1, by1))
         assert overlap / ((bx2 - bx1) * (by2 - by1)) > 0.8
+
+
+def test_iris_matches_litert_and_lands_in_the_eye(landmarkers, ort_pipeline_ci, astronaut, grace):
+    ours, reference = landmarkers
+    for image in (astronaut, grace):
+        mesh = reference.from_face(image, ort_pipeline_ci.detect(image)[0])
+        irises = ours.irises(image, mesh)
+        for eye, (corners, mirrored) in EYE_CORNERS.items():
+            x = iris_input(image, roi_from_eye(mesh.points, corners), mirrored)
+            assert x.shape == (1, IRIS_SIZE, IRIS_SIZE, 3)
+            for a, b in zip(ours.run_iris(x), reference.run_iris(x)):
+                assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
+            # The iris centre lies between the eye's corners, its diameter a third to a half of their distance.
+            outer, inner = (mesh.points[i, :2] for i in corners)
+            width = np.linalg.norm(inner - outer)
+            along = float((irises[eye].center - outer) @ (inner - outer)) / width ** 2
+            assert 0.25 < along < 0.75 and 0.3 * width < 2 * irises[eye].radius < 0.55 * width, (eye, along)
 
 
 def test_roi_maps_crop_points_back_to_the_image():
