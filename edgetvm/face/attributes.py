@@ -168,12 +168,17 @@ class AttributeEstimator:
         self.num_threads = num_threads
         self._engines: dict[str, object] = {}
 
+    def runner(self, net: Network, size: int):
+        """The engine running ``net`` on (1, 3, size, size) inputs, built on first use."""
+        if net.name not in self._engines:
+            self._engines[net.name] = make_engine(self.engine, net, (size, size), self.compile_options,
+                                                  self.num_threads)
+        return self._engines[net.name]
+
     def probabilities(self, net: Network, chip: np.ndarray) -> np.ndarray:
         """The network's class probabilities for one uint8 chip."""
-        if net.name not in self._engines:
-            size = chip.shape[1], chip.shape[0]
-            self._engines[net.name] = make_engine(self.engine, net, size, self.compile_options, self.num_threads)
-        return np.asarray(self._engines[net.name](chip_input(net, chip))[0], dtype=np.float32).reshape(-1)
+        run = self.runner(net, chip.shape[0])
+        return np.asarray(run(chip_input(net, chip))[0], dtype=np.float32).reshape(-1)
 
     def from_chips(self, gender_chip: np.ndarray, age_chip: np.ndarray, mesh: FaceMesh) -> Attributes:
         gender = self.probabilities(GENDER, gender_chip)
