@@ -10,17 +10,17 @@ rotation, an image point ``p`` (pixel centres at integers) lands at crop pixel
 
 FaceMesh returns (x, y, z) per point in crop units, the crop's left edge at x = 0 (a pixel centre
 is at i + 0.5) and z in roughly the scale of x, smaller nearer the camera; they go back to the
-image with ``p = c + R(theta) (q - 96) / k``, ``z / k``. ``FaceLandmarker.from_face`` runs it once more on
-the crop of its own mesh. Its second output is a face-presence
-logit (sigmoid: the probability the crop holds a face), which the tracker uses to drop a lost
-face. MediaPipe's next-frame crop from a mesh (``face_landmarks_to_roi``) is ``roi_from_mesh``:
-the mesh's bounding box, rotated by the outer eye corners 33 -> 263, scaled 1.5.
+image with ``p = c + R(theta) (q - 96) / k``, ``z / k``. Its second output is a face-presence logit
+(sigmoid: the probability the crop holds a face), which the tracker uses to drop a lost face.
+MediaPipe's next-frame crop from a mesh (``face_landmarks_to_roi``) is ``roi_from_mesh``: the mesh's
+bounding box, rotated by the outer eye corners 33 -> 263, scaled 1.5; ``FaceLandmarker.from_face``
+runs FaceMesh once more on that crop of its own first mesh.
 
 Iris (MediaPipe's ``iris_landmark_cpu``) runs per eye on a square of ``2.3x`` the distance between
 the eye's corners (33 -> 133 for the person's right eye, 362 -> 263 for the left), turned by that
-line, resampled to 64x64 in [0, 1]; the model was trained on one eye side, so the person's left eye
-(MediaPipe's "right" eye) has its crop is mirrored before the network and the points mirrored back
-(``x -> 64 - x``). It gives 5 iris points (centre, then four on the rim) and 71 eye-contour points.
+line, resampled to 64x64 in [0, 1]. The model was trained on one side's eyes: the crop of the
+person's left eye (MediaPipe's "right" eye) is mirrored before the network and its points mirrored
+back (``x -> 64 - x``). It gives 5 iris points (centre, then four on the rim) and 71 eye-contour points.
 MediaPipe pads crops that leave the image by replicating the border; here they are zero.
 
 Head pose is read from the mesh's own geometry (no canonical face model ships in a package we
@@ -33,8 +33,10 @@ y down, z away from the camera). Then::
     pitch = asin(y_z)         positive: the chin farther than the forehead (looking up)
 
 Roll does not change z, so yaw and pitch do not depend on roll. The angles are as good as
-FaceMesh's z scale, and zero pitch means the forehead-chin line is parallel to the image plane,
-which for an upright neutral face is within a few degrees of looking straight at the camera.
+FaceMesh's z scale. Zero pitch means the forehead-chin line is parallel to the image plane; a face
+looking into the camera reads a few degrees of pitch (the astronaut 10, Grace Hopper 5: the
+forehead leans back), which a rigid fit to MediaPipe's canonical face would remove, had a package
+we fetch shipped that model.
 """
 
 from __future__ import annotations

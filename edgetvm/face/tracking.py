@@ -4,7 +4,7 @@ following each face in between (MediaPipe's face_landmark_front scheme), stable 
 * **Detection frames** (0, N, 2N, ...): detections are matched to the live tracks greedily by
   intersection over union, highest first, a pair counting only at ``IoU >= iou_threshold``. A
   track's box is the bounding box of its mesh and a detection's is the detector's box; for the
-  same face they overlap at IoU ~0.85, for two faces side by side at 0. A matched track takes the
+  same face they overlap at IoU ~0.9 (the astronaut: 0.88), for two faces side by side at 0. A matched track takes the
   detection's box and a fresh mesh from it; an unmatched detection starts a new track (an
   *entry*); an unmatched track ends (an *exit*).
 * **Frames in between**: each track's mesh is run again on the crop MediaPipe derives from its
@@ -14,7 +14,9 @@ following each face in between (MediaPipe's face_landmark_front scheme), stable 
 A face that enters between detection frames is picked up at the next one (at most N - 1 frames
 late). Ids are not re-identified: a person who leaves and comes back is a new entry. A face that
 replaces another inside the same crop between detection frames keeps the old id (the mesh cannot
-tell people apart; the recognizer could).
+tell people apart; the recognizer could). Two tracks whose meshes slide onto one face between
+detection frames (faces crossing) stay two until the next detection frame, where the one the
+detection does not continue ends and counts as an exit.
 """
 
 from __future__ import annotations
