@@ -193,10 +193,11 @@ def cmd_face_build(args: argparse.Namespace) -> int:
     options, precision = bundle_options(args)
     spec = BundleSpec(args.target, args.detector, args.recognizer, args.detector_size, args.score_threshold,
                       args.nms_threshold, args.max_faces, args.threshold, options, args.threads,
-                      landmarks=args.landmarks)
+                      landmarks=args.landmarks, attributes=args.attributes)
     out = build_bundle(args.output, spec)
     size = sum(p.stat().st_size for p in Path(out).iterdir()) / 2**20
-    mesh = "facemesh.so, " if args.landmarks else ""
+    mesh = "facemesh.so, " if args.landmarks or args.attributes else ""
+    mesh += "age.so, gender.so, " if args.attributes else ""
     print(f"wrote {out}/ ({size:.1f} MiB) for {args.target}: detector.so, recognizer.so, {mesh}face_demo "
           f"(see {out}/README.txt)")
     if precision:
@@ -253,6 +254,8 @@ def add_face_commands(sub) -> None:
     p.add_argument("--max-faces", type=int, default=50, help="most faces face_demo reports per image (default 50)")
     p.add_argument("--landmarks", action="store_true", help="add FaceMesh (float32) and face_mesh.c: face_demo "
                    "--mesh prints each face's head pose, eye and mouth ratios and writes its 468 points")
+    p.add_argument("--attributes", action="store_true", help="add the age and gender networks (float32) and "
+                   "face_attr.c (implies --landmarks): face_demo prints each face's age and gender")
     p.add_argument("--fp32", action="store_true", help="keep both networks float (default: the sface recognizer "
                    "is int8, which keeps its embeddings at cosine >= 0.99 to fp32 at a quarter of the size)")
     _add_network_options(p, engine=False)

@@ -8,7 +8,7 @@ from .align import ARCFACE_TEMPLATE, align_face, alignment_matrix, umeyama
 from .attributes import AttributeEstimator, Attributes
 from .detect import Face, decode_retinaface, decode_yunet, letterbox, retinaface_priors
 from .image import draw_faces, read_image, resize_bilinear, warp_affine, write_ppm
-from .landmarks import FaceLandmarker, FaceMesh, FaceRoi, HeadPose, head_pose
+from .landmarks import FaceLandmarker, FaceMesh, FaceRoi, HeadPose, Iris, head_pose
 from .nms import box_iou, nms
 from .pipeline import FacePipeline, Verification, cosine_similarity, l2_normalize
 from .tracking import FaceTracker, Track
@@ -21,6 +21,7 @@ __all__ = [
     "FaceRoi",
     "FaceTracker",
     "HeadPose",
+    "Iris",
     "Track",
     "head_pose",
     "ARCFACE_TEMPLATE",

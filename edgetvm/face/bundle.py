@@ -7,6 +7,7 @@
     facemesh.so  facemesh.h       with ``landmarks``: FaceMesh (468 points), float32
     face_proc.c  face_proc.h      pre/post-processing: letterbox, decode, NMS, alignment, warp
     face_mesh.c  face_mesh.h      with ``landmarks``: FaceMesh's crop and decoding, head pose, eye/mouth ratios
+    age.so gender.so face_attr.c  with ``attributes`` (implies landmarks): dlib's chips, age and gender
     face_demo.c  face_config.h    the example program and its build settings
     face_demo                     built for the target; runs next to the two .so files
     bundle.json  README.txt       what was built, with which options; how to run it
@@ -35,12 +36,13 @@ from ..targets import resolve_target
 from .calibration import face_calibration
 from .detect import Face
 from .image import write_ppm
+from .attributes import AGE, AGE_CHIP, GENDER, GENDER_CHIP
 from .landmarks import FACEMESH, MESH_POINTS, MESH_SIZE
 from .networks import RECOGNIZER_SIZE, YUNET_SIZE, compile_network, detector_mean_bgr, network, options_for
 from .pipeline import DEFAULT_THRESHOLDS
 
 C_DIR = Path(__file__).resolve().parent / "c"
-STAGES = ("detect", "align", "embed", "mesh")
+STAGES = ("detect", "align", "embed", "mesh", "attributes")
 
 
 @dataclass
@@ -59,6 +61,9 @@ class BundleSpec:
     num_threads: int | None = None
     # FaceMesh (float32) and face_mesh.c in the bundle: face_demo --mesh prints head pose, eyes, mouth.
     landmarks: bool = False
+    # The age and gender networks (float32) and face_attr.c; needs the landmarks (the chips are cut at
+    # mesh points): face_demo prints each face's age and gender.
+    attributes: bool = False
 
     def to_json(self) -> dict:
         def plain(value):
@@ -70,7 +75,8 @@ class BundleSpec:
         return {"target": self.target, "detector": self.detector, "recognizer": self.recognizer,
                 "detector_size": list(self.detector_size), "score_threshold": self.score_threshold,
                 "nms_threshold": self.nms_threshold, "max_faces": self.max_faces, "threshold": self.threshold,
-                "compile_options": options, "num_threads": self.num_threads, "landmarks": self.landmarks}
+                "compile_options": options, "num_threads": self.num_threads, "landmarks": self.landmarks,
+                "attributes": self.attributes}
 
 
 def _config_header(spec: BundleSpec, embedding_size: int) -> str:
@@ -92,6 +98,7 @@ def _config_header(spec: BundleSpec, embedding_size: int) -> str:
 #define FACE_EMBEDDING_SIZE {embedding_size}
 #define FACE_MATCH_THRESHOLD {float(spec.threshold)!r}f
 #define FACE_LANDMARKS {int(spec.landmarks)}
+#define FACE_ATTRIBUTES {int(spec.attributes)}
 #endif
 """
 
@@ -111,7 +118,8 @@ face_demo finds detector.so and recognizer.so beside itself (rpath $ORIGIN). To 
 
 With FaceMesh in the bundle (`edgetvm face build --landmarks`), `./face_demo photo.ppm --mesh
 points.bin` also prints each face's head pose, eye and mouth ratios and writes its 468 (x, y, z)
-points (faces x 468 x 3 float32); the C API is in face_mesh.h.
+points (faces x 468 x 3 float32); the C API is in face_mesh.h. With `--attributes` it also prints
+each face's age and gender (C API: face_attr.h).
 
 Settings (detector {detector} at {w}x{h}, score > {score}, NMS IoU {nms}, match threshold {threshold})
 are in face_config.h and bundle.json.
@@ -133,6 +141,7 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
         raise InputError(f"detector size {w}x{h}: width and height must be positive multiples of 32")
     if spec.threshold is None:
         spec.threshold = DEFAULT_THRESHOLDS[spec.recognizer]
+    spec.landmarks = spec.landmarks or spec.attributes
     cc = c_compiler(target)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -148,15 +157,20 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
         recognizer.export(tmp / "recognizer.so", standalone=True)
         embedding_size = int(np.prod(recognizer.outputs[0].shape))
         sources, libraries = ["face_demo.c", "face_proc.c"], ["-l:detector.so", "-l:recognizer.so"]
-        if spec.landmarks:
-            # FaceMesh stays float32: its contract is LiteRT's outputs within 1e-4.
-            mesh_options = {k: v for k, v in options_for(spec.compile_options, "landmarks").items()
-                            if k not in ("quantize", "prune")}
-            compile_network(FACEMESH, (MESH_SIZE, MESH_SIZE), spec.target, mesh_options,
-                            spec.num_threads).export(tmp / "facemesh.so", standalone=True)
-            sources.append("face_mesh.c")
-            libraries.append("-l:facemesh.so")
-        for name in (*sources, "face_proc.h", *(["face_mesh.h"] if spec.landmarks else [])):
+        # FaceMesh, age and gender stay float32: their contract is their reference runtime's outputs.
+        extra = [(FACEMESH, MESH_SIZE, "facemesh", "face_mesh")] if spec.landmarks else []
+        if spec.attributes:
+            extra += [(AGE, AGE_CHIP, "age", "face_attr"), (GENDER, GENDER_CHIP, "gender", None)]
+        for net, size, library, source in extra:
+            options = {k: v for k, v in options_for(spec.compile_options, net.role).items()
+                       if k not in ("quantize", "prune")}
+            compile_network(net, (size, size), spec.target, options, spec.num_threads).export(
+                tmp / f"{library}.so", standalone=True)
+            libraries.append(f"-l:{library}.so")
+            if source:
+                sources.append(f"{source}.c")
+        headers = [name.replace(".c", ".h") for name in sources if name != "face_demo.c"]
+        for name in (*sources, *headers):
             shutil.copyfile(C_DIR / name, tmp / name)
         (tmp / "face_config.h").write_text(_config_header(spec, embedding_size))
         cflags = target_cflags(target)
@@ -214,6 +228,8 @@ class BundleRun:
     # face (presence, yaw, pitch, roll, eyes (right, left), mouth).
     mesh_points: np.ndarray | None = None
     meshes: list[dict] = field(default_factory=list)
+    # A bundle with attributes: face_demo's age and gender per face of ``image``.
+    attributes: list[dict] = field(default_factory=list)
 
 
 def parse_faces(stdout: str) -> list[list[Face]]:
@@ -278,21 +294,38 @@ def run_bundle(bundle_dir: str | os.PathLike, image: np.ndarray, *, other: np.nd
         if line.startswith("similarity "):
             similarity = float(line.split()[1])
     return BundleRun(images[0] if images else [], embeddings, stdout, instructions,
-                     images[1] if len(images) > 1 else [], similarity, mesh_points, parse_meshes(stdout))
+                     images[1] if len(images) > 1 else [], similarity, mesh_points, parse_meshes(stdout),
+                     parse_attributes(stdout))
+
+
+def _first_image_lines(stdout: str, kind: str) -> list[list[str]]:
+    """The words of the lines starting with ``kind`` that face_demo printed for its first image."""
+    lines, images = [], 0
+    for line in stdout.splitlines():
+        parts = line.split()
+        images += parts[:1] == ["image"]
+        if images <= 1 and parts[:1] == [kind]:
+            lines.append(parts)
+    return lines
 
 
 def parse_meshes(stdout: str) -> list[dict]:
-    """The ``mesh`` lines face_demo printed for the first image, one dict per face."""
+    """The ``mesh`` lines of the first image, one dict per face."""
     meshes = []
-    for line in stdout.splitlines():
-        parts = line.split()
-        if parts[:1] == ["image"] and meshes:
-            break
-        if parts[:1] == ["mesh"]:
-            value = {k: float(parts[parts.index(k) + 1]) for k in ("presence", "yaw", "pitch", "roll", "mouth")}
-            e = parts.index("eyes")
-            meshes.append({**value, "eyes": (float(parts[e + 1]), float(parts[e + 2]))})
+    for parts in _first_image_lines(stdout, "mesh"):
+        value = {k: float(parts[parts.index(k) + 1]) for k in ("presence", "yaw", "pitch", "roll", "mouth")}
+        e = parts.index("eyes")
+        meshes.append({**value, "eyes": (float(parts[e + 1]), float(parts[e + 2]))})
     return meshes
+
+
+def parse_attributes(stdout: str) -> list[dict]:
+    """The ``attributes`` lines of the first image, one dict per face."""
+    return [{"age": int(parts[parts.index("age") + 1]),
+             "age_expectation": float(parts[parts.index("expectation") + 1]),
+             "gender": parts[parts.index("gender") + 1],
+             "gender_probability": float(parts[parts.index("probability") + 1])}
+            for parts in _first_image_lines(stdout, "attributes")]
 
 
 def stage_instructions(bundle_dir: str | os.PathLike, image: np.ndarray, n: int = 2,
@@ -304,7 +337,10 @@ def stage_instructions(bundle_dir: str | os.PathLike, image: np.ndarray, n: int 
     """
     base = run_bundle(bundle_dir, image, count=True, timeout=timeout)
     counts = {"total_run": base.instructions, "faces": len(base.faces)}
-    for stage in STAGES if read_manifest(bundle_dir).get("landmarks") else STAGES[:-1]:
+    manifest = read_manifest(bundle_dir)
+    skip = {"mesh"} if not manifest.get("landmarks") else set()
+    skip |= {"attributes"} if not manifest.get("attributes") else set()
+    for stage in (s for s in STAGES if s not in skip):
         more = run_bundle(bundle_dir, image, count=True, repeat=(stage, 1 + n), timeout=timeout)
         counts[stage] = (more.instructions - base.instructions) // n
     return counts

@@ -1,5 +1,5 @@
-"""The board's landmark stage (face/c/face_mesh.c), built for the host and bound with ctypes, against
-edgetvm.face.landmarks and attributes on real faces."""
+"""The board's landmark and attribute stages (face/c/face_mesh.c, face_attr.c), built for the host and
+bound with ctypes, against edgetvm.face.landmarks and attributes on real faces."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from edgetvm.face.attributes import LEFT_EYE, RIGHT_EYE, aspect_ratio, mouth_ratio
+from edgetvm.face.attributes import (AGE, AGE_CHIP, GENDER, GENDER_CHIP, LEFT_EYE, RIGHT_EYE, age_expectation,
+                                     aspect_ratio, chip_input, dlib_chip, mouth_ratio)
 from edgetvm.face.landmarks import (MESH_SIZE, FaceLandmarker, FaceRoi, decode_mesh, mesh_input, roi_from_face,
                                     roi_from_mesh)
 
@@ -35,11 +36,13 @@ def mesh_lib(tmp_path_factory):
     cc = shutil.which("gcc") or shutil.which("cc")
     out = tmp_path_factory.mktemp("face_mesh") / "libface_mesh.so"
     subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-shared", "-fPIC",
-                    "-o", str(out), str(C_DIR / "face_proc.c"), str(C_DIR / "face_mesh.c"), "-lm"], check=True)
+                    "-o", str(out), *(str(C_DIR / name) for name in ("face_proc.c", "face_mesh.c", "face_attr.c")),
+                    "-lm"], check=True)
     lib = ctypes.CDLL(str(out))
     lib.face_mesh_decode.restype = ctypes.c_float
     lib.face_eye_aspect_ratio.restype = ctypes.c_float
     lib.face_mouth_aspect_ratio.restype = ctypes.c_float
+    lib.face_age_expectation.restype = ctypes.c_float
     return lib
 
 
@@ -93,3 +96,25 @@ def test_c_refuses_degenerate_input(mesh_lib):
     det, roi = FaceDet(), Roi()
     assert mesh_lib.face_mesh_roi_from_det(ctypes.byref(det), ctypes.c_float(1.5), ctypes.byref(roi)) == -1
     assert mesh_lib.face_head_pose(_f(np.zeros(468 * 3, np.float32)), ctypes.byref(Pose())) == -1
+
+
+def test_c_attribute_chips_match_python(mesh_lib, ort_pipeline_ci, astronaut, grace):
+    lib = mesh_lib
+    reference = FaceLandmarker("litert", num_threads=1)
+    for image in (astronaut, grace):
+        mesh = reference.from_face(image, ort_pipeline_ci.detect(image)[0])
+        rgb = np.ascontiguousarray(image)
+        points = np.ascontiguousarray(mesh.points.reshape(-1), dtype=np.float32)
+        for size, net in ((AGE_CHIP, AGE), (GENDER_CHIP, GENDER)):
+            chip = np.empty((size, size, 3), np.uint8)
+            assert lib.face_dlib_chip(rgb.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), rgb.shape[1], rgb.shape[0],
+                                      _f(points), size, chip.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))) == 0
+            expected = dlib_chip(image, mesh, size).astype(int)
+            # Truncation to uint8 turns float rounding into an occasional 1: nothing more.
+            difference = np.abs(chip.astype(int) - expected)
+            assert difference.max() <= 1 and (difference > 0).mean() < 0.01
+            x = np.empty((1, 3, size, size), np.float32)
+            lib.face_chip_input(chip.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), size, _f(x))
+            np.testing.assert_array_equal(x, chip_input(net, chip))
+    p = np.random.default_rng(0).dirichlet(np.ones(81)).astype(np.float32)
+    assert lib.face_age_expectation(_f(p)) == np.float32(age_expectation(p))

