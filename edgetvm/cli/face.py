@@ -1,5 +1,6 @@
 """``edgetvm face ...``: detect, verify, embed, build (the board bundle), ppm (image conversion); enroll,
-identify and gallery (1:N identification, ``cli/face_gallery.py``)."""
+identify and gallery (1:N identification, ``cli/face_gallery.py``); landmarks, attributes and track
+(``cli/face_analysis.py``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from ..face.bundle import BundleSpec, build_bundle
 from ..face.image import draw_faces, read_image, score_label, write_ppm
 from ..face.pipeline import FacePipeline
 from ..io import atomic_path
+from .face_analysis import add_analysis_commands
 from .face_gallery import add_gallery_commands
+from .options import number_in
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -32,25 +35,10 @@ def _size(text: str) -> tuple[int, int]:
 
 def _unit_interval(flag: str):
     """An argparse type for a score or overlap threshold, which only means something in [0, 1]."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not 0.0 <= value <= 1.0:
-            raise argparse.ArgumentTypeError(f"{text}: {flag} is a fraction in [0, 1]")
-        return value
-    return parse
+    return number_in(0.0, 1.0, f"{flag} is a fraction in [0, 1]")
 
 
-def _cosine(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not -1.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text}: a cosine similarity threshold lies in [-1, 1]")
-    return value
+_cosine = number_in(-1.0, 1.0, "a cosine similarity threshold lies in [-1, 1]")
 
 
 def _add_network_options(p: argparse.ArgumentParser, engine: bool = True, recognizer: bool = True) -> None:
@@ -206,10 +194,13 @@ def bundle_options(args: argparse.Namespace) -> tuple[dict, str]:
 def cmd_face_build(args: argparse.Namespace) -> int:
     options, precision = bundle_options(args)
     spec = BundleSpec(args.target, args.detector, args.recognizer, args.detector_size, args.score_threshold,
-                      args.nms_threshold, args.max_faces, args.threshold, options, args.threads)
+                      args.nms_threshold, args.max_faces, args.threshold, options, args.threads,
+                      landmarks=args.landmarks, attributes=args.attributes)
     out = build_bundle(args.output, spec)
     size = sum(p.stat().st_size for p in Path(out).iterdir()) / 2**20
-    print(f"wrote {out}/ ({size:.1f} MiB) for {args.target}: detector.so, recognizer.so, face_demo "
+    mesh = "facemesh.so, " if args.landmarks or args.attributes else ""
+    mesh += "age.so, gender.so, " if args.attributes else ""
+    print(f"wrote {out}/ ({size:.1f} MiB) for {args.target}: detector.so, recognizer.so, {mesh}face_demo "
           f"(see {out}/README.txt)")
     if precision:
         print(precision)
@@ -263,6 +254,10 @@ def add_face_commands(sub) -> None:
     p.add_argument("--target", "-t", default="armv7-neon", help="target preset (see `edgetvm targets`)")
     p.add_argument("-o", "--output", "--out", dest="output", required=True, help="bundle directory")
     p.add_argument("--max-faces", type=int, default=50, help="most faces face_demo reports per image (default 50)")
+    p.add_argument("--landmarks", action="store_true", help="add FaceMesh (float32) and face_mesh.c: face_demo "
+                   "--mesh prints each face's head pose, eye and mouth ratios and writes its 468 points")
+    p.add_argument("--attributes", action="store_true", help="add the age and gender networks (float32) and "
+                   "face_attr.c (implies --landmarks): face_demo prints each face's age and gender")
     p.add_argument("--fp32", action="store_true", help="keep both networks float (default: the sface recognizer "
                    "is int8, which keeps its embeddings at cosine >= 0.99 to fp32 at a quarter of the size)")
     _add_network_options(p, engine=False)
@@ -275,3 +270,4 @@ def add_face_commands(sub) -> None:
     p.set_defaults(func=cmd_face_ppm)
 
     add_gallery_commands(command, _add_network_options, _pipeline)
+    add_analysis_commands(command, _add_network_options, _pipeline)

@@ -27,15 +27,23 @@ def add_input_shape_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...", help="static input shape (repeatable)")
 
 
-def channel_fraction(text: str) -> float:
-    """An argparse type: the fraction of channels to prune, in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text}: give the fraction of channels to remove, in [0, 1)")
-    return value
+def number_in(low: float, high: float, meaning: str, *, whole: bool = False, low_open: bool = False,
+              high_open: bool = False):
+    """An argparse type for a number between ``low`` and ``high`` (ends included unless ``*_open``);
+    a value outside is refused with ``"TEXT: meaning"``. ``whole`` parses an int."""
+    def parse(text: str):
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if whole else 'number'}") from None
+        if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+            raise argparse.ArgumentTypeError(f"{text}: {meaning}")
+        return value
+    return parse
+
+
+# An argparse type: the fraction of channels to prune, in [0, 1).
+channel_fraction = number_in(0.0, 1.0, "give the fraction of channels to remove, in [0, 1)", high_open=True)
 
 
 DATA_DRIVEN_CRITERIA = ("activation", "reconstruction")

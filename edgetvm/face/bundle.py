@@ -4,10 +4,13 @@
 
     detector.so  detector.h       the detector, compiled by edgetvm (standalone C API, no TVM runtime)
     recognizer.so  recognizer.h   the recognizer, likewise
+    facemesh.so  facemesh.h       with ``landmarks``: FaceMesh (468 points), float32
     face_proc.c  face_proc.h      pre/post-processing: letterbox, decode, NMS, alignment, warp
     face_gallery.c  face_gallery.h  identification: the gallery file, int8 search, enroll
     face_quality.c  face_quality.h  face quality (size, sharpness, pose, exposure): the enrolment gate
     face_gallery                  the gallery tool (list, search, enroll, remove), no networks
+    face_mesh.c  face_mesh.h      with ``landmarks``: FaceMesh's crop and decoding, head pose, eye/mouth ratios
+    age.so gender.so face_attr.c  with ``attributes`` (implies landmarks): dlib's chips, age and gender
     face_demo.c  face_config.h    the example program and its build settings
     face_demo                     built for the target; runs next to the two .so files
     bundle.json  README.txt       what was built, with which options; how to run it
@@ -36,13 +39,14 @@ from ..targets import resolve_target
 from .calibration import face_calibration
 from .detect import Face
 from .image import write_ppm
+from .attributes import AGE, AGE_CHIP, GENDER, GENDER_CHIP
+from .landmarks import FACEMESH, MESH_POINTS, MESH_SIZE
 from .networks import RECOGNIZER_SIZE, YUNET_SIZE, compile_network, detector_mean_bgr, network, options_for
 from .pipeline import DEFAULT_THRESHOLDS
 
 C_DIR = Path(__file__).resolve().parent / "c"
-STAGES = ("detect", "align", "embed")
-IDENTIFICATION_SOURCES = ("face_gallery.c", "face_gallery.h", "face_gallery_tool.c", "face_quality.c",
-                          "face_quality.h")
+STAGES = ("detect", "align", "embed", "mesh", "attributes")
+IDENTIFICATION_SOURCES = ("face_gallery.c", "face_quality.c")
 
 
 @dataclass
@@ -59,6 +63,11 @@ class BundleSpec:
     threshold: float | None = None
     compile_options: dict = field(default_factory=dict)
     num_threads: int | None = None
+    # FaceMesh (float32) and face_mesh.c in the bundle: face_demo --mesh prints head pose, eyes, mouth.
+    landmarks: bool = False
+    # The age and gender networks (float32) and face_attr.c; needs the landmarks (the chips are cut at
+    # mesh points): face_demo prints each face's age and gender.
+    attributes: bool = False
 
     def to_json(self) -> dict:
         def plain(value):
@@ -70,7 +79,8 @@ class BundleSpec:
         return {"target": self.target, "detector": self.detector, "recognizer": self.recognizer,
                 "detector_size": list(self.detector_size), "score_threshold": self.score_threshold,
                 "nms_threshold": self.nms_threshold, "max_faces": self.max_faces, "threshold": self.threshold,
-                "compile_options": options, "num_threads": self.num_threads}
+                "compile_options": options, "num_threads": self.num_threads, "landmarks": self.landmarks,
+                "attributes": self.attributes}
 
 
 def _config_header(spec: BundleSpec, embedding_size: int) -> str:
@@ -92,6 +102,8 @@ def _config_header(spec: BundleSpec, embedding_size: int) -> str:
 #define FACE_EMBEDDING_SIZE {embedding_size}
 #define FACE_MATCH_THRESHOLD {float(spec.threshold)!r}f
 #define FACE_RECOGNIZER "{spec.recognizer}"
+#define FACE_LANDMARKS {int(spec.landmarks)}
+#define FACE_ATTRIBUTES {int(spec.attributes)}
 #endif
 """
 
@@ -112,8 +124,13 @@ gallery people.db --export people.gal`); the format is documented in face_galler
 
 face_demo finds detector.so and recognizer.so beside itself (rpath $ORIGIN). To rebuild it:
 
-    {cc} -O2 -std=gnu99 -ffp-contract=off {cflags} -o face_demo face_demo.c face_proc.c face_gallery.c \\
-        face_quality.c -L. -l:detector.so -l:recognizer.so -Wl,-rpath,'$ORIGIN' -lm
+    {cc} -O2 -std=gnu99 -ffp-contract=off {cflags} -o face_demo {sources} \\
+        -L. {libraries} -Wl,-rpath,'$ORIGIN' -lm
+
+With FaceMesh in the bundle (`edgetvm face build --landmarks`), `./face_demo photo.ppm --mesh
+points.bin` also prints each face's head pose, eye and mouth ratios and writes its 468 (x, y, z)
+points (faces x 468 x 3 float32); the C API is in face_mesh.h. With `--attributes` it also prints
+each face's age and gender (C API: face_attr.h).
 
 Settings (detector {detector} at {w}x{h}, score > {score}, NMS IoU {nms}, match threshold {threshold})
 are in face_config.h and bundle.json.
@@ -148,6 +165,7 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
         raise InputError(f"detector size {w}x{h}: width and height must be positive multiples of 32")
     if spec.threshold is None:
         spec.threshold = DEFAULT_THRESHOLDS[spec.recognizer]
+    spec.landmarks = spec.landmarks or spec.attributes
     cc = c_compiler(target)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -162,20 +180,36 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
                                      calibrate=face_calibration)
         recognizer.export(tmp / "recognizer.so", standalone=True)
         embedding_size = int(np.prod(recognizer.outputs[0].shape))
-        for name in ("face_proc.c", "face_proc.h", "face_demo.c", *IDENTIFICATION_SOURCES):
+        sources = ["face_demo.c", "face_proc.c", *IDENTIFICATION_SOURCES]
+        libraries = ["-l:detector.so", "-l:recognizer.so"]
+        # FaceMesh, age and gender stay float32: their contract is their reference runtime's outputs.
+        extra = [(FACEMESH, MESH_SIZE, "facemesh", "face_mesh")] if spec.landmarks else []
+        if spec.attributes:
+            extra += [(AGE, AGE_CHIP, "age", "face_attr"), (GENDER, GENDER_CHIP, "gender", None)]
+        for net, size, library, source in extra:
+            options = {k: v for k, v in options_for(spec.compile_options, net.role).items()
+                       if k not in ("quantize", "prune")}
+            compile_network(net, (size, size), spec.target, options, spec.num_threads).export(
+                tmp / f"{library}.so", standalone=True)
+            libraries.append(f"-l:{library}.so")
+            if source:
+                sources.append(f"{source}.c")
+        headers = [name.replace(".c", ".h") for name in sources if name != "face_demo.c"]
+        # face_gallery_tool.c: the source of the gallery tool built beside face_demo (build_gallery_tool).
+        for name in (*sources, *headers, "face_gallery_tool.c"):
             shutil.copyfile(C_DIR / name, tmp / name)
         (tmp / "face_config.h").write_text(_config_header(spec, embedding_size))
         cflags = target_cflags(target)
-        cmd = [cc, "-O2", "-std=gnu99", "-ffp-contract=off", "-Wall", *cflags, "-o", "face_demo", "face_demo.c",
-               "face_proc.c", "face_gallery.c", "face_quality.c", "-L.", "-l:detector.so", "-l:recognizer.so",
-               "-Wl,-rpath,$ORIGIN", "-lm"]
+        cmd = [cc, "-O2", "-std=gnu99", "-ffp-contract=off", "-Wall", *cflags, "-o", "face_demo", *sources, "-L.",
+               *libraries, "-Wl,-rpath,$ORIGIN", "-lm"]
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         if proc.returncode != 0:
             raise CompileError(f"building face_demo for {target.preset} failed: {proc.stderr.strip()[-1500:]}")
         build_gallery_tool(spec.target, tmp)
         (tmp / "README.txt").write_text(README.format(
             target=target.preset, cc=Path(cc).name, cflags=" ".join(cflags), detector=spec.detector, w=w, h=h,
-            score=spec.score_threshold, nms=spec.nms_threshold, threshold=spec.threshold))
+            score=spec.score_threshold, nms=spec.nms_threshold, threshold=spec.threshold,
+            sources=" ".join(sources), libraries=" ".join(libraries)))
         manifest = {"format": "edgetvm-face-bundle/1", **spec.to_json(), "arch": target.target_dict.get("mtriple", ""),
                     "is_arm": target.is_arm, "qemu_cpu": target.qemu_cpu, "embedding_size": embedding_size,
                     "files": sorted(p.name for p in tmp.iterdir())}
@@ -220,6 +254,12 @@ class BundleRun:
     # With ``gallery``: per face, face_demo's (name, score) matches, best first, and its decision (None: unknown).
     matches: list[list[tuple[str, float]]] = field(default_factory=list)
     identities: list[str | None] = field(default_factory=list)
+    # A bundle with landmarks: the points (faces, 468, 3) of ``image`` and what face_demo printed per
+    # face (presence, yaw, pitch, roll, eyes (right, left), mouth).
+    mesh_points: np.ndarray | None = None
+    meshes: list[dict] = field(default_factory=list)
+    # A bundle with attributes: face_demo's age and gender per face of ``image``.
+    attributes: list[dict] = field(default_factory=list)
 
 
 def parse_faces(stdout: str) -> list[list[Face]]:
@@ -293,8 +333,13 @@ def run_bundle(bundle_dir: str | os.PathLike, image: np.ndarray, *, other: np.nd
         if gallery is not None:
             args += ["--gallery", str(Path(gallery).resolve()), "--top", str(int(top))]
             args += ["--enroll", enroll] if enroll else []
+        mesh_path = Path(tmp) / "points.bin"
+        if manifest.get("landmarks"):
+            args += ["--mesh", str(mesh_path)]
         stdout, instructions = _run_demo(bundle_dir, manifest, args, count, timeout)
         embeddings = np.fromfile(emb_path, dtype=np.float32).reshape(-1, manifest["embedding_size"])
+        mesh_points = (np.fromfile(mesh_path, dtype=np.float32).reshape(-1, MESH_POINTS, 3)
+                       if manifest.get("landmarks") else None)
     images = parse_faces(stdout)
     similarity = None
     for line in stdout.splitlines():
@@ -302,7 +347,38 @@ def run_bundle(bundle_dir: str | os.PathLike, image: np.ndarray, *, other: np.nd
             similarity = float(line.split()[1])
     matches, identities = parse_identification(stdout)
     return BundleRun(images[0] if images else [], embeddings, stdout, instructions,
-                     images[1] if len(images) > 1 else [], similarity, matches, identities)
+                     images[1] if len(images) > 1 else [], similarity, matches, identities, mesh_points,
+                     parse_meshes(stdout), parse_attributes(stdout))
+
+
+def _first_image_lines(stdout: str, kind: str) -> list[list[str]]:
+    """The words of the lines starting with ``kind`` that face_demo printed for its first image."""
+    lines, images = [], 0
+    for line in stdout.splitlines():
+        parts = line.split()
+        images += parts[:1] == ["image"]
+        if images <= 1 and parts[:1] == [kind]:
+            lines.append(parts)
+    return lines
+
+
+def parse_meshes(stdout: str) -> list[dict]:
+    """The ``mesh`` lines of the first image, one dict per face."""
+    meshes = []
+    for parts in _first_image_lines(stdout, "mesh"):
+        value = {k: float(parts[parts.index(k) + 1]) for k in ("presence", "yaw", "pitch", "roll", "mouth")}
+        e = parts.index("eyes")
+        meshes.append({**value, "eyes": (float(parts[e + 1]), float(parts[e + 2]))})
+    return meshes
+
+
+def parse_attributes(stdout: str) -> list[dict]:
+    """The ``attributes`` lines of the first image, one dict per face."""
+    return [{"age": int(parts[parts.index("age") + 1]),
+             "age_expectation": float(parts[parts.index("expectation") + 1]),
+             "gender": parts[parts.index("gender") + 1],
+             "gender_probability": float(parts[parts.index("probability") + 1])}
+            for parts in _first_image_lines(stdout, "attributes")]
 
 
 def stage_instructions(bundle_dir: str | os.PathLike, image: np.ndarray, n: int = 2,
@@ -314,7 +390,10 @@ def stage_instructions(bundle_dir: str | os.PathLike, image: np.ndarray, n: int 
     """
     base = run_bundle(bundle_dir, image, count=True, timeout=timeout)
     counts = {"total_run": base.instructions, "faces": len(base.faces)}
-    for stage in STAGES:
+    manifest = read_manifest(bundle_dir)
+    skip = {"mesh"} if not manifest.get("landmarks") else set()
+    skip |= {"attributes"} if not manifest.get("attributes") else set()
+    for stage in (s for s in STAGES if s not in skip):
         more = run_bundle(bundle_dir, image, count=True, repeat=(stage, 1 + n), timeout=timeout)
         counts[stage] = (more.instructions - base.instructions) // n
     return counts

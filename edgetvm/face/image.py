@@ -136,6 +136,11 @@ def draw_faces(image: np.ndarray, faces, path: str | os.PathLike, labels: list[s
         r = max(1.5, (x2 - x1) / 40)
         for (px, py), color in zip(face.landmarks, colors):
             draw.ellipse([px - r, py - r, px + r, py + r], fill=color)
+    return save_picture(canvas, path)
+
+
+def save_picture(canvas, path: str | os.PathLike) -> Path:
+    """Write a Pillow image atomically, in the format the path's suffix names."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fmt = (path.suffix.lstrip(".") or "png").upper()

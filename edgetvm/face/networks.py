@@ -54,6 +54,8 @@ class Network:
 
     def input_shape(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
         width, height = size
+        if (self.preprocess or {}).get("layout") == "nhwc":  # TFLite networks (FaceMesh)
+            return (1, height, width, 3)
         return (1, 3, height, width)
 
 
@@ -205,6 +207,28 @@ def onnxruntime_engine(net: Network, num_threads: int | None = None) -> Callable
     return run
 
 
+def litert_engine(net: Network, num_threads: int | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A function running the TFLite network ``net`` in LiteRT (the reference of FaceMesh), one
+    interpreter per call of this function."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise EdgeTVMError("the litert engine needs `pip install ai-edge-litert`") from None
+    interpreter = Interpreter(model_path=str(net.source()), num_threads=num_threads or 1)
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_indices = [d["index"] for d in interpreter.get_output_details()]
+    lock = threading.Lock()
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        with lock:  # one interpreter holds one set of tensors
+            interpreter.set_tensor(input_index, np.ascontiguousarray(x, dtype=np.float32))
+            interpreter.invoke()
+            return [interpreter.get_tensor(i).copy() for i in output_indices]
+
+    return run
+
+
 _LOADED: dict[str, object] = {}  # compile cache key -> runner, once per process
 
 
@@ -252,4 +276,8 @@ def make_engine(engine: str, net: Network, size: tuple[int, int], compile_option
         if compile_options:
             raise InputError(f"compile options {sorted(compile_options)} apply to the edgetvm engine only")
         return onnxruntime_engine(net, num_threads)
-    raise InputError(f"unknown engine {engine!r}; choose 'edgetvm' or 'onnxruntime'")
+    if engine == "litert":
+        if compile_options:
+            raise InputError(f"compile options {sorted(compile_options)} apply to the edgetvm engine only")
+        return litert_engine(net, num_threads)
+    raise InputError(f"unknown engine {engine!r}; choose 'edgetvm', 'onnxruntime' or (TFLite networks) 'litert'")

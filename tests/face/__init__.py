@@ -1,0 +1,1 @@
+"""The face SDK on top of edgetvm (edgetvm/face)."""
