@@ -23,6 +23,9 @@ PREPROCESSING: dict[str, dict] = {
     "sface": {"channel_order": "rgb", "mean": 0.0, "scale": 1.0, "layout": "nchw"},
     # MediaPipe BlazeFace short range: RGB scaled to [-1, 1], NHWC (TFLite).
     "blazeface": {"channel_order": "rgb", "mean": 127.5, "scale": 1.0 / 127.5, "layout": "nhwc"},
+    # MediaPipe selfie segmentation (both): RGB scaled to [0, 1], NHWC (selfie_segmentation_cpu.pbtxt).
+    "selfie_segmentation": {"channel_order": "rgb", "mean": 0.0, "scale": 1.0 / 255.0, "layout": "nhwc"},
+    "selfie_segmentation_landscape": {"channel_order": "rgb", "mean": 0.0, "scale": 1.0 / 255.0, "layout": "nhwc"},
 }
 
 
