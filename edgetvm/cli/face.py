@@ -246,10 +246,11 @@ def bundle_options(args: argparse.Namespace) -> tuple[dict, str]:
 def cmd_face_build(args: argparse.Namespace) -> int:
     options, precision = bundle_options(args)
     spec = BundleSpec(args.target, args.detector, args.recognizer, args.detector_size, args.score_threshold,
-                      args.nms_threshold, args.max_faces, args.threshold, options, args.threads)
+                      args.nms_threshold, args.max_faces, args.threshold, options, args.threads, args.segmenter)
     out = build_bundle(args.output, spec)
     size = sum(p.stat().st_size for p in Path(out).iterdir()) / 2**20
-    print(f"wrote {out}/ ({size:.1f} MiB) for {args.target}: detector.so, recognizer.so, face_demo "
+    stages = ", segmenter.so, segment_demo" if args.segmenter else ""
+    print(f"wrote {out}/ ({size:.1f} MiB) for {args.target}: detector.so, recognizer.so, face_demo{stages} "
           f"(see {out}/README.txt)")
     if precision:
         print(precision)
@@ -329,6 +330,8 @@ def add_face_commands(sub) -> None:
     p.add_argument("--max-faces", type=int, default=50, help="most faces face_demo reports per image (default 50)")
     p.add_argument("--fp32", action="store_true", help="keep both networks float (default: the sface recognizer "
                    "is int8, which keeps its embeddings at cosine >= 0.99 to fp32 at a quarter of the size)")
+    p.add_argument("--segmenter", default=None, choices=sorted(SEGMENTERS),
+                   help="add the person segmentation stage: segmenter.so (float) and segment_demo")
     _add_network_options(p, engine=False)
     p.set_defaults(func=cmd_face_build)
 

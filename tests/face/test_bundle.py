@@ -13,8 +13,9 @@ import pytest
 
 from edgetvm.cli import main
 from edgetvm.errors import ArtifactError
-from edgetvm.face import FacePipeline, box_iou
-from edgetvm.face.bundle import read_manifest, run_bundle
+from edgetvm.errors import InputError
+from edgetvm.face import FacePipeline, SelfieSegmenter, box_iou, replace_background
+from edgetvm.face.bundle import read_manifest, run_bundle, run_segmentation
 
 
 def _build(tmp_path_factory, *extra):
@@ -30,7 +31,7 @@ INT8_RECOGNIZER = {"recognizer": {"quantize": "int8"}}
 
 @pytest.fixture(scope="module")
 def arm_bundle_160(tmp_path_factory):
-    return _build(tmp_path_factory, "--detector-size", "160x160")
+    return _build(tmp_path_factory, "--detector-size", "160x160", "--segmenter", "general")
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +69,31 @@ def test_arm_bundle_matches_host_pipeline(arm_bundle_160, host_pipeline_160, ast
     _compare(arm_bundle_160, host_pipeline_160, astronaut)
 
 
+@pytest.mark.arm
+def test_arm_segmentation_matches_host(arm_bundle_160, grace):
+    """segment_demo under qemu (segmenter.so for armv7-neon, face_seg.c) against the host segmenter."""
+    assert {"segmenter.so", "segment_demo", "face_seg.c"} <= set(read_manifest(arm_bundle_160)["files"])
+    run = run_segmentation(arm_bundle_160, grace, background="#00b140")
+    host = SelfieSegmenter(num_threads=1).segment(grace)
+    np.testing.assert_allclose(run.mask, host.mask, rtol=0, atol=1e-4)
+    board, ours = run.mask >= 0.5, host.person()
+    assert (board & ours).sum() / (board | ours).sum() >= 0.999
+    assert np.abs(run.grey.astype(int) - np.rint(host.mask * 255)).max() <= 1
+    expected = replace_background(grace, host.mask, "#00b140")
+    assert np.abs(run.composite.astype(int) - expected).max() <= 1
+    fraction = float(run.stdout.split("person_fraction")[1].split()[0])
+    assert fraction == pytest.approx(float(board.mean()), abs=1e-6)
+
+
 def test_bundle_errors(tmp_path):
     with pytest.raises(ArtifactError, match="not a face bundle"):
         run_bundle(tmp_path, np.zeros((8, 8, 3), np.uint8))
     (tmp_path / "bundle.json").write_text("{")
     with pytest.raises(ArtifactError, match="not valid JSON"):
         read_manifest(tmp_path)
+    (tmp_path / "bundle.json").write_text(json.dumps({"segmenter": None}))
+    with pytest.raises(InputError, match="--segmenter general"):
+        run_segmentation(tmp_path, np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(SystemExit) as refused:  # checked as the command line is parsed, like every flag
         main(["face", "build", "-o", str(tmp_path / "b"), "--detector-size", "100x100"])
     assert refused.value.code == 2

@@ -1,23 +1,30 @@
 """Person segmentation (face/segmentation.py): the compiled selfie segmenters against LiteRT with the
-numpy custom op on real photos, the background effects' arithmetic, and `edgetvm face segment`."""
+numpy custom op on real photos, the background effects' arithmetic, `edgetvm face segment`, and the
+board's C twin (face/c/face_seg.c) built for the host against the Python side."""
 
 from __future__ import annotations
 
+import ctypes
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import edgetvm.face as face_pkg
 from edgetvm.cli import main
 from edgetvm.errors import InputError
 from edgetvm.face import SelfieSegmenter, blur_background, replace_background
-from edgetvm.face.segmentation import MASK_THRESHOLD, background_picture, composite, mask_to_image
+from edgetvm.face.segmentation import (MASK_THRESHOLD, SEGMENTERS, background_picture, composite, mask_to_image,
+                                       segmenter_input)
 from edgetvm.zoo import fetch
 from tests.frontends.mediapipe_reference import litert_with_numpy_custom_ops
 
+C_DIR = Path(face_pkg.__file__).parent / "c"
 
 @pytest.fixture(scope="module")
 def segmenters():
@@ -121,3 +128,51 @@ def test_cli_segment_flag_checks_fail_before_compiling(tmp_path, capsys, flags, 
     assert main(["face", "segment", str(fetch("astronaut")), "-o", str(tmp_path / "m.png"), *flags]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "m.png").exists()
+
+
+@pytest.fixture(scope="module")
+def seg_clib(tmp_path_factory):
+    cc = shutil.which("gcc") or shutil.which("cc")
+    out = tmp_path_factory.mktemp("face_seg") / "libface_seg.so"
+    subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-shared", "-fPIC",
+                    "-o", str(out), str(C_DIR / "face_seg.c"), str(C_DIR / "face_proc.c"), "-lm"], check=True)
+    lib = ctypes.CDLL(str(out))
+    lib.face_seg_person_fraction.restype = ctypes.c_float
+    return lib
+
+
+def _ptr(a: np.ndarray):
+    assert a.flags.c_contiguous
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+@pytest.mark.parametrize("model", ["general", "landscape"])
+def test_c_input_and_mask_match_python(seg_clib, grace, model):
+    net = SEGMENTERS[model]
+    w, h = net.size
+    x = np.empty((1, h, w, 3), np.float32)
+    seg_clib.face_seg_input(_ptr(grace), grace.shape[1], grace.shape[0], w, h, _ptr(x))
+    np.testing.assert_array_equal(x, segmenter_input(net, grace))
+    # A smooth probability map with values past both ends, as float rounding could leave them.
+    prob = np.ascontiguousarray(np.linspace(-0.01, 1.01, w * h, dtype=np.float32).reshape(h, w))
+    mask = np.empty(grace.shape[:2], np.float32)
+    seg_clib.face_seg_mask(_ptr(prob), w, h, grace.shape[1], grace.shape[0], _ptr(mask))
+    np.testing.assert_array_equal(mask, mask_to_image(prob, grace.shape[1], grace.shape[0]))
+    fraction = seg_clib.face_seg_person_fraction(_ptr(mask), grace.shape[1], grace.shape[0], ctypes.c_float(0.5))
+    assert fraction == pytest.approx(float((mask >= 0.5).mean()), abs=1e-6)
+
+
+def test_c_composite_and_grey_match_python(seg_clib, astronaut, grace):
+    image = np.ascontiguousarray(astronaut[:300, :200])
+    h, w = image.shape[:2]
+    mask = np.ascontiguousarray(np.random.default_rng(1).random((h, w), dtype=np.float32))
+    background = np.ascontiguousarray(background_picture(grace, w, h))
+    out = np.empty_like(image)
+    seg_clib.face_seg_composite(_ptr(image), _ptr(mask), _ptr(background), w, h, _ptr(out))
+    np.testing.assert_array_equal(out, composite(image, mask, background))
+    color = (ctypes.c_uint8 * 3)(0, 177, 64)
+    seg_clib.face_seg_composite_color(_ptr(image), _ptr(mask), color, w, h, _ptr(out))
+    np.testing.assert_array_equal(out, replace_background(image, mask, "#00b140"))
+    grey = np.empty((h, w), np.uint8)
+    seg_clib.face_seg_mask_to_grey(_ptr(mask), w, h, _ptr(grey))
+    np.testing.assert_array_equal(grey, np.rint(mask * 255).astype(np.uint8))
