@@ -166,7 +166,9 @@ def background_picture(background, width: int, height: int) -> np.ndarray:
         except ValueError:
             raise InputError(f"background {background!r}: neither an image file nor a colour (a name such as "
                              f"'green', or '#00b140')") from None
-    if isinstance(background, tuple) and len(background) == 3:
+    if isinstance(background, tuple):
+        if len(background) != 3 or not all(0 <= int(v) <= 255 for v in background):
+            raise InputError(f"background colour {background}: give three values (red, green, blue) in 0..255")
         return np.broadcast_to(np.asarray(background, dtype=np.uint8), (height, width, 3))
     picture = read_image(background) if isinstance(background, (str, os.PathLike)) else as_rgb(background)
     fitted = ImageOps.fit(Image.fromarray(picture), (width, height), method=Image.Resampling.BILINEAR)

@@ -96,6 +96,8 @@ def test_background_image_covers_the_picture_keeping_its_aspect(astronaut):
     assert np.abs(picture.astype(int) - scaled[50:150].astype(int)).mean() < 2.0
     with pytest.raises(InputError, match="neither an image file nor a colour"):
         background_picture("no-such-colour", 4, 4)
+    with pytest.raises(InputError, match="in 0..255"):
+        background_picture((0, 300, 0), 4, 4)
 
 
 def test_cli_segment_writes_mask_and_replaced_background(tmp_path, segmenters, grace):
