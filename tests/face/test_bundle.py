@@ -1,4 +1,5 @@
-"""The ARM face bundle (`edgetvm face build`) run under qemu against the Python pipeline on the host.
+"""The ARM face bundle (`edgetvm face build`) run under qemu against the Python pipeline on the host,
+and its segmentation stage (segment_demo) against the host segmenter.
 
 CI builds the bundle with a 160x160 detector input (the face pipeline end to end in ~6 G guest
 instructions, most of them SFace); the default 320x320 and YuNet are `slow`.
