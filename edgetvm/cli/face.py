@@ -1,6 +1,6 @@
-"""``edgetvm face ...``: detect, verify, embed, build (the board bundle), ppm (image conversion); enroll,
-identify and gallery (1:N identification, ``cli/face_gallery.py``); landmarks, attributes and track
-(``cli/face_analysis.py``)."""
+"""``edgetvm face ...``: detect, verify, embed, segment, build (the board bundle), ppm (image
+conversion); enroll, identify and gallery (1:N identification, ``cli/face_gallery.py``); landmarks,
+attributes and track (``cli/face_analysis.py``)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..errors import InputError
 from ..face import compile_cache
 from ..face.bundle import BundleSpec, build_bundle
-from ..face.image import draw_faces, read_image, score_label, write_ppm
+from ..face.image import draw_faces, read_image, save_image, score_label, write_ppm
 from ..face.pipeline import FacePipeline
+from ..face.segmentation import (SEGMENTERS, SelfieSegmenter, background_picture, blur_background, composite,
+                                 write_mask)
 from ..io import atomic_path
 from .face_analysis import add_analysis_commands
 from .face_gallery import add_gallery_commands
@@ -171,6 +174,45 @@ def cmd_face_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: give a positive number of pixels")
+    return value
+
+
+def cmd_face_segment(args: argparse.Namespace) -> int:
+    effect = "--blur" if args.blur else "--background" if args.background else None
+    if args.composite and not effect:
+        raise InputError("--composite writes the picture with its background changed: add --blur or --background")
+    if effect and not args.composite:
+        raise InputError(f"{effect} changes the background of a picture: say where to write it with --composite PATH")
+    if args.blur_radius is not None and not args.blur:
+        raise InputError("--blur-radius sets the blur of --blur; add --blur")
+    image = read_image(args.image)  # before the network compiles: bad inputs fail at once
+    h, w = image.shape[:2]
+    background = background_picture(args.background, w, h) if args.background else None
+    compile_cache.set_enabled(not args.no_cache)
+    result = SelfieSegmenter(args.model, num_threads=args.threads).segment(image)
+    written = {"mask": str(write_mask(args.output, result.mask))}
+    if args.composite:
+        picture = (blur_background(image, result.mask, args.blur_radius) if args.blur
+                   else composite(image, result.mask, background))
+        written["composite"] = str(save_image(Image.fromarray(picture), args.composite))
+    summary = result.to_json(args.threshold)
+    if args.json:
+        print(json.dumps({"image": str(args.image), **summary, **written}))
+        return 0
+    print(f"{args.image}: {w}x{h}, person {100 * summary['person_fraction']:.1f}% of the pixels (mask >= "
+          f"{args.threshold}; {args.model} model)")
+    for what, path in written.items():
+        print(f"wrote {path} ({what})")
+    return 0
+
+
 # Recognizers whose int8 build keeps its accuracy: SFace's int8 embeddings keep cosine >= 0.99 to its fp32 ones
 # (tests/quantization/test_face_models.py). MobileFaceNet's weights are random: nothing to keep.
 INT8_BY_DEFAULT = {"sface"}
@@ -195,12 +237,13 @@ def cmd_face_build(args: argparse.Namespace) -> int:
     options, precision = bundle_options(args)
     spec = BundleSpec(args.target, args.detector, args.recognizer, args.detector_size, args.score_threshold,
                       args.nms_threshold, args.max_faces, args.threshold, options, args.threads,
-                      landmarks=args.landmarks, attributes=args.attributes)
+                      landmarks=args.landmarks, attributes=args.attributes, segmenter=args.segmenter)
     out = build_bundle(args.output, spec)
     size = sum(p.stat().st_size for p in Path(out).iterdir()) / 2**20
-    mesh = "facemesh.so, " if args.landmarks or args.attributes else ""
-    mesh += "age.so, gender.so, " if args.attributes else ""
-    print(f"wrote {out}/ ({size:.1f} MiB) for {args.target}: detector.so, recognizer.so, {mesh}face_demo "
+    stages = ", facemesh.so" if args.landmarks or args.attributes else ""
+    stages += ", age.so, gender.so" if args.attributes else ""
+    stages += ", segmenter.so, segment_demo" if args.segmenter else ""
+    print(f"wrote {out}/ ({size:.1f} MiB) for {args.target}: detector.so, recognizer.so, face_demo{stages} "
           f"(see {out}/README.txt)")
     if precision:
         print(precision)
@@ -250,6 +293,30 @@ def add_face_commands(sub) -> None:
     _add_network_options(p)
     p.set_defaults(func=cmd_face_embed)
 
+    p = command("segment", "the person/background mask (MediaPipe selfie segmentation); blur or replace the "
+                           "background")
+    p.add_argument("image", help=image_help)
+    p.add_argument("-o", "--output", "--out", dest="output", required=True,
+                   help="write the mask: an 8-bit grey picture, 255 where the person is (png)")
+    effect = p.add_mutually_exclusive_group()
+    effect.add_argument("--blur", action="store_true", help="blur the background (writes --composite)")
+    effect.add_argument("--background", metavar="COLOR|IMAGE",
+                        help="replace the background by a colour ('green', '#00b140') or an image scaled to cover "
+                             "the picture (writes --composite)")
+    p.add_argument("--composite", metavar="PICTURE", help="where --blur/--background write their picture (png/jpg)")
+    p.add_argument("--blur-radius", type=_positive, default=None, metavar="PIXELS",
+                   help="Gaussian sigma of --blur (default 2%% of the picture's longer side)")
+    p.add_argument("--model", default="general", choices=sorted(SEGMENTERS),
+                   help="general: 256x256 input (default; portraits and square frames); landscape: 256x144, "
+                        "for 16:9 video frames, faster")
+    p.add_argument("--threshold", type=_unit_interval("--threshold"), default=0.5,
+                   help="mask value at or above which a pixel counts as the person in the reported fraction")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument("--threads", type=int, default=None, help="threads the network runs with")
+    p.add_argument("--no-cache", action="store_true",
+                   help="compile the network again instead of loading it from the compile cache")
+    p.set_defaults(func=cmd_face_segment)
+
     p = command("build", "the board bundle: standalone networks + C pipeline + face_demo")
     p.add_argument("--target", "-t", default="armv7-neon", help="target preset (see `edgetvm targets`)")
     p.add_argument("-o", "--output", "--out", dest="output", required=True, help="bundle directory")
@@ -260,6 +327,8 @@ def add_face_commands(sub) -> None:
                    "face_attr.c (implies --landmarks): face_demo prints each face's age and gender")
     p.add_argument("--fp32", action="store_true", help="keep both networks float (default: the sface recognizer "
                    "is int8, which keeps its embeddings at cosine >= 0.99 to fp32 at a quarter of the size)")
+    p.add_argument("--segmenter", default=None, choices=sorted(SEGMENTERS),
+                   help="add the person segmentation stage: segmenter.so (float) and segment_demo")
     _add_network_options(p, engine=False)
     p.set_defaults(func=cmd_face_build)
 

@@ -2,7 +2,8 @@
 (SFace, MobileFaceNet), verification; identification against a gallery (``face.gallery``,
 ``face.identification``) gated by face quality (``face.quality``); dense landmarks and head pose
 (``landmarks``), age, gender, eyes and mouth (``attributes``), tracking and counting (``tracking``);
-and the board bundle (``face.bundle``) that runs the same pipeline in C next to the standalone compiled networks.
+person/background segmentation (``segmentation``, MediaPipe's selfie segmenter); and the board
+bundle (``face.bundle``) that runs the same pipeline in C next to the standalone compiled networks.
 """
 
 from .align import ARCFACE_TEMPLATE, align_face, alignment_matrix, umeyama
@@ -14,6 +15,7 @@ from .landmarks import FaceLandmarker, FaceMesh, FaceRoi, HeadPose, Iris, head_p
 from .nms import box_iou, nms
 from .pipeline import FacePipeline, Verification, cosine_similarity, l2_normalize
 from .quality import Quality, assess_quality
+from .segmentation import Segmentation, SelfieSegmenter, blur_background, replace_background
 from .tracking import FaceTracker, Track
 
 __all__ = [
@@ -32,10 +34,13 @@ __all__ = [
     "FacePipeline",
     "Gallery",
     "Quality",
+    "Segmentation",
+    "SelfieSegmenter",
     "Verification",
     "align_face",
     "assess_quality",
     "alignment_matrix",
+    "blur_background",
     "box_iou",
     "cosine_similarity",
     "decode_retinaface",
@@ -46,6 +51,7 @@ __all__ = [
     "load_gallery",
     "nms",
     "read_image",
+    "replace_background",
     "resize_bilinear",
     "retinaface_priors",
     "save_gallery",

@@ -13,10 +13,12 @@
     age.so gender.so face_attr.c  with ``attributes`` (implies landmarks): dlib's chips, age and gender
     face_demo.c  face_config.h    the example program and its build settings
     face_demo                     built for the target; runs next to the two .so files
+    segmenter.so  face_seg.c/h    with ``spec.segmenter``: the selfie segmenter and its pre/post-processing,
+    segment_demo                  and the example program that writes the person mask
     bundle.json  README.txt       what was built, with which options; how to run it
 
 ``run_bundle`` runs ``face_demo`` on an image (under qemu-arm for ARM targets) and parses what it
-prints, so tests compare the board pipeline with the Python one; ``stage_instructions`` counts guest
+prints (``run_segmentation`` likewise ``segment_demo``), so tests compare the board pipeline with the Python one; ``stage_instructions`` counts guest
 instructions per stage with the N+1 minus 1 method.
 """
 
@@ -38,11 +40,12 @@ from ..errors import ArtifactError, CompileError, InputError
 from ..targets import resolve_target
 from .calibration import face_calibration
 from .detect import Face
-from .image import write_ppm
+from .image import read_image, write_ppm
 from .attributes import AGE, AGE_CHIP, GENDER, GENDER_CHIP
 from .landmarks import FACEMESH, MESH_POINTS, MESH_SIZE
 from .networks import RECOGNIZER_SIZE, YUNET_SIZE, compile_network, detector_mean_bgr, network, options_for
 from .pipeline import DEFAULT_THRESHOLDS
+from .segmentation import background_picture, segmenter
 
 C_DIR = Path(__file__).resolve().parent / "c"
 STAGES = ("detect", "align", "embed", "mesh", "attributes")
@@ -68,6 +71,8 @@ class BundleSpec:
     # The age and gender networks (float32) and face_attr.c; needs the landmarks (the chips are cut at
     # mesh points): face_demo prints each face's age and gender.
     attributes: bool = False
+    # "general" or "landscape" (segmentation.SEGMENTERS) adds the segmentation stage; None leaves it out.
+    segmenter: str | None = None
 
     def to_json(self) -> dict:
         def plain(value):
@@ -80,7 +85,7 @@ class BundleSpec:
                 "detector_size": list(self.detector_size), "score_threshold": self.score_threshold,
                 "nms_threshold": self.nms_threshold, "max_faces": self.max_faces, "threshold": self.threshold,
                 "compile_options": options, "num_threads": self.num_threads, "landmarks": self.landmarks,
-                "attributes": self.attributes}
+                "attributes": self.attributes, "segmenter": self.segmenter}
 
 
 def _config_header(spec: BundleSpec, embedding_size: int) -> str:
@@ -158,6 +163,8 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
     """
     target = resolve_target(spec.target)
     det_net, rec_net = network(spec.detector, "detector"), network(spec.recognizer, "recognizer")
+    if spec.segmenter:
+        segmenter(spec.segmenter)  # an unknown model fails before anything compiles
     if spec.detector == "yunet":
         spec.detector_size = YUNET_SIZE
     w, h = spec.detector_size
@@ -210,12 +217,15 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
             target=target.preset, cc=Path(cc).name, cflags=" ".join(cflags), detector=spec.detector, w=w, h=h,
             score=spec.score_threshold, nms=spec.nms_threshold, threshold=spec.threshold,
             sources=" ".join(sources), libraries=" ".join(libraries)))
+        if spec.segmenter:
+            _add_segmentation(tmp, spec, target, cc, cflags)
         manifest = {"format": "edgetvm-face-bundle/1", **spec.to_json(), "arch": target.target_dict.get("mtriple", ""),
                     "is_arm": target.is_arm, "qemu_cpu": target.qemu_cpu, "embedding_size": embedding_size,
                     "files": sorted(p.name for p in tmp.iterdir())}
         (tmp / "bundle.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         for path in tmp.iterdir():
-            path.chmod(0o755 if path.name in ("face_demo", "face_gallery") or path.suffix == ".so" else 0o644)
+            path.chmod(0o755 if path.name in ("face_demo", "face_gallery", "segment_demo") or path.suffix == ".so"
+                       else 0o644)
         tmp.chmod(0o755)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
@@ -280,8 +290,9 @@ def parse_faces(stdout: str) -> list[list[Face]]:
     return images
 
 
-def _run_demo(bundle_dir: Path, manifest: dict, args: list[str], count: bool, timeout: float):
-    exe = (bundle_dir / "face_demo").resolve()
+def _run_demo(bundle_dir: Path, manifest: dict, args: list[str], count: bool, timeout: float,
+              program: str = "face_demo"):
+    exe = (bundle_dir / program).resolve()
     if manifest["is_arm"]:
         run = emulate.run_arm([exe, *args], cpu=manifest.get("qemu_cpu") or None, count=count, timeout=timeout,
                               cwd=bundle_dir)
@@ -397,3 +408,72 @@ def stage_instructions(bundle_dir: str | os.PathLike, image: np.ndarray, n: int 
         more = run_bundle(bundle_dir, image, count=True, repeat=(stage, 1 + n), timeout=timeout)
         counts[stage] = (more.instructions - base.instructions) // n
     return counts
+
+
+SEGMENT_README = """
+Person segmentation ({model} selfie segmenter, {w}x{h} input):
+
+    ./segment_demo photo.ppm -o mask.pgm                                   # 255 where the person is
+    ./segment_demo photo.ppm -o mask.pgm --background '#00b140' --composite out.ppm
+
+To rebuild it:
+
+    {cc} -O2 -std=gnu99 -ffp-contract=off {cflags} -o segment_demo segment_demo.c face_seg.c face_proc.c \\
+        -L. -l:segmenter.so -Wl,-rpath,'$ORIGIN' -lm
+"""
+
+
+def _add_segmentation(directory: Path, spec: BundleSpec, target, cc: str, cflags: list[str]) -> None:
+    """The segmentation stage: segmenter.so compiled standalone, face_seg.c/h, segment_demo built.
+
+    The segmenter is compiled in float whatever ``--quantize``/``--prune`` say: its mask is held to
+    IoU >= 0.99 against the float reference, and it has no calibration images of its own here.
+    """
+    net = segmenter(spec.segmenter)
+    options = {k: v for k, v in options_for(spec.compile_options, net.role).items() if k not in ("quantize", "prune")}
+    compile_network(net, net.size, spec.target, options, spec.num_threads).export(directory / "segmenter.so",
+                                                                                  standalone=True)
+    for name in ("face_seg.c", "face_seg.h", "segment_demo.c"):
+        shutil.copyfile(C_DIR / name, directory / name)
+    cmd = [cc, "-O2", "-std=gnu99", "-ffp-contract=off", "-Wall", *cflags, "-o", "segment_demo", "segment_demo.c",
+           "face_seg.c", "face_proc.c", "-L.", "-l:segmenter.so", "-Wl,-rpath,$ORIGIN", "-lm"]
+    proc = subprocess.run(cmd, cwd=directory, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CompileError(f"building segment_demo for {target.preset} failed: {proc.stderr.strip()[-1500:]}")
+    with open(directory / "README.txt", "a") as fh:
+        fh.write(SEGMENT_README.format(model=spec.segmenter, w=net.size[0], h=net.size[1], cc=Path(cc).name,
+                                       cflags=" ".join(cflags)))
+
+
+@dataclass
+class SegmentationRun:
+    mask: np.ndarray  # (H, W) float32, P(person)
+    grey: np.ndarray  # (H, W) uint8, the PGM segment_demo wrote
+    composite: np.ndarray | None
+    stdout: str
+
+
+def run_segmentation(bundle_dir: str | os.PathLike, image: np.ndarray, *, background=None, threads: int = 1,
+                     timeout: float = 900) -> SegmentationRun:
+    """Run the bundle's segment_demo on ``image`` (RGB array), replacing the background by
+    ``background`` (a colour or an image, as ``segmentation.background_picture`` takes) when given;
+    under qemu-arm for ARM bundles."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    if not manifest.get("segmenter"):
+        raise InputError(f"{bundle_dir}: built without the segmentation stage; rebuild it with "
+                         f"`edgetvm face build --segmenter general`")
+    h, w = image.shape[:2]
+    with tempfile.TemporaryDirectory(prefix="edgetvm-segment-run-") as tmp:
+        tmp = Path(tmp)
+        args = [str(write_ppm(tmp / "image.ppm", image)), "-o", str(tmp / "mask.pgm"), "--raw", str(tmp / "mask.f32"),
+                "--threads", str(threads)]
+        if background is not None:
+            picture = np.ascontiguousarray(background_picture(background, w, h))
+            args += ["--background", str(write_ppm(tmp / "background.ppm", picture)),
+                     "--composite", str(tmp / "composite.ppm")]
+        stdout, _ = _run_demo(bundle_dir, manifest, args, False, timeout, program="segment_demo")
+        mask = np.fromfile(tmp / "mask.f32", dtype=np.float32).reshape(h, w)
+        grey = read_image(tmp / "mask.pgm")[:, :, 0]
+        composite = read_image(tmp / "composite.ppm") if background is not None else None
+    return SegmentationRun(mask, grey, composite, stdout)

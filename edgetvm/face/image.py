@@ -136,17 +136,17 @@ def draw_faces(image: np.ndarray, faces, path: str | os.PathLike, labels: list[s
         r = max(1.5, (x2 - x1) / 40)
         for (px, py), color in zip(face.landmarks, colors):
             draw.ellipse([px - r, py - r, px + r, py + r], fill=color)
-    return save_picture(canvas, path)
+    return save_image(canvas, path)
 
 
-def save_picture(canvas, path: str | os.PathLike) -> Path:
-    """Write a Pillow image atomically, in the format the path's suffix names."""
+def save_image(picture, path: str | os.PathLike) -> Path:
+    """Write a Pillow image atomically in the format its suffix names (png when it has none)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fmt = (path.suffix.lstrip(".") or "png").upper()
         fmt = {"JPG": "JPEG", "PPM": "PPM", "PGM": "PPM"}.get(fmt, fmt)
         try:
-            canvas.save(tmp, format=fmt)
+            picture.save(tmp, format=fmt)
         except (KeyError, ValueError, OSError) as exc:
             raise InputError(f"{path}: cannot write this image format ({exc}); use .png or .jpg") from None
     return path

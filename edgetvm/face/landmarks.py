@@ -51,7 +51,7 @@ import numpy as np
 from ..errors import InputError
 from ..zoo import PREPROCESSING
 from .detect import Face
-from .image import as_rgb, save_picture, warp_affine
+from .image import as_rgb, save_image, warp_affine
 from .networks import Network, make_engine
 
 FACEMESH = Network("facemesh", "landmarks", "input_1", False,
@@ -330,5 +330,5 @@ def draw_meshes(image: np.ndarray, meshes: list[FaceMesh], path: str | os.PathLi
             draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], outline=(255, 0, 0))
         x0, y0 = mesh.box()[:2]
         draw.text((float(x0), max(0.0, float(y0) - 14)), text, fill=(255, 255, 255))
-    return save_picture(canvas, path)
+    return save_image(canvas, path)
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import InputError
 from .detect import Face
-from .image import as_rgb, save_picture
+from .image import as_rgb, save_image
 from .landmarks import FaceLandmarker, FaceMesh, roi_from_mesh
 from .nms import box_iou
 from .pipeline import FacePipeline
@@ -164,4 +164,4 @@ def draw_tracks(frame: np.ndarray, tracks: list[Track], path: str | os.PathLike)
         color = track_color(track.track_id)
         draw.rectangle([x1, y1, x2, y2], outline=color, width=max(1, int(round((x2 - x1) / 60))))
         draw.text((x1 + 2, max(0.0, y1 - 12)), f"#{track.track_id}", fill=color)
-    return save_picture(canvas, path)
+    return save_image(canvas, path)

@@ -1,4 +1,5 @@
-"""The ARM face bundle (`edgetvm face build`) run under qemu against the Python pipeline on the host.
+"""The ARM face bundle (`edgetvm face build`) run under qemu against the Python pipeline on the host,
+and its segmentation stage (segment_demo) against the host segmenter.
 
 CI builds the bundle with a 160x160 detector input (the face pipeline end to end in ~6 G guest
 instructions, most of them SFace) with FaceMesh, age and gender (--attributes); the default 320x320 and
@@ -14,13 +15,13 @@ import pytest
 from PIL import Image, ImageFilter
 
 from edgetvm.cli import main
-from edgetvm.errors import ArtifactError
-from edgetvm.face import FacePipeline, box_iou
-from edgetvm.face.bundle import read_manifest, run_bundle
+from edgetvm.errors import ArtifactError, InputError
+from edgetvm.face import FacePipeline, SelfieSegmenter, box_iou, replace_background
 from edgetvm.face.attributes import AttributeEstimator
-from edgetvm.face.landmarks import FaceLandmarker, FaceMesh
+from edgetvm.face.bundle import read_manifest, run_bundle, run_segmentation
 from edgetvm.face.gallery import load_gallery, quantize, save_gallery
 from edgetvm.face.identification import enroll, new_gallery
+from edgetvm.face.landmarks import FaceLandmarker, FaceMesh
 from edgetvm.face.quality import assess_quality
 
 
@@ -37,7 +38,7 @@ INT8_RECOGNIZER = {"recognizer": {"quantize": "int8"}}
 
 @pytest.fixture(scope="module")
 def arm_bundle_160(tmp_path_factory):
-    return _build(tmp_path_factory, "--detector-size", "160x160", "--attributes")
+    return _build(tmp_path_factory, "--detector-size", "160x160", "--attributes", "--segmenter", "general")
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +100,30 @@ def test_arm_bundle_landmarks_and_attributes_match_host(arm_bundle_160, astronau
             assert attributes["age_expectation"] == pytest.approx(expected.age_expectation, abs=0.05)
 
 
+def test_arm_segmentation_matches_host(arm_bundle_160, grace):
+    """segment_demo under qemu (segmenter.so for armv7-neon, face_seg.c) against the host segmenter."""
+    assert {"segmenter.so", "segment_demo", "face_seg.c"} <= set(read_manifest(arm_bundle_160)["files"])
+    run = run_segmentation(arm_bundle_160, grace, background="#00b140")
+    host = SelfieSegmenter(num_threads=1).segment(grace)
+    np.testing.assert_allclose(run.mask, host.mask, rtol=0, atol=1e-4)
+    board, ours = run.mask >= 0.5, host.person()
+    assert (board & ours).sum() / (board | ours).sum() >= 0.999
+    assert np.abs(run.grey.astype(int) - np.rint(host.mask * 255)).max() <= 1
+    expected = replace_background(grace, host.mask, "#00b140")
+    assert np.abs(run.composite.astype(int) - expected).max() <= 1
+    fraction = float(run.stdout.split("person_fraction")[1].split()[0])
+    assert fraction == pytest.approx(float(board.mean()), abs=1e-6)
+
+
 def test_bundle_errors(tmp_path):
     with pytest.raises(ArtifactError, match="not a face bundle"):
         run_bundle(tmp_path, np.zeros((8, 8, 3), np.uint8))
     (tmp_path / "bundle.json").write_text("{")
     with pytest.raises(ArtifactError, match="not valid JSON"):
         read_manifest(tmp_path)
+    (tmp_path / "bundle.json").write_text(json.dumps({"segmenter": None}))
+    with pytest.raises(InputError, match="--segmenter general"):
+        run_segmentation(tmp_path, np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(SystemExit) as refused:  # checked as the command line is parsed, like every flag
         main(["face", "build", "-o", str(tmp_path / "b"), "--detector-size", "100x100"])
     assert refused.value.code == 2

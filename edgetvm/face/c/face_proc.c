@@ -45,24 +45,29 @@ static inline float lerp2(float p00, float p01, float p10, float p11, float fx, 
   return top * (1.0f - fy) + bottom * fy;
 }
 
-void face_resize_bilinear(const uint8_t* src, int w, int h, int channels, float* dst, int out_w, int out_h) {
-  float sx = (float)w / (float)out_w, sy = (float)h / (float)out_h;
-  for (int y = 0; y < out_h; ++y) {
-    int y0, y1;
-    float fy;
-    axis_tap(y, h, sy, &y0, &y1, &fy);
-    for (int x = 0; x < out_w; ++x) {
-      int x0, x1;
-      float fx;
-      axis_tap(x, w, sx, &x0, &x1, &fx);
-      for (int c = 0; c < channels; ++c) {
-        dst[((size_t)y * out_w + x) * channels + c] =
-            lerp2(src[((size_t)y0 * w + x0) * channels + c], src[((size_t)y0 * w + x1) * channels + c],
-                  src[((size_t)y1 * w + x0) * channels + c], src[((size_t)y1 * w + x1) * channels + c], fx, fy);
-      }
-    }
+/* One body for every sample type: the taps and the lerp order are what host and board must share. */
+#define FACE_RESIZE_BILINEAR(name, sample_t)                                                                     \
+  void name(const sample_t* src, int w, int h, int channels, float* dst, int out_w, int out_h) {                 \
+    float sx = (float)w / (float)out_w, sy = (float)h / (float)out_h;                                          \
+    for (int y = 0; y < out_h; ++y) {                                                                          \
+      int y0, y1;                                                                                              \
+      float fy;                                                                                                \
+      axis_tap(y, h, sy, &y0, &y1, &fy);                                                                       \
+      for (int x = 0; x < out_w; ++x) {                                                                        \
+        int x0, x1;                                                                                            \
+        float fx;                                                                                              \
+        axis_tap(x, w, sx, &x0, &x1, &fx);                                                                     \
+        for (int c = 0; c < channels; ++c) {                                                                   \
+          dst[((size_t)y * out_w + x) * channels + c] =                                                        \
+              lerp2(src[((size_t)y0 * w + x0) * channels + c], src[((size_t)y0 * w + x1) * channels + c],      \
+                    src[((size_t)y1 * w + x0) * channels + c], src[((size_t)y1 * w + x1) * channels + c], fx, fy); \
+        }                                                                                                      \
+      }                                                                                                        \
+    }                                                                                                          \
   }
-}
+
+FACE_RESIZE_BILINEAR(face_resize_bilinear, uint8_t)
+FACE_RESIZE_BILINEAR(face_resize_bilinear_f32, float)
 
 void face_letterbox(const uint8_t* rgb, int w, int h, int in_w, int in_h, const float mean_bgr[3], float* nchw,
                     face_letterbox_info* info) {

@@ -49,6 +49,9 @@ void face_letterbox(const uint8_t* rgb, int w, int h, int in_w, int in_h, const 
 /* Bilinear resize of an (h, w, c) uint8 image to (out_h, out_w, c) float32. */
 void face_resize_bilinear(const uint8_t* src, int w, int h, int channels, float* dst, int out_w, int out_h);
 
+/* The same resize of an (h, w, c) float32 map (the segmentation mask back to the image). */
+void face_resize_bilinear_f32(const float* src, int w, int h, int channels, float* dst, int out_w, int out_h);
+
 /* Number of RetinaFace priors (anchors) for an in_w x in_h input. */
 int face_retinaface_num_priors(int in_w, int in_h);
 
