@@ -9,15 +9,16 @@ normalised as its MediaPipe graph does (``edgetvm.zoo.PREPROCESSING``: RGB, NHWC
 Error per output: ``max|edgetvm - LiteRT| / max|LiteRT|``, the worst of the two images; the goal is
 1e-4 (``ratio_to_goal`` <= 1 holds it). LiteRT runs single-threaded with its default delegate
 (XNNPACK), as a user would run it. The ARM build runs under ``qemu-arm -cpu cortex-a7`` on the same
-inputs and is compared with LiteRT too.
+inputs and is compared with LiteRT too. LiteRT cannot run MediaPipe's custom ops (selfie
+segmentation, FaceMesh with attention): for those the reference is LiteRT's builtin kernels around
+numpy implementations of the custom ops (``tests/frontends/mediapipe_reference.py``).
 
 ``litert_builtin_vs_xnnpack`` is LiteRT against itself (its builtin kernels vs XNNPACK): the
 spread float32 summation order alone gives each output.
 
 Status per model: ``ok`` (both builds within the goal), ``over goal, within LiteRT's own spread``
 (every output over the goal differs from XNNPACK less than LiteRT's builtin kernels do),
-``over goal``, ``refused`` (edgetvm's import names the unsupported ops: MediaPipe custom ops until
-they are implemented), ``error``.
+``over goal``, ``refused`` (edgetvm's import names the unsupported ops), ``error``.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ import edgetvm
 from edgetvm import emulate
 from edgetvm.data import Preprocess, image_to_input, read_image
 from edgetvm.errors import UnsupportedModelError
+from edgetvm.frontends.tflite import op_names, parse_tflite, read_tflite
 from edgetvm.io import atomic_write_json
 from edgetvm.zoo import PREPROCESSING, fetch, load_astronaut
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.frontends.checks import litert_outputs, relative_error  # noqa: E402
+from tests.frontends.mediapipe_reference import litert_with_numpy_custom_ops  # noqa: E402
 
 # The 14 .tflite files of mediapipe 0.10.21, by zoo name (blazeface = face_detection_short_range).
 MEDIAPIPE_MODELS = ["blazeface", "face_detection_full_range_sparse", "facemesh", "facemesh_attention",
@@ -55,6 +58,11 @@ def worst_errors(runs: list[dict[str, np.ndarray]], references: list[dict[str, n
             for name in references[0]}
 
 
+def model_and_graph(path):
+    model = parse_tflite(*read_tflite(path))
+    return model, model.Subgraphs(0)
+
+
 def bench_model(name: str, target: str, arm: bool, workdir: Path) -> dict:
     path = fetch(name)
     row: dict = {"model": name, "file": path.name}
@@ -68,11 +76,20 @@ def bench_model(name: str, target: str, arm: bool, workdir: Path) -> dict:
     preprocess = Preprocess.coerce(PREPROCESSING[name])
     images = [load_astronaut(), read_image(fetch("grace_hopper"))]
     xs = [image_to_input(image, host.inputs[0], preprocess=preprocess) for image in images]
-    references = [litert_outputs(path, x) for x in xs]
+    custom_ops = sorted({op for op, _ in op_names(*model_and_graph(path)) if op.startswith("CUSTOM:")})
+    if custom_ops:
+        # LiteRT cannot run MediaPipe's custom ops: it runs the builtin ops around them and numpy
+        # references the custom ops (tests/frontends/mediapipe_reference.py).
+        row["reference"] = f"LiteRT builtin kernels + numpy {', '.join(op[7:] for op in custom_ops)}"
+        references = [litert_with_numpy_custom_ops(path, x) for x in xs]
+    else:
+        row["reference"] = "LiteRT (XNNPACK)"
+        references = [litert_outputs(path, x) for x in xs]
     row["host_max_rel_error"] = worst_errors([host.run_dict(x) for x in xs], references)
     # How far LiteRT's two CPU paths (XNNPACK, builtin kernels) are apart: float32 summation order
     # alone moves an ill-conditioned output this much.
-    row["litert_builtin_vs_xnnpack"] = worst_errors([litert_outputs(path, x, xnnpack=False) for x in xs], references)
+    row["litert_builtin_vs_xnnpack"] = {} if custom_ops else worst_errors(
+        [litert_outputs(path, x, xnnpack=False) for x in xs], references)
     errors = list(row["host_max_rel_error"].values())
     if arm:
         started = time.perf_counter()
@@ -91,7 +108,7 @@ def bench_model(name: str, target: str, arm: bool, workdir: Path) -> dict:
         over.update({n: max(e, over.get(n, 0)) for n, e in row["arm_max_rel_error"].items() if e > GOAL})
     if not over:
         row["status"] = "ok"
-    elif all(error <= spread[name] for name, error in over.items()):
+    elif all(error <= spread.get(name, 0.0) for name, error in over.items()):
         row["status"] = "over goal, within LiteRT's own spread"
     else:
         row["status"] = "over goal"
