@@ -204,8 +204,8 @@ def dwconv_definition_of(name: str) -> str | None:
 def zero_row_intrin(width: int) -> str:
     """Register (once) and name the tensor intrinsic that zeroes one row's accumulators: the init of
     the depthwise reduction, as stores of 4 zeroed registers (a loop of vector stores of zero is
-    what LLVM turns into a call to ``memset``, 0.2 instructions per multiply-accumulate of the
-    7-wide stages)."""
+    what LLVM turns into a call to ``memset`` per row: 0.13 instructions per multiply-accumulate
+    more on a 56x56x64 layer)."""
     kernel = f"edgetvm_neon_f32_zero_row_w{width}"
     W = T.int64(width)
 

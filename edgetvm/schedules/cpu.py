@@ -315,15 +315,11 @@ def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     None (the register-tiled rule then applies) for other kernels, or when no tile divides the
     image width and the channels, or the depth is not a multiple of 4.
     """
-    if not config.neon_f32_gemm:
-        return None
     sch = s_tir.Schedule(func)
-    parts = _reduction_and_tail(sch)
-    if parts is None:
-        return None
-    kernel, main, tail, padded = parts
-    if kernel.kind != "conv2d" or padded or len(kernel.spatial) != 4 or len(kernel.reduction) != 3:
-        return None
+    parts = _neon_conv_parts(sch, config, "conv2d")
+    if parts is None or parts[3]:
+        return None  # not a 1x1 conv, or one with padding
+    kernel, main, tail, _ = parts
     kh, kw, depth = (kernel.extents[i] for i in kernel.reduction)
     if (kh, kw) != (1, 1) or depth % F32_GEMM_DEPTH_STEP or depth < 4 * F32_GEMM_DEPTH_STEP:
         return None
@@ -372,15 +368,11 @@ def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> 
 
     None (the register-tiled rule then applies) for other kernels.
     """
-    if not config.neon_f32_gemm:
-        return None
     sch = s_tir.Schedule(func)
-    parts = _reduction_and_tail(sch)
+    parts = _neon_conv_parts(sch, config, "depthwise")
     if parts is None:
         return None
     kernel, main, tail, padded = parts
-    if kernel.kind != "depthwise" or len(kernel.spatial) != 4 or len(kernel.reduction) != 3:
-        return None
     ky, kx, group = (kernel.extents[i] for i in kernel.reduction)
     height, width, channels = (kernel.extents[i] for i in kernel.spatial[1:])
     if (ky, kx, group) != (3, 3, 1) or channels % 4:
@@ -434,6 +426,20 @@ def _window_stride(sch: s_tir.Schedule, main, kernel: ReductionKernel) -> int | 
         if len(by_col) == 2 and len(by_row) == 2 and const_int(by_col[0]) and const_int(by_col[0]) == const_int(by_row[0]):
             return const_int(by_col[0])
     return None
+
+
+def _neon_conv_parts(sch: s_tir.Schedule, config: CpuScheduleConfig, kind: str):
+    """``_reduction_and_tail`` of an NHWC conv of ``kind`` (4 spatial loops, kh, kw and the input
+    channels reduced) when the ARMv7 microkernels are on; None otherwise."""
+    if not config.neon_f32_gemm:
+        return None
+    parts = _reduction_and_tail(sch)
+    if parts is None:
+        return None
+    kernel = parts[0]
+    if kernel.kind != kind or len(kernel.spatial) != 4 or len(kernel.reduction) != 3:
+        return None
+    return parts
 
 
 def _reduction_and_tail(sch: s_tir.Schedule):

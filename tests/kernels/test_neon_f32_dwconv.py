@@ -10,14 +10,12 @@ import numpy as np
 import pytest
 
 import edgetvm
-from edgetvm import emulate
 from edgetvm.backends.neon_microkernels import microkernel_calls, with_microkernels
 from edgetvm.kernels.neon_f32_dwconv import (DWCONV_PIXELS, dwconv_asm, dwconv_columns, dwconv_definition, dwconv_name,
                                              zero_row_asm)
 
 from ..schedules.nets import NetBuilder
-
-ARM = "cortex-a7"
+from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -87,23 +85,18 @@ def depthwise_net(c: int, h: int, w: int, stride: int, residual: bool = False, s
     return model, reference
 
 
-def _dwconv_rule(compiled) -> str | None:
-    rules = [r for r in compiled.report.details["schedules"]["kernels"].values() if r.startswith("neon-dwconv")]
-    return rules[0] if rules else None
-
-
 @pytest.mark.parametrize("c,h,w,stride", [(8, 6, 8, 1), (12, 6, 14, 2)])
 def test_arm_depthwise_convs_take_the_microkernel(c, h, w, stride):
     model, _ = depthwise_net(c, h, w, stride)
-    rule = _dwconv_rule(edgetvm.compile(model, ARM, num_threads=1))
+    rule = schedule_rule(edgetvm.compile(model, ARM, num_threads=1), "neon-dwconv")
     assert rule and f"stride {stride} row of {(w - 1) // stride + 1} microkernel" in rule
 
 
 def test_channels_not_a_multiple_of_4_and_the_host_keep_their_schedules():
     model, _ = depthwise_net(6, 6, 8, 1)
-    assert _dwconv_rule(edgetvm.compile(model, ARM, num_threads=1)) is None
+    assert schedule_rule(edgetvm.compile(model, ARM, num_threads=1), "neon-dwconv") is None
     model, _ = depthwise_net(8, 6, 8, 1)
-    assert _dwconv_rule(edgetvm.compile(model, "host", num_threads=1)) is None
+    assert schedule_rule(edgetvm.compile(model, "host", num_threads=1), "neon-dwconv") is None
 
 
 @pytest.mark.arm
@@ -119,12 +112,5 @@ def test_arm_microkernel_matches_numpy_and_the_host_build(c, h, w, stride, resid
     model, reference = depthwise_net(c, h, w, stride, residual=residual)
     x = np.random.default_rng(1).uniform(-1, 1, (1, c, h, w)).astype(np.float32)
     compiled = edgetvm.compile(model, ARM, num_threads=threads)
-    assert _dwconv_rule(compiled)
-    so = compiled.export(tmp_path / "depthwise.so", standalone=True)
-    got = emulate.run_standalone_arm(so, [x], threads=threads, cpu=compiled.target.qemu_cpu).outputs[0]
-    host = edgetvm.compile(model, "host", num_threads=1)(x)
-    host = np.asarray(host[0] if isinstance(host, (list, tuple)) else host)
-    want = reference(x)
-    scale = np.max(np.abs(want))
-    assert np.max(np.abs(got - want)) / scale < 1e-5
-    assert np.max(np.abs(got - host)) / scale < 1e-5
+    assert schedule_rule(compiled, "neon-dwconv")
+    assert_arm_matches_reference_and_host(compiled, model, reference, x, threads, tmp_path)
