@@ -6,7 +6,7 @@ A TIR kernel calls a microkernel by name (``tirx.call_extern``); TVM's LLVM code
 body is one inline-assembly statement, so LLVM inlines the loop into the calling kernel: no call,
 no extra object file, and the same rewrite serves the TVM-runtime ``.so`` and the standalone one.
 The microkernels themselves, and why they are assembly: ``kernels/neon_q8_gemm.py`` (int8) and
-``kernels/neon_f32_gemm.py`` (fp32).
+``kernels/neon_f32_gemm.py`` and ``kernels/neon_f32_dwconv.py`` (fp32).
 """
 
 from __future__ import annotations
@@ -17,9 +17,15 @@ from pathlib import Path
 import tvm
 
 from ..kernels import neon_f32_gemm, neon_q8_gemm
+from ..kernels.neon_f32_dwconv import dwconv_definition_of
 from .neon_mla import lane_mla_kernels, with_lane_mla
 
 DEFINITIONS = {**neon_q8_gemm.DEFINITIONS, **neon_f32_gemm.DEFINITIONS}
+
+
+def microkernel_definition(name: str) -> str | None:
+    """The LLVM IR definition of the microkernel ``name`` (the depthwise ones exist per row width)."""
+    return DEFINITIONS.get(name) or dwconv_definition_of(name)
 
 _DECLARE = re.compile(r"^declare [^@\n]*@(edgetvm_neon_\w+)\(([^)\n]*)\)[^\n]*$", re.M)
 
@@ -34,22 +40,24 @@ def with_microkernels(ir: str) -> str:
     inline-assembly statement."""
     def define(match: re.Match) -> str:
         name = match.group(1)
-        if name not in DEFINITIONS:
+        definition = microkernel_definition(name)
+        if definition is None:
             raise ValueError(f"the kernels call an unknown NEON microkernel {name!r}")
-        return DEFINITIONS[name]
+        return definition
 
     return _inline_calls(_DECLARE.sub(define, ir))
 
 
 # A module loaded from LLVM IR is compiled without LLVM's pass pipeline, so ``alwaysinline`` alone
-# leaves a real call (and a callee saving d8-d15 around every tile). The fp32 GEMM's call sites take
-# the definition's assembly statement directly; the definition stays for any call left. The int8
-# microkernels stay calls: inlined the same way, MobileFaceNet int8 corrupted a later kernel's
-# arguments under qemu (not understood yet).
-INLINED_AT_CALL_SITES = frozenset(neon_f32_gemm.DEFINITIONS)
+# leaves a real call (and a callee saving d8-d15 around every tile). Every call site takes the
+# definition's assembly statement directly; the definition stays for any call left. The int8
+# microkernels, inlined this way before their accumulator tile was a whole-buffer access pointer
+# (``kernels.int8_nhwc``), overflowed that tile into a later kernel's arguments; inlined now,
+# MobileFaceNet int8 is bit-exact with the host and runs 79.1 -> 77.8 M instructions, 156.4 -> 153.0 M
+# a7 cycles.
 _CALL = re.compile(r"^(\s*)(?:(%[\w.]+) = )?(?:tail |notail )?call i32 @(edgetvm_neon_\w+)\((.*)\)((?:, !dbg !\d+)?)$",
                    re.M)
-_ASM_CALL = re.compile(r'^\s*%\w+ = (call \{[^}]*\} asm sideeffect ".*", "[^"]*")\((.*)\)$', re.M)
+_ASM_CALL = re.compile(r'^\s*%\w+ = (call (?:\{[^}]*\}|\w+) asm sideeffect ".*", "[^"]*")\((.*)\)$', re.M)
 _PARAMETERS = re.compile(r"^define [^(]*\(([^)]*)\)", re.M)
 
 
@@ -70,7 +78,7 @@ def _inline_calls(ir: str) -> str:
     def inline(match: re.Match) -> str:
         nonlocal count
         indent, result, name, arguments, dbg = match.groups()
-        definition = DEFINITIONS.get(name, "") if name in INLINED_AT_CALL_SITES else ""
+        definition = microkernel_definition(name) or ""
         asm, parameters = _ASM_CALL.search(definition), _PARAMETERS.search(definition)
         actual = _split_arguments(arguments)
         if asm is None or parameters is None or len(actual) != len(_split_arguments(parameters.group(1))):

@@ -49,6 +49,8 @@ import functools
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
+from .neon_asm import inline_asm_definition
+
 # (tile rows, tile columns, vectors) of the supported tiles, best first (see the module docstring).
 F32_GEMM_TILES = ((1, 4, 2), (2, 2, 2), (1, 7, 1))
 # Depths per loop iteration of the assembly.
@@ -96,28 +98,12 @@ def f32_gemm_asm(tile_h: int, tile_w: int, vectors: int, steps: int = 1) -> list
     return [f"vldmia $0, {acc_regs}", "1:", *step * steps, "subs $7, $7, #1", "bne 1b", f"vstmia $0, {acc_regs}"]
 
 
-def _llvm_asm_string(lines: list[str]) -> str:
-    return "\\0A\\09".join(line.replace('"', '\\22') for line in lines)
-
-
-_CLOBBERS = ",".join([f"~{{d{i}}}" for i in range(32)] + ["~{memory}", "~{cc}"])
 _OPERANDS = ("ptr %c", "ptr %x", "i32 %xs", "i32 %xr", "i32 %xb", "ptr %w", "i32 %ws", "i32 %it")
 
 
-def _definition(tile_h: int, tile_w: int, vectors: int, steps: int) -> str:
-    types = ", ".join(op.split()[0] for op in _OPERANDS)
-    outputs = ",".join(["=r"] * len(_OPERANDS))
-    tied = ",".join(str(i) for i in range(len(_OPERANDS)))
-    return (
-        f"define internal i32 @{f32_gemm_name(tile_h, tile_w, vectors, steps)}({', '.join(_OPERANDS)}) alwaysinline nounwind {{\n"
-        f"  %r = call {{ {types} }} asm sideeffect \"{_llvm_asm_string(f32_gemm_asm(tile_h, tile_w, vectors, steps))}\", "
-        f"\"{outputs},{tied},{_CLOBBERS}\"({', '.join(_OPERANDS)})\n"
-        f"  ret i32 0\n}}"
-    )
-
-
 # microkernel name -> LLVM IR definition (replacing TVM's ``declare i32 @name(ptr, ptr, i32, ..., i32)``).
-DEFINITIONS = {f32_gemm_name(*tile, steps): _definition(*tile, steps) for tile in F32_GEMM_TILES for steps in (1, 2)}
+DEFINITIONS = {f32_gemm_name(*tile, steps): inline_asm_definition(f32_gemm_name(*tile, steps), _OPERANDS, f32_gemm_asm(*tile, steps))
+               for tile in F32_GEMM_TILES for steps in (1, 2)}
 
 
 @functools.lru_cache(maxsize=None)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from .int8_nhwc import NEON_Q8_GEMM_2X8 as Q8_GEMM_2X8
 from .int8_nhwc import neon_q8_gemm_requantize_name
+from .neon_asm import inline_asm_definition
 
 
 def _gemm_step(x0: str = "$1", x1: str = "$2", w: str = "$3") -> list[str]:
@@ -117,32 +118,15 @@ def q8_gemm_2x8_requantize_asm(negative: bool, left_shift: bool, unsigned: bool)
     return lines
 
 
-def _llvm_asm_string(lines: list[str]) -> str:
-    return "\\0A\\09".join(line.replace('"', '\\22') for line in lines)
-
-
-_CLOBBERS = ",".join([f"~{{d{i}}}" for i in range(32)] + ["~{memory}", "~{cc}"])
-
-
-def _requantize_definition(negative: bool, left_shift: bool, unsigned: bool) -> str:
-    name = neon_q8_gemm_requantize_name(negative, left_shift, unsigned)
-    asm = _llvm_asm_string(q8_gemm_2x8_requantize_asm(negative, left_shift, unsigned))
-    args = "ptr %y0, ptr %y1, ptr %x0, ptr %x1, ptr %w, i32 %iterations, ptr %epilogue, i32 %zero_point, i32 %clamp"
-    # Every operand is read and advanced (or overwritten) by the assembly: all tied outputs.
-    return (f"define internal i32 @{name}({args}) alwaysinline nounwind {{\n"
-            f"  %r = call {{ ptr, ptr, ptr, ptr, ptr, i32, ptr, i32, i32 }} asm sideeffect \"{asm}\", "
-            f"\"=r,=r,=r,=r,=r,=r,=r,=r,=r,0,1,2,3,4,5,6,7,8,{_CLOBBERS}\"({args})\n"
-            f"  ret i32 0\n}}")
-
+_Q8_GEMM_OPERANDS = ("ptr %out", "ptr %x0", "ptr %x1", "ptr %w", "i32 %iterations")
+# Every operand is read and advanced (or overwritten) by the assembly: all tied outputs.
+_REQUANTIZE_OPERANDS = ("ptr %y0", "ptr %y1", "ptr %x0", "ptr %x1", "ptr %w", "i32 %iterations", "ptr %epilogue",
+                        "i32 %zero_point", "i32 %clamp")
 
 # microkernel name -> LLVM IR definition (replacing TVM's declaration of the call).
 DEFINITIONS = {
-    Q8_GEMM_2X8: (
-        f"define internal i32 @{Q8_GEMM_2X8}(ptr %out, ptr %x0, ptr %x1, ptr %w, i32 %iterations) alwaysinline nounwind {{\n"
-        f"  %r = call {{ ptr, ptr, ptr, ptr, i32 }} asm sideeffect \"{_llvm_asm_string(q8_gemm_2x8_asm())}\", "
-        f"\"=r,=r,=r,=r,=r,0,1,2,3,4,{_CLOBBERS}\"(ptr %out, ptr %x0, ptr %x1, ptr %w, i32 %iterations)\n"
-        f"  ret i32 0\n}}"
-    ),
-    **{neon_q8_gemm_requantize_name(n, s, u): _requantize_definition(n, s, u)
+    Q8_GEMM_2X8: inline_asm_definition(Q8_GEMM_2X8, _Q8_GEMM_OPERANDS, q8_gemm_2x8_asm()),
+    **{neon_q8_gemm_requantize_name(n, s, u): inline_asm_definition(
+        neon_q8_gemm_requantize_name(n, s, u), _REQUANTIZE_OPERANDS, q8_gemm_2x8_requantize_asm(n, s, u))
        for n in (False, True) for s in (False, True) for u in (False, True)},
 }

@@ -3,7 +3,9 @@
 Every kernel is scheduled by the first rule that applies:
 
 0. :func:`schedule_neon_f32_gemm` on ARMv7 for a stride-1 1x1 conv: per tile, the whole channel
-   reduction is one hand-scheduled assembly loop (``kernels/neon_f32_gemm.py``), then the tail.
+   reduction is one hand-scheduled assembly loop (``kernels/neon_f32_gemm.py``), then the tail;
+   :func:`schedule_neon_f32_dwconv` for a depthwise 3x3 conv at stride 1 or 2: per output row and
+   4 channels one assembly loop (``kernels/neon_f32_dwconv.py``), then the row's tail.
 1. :func:`schedule_register_tiled` for a reduction block that :mod:`.analysis` can vectorize along
    the output's last axis (conv2d, 1x1 conv = GEMM, depthwise, dense, pooling, mean). The output is
    computed in register tiles of ``rows x (vectors * lanes)``::
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir, tirx
 
+from ..kernels.neon_f32_dwconv import DWCONV_STRIDES, dwconv_intrin, zero_row_intrin
 from ..kernels.neon_f32_gemm import F32_GEMM_DEPTH_STEP, F32_GEMM_TILES, f32_gemm_intrin
 from .analysis import ReductionKernel, unit_stride_last, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
 
@@ -68,7 +71,7 @@ class CpuScheduleConfig:
     register (ARMv7 ``vmla.f32 q, q, d[x]``), so a conv2d tile loads ``lanes`` input channels
     with one vector load instead of one broadcast load per channel (see ``schedule_register_tiled``).
     ``neon_f32_gemm``: 1x1 convs run on the ARMv7 NEON assembly microkernel
-    (``schedule_neon_f32_gemm``).
+    (``schedule_neon_f32_gemm``), depthwise 3x3 convs on the depthwise one (``schedule_neon_f32_dwconv``).
     """
 
     lanes: int
@@ -312,15 +315,11 @@ def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     None (the register-tiled rule then applies) for other kernels, or when no tile divides the
     image width and the channels, or the depth is not a multiple of 4.
     """
-    if not config.neon_f32_gemm:
-        return None
     sch = s_tir.Schedule(func)
-    parts = _reduction_and_tail(sch)
-    if parts is None:
-        return None
-    kernel, main, tail, padded = parts
-    if kernel.kind != "conv2d" or padded or len(kernel.spatial) != 4 or len(kernel.reduction) != 3:
-        return None
+    parts = _neon_conv_parts(sch, config, "conv2d")
+    if parts is None or parts[3]:
+        return None  # not a 1x1 conv, or one with padding
+    kernel, main, tail, _ = parts
     kh, kw, depth = (kernel.extents[i] for i in kernel.reduction)
     if (kh, kw) != (1, 1) or depth % F32_GEMM_DEPTH_STEP or depth < 4 * F32_GEMM_DEPTH_STEP:
         return None
@@ -352,6 +351,95 @@ def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     sch.tensorize(h_i if h_i is not None else w_i, f32_gemm_intrin(tile_h, tile_w, vectors, depth))
     return ScheduleResult(sch.mod["main"], f"neon-gemm:{kernel.kind}",
                           f"tile {tile_h}x{tile_w}x{4 * vectors} microkernel, {kernel.macs} MAC")
+
+# Output pixels of a depthwise row's tail per iteration (see schedule_neon_f32_dwconv).
+DWCONV_TAIL_UNROLL = 8
+
+
+def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
+    """A depthwise 3x3 conv (NHWC, stride 1 or 2, channels a multiple of 4) on the hand-scheduled
+    ARMv7 microkernel (``kernels.neon_f32_dwconv``): per output row and 4 channels one assembly loop
+    that keeps the 9 window weights in registers, then the row's tail from its accumulators::
+
+        pad = zero-padded x                                   # its own vectorized pass
+        for n, c_o, h:
+          acc[w, 4] = sum_{ky,kx} pad[n, h*s + ky, w*s + kx, c_o*4 : +4] * wt[ky, kx, c_o*4 : +4]
+          out[n, h, :, c_o*4 : +4] = tail(acc)
+
+    None (the register-tiled rule then applies) for other kernels.
+    """
+    sch = s_tir.Schedule(func)
+    parts = _neon_conv_parts(sch, config, "depthwise")
+    if parts is None:
+        return None
+    kernel, main, tail, padded = parts
+    ky, kx, group = (kernel.extents[i] for i in kernel.reduction)
+    height, width, channels = (kernel.extents[i] for i in kernel.spatial[1:])
+    if (ky, kx, group) != (3, 3, 1) or channels % 4:
+        return None
+    stride = _window_stride(sch, main, kernel)
+    if stride not in DWCONV_STRIDES:
+        return None
+    loops = sch.get_loops(main)
+    n, h, w, c = (loops[i] for i in kernel.spatial)
+    ry, rx, rc = (loops[i] for i in kernel.reduction)
+    c_o, c_i = sch.split(c, [None, 4])
+    tile_loops = [n, c_o, h]
+    sch.reorder(*tile_loops, rc, w, c_i, ry, rx)
+    sch.reverse_compute_at(tail, h, preserve_unit_loops=True)
+    tail_loops = sch.get_loops(tail)[len(tile_loops):]
+    # The row's pixels stay a loop (the accumulators are in memory anyway), unrolled by up to
+    # DWCONV_TAIL_UNROLL pixels so that its counter and branch are paid once per that many vectors.
+    sch.vectorize(tail_loops[-1])
+    unroll = max(_divisors(width, DWCONV_TAIL_UNROLL))
+    if unroll > 1:
+        sch.unroll(sch.split(tail_loops[-2], [None, unroll])[1])
+    # Loop kinds before decompose_reduction, as in schedule_register_tiled.
+    if config.parallel and height * width * channels >= PARALLEL_MIN_ELEMENTS:
+        tile_loops = [sch.fuse(*tile_loops)]
+        sch.parallel(tile_loops[0])
+    init = sch.decompose_reduction(main, rc)
+    sch.set_scope(main, 0, "local")
+    sch.tensorize(sch.get_loops(init)[len(tile_loops)], zero_row_intrin(width))
+    sch.tensorize(w, dwconv_intrin(stride, width))
+    for block in padded:
+        _schedule_spatial_block(sch, block, config)
+        pad_loops = sch.get_loops(block)
+        if len(pad_loops) >= 2 and int(sch.get(pad_loops[-2]).extent) <= 64:
+            sch.unroll(pad_loops[-2])
+    return ScheduleResult(sch.mod["main"], f"neon-dwconv:{kernel.kind}",
+                          f"3x3 stride {stride} row of {width} microkernel, {kernel.macs} MAC")
+
+
+def _window_stride(sch: s_tir.Schedule, main, kernel: ReductionKernel) -> int | None:
+    """The stride of a depthwise conv: the coefficient of the output column in its input's column
+    index (the same for rows); None when the input read is not of that form."""
+    stmt = sch.get(main)
+    row = stmt.iter_vars[kernel.spatial[-3]].var
+    col = stmt.iter_vars[kernel.spatial[-2]].var
+    for read in stmt.reads:
+        region = read.region
+        if len(region) != 4:
+            continue
+        by_col = tvm.sym.detect_linear_equation(region[2].min, [col])
+        by_row = tvm.sym.detect_linear_equation(region[1].min, [row])
+        if len(by_col) == 2 and len(by_row) == 2 and const_int(by_col[0]) and const_int(by_col[0]) == const_int(by_row[0]):
+            return const_int(by_col[0])
+    return None
+
+
+def _neon_conv_parts(sch: s_tir.Schedule, config: CpuScheduleConfig, kind: str):
+    """``_reduction_and_tail`` of an NHWC conv of ``kind`` (4 spatial loops, kh, kw and the input
+    channels reduced) when the ARMv7 microkernels are on; None otherwise."""
+    if not config.neon_f32_gemm:
+        return None
+    parts = _reduction_and_tail(sch)
+    if parts is None:
+        return None
+    kernel = parts[0]
+    if kernel.kind != kind or len(kernel.spatial) != 4 or len(kernel.reduction) != 3:
+        return None
+    return parts
 
 
 def _reduction_and_tail(sch: s_tir.Schedule):
@@ -513,7 +601,7 @@ def _schedule_reduction_outer(sch: s_tir.Schedule, block, config: CpuScheduleCon
 
 def schedule_kernel(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult:
     """Schedule one kernel with the first rule that applies; the unscheduled kernel as last resort."""
-    for rule in (schedule_neon_f32_gemm, schedule_register_tiled, schedule_generic):
+    for rule in (schedule_neon_f32_gemm, schedule_neon_f32_dwconv, schedule_register_tiled, schedule_generic):
         try:
             result = rule(func, config)
         except Exception as exc:  # noqa: BLE001 - a primitive refused: the next, simpler rule

@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 
 import edgetvm
-from edgetvm import emulate
 from edgetvm.backends.neon_microkernels import microkernel_calls, with_microkernels
 from edgetvm.kernels.neon_f32_gemm import DEFINITIONS, F32_GEMM_TILES, f32_gemm_asm, f32_gemm_name
 
 from ..schedules.nets import NetBuilder
-
-ARM = "cortex-a7"
+from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule
 
 
 @pytest.mark.parametrize("steps", [1, 2])
@@ -83,11 +81,6 @@ def pointwise_net(cin: int, cout: int, h: int, w: int, stride: int = 1, residual
     return model, reference
 
 
-def _gemm_rule(compiled) -> str | None:
-    rules = [r for r in compiled.report.details["schedules"]["kernels"].values() if r.startswith("neon-gemm")]
-    return rules[0] if rules else None
-
-
 @pytest.mark.parametrize("cin,cout,h,w,tile", [
     (16, 16, 3, 8, "1x4x8"),     # width % 4
     (32, 16, 6, 6, "2x2x8"),     # the 14-wide stages: 2x2 pixels
@@ -96,7 +89,7 @@ def _gemm_rule(compiled) -> str | None:
 def test_arm_pointwise_convs_take_the_tile_their_shape_allows(cin, cout, h, w, tile):
     model, _ = pointwise_net(cin, cout, h, w)
     compiled = edgetvm.compile(model, ARM, num_threads=1)
-    assert _gemm_rule(compiled) and f"tile {tile} microkernel" in _gemm_rule(compiled)
+    assert schedule_rule(compiled, "neon-gemm") and f"tile {tile} microkernel" in schedule_rule(compiled, "neon-gemm")
 
 
 @pytest.mark.parametrize("net", [
@@ -106,12 +99,12 @@ def test_arm_pointwise_convs_take_the_tile_their_shape_allows(cin, cout, h, w, t
 ])
 def test_other_pointwise_convs_keep_the_register_tiled_schedule(net):
     model, _ = pointwise_net(**net)
-    assert _gemm_rule(edgetvm.compile(model, ARM, num_threads=1)) is None
+    assert schedule_rule(edgetvm.compile(model, ARM, num_threads=1), "neon-gemm") is None
 
 
 def test_host_never_takes_the_arm_microkernel():
     model, _ = pointwise_net(16, 16, 4, 8)
-    assert _gemm_rule(edgetvm.compile(model, "host", num_threads=1)) is None
+    assert schedule_rule(edgetvm.compile(model, "host", num_threads=1), "neon-gemm") is None
 
 
 @pytest.mark.arm
@@ -126,21 +119,15 @@ def test_arm_microkernel_matches_numpy_and_the_host_build(cin, cout, h, w, resid
     model, reference = pointwise_net(cin, cout, h, w, residual=residual)
     x = np.random.default_rng(1).uniform(-1, 1, (1, cin, h, w)).astype(np.float32)
     compiled = edgetvm.compile(model, ARM, num_threads=threads)
-    assert _gemm_rule(compiled)
-    so = compiled.export(tmp_path / "pointwise.so", standalone=True)
-    got = emulate.run_standalone_arm(so, [x], threads=threads, cpu=compiled.target.qemu_cpu).outputs[0]
-    host = edgetvm.compile(model, "host", num_threads=1)(x)
-    host = np.asarray(host[0] if isinstance(host, (list, tuple)) else host)
-    want = reference(x)
-    scale = np.max(np.abs(want))
-    assert np.max(np.abs(got - want)) / scale < 1e-5
-    assert np.max(np.abs(got - host)) / scale < 1e-5
+    assert schedule_rule(compiled, "neon-gemm")
+    assert_arm_matches_reference_and_host(compiled, model, reference, x, threads, tmp_path)
 
 
-def test_int8_microkernel_calls_stay_calls():
+def test_int8_microkernel_calls_become_the_assembly_statement_too():
     from edgetvm.kernels.neon_q8_gemm import DEFINITIONS as Q8_DEFINITIONS
 
     name = next(iter(Q8_DEFINITIONS))
     ir = (f"define i32 @k(ptr %a) {{\n  %r = call i32 @{name}(ptr %a, ptr %a, ptr %a, ptr %a, i32 2)\n  ret i32 %r\n}}\n\n"
           f"declare i32 @{name}(ptr, ptr, ptr, ptr, i32) local_unnamed_addr\n")
-    assert f"%r = call i32 @{name}(" in with_microkernels(ir)
+    body = with_microkernels(ir).split("\n}\n")[0]
+    assert f"call i32 @{name}(" not in body and "vmull.s8" in body and "%r = add i32 0, 0" in body

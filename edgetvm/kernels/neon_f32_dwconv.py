@@ -1,0 +1,232 @@
+"""The ARMv7 NEON fp32 depthwise 3x3 conv microkernel (channels last, stride 1 or 2), as a TIR tensor
+intrinsic whose body calls a function that ``backends.neon_microkernels`` defines in inline assembly.
+
+One call computes one output row of ``width`` pixels for 4 channels::
+
+    C[x, c] += sum_{ky, kx} A[ky, x * stride + kx, c] * B[ky, kx, c]      x < width, c < 4
+
+A is the padded NHWC input (3 rows of the window, one pixel's channels contiguous), B the HWIO
+weight read in place, C the row's accumulators (dense, ``width x 4``, zeroed before by the
+``zero_row`` intrinsic: 4 zeroed registers, one ``vstmia`` per 4 pixels; the TIR tail reads them
+for bias, BN, PReLU, clipping or the residual). Registers::
+
+    q7-q15   the 9 window weights B[ky, kx, 0:4], loaded once per call (q(7 + 3*ky + kx))
+    q0-q3    accumulators of 4 output pixels
+    q4-q6    input columns, rotating: one column is loaded, then feeds every accumulator whose
+             window covers it (up to 3), while the next column loads
+
+Per group of 4 output pixels (stride s: ``3 * (3 + 3s)`` column loads, 18 or 27)::
+
+    vldmia   c, {d0-d7}                    x 1
+    vld1.32  {q4}, [x :128], pixel         x 3 * (3 + 3s)   (each window row's columns, left to right)
+    vmla.f32 q0, q4, q7                    x 36
+    vstmia   c!, {d0-d7}; subs; bne        x 3
+
+Stride 1: 1 + 18 + 36 + 3 = 58 instructions per 144 multiply-accumulates, 0.403 per MAC; stride 2:
+67, 0.465 per MAC. Estimated Cortex-A7 issue cycles (neon_cycles.md: q load and q multiply-accumulate
+two each): (2 * 18 + 2 * 36 + 16 + 2) / 144 = 0.88 per MAC at stride 1. A row of ``width % 4``
+pixels more runs the same step with fewer accumulators after the loop. Around it (per output vector
+of 36 MACs): the zeroing (1/4 store), the tail (one load of the accumulator and its own operations,
+bias + PReLU 5, unrolled by up to 8 pixels) and the padding pass (one load and store per input
+vector, a ``memset`` per border pixel). Measured (a 56x56x64 stride-1 layer with bias and PReLU
+alone, cortex-a7): 0.87 instructions per MAC for the whole kernel.
+
+Measured worse or not taken: the register-tiled TIR schedule (``schedules.cpu``, 1.02 instructions
+per MAC at stride 1 on MobileFaceNet: its 9 weights, bias and slope do not fit beside 4 accumulators,
+so LLVM spilled weights to the stack and reloaded them per tile, and the 7- and 14-wide stages got
+1- and 2-pixel tiles). The first tap as ``vmul`` (no zeroing, no ``vldmia``) needs the reduction's
+init gone, and TVM's blockize keeps it (the group's unit channel loop stays outside the
+intrinsic): LLVM made the kept zeroing loop a ``memset`` call per row, 1.00 instead of 0.87 per
+MAC on the layer above. The padding pass's channel loop left rolled became a ``memcpy`` call per
+pixel (1.07 instead of 1.00): it is unrolled. Keeping the 2 overlapping columns of each window row for
+the next group (12 loads per group instead of 18) needs 6 more registers than the 16 q registers
+hold beside 9 weights and 4 accumulators; two output rows per call (ncnn's ``convdw3x3s1``, 16
+loads per 4 pixels on a 2x2 tile) saves 2 loads per group: not tried.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+from .neon_asm import inline_asm_definition
+
+# Output pixels per step of the assembly loop (q0-q3).
+DWCONV_PIXELS = 4
+DWCONV_STRIDES = (1, 2)
+# Operands: $0 C, $1 x (window row 0, column 0), $2 x's step to the next column, $3 from a window
+# row's last column to the next row's first, $4 from the last row's last column to the next group's
+# first column, $5 w, $6 w's step to the next column, $7 from a weight row's last column to the next
+# row's first. After the weights are loaded $5-$7 are scratch (loop counter, remainder arithmetic).
+_OPERANDS = ("ptr %c", "ptr %x", "i32 %xs", "i32 %xn", "i32 %xg", "ptr %w", "i32 %ws", "i32 %wn")
+
+
+def dwconv_name(stride: int, width: int) -> str:
+    return f"edgetvm_neon_f32_dwconv3x3_s{stride}_w{width}"
+
+
+def dwconv_columns(stride: int, pixels: int) -> int:
+    """Input columns a group of ``pixels`` output pixels reads per window row."""
+    return (pixels - 1) * stride + 3
+
+
+def _q(reg: int) -> str:
+    return f"{{d{2 * reg}-d{2 * reg + 1}}}"
+
+
+def _group(stride: int, pixels: int, last_row_step: str | None) -> list[str]:
+    """Loads and multiply-accumulates of ``pixels`` output pixels; loads one column ahead of its use."""
+    columns = dwconv_columns(stride, pixels)
+    loads, macs = [], []
+    for ky in range(3):
+        for j in range(columns):
+            step = "$2" if j < columns - 1 else ("$3" if ky < 2 else last_row_step)
+            column = 4 + len(loads) % 3
+            loads.append(f"vld1.32 {_q(column)}, [$1 :128]" + (f", {step}" if step else ""))
+            ops = []
+            for p in range(pixels):
+                kx = j - p * stride
+                if 0 <= kx <= 2:
+                    ops.append(f"vmla.f32 q{p}, q{column}, q{7 + 3 * ky + kx}")
+            macs.append(ops)
+    lines = [loads[0]]
+    for k in range(len(loads)):
+        if k + 1 < len(loads):
+            lines.append(loads[k + 1])
+        lines += macs[k]
+    return lines
+
+
+def dwconv_asm(stride: int, width: int) -> list[str]:
+    """The assembly of one output row of ``width`` pixels (operands: see ``_OPERANDS``)."""
+    groups, rest = divmod(width, DWCONV_PIXELS)
+    lines = [f"vld1.32 {_q(7 + i)}, [$5 :128]" + ("" if i == 8 else (", $6" if i % 3 < 2 else ", $7"))
+             for i in range(9)]
+    if groups:
+        lines += [f"mov $5, #{groups}", "1:", _accumulators("vldmia $0", DWCONV_PIXELS),
+                  *_group(stride, DWCONV_PIXELS, "$4"),
+                  _accumulators("vstmia $0!", DWCONV_PIXELS), "subs $5, $5, #1", "bne 1b"]
+    if rest:
+        # The shorter group's row step: (full - short) columns further back than the loop's.
+        lines += [f"mov $6, #{dwconv_columns(stride, DWCONV_PIXELS) - dwconv_columns(stride, rest)}",
+                  "mla $3, $6, $2, $3", _accumulators("vldmia $0", rest), *_group(stride, rest, None),
+                  _accumulators("vstmia $0!", rest)]
+    return lines
+
+
+def _accumulators(op: str, pixels: int) -> str:
+    return f"{op}, {{d0-d{2 * pixels - 1}}}"
+
+
+def zero_row_asm(width: int) -> list[str]:
+    """The assembly that zeroes a row's ``width x 4`` accumulators (operand $0), 4 pixels per store."""
+    groups, rest = divmod(width, DWCONV_PIXELS)
+    lines = [f"vmov.i32 q{p}, #0" for p in range(min(width, DWCONV_PIXELS))]
+    lines += [_accumulators("vstmia $0!", DWCONV_PIXELS)] * groups
+    return lines + ([_accumulators("vstmia $0!", rest)] if rest else [])
+
+
+@functools.lru_cache(maxsize=None)
+def dwconv_definition(stride: int, width: int) -> str:
+    """The LLVM IR definition of the microkernel of one output row of ``width`` pixels."""
+    return inline_asm_definition(dwconv_name(stride, width), _OPERANDS, dwconv_asm(stride, width))
+
+
+@functools.lru_cache(maxsize=None)
+def dwconv_intrin(stride: int, width: int) -> str:
+    """Register (once) and name the tensor intrinsic of one output row of ``width`` pixels."""
+    if stride not in DWCONV_STRIDES:
+        raise ValueError(f"the depthwise 3x3 microkernel takes stride 1 or 2, got {stride}")
+    kernel = dwconv_name(stride, width)
+    name = f"{kernel}_intrin"
+    W, S, X = T.int64(width), T.int64(stride), T.int64(dwconv_columns(stride, width))
+    # The loop's last column of a window row, where the assembly steps to the next row or group.
+    last = T.int64(dwconv_columns(stride, DWCONV_PIXELS) - 1)
+
+    def column(vx, vkx):
+        return vx * S + vkx if stride > 1 else vx + vkx
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (T.int64(3), X, T.int64(4)), "float32", offset_factor=1)
+        B = T.match_buffer(b, (T.int64(3), T.int64(3), T.int64(1), T.int64(4)), "float32", offset_factor=1)
+        C = T.match_buffer(c, (W, T.int64(4)), "float32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:W, 0:4], A[0:3, 0:X, 0:4], B[0:3, 0:3, 0:1, 0:4])
+            T.writes(C[0:W, 0:4])
+            for x, ch, ky, kx in T.grid(W, T.int64(4), T.int64(3), T.int64(3)):
+                with T.sblock("update"):
+                    vx, vc, vky, vkx = T.axis.remap("SSRR", [x, ch, ky, kx])
+                    T.reads(C[vx, vc], A[vky, column(vx, vkx), vc], B[vky, vkx, 0, vc])
+                    T.writes(C[vx, vc])
+                    C[vx, vc] = C[vx, vc] + A[vky, column(vx, vkx), vc] * B[vky, vkx, 0, vc]
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        row = T.int64()
+        pixel = T.int64()
+        brow = T.int64()
+        bpixel = T.int64()
+        A = T.match_buffer(a, (T.int64(3), X, T.int64(4)), "float32", offset_factor=1, strides=[row, pixel, 1])
+        B = T.match_buffer(b, (T.int64(3), T.int64(3), T.int64(1), T.int64(4)), "float32", offset_factor=1,
+                           strides=[brow, bpixel, bpixel, 1])
+        C = T.match_buffer(c, (W, T.int64(4)), "float32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:W, 0:4], A[0:3, 0:X, 0:4], B[0:3, 0:3, 0:1, 0:4])
+            T.writes(C[0:W, 0:4])
+            T.evaluate(T.call_extern(
+                "int32", kernel, T.address_of(C[0, 0]), T.address_of(A[0, 0, 0]), T.Cast("int32", pixel * 4),
+                T.Cast("int32", (row - last * pixel) * 4),
+                T.Cast("int32", (DWCONV_PIXELS * S * pixel - 2 * row - last * pixel) * 4),
+                T.address_of(B[0, 0, 0, 0]), T.Cast("int32", bpixel * 4), T.Cast("int32", (brow - 2 * bpixel) * 4)))
+
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
+
+_NAME = re.compile(r"edgetvm_neon_f32_dwconv3x3_s(\d+)_w(\d+)")
+_ZERO_NAME = re.compile(r"edgetvm_neon_f32_zero_row_w(\d+)")
+
+
+def dwconv_definition_of(name: str) -> str | None:
+    """The definition of the depthwise microkernel (or zero row) called ``name``; None for another name."""
+    match = _NAME.fullmatch(name)
+    if match:
+        return dwconv_definition(int(match.group(1)), int(match.group(2)))
+    match = _ZERO_NAME.fullmatch(name)
+    return inline_asm_definition(name, ("ptr %c",), zero_row_asm(int(match.group(1)))) if match else None
+
+
+@functools.lru_cache(maxsize=None)
+def zero_row_intrin(width: int) -> str:
+    """Register (once) and name the tensor intrinsic that zeroes one row's accumulators: the init of
+    the depthwise reduction, as stores of 4 zeroed registers (a loop of vector stores of zero is
+    what LLVM turns into a call to ``memset`` per row: 0.13 instructions per multiply-accumulate
+    more on a 56x56x64 layer)."""
+    kernel = f"edgetvm_neon_f32_zero_row_w{width}"
+    W = T.int64(width)
+
+    @T.prim_func(s_tir=True)
+    def desc(c: T.handle) -> None:
+        C = T.match_buffer(c, (W, T.int64(4)), "float32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads()
+            T.writes(C[0:W, 0:4])
+            for x, ch in T.grid(W, T.int64(4)):
+                with T.sblock("init"):
+                    vx, vc = T.axis.remap("SS", [x, ch])
+                    C[vx, vc] = T.float32(0.0)
+
+    @T.prim_func(s_tir=True)
+    def impl(c: T.handle) -> None:
+        C = T.match_buffer(c, (W, T.int64(4)), "float32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads()
+            T.writes(C[0:W, 0:4])
+            T.evaluate(T.call_extern("int32", kernel, T.address_of(C[0, 0])))
+
+    TensorIntrin.register(kernel, desc, impl, override=True)
+    return kernel

@@ -1,0 +1,116 @@
+"""The ARMv7 fp32 depthwise 3x3 microkernel (kernels/neon_f32_dwconv.py, schedules/cpu.py's
+schedule_neon_f32_dwconv): its assembly as documented, which convs take it, and its numbers against
+a float64 numpy reference and the host build, under qemu."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import edgetvm
+from edgetvm.backends.neon_microkernels import microkernel_calls, with_microkernels
+from edgetvm.kernels.neon_f32_dwconv import (DWCONV_PIXELS, dwconv_asm, dwconv_columns, dwconv_definition, dwconv_name,
+                                             zero_row_asm)
+
+from ..schedules.nets import NetBuilder
+from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_loop_step_is_column_loads_and_multiply_accumulates_only(stride):
+    lines = dwconv_asm(stride, 2 * DWCONV_PIXELS)
+    loop = lines[lines.index("1:") + 1:lines.index("subs $5, $5, #1")]
+    loads = [line for line in loop if line.startswith("vld1.32")]
+    macs = [line for line in loop if line.startswith("vmla.f32")]
+    # The 4 accumulators in and out with one vldm/vstm, each window row's columns loaded once,
+    # 9 taps per pixel, nothing else.
+    assert loop[0] == "vldmia $0, {d0-d7}" and loop[-1] == "vstmia $0!, {d0-d7}"
+    assert len(loads) == 3 * dwconv_columns(stride, DWCONV_PIXELS) and len(macs) == 9 * DWCONV_PIXELS
+    assert len(loop) == len(loads) + len(macs) + 2
+    taps = set()
+    for line in macs:
+        acc, column, weight = map(int, re.fullmatch(r"vmla\.f32 q(\d), q(\d+), q(\d+)", line).groups())
+        # Accumulators q0-q3, input columns q4-q6, the 9 weights q7-q15, never mixed up.
+        assert acc < 4 and 4 <= column <= 6 and 7 <= weight <= 15
+        taps.add((acc, weight))
+    assert len(taps) == 9 * DWCONV_PIXELS
+
+
+def test_zero_row_stores_4_zeroed_registers_per_4_pixels():
+    assert zero_row_asm(7) == [*(f"vmov.i32 q{p}, #0" for p in range(4)), "vstmia $0!, {d0-d7}", "vstmia $0!, {d0-d5}"]
+
+
+def test_a_row_of_width_not_multiple_of_4_ends_with_a_shorter_group():
+    lines = dwconv_asm(1, 7)
+    after = lines[lines.index("bne 1b") + 1:]
+    assert after[-1] == "vstmia $0!, {d0-d5}"
+    assert len([line for line in after if line.startswith("vmla.f32")]) == 9 * 3
+    assert "1:" not in dwconv_asm(1, 3)
+
+
+def test_calls_become_the_assembly_statement_itself():
+    name = dwconv_name(2, 14)
+    ir = (f"define void @k(ptr %c, ptr %x, ptr %w) {{\n"
+          f"  %3 = tail call i32 @{name}(ptr %c, ptr %x, i32 64, i32 1024, i32 -2048, ptr %w, i32 64, i32 64)\n"
+          f"  ret void\n}}\n\ndeclare i32 @{name}(ptr, ptr, i32, i32, i32, ptr, i32, i32) local_unnamed_addr\n")
+    out = with_microkernels(ir)
+    body = out[:out.index("\n}\n")]
+    assert not microkernel_calls(out) and dwconv_definition(2, 14) in out
+    assert f"call i32 @{name}" not in body and "vmla.f32" in body and "%3 = add i32 0, 0" in body
+
+
+def depthwise_net(c: int, h: int, w: int, stride: int, residual: bool = False, seed: int = 0):
+    """Depthwise 3x3 (pad 1) + bias + PReLU [+ residual add], and a float64 numpy reference of it."""
+    b = NetBuilder((1, c, h, w), seed=seed)
+    y = b.prelu(b.conv("input", c, c, 3, stride, groups=c), c)
+    if residual:
+        y = b.node("Add", [y, "input"])
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    model = b.build(y, (1, c, ho, wo))
+    consts = {t.name: np.frombuffer(t.raw_data, np.float32).reshape(t.dims) for t in model.graph.initializer}
+    weight, bias, slope = (consts[n].astype(np.float64) for n in [*model.graph.node[0].input[1:], model.graph.node[1].input[1]])
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+        out = np.zeros((1, c, ho, wo)) + bias.reshape(1, -1, 1, 1)
+        for ky in range(3):
+            for kx in range(3):
+                window = xp[:, :, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
+                out += window * weight[:, 0, ky, kx].reshape(1, -1, 1, 1)
+        out = np.where(out > 0, out, out * slope.reshape(1, -1, 1, 1))
+        return out + x if residual else out
+
+    return model, reference
+
+
+@pytest.mark.parametrize("c,h,w,stride", [(8, 6, 8, 1), (12, 6, 14, 2)])
+def test_arm_depthwise_convs_take_the_microkernel(c, h, w, stride):
+    model, _ = depthwise_net(c, h, w, stride)
+    rule = schedule_rule(edgetvm.compile(model, ARM, num_threads=1), "neon-dwconv")
+    assert rule and f"stride {stride} row of {(w - 1) // stride + 1} microkernel" in rule
+
+
+def test_channels_not_a_multiple_of_4_and_the_host_keep_their_schedules():
+    model, _ = depthwise_net(6, 6, 8, 1)
+    assert schedule_rule(edgetvm.compile(model, ARM, num_threads=1), "neon-dwconv") is None
+    model, _ = depthwise_net(8, 6, 8, 1)
+    assert schedule_rule(edgetvm.compile(model, "host", num_threads=1), "neon-dwconv") is None
+
+
+@pytest.mark.arm
+@pytest.mark.parametrize("c,h,w,stride,residual,threads", [
+    (16, 5, 10, 1, True, 1),    # 2 groups of 4 pixels + 2
+    (8, 7, 7, 1, False, 1),     # the 7-wide stage: 1 group + 3
+    (12, 9, 3, 1, False, 1),    # no full group
+    (16, 14, 14, 2, False, 1),  # stride 2, 7 wide
+    (8, 9, 17, 2, False, 1),    # odd input: 9 output columns
+    (32, 16, 16, 1, False, 2),  # 8192 outputs: the row loops run in parallel
+])
+def test_arm_microkernel_matches_numpy_and_the_host_build(c, h, w, stride, residual, threads, tmp_path):
+    model, reference = depthwise_net(c, h, w, stride, residual=residual)
+    x = np.random.default_rng(1).uniform(-1, 1, (1, c, h, w)).astype(np.float32)
+    compiled = edgetvm.compile(model, ARM, num_threads=threads)
+    assert schedule_rule(compiled, "neon-dwconv")
+    assert_arm_matches_reference_and_host(compiled, model, reference, x, threads, tmp_path)
