@@ -74,6 +74,12 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-float", default=None, metavar="NAMES",
                         help="comma-separated chains to leave float under --quantize (the report's chains_quantized); "
                              "'none' quantizes all; default: the conv reading the image stays float")
+    parser.add_argument("--cluster", type=int, default=None, metavar="K",
+                        help="share K values (4..256) per weight tensor or output channel by k-means (lossy; after "
+                             "--prune and --quantize; the first and last layer stay as they are)")
+    parser.add_argument("--cluster-layers", default=None, metavar="PATTERN=K,...",
+                        help="cluster only the layers whose names match (fnmatch), each with its own K; "
+                             "`--explain` lists the layer names")
     add_preprocess_options(parser, "calibration images (--calib, --prune-calib)")
 
 
@@ -126,10 +132,29 @@ def preprocess_option(args: argparse.Namespace) -> dict | None:
 
 
 def add_weights_option(parser: argparse.ArgumentParser) -> None:
-    """``--weights``: how a standalone artifact stores its weights (``compile`` only: it writes the artifact)."""
+    """``--weights`` and ``--entropy``: how a standalone artifact stores its weights (``compile`` only: it
+    writes the artifact)."""
     parser.add_argument("--weights", default="fp32", choices=["fp32", "fp16"],
                         help="weight storage in the artifact (with --standalone): fp16 halves the weights (lossy, "
                              "within 2^-11 per weight) and widens them to fp32 once at load")
+    parser.add_argument("--entropy", default=None, choices=["huffman"],
+                        help="Huffman-code the weights of the artifact (with --standalone; exact), decoded once at "
+                             "load: pays after --cluster or --quantize")
+
+
+def cluster_layers(text: str | None) -> dict[str, int]:
+    """``--cluster-layers conv_1*=8,fc=32`` as {pattern: k}."""
+    layers = {}
+    for item in (text or "").split(","):
+        pattern, sep, k = item.strip().partition("=")
+        try:
+            if not sep or not pattern:
+                raise ValueError
+            layers[pattern] = int(k)
+        except ValueError:
+            raise InputError(f"--cluster-layers {text!r}: write PATTERN=K,..., for example conv_1*=8,pre_fc1*=32") \
+                from None
+    return layers
 
 
 def calibration_set(args: argparse.Namespace) -> str | None:
@@ -196,4 +221,16 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
         if not getattr(args, "standalone", False):
             raise InputError(f"--weights {weights} is implemented by the standalone C runtime: add --standalone")
         kwargs["weights"] = weights
+    compress = {}
+    if getattr(args, "cluster", None) is not None:
+        compress["clusters"] = args.cluster
+    if getattr(args, "cluster_layers", None):
+        compress["layers"] = cluster_layers(args.cluster_layers)
+    entropy = getattr(args, "entropy", None)
+    if entropy is not None:
+        if not getattr(args, "standalone", False):
+            raise InputError(f"--entropy {entropy} is decoded by the standalone C runtime: add --standalone")
+        compress["entropy"] = entropy
+    if compress:
+        kwargs["compress"] = compress
     return kwargs

@@ -1,0 +1,14 @@
+"""Deep Compression (Han et al. 2016), lossy: weight sharing by k-means, then entropy coding.
+
+``ClusterWeights`` replaces each weight tensor's values by ``k`` shared centroids (per layer or per
+output channel); the standalone backend then stores each tensor as Huffman codes of centroid
+indices plus the centroid tables (``backends/standalone/weights.py``, ``weights="huffman"``).
+"""
+
+from . import huffman
+from .cluster import ClusterWeights, check_clusters, cluster_tensor
+from .kmeans import kmeans_1d
+from .options import ENTROPY_CODERS, CompressOptions, stage_sizes
+
+__all__ = ["ClusterWeights", "CompressOptions", "ENTROPY_CODERS", "check_clusters", "cluster_tensor", "huffman",
+           "kmeans_1d", "stage_sizes"]
