@@ -91,7 +91,15 @@ int edgetvm_huffman_decode(const uint8_t* record, size_t size, uint8_t* out, siz
       if (n > bits) return fail(error, error_size, "the payload ends before the last weight (truncated)");
       buffer <<= n;
       bits -= n;
-      memcpy(out, group_values + (size_t)(entry >> 4) * elem, elem);
+      const uint8_t* value = group_values + (size_t)(entry >> 4) * elem;
+      /* Constant sizes: the copies inline to one load and store, not a memcpy call per weight. */
+      if (elem == 4) {
+        memcpy(out, value, 4);
+      } else if (elem == 2) {
+        memcpy(out, value, 2);
+      } else {
+        *out = *value;
+      }
       out += elem;
     }
   }
