@@ -44,6 +44,15 @@ def check_clusters(k: int, flag: str = "--cluster") -> int:
     return int(k)
 
 
+def call_operands(call: relax.Call) -> list[relax.Expr]:
+    """The arguments of ``call``, a tuple's fields in place of the tuple (``R.call_tir(kernel, (x, w, ...))``:
+    the int8 kernels read their weights so)."""
+    operands = []
+    for arg in call.args:
+        operands.extend(arg.fields if isinstance(arg, relax.Tuple) else [arg])
+    return operands
+
+
 def weight_constants(func: relax.Function) -> list[tuple[str, relax.Constant]]:
     """The weights of ``func`` in graph order, named by the value that reads them: tensor constants of a
     clustered dtype with at least two axes longer than 1 (conv and dense weights, not vectors)."""
@@ -53,7 +62,7 @@ def weight_constants(func: relax.Function) -> list[tuple[str, relax.Constant]]:
             value = binding.value
             if not isinstance(value, relax.Call):
                 continue
-            for arg in value.args:
+            for arg in call_operands(value):
                 if (is_tensor_constant(arg) and arg.__chandle__() not in found
                         and str(arg.value.dtype) in CLUSTERED_DTYPES and sum(d > 1 for d in arg.value.shape) >= 2):
                     found[arg.__chandle__()] = (str(binding.var.name), arg)
@@ -156,7 +165,14 @@ class _ConstantReplacer(relax.PyExprMutator):
     # Calls, not constants: the visitor does not dispatch on TVM 0.27's ir.Constant leaves.
     def visit_call_(self, op: relax.Call) -> relax.Expr:
         call = super().visit_call_(op)
-        args = [self.replaced.get(a.__chandle__(), a) if is_tensor_constant(a) else a for a in call.args]
+        args = [self.swap_fields(a) if isinstance(a, relax.Tuple) else self.swap(a) for a in call.args]
         if all(new.same_as(old) for new, old in zip(args, call.args)):
             return call
         return relax.Call(call.op, args, call.attrs, call.ty_args, call.span)
+
+    def swap_fields(self, tup: relax.Tuple) -> relax.Tuple:
+        fields = [self.swap(f) for f in tup.fields]
+        return tup if all(new.same_as(old) for new, old in zip(fields, tup.fields)) else relax.Tuple(fields)
+
+    def swap(self, expr: relax.Expr) -> relax.Expr:
+        return self.replaced.get(expr.__chandle__(), expr) if is_tensor_constant(expr) else expr
