@@ -21,7 +21,7 @@ from .artifact import FORMAT_VERSION, Runner, read_sidecar, sha256_file, sidecar
 from .backends.standalone import check_weight_storage, export_standalone, load_standalone
 from .backends.vm import build_vm, export_vm_library, load_vm_library
 from .compression import CompressOptions, stage_sizes
-from .data import Preprocess, Preprocessed
+from .data import Preprocess, Preprocessed, read_samples
 from .emulate import standalone_runner
 from .errors import ArtifactError, InputError
 from .frontends import load_model, resolve_zoo
@@ -194,7 +194,9 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
 
     ``compress`` (Deep Compression, lossy): ``{"clusters": k}`` shares k values per weight tensor or
     output channel (k-means, after pruning and int8: int8 centroids there; ``"layers": {pattern: k}``
-    clusters only those, ``"keep": [patterns]`` leaves layers fine, default the first and last),
+    clusters only those, ``"keep": [patterns]`` leaves layers fine, default the first and last;
+    ``"max_error": e`` with ``calibration`` picks each layer's k, or none, by measured sensitivity
+    for the fewest bytes at a summed relative output error <= e),
     ``{"entropy": "huffman"}`` stores the standalone artifact's weights Huffman-coded, decoded once
     when a context is created. ``report.details["compression"]`` gives the weight bytes per stage,
     ``report.details["ClusterWeights"]`` per layer with each layer's error.
@@ -262,7 +264,9 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
         report.passes.append(f"Quantize({quantize})")
         report.timings["quantize"] = time.perf_counter() - started
 
-    cluster = compress.cluster_pass()
+    measuring = compress.max_error is not None and calibration is not None
+    cluster = compress.cluster_pass(calibration_evaluator() if measuring else None,
+                                    read_samples(calibration, imported.inputs) if measuring else None)
     if cluster is not None or compress.entropy is not None:
         # Last among the graph passes: folding or equalizing after it would rescale the shared values.
         quantized_bytes = sum(constant_bytes(mod).values())

@@ -80,6 +80,9 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster-layers", default=None, metavar="PATTERN=K,...",
                         help="cluster only the layers whose names match (fnmatch), each with its own K; "
                              "`--explain` lists the layer names")
+    parser.add_argument("--cluster-max-error", type=float, default=None, metavar="E",
+                        help="choose each layer's K (from --cluster, default 4, up to 256, or none) by its measured "
+                             "output error on --calib, for the smallest weights at a summed relative error <= E")
     add_preprocess_options(parser, "calibration images (--calib, --prune-calib)")
 
 
@@ -164,7 +167,7 @@ def calibration_set(args: argparse.Namespace) -> str | None:
     so two different sets are refused rather than one silently dropped."""
     calib, prune_calib = getattr(args, "calib", None), getattr(args, "prune_calib", None)
     quantize, prune = getattr(args, "quantize", None), getattr(args, "prune", None) is not None
-    if calib and not quantize:
+    if calib and not quantize and getattr(args, "cluster_max_error", None) is None:
         also = "; for --prune's recovery give it as --prune-calib" if prune else ""
         raise InputError(f"--calib {calib} is the calibration set of --quantize, which is not given: add "
                          f"--quantize int8 to use it{also}")
@@ -226,6 +229,11 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
         compress["clusters"] = args.cluster
     if getattr(args, "cluster_layers", None):
         compress["layers"] = cluster_layers(args.cluster_layers)
+    if getattr(args, "cluster_max_error", None) is not None:
+        if not calibration:
+            raise InputError("--cluster-max-error measures each layer's error on calibration inputs: give --calib DIR")
+        compress["max_error"] = args.cluster_max_error
+        kwargs["calibration"] = calibration
     entropy = getattr(args, "entropy", None)
     if entropy is not None:
         if not getattr(args, "standalone", False):

@@ -6,9 +6,12 @@ indices plus the centroid tables (``backends/standalone/weights.py``, ``weights=
 """
 
 from . import huffman
-from .cluster import ClusterWeights, check_clusters, cluster_tensor
+from .cluster import ClusterWeights, check_clusters
 from .kmeans import kmeans_1d
 from .options import ENTROPY_CODERS, CompressOptions, stage_sizes
+from .sensitivity import allocate_clusters, measure_cluster_sensitivity
+from .sharing import cluster_tensor, shared_weight_bytes
 
-__all__ = ["ClusterWeights", "CompressOptions", "ENTROPY_CODERS", "check_clusters", "cluster_tensor", "huffman",
-           "kmeans_1d", "stage_sizes"]
+__all__ = ["ClusterWeights", "CompressOptions", "ENTROPY_CODERS", "allocate_clusters", "check_clusters",
+           "cluster_tensor", "huffman", "kmeans_1d", "measure_cluster_sensitivity", "shared_weight_bytes",
+           "stage_sizes"]

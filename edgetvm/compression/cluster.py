@@ -12,10 +12,10 @@ centroid tables (backends/standalone/weights.py, ``weights="huffman"``). On the 
 runs after quantization and the centroids are rounded to integers, so the int8 kernels read int8
 centroids. Unlike the paper there is no retraining: the error is what the compile report shows.
 
-Per slice where it pays: a slice gets its own codebook when it has at least ``16 k`` weights (a
-``k``-entry table is then at most 1/16 of the indices it serves), else the tensor shares one.
-The layers that must stay fine (the stem reading the pixels, the last layer writing the embedding
-or the boxes) are left out by name (``keep``); by default the first and the last weight of the graph.
+Per slice where it pays (sharing.py). The layers that must stay fine (the stem reading the pixels,
+the last layer writing the embedding or the boxes) are chosen by measured sensitivity when
+calibration inputs are given (sensitivity.py), else left out by name (``keep``): by default the
+first and the last weight of the graph.
 """
 
 from __future__ import annotations
@@ -29,13 +29,11 @@ from tvm import relax
 from ..errors import InputError
 from ..relax_utils import is_tensor_constant
 from ..transform.base import GraphPass, graph_pass
-from . import huffman
-from .kmeans import kmeans_1d
+from .sensitivity import allocate_clusters, measure_cluster_sensitivity
+from .sharing import cluster_tensor, shared_weight_bytes
 
 MIN_CLUSTERS, MAX_CLUSTERS = 4, 256
 CLUSTERED_DTYPES = ("float32", "int8")
-# A slice needs this many weights per centroid for its own codebook to pay (see the module docstring).
-WEIGHTS_PER_CENTROID = 16
 
 
 def check_clusters(k: int, flag: str = "--cluster") -> int:
@@ -69,62 +67,39 @@ def weight_constants(func: relax.Function) -> list[tuple[str, relax.Constant]]:
     return list(found.values())
 
 
-def cluster_tensor(weight: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.ndarray, bool]:
-    """``weight`` with each value replaced by its centroid (integers rounded for an integer dtype), and
-    whether the first-axis slices got codebooks of their own."""
-    per_slice = weight.ndim >= 2 and weight[0].size >= WEIGHTS_PER_CENTROID * k
-    rows = weight.reshape(weight.shape[0], -1) if per_slice else weight.reshape(1, -1)
-    out = np.empty(rows.shape, dtype=weight.dtype)
-    integer = np.issubdtype(weight.dtype, np.integer)
-    for i, row in enumerate(rows):
-        centroids, labels = kmeans_1d(row, k, seed=seed)
-        if integer:
-            info = np.iinfo(weight.dtype)
-            centroids = np.clip(np.round(centroids), info.min, info.max)
-        out[i] = centroids[labels].astype(weight.dtype)
-    return out.reshape(weight.shape), per_slice
-
-
-def shared_weight_bytes(clustered: np.ndarray, per_slice: bool) -> tuple[int, int]:
-    """Bytes of a clustered tensor as fixed-width indices (``ceil(log2 k)`` bits each) and as Huffman
-    codes of them, both with the centroid tables: the "clustered" and "coded" stages of the report."""
-    rows = clustered.reshape(clustered.shape[0], -1) if per_slice else clustered.reshape(1, -1)
-    tables, symbols = 0, []
-    for row in rows:
-        values, index = np.unique(row, return_inverse=True)
-        tables += values.size * clustered.itemsize
-        symbols.append(index.reshape(-1))
-    symbols = np.concatenate(symbols)
-    counts = np.bincount(symbols)
-    width = max(int(np.ceil(np.log2(max(counts.size, 2)))), 1)
-    coded_bits = int((huffman.code_lengths(counts) * counts).sum())
-    return tables + (symbols.size * width + 7) // 8, tables + (coded_bits + 7) // 8
-
-
 @graph_pass("ClusterWeights")
 class ClusterWeights(GraphPass):
     """Lossy: every weight tensor (but ``keep``) becomes ``clusters`` shared values (per tensor or per
     output channel). ``layers`` ({name pattern: k}) clusters only the matching layers, each with its
     own k; ``keep`` (name patterns) leaves layers as they are, default the first and last weight.
 
+    With ``max_error``, ``evaluate`` and calibration ``samples``, each layer's k is chosen by measured
+    sensitivity instead (sensitivity.py): from ``clusters`` up to 256, or left as it is, for the
+    fewest bytes at a summed relative output error of at most ``max_error``.
+
     ``findings``: ``{"clustered", "kept", "layers": [{"layer", "shape", "k", "per_channel",
     "relative_error", "bytes", "clustered_bytes", "coded_bytes"}]}``: per clustered layer the error
-    ``||W' - W|| / ||W||`` and its size before, as fixed-width indices and Huffman-coded."""
+    ``||W' - W|| / ||W||`` and its size before, as fixed-width indices and Huffman-coded; with
+    ``max_error`` also each layer's measured ``output_error`` and their sum ``output_error``."""
 
     def __init__(self, clusters: int = 16, *, layers: dict[str, int] | None = None, keep: list[str] | None = None,
-                 seed: int = 0):
+                 seed: int = 0, max_error: float | None = None, evaluate=None, samples: list | None = None):
         super().__init__()
         self.clusters = check_clusters(clusters)
         self.layers = {pattern: check_clusters(k, "--cluster-layers") for pattern, k in (layers or {}).items()}
         self.keep = keep
         self.seed = seed
+        if max_error is not None and (evaluate is None or not samples):
+            raise InputError("clustering by measured sensitivity (max_error) needs calibration inputs: give "
+                             "calibration=... (--calib DIR)")
+        self.max_error, self.evaluate, self.samples = max_error, evaluate, samples
 
     def new_findings(self) -> dict:
         return {"clustered": 0, "kept": [], "layers": []}
 
     def clusters_for(self, name: str, index: int, count: int) -> int | None:
         """k for the weight ``name`` (the ``index``-th of ``count``), None to leave it as it is."""
-        keep = self.keep if self.keep is not None else ([] if self.layers else None)
+        keep = self.keep if self.keep is not None else ([] if self.layers or self.max_error is not None else None)
         if keep is None and index in (0, count - 1):
             return None
         if keep and any(fnmatch.fnmatchcase(name, p) for p in keep):
@@ -135,20 +110,37 @@ class ClusterWeights(GraphPass):
 
     def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
         weights = weight_constants(func)
+        chosen = [(name, const, self.clusters_for(name, i, len(weights))) for i, (name, const) in enumerate(weights)]
+        measured = {}
+        if self.max_error is not None:
+            candidates = [k for k in (4, 8, 16, 32, 64, 128, 256) if k >= self.clusters]
+            fitting = [(name, const) for name, const, k in chosen if k is not None]
+            table = measure_cluster_sensitivity(func, [c for _, c in fitting], candidates, self.evaluate, self.samples,
+                                                self.seed)
+            picks = allocate_clusters(table, self.max_error)
+            measured = {name: (k, options[k]) for (name, _), k, options in zip(fitting, picks, table)}
+            chosen = [(name, const, measured[name][0] or None if name in measured else None)
+                      for name, const, _ in chosen]
+            self.findings["max_error"] = self.max_error
+            self.findings["output_error"] = float(sum(m[1][0] for m in measured.values()))
         replaced = {}
-        for index, (name, const) in enumerate(weights):
-            k = self.clusters_for(name, index, len(weights))
+        for name, const, k in chosen:
             if k is None:
                 self.findings["kept"].append(name)
                 continue
             value = const.value.numpy()
-            clustered, per_slice = cluster_tensor(value, k, seed=self.seed)
+            if name in measured:
+                _, (output_error, _, clustered, per_slice) = measured[name]
+            else:
+                clustered, per_slice = cluster_tensor(value, k, seed=self.seed)
             reference = np.linalg.norm(value.astype(np.float64)) or 1.0
             clustered_bytes, coded_bytes = shared_weight_bytes(clustered, per_slice)
-            self.findings["layers"].append({
-                "layer": name, "shape": list(value.shape), "k": k, "per_channel": per_slice,
-                "relative_error": float(np.linalg.norm(clustered.astype(np.float64) - value) / reference),
-                "bytes": int(value.nbytes), "clustered_bytes": clustered_bytes, "coded_bytes": coded_bytes})
+            row = {"layer": name, "shape": list(value.shape), "k": k, "per_channel": per_slice,
+                   "relative_error": float(np.linalg.norm(clustered.astype(np.float64) - value) / reference),
+                   "bytes": int(value.nbytes), "clustered_bytes": clustered_bytes, "coded_bytes": coded_bytes}
+            if name in measured:
+                row["output_error"] = output_error
+            self.findings["layers"].append(row)
             replaced[const.__chandle__()] = relax.const(clustered, str(value.dtype))
             self.findings["clustered"] += 1
         if not replaced:

@@ -91,3 +91,23 @@ def test_int8_path_gets_int8_centroids(rng):
     int8_layers = [layer for layer in layers if layer["bytes"] == np.prod(layer["shape"])]
     assert int8_layers, layers  # one byte per weight: the int8 weights were clustered
     assert all(layer["relative_error"] < 0.5 for layer in layers)
+
+
+def test_sensitivity_picks_fewer_bytes_within_the_error_budget(rng):
+    from tests.backends.standalone_models import small_convnet
+
+    calibration = [rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
+    reference = edgetvm.compile(small_convnet(), "host")
+    found = {}
+    for budget in (1e-4, 2e-2):
+        compiled = edgetvm.compile(small_convnet(), "host", calibration=calibration,
+                                   compress={"max_error": budget})
+        report = compiled.report.details["ClusterWeights"]
+        assert report["output_error"] <= budget
+        # The summed single-layer errors predict the joint error (pruning's assumption), within 3x here.
+        joint = sum(float(((np.asarray(a, np.float64) - b) ** 2).sum()) for x in calibration
+                    for a, b in zip(compiled(x), reference(x)))
+        scale = sum(float((np.asarray(b, np.float64) ** 2).sum()) for x in calibration for b in reference(x))
+        assert joint / scale <= 3 * budget + 1e-9
+        found[budget] = compiled.report.details["compression"]["bytes"]["coded"]
+    assert found[2e-2] < found[1e-4]
