@@ -37,7 +37,18 @@ CONFIGS = {
     "k256": {"compress": {"clusters": 256}},
     "int8-k16": {"quantize": "int8", "compress": {"clusters": 16}},
     "int8-k32": {"quantize": "int8", "compress": {"clusters": 32}},
+    # k per layer by measured sensitivity at a summed relative output error budget (calibration faces).
+    "sens0.002": {"compress": {"max_error": 0.002}},
+    "sens0.005": {"compress": {"max_error": 0.005}},
+    "sens0.01": {"compress": {"max_error": 0.01}},
+    "sens0.02": {"compress": {"max_error": 0.02}},
+    "int8-sens0.01": {"quantize": "int8", "compress": {"max_error": 0.01}},
 }
+
+
+def needs_calibration(config: str) -> bool:
+    options = CONFIGS[config]
+    return "quantize" in options or "max_error" in options.get("compress", {})
 
 
 def held_out_faces(net) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -126,7 +137,7 @@ def measure(name: str, configs: list[str], target: str) -> list[dict]:
         data["net"] = network("retinaface", "detector")
         _, data["images"] = held_out_faces(network("sface", "recognizer"))
     calibration = None
-    if name != "mobilefacenet" and any("quantize" in CONFIGS[c] for c in configs):
+    if name != "mobilefacenet" and any(needs_calibration(c) for c in configs):
         role = "recognizer" if name == "sface" else "detector"
         calibration = face_calibration(network(name, role), (112, 112) if name == "sface" else (320, 320))
     elif name == "mobilefacenet":
@@ -136,13 +147,21 @@ def measure(name: str, configs: list[str], target: str) -> list[dict]:
     rows = []
     for config in configs:
         options = dict(CONFIGS[config])
-        if "quantize" in options:
+        if needs_calibration(config):
             options["calibration"] = calibration
         compress = {**options.pop("compress", {}), "entropy": "huffman"}
         started = time.perf_counter()
         host = edgetvm.compile(source, "host", input_shapes=shapes, compress=compress, **options)
         row = {"model": name, "config": config, **accuracy(name, reference, host, data),
                "weight_bytes": host.report.details["compression"]["bytes"]}
+        found = host.report.details.get("ClusterWeights") or {}
+        row["k_per_layer"] = {layer["layer"]: layer["k"] for layer in found.get("layers", [])}
+        row["kept"] = found.get("kept", [])
+        if "output_error" in found:
+            row["summed_output_error"] = found["output_error"]
+        # The ARM build clusters as the host build chose (the measurement is the host's).
+        if "max_error" in compress:
+            compress = {"layers": row["k_per_layer"] or {"-": 4}, "entropy": "huffman"}
         arm = edgetvm.compile(source, target, input_shapes=shapes, compress=compress, **options)
         with tempfile.TemporaryDirectory(prefix="edgetvm-bench-compression-") as tmp:
             so = arm.export(Path(tmp) / f"{name}.so", standalone=True)

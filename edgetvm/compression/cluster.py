@@ -27,44 +27,18 @@ import tvm
 from tvm import relax
 
 from ..errors import InputError
-from ..relax_utils import is_tensor_constant
 from ..transform.base import GraphPass, graph_pass
+from .constants import replace_constants, weight_constants
 from .sensitivity import allocate_clusters, measure_cluster_sensitivity
 from .sharing import cluster_tensor, shared_weight_bytes
 
 MIN_CLUSTERS, MAX_CLUSTERS = 4, 256
-CLUSTERED_DTYPES = ("float32", "int8")
 
 
 def check_clusters(k: int, flag: str = "--cluster") -> int:
     if not isinstance(k, (int, np.integer)) or not MIN_CLUSTERS <= k <= MAX_CLUSTERS:
         raise InputError(f"{flag} {k!r}: give a number of clusters from {MIN_CLUSTERS} to {MAX_CLUSTERS}")
     return int(k)
-
-
-def call_operands(call: relax.Call) -> list[relax.Expr]:
-    """The arguments of ``call``, a tuple's fields in place of the tuple (``R.call_tir(kernel, (x, w, ...))``:
-    the int8 kernels read their weights so)."""
-    operands = []
-    for arg in call.args:
-        operands.extend(arg.fields if isinstance(arg, relax.Tuple) else [arg])
-    return operands
-
-
-def weight_constants(func: relax.Function) -> list[tuple[str, relax.Constant]]:
-    """The weights of ``func`` in graph order, named by the value that reads them: tensor constants of a
-    clustered dtype with at least two axes longer than 1 (conv and dense weights, not vectors)."""
-    found: dict[int, tuple[str, relax.Constant]] = {}  # by object address: a constant read twice is one weight
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            value = binding.value
-            if not isinstance(value, relax.Call):
-                continue
-            for arg in call_operands(value):
-                if (is_tensor_constant(arg) and arg.__chandle__() not in found
-                        and str(arg.value.dtype) in CLUSTERED_DTYPES and sum(d > 1 for d in arg.value.shape) >= 2):
-                    found[arg.__chandle__()] = (str(binding.var.name), arg)
-    return list(found.values())
 
 
 @graph_pass("ClusterWeights")
@@ -145,26 +119,4 @@ class ClusterWeights(GraphPass):
             self.findings["clustered"] += 1
         if not replaced:
             return None
-        return _ConstantReplacer(replaced, mod).visit_expr(func)
-
-
-@relax.expr_functor.mutator
-class _ConstantReplacer(relax.PyExprMutator):
-    def __init__(self, replaced: dict, mod: tvm.IRModule):
-        super().__init__(mod)
-        self.replaced = replaced
-
-    # Calls, not constants: the visitor does not dispatch on TVM 0.27's ir.Constant leaves.
-    def visit_call_(self, op: relax.Call) -> relax.Expr:
-        call = super().visit_call_(op)
-        args = [self.swap_fields(a) if isinstance(a, relax.Tuple) else self.swap(a) for a in call.args]
-        if all(new.same_as(old) for new, old in zip(args, call.args)):
-            return call
-        return relax.Call(call.op, args, call.attrs, call.ty_args, call.span)
-
-    def swap_fields(self, tup: relax.Tuple) -> relax.Tuple:
-        fields = [self.swap(f) for f in tup.fields]
-        return tup if all(new.same_as(old) for new, old in zip(fields, tup.fields)) else relax.Tuple(fields)
-
-    def swap(self, expr: relax.Expr) -> relax.Expr:
-        return self.replaced.get(expr.__chandle__(), expr) if is_tensor_constant(expr) else expr
+        return replace_constants(func, replaced, mod)

@@ -22,6 +22,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .constants import replace_constants
 from .sharing import cluster_tensor, shared_weight_bytes
 
 # evaluate(func, weights, inputs) -> [[outputs] per sample]: the Evaluate of pruning.recovery, which
@@ -34,27 +35,10 @@ def lift_constants(func: relax.Function, constants: list[relax.Constant]) -> tup
     """``func`` with ``constants`` as parameters ``w0, w1, ...`` after its inputs (``num_input``), and their
     values: the form ``evaluate`` runs with other weights without compiling again."""
     params = [relax.Var(f"w{i}", relax.TensorType(c.value.shape, str(c.value.dtype))) for i, c in enumerate(constants)]
-    by_handle = {c.__chandle__(): p for c, p in zip(constants, params)}
-    body = _Lifter(by_handle).visit_expr(func.body)
+    body = replace_constants(func, {c.__chandle__(): p for c, p in zip(constants, params)}).body
     attrs = {**dict(func.attrs or {}), "num_input": len(func.params)}
     lifted = relax.Function([*func.params, *params], body, func.ret_ty, func.is_pure, tvm.ir.DictAttrs(attrs))
     return lifted, {f"w{i}": c.value.numpy() for i, c in enumerate(constants)}
-
-
-@relax.expr_functor.mutator
-class _Lifter(relax.PyExprMutator):
-    def __init__(self, by_handle: dict):
-        super().__init__()
-        self.by_handle = by_handle
-
-    def visit_call_(self, op: relax.Call) -> relax.Expr:
-        call = super().visit_call_(op)
-        args = [relax.Tuple([self.swap(f) for f in a.fields]) if isinstance(a, relax.Tuple) else self.swap(a)
-                for a in call.args]
-        return relax.Call(call.op, args, call.attrs, call.ty_args, call.span)
-
-    def swap(self, expr: relax.Expr) -> relax.Expr:
-        return self.by_handle.get(expr.__chandle__(), expr) if isinstance(expr, tvm.ir.Constant) else expr
 
 
 def output_error(outputs: list, reference: list) -> float:

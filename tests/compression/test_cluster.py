@@ -9,7 +9,7 @@ from tvm import relax
 
 import edgetvm
 from edgetvm.compression import ClusterWeights, cluster_tensor
-from edgetvm.compression.cluster import weight_constants
+from edgetvm.compression.constants import weight_constants
 from edgetvm.errors import InputError
 
 
