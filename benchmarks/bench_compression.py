@@ -1,7 +1,7 @@
 """Deep Compression (issue 19): the standalone ARM artifact's size and the accuracy each stage costs.
 
     .venv/bin/python benchmarks/bench_compression.py [--models sface,retinaface,mobilefacenet]
-        [--configs fp32,int8,k16,k32,k64,k256] [--target cortex-a7] [--json out.json]
+        [--configs fp32,int8,k16,k256,sens0.01,...] [--target cortex-a7] [--decode-cost] [--json out.json]
 
 Per model and configuration: the weight bytes per stage (fp32 -> pruned -> int8 -> clustered -> coded,
 ``report.details["compression"]``), the size of the standalone ARM .so written with
@@ -43,6 +43,9 @@ CONFIGS = {
     "sens0.01": {"compress": {"max_error": 0.01}},
     "sens0.02": {"compress": {"max_error": 0.02}},
     "int8-sens0.01": {"quantize": "int8", "compress": {"max_error": 0.01}},
+    "k4": {"compress": {"clusters": 4}},
+    "prune0.3-k8": {"prune": 0.3, "compress": {"clusters": 8}},
+    "prune0.5-k8": {"prune": 0.5, "compress": {"clusters": 8}},
 }
 
 
@@ -124,7 +127,25 @@ def model_source(name: str):
     return fetch(name), ({"input": (1, 3, 320, 320)} if name == "retinaface" else None)
 
 
-def measure(name: str, configs: list[str], target: str) -> list[dict]:
+def decoding_instructions(arm, so: Path, tmp: Path) -> dict:
+    """Guest instructions (qemu) of decoding at load: a whole run of ``so`` less the same model with its
+    weights read in place, against one inference."""
+    from edgetvm import emulate
+
+    rng = np.random.default_rng(0)
+    x = [rng.uniform(-1, 1, spec.shape).astype(np.float32) for spec in arm.inputs]
+    arm.weights = "fp32"
+    plain = arm.export(tmp / "plain.so", standalone=True)
+    cpu = arm.target.qemu_cpu
+    coded_run, plain_run = (emulate.run_standalone_arm(path, x, cpu=cpu, count=True) for path in (so, plain))
+    exact = all(np.array_equal(a, b) for a, b in zip(coded_run.outputs, plain_run.outputs))
+    per_inference = emulate.instructions_per_inference(plain, x, cpu=cpu, n=1)
+    decode = coded_run.instructions - plain_run.instructions
+    return {"decode_instructions": decode, "inference_instructions": per_inference,
+            "decode_over_inference": round(decode / per_inference, 4), "coded_outputs_equal_plain": exact}
+
+
+def measure(name: str, configs: list[str], target: str, decode_cost: bool = False) -> list[dict]:
     import edgetvm
     from edgetvm.face.calibration import face_calibration
     from edgetvm.face.networks import network
@@ -148,7 +169,9 @@ def measure(name: str, configs: list[str], target: str) -> list[dict]:
     for config in configs:
         options = dict(CONFIGS[config])
         if needs_calibration(config):
-            options["calibration"] = calibration
+            # The sensitivity measurement runs the model (layers x candidate k) times: 4 faces suffice.
+            sens = "max_error" in options.get("compress", {})
+            options["calibration"] = calibration[:4] if sens else calibration
         compress = {**options.pop("compress", {}), "entropy": "huffman"}
         started = time.perf_counter()
         host = edgetvm.compile(source, "host", input_shapes=shapes, compress=compress, **options)
@@ -166,6 +189,8 @@ def measure(name: str, configs: list[str], target: str) -> list[dict]:
         with tempfile.TemporaryDirectory(prefix="edgetvm-bench-compression-") as tmp:
             so = arm.export(Path(tmp) / f"{name}.so", standalone=True)
             row["standalone_so_bytes"] = so.stat().st_size
+            if decode_cost:
+                row.update(decoding_instructions(arm, so, Path(tmp)))
         row["goal_bytes"] = GOALS[name]
         row["so_over_goal"] = round(row["standalone_so_bytes"] / GOALS[name], 3)
         row["seconds"] = round(time.perf_counter() - started, 1)
@@ -180,8 +205,11 @@ def main() -> int:
     parser.add_argument("--configs", default="fp32,int8,k16,k256,int8-k16")
     parser.add_argument("--target", default="cortex-a7")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--decode-cost", action="store_true",
+                        help="also count the guest instructions of decoding at load against one inference (qemu)")
     args = parser.parse_args()
-    rows = [row for name in args.models.split(",") for row in measure(name, args.configs.split(","), args.target)]
+    rows = [row for name in args.models.split(",")
+            for row in measure(name, args.configs.split(","), args.target, args.decode_cost)]
     text = json.dumps({"target": args.target, "goals_bytes": GOALS, "rows": rows}, indent=1)
     print(text)
     if args.json:
