@@ -46,6 +46,8 @@ CONFIGS = {
     "k4": {"compress": {"clusters": 4}},
     "prune0.3-k8": {"prune": 0.3, "compress": {"clusters": 8}},
     "prune0.5-k8": {"prune": 0.5, "compress": {"clusters": 8}},
+    "prune0.5-k4-all": {"prune": 0.5, "compress": {"clusters": 4, "keep": []}},
+    "prune0.5-k8-all": {"prune": 0.5, "compress": {"clusters": 8, "keep": []}},
 }
 
 
@@ -80,7 +82,7 @@ def iou(a, b) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
 
 
 def detections(runner, net, images):
