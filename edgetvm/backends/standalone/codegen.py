@@ -158,7 +158,7 @@ def header_source(prefix: str, inputs: list[TensorSpec], outputs: list[TensorSpe
     """The public header: the only file a program using the library includes."""
     guard = f"{prefix.upper()}_H_"
     # float16 weights cost RAM per context: the float32 copy the kernels read.
-    widened = (f", plus {stored.kernel_bytes} bytes of weights {stored.rebuilt_how} at create"
+    widened = (f", plus {stored.kernel_bytes} bytes of {stored.rebuilt_how} at create"
                if stored is not None and stored.segments else "")
     p = prefix
 

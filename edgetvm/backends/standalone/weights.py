@@ -62,8 +62,8 @@ class StoredWeights:
     @property
     def rebuilt_how(self) -> str:
         """How a context rebuilds the kernels' weights, for the header's memory note."""
-        return "decoded from the library's Huffman codes" if self.coded_tensors else \
-            "widened from the library's float16"
+        return "weights decoded from the library's Huffman codes" if self.coded_tensors else \
+            "float32 weights widened from the library's float16"
 
 
 def check_weight_storage(weights: str) -> str:
