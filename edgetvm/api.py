@@ -227,7 +227,8 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     # int8 keeps an already-quantized ONNX model's integer weights (frontends/onnx_qdq.py).
     imported = load_model(model, input_shapes) if quantize is None else load_model_for_quantization(model, input_shapes)
     report.timings["import"] = time.perf_counter() - started
-    fp32_bytes = sum(constant_bytes(imported.mod).values())
+    # The size report's stages (compression/options.py), only when compression is asked for.
+    fp32_bytes = sum(constant_bytes(imported.mod).values()) if compress.requested else 0
 
     if prune is not None:
         # Before BN folding: the bn_gamma criterion reads the BNs. ``prune`` is a fraction of each
@@ -241,7 +242,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
         report.timings["prune"] = time.perf_counter() - started
 
     mod = imported.mod
-    pruned_bytes = sum(constant_bytes(mod).values())
+    pruned_bytes = sum(constant_bytes(mod).values()) if compress.requested else 0
 
     started = time.perf_counter()
     show_stage("graph passes")
@@ -267,7 +268,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     measuring = compress.max_error is not None and calibration is not None
     cluster = compress.cluster_pass(calibration_evaluator() if measuring else None,
                                     read_samples(calibration, imported.inputs) if measuring else None)
-    if cluster is not None or compress.entropy is not None:
+    if compress.requested:
         # Last among the graph passes: folding or equalizing after it would rescale the shared values.
         quantized_bytes = sum(constant_bytes(mod).values())
         found = None

@@ -43,6 +43,11 @@ class CompressOptions:
                    given.get("keep"), entropy, int(given.get("seed", 0)),
                    float(max_error) if max_error is not None else None)
 
+    @property
+    def requested(self) -> bool:
+        """Whether these options ask for any compression (the compile report then sizes each stage)."""
+        return self.clusters is not None or bool(self.layers) or self.max_error is not None or self.entropy is not None
+
     def cluster_pass(self, evaluate=None, samples: list | None = None) -> ClusterWeights | None:
         """The clustering pass these options ask for, None when they ask for none (``evaluate`` and
         ``samples``: for ``max_error``'s measurements)."""
