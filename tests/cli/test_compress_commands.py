@@ -42,11 +42,14 @@ def test_flags_become_compile_options():
                      "--entropy", "huffman")["compress"] == {"clusters": 16, "layers": {"conv_1*": 8, "pre_fc1*": 32},
                                                              "entropy": "huffman"}
     assert "compress" not in kwargs_of()
+    measured = kwargs_of("--cluster-max-error", "0.01", "--calib", "faces/")
+    assert measured["compress"] == {"max_error": 0.01} and measured["calibration"] == "faces/"
 
 
 @pytest.mark.parametrize("argv, message", [
     (("--entropy", "huffman"), "--entropy huffman is decoded by the standalone C runtime: add --standalone"),
     (("--cluster-layers", "conv"), "--cluster-layers 'conv': write PATTERN=K"),
+    (("--cluster-max-error", "0.01"), "--cluster-max-error measures each layer's error on calibration inputs"),
 ])
 def test_flag_mistakes_are_named(argv, message):
     with pytest.raises(InputError, match=message):
