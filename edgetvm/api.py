@@ -1,6 +1,6 @@
 """The compile API: the whole journey of a model, from file to artifact, on one screen.
 
-    frontend (file -> Relax) -> passes (fuse, prune, quantize) -> schedules (lower + schedule kernels)
+    frontend (file -> Relax) -> passes (fuse, prune, quantize, cluster) -> schedules (lower + schedule kernels)
     -> backend (TVM VM library, or standalone C module) -> artifact + JSON sidecar
 """
 
@@ -20,16 +20,17 @@ from . import __version__
 from .artifact import FORMAT_VERSION, Runner, read_sidecar, sha256_file, sidecar_path, verify_artifact
 from .backends.standalone import check_weight_storage, export_standalone, load_standalone
 from .backends.vm import build_vm, export_vm_library, load_vm_library, store_weights_as_float16
-from .data import Preprocess, Preprocessed
+from .compression import CompressOptions, stage_sizes
+from .data import Preprocess, Preprocessed, read_samples
 from .emulate import standalone_runner
-from .errors import ArtifactError
+from .errors import ArtifactError, InputError
 from .frontends import load_model, resolve_zoo
 from .frontends.onnx_qdq import load_model_for_quantization
 from .host import calibration_evaluator, run_on_host, vm_runner
 from .io import atomic_path, atomic_write_json
 from .progress import say as show_stage, with_progress
 from .pruning import prune as pruning
-from .quantization.quantize import quantize_model
+from .quantization.quantize import constant_bytes, quantize_model
 from .schedules.int8 import schedule_int8_kernels
 from .schedules.lower import codegen_target, legalize_and_fuse, schedule_kernels
 from .specs import ImportedModel, TensorSpec
@@ -93,6 +94,9 @@ class CompiledModel:
         """Write the ``.so`` (and, standalone, its ``.h`` and example ``main.c``) plus the JSON sidecar."""
         path = Path(path)
         show_stage(f"exporting {path}")
+        if not standalone and self.weights == "huffman":
+            raise ArtifactError(f"{path}: Huffman-coded weights (--entropy huffman) are decoded by the standalone C "
+                                f"runtime only; export with --standalone (standalone=True)")
         if standalone:
             files = export_standalone(self.scheduled, self.imported, self.target, path,
                                       num_threads=self.num_threads, weights=self.weights)
@@ -172,6 +176,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     tuning_db: str | os.PathLike | None = None,
     weights: str = "fp32",
     preprocess: "Preprocess | dict | None" = None,
+    compress: dict | None = None,
 ) -> CompiledModel:
     """Compile ``model`` (ONNX path, bytes or ModelProto; TFLite path) for ``target``.
 
@@ -197,6 +202,15 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     ``{"equalize": False}`` skips the equalization, ``{"keep_float": [chain names]}`` leaves those
     chains float (``report.details["quantize"]`` lists the chains and what stayed float and why).
 
+    ``compress`` (Deep Compression, lossy): ``{"clusters": k}`` shares k values per weight tensor or
+    output channel (k-means, after pruning and int8: int8 centroids there; ``"layers": {pattern: k}``
+    clusters only those, ``"keep": [patterns]`` leaves layers fine, default the first and last;
+    ``"max_error": e`` with ``calibration`` picks each layer's k, or none, by measured sensitivity
+    for the fewest bytes at a summed relative output error <= e),
+    ``{"entropy": "huffman"}`` stores the standalone artifact's weights Huffman-coded, decoded once
+    when a context is created. ``report.details["compression"]`` gives the weight bytes per stage,
+    ``report.details["ClusterWeights"]`` per layer with each layer's error.
+
     ``preprocess`` (an :class:`edgetvm.data.Preprocess` or a dict: mean, scale or std, channel_order
     "rgb"/"bgr", layout "nchw"/"nhwc") says how calibration images become inputs; a zoo model
     carries its own (zoo/preprocessing.py). Arrays are fed as given.
@@ -205,6 +219,11 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     the API is quiet by default.
     """
     check_weight_storage(weights)
+    compress = CompressOptions.coerce(compress)
+    if compress.entropy is not None:
+        if weights != "fp32":
+            raise InputError(f"--entropy {compress.entropy} stores the weights coded: drop --weights {weights}")
+        weights = compress.entropy
     resolved = codegen_target(resolve_target(target))
     # Images among the calibration inputs are preprocessed as the model wants (data.py).
     preprocess = Preprocess.coerce(preprocess if preprocess is not None else zoo_preprocessing(model))
@@ -221,6 +240,8 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     if imported.notes:
         # What the frontend changed on the way in (float16 folding, densified sparse weights, ...).
         report.details["import"] = {"notes": list(imported.notes)}
+    # The size report's stages (compression/options.py), only when compression is asked for.
+    fp32_bytes = sum(constant_bytes(imported.mod).values()) if compress.requested else 0
 
     if prune is not None:
         # Before BN folding: the bn_gamma criterion reads the BNs. ``prune`` is a fraction of each
@@ -234,6 +255,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
         report.timings["prune"] = time.perf_counter() - started
 
     mod = imported.mod
+    pruned_bytes = sum(constant_bytes(mod).values()) if compress.requested else 0
 
     started = time.perf_counter()
     show_stage("graph passes")
@@ -255,6 +277,23 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
                                                          **(quantize_options or {}))
         report.passes.append(f"Quantize({quantize})")
         report.timings["quantize"] = time.perf_counter() - started
+
+    measuring = compress.max_error is not None and calibration is not None
+    cluster = compress.cluster_pass(calibration_evaluator() if measuring else None,
+                                    read_samples(calibration, imported.inputs) if measuring else None)
+    if compress.requested:
+        # Last among the graph passes: folding or equalizing after it would rescale the shared values.
+        quantized_bytes = sum(constant_bytes(mod).values())
+        found = None
+        if cluster is not None:
+            started = time.perf_counter()
+            show_stage("clustering the weights")
+            mod, ran = run_passes(mod, [cluster])
+            (name, found), = ran
+            report.passes.append(name)
+            report.details[name] = found
+            report.timings["cluster"] = time.perf_counter() - started
+        report.details["compression"] = stage_sizes(fp32_bytes, pruned_bytes, quantized_bytes, found)
 
     started = time.perf_counter()
     show_stage(f"lowering and scheduling the kernels for {resolved.preset}")

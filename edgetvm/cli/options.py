@@ -82,6 +82,15 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-float", default=None, metavar="NAMES",
                         help="comma-separated chains to leave float under --quantize (the report's chains_quantized); "
                              "'none' quantizes all; default: the conv reading the image stays float")
+    parser.add_argument("--cluster", type=int, default=None, metavar="K",
+                        help="share K values (4..256) per weight tensor or output channel by k-means (lossy; after "
+                             "--prune and --quantize; the first and last layer stay as they are)")
+    parser.add_argument("--cluster-layers", default=None, metavar="PATTERN=K,...",
+                        help="cluster only the layers whose names match (fnmatch), each with its own K; "
+                             "`--explain` lists the layer names")
+    parser.add_argument("--cluster-max-error", type=float, default=None, metavar="E",
+                        help="choose each layer's K (from --cluster, default 4, up to 256, or none) by its measured "
+                             "output error on --calib, for the smallest weights at a summed relative error <= E")
     add_preprocess_options(parser, "calibration images (--calib, --prune-calib)")
 
 
@@ -134,10 +143,29 @@ def preprocess_option(args: argparse.Namespace) -> dict | None:
 
 
 def add_weights_option(parser: argparse.ArgumentParser) -> None:
-    """``--weights``: how an artifact stores its weights (``compile`` only: it writes the artifact)."""
+    """``--weights`` and ``--entropy``: how an artifact stores its weights (``compile`` only: it
+    writes the artifact)."""
     parser.add_argument("--weights", default="fp32", choices=["fp32", "fp16"],
                         help="weight storage in the artifact: fp16 halves the weights (lossy, within 2^-11 per "
                              "weight) and widens them to fp32 once at load")
+    parser.add_argument("--entropy", default=None, choices=["huffman"],
+                        help="Huffman-code the weights of the artifact (with --standalone; exact), decoded once at "
+                             "load: pays after --cluster or --quantize")
+
+
+def cluster_layers(text: str | None) -> dict[str, int]:
+    """``--cluster-layers conv_1*=8,fc=32`` as {pattern: k}."""
+    layers = {}
+    for item in (text or "").split(","):
+        pattern, sep, k = item.strip().partition("=")
+        try:
+            if not sep or not pattern:
+                raise ValueError
+            layers[pattern] = int(k)
+        except ValueError:
+            raise InputError(f"--cluster-layers {text!r}: write PATTERN=K,..., for example conv_1*=8,pre_fc1*=32") \
+                from None
+    return layers
 
 
 def calibration_set(args: argparse.Namespace) -> str | None:
@@ -147,7 +175,7 @@ def calibration_set(args: argparse.Namespace) -> str | None:
     so two different sets are refused rather than one silently dropped."""
     calib, prune_calib = getattr(args, "calib", None), getattr(args, "prune_calib", None)
     quantize, prune = getattr(args, "quantize", None), getattr(args, "prune", None) is not None
-    if calib and not quantize:
+    if calib and not quantize and getattr(args, "cluster_max_error", None) is None:
         also = "; for --prune's recovery give it as --prune-calib" if prune else ""
         raise InputError(f"--calib {calib} is the calibration set of --quantize, which is not given: add "
                          f"--quantize int8 to use it{also}")
@@ -202,4 +230,21 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
     weights = getattr(args, "weights", "fp32")
     if weights != "fp32":
         kwargs["weights"] = weights
+    compress = {}
+    if getattr(args, "cluster", None) is not None:
+        compress["clusters"] = args.cluster
+    if getattr(args, "cluster_layers", None):
+        compress["layers"] = cluster_layers(args.cluster_layers)
+    if getattr(args, "cluster_max_error", None) is not None:
+        if not calibration:
+            raise InputError("--cluster-max-error measures each layer's error on calibration inputs: give --calib DIR")
+        compress["max_error"] = args.cluster_max_error
+        kwargs["calibration"] = calibration
+    entropy = getattr(args, "entropy", None)
+    if entropy is not None:
+        if not getattr(args, "standalone", False):
+            raise InputError(f"--entropy {entropy} is decoded by the standalone C runtime: add --standalone")
+        compress["entropy"] = entropy
+    if compress:
+        kwargs["compress"] = compress
     return kwargs

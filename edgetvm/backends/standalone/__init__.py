@@ -31,11 +31,13 @@ from .build import StandaloneObjects, c_compiler, compile_and_link, target_cflag
 from .codegen import c_prefix, example_main_source, header_source, model_source, weights_assembly
 from .loader import StandaloneContext, StandaloneLibrary, load_standalone
 from .plan import StaticPlan, plan_static
-from .weights import SEGMENT_COPY, SEGMENT_F16, WEIGHT_STORAGE, StoredWeights, check_weight_storage, stored_weights
+from .weights import (SEGMENT_COPY, SEGMENT_F16, SEGMENT_HUFFMAN, WEIGHT_STORAGE, StoredWeights, check_weight_storage,
+                      coded_record, decode_record, stored_weights)
 
 __all__ = ["export_standalone", "load_standalone", "build_standalone", "StandaloneBuild", "StandaloneLibrary",
            "StandaloneContext", "plan_static", "StaticPlan", "c_prefix", "WEIGHT_STORAGE", "SEGMENT_COPY",
-           "SEGMENT_F16", "StoredWeights", "check_weight_storage", "stored_weights"]
+           "SEGMENT_F16", "SEGMENT_HUFFMAN", "StoredWeights", "check_weight_storage", "coded_record", "decode_record",
+           "stored_weights"]
 
 
 @dataclass
@@ -68,7 +70,8 @@ def build_standalone(scheduled: tvm.IRModule, imported: ImportedModel, target: R
                      weights: str = "fp32") -> StandaloneBuild:
     """Plan, generate and build ``workdir/<prefix>.so``; the sources and objects stay in ``workdir``.
 
-    ``weights="fp16"`` stores the conv and dense weights as float16, widened at create (weights.py)."""
+    ``weights="fp16"`` stores the conv and dense weights as float16, widened at create; ``"huffman"``
+    entropy-codes the tensors with few distinct values, decoded at create (weights.py)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     plan = plan_static(scheduled, target)

@@ -2,6 +2,7 @@
 
     kernels.o   TVM's LLVM code for the TIR kernels the plan calls (``tvm.tirx.build``)
     runtime.o   edgetvm_runtime.c: the hooks the kernels import, thread pool, run loop
+    huffman.o   edgetvm_huffman.c: the decoder of entropy-coded weights (a few hundred bytes)
     model.o     the generated call table and the prefixed C API
     weights.o   the constants, ``.incbin``-ed from a binary blob by the assembler
 
@@ -26,6 +27,7 @@ from .plan import StaticPlan
 
 RUNTIME_DIR = Path(__file__).resolve().parent
 RUNTIME_SOURCE = RUNTIME_DIR / "edgetvm_runtime.c"
+HUFFMAN_SOURCE = RUNTIME_DIR / "edgetvm_huffman.c"
 
 
 def tvm_ffi_include() -> Path:
@@ -64,6 +66,7 @@ class StandaloneObjects:
 
     kernels: Path
     runtime: Path
+    huffman: Path
     model: Path
     weights: Path
 
@@ -136,20 +139,21 @@ def compile_and_link(plan: StaticPlan, target: ResolvedTarget, workdir: Path, mo
                      prefix: str, out_so: Path, soname: str) -> StandaloneObjects:
     """Build all objects in ``workdir`` and link ``out_so`` (the caller makes it atomic)."""
     cc = c_compiler(target)
-    objs = StandaloneObjects(workdir / "kernels.o", workdir / "edgetvm_runtime.o", workdir / "model.o",
-                             workdir / "weights.o")
+    objs = StandaloneObjects(workdir / "kernels.o", workdir / "edgetvm_runtime.o", workdir / "edgetvm_huffman.o",
+                             workdir / "model.o", workdir / "weights.o")
     build_kernel_object(plan, target, objs.kernels)
     check_kernel_imports(objs.kernels, target)
     cflags = ["-O2", "-std=gnu11", "-fPIC", "-fvisibility=hidden", "-ffunction-sections", "-fdata-sections",
               "-Wall", "-Wno-unused-function", *target_cflags(target),
               f"-I{RUNTIME_DIR}", f"-I{tvm_ffi_include()}"]
     _run([cc, *cflags, "-c", str(RUNTIME_SOURCE), "-o", str(objs.runtime)], "compiling the standalone runtime")
+    _run([cc, *cflags, "-c", str(HUFFMAN_SOURCE), "-o", str(objs.huffman)], "compiling the weight decoder")
     _run([cc, *cflags, "-c", str(model_c), "-o", str(objs.model)], "compiling the model table")
     _run([cc, *target_cflags(target), "-c", str(weights_s), "-o", str(objs.weights)], "assembling the weights")
     version_script = workdir / "exports.map"
     version_script.write_text(f"{{\n  global: {prefix}_*; edgetvm_model_prefix;\n  local: *;\n}};\n")
     _run([cc, "-shared", *target_cflags(target), "-o", str(out_so),
-          str(objs.kernels), str(objs.runtime), str(objs.model), str(objs.weights),
+          str(objs.kernels), str(objs.runtime), str(objs.huffman), str(objs.model), str(objs.weights),
           f"-Wl,--version-script={version_script}", "-Wl,--gc-sections", "-Wl,--no-undefined",
           "-Wl,-z,noexecstack", f"-Wl,-soname,{soname}", "-s", "-lm", "-lpthread"],
          f"linking {soname}")

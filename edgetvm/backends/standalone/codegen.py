@@ -82,7 +82,7 @@ def model_source(plan: StaticPlan, prefix: str, inputs: list[TensorSpec], output
                         f"&shapes[{shapes.add(ref.shape)}], {ref.nbytes}ull}},")
         return rows
 
-    segments = [f"  {{{g.stored_offset}ull, {g.offset}ull, {g.count}ull, {g.kind}u}},"
+    segments = [f"  {{{g.stored_offset}ull, {g.offset}ull, {g.count}ull, {g.kind}u, {g.stored_bytes}ull}},"
                 for g in (stored.segments if stored is not None else [])]
     input_rows = io_table(inputs, plan.inputs)
     output_rows = io_table(outputs, plan.outputs)
@@ -117,6 +117,7 @@ def model_source(plan: StaticPlan, prefix: str, inputs: list[TensorSpec], output
     api = f"""
 EDGETVM_EXPORT edgetvm_ctx* {p}_create(void) {{ return edgetvm_rt_create(&model, 0); }}
 EDGETVM_EXPORT edgetvm_ctx* {p}_create_with_threads(int num_threads) {{ return edgetvm_rt_create(&model, num_threads); }}
+EDGETVM_EXPORT const char* {p}_create_error(void) {{ return edgetvm_rt_create_error(); }}
 EDGETVM_EXPORT void {p}_destroy(edgetvm_ctx* ctx) {{ edgetvm_rt_destroy(ctx); }}
 EDGETVM_EXPORT int {p}_run(edgetvm_ctx* ctx, const void* const* inputs, void* const* outputs) {{
   return edgetvm_rt_run(ctx, inputs, 0, outputs, 0, 0);
@@ -157,8 +158,8 @@ def header_source(prefix: str, inputs: list[TensorSpec], outputs: list[TensorSpe
     """The public header: the only file a program using the library includes."""
     guard = f"{prefix.upper()}_H_"
     # float16 weights cost RAM per context: the float32 copy the kernels read.
-    widened = (f", plus {stored.kernel_bytes} bytes of float32 weights widened from the library's float16 at "
-               f"create" if stored is not None and stored.segments else "")
+    widened = (f", plus {stored.kernel_bytes} bytes of {stored.rebuilt_how} at create"
+               if stored is not None and stored.segments else "")
     p = prefix
 
     def describe(kind, specs, refs):
@@ -209,6 +210,8 @@ typedef struct {p}_ctx {p}_ctx; /* opaque */
 {p}_ctx* {p}_create(void);
 /* Same with an explicit thread count (1: run every kernel in the calling thread). */
 {p}_ctx* {p}_create_with_threads(int num_threads);
+/* Why this thread's last create returned NULL: out of memory, or coded weights that do not decode. */
+const char* {p}_create_error(void);
 /* Frees the context and joins its threads; no run of it may be in progress. NULL is a no-op. */
 void {p}_destroy({p}_ctx* ctx);
 

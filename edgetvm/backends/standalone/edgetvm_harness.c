@@ -17,6 +17,7 @@
 #include <string.h>
 
 typedef void* (*create_fn)(int);
+typedef const char* (*create_error_fn)(void);
 typedef void (*destroy_fn)(void*);
 typedef int (*run_checked_fn)(void*, const void* const*, const size_t*, void* const*, const size_t*);
 typedef const char* (*last_error_fn)(const void*);
@@ -120,7 +121,7 @@ int main(int argc, char** argv) {
   }
   void* ctx = ((create_fn)sym("create_with_threads"))(threads);
   if (ctx == NULL) {
-    fprintf(stderr, "edgetvm_harness: out of memory creating the context\n");
+    fprintf(stderr, "edgetvm_harness: creating the context failed: %s\n", ((create_error_fn)sym("create_error"))());
     return 1;
   }
   run_checked_fn run = (run_checked_fn)sym("run_checked");

@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include "edgetvm_runtime.h"
+#include "edgetvm_huffman.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -92,6 +93,7 @@ static __thread edgetvm_ctx* tls_ctx;
 static __thread int tls_slot;
 static __thread int tls_in_parallel;
 static __thread char tls_error[ERROR_CAPACITY];
+static __thread char tls_create_error[ERROR_CAPACITY];
 
 static void set_error(edgetvm_ctx* ctx, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 static void set_error(edgetvm_ctx* ctx, const char* fmt, ...) {
@@ -415,13 +417,28 @@ static void widen_f16(float* dst, const uint8_t* src, size_t count) {
   }
 }
 
+/* The weights the kernels read, rebuilt from the stored segments; NULL (and tls_create_error) when
+ * out of memory or when a coded segment does not decode. */
 static uint8_t* widen_weights(const edgetvm_model* m) {
   uint8_t* out = aligned_malloc((size_t)m->weights_bytes);
-  if (out == NULL) return NULL;
+  if (out == NULL) {
+    snprintf(tls_create_error, sizeof tls_create_error, "out of memory for %llu bytes of weights",
+             (unsigned long long)m->weights_bytes);
+    return NULL;
+  }
   for (int32_t s = 0; s < m->num_segments; ++s) {
     const edgetvm_weight_segment* seg = &m->segments[s];
     if (seg->kind == EDGETVM_SEGMENT_F16) {
       widen_f16((float*)(void*)(out + seg->offset), m->weights + seg->stored_offset, (size_t)seg->count);
+    } else if (seg->kind == EDGETVM_SEGMENT_HUFFMAN) {
+      char why[ERROR_CAPACITY / 2];
+      if (edgetvm_huffman_decode(m->weights + seg->stored_offset, (size_t)seg->stored_bytes, out + seg->offset,
+                                 (size_t)seg->count, why, sizeof why) != 0) {
+        snprintf(tls_create_error, sizeof tls_create_error, "weight segment %d of %s: %s; the artifact is corrupt, "
+                 "export it again", (int)s, m->prefix, why);
+        free(out);
+        return NULL;
+      }
     } else {
       memcpy(out + seg->offset, m->weights + seg->stored_offset, (size_t)seg->count);
     }
@@ -440,6 +457,7 @@ static int default_threads(const edgetvm_model* model) {
 edgetvm_ctx* edgetvm_rt_create(const edgetvm_model* model, int num_threads) {
   if (num_threads <= 0) num_threads = default_threads(model);
   if (num_threads > MAX_THREADS) num_threads = MAX_THREADS;
+  snprintf(tls_create_error, sizeof tls_create_error, "out of memory");
   edgetvm_ctx* ctx = calloc(1, sizeof *ctx);
   if (ctx == NULL) return NULL;
   ctx->model = model;
@@ -455,6 +473,7 @@ edgetvm_ctx* edgetvm_rt_create(const edgetvm_model* model, int num_threads) {
     edgetvm_rt_destroy(ctx);
     return NULL;
   }
+  snprintf(tls_create_error, sizeof tls_create_error, "out of memory");
   if (ctx->arena == NULL || ctx->workspace == NULL || ctx->tensors == NULL || ctx->packed_args == NULL) {
     edgetvm_rt_destroy(ctx);
     return NULL;
@@ -466,6 +485,7 @@ edgetvm_ctx* edgetvm_rt_create(const edgetvm_model* model, int num_threads) {
       return NULL;
     }
   }
+  tls_create_error[0] = '\0';
   return ctx;
 }
 
@@ -489,6 +509,8 @@ const char* edgetvm_rt_last_error(const edgetvm_ctx* ctx) {
   if (ctx == NULL) return "the context is NULL (create it with <model>_create; NULL there means out of memory)";
   return ctx->error;
 }
+
+const char* edgetvm_rt_create_error(void) { return tls_create_error; }
 
 int edgetvm_rt_num_threads(const edgetvm_ctx* ctx) { return ctx ? ctx->num_threads : 0; }
 

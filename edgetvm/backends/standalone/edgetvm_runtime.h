@@ -62,12 +62,15 @@ typedef struct {
 /* A run of the stored weights the runtime writes into the weights the kernels read, once per
  * context at create time. Weights stored as float16 (compile with weights="fp16") are widened
  * here, as ncnn does at load: half the bytes on disk, full-speed float32 kernels. */
-enum { EDGETVM_SEGMENT_COPY = 0, EDGETVM_SEGMENT_F16 = 1 };
+/* Weights stored as Huffman-coded indices into per-tensor or per-channel tables (Deep Compression,
+ * compile with an entropy coder) are decoded here too (edgetvm_huffman.h). */
+enum { EDGETVM_SEGMENT_COPY = 0, EDGETVM_SEGMENT_F16 = 1, EDGETVM_SEGMENT_HUFFMAN = 2 };
 typedef struct {
   uint64_t stored_offset; /* byte offset in edgetvm_model.weights */
   uint64_t offset;        /* byte offset in the float32 weights the kernels read */
-  uint64_t count;         /* bytes (COPY) or float16 elements (F16) */
+  uint64_t count;         /* bytes (COPY, HUFFMAN) or float16 elements (F16) written at `offset` */
   uint32_t kind;
+  uint64_t stored_bytes;  /* bytes at `stored_offset` (the coded record of a HUFFMAN segment) */
 } edgetvm_weight_segment;
 
 typedef struct {
@@ -101,6 +104,8 @@ EDGETVM_HIDDEN void edgetvm_rt_destroy(edgetvm_ctx* ctx);
 EDGETVM_HIDDEN int edgetvm_rt_run(edgetvm_ctx* ctx, const void* const* inputs, const size_t* input_bytes,
                                   void* const* outputs, const size_t* output_bytes, int sizes_required);
 EDGETVM_HIDDEN const char* edgetvm_rt_last_error(const edgetvm_ctx* ctx);
+/* Why the last edgetvm_rt_create of this thread returned NULL ("" after a success). */
+EDGETVM_HIDDEN const char* edgetvm_rt_create_error(void);
 EDGETVM_HIDDEN int edgetvm_rt_num_threads(const edgetvm_ctx* ctx);
 
 #endif /* EDGETVM_RUNTIME_H_ */

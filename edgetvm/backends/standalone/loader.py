@@ -37,6 +37,7 @@ class StandaloneLibrary:
         self.prefix = prefix_fn().decode()
         fn = self._fn
         self._create = fn("create_with_threads", ctypes.c_void_p, [ctypes.c_int])
+        self._create_error = fn("create_error", ctypes.c_char_p, [])
         self._destroy = fn("destroy", None, [ctypes.c_void_p])
         ptrs = ctypes.POINTER(ctypes.c_void_p)
         sizes = ctypes.POINTER(ctypes.c_size_t)
@@ -69,8 +70,8 @@ class StandaloneLibrary:
     def create_context(self, num_threads: int | None = None) -> "StandaloneContext":
         """A context with its own arena and threads (None: the library's default thread count)."""
         handle = self._create(int(num_threads or 0))
-        if not handle:
-            raise ArtifactError(f"{self.path}: {self.prefix}_create failed (out of memory)")
+        if not handle:  # ctypes runs both calls in this thread: the error is this create's
+            raise ArtifactError(f"{self.path}: {self.prefix}_create failed: {self._create_error().decode()}")
         return StandaloneContext(self, handle)
 
 

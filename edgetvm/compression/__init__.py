@@ -1,0 +1,17 @@
+"""Deep Compression (Han et al. 2016), lossy: weight sharing by k-means, then entropy coding.
+
+``ClusterWeights`` replaces each weight tensor's values by ``k`` shared centroids (per layer or per
+output channel); the standalone backend then stores each tensor as Huffman codes of centroid
+indices plus the centroid tables (``backends/standalone/weights.py``, ``weights="huffman"``).
+"""
+
+from . import huffman
+from .cluster import ClusterWeights, check_clusters
+from .kmeans import kmeans_1d
+from .options import ENTROPY_CODERS, CompressOptions, stage_sizes
+from .sensitivity import allocate_clusters, measure_cluster_sensitivity
+from .sharing import cluster_tensor, shared_weight_bytes
+
+__all__ = ["ClusterWeights", "CompressOptions", "ENTROPY_CODERS", "allocate_clusters", "check_clusters",
+           "cluster_tensor", "huffman", "kmeans_1d", "measure_cluster_sensitivity", "shared_weight_bytes",
+           "stage_sizes"]

@@ -1,0 +1,122 @@
+"""Weight sharing (lossy): each weight tensor's values replaced by k shared centroids.
+
+Deep Compression's second step (Han et al. 2016, section 3): the weights ``W`` of a layer are
+clustered by 1-D k-means (kmeans.py) and each weight becomes its centroid,
+
+    W'_i = c_{a(i)},   a(i) = argmin_j |W_i - c_j|,   c_j = mean{W_i : a(i) = j},
+
+either over the whole tensor or per slice of its first axis (a conv's output channel, an int8
+weight's per-channel scale axis), so the tensor holds at most ``k`` values (per slice). The
+standalone backend stores such a tensor as ``log2 k``-bit indices, Huffman-coded, plus the
+centroid tables (backends/standalone/weights.py, ``weights="huffman"``). On the int8 path the pass
+runs after quantization and the centroids are rounded to integers, so the int8 kernels read int8
+centroids. Unlike the paper there is no retraining: the error is what the compile report shows.
+
+Per slice where it pays (sharing.py). The layers that must stay fine (the stem reading the pixels,
+the last layer writing the embedding or the boxes) are chosen by measured sensitivity when
+calibration inputs are given (sensitivity.py), else left out by name (``keep``): by default the
+first and the last weight of the graph.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..errors import InputError
+from ..transform.base import GraphPass, graph_pass
+from .constants import replace_constants, weight_constants
+from .sensitivity import allocate_clusters, measure_cluster_sensitivity
+from .sharing import cluster_tensor, shared_weight_bytes
+
+MIN_CLUSTERS, MAX_CLUSTERS = 4, 256
+
+
+def check_clusters(k: int, flag: str = "--cluster") -> int:
+    if not isinstance(k, (int, np.integer)) or not MIN_CLUSTERS <= k <= MAX_CLUSTERS:
+        raise InputError(f"{flag} {k!r}: give a number of clusters from {MIN_CLUSTERS} to {MAX_CLUSTERS}")
+    return int(k)
+
+
+@graph_pass("ClusterWeights")
+class ClusterWeights(GraphPass):
+    """Lossy: every weight tensor (but ``keep``) becomes ``clusters`` shared values (per tensor or per
+    output channel). ``layers`` ({name pattern: k}) clusters only the matching layers, each with its
+    own k; ``keep`` (name patterns) leaves layers as they are, default the first and last weight.
+
+    With ``max_error``, ``evaluate`` and calibration ``samples``, each layer's k is chosen by measured
+    sensitivity instead (sensitivity.py): from ``clusters`` up to 256, or left as it is, for the
+    fewest bytes at a summed relative output error of at most ``max_error``.
+
+    ``findings``: ``{"clustered", "kept", "layers": [{"layer", "shape", "k", "per_channel",
+    "relative_error", "bytes", "clustered_bytes", "coded_bytes"}]}``: per clustered layer the error
+    ``||W' - W|| / ||W||`` and its size before, as fixed-width indices and Huffman-coded; with
+    ``max_error`` also each layer's measured ``output_error`` and their sum ``output_error``."""
+
+    def __init__(self, clusters: int = 16, *, layers: dict[str, int] | None = None, keep: list[str] | None = None,
+                 seed: int = 0, max_error: float | None = None, evaluate=None, samples: list | None = None):
+        super().__init__()
+        self.clusters = check_clusters(clusters)
+        self.layers = {pattern: check_clusters(k, "--cluster-layers") for pattern, k in (layers or {}).items()}
+        self.keep = keep
+        self.seed = seed
+        if max_error is not None and (evaluate is None or not samples):
+            raise InputError("clustering by measured sensitivity (max_error) needs calibration inputs: give "
+                             "calibration=... (--calib DIR)")
+        self.max_error, self.evaluate, self.samples = max_error, evaluate, samples
+
+    def new_findings(self) -> dict:
+        return {"clustered": 0, "kept": [], "layers": []}
+
+    def clusters_for(self, name: str, index: int, count: int) -> int | None:
+        """k for the weight ``name`` (the ``index``-th of ``count``), None to leave it as it is."""
+        keep = self.keep if self.keep is not None else ([] if self.layers or self.max_error is not None else None)
+        if keep is None and index in (0, count - 1):
+            return None
+        if keep and any(fnmatch.fnmatchcase(name, p) for p in keep):
+            return None
+        if self.layers:
+            return next((k for p, k in self.layers.items() if fnmatch.fnmatchcase(name, p)), None)
+        return self.clusters
+
+    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
+        weights = weight_constants(func)
+        chosen = [(name, const, self.clusters_for(name, i, len(weights))) for i, (name, const) in enumerate(weights)]
+        measured = {}
+        if self.max_error is not None:
+            candidates = [k for k in (4, 8, 16, 32, 64, 128, 256) if k >= self.clusters]
+            fitting = [(name, const) for name, const, k in chosen if k is not None]
+            table = measure_cluster_sensitivity(func, [c for _, c in fitting], candidates, self.evaluate, self.samples,
+                                                self.seed)
+            picks = allocate_clusters(table, self.max_error)
+            measured = {name: (k, options[k]) for (name, _), k, options in zip(fitting, picks, table)}
+            chosen = [(name, const, measured[name][0] or None if name in measured else None)
+                      for name, const, _ in chosen]
+            self.findings["max_error"] = self.max_error
+            self.findings["output_error"] = float(sum(m[1][0] for m in measured.values()))
+        replaced = {}
+        for name, const, k in chosen:
+            if k is None:
+                self.findings["kept"].append(name)
+                continue
+            value = const.value.numpy()
+            if name in measured:
+                _, (output_error, _, clustered, per_slice) = measured[name]
+            else:
+                clustered, per_slice = cluster_tensor(value, k, seed=self.seed)
+            reference = np.linalg.norm(value.astype(np.float64)) or 1.0
+            clustered_bytes, coded_bytes = shared_weight_bytes(clustered, per_slice)
+            row = {"layer": name, "shape": list(value.shape), "k": k, "per_channel": per_slice,
+                   "relative_error": float(np.linalg.norm(clustered.astype(np.float64) - value) / reference),
+                   "bytes": int(value.nbytes), "clustered_bytes": clustered_bytes, "coded_bytes": coded_bytes}
+            if name in measured:
+                row["output_error"] = output_error
+            self.findings["layers"].append(row)
+            replaced[const.__chandle__()] = relax.const(clustered, str(value.dtype))
+            self.findings["clustered"] += 1
+        if not replaced:
+            return None
+        return replace_constants(func, replaced, mod)

@@ -1,0 +1,70 @@
+"""``compile(..., compress={...})``: the Deep Compression options, checked once, in the CLI's words."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import InputError
+from .cluster import ClusterWeights, check_clusters
+
+ENTROPY_CODERS = ("huffman",)
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """``clusters``: k of every clustered layer (``--cluster``); ``layers``: {name pattern: k} to cluster
+    only those (``--cluster-layers``); ``keep``: name patterns left fine; ``max_error``: choose each
+    layer's k (from ``clusters`` up) by measured sensitivity on the calibration inputs, at most this
+    summed relative output error (``--cluster-max-error``); ``entropy``: the coder of the standalone
+    artifact's weights (``--entropy``)."""
+
+    clusters: int | None = None
+    layers: dict[str, int] = field(default_factory=dict)
+    keep: list[str] | None = None
+    entropy: str | None = None
+    seed: int = 0
+    max_error: float | None = None
+
+    @classmethod
+    def coerce(cls, given: dict | None) -> CompressOptions:
+        given = dict(given or {})
+        unknown = set(given) - {"clusters", "layers", "keep", "entropy", "seed", "max_error"}
+        if unknown:
+            raise InputError(f"compress={{...}}: unknown option(s) {sorted(unknown)}; give clusters, layers, keep, "
+                             f"max_error, entropy or seed")
+        max_error = given.get("max_error")
+        if max_error is not None and not (isinstance(max_error, (int, float)) and max_error > 0):
+            raise InputError(f"--cluster-max-error {max_error!r}: give a positive relative output error, e.g. 0.01")
+        entropy = given.get("entropy")
+        if entropy is not None and entropy not in ENTROPY_CODERS:
+            raise InputError(f"--entropy {entropy!r}: choose {', '.join(ENTROPY_CODERS)}")
+        clusters = given.get("clusters")
+        return cls(check_clusters(clusters) if clusters is not None else None, dict(given.get("layers") or {}),
+                   given.get("keep"), entropy, int(given.get("seed", 0)),
+                   float(max_error) if max_error is not None else None)
+
+    @property
+    def requested(self) -> bool:
+        """Whether these options ask for any compression (the compile report then sizes each stage)."""
+        return self.clusters is not None or bool(self.layers) or self.max_error is not None or self.entropy is not None
+
+    def cluster_pass(self, evaluate=None, samples: list | None = None) -> ClusterWeights | None:
+        """The clustering pass these options ask for, None when they ask for none (``evaluate`` and
+        ``samples``: for ``max_error``'s measurements)."""
+        if self.clusters is None and not self.layers and self.max_error is None:
+            return None
+        default = 16 if self.max_error is None else 4
+        return ClusterWeights(self.clusters or default, layers=self.layers, keep=self.keep, seed=self.seed,
+                              max_error=self.max_error, evaluate=evaluate, samples=samples)
+
+
+def stage_sizes(fp32_bytes: int, pruned_bytes: int, quantized_bytes: int, findings: dict | None) -> dict:
+    """Weight bytes after each stage (fp32 -> pruned -> int8 -> clustered -> coded): the clustered and coded
+    stages change the clustered layers only, as ClusterWeights measured them."""
+    layers = (findings or {}).get("layers", [])
+    before = sum(layer["bytes"] for layer in layers)
+    clustered = quantized_bytes - before + sum(layer["clustered_bytes"] for layer in layers)
+    coded = quantized_bytes - before + sum(layer["coded_bytes"] for layer in layers)
+    stages = {"fp32": fp32_bytes, "pruned": pruned_bytes, "quantized": quantized_bytes, "clustered": clustered,
+              "coded": coded}
+    return {"bytes": stages, "ratio_to_fp32": {k: round(fp32_bytes / v, 2) if v else None for k, v in stages.items()}}

@@ -1,0 +1,47 @@
+"""One tensor's shared weights: k-means per tensor or per first-axis slice, and what they cost to store.
+
+Per slice where it pays: a slice (an output channel of an OIHW conv, of a per-channel int8 weight)
+gets its own codebook when it has at least ``WEIGHTS_PER_CENTROID * k`` weights, so that its
+``k``-entry table is at most 1/16 of the indices it serves; otherwise the tensor shares one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import huffman
+from .kmeans import kmeans_1d
+
+WEIGHTS_PER_CENTROID = 16
+
+
+def cluster_tensor(weight: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.ndarray, bool]:
+    """``weight`` with each value replaced by its centroid (integers rounded for an integer dtype), and
+    whether the first-axis slices got codebooks of their own."""
+    per_slice = weight.ndim >= 2 and weight[0].size >= WEIGHTS_PER_CENTROID * k
+    rows = weight.reshape(weight.shape[0], -1) if per_slice else weight.reshape(1, -1)
+    out = np.empty(rows.shape, dtype=weight.dtype)
+    integer = np.issubdtype(weight.dtype, np.integer)
+    for i, row in enumerate(rows):
+        centroids, labels = kmeans_1d(row, k, seed=seed)
+        if integer:
+            info = np.iinfo(weight.dtype)
+            centroids = np.clip(np.round(centroids), info.min, info.max)
+        out[i] = centroids[labels].astype(weight.dtype)
+    return out.reshape(weight.shape), per_slice
+
+
+def shared_weight_bytes(clustered: np.ndarray, per_slice: bool) -> tuple[int, int]:
+    """Bytes of a clustered tensor as fixed-width indices (``ceil(log2 k)`` bits each) and as Huffman
+    codes of them, both with the centroid tables: the "clustered" and "coded" stages of the report."""
+    rows = clustered.reshape(clustered.shape[0], -1) if per_slice else clustered.reshape(1, -1)
+    tables, symbols = 0, []
+    for row in rows:
+        values, index = np.unique(row, return_inverse=True)
+        tables += values.size * clustered.itemsize
+        symbols.append(index.reshape(-1))
+    symbols = np.concatenate(symbols)
+    counts = np.bincount(symbols)
+    width = max(int(np.ceil(np.log2(max(counts.size, 2)))), 1)
+    coded_bits = int((huffman.code_lengths(counts) * counts).sum())
+    return tables + (symbols.size * width + 7) // 8, tables + (coded_bits + 7) // 8
