@@ -17,6 +17,9 @@ replaces another inside the same crop between detection frames keeps the old id 
 tell people apart; the recognizer could). Two tracks whose meshes slide onto one face between
 detection frames (faces crossing) stay two until the next detection frame, where the one the
 detection does not continue ends and counts as an exit.
+
+The board bundle runs the same algorithm in C (``face/c/face_track.c``, ``face_demo --track``), with
+these defaults written into its ``face_config.h``.
 """
 
 from __future__ import annotations

@@ -152,6 +152,8 @@ def test_bundle_errors(tmp_path):
     (tmp_path / "bundle.json").write_text(json.dumps({"segmenter": None}))
     with pytest.raises(InputError, match="--segmenter general"):
         run_segmentation(tmp_path, np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(InputError, match="no frames"):
+        run_tracking(tmp_path, [])
     with pytest.raises(SystemExit) as refused:  # checked as the command line is parsed, like every flag
         main(["face", "build", "-o", str(tmp_path / "b"), "--detector-size", "100x100"])
     assert refused.value.code == 2

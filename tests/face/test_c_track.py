@@ -5,8 +5,6 @@ with the networks (FaceMesh between detections) runs under qemu in test_bundle.p
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from edgetvm.face.detect import Face
 from edgetvm.face.tracking import IOU_THRESHOLD, PRESENCE_THRESHOLD, FaceTracker, match_by_iou
 
-from .conftest import C_DIR, FaceDet
+from .conftest import FaceDet, build_host_library
 from .test_c_mesh import Roi
 
 TRACK_MAX = 64
@@ -34,11 +32,7 @@ class Tracker(ctypes.Structure):
 
 @pytest.fixture(scope="module")
 def track_lib(tmp_path_factory):
-    cc = shutil.which("gcc") or shutil.which("cc")
-    out = tmp_path_factory.mktemp("face_track") / "libface_track.so"
-    subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-shared", "-fPIC",
-                    "-o", str(out), str(C_DIR / "face_proc.c"), str(C_DIR / "face_track.c"), "-lm"], check=True)
-    return ctypes.CDLL(str(out))
+    return ctypes.CDLL(str(build_host_library(tmp_path_factory, "face_track", "face_proc.c", "face_track.c")))
 
 
 def _tracker(lib, detect_every: int = 1) -> Tracker:

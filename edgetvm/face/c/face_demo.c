@@ -436,12 +436,10 @@ static int segment(pipeline* p, const uint8_t* rgb, int w, int h, float* mask) {
   free(prob);
   return rc;
 }
-#endif
 
 /* --segment: the mask of the image at `image`, written as asked; prints "segmenter IN_W IN_H" and
  * "person_fraction F" (mask >= 0.5). */
 static int segment_image(pipeline* p, const char* image, const segment_request* req) {
-#if FACE_SEGMENTER
   int w, h;
   uint8_t* rgb = face_read_pnm(image, &w, &h);
   if (!rgb) return fail(image, "cannot read it as a binary PPM (P6) or PGM (P5) with maxval 255");
@@ -480,13 +478,8 @@ static int segment_image(pipeline* p, const char* image, const segment_request* 
   free(picture);
   free(rgb);
   return rc;
-#else
-  (void)p;
-  (void)image;
-  (void)req;
-  return fail("--segment", "this bundle has no segmenter; build it with `edgetvm face build --segmenter general`");
-#endif
 }
+#endif
 
 /* Quality of the most confident face of the image at `image`: the enrolment gate. */
 static int enrollment_quality(const char* image, const face_det* face, float min_quality) {
@@ -620,7 +613,7 @@ int main(int argc, char** argv) {
     }
   }
   if (frames) {
-    if (image || n_frames == 0) return usage(argv[0]);
+    if (image || n_frames == 0 || out_path || other || gallery || mesh_path || seg.mask_path) return usage(argv[0]);
     if (!FACE_LANDMARKS && detect_every > 1)
       return fail("--detect-every", "following faces between detections needs FaceMesh; build the bundle with "
                                     "`edgetvm face build --landmarks`, or detect on every frame (--detect-every 1)");
@@ -629,6 +622,8 @@ int main(int argc, char** argv) {
   if (!image || (enroll_name && !gallery)) return usage(argv[0]);
   if ((seg.raw_path || seg.background) && !seg.mask_path) return usage(argv[0]);
   if (!seg.background != !seg.composite_path) return usage(argv[0]);
+  if (seg.mask_path && !FACE_SEGMENTER)
+    return fail("--segment", "this bundle has no segmenter; build it with `edgetvm face build --segmenter general`");
   if (pipeline_init(&p, threads)) return 1;
 
   face_det* faces = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
@@ -643,7 +638,9 @@ int main(int argc, char** argv) {
   }
   if (gallery && enroll_name && n_faces > 0 && enrollment_quality(image, &faces[0], min_quality)) return 1;
   if (gallery && gallery_stage(gallery, enroll_name, top, embeddings, n_faces)) return 1;
+#if FACE_SEGMENTER
   if (seg.mask_path && segment_image(&p, image, &seg)) return 1;
+#endif
   if (mesh_path) {
 #if FACE_LANDMARKS
     FILE* f = fopen(mesh_path, "wb");
