@@ -19,9 +19,9 @@
     bundle.json  README.txt       what was built, with which options; how to run it
 
 ``run_bundle`` runs ``face_demo`` on an image (under qemu-arm for ARM targets) and parses what it
-prints (``run_segmentation`` its ``--segment``, ``run_tracking`` its ``--track``), so tests compare the board
-pipeline with the Python one; ``stage_instructions`` counts guest
-instructions per stage with the N+1 minus 1 method.
+prints (``run_segmentation`` its ``--segment``, ``run_tracking`` its ``--track``), so tests compare the
+board pipeline with the Python one; ``stage_instructions`` counts guest instructions per stage with the
+N+1 minus 1 method.
 """
 
 from __future__ import annotations
@@ -210,8 +210,8 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
         # no calibration images of their own here.
         extra = [(FACEMESH, (MESH_SIZE, MESH_SIZE), "facemesh", "face_mesh")] if spec.landmarks else []
         if spec.attributes:
-            extra += [(AGE, (AGE_CHIP, AGE_CHIP), "age", "face_attr"), (GENDER, (GENDER_CHIP, GENDER_CHIP), "gender",
-                                                                         None)]
+            extra += [(AGE, (AGE_CHIP, AGE_CHIP), "age", "face_attr"),
+                      (GENDER, (GENDER_CHIP, GENDER_CHIP), "gender", None)]
         extra += [(seg_net, seg_net.size, "segmenter", "face_seg")] if seg_net else []
         for net, size, library, source in extra:
             options = {k: v for k, v in options_for(spec.compile_options, net.role).items()
@@ -463,8 +463,8 @@ def run_segmentation(bundle_dir: str | os.PathLike, image: np.ndarray, *, backgr
     h, w = image.shape[:2]
     with tempfile.TemporaryDirectory(prefix="edgetvm-segment-run-") as tmp:
         tmp = Path(tmp)
-        args = [str(write_ppm(tmp / "image.ppm", image)), "--segment", str(tmp / "mask.pgm"), "--raw", str(tmp / "mask.f32"),
-                "--threads", str(threads)]
+        args = [str(write_ppm(tmp / "image.ppm", image)), "--segment", str(tmp / "mask.pgm"),
+                "--raw", str(tmp / "mask.f32"), "--threads", str(threads)]
         if background is not None:
             picture = np.ascontiguousarray(background_picture(background, w, h))
             args += ["--background", str(write_ppm(tmp / "background.ppm", picture)),
