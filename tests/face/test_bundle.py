@@ -136,7 +136,8 @@ def test_arm_tracking_matches_python_tracker(arm_bundle_160, host_pipeline_160, 
         assert len(board.tracks[t]) == len(tracks), (t, board.stdout)
         for (board_id, board_box), track in zip(board.tracks[t], tracks):
             assert renumber.setdefault(board_id, track.track_id) == track.track_id, t
-            assert float(box_iou(board_box, track.box[None])[0]) >= 0.95, (t, board_box, track.box)
+            # face_demo prints 3 decimals; the boxes agree to ~1e-3 px (the same detections, FaceMesh within 1e-4).
+            np.testing.assert_allclose(board_box, track.box, rtol=0, atol=0.01, err_msg=f"frame {t}")
     assert len(set(renumber.values())) == len(renumber) == len(SCRIPT)
     leave_in_view = sum(last >= NUM_FRAMES - 1 for _, last, *_ in SCRIPT.values())
     assert board.counts == host.counts() == {"entries": len(SCRIPT), "exits": len(SCRIPT) - leave_in_view,
