@@ -242,7 +242,7 @@ def cmd_face_build(args: argparse.Namespace) -> int:
     size = sum(p.stat().st_size for p in Path(out).iterdir()) / 2**20
     stages = ", facemesh.so" if args.landmarks or args.attributes else ""
     stages += ", age.so, gender.so" if args.attributes else ""
-    stages += ", segmenter.so, segment_demo" if args.segmenter else ""
+    stages += ", segmenter.so (face_demo --segment)" if args.segmenter else ""
     print(f"wrote {out}/ ({size:.1f} MiB) for {args.target}: detector.so, recognizer.so, face_demo{stages} "
           f"(see {out}/README.txt)")
     if precision:
@@ -328,7 +328,7 @@ def add_face_commands(sub) -> None:
     p.add_argument("--fp32", action="store_true", help="keep both networks float (default: the sface recognizer "
                    "is int8, which keeps its embeddings at cosine >= 0.99 to fp32 at a quarter of the size)")
     p.add_argument("--segmenter", default=None, choices=sorted(SEGMENTERS),
-                   help="add the person segmentation stage: segmenter.so (float) and segment_demo")
+                   help="add the person segmentation stage: segmenter.so (float), face_demo --segment")
     _add_network_options(p, engine=False)
     p.set_defaults(func=cmd_face_build)
 

@@ -16,7 +16,7 @@ from typing import Callable
 from ..face.attributes import AttributeEstimator
 from ..face.image import read_image
 from ..face.landmarks import FaceLandmarker, draw_meshes
-from ..face.tracking import FaceTracker, draw_tracks, frame_paths
+from ..face.tracking import DETECT_EVERY, IOU_THRESHOLD, FaceTracker, draw_tracks, frame_paths
 from .options import number_in
 
 JSON_HELP = "print one line of JSON instead of text"
@@ -127,11 +127,12 @@ def add_analysis_commands(command: Callable[[str, str], argparse.ArgumentParser]
     p = command("track", "track faces over a folder of frames (sorted by name) and count entries and exits")
     p.add_argument("frames", help="folder of frames (png, jpg, ppm), in name order")
     p.add_argument("-o", "--output", "--out", dest="output", help="folder to write the annotated frames to")
-    p.add_argument("--detect-every", type=number_in(1, math.inf, "give 1 or more", whole=True), default=5,
+    p.add_argument("--detect-every", type=number_in(1, math.inf, "give 1 or more", whole=True), default=DETECT_EVERY,
                    metavar="N",
-                   help="run the detector every N frames; FaceMesh follows the faces in between (default 5)")
+                   help="run the detector every N frames; FaceMesh follows the faces in between (default %(default)s)")
     p.add_argument("--iou", type=number_in(0.0, 1.0, "--iou is a fraction in (0, 1)", low_open=True, high_open=True),
-                   default=0.3, help="overlap in (0, 1) above which a detection continues a track (default 0.3)")
+                   default=IOU_THRESHOLD,
+                   help="overlap in (0, 1) above which a detection continues a track (default %(default)s)")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     add_network_options(p, recognizer=False)
     p.set_defaults(func=lambda args: cmd_face_track(args, pipeline))

@@ -13,13 +13,15 @@
     age.so gender.so face_attr.c  with ``attributes`` (implies landmarks): dlib's chips, age and gender
     face_demo.c  face_config.h    the example program and its build settings
     face_demo                     built for the target; runs next to the two .so files
-    segmenter.so  face_seg.c/h    with ``spec.segmenter``: the selfie segmenter and its pre/post-processing,
-    segment_demo                  and the example program that writes the person mask
+    face_track.c  face_track.h    tracking and counting (face_demo --track), FaceMesh following faces when present
+    segmenter.so  face_seg.c/h    with ``spec.segmenter``: the selfie segmenter and its pre/post-processing
+                                  (face_demo --segment writes the person mask)
     bundle.json  README.txt       what was built, with which options; how to run it
 
 ``run_bundle`` runs ``face_demo`` on an image (under qemu-arm for ARM targets) and parses what it
-prints (``run_segmentation`` likewise ``segment_demo``), so tests compare the board pipeline with the Python one; ``stage_instructions`` counts guest
-instructions per stage with the N+1 minus 1 method.
+prints (``run_segmentation`` its ``--segment``, ``run_tracking`` its ``--track``), so tests compare the
+board pipeline with the Python one; ``stage_instructions`` counts guest instructions per stage with the
+N+1 minus 1 method.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from .landmarks import FACEMESH, MESH_POINTS, MESH_SIZE
 from .networks import RECOGNIZER_SIZE, YUNET_SIZE, compile_network, detector_mean_bgr, network, options_for
 from .pipeline import DEFAULT_THRESHOLDS
 from .segmentation import background_picture, segmenter
+from .tracking import DETECT_EVERY, IOU_THRESHOLD, PRESENCE_THRESHOLD
 
 C_DIR = Path(__file__).resolve().parent / "c"
 STAGES = ("detect", "align", "embed", "mesh", "attributes")
@@ -109,6 +112,10 @@ def _config_header(spec: BundleSpec, embedding_size: int) -> str:
 #define FACE_RECOGNIZER "{spec.recognizer}"
 #define FACE_LANDMARKS {int(spec.landmarks)}
 #define FACE_ATTRIBUTES {int(spec.attributes)}
+#define FACE_SEGMENTER {int(bool(spec.segmenter))}
+#define FACE_TRACK_DETECT_EVERY {DETECT_EVERY}
+#define FACE_TRACK_IOU_THRESHOLD {IOU_THRESHOLD!r}f
+#define FACE_TRACK_PRESENCE_THRESHOLD {PRESENCE_THRESHOLD!r}f
 #endif
 """
 
@@ -137,6 +144,15 @@ points.bin` also prints each face's head pose, eye and mouth ratios and writes i
 points (faces x 468 x 3 float32); the C API is in face_mesh.h. With `--attributes` it also prints
 each face's age and gender (C API: face_attr.h).
 
+Tracking and counting over frames (C API: face_track.h; no embedding runs):
+
+    ./face_demo --track f000.ppm f001.ppm f002.ppm ... [--detect-every N]
+
+prints each frame's tracks (id, box) and at the end the entries, exits and faces in view. With
+FaceMesh in the bundle the detector runs every N frames (default {detect_every}) and FaceMesh follows
+each face in between, as `edgetvm face track` does; without it the detector runs on every frame and
+tracks continue by IoU alone.
+
 Settings (detector {detector} at {w}x{h}, score > {score}, NMS IoU {nms}, match threshold {threshold})
 are in face_config.h and bundle.json.
 """
@@ -163,8 +179,8 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
     """
     target = resolve_target(spec.target)
     det_net, rec_net = network(spec.detector, "detector"), network(spec.recognizer, "recognizer")
-    if spec.segmenter:
-        segmenter(spec.segmenter)  # an unknown model fails before anything compiles
+    # An unknown segmenter model fails before anything compiles.
+    seg_net = segmenter(spec.segmenter) if spec.segmenter else None
     if spec.detector == "yunet":
         spec.detector_size = YUNET_SIZE
     w, h = spec.detector_size
@@ -187,21 +203,27 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
                                      calibrate=face_calibration)
         recognizer.export(tmp / "recognizer.so", standalone=True)
         embedding_size = int(np.prod(recognizer.outputs[0].shape))
-        sources = ["face_demo.c", "face_proc.c", *IDENTIFICATION_SOURCES]
+        sources = ["face_demo.c", "face_proc.c", *IDENTIFICATION_SOURCES, "face_track.c"]
         libraries = ["-l:detector.so", "-l:recognizer.so"]
-        # FaceMesh, age and gender stay float32: their contract is their reference runtime's outputs.
-        extra = [(FACEMESH, MESH_SIZE, "facemesh", "face_mesh")] if spec.landmarks else []
+        # FaceMesh, age, gender and the segmenter stay float32 whatever --quantize/--prune say: their
+        # contract is their reference runtime's outputs (the segmenter's mask IoU >= 0.99), and they have
+        # no calibration images of their own here.
+        extra = [(FACEMESH, (MESH_SIZE, MESH_SIZE), "facemesh", "face_mesh")] if spec.landmarks else []
         if spec.attributes:
-            extra += [(AGE, AGE_CHIP, "age", "face_attr"), (GENDER, GENDER_CHIP, "gender", None)]
+            extra += [(AGE, (AGE_CHIP, AGE_CHIP), "age", "face_attr"),
+                      (GENDER, (GENDER_CHIP, GENDER_CHIP), "gender", None)]
+        extra += [(seg_net, seg_net.size, "segmenter", "face_seg")] if seg_net else []
         for net, size, library, source in extra:
             options = {k: v for k, v in options_for(spec.compile_options, net.role).items()
                        if k not in ("quantize", "prune")}
-            compile_network(net, (size, size), spec.target, options, spec.num_threads).export(
+            compile_network(net, size, spec.target, options, spec.num_threads).export(
                 tmp / f"{library}.so", standalone=True)
             libraries.append(f"-l:{library}.so")
             if source:
                 sources.append(f"{source}.c")
         headers = [name.replace(".c", ".h") for name in sources if name != "face_demo.c"]
+        # face_track.h holds each track's FaceMesh crop (face_roi), with or without FaceMesh.
+        headers += [] if "face_mesh.c" in sources else ["face_mesh.h"]
         # face_gallery_tool.c: the source of the gallery tool built beside face_demo (build_gallery_tool).
         for name in (*sources, *headers, "face_gallery_tool.c"):
             shutil.copyfile(C_DIR / name, tmp / name)
@@ -215,16 +237,17 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
         build_gallery_tool(spec.target, tmp)
         (tmp / "README.txt").write_text(README.format(
             target=target.preset, cc=Path(cc).name, cflags=" ".join(cflags), detector=spec.detector, w=w, h=h,
-            score=spec.score_threshold, nms=spec.nms_threshold, threshold=spec.threshold,
+            score=spec.score_threshold, nms=spec.nms_threshold, threshold=spec.threshold, detect_every=DETECT_EVERY,
             sources=" ".join(sources), libraries=" ".join(libraries)))
-        if spec.segmenter:
-            _add_segmentation(tmp, spec, target, cc, cflags)
+        if seg_net:
+            with open(tmp / "README.txt", "a") as fh:
+                fh.write(SEGMENT_README.format(model=spec.segmenter, w=seg_net.size[0], h=seg_net.size[1]))
         manifest = {"format": "edgetvm-face-bundle/1", **spec.to_json(), "arch": target.target_dict.get("mtriple", ""),
                     "is_arm": target.is_arm, "qemu_cpu": target.qemu_cpu, "embedding_size": embedding_size,
                     "files": sorted(p.name for p in tmp.iterdir())}
         (tmp / "bundle.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         for path in tmp.iterdir():
-            path.chmod(0o755 if path.name in ("face_demo", "face_gallery", "segment_demo") or path.suffix == ".so"
+            path.chmod(0o755 if path.name in ("face_demo", "face_gallery") or path.suffix == ".so"
                        else 0o644)
         tmp.chmod(0o755)
         if out_dir.exists():
@@ -411,51 +434,25 @@ def stage_instructions(bundle_dir: str | os.PathLike, image: np.ndarray, n: int 
 
 
 SEGMENT_README = """
-Person segmentation ({model} selfie segmenter, {w}x{h} input):
+Person segmentation ({model} selfie segmenter, {w}x{h} input; C API in face_seg.h):
 
-    ./segment_demo photo.ppm -o mask.pgm                                   # 255 where the person is
-    ./segment_demo photo.ppm -o mask.pgm --background '#00b140' --composite out.ppm
-
-To rebuild it:
-
-    {cc} -O2 -std=gnu99 -ffp-contract=off {cflags} -o segment_demo segment_demo.c face_seg.c face_proc.c \\
-        -L. -l:segmenter.so -Wl,-rpath,'$ORIGIN' -lm
+    ./face_demo photo.ppm --segment mask.pgm                        # 255 where the person is
+    ./face_demo photo.ppm --segment mask.pgm --background '#00b140' --composite out.ppm
+    ./face_demo photo.ppm --segment mask.pgm --background beach.ppm --composite out.ppm  # same size
 """
-
-
-def _add_segmentation(directory: Path, spec: BundleSpec, target, cc: str, cflags: list[str]) -> None:
-    """The segmentation stage: segmenter.so compiled standalone, face_seg.c/h, segment_demo built.
-
-    The segmenter is compiled in float whatever ``--quantize``/``--prune`` say: its mask is held to
-    IoU >= 0.99 against the float reference, and it has no calibration images of its own here.
-    """
-    net = segmenter(spec.segmenter)
-    options = {k: v for k, v in options_for(spec.compile_options, net.role).items() if k not in ("quantize", "prune")}
-    compile_network(net, net.size, spec.target, options, spec.num_threads).export(directory / "segmenter.so",
-                                                                                  standalone=True)
-    for name in ("face_seg.c", "face_seg.h", "segment_demo.c"):
-        shutil.copyfile(C_DIR / name, directory / name)
-    cmd = [cc, "-O2", "-std=gnu99", "-ffp-contract=off", "-Wall", *cflags, "-o", "segment_demo", "segment_demo.c",
-           "face_seg.c", "face_proc.c", "-L.", "-l:segmenter.so", "-Wl,-rpath,$ORIGIN", "-lm"]
-    proc = subprocess.run(cmd, cwd=directory, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise CompileError(f"building segment_demo for {target.preset} failed: {proc.stderr.strip()[-1500:]}")
-    with open(directory / "README.txt", "a") as fh:
-        fh.write(SEGMENT_README.format(model=spec.segmenter, w=net.size[0], h=net.size[1], cc=Path(cc).name,
-                                       cflags=" ".join(cflags)))
 
 
 @dataclass
 class SegmentationRun:
     mask: np.ndarray  # (H, W) float32, P(person)
-    grey: np.ndarray  # (H, W) uint8, the PGM segment_demo wrote
+    grey: np.ndarray  # (H, W) uint8, the PGM face_demo --segment wrote
     composite: np.ndarray | None
     stdout: str
 
 
 def run_segmentation(bundle_dir: str | os.PathLike, image: np.ndarray, *, background=None, threads: int = 1,
                      timeout: float = 900) -> SegmentationRun:
-    """Run the bundle's segment_demo on ``image`` (RGB array), replacing the background by
+    """Run the bundle's face_demo --segment on ``image`` (RGB array), replacing the background by
     ``background`` (a colour or an image, as ``segmentation.background_picture`` takes) when given;
     under qemu-arm for ARM bundles."""
     bundle_dir = Path(bundle_dir)
@@ -466,14 +463,56 @@ def run_segmentation(bundle_dir: str | os.PathLike, image: np.ndarray, *, backgr
     h, w = image.shape[:2]
     with tempfile.TemporaryDirectory(prefix="edgetvm-segment-run-") as tmp:
         tmp = Path(tmp)
-        args = [str(write_ppm(tmp / "image.ppm", image)), "-o", str(tmp / "mask.pgm"), "--raw", str(tmp / "mask.f32"),
-                "--threads", str(threads)]
+        args = [str(write_ppm(tmp / "image.ppm", image)), "--segment", str(tmp / "mask.pgm"),
+                "--raw", str(tmp / "mask.f32"), "--threads", str(threads)]
         if background is not None:
             picture = np.ascontiguousarray(background_picture(background, w, h))
             args += ["--background", str(write_ppm(tmp / "background.ppm", picture)),
                      "--composite", str(tmp / "composite.ppm")]
-        stdout, _ = _run_demo(bundle_dir, manifest, args, False, timeout, program="segment_demo")
+        stdout, _ = _run_demo(bundle_dir, manifest, args, False, timeout)
         mask = np.fromfile(tmp / "mask.f32", dtype=np.float32).reshape(h, w)
         grey = read_image(tmp / "mask.pgm")[:, :, 0]
         composite = read_image(tmp / "composite.ppm") if background is not None else None
     return SegmentationRun(mask, grey, composite, stdout)
+
+
+@dataclass
+class TrackingRun:
+    # Per frame: whether the detector ran, and the live tracks as (id, box (x1, y1, x2, y2)), by id.
+    detected: list[bool]
+    tracks: list[list[tuple[int, np.ndarray]]]
+    counts: dict  # entries, exits, in_view
+    stdout: str
+
+
+def parse_tracking(stdout: str) -> TrackingRun:
+    """face_demo --track's ``frame``, ``track`` and ``counts`` lines."""
+    detected, tracks, counts = [], [], {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if parts[:1] == ["frame"]:
+            detected.append(parts[parts.index("detected") + 1] == "1")
+            tracks.append([])
+        elif parts[:1] == ["track"] and tracks:
+            b = parts.index("box")
+            tracks[-1].append((int(parts[parts.index("id") + 1]),
+                               np.array([float(v) for v in parts[b + 1:b + 5]], np.float32)))
+        elif parts[:1] == ["counts"]:
+            counts = {parts[k]: int(parts[k + 1]) for k in range(1, len(parts) - 1, 2)}
+    return TrackingRun(detected, tracks, counts, stdout)
+
+
+def run_tracking(bundle_dir: str | os.PathLike, frames: list[np.ndarray], *, detect_every: int | None = None,
+                 threads: int = 1, timeout: float = 900) -> TrackingRun:
+    """Run the bundle's face_demo --track over ``frames`` (RGB arrays, in order), the detector every
+    ``detect_every`` frames (face_demo's default when None); under qemu-arm for ARM bundles."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    if not frames:
+        raise InputError("no frames to track; give one or more")
+    with tempfile.TemporaryDirectory(prefix="edgetvm-track-run-") as tmp:
+        paths = [str(write_ppm(Path(tmp) / f"frame{t:05d}.ppm", frame)) for t, frame in enumerate(frames)]
+        args = ["--track", *paths, "--threads", str(threads)]
+        args += ["--detect-every", str(int(detect_every))] if detect_every is not None else []
+        stdout, _ = _run_demo(bundle_dir, manifest, args, False, timeout)
+    return parse_tracking(stdout)

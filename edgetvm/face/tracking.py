@@ -17,6 +17,9 @@ replaces another inside the same crop between detection frames keeps the old id 
 tell people apart; the recognizer could). Two tracks whose meshes slide onto one face between
 detection frames (faces crossing) stay two until the next detection frame, where the one the
 detection does not continue ends and counts as an exit.
+
+The board bundle runs the same algorithm in C (``face/c/face_track.c``, ``face_demo --track``), with
+these defaults written into its ``face_config.h``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ from .nms import box_iou
 from .pipeline import FacePipeline
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp")
+# The defaults of FaceTracker, and of face_demo --track in the board bundle (face_config.h).
+DETECT_EVERY = 5
+IOU_THRESHOLD = 0.3
+PRESENCE_THRESHOLD = 0.5
 
 
 @dataclass
@@ -73,8 +80,8 @@ def match_by_iou(boxes_a: np.ndarray, boxes_b: np.ndarray, threshold: float) -> 
 class FaceTracker:
     """Follows faces frame after frame (module docstring); ``update(frame)`` returns the live tracks."""
 
-    def __init__(self, pipeline: FacePipeline, landmarker: FaceLandmarker, *, detect_every: int = 5,
-                 iou_threshold: float = 0.3, presence_threshold: float = 0.5):
+    def __init__(self, pipeline: FacePipeline, landmarker: FaceLandmarker, *, detect_every: int = DETECT_EVERY,
+                 iou_threshold: float = IOU_THRESHOLD, presence_threshold: float = PRESENCE_THRESHOLD):
         if detect_every < 1:
             raise InputError(f"detect_every {detect_every}: run the detector every 1 or more frames")
         self.pipeline = pipeline

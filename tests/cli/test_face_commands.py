@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
+import numpy as np
 import pytest
 
-from edgetvm.face.image import score_label
-from edgetvm.zoo import fetch
+from edgetvm.face.bundle import run_tracking
+from edgetvm.face.image import score_label, write_ppm
+from edgetvm.zoo import fetch, load_astronaut
 
 from .conftest import edgetvm
 
@@ -52,12 +55,19 @@ def test_detect_writes_with_o_and_prints_the_label_it_draws(tmp_path):
     assert re.search(r"face 0: score (\S+)", done.stdout).group(1) == score_label(score)
 
 
-def test_build_makes_the_sface_recognizer_int8_by_default(tmp_path):
-    # A host bundle at a small detector size: what is checked is the recognizer's precision, not the board.
-    out = tmp_path / "bundle"
+@pytest.fixture(scope="module")
+def host_bundle(tmp_path_factory):
+    """A host bundle at a small detector size, without FaceMesh or a segmenter; and what `face build` printed."""
+    out = tmp_path_factory.mktemp("host_bundle") / "bundle"
     done = edgetvm("face", "build", "--target", "host", "--detector-size", "64x64", "-o", out, timeout=240)
     assert done.returncode == 0, done.stderr
-    assert "recognizer sface: int8" in done.stdout and "--fp32" in done.stdout
+    return out, done.stdout
+
+
+def test_build_makes_the_sface_recognizer_int8_by_default(host_bundle, tmp_path):
+    # What is checked is the recognizer's precision, not the board.
+    out, stdout = host_bundle
+    assert "recognizer sface: int8" in stdout and "--fp32" in stdout
     manifest = json.loads((out / "bundle.json").read_text())
     assert manifest["compile_options"] == {"recognizer": {"quantize": "int8"}}
     recognizer = json.loads((out / "recognizer.so.json").read_text())
@@ -65,3 +75,20 @@ def test_build_makes_the_sface_recognizer_int8_by_default(tmp_path):
     assert "Quantize(int8)" in recognizer["passes"] and "Quantize(int8)" not in detector["passes"]
     done = edgetvm("face", "build", "--fp32", "--quantize", "int8", "-o", tmp_path / "no")
     assert done.returncode == 2 and "--fp32 keeps both networks float" in done.stderr
+
+
+def test_bundle_without_facemesh_tracks_by_iou_on_every_frame(host_bundle, tmp_path):
+    """face_demo --track with no FaceMesh: the detector on every frame, ids continued by IoU; following
+    faces between detections and --segment are refused with what to rebuild."""
+    out, _ = host_bundle
+    face = np.ascontiguousarray(load_astronaut()[20:230, 140:310])  # the face fills the 64x64 detector
+    frames = [face, np.ascontiguousarray(face[:, ::-1]), np.full_like(face, 128), face]
+    run = run_tracking(out, frames)
+    assert run.detected == [True] * 4
+    assert [[track_id for track_id, _ in tracks] for tracks in run.tracks] == [[1], [1], [], [2]]
+    assert run.counts == {"entries": 2, "exits": 1, "in_view": 1}
+    ppm = str(write_ppm(tmp_path / "face.ppm", face))
+    for args, message in ((["--track", ppm, ppm, "--detect-every", "3"], "edgetvm face build --landmarks"),
+                          ([ppm, "--segment", str(tmp_path / "mask.pgm")], "edgetvm face build --segmenter general")):
+        done = subprocess.run([str(out / "face_demo"), *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and message in done.stderr and not done.stdout

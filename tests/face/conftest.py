@@ -124,15 +124,21 @@ class FaceCLib:
         return arr
 
 
-@pytest.fixture(scope="session")
-def face_clib(tmp_path_factory) -> FaceCLib:
+def build_host_library(tmp_path_factory, name: str, *sources: str) -> Path:
+    """The board's C ``sources`` (file names in face/c) built for the host into ``lib{name}.so``,
+    with the board's float flags (-ffp-contract=off) and warnings as errors."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         pytest.skip("no host C compiler")
-    out = tmp_path_factory.mktemp("face_clib") / "libface_proc.so"
+    out = tmp_path_factory.mktemp(name) / f"lib{name}.so"
     subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-shared", "-fPIC",
-                    "-o", str(out), str(C_DIR / "face_proc.c"), "-lm"], check=True)
-    return FaceCLib(out)
+                    "-o", str(out), *(str(C_DIR / source) for source in sources), "-lm"], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def face_clib(tmp_path_factory) -> FaceCLib:
+    return FaceCLib(build_host_library(tmp_path_factory, "face_proc", "face_proc.c"))
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The ARM face bundle (`edgetvm face build`) run under qemu against the Python pipeline on the host,
-and its segmentation stage (segment_demo) against the host segmenter.
+its segmentation stage (face_demo --segment) against the host segmenter, and its tracker (face_demo
+--track) against the Python one.
 
 CI builds the bundle with a 160x160 detector input (the face pipeline end to end in ~6 G guest
 instructions, most of them SFace) with FaceMesh, age and gender (--attributes); the default 320x320 and
@@ -18,11 +19,14 @@ from edgetvm.cli import main
 from edgetvm.errors import ArtifactError, InputError
 from edgetvm.face import FacePipeline, SelfieSegmenter, box_iou, replace_background
 from edgetvm.face.attributes import AttributeEstimator
-from edgetvm.face.bundle import read_manifest, run_bundle, run_segmentation
+from edgetvm.face.bundle import read_manifest, run_bundle, run_segmentation, run_tracking
 from edgetvm.face.gallery import load_gallery, quantize, save_gallery
 from edgetvm.face.identification import enroll, new_gallery
 from edgetvm.face.landmarks import FaceLandmarker, FaceMesh
 from edgetvm.face.quality import assess_quality
+from edgetvm.face.tracking import FaceTracker
+
+from .sequences import NUM_FRAMES, SCRIPT, make_sequence
 
 
 def _build(tmp_path_factory, *extra):
@@ -100,9 +104,10 @@ def test_arm_bundle_landmarks_and_attributes_match_host(arm_bundle_160, astronau
             assert attributes["age_expectation"] == pytest.approx(expected.age_expectation, abs=0.05)
 
 
+@pytest.mark.arm
 def test_arm_segmentation_matches_host(arm_bundle_160, grace):
-    """segment_demo under qemu (segmenter.so for armv7-neon, face_seg.c) against the host segmenter."""
-    assert {"segmenter.so", "segment_demo", "face_seg.c"} <= set(read_manifest(arm_bundle_160)["files"])
+    """face_demo --segment under qemu (segmenter.so for armv7-neon, face_seg.c) against the host segmenter."""
+    assert {"segmenter.so", "face_seg.c"} <= set(read_manifest(arm_bundle_160)["files"])
     run = run_segmentation(arm_bundle_160, grace, background="#00b140")
     host = SelfieSegmenter(num_threads=1).segment(grace)
     np.testing.assert_allclose(run.mask, host.mask, rtol=0, atol=1e-4)
@@ -115,6 +120,30 @@ def test_arm_segmentation_matches_host(arm_bundle_160, grace):
     assert fraction == pytest.approx(float(board.mean()), abs=1e-6)
 
 
+@pytest.mark.arm
+@pytest.mark.parametrize("detect_every", [1, 3])
+def test_arm_tracking_matches_python_tracker(arm_bundle_160, host_pipeline_160, detect_every):
+    """face_demo --track under qemu (face_track.c; the detector, and FaceMesh between detections, on
+    ARM) against FaceTracker on the host over the synthetic video of the Python tracking tests: the
+    same tracks frame by frame (ids up to renumbering, boxes), the same counts, and those exact."""
+    sequence = make_sequence()
+    board = run_tracking(arm_bundle_160, sequence.frames, detect_every=detect_every)
+    host = FaceTracker(host_pipeline_160, FaceLandmarker(num_threads=1), detect_every=detect_every)
+    renumber: dict[int, int] = {}
+    for t, frame in enumerate(sequence.frames):
+        tracks = host.update(frame)
+        assert board.detected[t] == host.last_detected
+        assert len(board.tracks[t]) == len(tracks), (t, board.stdout)
+        for (board_id, board_box), track in zip(board.tracks[t], tracks):
+            assert renumber.setdefault(board_id, track.track_id) == track.track_id, t
+            # face_demo prints 3 decimals; the boxes agree to ~1e-3 px (the same detections, FaceMesh within 1e-4).
+            np.testing.assert_allclose(board_box, track.box, rtol=0, atol=0.01, err_msg=f"frame {t}")
+    assert len(set(renumber.values())) == len(renumber) == len(SCRIPT)
+    leave_in_view = sum(last >= NUM_FRAMES - 1 for _, last, *_ in SCRIPT.values())
+    assert board.counts == host.counts() == {"entries": len(SCRIPT), "exits": len(SCRIPT) - leave_in_view,
+                                             "in_view": leave_in_view}
+
+
 def test_bundle_errors(tmp_path):
     with pytest.raises(ArtifactError, match="not a face bundle"):
         run_bundle(tmp_path, np.zeros((8, 8, 3), np.uint8))
@@ -124,6 +153,8 @@ def test_bundle_errors(tmp_path):
     (tmp_path / "bundle.json").write_text(json.dumps({"segmenter": None}))
     with pytest.raises(InputError, match="--segmenter general"):
         run_segmentation(tmp_path, np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(InputError, match="no frames"):
+        run_tracking(tmp_path, [])
     with pytest.raises(SystemExit) as refused:  # checked as the command line is parsed, like every flag
         main(["face", "build", "-o", str(tmp_path / "b"), "--detector-size", "100x100"])
     assert refused.value.code == 2

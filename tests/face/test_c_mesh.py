@@ -4,8 +4,6 @@ bound with ctypes, against edgetvm.face.landmarks and attributes on real faces."
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from edgetvm.face.attributes import (AGE, AGE_CHIP, GENDER, GENDER_CHIP, LEFT_EY
 from edgetvm.face.landmarks import (MESH_SIZE, FaceLandmarker, FaceRoi, decode_mesh, mesh_input, roi_from_face,
                                     roi_from_mesh)
 
-from .conftest import C_DIR, FaceDet
+from .conftest import FaceDet, build_host_library
 
 
 class Roi(ctypes.Structure):
@@ -33,12 +31,8 @@ def _f(a: np.ndarray):
 
 @pytest.fixture(scope="module")
 def mesh_lib(tmp_path_factory):
-    cc = shutil.which("gcc") or shutil.which("cc")
-    out = tmp_path_factory.mktemp("face_mesh") / "libface_mesh.so"
-    subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-shared", "-fPIC",
-                    "-o", str(out), *(str(C_DIR / name) for name in ("face_proc.c", "face_mesh.c", "face_attr.c")),
-                    "-lm"], check=True)
-    lib = ctypes.CDLL(str(out))
+    lib = ctypes.CDLL(str(build_host_library(tmp_path_factory, "face_mesh", "face_proc.c", "face_mesh.c",
+                                             "face_attr.c")))
     lib.face_mesh_decode.restype = ctypes.c_float
     lib.face_eye_aspect_ratio.restype = ctypes.c_float
     lib.face_mouth_aspect_ratio.restype = ctypes.c_float

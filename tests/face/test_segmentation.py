@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import ctypes
 import json
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import edgetvm.face as face_pkg
 from edgetvm.cli import main
 from edgetvm.errors import InputError
 from edgetvm.face import SelfieSegmenter, blur_background, replace_background
@@ -24,7 +21,8 @@ from edgetvm.face.segmentation import (MASK_THRESHOLD, SEGMENTERS, background_pi
 from edgetvm.zoo import fetch
 from tests.frontends.mediapipe_reference import litert_with_numpy_custom_ops
 
-C_DIR = Path(face_pkg.__file__).parent / "c"
+from .conftest import build_host_library
+
 
 @pytest.fixture(scope="module")
 def segmenters():
@@ -134,11 +132,7 @@ def test_cli_segment_flag_checks_fail_before_compiling(tmp_path, capsys, flags, 
 
 @pytest.fixture(scope="module")
 def seg_clib(tmp_path_factory):
-    cc = shutil.which("gcc") or shutil.which("cc")
-    out = tmp_path_factory.mktemp("face_seg") / "libface_seg.so"
-    subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-shared", "-fPIC",
-                    "-o", str(out), str(C_DIR / "face_seg.c"), str(C_DIR / "face_proc.c"), "-lm"], check=True)
-    lib = ctypes.CDLL(str(out))
+    lib = ctypes.CDLL(str(build_host_library(tmp_path_factory, "face_seg", "face_seg.c", "face_proc.c")))
     lib.face_seg_person_fraction.restype = ctypes.c_float
     return lib
 

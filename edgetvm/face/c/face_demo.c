@@ -2,7 +2,9 @@
  *
  *   ./face_demo IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] [--repeat STAGE N]
  *               [--gallery GALLERY [--top K] [--enroll NAME [--min-quality Q]]]
- *               [--mesh points.bin]
+ *               [--mesh points.bin] [--segment MASK.pgm [--raw MASK.f32]
+ *               [--background #RRGGBB|BACKGROUND.ppm --composite OUT.ppm]]
+ *   ./face_demo --track FRAME.ppm... [--detect-every N] [--threads N]
  *
  * Reads a binary PPM (P6) or PGM (P5) image, detects faces (detector.so), aligns each to the
  * ArcFace 112x112 template and embeds it (recognizer.so). Prints one line per face
@@ -36,6 +38,24 @@
  * chips at the mesh points and runs the age and gender networks (stage "attributes"):
  *
  *   attributes I age A expectation E gender female|male probability P
+ *
+ * --segment (a bundle built with --segmenter, FACE_SEGMENTER) runs the selfie segmenter on the image
+ * (face_seg.h) and writes the person mask as an 8-bit PGM (255 = person); --raw also writes the
+ * float32 mask (h x w); --background #RRGGBB or a PPM of the image's size replaces the background,
+ * written to --composite. It prints
+ *
+ *   segmenter IN_W IN_H
+ *   person_fraction F              (mask >= 0.5)
+ *
+ * --track FRAME.ppm... [--detect-every N] follows the faces through the frames (face_track.h): the
+ * detector every N frames (default FACE_TRACK_DETECT_EVERY) with IoU association, FaceMesh following
+ * each face in between, as edgetvm/face/tracking.py. A bundle without FaceMesh detects on every frame
+ * and tracks by IoU alone (--detect-every above 1 is refused). No embedding runs. Prints per frame
+ *
+ *   frame F PATH detected 0|1 tracks K
+ *   track F id ID box X1 Y1 X2 Y2 since FIRST_FRAME      (K lines, by id)
+ *
+ * and at the end "counts entries E exits X in_view V".
  */
 #include <math.h>
 #include <stdio.h>
@@ -47,6 +67,7 @@
 #include "face_gallery.h"
 #include "face_proc.h"
 #include "face_quality.h"
+#include "face_track.h"
 #include "recognizer.h"
 #if FACE_LANDMARKS
 #include "face_mesh.h"
@@ -56,6 +77,10 @@
 #include "age.h"
 #include "face_attr.h"
 #include "gender.h"
+#endif
+#if FACE_SEGMENTER
+#include "face_seg.h"
+#include "segmenter.h"
 #endif
 
 #define MAX_DET_OUTPUTS 12
@@ -78,6 +103,9 @@ typedef struct {
 #if FACE_ATTRIBUTES
   age_ctx* age;
   gender_ctx* gender;
+#endif
+#if FACE_SEGMENTER
+  segmenter_ctx* seg;
 #endif
 } pipeline;
 
@@ -115,6 +143,10 @@ static int pipeline_init(pipeline* p, int threads) {
   p->age = threads > 0 ? age_create_with_threads(threads) : age_create();
   p->gender = threads > 0 ? gender_create_with_threads(threads) : gender_create();
   if (!p->age || !p->gender) return fail("age and gender networks", "out of memory");
+#endif
+#if FACE_SEGMENTER
+  p->seg = threads > 0 ? segmenter_create_with_threads(threads) : segmenter_create();
+  if (!p->seg) return fail("segmenter", "out of memory");
 #endif
   return p->candidates ? 0 : fail("candidates", "out of memory");
 }
@@ -167,30 +199,35 @@ static int embed(pipeline* p, const float* rec_input, float* embedding) {
 }
 
 #if FACE_LANDMARKS
+/* FaceMesh once on the crop roi: points (468 x 3, image pixels) and presence. */
+static int mesh_once(pipeline* p, const uint8_t* rgb, int w, int h, const face_roi* roi, float* points,
+                     float* presence) {
+  float raw[FACE_MESH_COORDS], logit = 0.0f;
+  if (face_mesh_input(rgb, w, h, roi, p->mesh_input) != 0) return fail("mesh", "degenerate crop");
+  const void* in[1] = {p->mesh_input};
+  size_t in_bytes[1] = {facemesh_input_bytes(0)};
+  /* The coordinates are the output of 1404 floats, the presence logit the one of 1. */
+  int coords = facemesh_output_bytes(0) == sizeof raw ? 0 : 1;
+  void* out[2];
+  size_t out_bytes[2] = {facemesh_output_bytes(0), facemesh_output_bytes(1)};
+  out[coords] = raw;
+  out[1 - coords] = &logit;
+  if (out_bytes[coords] != sizeof raw || out_bytes[1 - coords] != sizeof logit)
+    return fail("facemesh", "unexpected output sizes");
+  if (facemesh_run_checked(p->mesh, in, in_bytes, out, out_bytes) != EDGETVM_OK)
+    return fail("facemesh", facemesh_last_error(p->mesh));
+  *presence = face_mesh_decode(raw, logit, roi, points);
+  return 0;
+}
+
 /* Stage "mesh": FaceMesh on the detection's crop, then once more on the crop of that mesh (as
  * FaceLandmarker.from_face does). */
 static int mesh(pipeline* p, const uint8_t* rgb, int w, int h, const face_det* face, float* points, float* presence) {
-  float raw[FACE_MESH_COORDS], logit = 0.0f;
   face_roi roi;
   if (face_mesh_roi_from_det(face, FACE_MESH_ROI_SCALE, &roi) != 0) return fail("mesh", "empty face box");
-  for (int pass = 0; pass < 2; ++pass) {
-    if (face_mesh_input(rgb, w, h, &roi, p->mesh_input) != 0) return fail("mesh", "degenerate crop");
-    const void* in[1] = {p->mesh_input};
-    size_t in_bytes[1] = {facemesh_input_bytes(0)};
-    /* The coordinates are the output of 1404 floats, the presence logit the one of 1. */
-    int coords = facemesh_output_bytes(0) == sizeof raw ? 0 : 1;
-    void* out[2];
-    size_t out_bytes[2] = {facemesh_output_bytes(0), facemesh_output_bytes(1)};
-    out[coords] = raw;
-    out[1 - coords] = &logit;
-    if (out_bytes[coords] != sizeof raw || out_bytes[1 - coords] != sizeof logit)
-      return fail("facemesh", "unexpected output sizes");
-    if (facemesh_run_checked(p->mesh, in, in_bytes, out, out_bytes) != EDGETVM_OK)
-      return fail("facemesh", facemesh_last_error(p->mesh));
-    *presence = face_mesh_decode(raw, logit, &roi, points);
-    if (pass == 0) face_mesh_roi_from_points(points, FACE_MESH_ROI_SCALE, &roi);
-  }
-  return 0;
+  if (mesh_once(p, rgb, w, h, &roi, points, presence)) return 1;
+  face_mesh_roi_from_points(points, FACE_MESH_ROI_SCALE, &roi);
+  return mesh_once(p, rgb, w, h, &roi, points, presence);
 }
 
 #if FACE_ATTRIBUTES
@@ -283,6 +320,167 @@ static int analyze(pipeline* p, const char* path, face_det* faces, int* n_faces,
   return rc;
 }
 
+#if FACE_LANDMARKS
+/* The axis-aligned bounding box of a mesh's (x, y), as FaceMesh.box() in Python. */
+static void mesh_box(const float* points, float box[4]) {
+  box[0] = box[2] = points[0];
+  box[1] = box[3] = points[1];
+  for (int k = 1; k < FACE_MESH_POINTS; ++k) {
+    const float x = points[3 * k], y = points[3 * k + 1];
+    box[0] = x < box[0] ? x : box[0];
+    box[1] = y < box[1] ? y : box[1];
+    box[2] = x > box[2] ? x : box[2];
+    box[3] = y > box[3] ? y : box[3];
+  }
+}
+#endif
+
+/* One frame of --track: detection and association, or FaceMesh following each track (face_track.h). */
+static int track_frame(pipeline* p, face_tracker* t, const uint8_t* rgb, int w, int h, face_det* faces) {
+  if (face_tracker_detection_frame(t)) {
+    int n = 0;
+    if (detect(p, rgb, w, h, faces, &n)) return 1;
+    if (face_tracker_detect(t, faces, n) < 0) return fail("track", "more faces than FACE_TRACK_MAX");
+#if FACE_LANDMARKS
+    float presence, points[FACE_MESH_COORDS];
+    for (int k = 0; k < t->n_tracks; ++k) {
+      if (mesh(p, rgb, w, h, &faces[t->tracks[k].det], points, &presence)) return 1;
+      face_mesh_roi_from_points(points, FACE_MESH_ROI_SCALE, &t->tracks[k].roi);
+    }
+#endif
+    return 0;
+  }
+#if FACE_LANDMARKS
+  float boxes[FACE_TRACK_MAX * 4], presence[FACE_TRACK_MAX], points[FACE_MESH_COORDS];
+  for (int k = 0; k < t->n_tracks; ++k) {
+    if (mesh_once(p, rgb, w, h, &t->tracks[k].roi, points, &presence[k])) return 1;
+    mesh_box(points, boxes + 4 * k);
+    face_mesh_roi_from_points(points, FACE_MESH_ROI_SCALE, &t->tracks[k].roi);
+  }
+  face_tracker_follow(t, boxes, presence);
+  return 0;
+#else
+  return fail("track", "frames between detections need FaceMesh; build with `edgetvm face build --landmarks`");
+#endif
+}
+
+/* --track: follow the faces through the frames in order, printing each frame's tracks and the counts. */
+static int run_track(pipeline* p, char** frames, int n_frames, int detect_every) {
+  face_tracker t;
+  if (face_tracker_init(&t, detect_every, FACE_TRACK_IOU_THRESHOLD, FACE_TRACK_PRESENCE_THRESHOLD) != 0)
+    return fail("--detect-every", "give 1 or more");
+  face_det* faces = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
+  if (!faces) return fail("track", "out of memory");
+  int rc = 0;
+  for (int f = 0; f < n_frames && rc == 0; ++f) {
+    int w, h, detected = face_tracker_detection_frame(&t);
+    uint8_t* rgb = face_read_pnm(frames[f], &w, &h);
+    if (!rgb) {
+      rc = fail(frames[f], "cannot read it as a binary PPM (P6) or PGM (P5) with maxval 255");
+      break;
+    }
+    rc = track_frame(p, &t, rgb, w, h, faces);
+    free(rgb);
+    if (rc) break;
+    printf("frame %d %s detected %d tracks %d\n", f, frames[f], detected, t.n_tracks);
+    for (int k = 0; k < t.n_tracks; ++k) {
+      const face_track* tr = &t.tracks[k];
+      printf("track %d id %d box %.3f %.3f %.3f %.3f since %d\n", f, tr->id, tr->box[0], tr->box[1], tr->box[2],
+             tr->box[3], tr->first_frame);
+    }
+  }
+  if (rc == 0) printf("counts entries %d exits %d in_view %d\n", t.entries, t.exits, t.n_tracks);
+  free(faces);
+  return rc;
+}
+
+/* The person mask of --segment: where to write it and what to put behind the person. */
+typedef struct {
+  const char* mask_path;      /* 8-bit PGM, 255 = person */
+  const char* raw_path;       /* float32 (h x w), or NULL */
+  const char* background;     /* #RRGGBB or a PPM of the image's size, or NULL */
+  const char* composite_path; /* the image with its background replaced, with background */
+} segment_request;
+
+#if FACE_SEGMENTER
+static int parse_color(const char* text, uint8_t color[3]) {
+  unsigned r, g, b;
+  char end;
+  if (text[0] != '#' || strlen(text) != 7 || sscanf(text + 1, "%2x%2x%2x%c", &r, &g, &b, &end) != 3) return -1;
+  color[0] = (uint8_t)r;
+  color[1] = (uint8_t)g;
+  color[2] = (uint8_t)b;
+  return 0;
+}
+
+/* Stage "segment": the selfie segmenter on the whole image, its mask back at image size (face_seg.h). */
+static int segment(pipeline* p, const uint8_t* rgb, int w, int h, float* mask) {
+  const int64_t* shape = segmenter_input_shape(0); /* (1, in_h, in_w, 3) */
+  int in_h = (int)shape[1], in_w = (int)shape[2];
+  float* input = (float*)malloc(segmenter_input_bytes(0));
+  float* prob = (float*)malloc(segmenter_output_bytes(0));
+  int rc = 0;
+  if (!input || !prob) {
+    rc = fail("segmenter buffers", "out of memory");
+  } else {
+    face_seg_input(rgb, w, h, in_w, in_h, input);
+    const void* in[1] = {input};
+    void* out[1] = {prob};
+    size_t in_bytes[1] = {segmenter_input_bytes(0)}, out_bytes[1] = {segmenter_output_bytes(0)};
+    if (segmenter_run_checked(p->seg, in, in_bytes, out, out_bytes) != EDGETVM_OK)
+      rc = fail("segmenter", segmenter_last_error(p->seg));
+    else
+      face_seg_mask(prob, in_w, in_h, w, h, mask);
+  }
+  free(input);
+  free(prob);
+  return rc;
+}
+
+/* --segment: the mask of the image at `image`, written as asked; prints "segmenter IN_W IN_H" and
+ * "person_fraction F" (mask >= 0.5). */
+static int segment_image(pipeline* p, const char* image, const segment_request* req) {
+  int w, h;
+  uint8_t* rgb = face_read_pnm(image, &w, &h);
+  if (!rgb) return fail(image, "cannot read it as a binary PPM (P6) or PGM (P5) with maxval 255");
+  uint8_t color[3];
+  uint8_t* picture = NULL;
+  if (req->background && parse_color(req->background, color) != 0) {
+    int bw, bh;
+    picture = face_read_pnm(req->background, &bw, &bh);
+    if (!picture) return fail(req->background, "neither a colour #RRGGBB nor a readable binary PPM");
+    if (bw != w || bh != h) return fail(req->background, "the background picture must have the image's size");
+  }
+  float* mask = (float*)malloc((size_t)w * h * sizeof(float));
+  uint8_t* grey = (uint8_t*)malloc((size_t)w * h);
+  int rc = mask && grey ? segment(p, rgb, w, h, mask) : fail("segmenter", "out of memory");
+  if (rc == 0) {
+    face_seg_mask_to_grey(mask, w, h, grey);
+    if (face_write_pnm(req->mask_path, grey, w, h, 1) != 0) rc = fail(req->mask_path, "cannot write");
+  }
+  if (rc == 0 && req->raw_path) {
+    FILE* f = fopen(req->raw_path, "wb");
+    size_t n = (size_t)w * h;
+    if (!f || fwrite(mask, sizeof(float), n, f) != n || fclose(f) != 0) rc = fail(req->raw_path, "cannot write");
+  }
+  if (rc == 0 && req->composite_path) {
+    if (picture) face_seg_composite(rgb, mask, picture, w, h, rgb);
+    else face_seg_composite_color(rgb, mask, color, w, h, rgb);
+    if (face_write_pnm(req->composite_path, rgb, w, h, 3) != 0) rc = fail(req->composite_path, "cannot write");
+  }
+  if (rc == 0) {
+    const int64_t* shape = segmenter_input_shape(0);
+    printf("segmenter %d %d\nperson_fraction %.6f\n", (int)shape[2], (int)shape[1],
+           (double)face_seg_person_fraction(mask, w, h, 0.5f));
+  }
+  free(mask);
+  free(grey);
+  free(picture);
+  free(rgb);
+  return rc;
+}
+#endif
+
 /* Quality of the most confident face of the image at `image`: the enrolment gate. */
 static int enrollment_quality(const char* image, const face_det* face, float min_quality) {
   int w, h;
@@ -351,15 +549,19 @@ static int gallery_stage(const char* path, const char* enroll_name, int top, con
 static int usage(const char* argv0) {
   fprintf(stderr, "usage: %s IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] "
                   "[--repeat detect|align|embed|mesh|attributes N] [--mesh points.bin] "
-                  "[--gallery GALLERY [--top K] [--enroll NAME [--min-quality Q]]]\n",
-          argv0);
+                  "[--gallery GALLERY [--top K] [--enroll NAME [--min-quality Q]]] "
+                  "[--segment MASK.pgm [--raw MASK.f32] [--background #RRGGBB|BACKGROUND.ppm --composite OUT.ppm]]\n"
+                  "       %s --track FRAME.ppm... [--detect-every N] [--threads N]\n",
+          argv0, argv0);
   return 2;
 }
 
 int main(int argc, char** argv) {
   const char *image = NULL, *out_path = NULL, *other = NULL, *gallery = NULL, *enroll_name = NULL;
   const char* mesh_path = NULL;
-  int threads = 0, top = 5;
+  char** frames = NULL;
+  segment_request seg = {NULL, NULL, NULL, NULL};
+  int threads = 0, top = 5, n_frames = 0, detect_every = FACE_LANDMARKS ? FACE_TRACK_DETECT_EVERY : 1;
   float min_quality = FACE_DEFAULT_MIN_QUALITY;
   pipeline p;
   memset(&p, 0, sizeof p);
@@ -379,6 +581,19 @@ int main(int argc, char** argv) {
       if ((top = atoi(argv[++i])) < 1) return usage(argv[0]);
     } else if (!strcmp(argv[i], "--mesh") && i + 1 < argc) {
       mesh_path = argv[++i];
+    } else if (!strcmp(argv[i], "--segment") && i + 1 < argc) {
+      seg.mask_path = argv[++i];
+    } else if (!strcmp(argv[i], "--raw") && i + 1 < argc) {
+      seg.raw_path = argv[++i];
+    } else if (!strcmp(argv[i], "--background") && i + 1 < argc) {
+      seg.background = argv[++i];
+    } else if (!strcmp(argv[i], "--composite") && i + 1 < argc) {
+      seg.composite_path = argv[++i];
+    } else if (!strcmp(argv[i], "--track") && i + 1 < argc) {
+      frames = argv + i + 1;
+      while (i + 1 < argc && argv[i + 1][0] != '-') ++i, ++n_frames;
+    } else if (!strcmp(argv[i], "--detect-every") && i + 1 < argc) {
+      if ((detect_every = atoi(argv[++i])) < 1) return usage(argv[0]);
     } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
       threads = atoi(argv[++i]);
     } else if (!strcmp(argv[i], "--repeat") && i + 2 < argc) {
@@ -397,7 +612,18 @@ int main(int argc, char** argv) {
       return usage(argv[0]);
     }
   }
+  if (frames) {
+    if (image || n_frames == 0 || out_path || other || gallery || mesh_path || seg.mask_path) return usage(argv[0]);
+    if (!FACE_LANDMARKS && detect_every > 1)
+      return fail("--detect-every", "following faces between detections needs FaceMesh; build the bundle with "
+                                    "`edgetvm face build --landmarks`, or detect on every frame (--detect-every 1)");
+    return pipeline_init(&p, threads) || run_track(&p, frames, n_frames, detect_every);
+  }
   if (!image || (enroll_name && !gallery)) return usage(argv[0]);
+  if ((seg.raw_path || seg.background) && !seg.mask_path) return usage(argv[0]);
+  if (!seg.background != !seg.composite_path) return usage(argv[0]);
+  if (seg.mask_path && !FACE_SEGMENTER)
+    return fail("--segment", "this bundle has no segmenter; build it with `edgetvm face build --segmenter general`");
   if (pipeline_init(&p, threads)) return 1;
 
   face_det* faces = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
@@ -412,6 +638,9 @@ int main(int argc, char** argv) {
   }
   if (gallery && enroll_name && n_faces > 0 && enrollment_quality(image, &faces[0], min_quality)) return 1;
   if (gallery && gallery_stage(gallery, enroll_name, top, embeddings, n_faces)) return 1;
+#if FACE_SEGMENTER
+  if (seg.mask_path && segment_image(&p, image, &seg)) return 1;
+#endif
   if (mesh_path) {
 #if FACE_LANDMARKS
     FILE* f = fopen(mesh_path, "wb");
@@ -446,6 +675,9 @@ int main(int argc, char** argv) {
 #if FACE_ATTRIBUTES
   age_destroy(p.age);
   gender_destroy(p.gender);
+#endif
+#if FACE_SEGMENTER
+  segmenter_destroy(p.seg);
 #endif
   return 0;
 }

@@ -192,7 +192,7 @@ static float box_area(const float* b) {
   return (w > 0.0f ? w : 0.0f) * (h > 0.0f ? h : 0.0f);
 }
 
-static float box_iou(const float* a, const float* b) {
+float face_box_iou(const float* a, const float* b) {
   float ix1 = a[0] > b[0] ? a[0] : b[0], iy1 = a[1] > b[1] ? a[1] : b[1];
   float ix2 = a[2] < b[2] ? a[2] : b[2], iy2 = a[3] < b[3] ? a[3] : b[3];
   float iw = ix2 - ix1, ih = iy2 - iy1;
@@ -229,7 +229,7 @@ int face_nms(face_det* faces, int n, float iou_threshold, int max_keep) {
     if (suppressed[i]) continue;
     tmp[kept++] = faces[i];
     for (int j = i + 1; j < n; ++j) {
-      if (!suppressed[j] && box_iou(faces[i].box, faces[j].box) > iou_threshold) suppressed[j] = 1;
+      if (!suppressed[j] && face_box_iou(faces[i].box, faces[j].box) > iou_threshold) suppressed[j] = 1;
     }
   }
   memcpy(faces, tmp, (size_t)kept * sizeof(face_det));

@@ -69,6 +69,9 @@ int face_decode_yunet(const float* const outputs[12], int in_w, int in_h, float 
  * iou_threshold with a kept face) removed; at most max_keep kept. Returns the number kept. */
 int face_nms(face_det* faces, int n, float iou_threshold, int max_keep);
 
+/* Intersection over union |A n B| / (|A| + |B| - |A n B|) of two boxes (x1, y1, x2, y2); 0 when both are empty. */
+float face_box_iou(const float* a, const float* b);
+
 /* Map faces from detector pixels to image pixels; boxes are clipped to the image. */
 void face_to_image(face_det* faces, int n, const face_letterbox_info* info, int image_w, int image_h);
 
