@@ -240,7 +240,7 @@ def cmd_face_build(args: argparse.Namespace) -> int:
                       landmarks=args.landmarks, attributes=args.attributes, segmenter=args.segmenter)
     out = build_bundle(args.output, spec)
     size = sum(p.stat().st_size for p in Path(out).iterdir()) / 2**20
-    stages = ", facemesh.so" if args.landmarks or args.attributes else ""
+    stages = ", facemesh.so, iris.so" if args.landmarks or args.attributes else ""
     stages += ", age.so, gender.so" if args.attributes else ""
     stages += ", segmenter.so (face_demo --segment)" if args.segmenter else ""
     print(f"wrote {out}/ ({size:.1f} MiB) for {args.target}: detector.so, recognizer.so, face_demo{stages} "
@@ -321,8 +321,9 @@ def add_face_commands(sub) -> None:
     p.add_argument("--target", "-t", default="armv7-neon", help="target preset (see `edgetvm targets`)")
     p.add_argument("-o", "--output", "--out", dest="output", required=True, help="bundle directory")
     p.add_argument("--max-faces", type=int, default=50, help="most faces face_demo reports per image (default 50)")
-    p.add_argument("--landmarks", action="store_true", help="add FaceMesh (float32) and face_mesh.c: face_demo "
-                   "--mesh prints each face's head pose, eye and mouth ratios and writes its 468 points")
+    p.add_argument("--landmarks", action="store_true", help="add FaceMesh and Iris (float32), face_mesh.c "
+                   "and face_iris.c: face_demo prints each face's head pose, eye and mouth ratios and iris centres "
+                   "and radii; --mesh writes its 468 points, --iris each eye's 76 Iris points")
     p.add_argument("--attributes", action="store_true", help="add the age and gender networks (float32) and "
                    "face_attr.c (implies --landmarks): face_demo prints each face's age and gender")
     p.add_argument("--fp32", action="store_true", help="keep both networks float (default: the sface recognizer "

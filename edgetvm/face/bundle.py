@@ -5,11 +5,13 @@
     detector.so  detector.h       the detector, compiled by edgetvm (standalone C API, no TVM runtime)
     recognizer.so  recognizer.h   the recognizer, likewise
     facemesh.so  facemesh.h       with ``landmarks``: FaceMesh (468 points), float32
+    iris.so  iris.h               with ``landmarks``: Iris (5 iris + 71 eye-contour points per eye), float32
     face_proc.c  face_proc.h      pre/post-processing: letterbox, decode, NMS, alignment, warp
     face_gallery.c  face_gallery.h  identification: the gallery file, int8 search, enroll
     face_quality.c  face_quality.h  face quality (size, sharpness, pose, exposure): the enrolment gate
     face_gallery                  the gallery tool (list, search, enroll, remove), no networks
     face_mesh.c  face_mesh.h      with ``landmarks``: FaceMesh's crop and decoding, head pose, eye/mouth ratios
+    face_iris.c  face_iris.h      with ``landmarks``: Iris's eye crops (the left one mirrored) and decoding
     age.so gender.so face_attr.c  with ``attributes`` (implies landmarks): dlib's chips, age and gender
     face_demo.c  face_config.h    the example program and its build settings
     face_demo                     built for the target; runs next to the two .so files
@@ -44,14 +46,14 @@ from .calibration import face_calibration
 from .detect import Face
 from .image import read_image, write_ppm
 from .attributes import AGE, AGE_CHIP, GENDER, GENDER_CHIP
-from .landmarks import FACEMESH, MESH_POINTS, MESH_SIZE
+from .landmarks import EYE_CORNERS, FACEMESH, IRIS, IRIS_POINTS, IRIS_SIZE, MESH_POINTS, MESH_SIZE
 from .networks import RECOGNIZER_SIZE, YUNET_SIZE, compile_network, detector_mean_bgr, network, options_for
 from .pipeline import DEFAULT_THRESHOLDS
 from .segmentation import background_picture, segmenter
 from .tracking import DETECT_EVERY, IOU_THRESHOLD, PRESENCE_THRESHOLD
 
 C_DIR = Path(__file__).resolve().parent / "c"
-STAGES = ("detect", "align", "embed", "mesh", "attributes")
+STAGES = ("detect", "align", "embed", "mesh", "iris", "attributes")
 IDENTIFICATION_SOURCES = ("face_gallery.c", "face_quality.c")
 
 
@@ -69,7 +71,8 @@ class BundleSpec:
     threshold: float | None = None
     compile_options: dict = field(default_factory=dict)
     num_threads: int | None = None
-    # FaceMesh (float32) and face_mesh.c in the bundle: face_demo --mesh prints head pose, eyes, mouth.
+    # FaceMesh and Iris (float32), face_mesh.c and face_iris.c in the bundle: face_demo prints head pose,
+    # eyes, mouth and both irises; --mesh and --iris write the points.
     landmarks: bool = False
     # The age and gender networks (float32) and face_attr.c; needs the landmarks (the chips are cut at
     # mesh points): face_demo prints each face's age and gender.
@@ -140,8 +143,11 @@ face_demo finds detector.so and recognizer.so beside itself (rpath $ORIGIN). To 
         -L. {libraries} -Wl,-rpath,'$ORIGIN' -lm
 
 With FaceMesh in the bundle (`edgetvm face build --landmarks`), `./face_demo photo.ppm --mesh
-points.bin` also prints each face's head pose, eye and mouth ratios and writes its 468 (x, y, z)
-points (faces x 468 x 3 float32); the C API is in face_mesh.h. With `--attributes` it also prints
+points.bin --iris irises.bin` also prints each face's head pose, eye and mouth ratios and writes its
+468 (x, y, z) points (faces x 468 x 3 float32; C API: face_mesh.h); Iris runs on both eyes of every
+mesh (the person's left eye mirrored, as MediaPipe does) and face_demo prints each iris's centre and
+radius ("iris I right X Y R left X Y R") and writes each eye's 5 iris points (centre first) then 71
+eye-contour points (faces x 2 (right, left) x 76 x 3 float32; C API: face_iris.h). With `--attributes` it also prints
 each face's age and gender (C API: face_attr.h).
 
 Tracking and counting over frames (C API: face_track.h; no embedding runs):
@@ -208,7 +214,8 @@ def build_bundle(out_dir: str | os.PathLike, spec: BundleSpec) -> Path:
         # FaceMesh, age, gender and the segmenter stay float32 whatever --quantize/--prune say: their
         # contract is their reference runtime's outputs (the segmenter's mask IoU >= 0.99), and they have
         # no calibration images of their own here.
-        extra = [(FACEMESH, (MESH_SIZE, MESH_SIZE), "facemesh", "face_mesh")] if spec.landmarks else []
+        extra = [(FACEMESH, (MESH_SIZE, MESH_SIZE), "facemesh", "face_mesh"),
+                 (IRIS, (IRIS_SIZE, IRIS_SIZE), "iris", "face_iris")] if spec.landmarks else []
         if spec.attributes:
             extra += [(AGE, (AGE_CHIP, AGE_CHIP), "age", "face_attr"),
                       (GENDER, (GENDER_CHIP, GENDER_CHIP), "gender", None)]
@@ -291,6 +298,11 @@ class BundleRun:
     # face (presence, yaw, pitch, roll, eyes (right, left), mouth).
     mesh_points: np.ndarray | None = None
     meshes: list[dict] = field(default_factory=list)
+    # A bundle with landmarks: the Iris points (faces, 2 (right, left), 76, 3) of ``image`` (5 iris points,
+    # centre first, then 71 contour points) and what face_demo printed per face:
+    # {"right": (x, y, radius), "left": ...}.
+    iris_points: np.ndarray | None = None
+    irises: list[dict] = field(default_factory=list)
     # A bundle with attributes: face_demo's age and gender per face of ``image``.
     attributes: list[dict] = field(default_factory=list)
 
@@ -367,13 +379,15 @@ def run_bundle(bundle_dir: str | os.PathLike, image: np.ndarray, *, other: np.nd
         if gallery is not None:
             args += ["--gallery", str(Path(gallery).resolve()), "--top", str(int(top))]
             args += ["--enroll", enroll] if enroll else []
-        mesh_path = Path(tmp) / "points.bin"
+        mesh_path, iris_path = Path(tmp) / "points.bin", Path(tmp) / "irises.bin"
         if manifest.get("landmarks"):
-            args += ["--mesh", str(mesh_path)]
+            args += ["--mesh", str(mesh_path), "--iris", str(iris_path)]
         stdout, instructions = _run_demo(bundle_dir, manifest, args, count, timeout)
         embeddings = np.fromfile(emb_path, dtype=np.float32).reshape(-1, manifest["embedding_size"])
-        mesh_points = (np.fromfile(mesh_path, dtype=np.float32).reshape(-1, MESH_POINTS, 3)
-                       if manifest.get("landmarks") else None)
+        mesh_points = iris_points = None
+        if manifest.get("landmarks"):
+            mesh_points = np.fromfile(mesh_path, dtype=np.float32).reshape(-1, MESH_POINTS, 3)
+            iris_points = np.fromfile(iris_path, dtype=np.float32).reshape(-1, len(EYE_CORNERS), IRIS_POINTS, 3)
     images = parse_faces(stdout)
     similarity = None
     for line in stdout.splitlines():
@@ -382,7 +396,7 @@ def run_bundle(bundle_dir: str | os.PathLike, image: np.ndarray, *, other: np.nd
     matches, identities = parse_identification(stdout)
     return BundleRun(images[0] if images else [], embeddings, stdout, instructions,
                      images[1] if len(images) > 1 else [], similarity, matches, identities, mesh_points,
-                     parse_meshes(stdout), parse_attributes(stdout))
+                     parse_meshes(stdout), iris_points, parse_irises(stdout), parse_attributes(stdout))
 
 
 def _first_image_lines(stdout: str, kind: str) -> list[list[str]]:
@@ -406,6 +420,12 @@ def parse_meshes(stdout: str) -> list[dict]:
     return meshes
 
 
+def parse_irises(stdout: str) -> list[dict]:
+    """The ``iris`` lines of the first image, one dict per face: {"right": (x, y, radius), "left": ...}."""
+    return [{eye: tuple(float(v) for v in parts[parts.index(eye) + 1:parts.index(eye) + 4]) for eye in EYE_CORNERS}
+            for parts in _first_image_lines(stdout, "iris")]
+
+
 def parse_attributes(stdout: str) -> list[dict]:
     """The ``attributes`` lines of the first image, one dict per face."""
     return [{"age": int(parts[parts.index("age") + 1]),
@@ -425,7 +445,7 @@ def stage_instructions(bundle_dir: str | os.PathLike, image: np.ndarray, n: int 
     base = run_bundle(bundle_dir, image, count=True, timeout=timeout)
     counts = {"total_run": base.instructions, "faces": len(base.faces)}
     manifest = read_manifest(bundle_dir)
-    skip = {"mesh"} if not manifest.get("landmarks") else set()
+    skip = {"mesh", "iris"} if not manifest.get("landmarks") else set()
     skip |= {"attributes"} if not manifest.get("attributes") else set()
     for stage in (s for s in STAGES if s not in skip):
         more = run_bundle(bundle_dir, image, count=True, repeat=(stage, 1 + n), timeout=timeout)

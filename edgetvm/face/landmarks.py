@@ -63,6 +63,8 @@ IRIS = Network("iris", "iris", "input_1", False,
 MESH_SIZE = 192
 IRIS_SIZE = 64
 IRIS_ROI_SCALE = 2.3
+# Iris's points per eye: 5 on the iris (centre, then the rim) and 71 on the eye's contour.
+IRIS_POINTS = 5 + 71
 # Eye corners (outer, inner) the iris crop is cut between, and whether the crop is mirrored.
 EYE_CORNERS = {"right": ((33, 133), False), "left": ((362, 263), True)}
 MESH_POINTS = 468

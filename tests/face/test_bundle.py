@@ -83,23 +83,32 @@ def test_arm_bundle_matches_host_pipeline(arm_bundle_160, host_pipeline_160, ast
 @pytest.mark.arm
 def test_arm_bundle_landmarks_and_attributes_match_host(arm_bundle_160, astronaut, grace):
     """face_demo's meshes (FaceMesh on ARM, face_mesh.c) against FaceMesh compiled for the host on the
-    board's own detections (the same crops up to the 3 decimals face_demo prints boxes with), and its
-    age and gender (face_attr.c, the networks on ARM) against the host's on the board's mesh."""
-    assert {"facemesh.so", "face_mesh.c", "age.so", "gender.so", "face_attr.c"} <= set(
+    board's own detections (the same crops up to the 3 decimals face_demo prints boxes with), its irises
+    (Iris on ARM, face_iris.c) against FaceLandmarker.irises on the board's own mesh, and its age and
+    gender (face_attr.c, the networks on ARM) against the host's on the board's mesh."""
+    assert {"facemesh.so", "face_mesh.c", "iris.so", "face_iris.c", "age.so", "gender.so", "face_attr.c"} <= set(
         read_manifest(arm_bundle_160)["files"])
     host, estimator = FaceLandmarker(num_threads=1), AttributeEstimator(num_threads=1)
     for image in (astronaut, grace):
         run = run_bundle(arm_bundle_160, image, timeout=1200)
         assert run.mesh_points.shape == (len(run.faces), 468, 3) and len(run.faces) >= 1
-        assert len(run.meshes) == len(run.attributes) == len(run.faces)
-        for face, points, printed, attributes in zip(run.faces, run.mesh_points, run.meshes, run.attributes):
+        assert run.iris_points.shape == (len(run.faces), 2, 76, 3)
+        assert len(run.meshes) == len(run.irises) == len(run.attributes) == len(run.faces)
+        for face, points, printed, attributes, eyes, printed_eyes in zip(
+                run.faces, run.mesh_points, run.meshes, run.attributes, run.iris_points, run.irises):
             mesh = host.from_face(image, face)
             assert np.abs(points - mesh.points).max() < 0.01 * (mesh.roi.size / 192)
             pose = mesh.pose
             np.testing.assert_allclose([printed["yaw"], printed["pitch"], printed["roll"]],
                                        [pose.yaw, pose.pitch, pose.roll], atol=0.01)
             assert printed["presence"] > 0.99 and min(printed["eyes"]) > 0.2
-            expected = estimator.estimate(image, FaceMesh(points, printed["presence"], mesh.roi))
+            board_mesh = FaceMesh(points, printed["presence"], mesh.roi)
+            for board, (name, expected) in zip(eyes, host.irises(image, board_mesh).items()):
+                assert np.abs(board - np.concatenate([expected.iris, expected.contour])).max() < 0.01, name
+                # face_demo prints 4 decimals.
+                np.testing.assert_allclose(printed_eyes[name], [*expected.center, expected.radius], atol=0.01)
+                assert 1 < expected.radius < 0.1 * mesh.roi.size
+            expected = estimator.estimate(image, board_mesh)
             assert attributes["gender"] == expected.gender and abs(attributes["age"] - expected.age) <= 1
             assert attributes["age_expectation"] == pytest.approx(expected.age_expectation, abs=0.05)
 

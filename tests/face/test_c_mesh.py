@@ -1,5 +1,5 @@
-"""The board's landmark and attribute stages (face/c/face_mesh.c, face_attr.c), built for the host and
-bound with ctypes, against edgetvm.face.landmarks and attributes on real faces."""
+"""The board's landmark, iris and attribute stages (face/c/face_mesh.c, face_iris.c, face_attr.c), built
+for the host and bound with ctypes, against edgetvm.face.landmarks and attributes on real faces."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from edgetvm.face.attributes import (AGE, AGE_CHIP, GENDER, GENDER_CHIP, LEFT_EYE, RIGHT_EYE, age_expectation,
                                      aspect_ratio, chip_input, dlib_chip, mouth_ratio)
-from edgetvm.face.landmarks import (MESH_SIZE, FaceLandmarker, FaceRoi, decode_mesh, mesh_input, roi_from_face,
+from edgetvm.face.landmarks import (EYE_CORNERS, IRIS_POINTS, IRIS_SIZE, MESH_SIZE, FaceLandmarker, FaceRoi,
+                                    decode_iris, decode_mesh, iris_input, mesh_input, roi_from_eye, roi_from_face,
                                     roi_from_mesh)
 
 from .conftest import FaceDet, build_host_library
@@ -32,11 +33,12 @@ def _f(a: np.ndarray):
 @pytest.fixture(scope="module")
 def mesh_lib(tmp_path_factory):
     lib = ctypes.CDLL(str(build_host_library(tmp_path_factory, "face_mesh", "face_proc.c", "face_mesh.c",
-                                             "face_attr.c")))
+                                             "face_iris.c", "face_attr.c")))
     lib.face_mesh_decode.restype = ctypes.c_float
     lib.face_eye_aspect_ratio.restype = ctypes.c_float
     lib.face_mouth_aspect_ratio.restype = ctypes.c_float
     lib.face_age_expectation.restype = ctypes.c_float
+    lib.face_iris_radius.restype = ctypes.c_float
     return lib
 
 
@@ -112,3 +114,36 @@ def test_c_attribute_chips_match_python(mesh_lib, ort_pipeline_ci, astronaut, gr
             np.testing.assert_array_equal(x, chip_input(net, chip))
     p = np.random.default_rng(0).dirichlet(np.ones(81)).astype(np.float32)
     assert lib.face_age_expectation(_f(p)) == np.float32(age_expectation(p))
+
+
+def test_c_iris_stage_matches_python(mesh_lib, ort_pipeline_ci, astronaut, grace):
+    """face_iris.c's eye crops (the person's left eye mirrored), and its decoding of LiteRT's Iris
+    outputs, against FaceLandmarker.irises' on the same mesh."""
+    reference = FaceLandmarker("litert", num_threads=1)
+    for image in (astronaut, grace):
+        mesh = reference.from_face(image, ort_pipeline_ci.detect(image)[0])
+        rgb = np.ascontiguousarray(image)
+        points = np.ascontiguousarray(mesh.points.reshape(-1), dtype=np.float32)
+        expected = reference.irises(image, mesh)
+        for eye, (name, (corners, mirrored)) in enumerate(EYE_CORNERS.items()):
+            roi, py_roi = Roi(), roi_from_eye(mesh.points, corners)
+            mesh_lib.face_iris_roi(_f(points), eye, ctypes.byref(roi))
+            np.testing.assert_allclose([roi.cx, roi.cy, roi.size, roi.angle],
+                                       [py_roi.cx, py_roi.cy, py_roi.size, py_roi.angle], rtol=1e-6, atol=1e-5)
+            x = np.empty((1, IRIS_SIZE, IRIS_SIZE, 3), np.float32)
+            assert mesh_lib.face_iris_input(rgb.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), rgb.shape[1],
+                                            rgb.shape[0], ctypes.byref(roi), eye, _f(x)) == 0
+            same_roi = FaceRoi(float(roi.cx), float(roi.cy), float(roi.size), float(roi.angle))
+            np.testing.assert_allclose(x, iris_input(image, same_roi, mirrored), atol=1e-6)
+            outputs = reference.run_iris(x)
+            by_size = {o.size: np.ascontiguousarray(o.reshape(-1), dtype=np.float32) for o in outputs}
+            out = np.empty(IRIS_POINTS * 3, np.float32)
+            mesh_lib.face_iris_decode(_f(by_size[15]), _f(by_size[213]), ctypes.byref(roi), eye, _f(out))
+            py_iris = decode_iris(outputs, py_roi, mirrored)
+            np.testing.assert_allclose(out.reshape(IRIS_POINTS, 3), np.concatenate([py_iris.iris, py_iris.contour]),
+                                       atol=1e-3)
+            assert mesh_lib.face_iris_radius(_f(out)) == pytest.approx(py_iris.radius, abs=1e-4)
+            # The whole host stage, fed the C crop, lands on the same irises.
+            np.testing.assert_allclose(py_iris.iris, expected[name].iris, atol=1e-3)
+    assert mesh_lib.face_iris_input(rgb.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), rgb.shape[1], rgb.shape[0],
+                                    ctypes.byref(Roi(10.0, 10.0, 20.0, 0.0)), 2, _f(x)) == -1

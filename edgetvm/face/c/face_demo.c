@@ -2,7 +2,7 @@
  *
  *   ./face_demo IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] [--repeat STAGE N]
  *               [--gallery GALLERY [--top K] [--enroll NAME [--min-quality Q]]]
- *               [--mesh points.bin] [--segment MASK.pgm [--raw MASK.f32]
+ *               [--mesh points.bin] [--iris irises.bin] [--segment MASK.pgm [--raw MASK.f32]
  *               [--background #RRGGBB|BACKGROUND.ppm --composite OUT.ppm]]
  *   ./face_demo --track FRAME.ppm... [--detect-every N] [--threads N]
  *
@@ -34,7 +34,14 @@
  *   mesh I presence P yaw Y pitch P roll R eyes RIGHT LEFT mouth M
  *
  * (degrees; eye and mouth aspect ratios, face_mesh.h); --mesh writes the points of the first image
- * (faces x 468 x 3 float32, image pixels). With --attributes (FACE_ATTRIBUTES) it also cuts dlib's
+ * (faces x 468 x 3 float32, image pixels). Iris then runs on both eyes of every mesh (stage "iris":
+ * the eye crops of face_iris.h, the person's left eye mirrored) and prints
+ *
+ *   iris I right X Y R left X Y R
+ *
+ * (each eye's iris centre and radius, image pixels); --iris writes the points of the first image
+ * (faces x 2 eyes (right, left) x 76 x 3 float32, image pixels: the 5 iris points, centre first, then
+ * the 71 eye-contour points). With --attributes (FACE_ATTRIBUTES) it also cuts dlib's
  * chips at the mesh points and runs the age and gender networks (stage "attributes"):
  *
  *   attributes I age A expectation E gender female|male probability P
@@ -70,8 +77,10 @@
 #include "face_track.h"
 #include "recognizer.h"
 #if FACE_LANDMARKS
+#include "face_iris.h"
 #include "face_mesh.h"
 #include "facemesh.h"
+#include "iris.h"
 #endif
 #if FACE_ATTRIBUTES
 #include "age.h"
@@ -94,11 +103,14 @@ typedef struct {
   int n_det_out;
   face_det* candidates;
   int capacity;
-  int repeat_detect, repeat_align, repeat_embed, repeat_mesh, repeat_attributes;
+  int repeat_detect, repeat_align, repeat_embed, repeat_mesh, repeat_iris, repeat_attributes;
 #if FACE_LANDMARKS
   facemesh_ctx* mesh;
   float* mesh_input;
   float* points; /* faces x FACE_MESH_COORDS of the last image */
+  iris_ctx* iris;
+  float* iris_input;
+  float* irises; /* faces x FACE_IRIS_EYES x FACE_IRIS_COORDS of the last image */
 #endif
 #if FACE_ATTRIBUTES
   age_ctx* age;
@@ -138,6 +150,10 @@ static int pipeline_init(pipeline* p, int threads) {
   p->mesh_input = (float*)malloc(facemesh_input_bytes(0));
   p->points = (float*)malloc((size_t)FACE_MAX_FACES * FACE_MESH_COORDS * sizeof(float));
   if (!p->mesh || !p->mesh_input || !p->points) return fail("facemesh", "out of memory");
+  p->iris = threads > 0 ? iris_create_with_threads(threads) : iris_create();
+  p->iris_input = (float*)malloc(iris_input_bytes(0));
+  p->irises = (float*)malloc((size_t)FACE_MAX_FACES * FACE_IRIS_EYES * FACE_IRIS_COORDS * sizeof(float));
+  if (!p->iris || !p->iris_input || !p->irises) return fail("iris", "out of memory");
 #endif
 #if FACE_ATTRIBUTES
   p->age = threads > 0 ? age_create_with_threads(threads) : age_create();
@@ -230,6 +246,31 @@ static int mesh(pipeline* p, const uint8_t* rgb, int w, int h, const face_det* f
   return mesh_once(p, rgb, w, h, &roi, points, presence);
 }
 
+/* Stage "iris": Iris on the crops of both eyes of a mesh (face_iris.h); out: FACE_IRIS_EYES x
+ * FACE_IRIS_COORDS image pixels. */
+static int irises(pipeline* p, const uint8_t* rgb, int w, int h, const float* points, float* out) {
+  float iris_raw[FACE_IRIS_IRIS_POINTS * 3], contour_raw[FACE_IRIS_CONTOUR_POINTS * 3];
+  /* The 15 iris coordinates are one output, the 213 contour coordinates the other. */
+  int iris_index = iris_output_bytes(0) == sizeof iris_raw ? 0 : 1;
+  void* outs[2];
+  size_t out_bytes[2] = {iris_output_bytes(0), iris_output_bytes(1)};
+  outs[iris_index] = iris_raw;
+  outs[1 - iris_index] = contour_raw;
+  if (out_bytes[iris_index] != sizeof iris_raw || out_bytes[1 - iris_index] != sizeof contour_raw)
+    return fail("iris", "unexpected output sizes");
+  const void* in[1] = {p->iris_input};
+  size_t in_bytes[1] = {iris_input_bytes(0)};
+  for (int eye = 0; eye < FACE_IRIS_EYES; ++eye) {
+    face_roi roi;
+    face_iris_roi(points, eye, &roi);
+    if (face_iris_input(rgb, w, h, &roi, eye, p->iris_input) != 0) return fail("iris", "degenerate eye crop");
+    if (iris_run_checked(p->iris, in, in_bytes, outs, out_bytes) != EDGETVM_OK)
+      return fail("iris", iris_last_error(p->iris));
+    face_iris_decode(iris_raw, contour_raw, &roi, eye, out + (size_t)eye * FACE_IRIS_COORDS);
+  }
+  return 0;
+}
+
 #if FACE_ATTRIBUTES
 /* Stage "attributes": dlib's chips at the mesh points, the gender and age networks. */
 static int attributes(pipeline* p, const uint8_t* rgb, int w, int h, const float* points, int* age, float* expectation,
@@ -268,6 +309,13 @@ static int mesh_faces(pipeline* p, const uint8_t* rgb, int w, int h, const face_
       printf("mesh %d presence %.6f yaw %.4f pitch %.4f roll %.4f eyes %.5f %.5f mouth %.5f\n", i, presence,
              pose.yaw, pose.pitch, pose.roll, face_eye_aspect_ratio(points, FACE_MESH_RIGHT_EYE),
              face_eye_aspect_ratio(points, FACE_MESH_LEFT_EYE), face_mouth_aspect_ratio(points));
+    float* eyes = p->irises + (size_t)i * FACE_IRIS_EYES * FACE_IRIS_COORDS;
+    for (int r = 0; r < p->repeat_iris; ++r)
+      if (irises(p, rgb, w, h, points, eyes)) return 1;
+    const float* left = eyes + FACE_IRIS_COORDS;
+    if (print)
+      printf("iris %d right %.4f %.4f %.4f left %.4f %.4f %.4f\n", i, eyes[0], eyes[1], face_iris_radius(eyes),
+             left[0], left[1], face_iris_radius(left));
 #if FACE_ATTRIBUTES
     int age = 0;
     float expectation = 0.0f, gender[2] = {0.0f, 0.0f};
@@ -394,6 +442,14 @@ static int run_track(pipeline* p, char** frames, int n_frames, int detect_every)
   return rc;
 }
 
+/* `count` floats to the file at `path` (native byte order). */
+static int write_floats(const char* path, const float* values, size_t count) {
+  FILE* f = fopen(path, "wb");
+  int ok = f && fwrite(values, sizeof(float), count, f) == count;
+  if (f && fclose(f) != 0) ok = 0;
+  return ok ? 0 : fail(path, "cannot write");
+}
+
 /* The person mask of --segment: where to write it and what to put behind the person. */
 typedef struct {
   const char* mask_path;      /* 8-bit PGM, 255 = person */
@@ -458,11 +514,7 @@ static int segment_image(pipeline* p, const char* image, const segment_request* 
     face_seg_mask_to_grey(mask, w, h, grey);
     if (face_write_pnm(req->mask_path, grey, w, h, 1) != 0) rc = fail(req->mask_path, "cannot write");
   }
-  if (rc == 0 && req->raw_path) {
-    FILE* f = fopen(req->raw_path, "wb");
-    size_t n = (size_t)w * h;
-    if (!f || fwrite(mask, sizeof(float), n, f) != n || fclose(f) != 0) rc = fail(req->raw_path, "cannot write");
-  }
+  if (rc == 0 && req->raw_path) rc = write_floats(req->raw_path, mask, (size_t)w * h);
   if (rc == 0 && req->composite_path) {
     if (picture) face_seg_composite(rgb, mask, picture, w, h, rgb);
     else face_seg_composite_color(rgb, mask, color, w, h, rgb);
@@ -548,7 +600,7 @@ static int gallery_stage(const char* path, const char* enroll_name, int top, con
 
 static int usage(const char* argv0) {
   fprintf(stderr, "usage: %s IMAGE.ppm [-o embeddings.bin] [--verify OTHER.ppm] [--threads N] "
-                  "[--repeat detect|align|embed|mesh|attributes N] [--mesh points.bin] "
+                  "[--repeat detect|align|embed|mesh|iris|attributes N] [--mesh points.bin] [--iris irises.bin] "
                   "[--gallery GALLERY [--top K] [--enroll NAME [--min-quality Q]]] "
                   "[--segment MASK.pgm [--raw MASK.f32] [--background #RRGGBB|BACKGROUND.ppm --composite OUT.ppm]]\n"
                   "       %s --track FRAME.ppm... [--detect-every N] [--threads N]\n",
@@ -558,14 +610,14 @@ static int usage(const char* argv0) {
 
 int main(int argc, char** argv) {
   const char *image = NULL, *out_path = NULL, *other = NULL, *gallery = NULL, *enroll_name = NULL;
-  const char* mesh_path = NULL;
+  const char *mesh_path = NULL, *iris_path = NULL;
   char** frames = NULL;
   segment_request seg = {NULL, NULL, NULL, NULL};
   int threads = 0, top = 5, n_frames = 0, detect_every = FACE_LANDMARKS ? FACE_TRACK_DETECT_EVERY : 1;
   float min_quality = FACE_DEFAULT_MIN_QUALITY;
   pipeline p;
   memset(&p, 0, sizeof p);
-  p.repeat_detect = p.repeat_align = p.repeat_embed = p.repeat_mesh = p.repeat_attributes = 1;
+  p.repeat_detect = p.repeat_align = p.repeat_embed = p.repeat_mesh = p.repeat_iris = p.repeat_attributes = 1;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "-o") && i + 1 < argc) {
       out_path = argv[++i];
@@ -581,6 +633,8 @@ int main(int argc, char** argv) {
       if ((top = atoi(argv[++i])) < 1) return usage(argv[0]);
     } else if (!strcmp(argv[i], "--mesh") && i + 1 < argc) {
       mesh_path = argv[++i];
+    } else if (!strcmp(argv[i], "--iris") && i + 1 < argc) {
+      iris_path = argv[++i];
     } else if (!strcmp(argv[i], "--segment") && i + 1 < argc) {
       seg.mask_path = argv[++i];
     } else if (!strcmp(argv[i], "--raw") && i + 1 < argc) {
@@ -604,6 +658,7 @@ int main(int argc, char** argv) {
       else if (!strcmp(stage, "align")) p.repeat_align = n;
       else if (!strcmp(stage, "embed")) p.repeat_embed = n;
       else if (!strcmp(stage, "mesh")) p.repeat_mesh = n;
+      else if (!strcmp(stage, "iris")) p.repeat_iris = n;
       else if (!strcmp(stage, "attributes")) p.repeat_attributes = n;
       else return usage(argv[0]);
     } else if (argv[i][0] != '-' && !image) {
@@ -613,7 +668,7 @@ int main(int argc, char** argv) {
     }
   }
   if (frames) {
-    if (image || n_frames == 0 || out_path || other || gallery || mesh_path || seg.mask_path) return usage(argv[0]);
+    if (image || n_frames == 0 || out_path || other || gallery || mesh_path || iris_path || seg.mask_path) return usage(argv[0]);
     if (!FACE_LANDMARKS && detect_every > 1)
       return fail("--detect-every", "following faces between detections needs FaceMesh; build the bundle with "
                                     "`edgetvm face build --landmarks`, or detect on every frame (--detect-every 1)");
@@ -631,9 +686,7 @@ int main(int argc, char** argv) {
   float* embeddings = NULL;
   if (!faces || analyze(&p, image, faces, &n_faces, &embeddings, 1)) return 1;
   if (out_path) {
-    FILE* f = fopen(out_path, "wb");
-    size_t count = (size_t)n_faces * FACE_EMBEDDING_SIZE;
-    if (!f || fwrite(embeddings, sizeof(float), count, f) != count || fclose(f) != 0) return fail(out_path, "cannot write");
+    if (write_floats(out_path, embeddings, (size_t)n_faces * FACE_EMBEDDING_SIZE)) return 1;
     printf("embeddings %d x %d -> %s\n", n_faces, FACE_EMBEDDING_SIZE, out_path);
   }
   if (gallery && enroll_name && n_faces > 0 && enrollment_quality(image, &faces[0], min_quality)) return 1;
@@ -641,20 +694,20 @@ int main(int argc, char** argv) {
 #if FACE_SEGMENTER
   if (seg.mask_path && segment_image(&p, image, &seg)) return 1;
 #endif
-  if (mesh_path) {
+  if (mesh_path || iris_path) {
 #if FACE_LANDMARKS
-    FILE* f = fopen(mesh_path, "wb");
-    size_t count = (size_t)n_faces * FACE_MESH_COORDS;
-    if (!f || fwrite(p.points, sizeof(float), count, f) != count || fclose(f) != 0) return fail(mesh_path, "cannot write");
+    if (mesh_path && write_floats(mesh_path, p.points, (size_t)n_faces * FACE_MESH_COORDS)) return 1;
+    if (iris_path && write_floats(iris_path, p.irises, (size_t)n_faces * FACE_IRIS_EYES * FACE_IRIS_COORDS)) return 1;
 #else
-    return fail("--mesh", "this bundle has no FaceMesh; build it with `edgetvm face build --landmarks`");
+    return fail(mesh_path ? "--mesh" : "--iris",
+                "this bundle has no FaceMesh; build it with `edgetvm face build --landmarks`");
 #endif
   }
   if (other) {
     face_det* faces_b = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
     int n_b = 0;
     float* emb_b = NULL;
-    p.repeat_detect = p.repeat_align = p.repeat_embed = p.repeat_mesh = p.repeat_attributes = 1;
+    p.repeat_detect = p.repeat_align = p.repeat_embed = p.repeat_mesh = p.repeat_iris = p.repeat_attributes = 1;
     if (!faces_b || analyze(&p, other, faces_b, &n_b, &emb_b, 1)) return 1;
     if (n_faces == 0 || n_b == 0) return fail("verify", "no face found in one of the images");
     float s = face_cosine(embeddings, emb_b, FACE_EMBEDDING_SIZE);
@@ -671,6 +724,9 @@ int main(int argc, char** argv) {
   facemesh_destroy(p.mesh);
   free(p.mesh_input);
   free(p.points);
+  iris_destroy(p.iris);
+  free(p.iris_input);
+  free(p.irises);
 #endif
 #if FACE_ATTRIBUTES
   age_destroy(p.age);

@@ -60,14 +60,18 @@ int face_mesh_input(const uint8_t* rgb, int w, int h, const face_roi* roi, float
   return 0;
 }
 
-float face_mesh_decode(const float* raw, float logit, const face_roi* roi, float* points) {
-  double k = FACE_MESH_SIZE / (double)roi->size, c = cos((double)roi->angle), s = sin((double)roi->angle);
-  for (int i = 0; i < FACE_MESH_POINTS; ++i) {
-    double lx = (raw[i * 3] - FACE_MESH_SIZE / 2.0) / k, ly = (raw[i * 3 + 1] - FACE_MESH_SIZE / 2.0) / k;
+void face_roi_to_image(const face_roi* roi, int out_size, const float* raw, int n, float* points) {
+  double k = out_size / (double)roi->size, c = cos((double)roi->angle), s = sin((double)roi->angle);
+  for (int i = 0; i < n; ++i) {
+    double lx = (raw[i * 3] - out_size / 2.0) / k, ly = (raw[i * 3 + 1] - out_size / 2.0) / k;
     points[i * 3] = (float)(c * lx - s * ly + roi->cx);
     points[i * 3 + 1] = (float)(s * lx + c * ly + roi->cy);
     points[i * 3 + 2] = (float)(raw[i * 3 + 2] / k);
   }
+}
+
+float face_mesh_decode(const float* raw, float logit, const face_roi* roi, float* points) {
+  face_roi_to_image(roi, FACE_MESH_SIZE, raw, FACE_MESH_POINTS, points);
   return logit > -60.0f ? (float)(1.0 / (1.0 + exp(-(double)logit))) : 0.0f;
 }
 

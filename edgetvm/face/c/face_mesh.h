@@ -61,6 +61,10 @@ void face_mesh_roi_matrix(const face_roi* roi, int out_size, float matrix[6]);
  * Returns -1 for a degenerate crop. */
 int face_mesh_input(const uint8_t* rgb, int w, int h, const face_roi* roi, float* nhwc);
 
+/* n network points (x, y, z) in the units of an out_size crop of roi (its left edge at 0) -> image
+ * pixels: p = c + R(angle) (q - out_size / 2) / k, z / k, with k = out_size / size. */
+void face_roi_to_image(const face_roi* roi, int out_size, const float* raw, int n, float* points);
+
 /* Network outputs (1404 crop coordinates, presence logit) -> points (468 x 3) in image pixels;
  * returns the presence probability sigmoid(logit). */
 float face_mesh_decode(const float* raw, float logit, const face_roi* roi, float* points);
