@@ -147,8 +147,8 @@ points.bin --iris irises.bin` also prints each face's head pose, eye and mouth r
 468 (x, y, z) points (faces x 468 x 3 float32; C API: face_mesh.h); Iris runs on both eyes of every
 mesh (the person's left eye mirrored, as MediaPipe does) and face_demo prints each iris's centre and
 radius ("iris I right X Y R left X Y R") and writes each eye's 5 iris points (centre first) then 71
-eye-contour points (faces x 2 (right, left) x 76 x 3 float32; C API: face_iris.h). With `--attributes` it also prints
-each face's age and gender (C API: face_attr.h).
+eye-contour points (faces x 2 (right, left) x 76 x 3 float32; C API: face_iris.h). With `--attributes`
+it also prints each face's age and gender (C API: face_attr.h).
 
 Tracking and counting over frames (C API: face_track.h; no embedding runs):
 
