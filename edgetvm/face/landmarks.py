@@ -140,6 +140,8 @@ def roi_from_eye(points: np.ndarray, corners: tuple[int, int], scale: float = IR
     ``scale`` times the longer side of their bounding box."""
     a, b = (np.asarray(points, dtype=np.float64)[i, :2] for i in corners)
     d = b - a
+    if not np.abs(d).max() * scale >= 1e-3:
+        raise InputError(f"mesh points {corners[0]} and {corners[1]} (an eye's corners) coincide: no crop for Iris")
     return FaceRoi(float((a[0] + b[0]) / 2), float((a[1] + b[1]) / 2), float(scale * max(abs(d[0]), abs(d[1]))),
                    math.atan2(d[1], d[0]))
 

@@ -8,6 +8,7 @@ import ctypes
 import numpy as np
 import pytest
 
+from edgetvm.errors import InputError
 from edgetvm.face.attributes import (AGE, AGE_CHIP, GENDER, GENDER_CHIP, LEFT_EYE, RIGHT_EYE, age_expectation,
                                      aspect_ratio, chip_input, dlib_chip, mouth_ratio)
 from edgetvm.face.landmarks import (EYE_CORNERS, IRIS_POINTS, IRIS_SIZE, MESH_SIZE, FaceLandmarker, FaceRoi,
@@ -147,3 +148,9 @@ def test_c_iris_stage_matches_python(mesh_lib, ort_pipeline_ci, astronaut, grace
             np.testing.assert_allclose(py_iris.iris, expected[name].iris, atol=1e-3)
     assert mesh_lib.face_iris_input(rgb.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), rgb.shape[1], rgb.shape[0],
                                     ctypes.byref(Roi(10.0, 10.0, 20.0, 0.0)), 2, _f(x)) == -1
+    collapsed, roi = np.zeros(468 * 3, np.float32), Roi()
+    mesh_lib.face_iris_roi(_f(collapsed), 0, ctypes.byref(roi))
+    assert mesh_lib.face_iris_input(rgb.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), rgb.shape[1], rgb.shape[0],
+                                    ctypes.byref(roi), 0, _f(x)) == -1
+    with pytest.raises(InputError, match="coincide: no crop for Iris"):
+        roi_from_eye(collapsed.reshape(468, 3), EYE_CORNERS["right"][0])

@@ -17,7 +17,8 @@ void face_iris_roi(const float* points, int eye, face_roi* roi) {
 
 int face_iris_input(const uint8_t* rgb, int w, int h, const face_roi* roi, int eye, float* nhwc) {
   float matrix[6];
-  if (eye != FACE_IRIS_RIGHT && eye != FACE_IRIS_LEFT) return -1;
+  /* Eye corners that coincide (a collapsed mesh) leave no crop; NaN sizes fail this too. */
+  if ((eye != FACE_IRIS_RIGHT && eye != FACE_IRIS_LEFT) || !(roi->size >= 1e-3f && roi->size < 1e9f)) return -1;
   face_mesh_roi_matrix(roi, FACE_IRIS_SIZE, matrix);
   if (face_warp_affine(rgb, w, h, matrix, FACE_IRIS_SIZE, FACE_IRIS_SIZE, nhwc) != 0) return -1;
   if (eye == FACE_IRIS_LEFT) {

@@ -48,7 +48,8 @@ enum { FACE_IRIS_RIGHT = 0, FACE_IRIS_LEFT = 1 };
 void face_iris_roi(const float* points, int eye, face_roi* roi);
 
 /* Iris's input (64, 64, 3) float32: the crop, bilinear, zero outside, times 1/255, mirrored left to
- * right for the left eye. Returns -1 for a degenerate crop or an unknown eye. */
+ * right for the left eye. Returns -1 for an unknown eye or a degenerate crop (the eye's corners
+ * coincide). */
 int face_iris_input(const uint8_t* rgb, int w, int h, const face_roi* roi, int eye, float* nhwc);
 
 /* Iris's outputs (15 iris and 213 contour crop coordinates) -> points (76 x 3, image pixels): the
