@@ -13,9 +13,10 @@
  *
  * and writes the L2-normalised embeddings (faces x FACE_EMBEDDING_SIZE float32, native byte order)
  * to -o. --verify prints the cosine similarity of the most confident faces of the two images and
- * "same" or "different" at the bundle's threshold. --repeat runs one stage (detect, align or embed)
- * N times, for counting a stage's instructions (N+1 minus 1 under qemu). Build settings (detector,
- * input size, thresholds) are in face_config.h, written by `edgetvm face build`.
+ * "same" or "different" at the bundle's threshold. --repeat runs one stage (detect, align, embed,
+ * mesh, iris or attributes) N times, for counting a stage's instructions (N+1 minus 1 under qemu).
+ * Build settings (detector, input size, thresholds) are in face_config.h, written by `edgetvm face
+ * build`.
  *
  * --gallery identifies every face against a gallery file (face_gallery.h; `edgetvm face enroll` or
  * `edgetvm face gallery --export` writes one on the host) and prints, per face I,
