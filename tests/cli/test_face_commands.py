@@ -79,7 +79,7 @@ def test_build_makes_the_sface_recognizer_int8_by_default(host_bundle, tmp_path)
 
 def test_bundle_without_facemesh_tracks_by_iou_on_every_frame(host_bundle, tmp_path):
     """face_demo --track with no FaceMesh: the detector on every frame, ids continued by IoU; following
-    faces between detections and --segment are refused with what to rebuild."""
+    faces between detections, --mesh, --iris and --segment are refused with what to rebuild."""
     out, _ = host_bundle
     face = np.ascontiguousarray(load_astronaut()[20:230, 140:310])  # the face fills the 64x64 detector
     frames = [face, np.ascontiguousarray(face[:, ::-1]), np.full_like(face, 128), face]
@@ -89,6 +89,8 @@ def test_bundle_without_facemesh_tracks_by_iou_on_every_frame(host_bundle, tmp_p
     assert run.counts == {"entries": 2, "exits": 1, "in_view": 1}
     ppm = str(write_ppm(tmp_path / "face.ppm", face))
     for args, message in ((["--track", ppm, ppm, "--detect-every", "3"], "edgetvm face build --landmarks"),
+                          ([ppm, "--mesh", str(tmp_path / "points.bin")], "edgetvm face build --landmarks"),
+                          ([ppm, "--iris", str(tmp_path / "irises.bin")], "edgetvm face build --landmarks"),
                           ([ppm, "--segment", str(tmp_path / "mask.pgm")], "edgetvm face build --segmenter general")):
         done = subprocess.run([str(out / "face_demo"), *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 1 and message in done.stderr and not done.stdout

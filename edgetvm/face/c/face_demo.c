@@ -680,6 +680,9 @@ int main(int argc, char** argv) {
   if (!seg.background != !seg.composite_path) return usage(argv[0]);
   if (seg.mask_path && !FACE_SEGMENTER)
     return fail("--segment", "this bundle has no segmenter; build it with `edgetvm face build --segmenter general`");
+  if ((mesh_path || iris_path) && !FACE_LANDMARKS)
+    return fail(mesh_path ? "--mesh" : "--iris",
+                "this bundle has no FaceMesh and Iris; build it with `edgetvm face build --landmarks`");
   if (pipeline_init(&p, threads)) return 1;
 
   face_det* faces = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
@@ -695,15 +698,10 @@ int main(int argc, char** argv) {
 #if FACE_SEGMENTER
   if (seg.mask_path && segment_image(&p, image, &seg)) return 1;
 #endif
-  if (mesh_path || iris_path) {
 #if FACE_LANDMARKS
-    if (mesh_path && write_floats(mesh_path, p.points, (size_t)n_faces * FACE_MESH_COORDS)) return 1;
-    if (iris_path && write_floats(iris_path, p.irises, (size_t)n_faces * FACE_IRIS_EYES * FACE_IRIS_COORDS)) return 1;
-#else
-    return fail(mesh_path ? "--mesh" : "--iris",
-                "this bundle has no FaceMesh; build it with `edgetvm face build --landmarks`");
+  if (mesh_path && write_floats(mesh_path, p.points, (size_t)n_faces * FACE_MESH_COORDS)) return 1;
+  if (iris_path && write_floats(iris_path, p.irises, (size_t)n_faces * FACE_IRIS_EYES * FACE_IRIS_COORDS)) return 1;
 #endif
-  }
   if (other) {
     face_det* faces_b = (face_det*)malloc(FACE_MAX_FACES * sizeof(face_det));
     int n_b = 0;
