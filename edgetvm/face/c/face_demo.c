@@ -669,7 +669,8 @@ int main(int argc, char** argv) {
     }
   }
   if (frames) {
-    if (image || n_frames == 0 || out_path || other || gallery || mesh_path || iris_path || seg.mask_path) return usage(argv[0]);
+    if (image || n_frames == 0 || out_path || other || gallery || mesh_path || iris_path || seg.mask_path)
+      return usage(argv[0]);
     if (!FACE_LANDMARKS && detect_every > 1)
       return fail("--detect-every", "following faces between detections needs FaceMesh; build the bundle with "
                                     "`edgetvm face build --landmarks`, or detect on every frame (--detect-every 1)");
