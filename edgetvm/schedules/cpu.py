@@ -4,8 +4,9 @@ Every kernel is scheduled by the first rule that applies:
 
 0. :func:`schedule_neon_f32_gemm` on ARMv7 for a stride-1 1x1 conv: per tile, the whole channel
    reduction is one hand-scheduled assembly loop (``kernels/neon_f32_gemm.py``), then the tail;
-   :func:`schedule_neon_f32_dwconv` for a depthwise 3x3 conv at stride 1 or 2: per output row and
-   4 channels one assembly loop (``kernels/neon_f32_dwconv.py``), then the row's tail.
+   :func:`schedule_neon_f32_dwconv` for a depthwise 3x3 or 5x5 conv at stride 1 or 2: per output
+   row and 4 channels one assembly loop (5x5: one per window row; ``kernels/neon_f32_dwconv.py``),
+   then the row's tail.
 1. :func:`schedule_register_tiled` for a reduction block that :mod:`.analysis` can vectorize along
    the output's last axis (conv2d, 1x1 conv = GEMM, depthwise, dense, pooling, mean). The output is
    computed in register tiles of ``rows x (vectors * lanes)``::
@@ -46,7 +47,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir, tirx
 
-from ..kernels.neon_f32_dwconv import DWCONV_STRIDES, dwconv_intrin, zero_row_intrin
+from ..kernels.neon_f32_dwconv import DWCONV_STRIDES, dwconv5_row_intrin, dwconv_intrin, zero_row_intrin
 from ..kernels.neon_f32_gemm import F32_GEMM_DEPTH_STEP, F32_GEMM_TILES, f32_gemm_intrin
 from .analysis import ReductionKernel, unit_stride_last, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
 
@@ -357,7 +358,7 @@ DWCONV_TAIL_UNROLL = 8
 
 
 def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
-    """A depthwise 3x3 conv (NHWC, stride 1 or 2, channels a multiple of 4) on the hand-scheduled
+    """A depthwise 3x3 or 5x5 conv (NHWC, stride 1 or 2, channels a multiple of 4) on the hand-scheduled
     ARMv7 microkernel (``kernels.neon_f32_dwconv``): per output row and 4 channels one assembly loop
     that keeps the 9 window weights in registers, then the row's tail from its accumulators::
 
@@ -375,7 +376,7 @@ def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> 
     kernel, main, tail, padded = parts
     ky, kx, group = (kernel.extents[i] for i in kernel.reduction)
     height, width, channels = (kernel.extents[i] for i in kernel.spatial[1:])
-    if (ky, kx, group) != (3, 3, 1) or channels % 4:
+    if (ky, kx, group) not in ((3, 3, 1), (5, 5, 1)) or channels % 4:
         return None
     stride = _window_stride(sch, main, kernel)
     if stride not in DWCONV_STRIDES:
@@ -385,7 +386,10 @@ def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> 
     ry, rx, rc = (loops[i] for i in kernel.reduction)
     c_o, c_i = sch.split(c, [None, 4])
     tile_loops = [n, c_o, h]
-    sch.reorder(*tile_loops, rc, w, c_i, ry, rx)
+    # 3x3: the whole window per call (its 9 weights in registers); 5x5: one call per window row
+    # (25 weights do not fit beside the accumulators, a row's 5 do).
+    window = (w, c_i, ry, rx) if ky == 3 else (ry, w, c_i, rx)
+    sch.reorder(*tile_loops, rc, *window)
     sch.reverse_compute_at(tail, h, preserve_unit_loops=True)
     tail_loops = sch.get_loops(tail)[len(tile_loops):]
     # The row's pixels stay a loop (the accumulators are in memory anyway), unrolled by up to
@@ -401,14 +405,14 @@ def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> 
     init = sch.decompose_reduction(main, rc)
     sch.set_scope(main, 0, "local")
     sch.tensorize(sch.get_loops(init)[len(tile_loops)], zero_row_intrin(width))
-    sch.tensorize(w, dwconv_intrin(stride, width))
+    sch.tensorize(w, dwconv_intrin(stride, width) if ky == 3 else dwconv5_row_intrin(stride, width))
     for block in padded:
         _schedule_spatial_block(sch, block, config)
         pad_loops = sch.get_loops(block)
         if len(pad_loops) >= 2 and int(sch.get(pad_loops[-2]).extent) <= 64:
             sch.unroll(pad_loops[-2])
     return ScheduleResult(sch.mod["main"], f"neon-dwconv:{kernel.kind}",
-                          f"3x3 stride {stride} row of {width} microkernel, {kernel.macs} MAC")
+                          f"{ky}x{kx} stride {stride} row of {width} microkernel, {kernel.macs} MAC")
 
 
 def _window_stride(sch: s_tir.Schedule, main, kernel: ReductionKernel) -> int | None:

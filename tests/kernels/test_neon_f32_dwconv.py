@@ -1,4 +1,4 @@
-"""The ARMv7 fp32 depthwise 3x3 microkernel (kernels/neon_f32_dwconv.py, schedules/cpu.py's
+"""The ARMv7 fp32 depthwise 3x3 and 5x5 microkernels (kernels/neon_f32_dwconv.py, schedules/cpu.py's
 schedule_neon_f32_dwconv): its assembly as documented, which convs take it, and its numbers against
 a float64 numpy reference and the host build, under qemu."""
 
@@ -11,8 +11,9 @@ import pytest
 
 import edgetvm
 from edgetvm.backends.neon_microkernels import microkernel_calls, with_microkernels
-from edgetvm.kernels.neon_f32_dwconv import (DWCONV_PIXELS, dwconv_asm, dwconv_columns, dwconv_definition, dwconv_name,
-                                             zero_row_asm)
+from edgetvm.kernels.neon_f32_dwconv import (DWCONV5_PIXELS, DWCONV_PIXELS, dwconv5_row_asm, dwconv5_row_definition,
+                                             dwconv5_row_name, dwconv_asm, dwconv_columns, dwconv_definition,
+                                             dwconv_name, zero_row_asm)
 
 from ..schedules.nets import NetBuilder
 from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule
@@ -38,6 +39,34 @@ def test_loop_step_is_column_loads_and_multiply_accumulates_only(stride):
     assert len(taps) == 9 * DWCONV_PIXELS
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_5x5_row_loop_step_is_column_loads_and_multiply_accumulates_only(stride):
+    lines = dwconv5_row_asm(stride, 2 * DWCONV5_PIXELS)
+    assert len([line for line in lines[:lines.index("1:")] if line.startswith("vld1.32")]) == 5
+    loop = lines[lines.index("1:") + 1:lines.index("subs $4, $4, #1")]
+    loads = [line for line in loop if line.startswith("vld1.32")]
+    macs = [line for line in loop if line.startswith("vmla.f32")]
+    # 8 accumulators in and out with one vldm/vstm each, the row's columns loaded once, 5 taps per pixel.
+    assert loop[0] == "vldmia $0, {d0-d15}" and loop[-1] == "vstmia $0!, {d0-d15}"
+    assert len(loads) == dwconv_columns(stride, DWCONV5_PIXELS, 5) and len(macs) == 5 * DWCONV5_PIXELS
+    assert len(loop) == len(loads) + len(macs) + 2
+    taps = set()
+    for line in macs:
+        acc, column, weight = map(int, re.fullmatch(r"vmla\.f32 q(\d+), q(\d+), q(\d+)", line).groups())
+        # Accumulators q0-q7, input columns q8-q10, the 5 weights q11-q15.
+        assert acc < 8 and 8 <= column <= 10 and 11 <= weight <= 15
+        taps.add((acc, weight))
+    assert len(taps) == 5 * DWCONV5_PIXELS
+
+
+def test_5x5_row_of_width_not_multiple_of_8_ends_with_a_shorter_group():
+    lines = dwconv5_row_asm(2, 11)
+    after = lines[lines.index("bne 1b") + 1:]
+    assert after[0] == "vldmia $0, {d0-d5}" and after[-1] == "vstmia $0!, {d0-d5}"
+    assert len([line for line in after if line.startswith("vmla.f32")]) == 5 * 3
+    assert "1:" not in dwconv5_row_asm(1, 6)
+
+
 def test_zero_row_stores_4_zeroed_registers_per_4_pixels():
     assert zero_row_asm(7) == [*(f"vmov.i32 q{p}, #0" for p in range(4)), "vstmia $0!, {d0-d7}", "vstmia $0!, {d0-d5}"]
 
@@ -61,22 +90,34 @@ def test_calls_become_the_assembly_statement_itself():
     assert f"call i32 @{name}" not in body and "vmla.f32" in body and "%3 = add i32 0, 0" in body
 
 
-def depthwise_net(c: int, h: int, w: int, stride: int, residual: bool = False, seed: int = 0):
-    """Depthwise 3x3 (pad 1) + bias + PReLU [+ residual add], and a float64 numpy reference of it."""
+def test_5x5_row_calls_become_the_assembly_statement_itself():
+    name = dwconv5_row_name(1, 24)
+    ir = (f"define void @k(ptr %c, ptr %x, ptr %w) {{\n"
+          f"  %3 = tail call i32 @{name}(ptr %c, ptr %x, i32 64, i32 -192, ptr %w, i32 64)\n"
+          f"  ret void\n}}\n\ndeclare i32 @{name}(ptr, ptr, i32, i32, ptr, i32) local_unnamed_addr\n")
+    out = with_microkernels(ir)
+    body = out[:out.index("\n}\n")]
+    assert not microkernel_calls(out) and dwconv5_row_definition(1, 24) in out
+    assert f"call i32 @{name}" not in body and "vmla.f32" in body
+
+
+def depthwise_net(c: int, h: int, w: int, stride: int, residual: bool = False, seed: int = 0, k: int = 3):
+    """Depthwise k x k (pad k // 2) + bias + PReLU [+ residual add], and a float64 numpy reference of it."""
     b = NetBuilder((1, c, h, w), seed=seed)
-    y = b.prelu(b.conv("input", c, c, 3, stride, groups=c), c)
+    y = b.prelu(b.conv("input", c, c, k, stride, groups=c), c)
     if residual:
         y = b.node("Add", [y, "input"])
-    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    pad = k // 2
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
     model = b.build(y, (1, c, ho, wo))
     consts = {t.name: np.frombuffer(t.raw_data, np.float32).reshape(t.dims) for t in model.graph.initializer}
     weight, bias, slope = (consts[n].astype(np.float64) for n in [*model.graph.node[0].input[1:], model.graph.node[1].input[1]])
 
     def reference(x: np.ndarray) -> np.ndarray:
-        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
         out = np.zeros((1, c, ho, wo)) + bias.reshape(1, -1, 1, 1)
-        for ky in range(3):
-            for kx in range(3):
+        for ky in range(k):
+            for kx in range(k):
                 window = xp[:, :, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
                 out += window * weight[:, 0, ky, kx].reshape(1, -1, 1, 1)
         out = np.where(out > 0, out, out * slope.reshape(1, -1, 1, 1))
@@ -85,11 +126,11 @@ def depthwise_net(c: int, h: int, w: int, stride: int, residual: bool = False, s
     return model, reference
 
 
-@pytest.mark.parametrize("c,h,w,stride", [(8, 6, 8, 1), (12, 6, 14, 2)])
-def test_arm_depthwise_convs_take_the_microkernel(c, h, w, stride):
-    model, _ = depthwise_net(c, h, w, stride)
+@pytest.mark.parametrize("c,h,w,stride,k", [(8, 6, 8, 1, 3), (12, 6, 14, 2, 3), (8, 6, 10, 1, 5), (8, 6, 14, 2, 5)])
+def test_arm_depthwise_convs_take_the_microkernel(c, h, w, stride, k):
+    model, _ = depthwise_net(c, h, w, stride, k=k)
     rule = schedule_rule(edgetvm.compile(model, ARM, num_threads=1), "neon-dwconv")
-    assert rule and f"stride {stride} row of {(w - 1) // stride + 1} microkernel" in rule
+    assert rule and f"{k}x{k} stride {stride} row of {(w - 1) // stride + 1} microkernel" in rule
 
 
 def test_channels_not_a_multiple_of_4_and_the_host_keep_their_schedules():
@@ -100,16 +141,20 @@ def test_channels_not_a_multiple_of_4_and_the_host_keep_their_schedules():
 
 
 @pytest.mark.arm
-@pytest.mark.parametrize("c,h,w,stride,residual,threads", [
-    (16, 5, 10, 1, True, 1),    # 2 groups of 4 pixels + 2
-    (8, 7, 7, 1, False, 1),     # the 7-wide stage: 1 group + 3
-    (12, 9, 3, 1, False, 1),    # no full group
-    (16, 14, 14, 2, False, 1),  # stride 2, 7 wide
-    (8, 9, 17, 2, False, 1),    # odd input: 9 output columns
-    (32, 16, 16, 1, False, 2),  # 8192 outputs: the row loops run in parallel
+@pytest.mark.parametrize("c,h,w,stride,residual,threads,k", [
+    (16, 5, 10, 1, True, 1, 3),    # 2 groups of 4 pixels + 2
+    (8, 7, 7, 1, False, 1, 3),     # the 7-wide stage: 1 group + 3
+    (12, 9, 3, 1, False, 1, 3),    # no full group
+    (16, 14, 14, 2, False, 1, 3),  # stride 2, 7 wide
+    (8, 9, 17, 2, False, 1, 3),    # odd input: 9 output columns
+    (32, 16, 16, 1, False, 2, 3),  # 8192 outputs: the row loops run in parallel
+    (8, 6, 21, 1, True, 1, 5),     # 5x5: 2 groups of 8 pixels + 5
+    (12, 9, 6, 1, False, 1, 5),    # 5x5: no full group
+    (8, 12, 21, 2, False, 1, 5),   # 5x5 stride 2: 1 group + 3
+    (32, 16, 16, 1, False, 2, 5),  # 5x5: 8192 outputs, 2 groups, the row loops in parallel
 ])
-def test_arm_microkernel_matches_numpy_and_the_host_build(c, h, w, stride, residual, threads, tmp_path):
-    model, reference = depthwise_net(c, h, w, stride, residual=residual)
+def test_arm_microkernel_matches_numpy_and_the_host_build(c, h, w, stride, residual, threads, k, tmp_path):
+    model, reference = depthwise_net(c, h, w, stride, residual=residual, k=k)
     x = np.random.default_rng(1).uniform(-1, 1, (1, c, h, w)).astype(np.float32)
     compiled = edgetvm.compile(model, ARM, num_threads=threads)
     assert schedule_rule(compiled, "neon-dwconv")
