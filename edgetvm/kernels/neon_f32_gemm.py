@@ -107,14 +107,19 @@ DEFINITIONS = {f32_gemm_name(*tile, steps): inline_asm_definition(f32_gemm_name(
 
 
 @functools.lru_cache(maxsize=None)
-def f32_gemm_intrin(tile_h: int, tile_w: int, vectors: int, depth: int) -> str:
-    """Register (once) and name the tensor intrinsic of one tile over ``depth`` input channels."""
+def f32_gemm_intrin(tile_h: int, tile_w: int, vectors: int, depth: int, stride: int = 1) -> str:
+    """Register (once) and name the tensor intrinsic of one tile over ``depth`` input channels whose
+    pixels are ``stride`` input pixels apart (a strided conv's window tap: the RGB stem's, one call
+    per tap, see ``transform.pad_stem_channels``)."""
     if depth % F32_GEMM_DEPTH_STEP:
         raise ValueError(f"the fp32 GEMM microkernel needs a depth divisible by {F32_GEMM_DEPTH_STEP}, got {depth}")
     # Two steps per iteration when the depth allows: the loop's subs/bne paid per 8 depths.
     steps = 2 if depth % (2 * F32_GEMM_DEPTH_STEP) == 0 else 1
     kernel = f32_gemm_name(tile_h, tile_w, vectors, steps)
-    name = f"{kernel}_k{depth}"
+    name = f"{kernel}_k{depth}" + (f"_s{stride}" if stride > 1 else "")
+    if stride > 1 and tile_h > 1:
+        raise ValueError(f"the strided fp32 GEMM tile has one image row, got {tile_h}")
+    S, TX = T.int64(stride), T.int64((tile_w - 1) * stride + 1)
     iterations = depth // (steps * F32_GEMM_DEPTH_STEP)
     TH, TW, N, K = T.int64(tile_h), T.int64(tile_w), T.int64(4 * vectors), T.int64(depth)
 
@@ -124,34 +129,37 @@ def f32_gemm_intrin(tile_h: int, tile_w: int, vectors: int, depth: int) -> str:
             T.Cast("int32", 16 - ((tile_h - 1) * row + (tile_w - 1) * pixel) * 4), B, T.Cast("int32", sb * 4),
             T.int32(iterations))
 
+    def pixel_of(vj):
+        return vj * S if stride > 1 else vj
+
     # A tile of one image row has no row dimension: tensorize matches loops, and a unit loop has none.
     if tile_h == 1:
         @T.prim_func(s_tir=True)
         def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-            A = T.match_buffer(a, (TW, K), "float32", offset_factor=1)
+            A = T.match_buffer(a, (TX, K), "float32", offset_factor=1)
             B = T.match_buffer(b, (K, N), "float32", offset_factor=1)
             C = T.match_buffer(c, (TW, N), "float32", offset_factor=1, scope="local")
             with T.sblock("root"):
-                T.reads(C[0:TW, 0:N], A[0:TW, 0:K], B[0:K, 0:N])
+                T.reads(C[0:TW, 0:N], A[0:TX, 0:K], B[0:K, 0:N])
                 T.writes(C[0:TW, 0:N])
                 for j, n, k in T.grid(TW, N, K):
                     with T.sblock("update"):
                         vj, vn, vk = T.axis.remap("SSR", [j, n, k])
-                        C[vj, vn] = C[vj, vn] + A[vj, vk] * B[vk, vn]
+                        C[vj, vn] = C[vj, vn] + A[pixel_of(vj), vk] * B[vk, vn]
 
         @T.prim_func(s_tir=True)
         def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
             pixel = T.int64()
             sb = T.int64()
-            A = T.match_buffer(a, (TW, K), "float32", offset_factor=1, strides=[pixel, 1])
+            A = T.match_buffer(a, (TX, K), "float32", offset_factor=1, strides=[pixel, 1])
             B = T.match_buffer(b, (K, N), "float32", offset_factor=1, strides=[sb, 1])
             # Dense: the assembly loads and stores the accumulators with one vldm/vstm.
             C = T.match_buffer(c, (TW, N), "float32", offset_factor=1, scope="local")
             with T.sblock("root"):
-                T.reads(C[0:TW, 0:N], A[0:TW, 0:K], B[0:K, 0:N])
+                T.reads(C[0:TW, 0:N], A[0:TX, 0:K], B[0:K, 0:N])
                 T.writes(C[0:TW, 0:N])
                 T.evaluate(call(T.address_of(C[0, 0]), T.address_of(A[0, 0]), T.address_of(B[0, 0]),
-                                T.int64(0), pixel, sb))
+                                T.int64(0), pixel * S, sb))
     else:
         @T.prim_func(s_tir=True)
         def desc(a: T.handle, b: T.handle, c: T.handle) -> None:

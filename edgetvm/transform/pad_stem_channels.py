@@ -1,0 +1,108 @@
+"""Give an RGB stem conv a fourth, zero input channel, so that ARMv7 runs it on the NEON GEMM microkernel.
+
+A conv whose input has 3 channels (the first conv of every face CNN) is, per window tap, a GEMM of
+depth 3; the NEON microkernel (``kernels/neon_f32_gemm.py``) takes the depth 4 channels at a time,
+one 4-float load per pixel. With a zero channel appended to the input and to the weight::
+
+    conv(x, w) = conv(pad_c(x), [w | 0])        pad_c(x)[:, 3] = 0, [w | 0][:, 3] = 0
+
+exactly (the added products are 0 * 0). The stem then runs 4/3 of its multiply-accumulates, at
+0.35-0.45 instructions each on the microkernel instead of about 1.0 in the TIR schedule (measured
+in ``schedules.cpu.schedule_neon_f32_gemm``'s docstring). The channel pad is one more pass over the
+input image, which FuseOps puts beside the input's layout transpose.
+
+Only ungrouped NCHW convs with a constant OIHW weight of 3 input channels and a window larger than
+1x1 are rewritten (a 1x1 conv of depth 3 has too few multiply-accumulates to pay for the copy), and
+only when the microkernel's one-row tile divides the output (width by 4, channels by 8): the TIR
+schedule would run the added fourth of multiply-accumulates for nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_op, wildcard
+
+from ..kernels.neon_f32_gemm import F32_GEMM_TILES
+from ..relax_utils import constant_value
+from .base import GraphPass, graph_pass
+from .channel_affine import rebind
+
+# Input channels of a stem conv, and what the microkernel's depth step needs them padded to.
+STEM_CHANNELS = 3
+PADDED_CHANNELS = 4
+# The one-row tile the stem runs on (schedules.cpu.schedule_neon_f32_stem).
+TILE = F32_GEMM_TILES[0]
+
+
+@graph_pass("PadStemChannels")
+class PadStemChannels(GraphPass):
+    """``conv2d(x, w)`` with 3 input channels -> ``conv2d(pad(x, 1 channel), [w | 0])``.
+
+    After running, ``findings`` holds ``{"rewritten", "declined": [{"conv", "reason"}]}``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.data, self.weight = wildcard(), wildcard()
+        self.pattern = is_op("relax.nn.conv2d")(self.data, self.weight)
+
+    def check(self, call: relax.Call, weight: np.ndarray | None, out_shape: list[int]) -> str | None:
+        """Why this conv is not rewritten; None when it is an RGB stem with a constant weight."""
+        attrs = call.attrs
+        if weight is None or weight.ndim != 4 or weight.shape[1] != STEM_CHANNELS:
+            return "not a conv of 3 input channels with a constant weight"
+        if attrs.groups != 1 or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+            return f"groups {attrs.groups}, layout {attrs.data_layout}/{attrs.kernel_layout}: only ungrouped NCHW/OIHW"
+        if weight.shape[2] * weight.shape[3] == 1:
+            return "a 1x1 conv: too few multiply-accumulates to pay for the channel copy"
+        _, tile_w, vectors = TILE
+        if len(out_shape) != 4 or out_shape[3] % tile_w or out_shape[1] % (4 * vectors):
+            return f"output {out_shape}: the NEON stem tile needs a width divisible by {tile_w}, channels by {4 * vectors}"
+        return None
+
+    def new_findings(self) -> dict:
+        return {"rewritten": 0, "declined": []}
+
+    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
+        return _Rewriter(self, mod).rewrite(func)
+
+
+@relax.expr_functor.mutator
+class _Rewriter(relax.PyExprMutator):
+    def __init__(self, rule: PadStemChannels, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.rule = rule
+        self.changed = False
+        self.var2val = None
+
+    def rewrite(self, func: relax.Function) -> relax.Function | None:
+        self.var2val = relax.analysis.get_var2val(func)
+        new_func = self.visit_expr(func)
+        return relax.analysis.remove_all_unused(new_func) if self.changed else None
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        call = binding.value
+        if not (isinstance(call, relax.Call) and self.rule.pattern.extract_matched_expr(call, self.var2val)):
+            super().visit_var_binding_(binding)
+            return
+        weight = constant_value(call.args[1], self.var2val)
+        # A symbolic dimension (no ``value``) fails the tile check.
+        out_shape = [getattr(d, "value", -1) for d in (call.ty.shape or [])]
+        reason = self.rule.check(call, weight, out_shape)
+        if reason is not None:
+            if weight is not None and weight.ndim == 4 and weight.shape[1] == STEM_CHANNELS:
+                self.rule.findings["declined"].append({"conv": str(binding.var.name), "reason": reason})
+            super().visit_var_binding_(binding)
+            return
+        extra = PADDED_CHANNELS - STEM_CHANNELS
+        padded_weight = np.pad(weight, ((0, 0), (0, extra), (0, 0), (0, 0)))
+        data = relax.op.nn.pad(self.visit_expr(call.args[0]), [0, 0, 0, extra, 0, 0, 0, 0])
+        weight_const = relax.const(padded_weight.astype(weight.dtype))
+        rebind(self.builder_, binding.var, relax.op.nn.conv2d(
+            data, weight_const, strides=call.attrs.strides, padding=call.attrs.padding,
+            dilation=call.attrs.dilation, groups=1, data_layout="NCHW", kernel_layout="OIHW",
+            out_layout=call.attrs.out_layout, out_dtype=str(call.ty.dtype)))
+        self.rule.findings["rewritten"] += 1
+        self.changed = True
