@@ -48,7 +48,8 @@ import tvm
 from tvm import s_tir, tirx
 
 from ..kernels.neon_f32_dwconv import DWCONV_STRIDES, dwconv5_row_intrin, dwconv_intrin, zero_row_intrin
-from ..kernels.neon_f32_gemm import F32_GEMM_DEPTH_STEP, F32_GEMM_TILES, f32_gemm_intrin
+from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILES, F32_STEM_TILE, F32_STEM_WINDOWS, f32_gemm_intrin,
+                                    f32_stem_intrin)
 from .analysis import ReductionKernel, unit_stride_last, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
 
 # Set on kernels whose multiply-accumulates take one operand from a vector lane: the ARM backends
@@ -355,19 +356,21 @@ def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
 
 def schedule_neon_f32_stem(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
     """A k x k conv of 4 input channels (the RGB stem after ``transform.PadStemChannels``), NHWC x
-    HWIO, on the GEMM microkernel of depth 4 (``kernels.neon_f32_gemm``), one call per window tap::
+    HWIO, on the GEMM microkernel (``kernels.neon_f32_gemm.f32_stem_intrin``): per tile of 4 pixels
+    and 8 channels one assembly loop over the whole window, the accumulators in registers::
 
         pad = zero-padded x                                   # its own vectorized pass
         for n, h, w_o, c_o:
           acc[4, 8] = 0
-          for ky, kx:                                         # microkernel, depth 4, pixels s apart
+          for ky: for kx:                                     # microkernel, depth 4 per tap
             acc += pad[n, h*s + ky, (w_o*4 + 0:4)*s + kx, 0:4] @ wt[ky, kx, 0:4, c_o*8 : +8]
           out[tile] = tail(acc)
 
-    Each call: 8 accumulators in and out (``vldm``/``vstm``), 4 pixel and 4 weight loads, 32
-    ``vmla.f32 q, q, d[x]``: 43 instructions per 128 multiply-accumulates, of which 96 are the
-    model's (0.45 per MAC). None for other kernels, or when the width is not a multiple of 4 or the
-    output channels of 8.
+    Per tap 4 pixel and 4 weight loads and 32 ``vmla.f32 q, q, d[x]`` (40 instructions per 128
+    multiply-accumulates, 96 of them the model's: 0.42 per MAC), per window row ``subs``/``bne``.
+    Measured worse: one microkernel call per tap (the accumulators through memory with a 16-register
+    ``vldm``/``vstm`` per tap): MobileFaceNet's stem 3.83 M instructions, 8.65 M a7 cycles. None for
+    other kernels, or when the width is not a multiple of 4 or the output channels of 8.
     """
     sch = s_tir.Schedule(func)
     parts = _neon_conv_parts(sch, config, "conv2d")
@@ -376,8 +379,10 @@ def schedule_neon_f32_stem(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     kernel, main, tail, padded = parts
     kh, kw, depth = (kernel.extents[i] for i in kernel.reduction)
     height, width, channels = (kernel.extents[i] for i in kernel.spatial[1:])
-    tile_h, tile_w, vectors = F32_GEMM_TILES[0]  # transform.PadStemChannels pads only for this tile
-    if depth != F32_GEMM_DEPTH_STEP or kh * kw == 1 or width % tile_w or channels % (4 * vectors):
+    _, tile_w, vectors = F32_STEM_TILE  # transform.PadStemChannels pads only for this tile
+    if depth != F32_GEMM_DEPTH_STEP or kh * kw == 1 or kw not in F32_STEM_WINDOWS:
+        return None
+    if width % tile_w or channels % (4 * vectors):
         return None
     stride = _window_stride(sch, main, kernel)
     if stride is None:
@@ -388,20 +393,20 @@ def schedule_neon_f32_stem(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     w_o, w_i = sch.split(w, [None, tile_w])
     c_o, c_i = sch.split(c, [None, 4 * vectors])
     tile_loops = [n, h, w_o, c_o]
-    sch.reorder(*tile_loops, ry, rx, w_i, c_i, rc)
+    sch.reorder(*tile_loops, w_i, c_i, ry, rx, rc)
     sch.reverse_compute_at(tail, c_o, preserve_unit_loops=True)
     _unroll_and_vectorize(sch, sch.get_loops(tail)[len(tile_loops):], config.lanes)
     if config.parallel and height * width * channels >= PARALLEL_MIN_ELEMENTS:
         tile_loops = [sch.fuse(n, h, w_o), c_o]
         sch.parallel(tile_loops[0])
-    init = sch.decompose_reduction(main, ry)
+    init = sch.decompose_reduction(main, w_i)
     _unroll_and_vectorize(sch, sch.get_loops(init)[len(tile_loops):], config.lanes)
     sch.set_scope(main, 0, "local")
-    sch.tensorize(w_i, f32_gemm_intrin(tile_h, tile_w, vectors, depth, stride))
+    sch.tensorize(sch.get_loops(main)[len(tile_loops)], f32_stem_intrin(kh, kw, stride))
     for block in padded:
         _schedule_spatial_block(sch, block, config)
     return ScheduleResult(sch.mod["main"], f"neon-stem:{kernel.kind}",
-                          f"{kh}x{kw} stride {stride}, tile {tile_h}x{tile_w}x{4 * vectors} depth-4 microkernel per tap, "
+                          f"{kh}x{kw} stride {stride}, tile 1x{tile_w}x{4 * vectors} microkernel over the window, "
                           f"{kernel.macs} MAC")
 
 

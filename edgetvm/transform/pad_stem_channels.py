@@ -11,7 +11,7 @@ exactly (the added products are 0 * 0). The stem then runs 4/3 of its multiply-a
 in ``schedules.cpu.schedule_neon_f32_gemm``'s docstring). The channel pad is one more pass over the
 input image, which FuseOps puts beside the input's layout transpose.
 
-Only ungrouped NCHW convs with a constant OIHW weight of 3 input channels and a window larger than
+Only ungrouped 2-d convs (NCHW or NHWC) with a constant weight of 3 input channels and a window larger than
 1x1 are rewritten (a 1x1 conv of depth 3 has too few multiply-accumulates to pay for the copy), and
 only when the microkernel's one-row tile divides the output (width by 4, channels by 8): the TIR
 schedule would run the added fourth of multiply-accumulates for nothing.
@@ -24,7 +24,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from ..kernels.neon_f32_gemm import F32_GEMM_TILES
+from ..kernels.neon_f32_gemm import F32_STEM_TILE, F32_STEM_WINDOWS
 from ..relax_utils import constant_value
 from .base import GraphPass, graph_pass
 from .channel_affine import rebind
@@ -33,7 +33,7 @@ from .channel_affine import rebind
 STEM_CHANNELS = 3
 PADDED_CHANNELS = 4
 # The one-row tile the stem runs on (schedules.cpu.schedule_neon_f32_stem).
-TILE = F32_GEMM_TILES[0]
+TILE = F32_STEM_TILE
 
 
 @graph_pass("PadStemChannels")
@@ -49,16 +49,24 @@ class PadStemChannels(GraphPass):
         self.pattern = is_op("relax.nn.conv2d")(self.data, self.weight)
 
     def check(self, call: relax.Call, weight: np.ndarray | None, out_shape: list[int]) -> str | None:
-        """Why this conv is not rewritten; None when it is an RGB stem with a constant weight."""
+        """Why this conv is not rewritten; None when it is an RGB stem with a constant weight whose
+        output the NEON stem tile divides."""
         attrs = call.attrs
-        if weight is None or weight.ndim != 4 or weight.shape[1] != STEM_CHANNELS:
+        data_layout, kernel_layout = str(attrs.data_layout), str(attrs.kernel_layout)
+        if sorted(data_layout) != sorted("NCHW") or sorted(kernel_layout) != sorted("OIHW"):
+            return f"layout {data_layout}/{kernel_layout}: only 2-d NCHW or NHWC with a plain kernel layout"
+        if weight is None or weight.ndim != 4 or weight.shape[kernel_layout.index("I")] != STEM_CHANNELS:
             return "not a conv of 3 input channels with a constant weight"
-        if attrs.groups != 1 or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
-            return f"groups {attrs.groups}, layout {attrs.data_layout}/{attrs.kernel_layout}: only ungrouped NCHW/OIHW"
-        if weight.shape[2] * weight.shape[3] == 1:
+        if attrs.groups != 1:
+            return f"groups {attrs.groups}: only ungrouped convs"
+        kh, kw = weight.shape[kernel_layout.index("H")], weight.shape[kernel_layout.index("W")]
+        if kh * kw == 1:
             return "a 1x1 conv: too few multiply-accumulates to pay for the channel copy"
+        if kw not in F32_STEM_WINDOWS:
+            return f"a window {kw} wide: the NEON stem microkernel exists for {list(F32_STEM_WINDOWS)}"
         _, tile_w, vectors = TILE
-        if len(out_shape) != 4 or out_shape[3] % tile_w or out_shape[1] % (4 * vectors):
+        out_layout = str(attrs.out_layout or data_layout)
+        if len(out_shape) != 4 or out_shape[out_layout.index("W")] % tile_w or out_shape[out_layout.index("C")] % (4 * vectors):
             return f"output {out_shape}: the NEON stem tile needs a width divisible by {tile_w}, channels by {4 * vectors}"
         return None
 
@@ -92,17 +100,19 @@ class _Rewriter(relax.PyExprMutator):
         out_shape = [getattr(d, "value", -1) for d in (call.ty.shape or [])]
         reason = self.rule.check(call, weight, out_shape)
         if reason is not None:
-            if weight is not None and weight.ndim == 4 and weight.shape[1] == STEM_CHANNELS:
+            if not reason.startswith("not a conv of 3"):
                 self.rule.findings["declined"].append({"conv": str(binding.var.name), "reason": reason})
             super().visit_var_binding_(binding)
             return
+        attrs = call.attrs
         extra = PADDED_CHANNELS - STEM_CHANNELS
-        padded_weight = np.pad(weight, ((0, 0), (0, extra), (0, 0), (0, 0)))
-        data = relax.op.nn.pad(self.visit_expr(call.args[0]), [0, 0, 0, extra, 0, 0, 0, 0])
-        weight_const = relax.const(padded_weight.astype(weight.dtype))
+        weight_pad = [(0, extra if axis == "I" else 0) for axis in str(attrs.kernel_layout)]
+        data_pad = [edge for axis in str(attrs.data_layout) for edge in (0, extra if axis == "C" else 0)]
+        data = relax.op.nn.pad(self.visit_expr(call.args[0]), data_pad)
+        weight_const = relax.const(np.pad(weight, weight_pad).astype(weight.dtype))
         rebind(self.builder_, binding.var, relax.op.nn.conv2d(
-            data, weight_const, strides=call.attrs.strides, padding=call.attrs.padding,
-            dilation=call.attrs.dilation, groups=1, data_layout="NCHW", kernel_layout="OIHW",
-            out_layout=call.attrs.out_layout, out_dtype=str(call.ty.dtype)))
+            data, weight_const, strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation, groups=1,
+            data_layout=attrs.data_layout, kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout,
+            out_dtype=str(call.ty.dtype)))
         self.rule.findings["rewritten"] += 1
         self.changed = True

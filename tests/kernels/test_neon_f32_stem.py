@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import edgetvm
-from edgetvm.kernels.neon_f32_gemm import f32_gemm_intrin
+from edgetvm.kernels.neon_f32_gemm import f32_gemm_asm, f32_stem_intrin
 
 from ..schedules.nets import NetBuilder
 from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule
@@ -36,9 +36,19 @@ def stem_net(cout: int, h: int, w: int, k: int, stride: int, seed: int = 0):
     return model, reference
 
 
-def test_strided_tile_is_only_for_one_image_row():
-    with pytest.raises(ValueError, match="one image row"):
-        f32_gemm_intrin(2, 2, 2, 4, stride=2)
+def test_stem_loop_is_one_window_row_then_the_next():
+    lines = f32_gemm_asm(1, 4, 2, 3, window_row=True)
+    loop = lines[lines.index("1:") + 1:lines.index("subs $7, $7, #1")]
+    pixel_loads = [line for line in loop if line.startswith("vld1.32 {d") and "[$1" in line]
+    # 3 taps of 4 pixels: a tap's last pixel steps to the next tap ($4), the row's last to the next row ($3).
+    assert [line.rsplit(", ", 1)[1] for line in pixel_loads] == ["$2", "$2", "$2", "$4"] * 2 + ["$2", "$2", "$2", "$3"]
+    assert len([line for line in loop if line.startswith("vmla.f32")]) == 3 * 32
+    assert lines[0].startswith("vldmia") and lines[-1].startswith("vstmia")
+
+
+def test_stem_windows_wider_than_the_registered_kernels_are_refused():
+    with pytest.raises(ValueError, match="windows 2 to 7 wide"):
+        f32_stem_intrin(9, 9, 2)
 
 
 @pytest.mark.parametrize("cout,w", [(12, 16), (16, 14)])

@@ -84,3 +84,24 @@ def test_padded_stem_computes_the_same(rng):
     after, _ = run_pass(before)
     x = rng.standard_normal((1, 3, 16, 16)).astype("float32")
     np.testing.assert_allclose(run_relax(after, x), run_relax(before, x), rtol=1e-6, atol=1e-6)
+
+
+@I.ir_module
+class StemNHWC:
+    """How the TFLite importer writes a stem: NHWC activations, OHWI weight."""
+
+    @R.function
+    def main(x: R.Tensor((1, 16, 16, 3), "float32"), w: R.Tensor((8, 5, 5, 3), "float32")):
+        with R.dataflow():
+            y = R.nn.conv2d(x, w, strides=[2, 2], padding=[1, 1, 2, 2], data_layout="NHWC", kernel_layout="OHWI")
+            R.output(y)
+        return y
+
+
+def test_channels_last_stem_is_padded_on_its_channel_axes(rng):
+    before = bind(StemNHWC, w=rng.standard_normal((8, 5, 5, 3)).astype("float32"))
+    after, findings = run_pass(before)
+    assert findings["rewritten"] == 1
+    assert list(after["main"].body.blocks[0].bindings[-1].value.args[1].value.numpy().shape) == [8, 5, 5, 4]
+    x = rng.standard_normal((1, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(run_relax(after, x), run_relax(before, x), rtol=1e-6, atol=1e-6)
