@@ -16,7 +16,7 @@ from edgetvm.kernels.neon_f32_dwconv import (DWCONV5_PIXELS, DWCONV_PIXELS, dwco
                                              dwconv_name, zero_row_asm)
 
 from ..schedules.nets import NetBuilder
-from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule
+from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule, window_conv_reference
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -107,20 +107,13 @@ def depthwise_net(c: int, h: int, w: int, stride: int, residual: bool = False, s
     y = b.prelu(b.conv("input", c, c, k, stride, groups=c), c)
     if residual:
         y = b.node("Add", [y, "input"])
-    pad = k // 2
-    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     model = b.build(y, (1, c, ho, wo))
     consts = {t.name: np.frombuffer(t.raw_data, np.float32).reshape(t.dims) for t in model.graph.initializer}
     weight, bias, slope = (consts[n].astype(np.float64) for n in [*model.graph.node[0].input[1:], model.graph.node[1].input[1]])
 
     def reference(x: np.ndarray) -> np.ndarray:
-        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-        out = np.zeros((1, c, ho, wo)) + bias.reshape(1, -1, 1, 1)
-        for ky in range(k):
-            for kx in range(k):
-                window = xp[:, :, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
-                out += window * weight[:, 0, ky, kx].reshape(1, -1, 1, 1)
-        out = np.where(out > 0, out, out * slope.reshape(1, -1, 1, 1))
+        out = window_conv_reference(x, weight, bias, slope, stride, depthwise=True)
         return out + x if residual else out
 
     return model, reference

@@ -11,27 +11,20 @@ import edgetvm
 from edgetvm.kernels.neon_f32_gemm import f32_gemm_asm, f32_stem_intrin
 
 from ..schedules.nets import NetBuilder
-from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule
+from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule, window_conv_reference
 
 
 def stem_net(cout: int, h: int, w: int, k: int, stride: int, seed: int = 0):
     """k x k conv of 3 channels (pad k // 2) + bias + PReLU, and a float64 numpy reference of it."""
     b = NetBuilder((1, 3, h, w), seed=seed)
     y = b.prelu(b.conv("input", 3, cout, k, stride), cout)
-    pad = k // 2
-    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     model = b.build(y, (1, cout, ho, wo))
     consts = {t.name: np.frombuffer(t.raw_data, np.float32).reshape(t.dims) for t in model.graph.initializer}
     weight, bias, slope = (consts[n].astype(np.float64) for n in [*model.graph.node[0].input[1:], model.graph.node[1].input[1]])
 
     def reference(x: np.ndarray) -> np.ndarray:
-        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-        out = np.zeros((1, cout, ho, wo)) + bias.reshape(1, -1, 1, 1)
-        for ky in range(k):
-            for kx in range(k):
-                window = xp[:, :, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
-                out += np.einsum("nchw,oc->nohw", window, weight[:, :, ky, kx])
-        return np.where(out > 0, out, out * slope.reshape(1, -1, 1, 1))
+        return window_conv_reference(x, weight, bias, slope, stride, depthwise=False)
 
     return model, reference
 
