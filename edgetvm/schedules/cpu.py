@@ -341,15 +341,7 @@ def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     c_o, c_i = sch.split(c, [None, 4 * vectors])
     tile_loops = [n, h_o, w_o, c_o]
     sch.reorder(*tile_loops, ry, rx, *([h_i] if h_i is not None else []), w_i, c_i, rc)
-    sch.reverse_compute_at(tail, c_o, preserve_unit_loops=True)
-    _unroll_and_vectorize(sch, sch.get_loops(tail)[len(tile_loops):], config.lanes)
-    # Loop kinds before decompose_reduction, as in schedule_register_tiled.
-    if config.parallel and height * width * channels >= PARALLEL_MIN_ELEMENTS:
-        tile_loops = [sch.fuse(n, h_o, w_o), c_o]
-        sch.parallel(tile_loops[0])
-    init = sch.decompose_reduction(main, ry)
-    _unroll_and_vectorize(sch, sch.get_loops(init)[len(tile_loops):], config.lanes)
-    sch.set_scope(main, 0, "local")
+    _gemm_tile_tail_and_init(sch, main, tail, tile_loops, ry, config, height * width * channels)
     sch.tensorize(h_i if h_i is not None else w_i, f32_gemm_intrin(tile_h, tile_w, vectors, depth))
     return ScheduleResult(sch.mod["main"], f"neon-gemm:{kernel.kind}",
                           f"tile {tile_h}x{tile_w}x{4 * vectors} microkernel, {kernel.macs} MAC")
@@ -394,20 +386,31 @@ def schedule_neon_f32_stem(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     c_o, c_i = sch.split(c, [None, 4 * vectors])
     tile_loops = [n, h, w_o, c_o]
     sch.reorder(*tile_loops, w_i, c_i, ry, rx, rc)
-    sch.reverse_compute_at(tail, c_o, preserve_unit_loops=True)
-    _unroll_and_vectorize(sch, sch.get_loops(tail)[len(tile_loops):], config.lanes)
-    if config.parallel and height * width * channels >= PARALLEL_MIN_ELEMENTS:
-        tile_loops = [sch.fuse(n, h, w_o), c_o]
-        sch.parallel(tile_loops[0])
-    init = sch.decompose_reduction(main, w_i)
-    _unroll_and_vectorize(sch, sch.get_loops(init)[len(tile_loops):], config.lanes)
-    sch.set_scope(main, 0, "local")
-    sch.tensorize(sch.get_loops(main)[len(tile_loops)], f32_stem_intrin(kh, kw, stride))
+    outer = _gemm_tile_tail_and_init(sch, main, tail, tile_loops, w_i, config, height * width * channels)
+    sch.tensorize(sch.get_loops(main)[outer], f32_stem_intrin(kh, kw, stride))
     for block in padded:
         _schedule_spatial_block(sch, block, config)
     return ScheduleResult(sch.mod["main"], f"neon-stem:{kernel.kind}",
                           f"{kh}x{kw} stride {stride}, tile 1x{tile_w}x{4 * vectors} microkernel over the window, "
                           f"{kernel.macs} MAC")
+
+
+def _gemm_tile_tail_and_init(sch: s_tir.Schedule, main, tail, tile_loops: list, first_inner, config: CpuScheduleConfig,
+                             outputs: int) -> int:
+    """The part the GEMM microkernel schedules share once their loops are ``tile_loops`` (n, rows,
+    column tiles, channel tiles) then the tile: the tail computed per tile, unrolled and vectorized;
+    the pixel tiles parallel when the kernel is large enough; the accumulators zeroed before
+    ``first_inner`` and kept local. Returns how many loops are left outside the tile."""
+    sch.reverse_compute_at(tail, tile_loops[-1], preserve_unit_loops=True)
+    _unroll_and_vectorize(sch, sch.get_loops(tail)[len(tile_loops):], config.lanes)
+    # Loop kinds before decompose_reduction, as in schedule_register_tiled.
+    if config.parallel and outputs >= PARALLEL_MIN_ELEMENTS:
+        tile_loops = [sch.fuse(*tile_loops[:-1]), tile_loops[-1]]
+        sch.parallel(tile_loops[0])
+    init = sch.decompose_reduction(main, first_inner)
+    _unroll_and_vectorize(sch, sch.get_loops(init)[len(tile_loops):], config.lanes)
+    sch.set_scope(main, 0, "local")
+    return len(tile_loops)
 
 
 # Output pixels of a depthwise row's tail per iteration (see schedule_neon_f32_dwconv).
