@@ -4,6 +4,8 @@ Every kernel is scheduled by the first rule that applies:
 
 0. :func:`schedule_neon_f32_gemm` on ARMv7 for a stride-1 1x1 conv: per tile, the whole channel
    reduction is one hand-scheduled assembly loop (``kernels/neon_f32_gemm.py``), then the tail;
+   :func:`schedule_neon_f32_stem` for the RGB stem padded to 4 channels (``transform.PadStemChannels``):
+   the same tile, one assembly loop over the whole window;
    :func:`schedule_neon_f32_dwconv` for a depthwise 3x3 or 5x5 conv at stride 1 or 2: per output
    row and 4 channels one assembly loop (5x5: one per window row; ``kernels/neon_f32_dwconv.py``),
    then the row's tail.
