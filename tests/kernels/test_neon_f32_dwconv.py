@@ -19,44 +19,33 @@ from ..schedules.nets import NetBuilder
 from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule, window_conv_reference
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_loop_step_is_column_loads_and_multiply_accumulates_only(stride):
-    lines = dwconv_asm(stride, 2 * DWCONV_PIXELS)
-    loop = lines[lines.index("1:") + 1:lines.index("subs $5, $5, #1")]
-    loads = [line for line in loop if line.startswith("vld1.32")]
-    macs = [line for line in loop if line.startswith("vmla.f32")]
-    # The 4 accumulators in and out with one vldm/vstm, each window row's columns loaded once,
-    # 9 taps per pixel, nothing else.
-    assert loop[0] == "vldmia $0, {d0-d7}" and loop[-1] == "vstmia $0!, {d0-d7}"
-    assert len(loads) == 3 * dwconv_columns(stride, DWCONV_PIXELS) and len(macs) == 9 * DWCONV_PIXELS
-    assert len(loop) == len(loads) + len(macs) + 2
-    taps = set()
-    for line in macs:
-        acc, column, weight = map(int, re.fullmatch(r"vmla\.f32 q(\d), q(\d+), q(\d+)", line).groups())
-        # Accumulators q0-q3, input columns q4-q6, the 9 weights q7-q15, never mixed up.
-        assert acc < 4 and 4 <= column <= 6 and 7 <= weight <= 15
-        taps.add((acc, weight))
-    assert len(taps) == 9 * DWCONV_PIXELS
+# (asm of an output row, pixels per group, window rows per call, taps per row, weights' first q, the
+# loop counter): the 3x3 kernel (accumulators q0-q3, columns q4-q6, 9 weights q7-q15) and the 5x5
+# window-row one (q0-q7, q8-q10, 5 weights q11-q15).
+KERNELS = {"3x3": (dwconv_asm, DWCONV_PIXELS, 3, 3, 7, "$5"), "5x5 row": (dwconv5_row_asm, DWCONV5_PIXELS, 1, 5, 11, "$4")}
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_5x5_row_loop_step_is_column_loads_and_multiply_accumulates_only(stride):
-    lines = dwconv5_row_asm(stride, 2 * DWCONV5_PIXELS)
-    assert len([line for line in lines[:lines.index("1:")] if line.startswith("vld1.32")]) == 5
-    loop = lines[lines.index("1:") + 1:lines.index("subs $4, $4, #1")]
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_loop_step_is_column_loads_and_multiply_accumulates_only(kernel, stride):
+    asm, pixels, rows, taps, first_weight, counter = KERNELS[kernel]
+    lines = asm(stride, 2 * pixels)
+    assert len([line for line in lines[:lines.index("1:")] if line.startswith("vld1.32")]) == rows * taps
+    loop = lines[lines.index("1:") + 1:lines.index(f"subs {counter}, {counter}, #1")]
     loads = [line for line in loop if line.startswith("vld1.32")]
     macs = [line for line in loop if line.startswith("vmla.f32")]
-    # 8 accumulators in and out with one vldm/vstm each, the row's columns loaded once, 5 taps per pixel.
-    assert loop[0] == "vldmia $0, {d0-d15}" and loop[-1] == "vstmia $0!, {d0-d15}"
-    assert len(loads) == dwconv_columns(stride, DWCONV5_PIXELS, 5) and len(macs) == 5 * DWCONV5_PIXELS
+    # The accumulators in and out with one vldm/vstm, each window row's columns loaded once, every
+    # tap of every pixel once, nothing else.
+    assert loop[0] == f"vldmia $0, {{d0-d{2 * pixels - 1}}}" and loop[-1] == f"vstmia $0!, {{d0-d{2 * pixels - 1}}}"
+    assert len(loads) == rows * dwconv_columns(stride, pixels, taps) and len(macs) == rows * taps * pixels
     assert len(loop) == len(loads) + len(macs) + 2
-    taps = set()
+    used = set()
     for line in macs:
         acc, column, weight = map(int, re.fullmatch(r"vmla\.f32 q(\d+), q(\d+), q(\d+)", line).groups())
-        # Accumulators q0-q7, input columns q8-q10, the 5 weights q11-q15.
-        assert acc < 8 and 8 <= column <= 10 and 11 <= weight <= 15
-        taps.add((acc, weight))
-    assert len(taps) == 5 * DWCONV5_PIXELS
+        # Accumulators, the 3 rotating input columns and the weights never mixed up.
+        assert acc < pixels and pixels <= column < first_weight == pixels + 3 and first_weight <= weight <= 15
+        used.add((acc, weight))
+    assert len(used) == rows * taps * pixels
 
 
 def test_5x5_row_of_width_not_multiple_of_8_ends_with_a_shorter_group():
