@@ -1,5 +1,6 @@
-"""The ARMv7 NEON fp32 depthwise 3x3 conv microkernel (channels last, stride 1 or 2), as a TIR tensor
-intrinsic whose body calls a function that ``backends.neon_microkernels`` defines in inline assembly.
+"""The ARMv7 NEON fp32 depthwise 3x3 and 5x5 conv microkernels (channels last, stride 1 or 2), as TIR
+tensor intrinsics whose bodies call functions that ``backends.neon_microkernels`` defines in inline
+assembly.
 
 One call computes one output row of ``width`` pixels for 4 channels::
 
@@ -42,6 +43,27 @@ pixel (1.07 instead of 1.00): it is unrolled. Keeping the 2 overlapping columns 
 the next group (12 loads per group instead of 18) needs 6 more registers than the 16 q registers
 hold beside 9 weights and 4 accumulators; two output rows per call (ncnn's ``convdw3x3s1``, 16
 loads per 4 pixels on a 2x2 tile) saves 2 loads per group: not tried.
+
+5x5 (MediaPipe's BlazeFace, FaceMesh, Iris, hand and palm models): 25 weights do not fit beside any
+accumulators, so one call computes one *window row* (``dwconv5_row_*``) and the schedule loops over
+the 5 window rows around it::
+
+    C[x, c] += sum_{kx < 5} A[0, x * stride + kx, c] * B[0, kx, 0, c]      x < width, c < 4
+
+    q11-q15  the row's 5 weights, loaded once per call
+    q0-q7    accumulators of 8 output pixels
+    q8-q10   input columns, rotating (one feeds up to 5 accumulators)
+
+Per group of 8 output pixels (``7 * s + 5`` column loads, 12 or 19)::
+
+    vldmia c, {d0-d15}; vld1.32 x (7s + 5); vmla.f32 x 40; vstmia c!, {d0-d15}; subs; bne
+
+Stride 1: 56 instructions per 160 multiply-accumulates, 0.35 per MAC, (16 + 24 + 80 + 16 + 2) / 160
+= 0.86 a7 cycles per MAC (a 16-register vldm/vstm costs 16 on the A7 model); stride 2: 63, 0.39 per
+MAC, 0.95 a7 cycles. The accumulators go through memory once per window row instead of once per
+output row. Not tried: the whole window per call with each weight row reloaded per group (5 weight
+loads per row of 8 pixels: about 0.36 instructions and 0.76 a7 cycles per MAC, but 9 general
+registers of operands and a loop counter live at once); 4-pixel groups cost 0.40 and 0.93.
 """
 
 from __future__ import annotations
@@ -57,6 +79,8 @@ from .neon_asm import inline_asm_definition
 # Output pixels per step of the assembly loop (q0-q3).
 DWCONV_PIXELS = 4
 DWCONV_STRIDES = (1, 2)
+# Output pixels per step of the 5x5 window-row loop (q0-q7).
+DWCONV5_PIXELS = 8
 # Operands: $0 C, $1 x (window row 0, column 0), $2 x's step to the next column, $3 from a window
 # row's last column to the next row's first, $4 from the last row's last column to the next group's
 # first column, $5 w, $6 w's step to the next column, $7 from a weight row's last column to the next
@@ -68,29 +92,32 @@ def dwconv_name(stride: int, width: int) -> str:
     return f"edgetvm_neon_f32_dwconv3x3_s{stride}_w{width}"
 
 
-def dwconv_columns(stride: int, pixels: int) -> int:
-    """Input columns a group of ``pixels`` output pixels reads per window row."""
-    return (pixels - 1) * stride + 3
+def dwconv_columns(stride: int, pixels: int, taps: int = 3) -> int:
+    """Input columns a group of ``pixels`` output pixels reads per window row of ``taps`` columns."""
+    return (pixels - 1) * stride + taps
 
 
 def _q(reg: int) -> str:
     return f"{{d{2 * reg}-d{2 * reg + 1}}}"
 
 
-def _group(stride: int, pixels: int, last_row_step: str | None) -> list[str]:
-    """Loads and multiply-accumulates of ``pixels`` output pixels; loads one column ahead of its use."""
-    columns = dwconv_columns(stride, pixels)
+def _group(stride: int, pixels: int, last_row_step: str | None, taps: int = 3, rows: int = 3) -> list[str]:
+    """Loads and multiply-accumulates of ``pixels`` output pixels over ``rows`` window rows of ``taps``
+    columns; loads one column ahead of its use. Registers: the accumulators from q0, then 3 rotating
+    input columns, then the window weights (``taps * ky + kx`` after the columns)."""
+    columns = dwconv_columns(stride, pixels, taps)
+    first_column = DWCONV_PIXELS if taps == 3 else DWCONV5_PIXELS
     loads, macs = [], []
-    for ky in range(3):
+    for ky in range(rows):
         for j in range(columns):
-            step = "$2" if j < columns - 1 else ("$3" if ky < 2 else last_row_step)
-            column = 4 + len(loads) % 3
+            step = "$2" if j < columns - 1 else ("$3" if ky < rows - 1 else last_row_step)
+            column = first_column + len(loads) % 3
             loads.append(f"vld1.32 {_q(column)}, [$1 :128]" + (f", {step}" if step else ""))
             ops = []
             for p in range(pixels):
                 kx = j - p * stride
-                if 0 <= kx <= 2:
-                    ops.append(f"vmla.f32 q{p}, q{column}, q{7 + 3 * ky + kx}")
+                if 0 <= kx < taps:
+                    ops.append(f"vmla.f32 q{p}, q{column}, q{first_column + 3 + taps * ky + kx}")
             macs.append(ops)
     lines = [loads[0]]
     for k in range(len(loads)):
@@ -187,7 +214,92 @@ def dwconv_intrin(stride: int, width: int) -> str:
     return name
 
 
+def dwconv5_row_name(stride: int, width: int) -> str:
+    return f"edgetvm_neon_f32_dwconv5x5row_s{stride}_w{width}"
+
+
+# Operands of the 5x5 window-row kernel: $0 C, $1 x (column 0), $2 x's step to the next column, $3
+# from a group's last column to the next group's first, $4 w, $5 w's step to the next column; after
+# the weights are loaded $4 and $5 are the loop counter.
+_ROW_OPERANDS = ("ptr %c", "ptr %x", "i32 %xs", "i32 %xg", "ptr %w", "i32 %ws")
+
+
+def dwconv5_row_asm(stride: int, width: int) -> list[str]:
+    """The assembly of one window row of a 5x5 depthwise conv over an output row of ``width`` pixels
+    (operands: see ``_ROW_OPERANDS``): 5 weights in q11-q15, 8 accumulators q0-q7, columns q8-q10."""
+    groups, rest = divmod(width, DWCONV5_PIXELS)
+    lines = [f"vld1.32 {_q(DWCONV5_PIXELS + 3 + i)}, [$4 :128]" + (", $5" if i < 4 else "") for i in range(5)]
+    if groups:
+        lines += [f"mov $4, #{groups}", "1:", _accumulators("vldmia $0", DWCONV5_PIXELS),
+                  *_group(stride, DWCONV5_PIXELS, "$3", taps=5, rows=1),
+                  _accumulators("vstmia $0!", DWCONV5_PIXELS), "subs $4, $4, #1", "bne 1b"]
+    if rest:
+        lines += [_accumulators("vldmia $0", rest), *_group(stride, rest, None, taps=5, rows=1),
+                  _accumulators("vstmia $0!", rest)]
+    return lines
+
+
+@functools.lru_cache(maxsize=None)
+def dwconv5_row_definition(stride: int, width: int) -> str:
+    """The LLVM IR definition of the 5x5 window-row microkernel of an output row of ``width`` pixels."""
+    return inline_asm_definition(dwconv5_row_name(stride, width), _ROW_OPERANDS, dwconv5_row_asm(stride, width))
+
+
+@functools.lru_cache(maxsize=None)
+def dwconv5_row_intrin(stride: int, width: int) -> str:
+    """Register (once) and name the tensor intrinsic of one window row of a 5x5 depthwise conv::
+
+        C[x, c] += sum_{kx < 5} A[0, x * stride + kx, c] * B[0, kx, 0, c]      x < width, c < 4
+    """
+    if stride not in DWCONV_STRIDES:
+        raise ValueError(f"the depthwise 5x5 microkernel takes stride 1 or 2, got {stride}")
+    kernel = dwconv5_row_name(stride, width)
+    name = f"{kernel}_intrin"
+    W, S, X = T.int64(width), T.int64(stride), T.int64(dwconv_columns(stride, width, 5))
+    # From the loop's last column of a group back (or on) to the next group's first.
+    back = T.int64(DWCONV5_PIXELS * stride - dwconv_columns(stride, DWCONV5_PIXELS, 5) + 1)
+
+    def column(vx, vkx):
+        return vx * S + vkx if stride > 1 else vx + vkx
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (T.int64(1), X, T.int64(4)), "float32", offset_factor=1)
+        B = T.match_buffer(b, (T.int64(1), T.int64(5), T.int64(1), T.int64(4)), "float32", offset_factor=1)
+        C = T.match_buffer(c, (W, T.int64(4)), "float32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:W, 0:4], A[0:1, 0:X, 0:4], B[0:1, 0:5, 0:1, 0:4])
+            T.writes(C[0:W, 0:4])
+            for x, ch, kx in T.grid(W, T.int64(4), T.int64(5)):
+                with T.sblock("update"):
+                    vx, vc, vkx = T.axis.remap("SSR", [x, ch, kx])
+                    T.reads(C[vx, vc], A[0, column(vx, vkx), vc], B[0, vkx, 0, vc])
+                    T.writes(C[vx, vc])
+                    C[vx, vc] = C[vx, vc] + A[0, column(vx, vkx), vc] * B[0, vkx, 0, vc]
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        row = T.int64()
+        pixel = T.int64()
+        brow = T.int64()
+        bpixel = T.int64()
+        A = T.match_buffer(a, (T.int64(1), X, T.int64(4)), "float32", offset_factor=1, strides=[row, pixel, 1])
+        B = T.match_buffer(b, (T.int64(1), T.int64(5), T.int64(1), T.int64(4)), "float32", offset_factor=1,
+                           strides=[brow, bpixel, bpixel, 1])
+        C = T.match_buffer(c, (W, T.int64(4)), "float32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:W, 0:4], A[0:1, 0:X, 0:4], B[0:1, 0:5, 0:1, 0:4])
+            T.writes(C[0:W, 0:4])
+            T.evaluate(T.call_extern(
+                "int32", kernel, T.address_of(C[0, 0]), T.address_of(A[0, 0, 0]), T.Cast("int32", pixel * 4),
+                T.Cast("int32", back * pixel * 4), T.address_of(B[0, 0, 0, 0]), T.Cast("int32", bpixel * 4)))
+
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
+
 _NAME = re.compile(r"edgetvm_neon_f32_dwconv3x3_s(\d+)_w(\d+)")
+_ROW_NAME = re.compile(r"edgetvm_neon_f32_dwconv5x5row_s(\d+)_w(\d+)")
 _ZERO_NAME = re.compile(r"edgetvm_neon_f32_zero_row_w(\d+)")
 
 
@@ -196,6 +308,9 @@ def dwconv_definition_of(name: str) -> str | None:
     match = _NAME.fullmatch(name)
     if match:
         return dwconv_definition(int(match.group(1)), int(match.group(2)))
+    match = _ROW_NAME.fullmatch(name)
+    if match:
+        return dwconv5_row_definition(int(match.group(1)), int(match.group(2)))
     match = _ZERO_NAME.fullmatch(name)
     return inline_asm_definition(name, ("ptr %c",), zero_row_asm(int(match.group(1)))) if match else None
 

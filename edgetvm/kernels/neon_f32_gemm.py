@@ -40,6 +40,13 @@ worse (MobileFaceNet): the 14-wide stages on 1x7x4 tiles instead of 2x2x8, 95.5 
 against 91.2 M; a call to the microkernel instead of its statement inlined at the call site
 (``backends.neon_microkernels``), 91.2 M against 90.6 M (the callee saves d8-d15 per tile).
 No ``pld``: qemu and the issue-cycle estimate cannot see a prefetch, the instruction count can.
+
+The RGB stem (``f32_stem_intrin``; its input padded to 4 channels by ``transform.PadStemChannels``)
+runs the 1x4x8 tile with each window tap one step of depth 4: the tap's 4 pixels ``stride`` apart
+($2 = stride pixels), the last pixel stepping to the next tap ($4) or, after a window row's last
+tap, to the next window row ($3); the loop runs once per window row (``_win<kw>``: ``kw`` steps
+per iteration). The weight is the dense HWIO constant, so its pointer steps one row per depth
+across taps. 40 instructions per tap of 128 multiply-accumulates (96 the model's), 0.42 per MAC.
 """
 
 from __future__ import annotations
@@ -77,33 +84,54 @@ def _dlist(q: int, count: int) -> str:
     return f"{{d{2 * q}-d{2 * (q + count) - 1}}}"
 
 
-def f32_gemm_asm(tile_h: int, tile_w: int, vectors: int, steps: int = 1) -> list[str]:
+def f32_gemm_asm(tile_h: int, tile_w: int, vectors: int, steps: int = 1, window_row: bool = False) -> list[str]:
     """The assembly of the ``tile_h x tile_w`` pixels x ``4*vectors`` channels tile. Operands: $0 the
     accumulators (dense, pixel-major), $1 x, $2 x's step to the next pixel of a tile row, $3 to the
     first pixel of the next tile row, $4 back to the first pixel 4 channels on, $5 w, $6 w's step
-    to the next depth, $7 iterations of ``steps`` steps (steps in bytes)."""
+    to the next depth, $7 iterations of ``steps`` steps (steps in bytes). ``window_row`` (the stem,
+    one-row tiles): an iteration is one window row of ``steps`` taps, and its last tap's last pixel
+    steps by $3 to the next window row instead of $4 to the next tap."""
     pixels = tile_h * tile_w
     inputs, weights, accs = _registers(pixels, vectors)
     acc_regs = f"{{d{2 * accs[0][0]}-d{2 * accs[-1][-1] + 1}}}"
-    step = []
-    for p in range(pixels):
-        after = "$4" if p == pixels - 1 else ("$3" if p % tile_w == tile_w - 1 else "$2")
-        step.append(f"vld1.32 {_dlist(inputs[p], 1)}, [$1 :128], {after}")
-    for k in range(F32_GEMM_DEPTH_STEP):
-        w = weights[k % len(weights)]
-        step.append(f"vld1.32 {_dlist(w[0], vectors)}, [$5 :128], $6")
+
+    def step(last: str) -> list[str]:
+        lines = []
         for p in range(pixels):
-            scalar = f"d{2 * inputs[p] + k // 2}[{k % 2}]"
-            step += [f"vmla.f32 q{accs[p][v]}, q{w[v]}, {scalar}" for v in range(vectors)]
-    return [f"vldmia $0, {acc_regs}", "1:", *step * steps, "subs $7, $7, #1", "bne 1b", f"vstmia $0, {acc_regs}"]
+            after = last if p == pixels - 1 else ("$3" if p % tile_w == tile_w - 1 else "$2")
+            lines.append(f"vld1.32 {_dlist(inputs[p], 1)}, [$1 :128], {after}")
+        for k in range(F32_GEMM_DEPTH_STEP):
+            w = weights[k % len(weights)]
+            lines.append(f"vld1.32 {_dlist(w[0], vectors)}, [$5 :128], $6")
+            for p in range(pixels):
+                scalar = f"d{2 * inputs[p] + k // 2}[{k % 2}]"
+                lines += [f"vmla.f32 q{accs[p][v]}, q{w[v]}, {scalar}" for v in range(vectors)]
+        return lines
+
+    body = step("$4") * (steps - 1) + step("$3" if window_row else "$4")
+    return [f"vldmia $0, {acc_regs}", "1:", *body, "subs $7, $7, #1", "bne 1b", f"vstmia $0, {acc_regs}"]
 
 
 _OPERANDS = ("ptr %c", "ptr %x", "i32 %xs", "i32 %xr", "i32 %xb", "ptr %w", "i32 %ws", "i32 %it")
 
 
+# The stem's tile (one image row: a window tap's pixels are ``stride`` apart) and window widths.
+F32_STEM_TILE = F32_GEMM_TILES[0]
+F32_STEM_WINDOWS = range(2, 8)
+
+
+def f32_stem_name(window_w: int) -> str:
+    """The microkernel of a stem tile whose loop runs one window row of ``window_w`` taps per iteration."""
+    return f32_gemm_name(*F32_STEM_TILE) + f"_win{window_w}"
+
+
 # microkernel name -> LLVM IR definition (replacing TVM's ``declare i32 @name(ptr, ptr, i32, ..., i32)``).
-DEFINITIONS = {f32_gemm_name(*tile, steps): inline_asm_definition(f32_gemm_name(*tile, steps), _OPERANDS, f32_gemm_asm(*tile, steps))
-               for tile in F32_GEMM_TILES for steps in (1, 2)}
+DEFINITIONS = {
+    **{f32_gemm_name(*tile, steps): inline_asm_definition(f32_gemm_name(*tile, steps), _OPERANDS, f32_gemm_asm(*tile, steps))
+       for tile in F32_GEMM_TILES for steps in (1, 2)},
+    **{f32_stem_name(kw): inline_asm_definition(f32_stem_name(kw), _OPERANDS, f32_gemm_asm(*F32_STEM_TILE, kw, True))
+       for kw in F32_STEM_WINDOWS},
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -179,6 +207,65 @@ def f32_gemm_intrin(tile_h: int, tile_w: int, vectors: int, depth: int) -> str:
                 T.writes(C[0:TH, 0:TW, 0:N])
                 T.evaluate(call(T.address_of(C[0, 0, 0]), T.address_of(A[0, 0, 0]), T.address_of(B[0, 0]),
                                 row, pixel, sb))
+
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
+
+@functools.lru_cache(maxsize=None)
+def f32_stem_intrin(window_h: int, window_w: int, stride: int) -> str:
+    """Register (once) and name the tensor intrinsic of a stem tile (``transform.PadStemChannels``:
+    4 input channels) over its whole ``window_h x window_w`` window, the accumulators in registers
+    throughout::
+
+        C[j, n] += sum_{ky, kx, k < 4} A[ky, j * stride + kx, k] * B[ky, kx, k, n]
+
+    B is the dense HWIO weight, so the taps' depth rows follow one another ``N`` floats apart and
+    the weight pointer only ever steps by one row."""
+    if window_w not in F32_STEM_WINDOWS:
+        raise ValueError(f"the fp32 stem microkernel takes windows {F32_STEM_WINDOWS.start} to "
+                         f"{F32_STEM_WINDOWS.stop - 1} wide, got {window_w}")
+    _, tile_w, vectors = F32_STEM_TILE
+    kernel = f32_stem_name(window_w)
+    name = f"{kernel}_{window_h}x{window_w}_s{stride}"
+    TW, N, K = T.int64(tile_w), T.int64(4 * vectors), T.int64(F32_GEMM_DEPTH_STEP)
+    KH, KW, S = T.int64(window_h), T.int64(window_w), T.int64(stride)
+    X = T.int64((tile_w - 1) * stride + window_w)
+
+    def column(vj, vkx):
+        return vj * S + vkx if stride > 1 else vj + vkx
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (KH, X, K), "float32", offset_factor=1)
+        B = T.match_buffer(b, (KH, KW, K, N), "float32", offset_factor=1)
+        C = T.match_buffer(c, (TW, N), "float32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:TW, 0:N], A[0:KH, 0:X, 0:K], B[0:KH, 0:KW, 0:K, 0:N])
+            T.writes(C[0:TW, 0:N])
+            for j, n, ky, kx, k in T.grid(TW, N, KH, KW, K):
+                with T.sblock("update"):
+                    vj, vn, vky, vkx, vk = T.axis.remap("SSRRR", [j, n, ky, kx, k])
+                    C[vj, vn] = C[vj, vn] + A[vky, column(vj, vkx), vk] * B[vky, vkx, vk, vn]
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        row = T.int64()
+        pixel = T.int64()
+        sb = T.int64()
+        A = T.match_buffer(a, (KH, X, K), "float32", offset_factor=1, strides=[row, pixel, 1])
+        B = T.match_buffer(b, (KH, KW, K, N), "float32", offset_factor=1, strides=[KW * K * sb, K * sb, sb, 1])
+        C = T.match_buffer(c, (TW, N), "float32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:TW, 0:N], A[0:KH, 0:X, 0:K], B[0:KH, 0:KW, 0:K, 0:N])
+            T.writes(C[0:TW, 0:N])
+            # $2 the next pixel of the tap, $3 from the row's last tap's last pixel to the next
+            # window row's first, $4 from a tap's last pixel to the next tap's first.
+            last = (TW - 1) * S * pixel
+            T.evaluate(T.call_extern(
+                "int32", kernel, T.address_of(C[0, 0]), T.address_of(A[0, 0, 0]), T.Cast("int32", S * pixel * 4),
+                T.Cast("int32", (row - (KW - 1) * pixel - last) * 4), T.Cast("int32", (pixel - last) * 4),
+                T.address_of(B[0, 0, 0, 0]), T.Cast("int32", sb * 4), T.int32(window_h)))
 
     TensorIntrin.register(name, desc, impl, override=True)
     return name

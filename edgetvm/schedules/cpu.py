@@ -4,8 +4,11 @@ Every kernel is scheduled by the first rule that applies:
 
 0. :func:`schedule_neon_f32_gemm` on ARMv7 for a stride-1 1x1 conv: per tile, the whole channel
    reduction is one hand-scheduled assembly loop (``kernels/neon_f32_gemm.py``), then the tail;
-   :func:`schedule_neon_f32_dwconv` for a depthwise 3x3 conv at stride 1 or 2: per output row and
-   4 channels one assembly loop (``kernels/neon_f32_dwconv.py``), then the row's tail.
+   :func:`schedule_neon_f32_stem` for the RGB stem padded to 4 channels (``transform.PadStemChannels``):
+   the same tile, one assembly loop over the whole window;
+   :func:`schedule_neon_f32_dwconv` for a depthwise 3x3 or 5x5 conv at stride 1 or 2: per output
+   row and 4 channels one assembly loop (5x5: one per window row; ``kernels/neon_f32_dwconv.py``),
+   then the row's tail.
 1. :func:`schedule_register_tiled` for a reduction block that :mod:`.analysis` can vectorize along
    the output's last axis (conv2d, 1x1 conv = GEMM, depthwise, dense, pooling, mean). The output is
    computed in register tiles of ``rows x (vectors * lanes)``::
@@ -46,8 +49,9 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir, tirx
 
-from ..kernels.neon_f32_dwconv import DWCONV_STRIDES, dwconv_intrin, zero_row_intrin
-from ..kernels.neon_f32_gemm import F32_GEMM_DEPTH_STEP, F32_GEMM_TILES, f32_gemm_intrin
+from ..kernels.neon_f32_dwconv import DWCONV_STRIDES, dwconv5_row_intrin, dwconv_intrin, zero_row_intrin
+from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILES, F32_STEM_TILE, F32_STEM_WINDOWS, f32_gemm_intrin,
+                                    f32_stem_intrin)
 from .analysis import ReductionKernel, unit_stride_last, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
 
 # Set on kernels whose multiply-accumulates take one operand from a vector lane: the ARM backends
@@ -339,25 +343,84 @@ def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     c_o, c_i = sch.split(c, [None, 4 * vectors])
     tile_loops = [n, h_o, w_o, c_o]
     sch.reorder(*tile_loops, ry, rx, *([h_i] if h_i is not None else []), w_i, c_i, rc)
-    sch.reverse_compute_at(tail, c_o, preserve_unit_loops=True)
-    _unroll_and_vectorize(sch, sch.get_loops(tail)[len(tile_loops):], config.lanes)
-    # Loop kinds before decompose_reduction, as in schedule_register_tiled.
-    if config.parallel and height * width * channels >= PARALLEL_MIN_ELEMENTS:
-        tile_loops = [sch.fuse(n, h_o, w_o), c_o]
-        sch.parallel(tile_loops[0])
-    init = sch.decompose_reduction(main, ry)
-    _unroll_and_vectorize(sch, sch.get_loops(init)[len(tile_loops):], config.lanes)
-    sch.set_scope(main, 0, "local")
+    _gemm_tile_tail_and_init(sch, main, tail, tile_loops, ry, config, height * width * channels)
     sch.tensorize(h_i if h_i is not None else w_i, f32_gemm_intrin(tile_h, tile_w, vectors, depth))
     return ScheduleResult(sch.mod["main"], f"neon-gemm:{kernel.kind}",
                           f"tile {tile_h}x{tile_w}x{4 * vectors} microkernel, {kernel.macs} MAC")
+
+def schedule_neon_f32_stem(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
+    """A k x k conv of 4 input channels (the RGB stem after ``transform.PadStemChannels``), NHWC x
+    HWIO, on the GEMM microkernel (``kernels.neon_f32_gemm.f32_stem_intrin``): per tile of 4 pixels
+    and 8 channels one assembly loop over the whole window, the accumulators in registers::
+
+        pad = zero-padded x                                   # its own vectorized pass
+        for n, h, w_o, c_o:
+          acc[4, 8] = 0
+          for ky: for kx:                                     # microkernel, depth 4 per tap
+            acc += pad[n, h*s + ky, (w_o*4 + 0:4)*s + kx, 0:4] @ wt[ky, kx, 0:4, c_o*8 : +8]
+          out[tile] = tail(acc)
+
+    Per tap 4 pixel and 4 weight loads and 32 ``vmla.f32 q, q, d[x]`` (40 instructions per 128
+    multiply-accumulates, 96 of them the model's: 0.42 per MAC), per window row ``subs``/``bne``.
+    Measured worse: one microkernel call per tap (the accumulators through memory with a 16-register
+    ``vldm``/``vstm`` per tap): MobileFaceNet's stem 3.83 M instructions, 8.65 M a7 cycles. None for
+    other kernels, or when the width is not a multiple of 4 or the output channels of 8.
+    """
+    sch = s_tir.Schedule(func)
+    parts = _neon_conv_parts(sch, config, "conv2d")
+    if parts is None:
+        return None
+    kernel, main, tail, padded = parts
+    kh, kw, depth = (kernel.extents[i] for i in kernel.reduction)
+    height, width, channels = (kernel.extents[i] for i in kernel.spatial[1:])
+    _, tile_w, vectors = F32_STEM_TILE  # transform.PadStemChannels pads only for this tile
+    if depth != F32_GEMM_DEPTH_STEP or kh * kw == 1 or kw not in F32_STEM_WINDOWS:
+        return None
+    if width % tile_w or channels % (4 * vectors):
+        return None
+    stride = _window_stride(sch, main, kernel)
+    if stride is None:
+        return None
+    loops = sch.get_loops(main)
+    n, h, w, c = (loops[i] for i in kernel.spatial)
+    ry, rx, rc = (loops[i] for i in kernel.reduction)
+    w_o, w_i = sch.split(w, [None, tile_w])
+    c_o, c_i = sch.split(c, [None, 4 * vectors])
+    tile_loops = [n, h, w_o, c_o]
+    sch.reorder(*tile_loops, w_i, c_i, ry, rx, rc)
+    outer = _gemm_tile_tail_and_init(sch, main, tail, tile_loops, w_i, config, height * width * channels)
+    sch.tensorize(sch.get_loops(main)[outer], f32_stem_intrin(kh, kw, stride))
+    for block in padded:
+        _schedule_spatial_block(sch, block, config)
+    return ScheduleResult(sch.mod["main"], f"neon-stem:{kernel.kind}",
+                          f"{kh}x{kw} stride {stride}, tile 1x{tile_w}x{4 * vectors} microkernel over the window, "
+                          f"{kernel.macs} MAC")
+
+
+def _gemm_tile_tail_and_init(sch: s_tir.Schedule, main, tail, tile_loops: list, first_inner, config: CpuScheduleConfig,
+                             outputs: int) -> int:
+    """The part the GEMM microkernel schedules share once their loops are ``tile_loops`` (n, rows,
+    column tiles, channel tiles) then the tile: the tail computed per tile, unrolled and vectorized;
+    the pixel tiles parallel when the kernel is large enough; the accumulators zeroed before
+    ``first_inner`` and kept local. Returns how many loops are left outside the tile."""
+    sch.reverse_compute_at(tail, tile_loops[-1], preserve_unit_loops=True)
+    _unroll_and_vectorize(sch, sch.get_loops(tail)[len(tile_loops):], config.lanes)
+    # Loop kinds before decompose_reduction, as in schedule_register_tiled.
+    if config.parallel and outputs >= PARALLEL_MIN_ELEMENTS:
+        tile_loops = [sch.fuse(*tile_loops[:-1]), tile_loops[-1]]
+        sch.parallel(tile_loops[0])
+    init = sch.decompose_reduction(main, first_inner)
+    _unroll_and_vectorize(sch, sch.get_loops(init)[len(tile_loops):], config.lanes)
+    sch.set_scope(main, 0, "local")
+    return len(tile_loops)
+
 
 # Output pixels of a depthwise row's tail per iteration (see schedule_neon_f32_dwconv).
 DWCONV_TAIL_UNROLL = 8
 
 
 def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
-    """A depthwise 3x3 conv (NHWC, stride 1 or 2, channels a multiple of 4) on the hand-scheduled
+    """A depthwise 3x3 or 5x5 conv (NHWC, stride 1 or 2, channels a multiple of 4) on the hand-scheduled
     ARMv7 microkernel (``kernels.neon_f32_dwconv``): per output row and 4 channels one assembly loop
     that keeps the 9 window weights in registers, then the row's tail from its accumulators::
 
@@ -375,7 +438,7 @@ def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> 
     kernel, main, tail, padded = parts
     ky, kx, group = (kernel.extents[i] for i in kernel.reduction)
     height, width, channels = (kernel.extents[i] for i in kernel.spatial[1:])
-    if (ky, kx, group) != (3, 3, 1) or channels % 4:
+    if (ky, kx, group) not in ((3, 3, 1), (5, 5, 1)) or channels % 4:
         return None
     stride = _window_stride(sch, main, kernel)
     if stride not in DWCONV_STRIDES:
@@ -385,7 +448,10 @@ def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> 
     ry, rx, rc = (loops[i] for i in kernel.reduction)
     c_o, c_i = sch.split(c, [None, 4])
     tile_loops = [n, c_o, h]
-    sch.reorder(*tile_loops, rc, w, c_i, ry, rx)
+    # 3x3: the whole window per call (its 9 weights in registers); 5x5: one call per window row
+    # (25 weights do not fit beside the accumulators, a row's 5 do).
+    window = (w, c_i, ry, rx) if ky == 3 else (ry, w, c_i, rx)
+    sch.reorder(*tile_loops, rc, *window)
     sch.reverse_compute_at(tail, h, preserve_unit_loops=True)
     tail_loops = sch.get_loops(tail)[len(tile_loops):]
     # The row's pixels stay a loop (the accumulators are in memory anyway), unrolled by up to
@@ -401,14 +467,14 @@ def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> 
     init = sch.decompose_reduction(main, rc)
     sch.set_scope(main, 0, "local")
     sch.tensorize(sch.get_loops(init)[len(tile_loops)], zero_row_intrin(width))
-    sch.tensorize(w, dwconv_intrin(stride, width))
+    sch.tensorize(w, dwconv_intrin(stride, width) if ky == 3 else dwconv5_row_intrin(stride, width))
     for block in padded:
         _schedule_spatial_block(sch, block, config)
         pad_loops = sch.get_loops(block)
         if len(pad_loops) >= 2 and int(sch.get(pad_loops[-2]).extent) <= 64:
             sch.unroll(pad_loops[-2])
     return ScheduleResult(sch.mod["main"], f"neon-dwconv:{kernel.kind}",
-                          f"3x3 stride {stride} row of {width} microkernel, {kernel.macs} MAC")
+                          f"{ky}x{kx} stride {stride} row of {width} microkernel, {kernel.macs} MAC")
 
 
 def _window_stride(sch: s_tir.Schedule, main, kernel: ReductionKernel) -> int | None:
@@ -601,7 +667,7 @@ def _schedule_reduction_outer(sch: s_tir.Schedule, block, config: CpuScheduleCon
 
 def schedule_kernel(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult:
     """Schedule one kernel with the first rule that applies; the unscheduled kernel as last resort."""
-    for rule in (schedule_neon_f32_gemm, schedule_neon_f32_dwconv, schedule_register_tiled, schedule_generic):
+    for rule in (schedule_neon_f32_gemm, schedule_neon_f32_stem, schedule_neon_f32_dwconv, schedule_register_tiled, schedule_generic):
         try:
             result = rule(func, config)
         except Exception as exc:  # noqa: BLE001 - a primitive refused: the next, simpler rule

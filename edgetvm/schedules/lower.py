@@ -20,6 +20,7 @@ from .nan_propagation import NAN_PROPAGATING_LEGALIZATIONS
 from ..transform.arm_quantize import legalize_quantize
 from ..transform.const_fold import FoldConstantsWithNumpy
 from ..transform.layout import channels_last
+from ..transform.pad_stem_channels import PadStemChannels
 
 # Vector registers of the float unit: 16 q registers on ARMv7 NEON, 16 ymm with AVX2, 32 zmm with
 # AVX-512. Half of them hold a register tile's accumulators.
@@ -53,6 +54,8 @@ def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget) -> tvm.IRModule
             # ... and its (y, mean, var) tuple must go, or the tuple blocks fusing the activation.
             relax.transform.CanonicalizeBindings(),
             relax.transform.DeadCodeElimination(),
+            # ARMv7: the RGB stem gets a zero 4th channel, the depth step of the NEON GEMM microkernel.
+            *([PadStemChannels()] if target.is_arm else []),
             channels_last(),
             # The weights' layout change (OIHW -> HWIO) and bias reshapes become plain constants.
             FoldConstantsWithNumpy(),

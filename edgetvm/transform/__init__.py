@@ -6,7 +6,8 @@ from .const_fold import FoldConstantsWithNumpy
 from .fold_batch_norm import FoldBatchNorm
 from .fold_scale_shift import FoldScaleShift
 from .layout import LayoutFriendlyActivations
+from .pad_stem_channels import PadStemChannels
 from .prelu_to_leaky_relu import PReLUToLeakyReLU
 
 __all__ = ["FoldBatchNorm", "FoldConstantsWithNumpy", "FoldScaleShift", "GraphPass", "LayoutFriendlyActivations",
-           "PReLUToLeakyReLU", "collect_findings", "graph_pass"]
+           "PadStemChannels", "PReLUToLeakyReLU", "collect_findings", "graph_pass"]

@@ -1,4 +1,4 @@
-"""The ARMv7 fp32 depthwise 3x3 microkernel (kernels/neon_f32_dwconv.py, schedules/cpu.py's
+"""The ARMv7 fp32 depthwise 3x3 and 5x5 microkernels (kernels/neon_f32_dwconv.py, schedules/cpu.py's
 schedule_neon_f32_dwconv): its assembly as documented, which convs take it, and its numbers against
 a float64 numpy reference and the host build, under qemu."""
 
@@ -11,31 +11,49 @@ import pytest
 
 import edgetvm
 from edgetvm.backends.neon_microkernels import microkernel_calls, with_microkernels
-from edgetvm.kernels.neon_f32_dwconv import (DWCONV_PIXELS, dwconv_asm, dwconv_columns, dwconv_definition, dwconv_name,
-                                             zero_row_asm)
+from edgetvm.kernels.neon_f32_dwconv import (DWCONV5_PIXELS, DWCONV_PIXELS, dwconv5_row_asm, dwconv5_row_definition,
+                                             dwconv5_row_name, dwconv_asm, dwconv_columns, dwconv_definition,
+                                             dwconv_name, zero_row_asm)
 
 from ..schedules.nets import NetBuilder
-from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule
+from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule, window_conv_reference
+
+
+# (asm of an output row, pixels per group, window rows per call, taps per row, weights' first q, the
+# loop counter): the 3x3 kernel (accumulators q0-q3, columns q4-q6, 9 weights q7-q15) and the 5x5
+# window-row one (q0-q7, q8-q10, 5 weights q11-q15).
+KERNELS = {"3x3": (dwconv_asm, DWCONV_PIXELS, 3, 3, 7, "$5"), "5x5 row": (dwconv5_row_asm, DWCONV5_PIXELS, 1, 5, 11, "$4")}
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_loop_step_is_column_loads_and_multiply_accumulates_only(stride):
-    lines = dwconv_asm(stride, 2 * DWCONV_PIXELS)
-    loop = lines[lines.index("1:") + 1:lines.index("subs $5, $5, #1")]
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_loop_step_is_column_loads_and_multiply_accumulates_only(kernel, stride):
+    asm, pixels, rows, taps, first_weight, counter = KERNELS[kernel]
+    lines = asm(stride, 2 * pixels)
+    assert len([line for line in lines[:lines.index("1:")] if line.startswith("vld1.32")]) == rows * taps
+    loop = lines[lines.index("1:") + 1:lines.index(f"subs {counter}, {counter}, #1")]
     loads = [line for line in loop if line.startswith("vld1.32")]
     macs = [line for line in loop if line.startswith("vmla.f32")]
-    # The 4 accumulators in and out with one vldm/vstm, each window row's columns loaded once,
-    # 9 taps per pixel, nothing else.
-    assert loop[0] == "vldmia $0, {d0-d7}" and loop[-1] == "vstmia $0!, {d0-d7}"
-    assert len(loads) == 3 * dwconv_columns(stride, DWCONV_PIXELS) and len(macs) == 9 * DWCONV_PIXELS
+    # The accumulators in and out with one vldm/vstm, each window row's columns loaded once, every
+    # tap of every pixel once, nothing else.
+    assert loop[0] == f"vldmia $0, {{d0-d{2 * pixels - 1}}}" and loop[-1] == f"vstmia $0!, {{d0-d{2 * pixels - 1}}}"
+    assert len(loads) == rows * dwconv_columns(stride, pixels, taps) and len(macs) == rows * taps * pixels
     assert len(loop) == len(loads) + len(macs) + 2
-    taps = set()
+    used = set()
     for line in macs:
-        acc, column, weight = map(int, re.fullmatch(r"vmla\.f32 q(\d), q(\d+), q(\d+)", line).groups())
-        # Accumulators q0-q3, input columns q4-q6, the 9 weights q7-q15, never mixed up.
-        assert acc < 4 and 4 <= column <= 6 and 7 <= weight <= 15
-        taps.add((acc, weight))
-    assert len(taps) == 9 * DWCONV_PIXELS
+        acc, column, weight = map(int, re.fullmatch(r"vmla\.f32 q(\d+), q(\d+), q(\d+)", line).groups())
+        # Accumulators, the 3 rotating input columns and the weights never mixed up.
+        assert acc < pixels and pixels <= column < first_weight == pixels + 3 and first_weight <= weight <= 15
+        used.add((acc, weight))
+    assert len(used) == rows * taps * pixels
+
+
+def test_5x5_row_of_width_not_multiple_of_8_ends_with_a_shorter_group():
+    lines = dwconv5_row_asm(2, 11)
+    after = lines[lines.index("bne 1b") + 1:]
+    assert after[0] == "vldmia $0, {d0-d5}" and after[-1] == "vstmia $0!, {d0-d5}"
+    assert len([line for line in after if line.startswith("vmla.f32")]) == 5 * 3
+    assert "1:" not in dwconv5_row_asm(1, 6)
 
 
 def test_zero_row_stores_4_zeroed_registers_per_4_pixels():
@@ -61,10 +79,21 @@ def test_calls_become_the_assembly_statement_itself():
     assert f"call i32 @{name}" not in body and "vmla.f32" in body and "%3 = add i32 0, 0" in body
 
 
-def depthwise_net(c: int, h: int, w: int, stride: int, residual: bool = False, seed: int = 0):
-    """Depthwise 3x3 (pad 1) + bias + PReLU [+ residual add], and a float64 numpy reference of it."""
+def test_5x5_row_calls_become_the_assembly_statement_itself():
+    name = dwconv5_row_name(1, 24)
+    ir = (f"define void @k(ptr %c, ptr %x, ptr %w) {{\n"
+          f"  %3 = tail call i32 @{name}(ptr %c, ptr %x, i32 64, i32 -192, ptr %w, i32 64)\n"
+          f"  ret void\n}}\n\ndeclare i32 @{name}(ptr, ptr, i32, i32, ptr, i32) local_unnamed_addr\n")
+    out = with_microkernels(ir)
+    body = out[:out.index("\n}\n")]
+    assert not microkernel_calls(out) and dwconv5_row_definition(1, 24) in out
+    assert f"call i32 @{name}" not in body and "vmla.f32" in body
+
+
+def depthwise_net(c: int, h: int, w: int, stride: int, residual: bool = False, seed: int = 0, k: int = 3):
+    """Depthwise k x k (pad k // 2) + bias + PReLU [+ residual add], and a float64 numpy reference of it."""
     b = NetBuilder((1, c, h, w), seed=seed)
-    y = b.prelu(b.conv("input", c, c, 3, stride, groups=c), c)
+    y = b.prelu(b.conv("input", c, c, k, stride, groups=c), c)
     if residual:
         y = b.node("Add", [y, "input"])
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
@@ -73,23 +102,17 @@ def depthwise_net(c: int, h: int, w: int, stride: int, residual: bool = False, s
     weight, bias, slope = (consts[n].astype(np.float64) for n in [*model.graph.node[0].input[1:], model.graph.node[1].input[1]])
 
     def reference(x: np.ndarray) -> np.ndarray:
-        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
-        out = np.zeros((1, c, ho, wo)) + bias.reshape(1, -1, 1, 1)
-        for ky in range(3):
-            for kx in range(3):
-                window = xp[:, :, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
-                out += window * weight[:, 0, ky, kx].reshape(1, -1, 1, 1)
-        out = np.where(out > 0, out, out * slope.reshape(1, -1, 1, 1))
+        out = window_conv_reference(x, weight, bias, slope, stride, depthwise=True)
         return out + x if residual else out
 
     return model, reference
 
 
-@pytest.mark.parametrize("c,h,w,stride", [(8, 6, 8, 1), (12, 6, 14, 2)])
-def test_arm_depthwise_convs_take_the_microkernel(c, h, w, stride):
-    model, _ = depthwise_net(c, h, w, stride)
+@pytest.mark.parametrize("c,h,w,stride,k", [(8, 6, 8, 1, 3), (12, 6, 14, 2, 3), (8, 6, 10, 1, 5), (8, 6, 14, 2, 5)])
+def test_arm_depthwise_convs_take_the_microkernel(c, h, w, stride, k):
+    model, _ = depthwise_net(c, h, w, stride, k=k)
     rule = schedule_rule(edgetvm.compile(model, ARM, num_threads=1), "neon-dwconv")
-    assert rule and f"stride {stride} row of {(w - 1) // stride + 1} microkernel" in rule
+    assert rule and f"{k}x{k} stride {stride} row of {(w - 1) // stride + 1} microkernel" in rule
 
 
 def test_channels_not_a_multiple_of_4_and_the_host_keep_their_schedules():
@@ -100,16 +123,20 @@ def test_channels_not_a_multiple_of_4_and_the_host_keep_their_schedules():
 
 
 @pytest.mark.arm
-@pytest.mark.parametrize("c,h,w,stride,residual,threads", [
-    (16, 5, 10, 1, True, 1),    # 2 groups of 4 pixels + 2
-    (8, 7, 7, 1, False, 1),     # the 7-wide stage: 1 group + 3
-    (12, 9, 3, 1, False, 1),    # no full group
-    (16, 14, 14, 2, False, 1),  # stride 2, 7 wide
-    (8, 9, 17, 2, False, 1),    # odd input: 9 output columns
-    (32, 16, 16, 1, False, 2),  # 8192 outputs: the row loops run in parallel
+@pytest.mark.parametrize("c,h,w,stride,residual,threads,k", [
+    (16, 5, 10, 1, True, 1, 3),    # 2 groups of 4 pixels + 2
+    (8, 7, 7, 1, False, 1, 3),     # the 7-wide stage: 1 group + 3
+    (12, 9, 3, 1, False, 1, 3),    # no full group
+    (16, 14, 14, 2, False, 1, 3),  # stride 2, 7 wide
+    (8, 9, 17, 2, False, 1, 3),    # odd input: 9 output columns
+    (32, 16, 16, 1, False, 2, 3),  # 8192 outputs: the row loops run in parallel
+    (8, 6, 21, 1, True, 1, 5),     # 5x5: 2 groups of 8 pixels + 5
+    (12, 9, 6, 1, False, 1, 5),    # 5x5: no full group
+    (8, 12, 21, 2, False, 1, 5),   # 5x5 stride 2: 1 group + 3
+    (32, 16, 16, 1, False, 2, 5),  # 5x5: 8192 outputs, 2 groups, the row loops in parallel
 ])
-def test_arm_microkernel_matches_numpy_and_the_host_build(c, h, w, stride, residual, threads, tmp_path):
-    model, reference = depthwise_net(c, h, w, stride, residual=residual)
+def test_arm_microkernel_matches_numpy_and_the_host_build(c, h, w, stride, residual, threads, k, tmp_path):
+    model, reference = depthwise_net(c, h, w, stride, residual=residual, k=k)
     x = np.random.default_rng(1).uniform(-1, 1, (1, c, h, w)).astype(np.float32)
     compiled = edgetvm.compile(model, ARM, num_threads=threads)
     assert schedule_rule(compiled, "neon-dwconv")

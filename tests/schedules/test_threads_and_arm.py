@@ -161,14 +161,14 @@ def test_lane_mla_ir_rewrite_touches_only_the_marked_kernels_and_their_lambdas()
 
 
 
-def test_arm_rgb_stem_reduces_in_one_rolled_loop(mini):
-    def stem_script(compiled) -> str:
-        # The stem's HWIO weight: 3x3 window, 3 input channels, 16 output channels.
+def test_arm_rgb_stem_runs_on_the_neon_microkernel(mini):
+    def stem_script(compiled, channels: int) -> str:
+        # The stem's HWIO weight: 3x3 window, 3 (ARM: padded to 4) input channels, 16 output channels.
         (script,) = [s for s in (compiled.scheduled[name].script() for name in compiled.report.details["schedules"]["kernels"])
-                     if "T.int64(3), T.int64(3), T.int64(3), T.int64(16)" in s]
+                     if f"T.int64(3), T.int64(3), T.int64({channels}), T.int64(16)" in s]
         return script
 
-    # kh * kw * 3 channels = 27 steps of one rolled loop on ARM; the host unrolls the channels.
-    assert "in range(T.int64(27))" in stem_script(edgetvm.compile(mini, "armv7-neon", num_threads=1))
-    host = stem_script(edgetvm.compile(mini, "host", num_threads=1))
+    # ARM: a zero 4th channel (transform.PadStemChannels), one microkernel loop over the 3x3 window.
+    assert '"edgetvm_neon_f32_gemm_1x4x8_win3"' in stem_script(edgetvm.compile(mini, "armv7-neon", num_threads=1), 4)
+    host = stem_script(edgetvm.compile(mini, "host", num_threads=1), 3)
     assert "T.int64(27)" not in host and "for rc in T.unroll(T.int64(3))" in host
