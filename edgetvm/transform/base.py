@@ -29,6 +29,8 @@ from typing import ClassVar
 import tvm
 from tvm import relax
 
+from .channel_affine import rebind
+
 # The findings lists of the collect_findings() blocks around the running passes, innermost last.
 _COLLECTORS: contextvars.ContextVar[tuple[list, ...]] = contextvars.ContextVar("edgetvm_findings", default=())
 
@@ -97,3 +99,33 @@ def collect_findings() -> Iterator[list[tuple[str, dict]]]:
         yield found
     finally:
         _COLLECTORS.reset(token)
+
+
+@relax.expr_functor.mutator
+class MatchedBindingRewriter(relax.PyExprMutator):
+    """The per-function driver of a pattern pass: every binding whose value is a call ``pattern``
+    matches (the call itself: ``y = x`` aliases would match too, through ``var2val``) is offered to
+    ``rewrite(binding, var2val, visit)``, which returns the new value for the binding's variable or
+    None to keep it. ``run`` gives the rewritten function, or None when nothing changed."""
+
+    def __init__(self, mod: tvm.IRModule, pattern, rewrite):
+        super().__init__(mod)
+        self.pattern = pattern
+        self.rewrite = rewrite
+        self.changed = False
+        self.var2val = None
+
+    def run(self, func: relax.Function) -> relax.Function | None:
+        self.var2val = relax.analysis.get_var2val(func)
+        new_func = self.visit_expr(func)
+        return relax.analysis.remove_all_unused(new_func) if self.changed else None
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        value = binding.value
+        if isinstance(value, relax.Call) and self.pattern.extract_matched_expr(value, self.var2val) is not None:
+            new_value = self.rewrite(binding, self.var2val, self.visit_expr)
+            if new_value is not None:
+                rebind(self.builder_, binding.var, new_value)
+                self.changed = True
+                return
+        super().visit_var_binding_(binding)

@@ -27,8 +27,7 @@ from tvm.relax.dpl import is_op, wildcard
 
 from ..kernels.neon_f32_gemm import F32_STEM_TILE, F32_STEM_WINDOWS
 from ..relax_utils import constant_value
-from .base import GraphPass, graph_pass
-from .channel_affine import rebind
+from .base import GraphPass, MatchedBindingRewriter, graph_pass
 
 # Input channels of a stem conv, and what the microkernel's depth step needs them padded to.
 STEM_CHANNELS = 3
@@ -75,45 +74,26 @@ class PadStemChannels(GraphPass):
         return {"rewritten": 0, "declined": []}
 
     def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
-        return _Rewriter(self, mod).rewrite(func)
+        return MatchedBindingRewriter(mod, self.pattern, self.rewrite_binding).run(func)
 
-
-@relax.expr_functor.mutator
-class _Rewriter(relax.PyExprMutator):
-    def __init__(self, rule: PadStemChannels, mod: tvm.IRModule):
-        super().__init__(mod)
-        self.rule = rule
-        self.changed = False
-        self.var2val = None
-
-    def rewrite(self, func: relax.Function) -> relax.Function | None:
-        self.var2val = relax.analysis.get_var2val(func)
-        new_func = self.visit_expr(func)
-        return relax.analysis.remove_all_unused(new_func) if self.changed else None
-
-    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+    def rewrite_binding(self, binding: relax.VarBinding, var2val, visit) -> relax.Expr | None:
         call = binding.value
-        if not (isinstance(call, relax.Call) and self.rule.pattern.extract_matched_expr(call, self.var2val)):
-            super().visit_var_binding_(binding)
-            return
-        weight = constant_value(call.args[1], self.var2val)
+        weight = constant_value(call.args[1], var2val)
         # A symbolic dimension (no ``value``) fails the tile check.
         out_shape = [getattr(d, "value", -1) for d in (call.ty.shape or [])]
-        reason = self.rule.check(call, weight, out_shape)
+        reason = self.check(call, weight, out_shape)
         if reason is not None:
             if not reason.startswith("not a conv of 3"):
-                self.rule.findings["declined"].append({"conv": str(binding.var.name), "reason": reason})
-            super().visit_var_binding_(binding)
-            return
+                self.findings["declined"].append({"conv": str(binding.var.name), "reason": reason})
+            return None
         attrs = call.attrs
         extra = PADDED_CHANNELS - STEM_CHANNELS
         weight_pad = [(0, extra if axis == "I" else 0) for axis in str(attrs.kernel_layout)]
         data_pad = [edge for axis in str(attrs.data_layout) for edge in (0, extra if axis == "C" else 0)]
-        data = relax.op.nn.pad(self.visit_expr(call.args[0]), data_pad)
+        data = relax.op.nn.pad(visit(call.args[0]), data_pad)
         weight_const = relax.const(np.pad(weight, weight_pad).astype(weight.dtype))
-        rebind(self.builder_, binding.var, relax.op.nn.conv2d(
+        self.findings["rewritten"] += 1
+        return relax.op.nn.conv2d(
             data, weight_const, strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation, groups=1,
             data_layout=attrs.data_layout, kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout,
-            out_dtype=str(call.ty.dtype)))
-        self.rule.findings["rewritten"] += 1
-        self.changed = True
+            out_dtype=str(call.ty.dtype))

@@ -24,8 +24,7 @@ from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
 from ..relax_utils import constant_value
-from .base import GraphPass, graph_pass
-from .channel_affine import rebind
+from .base import GraphPass, MatchedBindingRewriter, graph_pass
 
 
 PER_CHANNEL = "per-channel slopes: elementwise already, fuses as it is"
@@ -57,40 +56,16 @@ class PReLUToLeakyReLU(GraphPass):
         return {"rewritten": 0, "per_channel": 0, "declined": []}
 
     def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
-        return _Rewriter(self, mod).rewrite(func)
+        return MatchedBindingRewriter(mod, self.pattern, self.rewrite_binding).run(func)
 
-
-@relax.expr_functor.mutator
-class _Rewriter(relax.PyExprMutator):
-    def __init__(self, rule: PReLUToLeakyReLU, mod: tvm.IRModule):
-        super().__init__(mod)
-        self.rule = rule
-        self.changed = False
-        self.var2val = None
-
-    def rewrite(self, func: relax.Function) -> relax.Function | None:
-        self.var2val = relax.analysis.get_var2val(func)
-        new_func = self.visit_expr(func)
-        return relax.analysis.remove_all_unused(new_func) if self.changed else None
-
-    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        # Only the binding of the call itself: `y = x` aliases would match too, through var2val.
-        found = None
-        if isinstance(binding.value, relax.Call):
-            found = self.rule.pattern.extract_matched_expr(binding.value, self.var2val)
-        if found is None:
-            super().visit_var_binding_(binding)
-            return
-        slope = constant_value(binding.value.args[1], self.var2val)
-        reason = self.rule.check(slope)
+    def rewrite_binding(self, binding: relax.VarBinding, var2val, visit) -> relax.Expr | None:
+        slope = constant_value(binding.value.args[1], var2val)
+        reason = self.check(slope)
         if reason is not None:
             if reason == PER_CHANNEL:
-                self.rule.findings["per_channel"] += 1
+                self.findings["per_channel"] += 1
             else:
-                self.rule.findings["declined"].append({"prelu": str(binding.var.name), "reason": reason})
-            super().visit_var_binding_(binding)
-            return
-        data = self.visit_expr(binding.value.args[0])
-        rebind(self.builder_, binding.var, relax.op.nn.leakyrelu(data, float(slope.flat[0])))
-        self.rule.findings["rewritten"] += 1
-        self.changed = True
+                self.findings["declined"].append({"prelu": str(binding.var.name), "reason": reason})
+            return None
+        self.findings["rewritten"] += 1
+        return relax.op.nn.leakyrelu(visit(binding.value.args[0]), float(slope.flat[0]))
