@@ -34,7 +34,8 @@ from tests.frontends.conftest import resized  # noqa: E402
 
 GOAL = 1e-5
 FACE = (slice(30, 254), slice(130, 354))
-INPUTS = {"selfie_segmentation": lambda: resized((256, 256)), "selfie_segmentation_landscape": lambda: resized((256, 144)),
+INPUTS = {"selfie_segmentation": lambda: resized((256, 256)),
+          "selfie_segmentation_landscape": lambda: resized((256, 144)),
           "facemesh_attention": lambda: resized((192, 192), FACE)}
 
 
@@ -46,7 +47,8 @@ def with_kernel_outputs(compiled: edgetvm.CompiledModel) -> list[str]:
     for block in main.body.blocks:
         for binding in block.bindings:
             value = binding.value
-            if isinstance(value, relax.Call) and value.op.name == "relax.call_tir" and isinstance(binding.var.ty, relax.TensorType):
+            is_kernel = isinstance(value, relax.Call) and value.op.name == "relax.call_tir"
+            if is_kernel and isinstance(binding.var.ty, relax.TensorType):
                 taps.append(binding.var)
                 ty = binding.var.ty
                 specs.append(TensorSpec(f"{len(taps):03d}_{value.args[0].name_hint}", tuple(int(d) for d in ty.shape),

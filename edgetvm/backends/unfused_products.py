@@ -60,7 +60,8 @@ def with_unfused_products(ir: str) -> str:
     def split_fmuladd(match: re.Match) -> str:
         indent, result, ty, a, b, c, rest = match.groups()
         product = f"%edgetvm.fenced.{count + 1}"
-        return f"{fenced(indent, product, ty, f'fmul {ty} {a}, {b}')}\n{indent}{result} = fadd {ty} {product}, {c}{rest}"
+        multiply = fenced(indent, product, ty, f"fmul {ty} {a}, {b}")
+        return f"{multiply}\n{indent}{result} = fadd {ty} {product}, {c}{rest}"
 
     # Plain products first: the ones split out of fmuladd below are fenced as they are written.
     ir = _FMULADD.sub(split_fmuladd, _FMUL.sub(fence_fmul, ir))
