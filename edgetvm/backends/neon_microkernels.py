@@ -18,7 +18,7 @@ import tvm
 
 from ..kernels import neon_f32_gemm, neon_q8_gemm
 from ..kernels.neon_f32_dwconv import dwconv_definition_of
-from .neon_mla import lane_mla_kernels, with_lane_mla
+from .neon_mla import fusable_kernels, with_vmla
 
 DEFINITIONS = {**neon_q8_gemm.DEFINITIONS, **neon_f32_gemm.DEFINITIONS}
 
@@ -92,14 +92,14 @@ def _inline_calls(ir: str) -> str:
     return _CALL.sub(inline, ir)
 
 
-def recompile_for_neon(lib: tvm.runtime.Module, kernels: tvm.IRModule, workdir: Path) -> tvm.runtime.Module:
-    """``lib`` (``tvm.tirx.build`` of ``kernels`` for ARM) recompiled from its LLVM IR with the
-    microkernels defined and the lane-MLA kernels' attributes (``neon_mla``); ``lib`` itself when
-    neither applies."""
+def recompile_for_neon(lib: tvm.runtime.Module, workdir: Path) -> tvm.runtime.Module:
+    """``lib`` (``tvm.tirx.build`` for ARM) recompiled from its LLVM IR with the
+    microkernels defined and every float kernel multiplying-accumulating unfused (``neon_mla``);
+    ``lib`` itself when neither applies."""
     ir = lib.inspect_source("ll")
-    lane_kernels = lane_mla_kernels(kernels)
-    if not lane_kernels and not microkernel_calls(ir):
+    fusable = fusable_kernels(ir)
+    if not fusable and not microkernel_calls(ir):
         return lib
     path = Path(workdir) / "kernels_neon.ll"
-    path.write_text(with_microkernels(with_lane_mla(ir, lane_kernels)))
+    path.write_text(with_microkernels(with_vmla(ir, fusable)))
     return tvm.runtime.load_module(str(path))

@@ -1,39 +1,32 @@
-"""ARMv7 NEON multiply-accumulate by lane (``vmla.f32 q, q, d[x]``) for the kernels that ask for it.
+"""ARMv7 NEON multiply-accumulate unfused (``vmla.f32``) in every float kernel, as the host rounds.
 
 The lane-broadcast conv tiles of :mod:`edgetvm.schedules.cpu` multiply a weight vector by one lane
 of an input vector. ARMv7 has that instruction only as the unfused ``vmla.f32 Qd, Qn, Dm[x]``: the
 fused ``vfma.f32`` takes whole vectors, so LLVM would spend a ``vdup.32`` per multiply-accumulate.
+The GEMM and depthwise microkernels (``kernels/``) use ``vmla.f32`` for the same reason. So that one
+ARM build rounds like the host build (``unfused_products``: the host rounds every product too),
+every other kernel's ``a * b + c`` is ``vmla.f32`` as well: it costs what ``vfma.f32`` costs (one
+instruction, the same issue cycles on Cortex-A7 and A9, neon_cycles.md), and the kernels of the two
+builds then agree bit for bit (the fused ones left the selfie segmenter's ARM build 1.22e-5 from
+the host's; now 0).
+
 LLVM selects VMLA only when the function may not fuse (no fast FP-op fusion, or ``minsize``) and
-the core is not declared slow at it; TVM's LLVM backend always compiles with fast fusion. So the
-kernels marked with :data:`LANE_MLA_ATTR` are recompiled from TVM's LLVM IR with their compute
-functions (and the parallel lambdas they launch) given ``minsize`` and ``+slowfpvfmx``: their
-``a * b + c`` becomes ``vmla.f32`` (by lane where the scheme asks for it), every other kernel keeps
-``vfma.f32`` and its speed-oriented code. VMLA rounds the product before the add, as a separate
-multiply and add would; the kernels stay within 1e-5 of onnxruntime.
+the core is not declared slow at it; TVM's LLVM backend always compiles with fast fusion, and
+``+slowfpvfmx`` alone gives a ``vmul.f32`` + ``vadd.f32`` pair. So every kernel with a float
+product is recompiled from TVM's LLVM IR with its compute function (and the parallel lambdas it
+launches) given ``minsize`` and ``+slowfpvfmx``: its ``a * b + c`` becomes ``vmla.f32`` (by lane
+where the schedule asks for it). VMLA rounds the product before the add, as a separate multiply and
+add would.
 """
 
 from __future__ import annotations
 
 import re
 
-import tvm
-from tvm import tirx
-
-from ..schedules.cpu import LANE_MLA_ATTR
-
 
 _DEFINE = re.compile(r"^define [^@]*@([\w.$]+)\(.*\)[^{#]*#(\d+)[^{]*\{$", re.M)
 _ATTRIBUTES = re.compile(r"^attributes #(\d+) = \{ (.*) \}$", re.M)
 _LAMBDA = re.compile(r"@(__tvm_parallel_lambda[\w.]*)")
-
-
-def lane_mla_kernels(mod: tvm.IRModule) -> set[str]:
-    """Names of the TIR kernels of ``mod`` scheduled for multiply-accumulate by lane."""
-    return {
-        gvar.name_hint
-        for gvar, func in mod.functions.items()
-        if isinstance(func, tirx.PrimFunc) and func.attrs is not None and bool(func.attrs.get(LANE_MLA_ATTR, False))
-    }
 
 
 def _function_bodies(ir: str) -> dict[str, tuple[re.Match, str]]:
@@ -44,7 +37,38 @@ def _function_bodies(ir: str) -> dict[str, tuple[re.Match, str]]:
     return bodies
 
 
-def with_lane_mla(ir: str, kernels: set[str]) -> str:
+# TVM writes ``a * b + c`` as llvm.fmuladd; a product kept in a variable is an fmul that an fadd or
+# fsub may take, which LLVM contracts too.
+_FMULADD = re.compile(r"@llvm\.fmuladd\.")
+_FMUL = re.compile(r"^\s*(%[\w.]+) = fmul ", re.M)
+_FADD = re.compile(r"^\s*%[\w.]+ = f(?:add|sub) ([^!\n]*)", re.M)
+_VALUE = re.compile(r"%[\w.]+")
+
+
+def _fusable(body: str) -> bool:
+    if _FMULADD.search(body):
+        return True
+    products = set(_FMUL.findall(body))
+    return any(value in products for operands in _FADD.findall(body) for value in _VALUE.findall(operands))
+
+
+def fusable_kernels(ir: str) -> set[str]:
+    """The kernels of TVM's LLVM IR ``ir`` whose compute function, or a parallel lambda it launches,
+    adds a float product: what LLVM would fuse into ``vfma.f32``. The others (the GEMM microkernels'
+    tails: bias, PReLU, residual) keep their code: ``minsize`` costs them instructions (MobileFaceNet's
+    1x1 convs 73.7 -> 76.6 M)."""
+    bodies = _function_bodies(ir)
+    kernels = set()
+    for name, (_, body) in bodies.items():
+        if not name.endswith("_compute_"):
+            continue
+        lambdas = [bodies[lam][1] for lam in _LAMBDA.findall(body) if lam in bodies]
+        if any(_fusable(text) for text in (body, *lambdas)):
+            kernels.add(name[:-len("_compute_")])
+    return kernels
+
+
+def with_vmla(ir: str, kernels: set[str]) -> str:
     """``ir`` (TVM's LLVM IR) with the compute functions of ``kernels`` compiled for VMLA.
 
     Each such function (``<kernel>_compute_``) and every parallel lambda it references gets a copy

@@ -21,6 +21,7 @@ from ..relax_utils import is_tensor_constant
 from ..targets import ARM_CROSS_CXX, ResolvedTarget, require_tool
 from .content_path import content_path
 from .neon_microkernels import recompile_for_neon
+from .unfused_products import recompile_unfused
 from .standalone.weights import is_float16_weight
 
 # The library's function that widens its float16 weights, run once when the library is loaded.
@@ -90,29 +91,29 @@ def store_weights_as_float16(scheduled: tvm.IRModule) -> tuple[tvm.IRModule, int
 
 
 def build_vm(scheduled: tvm.IRModule, target: ResolvedTarget) -> relax.VMExecutable:
-    """Build a VM executable from a module whose kernels are already TIR (see schedules.lower)."""
+    """Build a VM executable from a module whose kernels are already TIR (see schedules.lower).
+
+    ``relax.build``'s steps, with the kernels' LLVM module recompiled before linking: for ARM by
+    ``recompile_for_neon`` (NEON microkernels, multiply-accumulate unfused), for the host by
+    ``recompile_unfused`` (products rounded as on ARM, see ``unfused_products``).
+    """
     try:
-        if not target.is_arm:
-            return tvm.compile(scheduled, target=target.tvm_target, relax_pipeline=vm_lowering_pipeline(target))
-        return _build_vm_neon(scheduled, target)
+        tgt = target.tvm_target
+        with tgt:
+            mod = vm_lowering_pipeline(target)(scheduled)
+        constants = dict(mod.attrs.get("const_name_to_constant", {})) if mod.attrs else {}
+        builder = relax.ExecBuilder()
+        mod = vm_build._vmcodegen(builder, mod, "bytecode")
+        kernels = tvm.IRModule({gvar: func for gvar, func in mod.functions.items() if isinstance(func, tirx.PrimFunc)})
+        lib = tvm.tirx.build(kernels, target=tgt, pipeline="default")
+        with tempfile.TemporaryDirectory(prefix="edgetvm-kernels-") as workdir:
+            if target.is_arm:
+                lib = recompile_for_neon(lib, Path(workdir))
+            else:
+                lib = recompile_unfused(lib, Path(workdir))
+        return relax.VMExecutable(vm_build._ffi_api.VMLink(builder, tgt, lib, [], constants))
     except Exception as exc:  # noqa: BLE001 - TVM raises plain RuntimeError/ValueError through tvm_ffi
         raise CompileError(f"TVM failed to build the module for {target.preset}: {first_line(exc)}") from exc
-
-
-def _build_vm_neon(scheduled: tvm.IRModule, target: ResolvedTarget) -> relax.VMExecutable:
-    """``relax.build``'s steps, with the kernels' LLVM module recompiled by ``recompile_for_neon``
-    (NEON microkernels, multiply-accumulate by lane) before linking."""
-    tgt = target.tvm_target
-    with tgt:
-        mod = vm_lowering_pipeline(target)(scheduled)
-    constants = dict(mod.attrs.get("const_name_to_constant", {})) if mod.attrs else {}
-    builder = relax.ExecBuilder()
-    mod = vm_build._vmcodegen(builder, mod, "bytecode")
-    kernels = tvm.IRModule({gvar: func for gvar, func in mod.functions.items() if isinstance(func, tirx.PrimFunc)})
-    lib = tvm.tirx.build(kernels, target=tgt, pipeline="default")
-    with tempfile.TemporaryDirectory(prefix="edgetvm-neon-") as workdir:
-        lib = recompile_for_neon(lib, kernels, Path(workdir))
-    return relax.VMExecutable(vm_build._ffi_api.VMLink(builder, tgt, lib, [], constants))
 
 
 def export_vm_library(executable: relax.VMExecutable, path: str | os.PathLike, target: ResolvedTarget) -> None:

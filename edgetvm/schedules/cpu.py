@@ -35,8 +35,10 @@ Every kernel is scheduled by the first rule that applies:
            for c_v, ci_i, w_i (or w_i, c_v, ci_i):                 # unrolled
              acc[w_i, c_v*lanes : +lanes] += wt[ci_o*lanes + ci_i, c_v*lanes : +lanes] * x[w_i, ci_i]
 
-   ARMv7 has no fused multiply-accumulate by lane, so these kernels are compiled to the unfused
-   ``vmla.f32`` (``edgetvm.backends.neon_mla``); x86 keeps FMA with a broadcast memory operand.
+   ARMv7 has no fused multiply-accumulate by lane, so these kernels, like every ARM kernel, are
+   compiled to the unfused ``vmla.f32`` (``edgetvm.backends.neon_mla``); x86 multiplies by a
+   broadcast memory operand and rounds the product before adding it, as ARM does
+   (``edgetvm.backends.unfused_products``).
 2. :func:`schedule_generic` for everything else: elementwise producers inlined, each remaining
    block's outer spatial loops fused and parallel, its innermost loop vectorized when it divides
    by the vector width.
@@ -53,10 +55,6 @@ from ..kernels.neon_f32_dwconv import DWCONV_STRIDES, dwconv5_row_intrin, dwconv
 from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILES, F32_STEM_TILE, F32_STEM_WINDOWS, f32_gemm_intrin,
                                     f32_stem_intrin)
 from .analysis import ReductionKernel, unit_stride_last, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
-
-# Set on kernels whose multiply-accumulates take one operand from a vector lane: the ARM backends
-# compile them so that LLVM selects ``vmla.f32 q, q, d[x]`` (see edgetvm.backends.neon_mla).
-LANE_MLA_ATTR = "edgetvm.neon_mla_by_lane"
 
 # Below this many output elements a parallel launch costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 4096
@@ -281,10 +279,7 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
 
     for block in padded:
         _schedule_spatial_block(sch, block, config)
-    func = sch.mod["main"]
-    if lane_input is not None:
-        func = func.with_attr(LANE_MLA_ATTR, True)
-    return ScheduleResult(func, f"register-tiled:{kernel.kind}",
+    return ScheduleResult(sch.mod["main"], f"register-tiled:{kernel.kind}",
                           f"tile {rows}x{vectors}x{lanes}{' by lane' if lane_input is not None else ''}, {kernel.macs} MAC")
 
 

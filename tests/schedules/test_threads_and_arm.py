@@ -131,34 +131,45 @@ def test_arm_lane_kernels_multiply_accumulate_by_lane(dense3x3, tmp_path, thread
     # kernel's symbol: the lambda got the same code generation.
     assert len(by_lane.findall(own)) >= 16, f"{lane}: no vmla.f32 by lane"
     assert "vdup.32" not in own and "vfma.f32" not in own, lane
-    # The other conv kernels keep the fused multiply-add.
+    # Every other kernel multiply-accumulates unfused too, as the host build does
+    # (backends/unfused_products.py): no fused multiply-add anywhere in the library.
+    assert "vfma.f32" not in text
     others = "".join(body for symbol, body in functions.items()
                      if "conv2d" in symbol and "_compute_" in symbol and not symbol.startswith(lane))
-    assert "vfma.f32" in others
+    assert "vmla.f32" in others
 
 
-def test_lane_mla_ir_rewrite_touches_only_the_marked_kernels_and_their_lambdas():
-    from edgetvm.backends.neon_mla import with_lane_mla
+def test_vmla_ir_rewrite_touches_only_the_kernels_that_add_products_and_their_lambdas():
+    from edgetvm.backends.neon_mla import fusable_kernels, with_vmla
 
     ir = "\n".join([
         "define internal fastcc void @conv_a_compute_(ptr %x) unnamed_addr #5 !dbg !1 {",
         "  call i32 @TVMBackendParallelLaunch(ptr @__tvm_parallel_lambda.3, ptr null, i32 0)",
         "}",
         "define private i32 @__tvm_parallel_lambda.3(i32 %t, ptr %p, ptr %c) #5 {",
+        "  %1 = tail call <4 x float> @llvm.fmuladd.v4f32(<4 x float> %a, <4 x float> %b, <4 x float> %c)",
         "}",
         "define internal fastcc void @conv_b_compute_(ptr %x) unnamed_addr #5 !dbg !2 {",
+        "  %2 = fmul <4 x float> %a, %b",
+        "  %3 = select <4 x i1> %m, <4 x float> %a, <4 x float> %2",
+        "}",
+        "define internal fastcc void @conv_c_compute_(ptr %x) unnamed_addr #5 !dbg !3 {",
+        "  %4 = fmul <4 x float> %a, %b",
+        "  %5 = fadd <4 x float> %c, %4, !dbg !3",
         "}",
         'attributes #5 = { noinline "target-cpu"="cortex-a7" "target-features"="+neon,-slowfpvfmx,-slowfpvmlx" }',
         "",
     ])
-    out = with_lane_mla(ir, {"conv_a"})
+    # conv_a adds a product in the lambda it launches, conv_c in its body; conv_b's product
+    # (PReLU's negative side) is added to nothing.
+    assert fusable_kernels(ir) == {"conv_a", "conv_c"}
+    out = with_vmla(ir, {"conv_a"})
     assert "@conv_a_compute_(ptr %x) unnamed_addr #6 !dbg !1 {" in out
     assert "@__tvm_parallel_lambda.3(i32 %t, ptr %p, ptr %c) #6 {" in out
     assert "@conv_b_compute_(ptr %x) unnamed_addr #5 !dbg !2 {" in out
     assert 'attributes #6 = { minsize noinline "target-cpu"="cortex-a7" "target-features"="+slowfpvfmx,+neon,-slowfpvmlx" }' in out
     assert 'attributes #5 = { noinline "target-cpu"="cortex-a7" "target-features"="+neon,-slowfpvfmx,-slowfpvmlx" }' in out
-    assert with_lane_mla(ir, {"conv_c"}) == ir
-
+    assert with_vmla(ir, {"conv_d"}) == ir
 
 
 def test_arm_rgb_stem_runs_on_the_neon_microkernel(mini):

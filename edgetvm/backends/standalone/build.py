@@ -23,6 +23,7 @@ import tvm
 from ...errors import CompileError, ToolchainError, first_line
 from ...targets import ARM_CROSS_CC, ResolvedTarget, require_tool
 from ..neon_microkernels import recompile_for_neon
+from ..unfused_products import recompile_unfused
 from .plan import StaticPlan
 
 RUNTIME_DIR = Path(__file__).resolve().parent
@@ -90,8 +91,7 @@ def build_kernel_object(plan: StaticPlan, target: ResolvedTarget, path: Path) ->
     try:
         module = tvm.IRModule(funcs)
         lib = tvm.tirx.build(module, target=target.tvm_target, pipeline="default")
-        if target.is_arm:
-            lib = recompile_for_neon(lib, module, path.parent)
+        lib = recompile_for_neon(lib, path.parent) if target.is_arm else recompile_unfused(lib, path.parent)
         lib.write_to_file(str(path))
     except Exception as exc:  # noqa: BLE001 - TVM raises plain RuntimeError/ValueError through tvm_ffi
         raise CompileError(f"TVM failed to compile the kernels for {target.preset}: {first_line(exc)}") from exc
