@@ -27,7 +27,9 @@ registers even then. 4 output channels per tile (``_gemm_rows``, 16 depth per st
 
 Depthwise convolution: 8 channels per vector, taps in pairs ``vmull.s8`` + ``vmlal.s8``, widened
 into two int32x4 accumulators with ``vaddw.s16``. Padding is a copy of the input filled with the
-input zero point (the zero-point correction is in the bias, see ``kernels.int8_nchw``).
+input zero point (the zero-point correction is in the bias, see ``kernels.int8_nchw``). On ARM a
+3x3 window with an int8/uint8 output runs the assembly microkernel ``kernels.neon_q8_dwconv``
+(3 pixels per step, requantized in its registers).
 
 Requantize (per int32x4, TFLite's NEON spelling of gemmlowp's fixed point)::
 
@@ -69,12 +71,23 @@ DEPTHWISE_LANES = 8
 # The ARMv7 microkernel of the paired GEMM (2 pixels x 8 channels), defined in inline assembly by
 # ``backends.neon_microkernels`` (the assembly: ``kernels.neon_q8_gemm``) when the kernels' LLVM module is built for ARM.
 NEON_Q8_GEMM_2X8 = "edgetvm_neon_q8_gemm_2x8"
+# The ARMv7 3x3 depthwise microkernel (``kernels.neon_q8_dwconv``) and the output pixels of one of its
+# groups (its 6 int32x4 accumulators; the requantize takes the other 10 q registers).
+NEON_Q8_DWCONV3X3 = "edgetvm_neon_q8_dwconv3x3"
+DWCONV_GROUP_PIXELS = 3
 
 
 def neon_q8_gemm_requantize_name(negative: bool, left_shift: bool, unsigned: bool) -> str:
     """The 2x8 microkernel that also requantizes and stores its tile (``kernels.neon_q8_gemm``): one per
     epilogue shape (PReLU/LeakyReLU multipliers, left shifts, uint8 output)."""
     return (f"{NEON_Q8_GEMM_2X8}_requantize{'_negative' if negative else ''}{'_left_shift' if left_shift else ''}"
+            f"{'_u8' if unsigned else ''}")
+
+
+def neon_q8_dwconv_name(pixels: int, negative: bool, left_shift: bool, unsigned: bool) -> str:
+    """The 3x3 depthwise microkernel of groups of ``pixels`` output pixels x 8 channels that requantizes
+    and stores them too (``kernels.neon_q8_dwconv``), one per epilogue shape."""
+    return (f"{NEON_Q8_DWCONV3X3}_p{pixels}{'_negative' if negative else ''}{'_left_shift' if left_shift else ''}"
             f"{'_u8' if unsigned else ''}")
 
 
@@ -581,14 +594,49 @@ def int8_conv_im2col_nhwc(*, x_shape, x_layout: str, channels_out: int, kernel_s
     return ib.get()
 
 
+def pack_depthwise_weights(w: np.ndarray) -> np.ndarray:
+    """(KH, KW, C) -> (C/8, KH KW, 8): a block of 8 channels' taps contiguous, in the order the
+    microkernel loads them (one pointer per channel block)."""
+    kh, kw, c = w.shape
+    return np.ascontiguousarray(w.reshape(kh * kw, c // DEPTHWISE_LANES, DEPTHWISE_LANES).transpose(1, 0, 2))
+
+
+def _neon_dwconv3x3_rows(ni, shape: tuple, strides: tuple, xp, yf, wf, epi: dict, cfg: dict, y_dtype: str) -> None:
+    """Output row ``ni`` (of ``N OH``) by the assembly microkernel: per 8 channels one call for its
+    groups of ``DWCONV_GROUP_PIXELS`` pixels and one for the 1 or 2 pixels left. ``shape``: (OH, OW,
+    C, padded H, padded W); dilation 1."""
+    oh_, ow_, c_, hp, wp = shape
+    sh, sw = strides
+    lo, hi = (int(v) for v in cfg["clamp"])
+    params = (lo & 0xFF) | (hi & 0xFF) << 8 | (int(cfg["y_zero_point"]) & 0xFFFF) << 16
+    params -= (1 << 32) if params >= 1 << 31 else 0  # an int32 operand
+    # Byte steps of the input pointer (see kernels.neon_q8_dwconv): next column, next window row, next pixel.
+    xs, xn, xg = c_, wp * c_ - 2 * c_, sw * c_ - 2 * wp * c_ - 2 * c_
+    n, i = ni // oh_, ni % oh_
+    groups, rest = divmod(ow_, DWCONV_GROUP_PIXELS)
+    flavour = (_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8")
+    with T.serial(0, c_ // DEPTHWISE_LANES) as cb:
+        for first, count, pixels in ((0, groups, DWCONV_GROUP_PIXELS), (groups * DWCONV_GROUP_PIXELS, rest, 1)):
+            if count:
+                channel = cb * DEPTHWISE_LANES
+                T.evaluate(tirx.call_extern(
+                    "int32", neon_q8_dwconv_name(pixels, *flavour),
+                    tirx.address_of(yf[(ni * ow_ + first) * c_ + channel]),
+                    tirx.address_of(xp[((n * hp + i * sh) * wp + first * sw) * c_ + channel]),
+                    tirx.address_of(wf[cb * 9 * DEPTHWISE_LANES]), tirx.address_of(epi["packed"][cb * 2, 0, 0]),
+                    count, xs, xn, xg, params))
+
+
 def int8_depthwise_nhwc(*, x_shape, kernel_size, strides, padding, dilation, x_zero_point: int, out_dtype: str,
                         y_zero_point: int = 0, clamp=(0, 0), negative: bool = False, float_out: bool = False,
                         left_shift: bool = True, isa: str = "portable", parallel: bool = False) -> tirx.PrimFunc:
     """``y[n, i, j, c] = requantize(bias[c] + sum_{r,s} x_pad[n, i S_h + r D_h, j S_w + s D_w, c] w[r, s, c])``.
 
-    Parameters: ``x`` (N, H, W, C) int8, ``w`` (KH, KW, C) int8 in [-127, 127], ``bias`` (C,) int32,
-    the epilogue's per-channel arrays, the output (N, OH, OW, C). ``x_pad`` is ``x`` padded with its
-    zero point. Needs ``C % 8 == 0``. Taps go in pairs: ``|x_1 w_1 + x_2 w_2| < 2^15`` fits int16.
+    Parameters: ``x`` (N, H, W, C) int8, ``w`` (KH, KW, C) int8 in [-127, 127] packed by
+    ``pack_depthwise_weights``, then ``epilogue`` (``pack_epilogue`` of bias, mult_pos, shift_pos[,
+    mult_neg, shift_neg]) or, with ``float_out``, ``bias`` (C,) int32 and ``out_scale`` (C,) float32,
+    and the output (N, OH, OW, C). ``x_pad`` is ``x`` padded with its zero point. Needs ``C % 8 == 0``.
+    Taps go in pairs: ``|x_1 w_1 + x_2 w_2| < 2^15`` fits int16.
     """
     n_, h_, w_, c_ = (int(d) for d in x_shape)
     kh, kw = (int(k) for k in kernel_size)
@@ -608,9 +656,8 @@ def int8_depthwise_nhwc(*, x_shape, kernel_size, strides, padding, dilation, x_z
         with T.prim_func():
             T.func_name("int8_depthwise_nhwc")
             x = T.arg("x", T.buffer((n_, h_, w_, c_), "int8"))
-            wq = T.arg("w", T.buffer((kh, kw, c_), "int8"))
-            epi = _epilogue_args(float_out, negative, c_)
-            bias = epi["bias"]
+            wq = T.arg("w", T.buffer((c_ // lanes, kh * kw, lanes), "int8"))
+            epi = _epilogue_args(float_out, negative, c_, packed=True)
             y = T.arg("y", T.buffer((n_, oh, ow, c_), y_dtype))
             T.func_attr({"tirx.noalias": True})
             xf = _flat(x, n_ * h_ * w_ * c_)
@@ -628,27 +675,33 @@ def int8_depthwise_nhwc(*, x_shape, kernel_size, strides, padding, dilation, x_z
                         T.buffer_store(xp, xf[_ramp(nh * row + k * lanes, lanes)], [_ramp(dst, lanes)])
             else:
                 xp = xf
-            with _loop(n_ * oh, parallel) as ni:
-                n, i = ni // oh, ni % oh
-                with T.serial(0, c_ // lanes) as cb:
-                    channel = cb * lanes
-                    weights = [T.Bind(wf[_ramp((r * kw + s) * c_ + channel, lanes)]) for r, s in taps]
-                    with T.serial(0, ow) as j:
-                        def tap(t):
-                            r, s = taps[t]
-                            at = ((n * hp + i * sh + r * dh) * wp + j * sw + s * dw) * c_ + channel
-                            return xp[_ramp(at, lanes)]
+            # The microkernel's output pointer steps by its input column step: dilation 1.
+            if ops.neon and (kh, kw) == (3, 3) and (dh, dw) == (1, 1) and not float_out:
+                with _loop(n_ * oh, parallel) as ni:
+                    _neon_dwconv3x3_rows(ni, (oh, ow, c_, hp, wp), (sh, sw), xp, yf, wf, epi, cfg, y_dtype)
+            else:
+                with _loop(n_ * oh, parallel) as ni:
+                    n, i = ni // oh, ni % oh
+                    with T.serial(0, c_ // lanes) as cb:
+                        channel = cb * lanes
+                        weights = [T.Bind(wf[_ramp((cb * len(taps) + t) * lanes, lanes)]) for t in range(len(taps))]
+                        with T.serial(0, ow) as j:
+                            def tap(t):
+                                r, s = taps[t]
+                                at = ((n * hp + i * sh + r * dh) * wp + j * sw + s * dw) * c_ + channel
+                                return xp[_ramp(at, lanes)]
 
-                        acc = [T.Bind(bias[_ramp(channel, 4)]), T.Bind(bias[_ramp(channel + 4, 4)])]
-                        for t in range(0, len(taps), 2):
-                            products = ops.widening_mul(tap(t), weights[t])
-                            if t + 1 < len(taps):
-                                products = products + ops.widening_mul(tap(t + 1), weights[t + 1])
-                            products = T.Bind(products)
-                            acc = [T.Bind(ops.widen_accumulate(acc[h], products, h)) for h in range(2)]
-                        halves = [_finish(ops, acc[h], epi, channel + 4 * h, cfg, add_bias=False) for h in range(2)]
-                        value = _shuffle(halves, range(8))
-                        T.buffer_store(yf, _out_lanes(ops, value, y_dtype, cfg), [_ramp((ni * ow + j) * c_ + channel, lanes)])
+                            acc = [T.Bind(_epi(epi, "bias", channel)), T.Bind(_epi(epi, "bias", channel + 4))]
+                            for t in range(0, len(taps), 2):
+                                products = ops.widening_mul(tap(t), weights[t])
+                                if t + 1 < len(taps):
+                                    products = products + ops.widening_mul(tap(t + 1), weights[t + 1])
+                                products = T.Bind(products)
+                                acc = [T.Bind(ops.widen_accumulate(acc[h], products, h)) for h in range(2)]
+                            halves = [_finish(ops, acc[h], epi, channel + 4 * h, cfg, add_bias=False) for h in range(2)]
+                            value = _shuffle(halves, range(8))
+                            T.buffer_store(yf, _out_lanes(ops, value, y_dtype, cfg),
+                                           [_ramp((ni * ow + j) * c_ + channel, lanes)])
     return ib.get()
 
 

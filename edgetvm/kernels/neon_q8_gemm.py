@@ -62,7 +62,7 @@ def q8_gemm_2x8_asm() -> list[str]:
     return zero + loop + sums + store
 
 
-def _requantize(acc: int, negative: bool, left_shift: bool) -> list[str]:
+def requantize_asm(acc: int, negative: bool, left_shift: bool) -> list[str]:
     """``M (acc + bias)`` of int32x4 q``acc`` in place (``kernels.fixed_point`` semantics, the NEON
     spelling of ``IntegerVectorOps.requantize`` without ``z_y``): bias q8, mult_pos q9, shift_pos q10,
     mult_neg q11, shift_neg q12, zero q7; q6, q13-q15 scratch.
@@ -104,7 +104,7 @@ def q8_gemm_2x8_requantize_asm(negative: bool, left_shift: bool, unsigned: bool)
     for group, accs in ((0, (0, 2)), (1, (1, 3))):
         lines += params
         for acc in accs:
-            lines += _requantize(acc, negative, left_shift)
+            lines += requantize_asm(acc, negative, left_shift)
     narrow = "vqmovun.s16" if unsigned else "vqmovn.s16"
     kind = "u8" if unsigned else "s8"
     # z_y added to the int16 lanes, 8 at a time: where the int16 saturation differs from an int32 add,

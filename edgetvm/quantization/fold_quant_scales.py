@@ -36,7 +36,7 @@ from tvm import relax
 
 from ..kernels.fixed_point import quantize_multiplier, quantize_multipliers
 from ..kernels.int8_nhwc import (DEPTHWISE_LANES, GEMM_CHANNELS, GEMM_DEPTH, im2col_depth, make_kernel,
-                                   pack_epilogue, pack_gemm_weights)
+                                   pack_depthwise_weights, pack_epilogue, pack_gemm_weights)
 from ..kernels.int8_nchw import (int8_add_requantize, int8_conv2d_dequantize, int8_conv2d_requantize,
                                int8_dense_dequantize, int8_dense_requantize, int8_requantize_tensor,
                                int8_weight_dense)
@@ -228,8 +228,8 @@ class _Folder(relax.PyExprMutator):
         if not m["conv"] or not m["pair"]:
             return None
         consts = [relax.const(a) for a in epilogue]
-        # The GEMM kernels take the requantize parameters packed per tile of 4 channels.
-        gemm_consts = consts if float_out else [relax.const(pack_epilogue(*epilogue))]
+        # The GEMM and depthwise kernels take the requantize parameters packed per tile of 4 channels.
+        packed_consts = consts if float_out else [relax.const(pack_epilogue(*epilogue))]
         attrs = self._conv_attrs(m["attrs"])
         w_q = m["w_q"]
         oc, icg, kh, kw = w_q.shape
@@ -242,7 +242,7 @@ class _Folder(relax.PyExprMutator):
         if (attrs["groups"] == 1 and (kh, kw) == (1, 1) and attrs["strides"] == [1, 1] and not any(attrs["padding"])
                 and channels % GEMM_DEPTH == 0 and oc % GEMM_CHANNELS == 0):
             x_nhwc = self._channels_last(x_new)
-            return self._emit_nhwc("conv1x1", [x_nhwc, relax.const(pack_gemm_weights(w_q.reshape(oc, icg)))] + gemm_consts,
+            return self._emit_nhwc("conv1x1", [x_nhwc, relax.const(pack_gemm_weights(w_q.reshape(oc, icg)))] + packed_consts,
                                    [n, h, w, oc], y_dtype, x_shape=[n, h, w, channels], channels_out=int(oc), **common)
         if attrs["groups"] == 1 and oc % GEMM_CHANNELS == 0:
             pt, pl, pb, pr = attrs["padding"]
@@ -257,7 +257,7 @@ class _Folder(relax.PyExprMutator):
                 w_cols = np.zeros((oc, depth), dtype=np.int8)
                 w_cols[:, :kh * kw * icg] = w_q.transpose(0, 2, 3, 1).reshape(oc, -1)
                 x_shape = [int(d) for d in x_in.ty.shape]
-                return self._emit_nhwc("im2col", [x_in, relax.const(pack_gemm_weights(w_cols))] + gemm_consts, [n, oh, ow, oc], y_dtype,
+                return self._emit_nhwc("im2col", [x_in, relax.const(pack_gemm_weights(w_cols))] + packed_consts, [n, oh, ow, oc], y_dtype,
                                        x_shape=x_shape, x_layout="NHWC" if nhwc_input else "NCHW",
                                        channels_out=int(oc), kernel_size=[int(kh), int(kw)], strides=attrs["strides"],
                                        padding=attrs["padding"], dilation=attrs["dilation"],
@@ -268,8 +268,9 @@ class _Folder(relax.PyExprMutator):
             oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
             ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
             x_nhwc = self._channels_last(x_new)
-            w_rsc = np.ascontiguousarray(w_q[:, 0].transpose(1, 2, 0))  # (C, 1, KH, KW) -> (KH, KW, C)
-            return self._emit_nhwc("depthwise", [x_nhwc, relax.const(w_rsc)] + consts, [n, oh, ow, oc], y_dtype,
+            w_rsc = w_q[:, 0].transpose(1, 2, 0)  # (C, 1, KH, KW) -> (KH, KW, C)
+            return self._emit_nhwc("depthwise", [x_nhwc, relax.const(pack_depthwise_weights(w_rsc))] + packed_consts,
+                                   [n, oh, ow, oc], y_dtype,
                                    x_shape=[n, h, w, channels], kernel_size=[int(kh), int(kw)],
                                    strides=attrs["strides"], padding=attrs["padding"], dilation=attrs["dilation"],
                                    x_zero_point=int(m["x_zero"]), **common)

@@ -18,10 +18,12 @@ from edgetvm.kernels.fixed_point import (
     requantize_reference,
 )
 from edgetvm.kernels.int8_nhwc import (
+    DWCONV_GROUP_PIXELS,
     KERNEL_ATTR,
     NEON_Q8_GEMM_2X8,
     IntegerVectorOps,
     make_kernel,
+    neon_q8_dwconv_name,
     neon_q8_gemm_requantize_name,
     remake_kernel,
 )
@@ -74,8 +76,14 @@ def test_kernel_is_written_again_from_its_recipe():
     fused = neon_q8_gemm_requantize_name(negative=True, left_shift=False, unsigned=False)
     assert fused in neon.script() and NEON_Q8_GEMM_2X8 not in portable.script()
     assert "vqrdmulh" not in neon.script() and "vqrdmulh" not in portable.script()
-    depthwise = next(c for c in cases(np.random.default_rng(0)) if c[0] == "depthwise")
-    assert "vqrdmulh" in make_kernel(depthwise[0], isa="neon", **depthwise[1]).script()
+    # A 3x3 depthwise calls its assembly microkernel (groups of 3 pixels and the 1 or 2 left, PReLU);
+    # a 5x5 one keeps the NEON intrinsics in TIR.
+    depthwise = [c for c in cases(np.random.default_rng(0)) if c[0] == "depthwise"]
+    three = make_kernel("depthwise", isa="neon", **depthwise[0][1]).script()
+    assert depthwise[0][1]["kernel_size"] == [3, 3] and "vqrdmulh" not in three
+    assert all(neon_q8_dwconv_name(p, True, False, False) in three for p in (1, DWCONV_GROUP_PIXELS))
+    five = next(c for c in depthwise if c[1]["kernel_size"] == [5, 5] and not c[1]["float_out"])
+    assert "vqrdmulh" in make_kernel("depthwise", isa="neon", **five[1]).script()
     assert "T.parallel" in neon.script()
     assert remake_kernel(tvm.tirx.PrimFunc([], tvm.tirx.Evaluate(0)), isa="neon", parallel=False) is None
 
