@@ -77,11 +77,16 @@ NEON_Q8_DWCONV3X3 = "edgetvm_neon_q8_dwconv3x3"
 DWCONV_GROUP_PIXELS = 3
 
 
-def neon_q8_gemm_requantize_name(negative: bool, left_shift: bool, unsigned: bool) -> str:
+def neon_q8_gemm_name(tail: bool = False) -> str:
+    """The 2x8 microkernel (int32 sums out); ``tail``: for a depth of 16 k + 8 (one 8-deep step more)."""
+    return f"{NEON_Q8_GEMM_2X8}{'_tail8' if tail else ''}"
+
+
+def neon_q8_gemm_requantize_name(negative: bool, left_shift: bool, unsigned: bool, tail: bool = False) -> str:
     """The 2x8 microkernel that also requantizes and stores its tile (``kernels.neon_q8_gemm``): one per
-    epilogue shape (PReLU/LeakyReLU multipliers, left shifts, uint8 output)."""
+    epilogue shape (PReLU/LeakyReLU multipliers, left shifts, uint8 output) and depth (``tail``)."""
     return (f"{NEON_Q8_GEMM_2X8}_requantize{'_negative' if negative else ''}{'_left_shift' if left_shift else ''}"
-            f"{'_u8' if unsigned else ''}")
+            f"{'_u8' if unsigned else ''}{'_tail8' if tail else ''}")
 
 
 def neon_q8_dwconv_name(pixels: int, negative: bool, left_shift: bool, unsigned: bool) -> str:
@@ -346,6 +351,8 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
     c_, o_ = depth_total, channels_out
     y64 = T.decl_buffer((pixels * o_ // 8,), "int64", data=yf.data) if y_dtype != "float32" else None
     tiles_o = o_ // PAIRED_CHANNELS
+    # The microkernel's loop takes 16 depth per iteration, then 8 more for a depth of 16 k + 8.
+    tail = c_ % GEMM_DEPTH != 0
 
     def finish(acc, pixel, tile_o, at: int) -> None:
         """Requantize and store the tile's 8 sums ``acc[at : at + 8]`` of ``pixel``."""
@@ -362,7 +369,7 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
 
     if ops.neon and y_dtype != "float32":
         # The microkernel requantizes and stores too: the int32 sums stay in registers.
-        name = neon_q8_gemm_requantize_name(_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8")
+        name = neon_q8_gemm_requantize_name(_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8", tail)
         lo, hi = (int(v) for v in cfg["clamp"])
         clamp_bits = (lo & 0xFF) | (hi & 0xFF) << 8
 
@@ -381,7 +388,7 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
             # The microkernel writes all 16 sums, also for a lone last pixel whose epilogue reads 8: an
             # access pointer over the whole buffer keeps TVM from compacting it to the 8 read (a stack
             # overflow into the kernel's saved registers).
-            T.evaluate(tirx.call_extern("int32", NEON_Q8_GEMM_2X8, acc.access_ptr("w"),
+            T.evaluate(tirx.call_extern("int32", neon_q8_gemm_name(tail), acc.access_ptr("w"),
                                         tirx.address_of(xf[pixel0 * c_]), tirx.address_of(xf[second * c_]),
                                         tirx.address_of(wq[tile_o * (c_ * PAIRED_CHANNELS)]), c_ // GEMM_DEPTH))
             finish(acc, pixel0, tile_o, 0)
@@ -484,6 +491,13 @@ def _gemm_rows(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, cha
             tile(rest, 1, ot * GEMM_CHANNELS)
 
 
+def gemm_fits(depth: int, channels_out: int) -> bool:
+    """Whether the 1x1 GEMM takes ``depth`` input and ``channels_out`` output channels: 16 k depth and 4 m
+    channels, or (the paired tile, its microkernel's 8-deep tail) 16 k + 8 depth and 8 m channels."""
+    return (depth % GEMM_DEPTH == 0 and channels_out % GEMM_CHANNELS == 0) or \
+        (depth % 8 == 0 and depth > GEMM_DEPTH and channels_out % PAIRED_CHANNELS == 0)
+
+
 def _gemm_params(name: str, x_shape, depth: int, channels_out: int, y_shape, y_dtype: str, negative: bool):
     """The parameters of a GEMM kernel, declared in the open ``T.prim_func``: int8 ``x``, the weights
     packed by ``pack_gemm_weights``, the epilogue (``_epilogue_args``, packed) and the output ``y``."""
@@ -504,11 +518,11 @@ def int8_conv1x1_nhwc(*, x_shape, channels_out: int, out_dtype: str, y_zero_poin
     Parameters: ``x`` (N, H, W, C) int8, ``w`` (O, C) int8 in [-127, 127] packed by
     ``pack_gemm_weights``, then ``epilogue`` (``pack_epilogue`` of bias, mult_pos, shift_pos[,
     mult_neg, shift_neg]) or, with ``float_out``, ``bias`` (O,) int32 and ``out_scale`` (O,) float32,
-    and the output (N, H, W, O). Needs ``C % 16 == 0`` and ``O % 4 == 0``.
+    and the output (N, H, W, O). Needs ``gemm_fits(C, O)``.
     """
     n_, h_, w_, c_ = (int(d) for d in x_shape)
     o_ = int(channels_out)
-    assert c_ % GEMM_DEPTH == 0 and o_ % GEMM_CHANNELS == 0, (c_, o_)
+    assert gemm_fits(c_, o_), (c_, o_)
     pixels = n_ * h_ * w_
     cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift}
     y_dtype = "float32" if float_out else out_dtype

@@ -14,7 +14,7 @@ Rules (each applies to a ``quantize`` whose producers, followed back, have one u
 
 Layout: a conv2d whose activations are int8 and weights in [-127, 127] (int8 x int8 products in
 pairs fit int16) gets a channels-last kernel (``kernels.int8_nhwc``): 1x1 stride 1 with
-``C % 16 == 0`` a GEMM, other dense convolutions im2col + the GEMM, depthwise with ``C % 8 == 0``
+``gemm_fits(C, O)`` a GEMM, other dense convolutions im2col + the GEMM, depthwise with ``C % 8 == 0``
 its own; an ADD next to one of them too. Their inputs and outputs are NHWC, with ``permute_dims``
 back to NCHW for every other consumer; a kernel reading a channels-last kernel's output takes the
 NHWC tensor directly, so the transposes between them are dead code. ``report.channels_last`` counts
@@ -35,7 +35,7 @@ import tvm
 from tvm import relax
 
 from ..kernels.fixed_point import quantize_multiplier, quantize_multipliers
-from ..kernels.int8_nhwc import (DEPTHWISE_LANES, GEMM_CHANNELS, GEMM_DEPTH, im2col_depth, make_kernel,
+from ..kernels.int8_nhwc import (DEPTHWISE_LANES, GEMM_CHANNELS, gemm_fits, im2col_depth, make_kernel,
                                    pack_depthwise_weights, pack_epilogue, pack_gemm_weights)
 from ..kernels.int8_nchw import (int8_add_requantize, int8_conv2d_dequantize, int8_conv2d_requantize,
                                int8_dense_dequantize, int8_dense_requantize, int8_requantize_tensor,
@@ -240,7 +240,7 @@ class _Folder(relax.PyExprMutator):
         y_dtype = "float32" if float_out else out_dtype
         n, _, h, w = shape
         if (attrs["groups"] == 1 and (kh, kw) == (1, 1) and attrs["strides"] == [1, 1] and not any(attrs["padding"])
-                and channels % GEMM_DEPTH == 0 and oc % GEMM_CHANNELS == 0):
+                and gemm_fits(channels, oc)):
             x_nhwc = self._channels_last(x_new)
             return self._emit_nhwc("conv1x1", [x_nhwc, relax.const(pack_gemm_weights(w_q.reshape(oc, icg)))] + packed_consts,
                                    [n, h, w, oc], y_dtype, x_shape=[n, h, w, channels], channels_out=int(oc), **common)

@@ -110,6 +110,10 @@ def cases(rng):
     conv1x1(3, 3, 32, 16, False, (-3, 127), left_shift=True)
     conv1x1(2, 2, 16, 8, False, (4, 250), out_dtype="uint8")
     conv1x1(1, 3, 32, 8, True, (-100, 90), left_shift=True)
+    # A depth of 16 k + 8 (MobileNetV2's 24 channels): the microkernel's 8-deep tail step.
+    conv1x1(3, 3, 24, 16, True, (-128, 127))
+    conv1x1(2, 2, 40, 8, False, (4, 250), out_dtype="uint8", left_shift=True)
+    conv1x1(1, 3, 24, 8, False, (0, 0), float_out=True)
 
     def im2col(layout, h, c, o, k, stride, pad, dil):
         x_nchw = rng.integers(-128, 128, (1, c, h, h + 1)).astype(np.int8)

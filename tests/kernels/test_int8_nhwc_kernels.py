@@ -3,6 +3,7 @@ ARMv7 under qemu (NEON microkernel: vmull.s8/vmlal.s8/vpadal.s16, vqrdmulh requa
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 
@@ -24,6 +25,7 @@ from edgetvm.kernels.int8_nhwc import (
     IntegerVectorOps,
     make_kernel,
     neon_q8_dwconv_name,
+    neon_q8_gemm_name,
     neon_q8_gemm_requantize_name,
     remake_kernel,
 )
@@ -209,13 +211,14 @@ def test_microkernel_declarations_become_inline_assembly():
     assert "vpadal.s16" in out and "declare i32 @memcpy" in out and f"declare i32 @{NEON_Q8_GEMM_2X8}" not in out
     assert microkernel_calls(out) == set()
     # Every spelling of the requantizing tile has a definition (the names the kernels call).
-    for negative in (False, True):
-        for left_shift in (False, True):
-            for unsigned in (False, True):
-                name = neon_q8_gemm_requantize_name(negative, left_shift, unsigned)
-                defined = with_microkernels(f"declare i32 @{name}(ptr, ptr, ptr, ptr, ptr, i32, ptr, i32, i32)\n")
-                assert f"define internal i32 @{name}(" in defined
-                assert ("vbsl" in defined) == negative and ("vshl.s32" in defined) == left_shift
-                assert ("vqmovun.s16" in defined) == unsigned
+    for negative, left_shift, unsigned, tail in itertools.product((False, True), repeat=4):
+        name = neon_q8_gemm_requantize_name(negative, left_shift, unsigned, tail)
+        defined = with_microkernels(f"declare i32 @{name}(ptr, ptr, ptr, ptr, ptr, i32, ptr, i32, i32)\n")
+        assert f"define internal i32 @{name}(" in defined
+        assert ("vbsl" in defined) == negative and ("vshl.s32" in defined) == left_shift
+        assert ("vqmovun.s16" in defined) == unsigned
+        # The 8-deep tail: one step (4 vpadal.s16 per row) after the loop's two.
+        assert defined.split("bne 1b")[1].count("vpadal.s16") == (8 if tail else 0)
+    assert "vpadal.s16" in with_microkernels(f"declare i32 @{neon_q8_gemm_name(True)}(ptr, ptr, ptr, ptr, i32)\n")
     with pytest.raises(ValueError, match="edgetvm_neon_unknown"):
         with_microkernels("declare i32 @edgetvm_neon_unknown(ptr)\n")
