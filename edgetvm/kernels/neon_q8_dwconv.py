@@ -31,9 +31,15 @@ int16 products. Per pixel and 8 channels, taps in pairs (``|x_1 w_1 + x_2 w_2| <
 3 pixels: 3 weight loads; per group of 4 channels 1 or 3 epilogue loads and per accumulator the
 requantize of ``neon_q8_gemm.requantize_asm`` (bias ``vadd``, ``vqrdmulh``, ``vand`` + ``vsra``,
 ``vrshl``; +4 with PReLU, +3 with left shifts); per pixel ``vqmovn`` x2, ``z_y`` added in int16,
-``vqmovn``, the clamp and one 8-byte store: about 150 instructions per 216 multiply-accumulates
-(0.70 per MAC; the TIR kernel with NEON intrinsics it replaces ran 1.23 per MAC on MobileFaceNet,
-reloading and re-addressing every tap per pixel). ``P = 1`` runs the 1 or 2 pixels left of a row.
+``vqmovn``, the clamp and one 8-byte store: 152 instructions per 216 multiply-accumulates (0.70 per
+MAC), 178 with PReLU (0.82), 197 with PReLU and left shifts. ``P = 1`` runs the 1 or 2 pixels left of
+a row (62 to 79 instructions per 72). Measured (cortex-a7, standalone, 1 thread): a 28x28x128
+stride-1 layer with PReLU alone 0.94 instructions and 1.68 a7 cycles per MAC, the rest being the
+zero-point padding copy and the calls per row and 8 channels; MobileFaceNet int8's 17 depthwise
+convs 12.23 -> 9.85 M instructions and 20.77 -> 17.23 M a7 cycles against the TIR kernel with NEON
+intrinsics (which reloaded and re-addressed every tap per pixel). Of the a7 cycles per pixel and 8
+channels, the 10 widening adds take 20, the 9 multiplies 18, the requantize about 40 with PReLU
+(``vqrdmulh.s32 q`` alone 4 each).
 
 Not done: sharing a window's columns between neighbouring pixels at stride 1 (12 instead of 27 loads
 per 3 pixels) needs registers the requantize of 3 pixels takes; multiplies by ``vmlal.s16`` after

@@ -4,6 +4,7 @@ ARMv7 under qemu (NEON microkernel: vmull.s8/vmlal.s8/vpadal.s16, vqrdmulh requa
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import subprocess
 
@@ -197,6 +198,8 @@ def test_neon_kernels_bit_exact_on_cortex_a7(tmp_path):
     text = subprocess.run([objdump, "-d", str(so)], capture_output=True, text=True, check=True).stdout
     for instruction in ("vmull.s8", "vmlal.s8", "vpadal.s16", "vaddw.s16", "vqrdmulh.s32", "vrshl.s32", "vqmovn.s32"):
         assert instruction in text, instruction
+    # The 3x3 depthwise cases ran its assembly microkernel: taps loaded aligned, stepped by a register.
+    assert re.search(r"vld1\.8\s+\{d24\}, \[r\d+ :64\], r\d+", text)
 
 
 def test_microkernel_declarations_become_inline_assembly():
