@@ -242,7 +242,8 @@ class _Folder(relax.PyExprMutator):
         if (attrs["groups"] == 1 and (kh, kw) == (1, 1) and attrs["strides"] == [1, 1] and not any(attrs["padding"])
                 and gemm_fits(channels, oc)):
             x_nhwc = self._channels_last(x_new)
-            return self._emit_nhwc("conv1x1", [x_nhwc, relax.const(pack_gemm_weights(w_q.reshape(oc, icg)))] + packed_consts,
+            weights = relax.const(pack_gemm_weights(w_q.reshape(oc, icg)))
+            return self._emit_nhwc("conv1x1", [x_nhwc, weights] + packed_consts,
                                    [n, h, w, oc], y_dtype, x_shape=[n, h, w, channels], channels_out=int(oc), **common)
         if attrs["groups"] == 1 and oc % GEMM_CHANNELS == 0:
             pt, pl, pb, pr = attrs["padding"]
@@ -257,7 +258,8 @@ class _Folder(relax.PyExprMutator):
                 w_cols = np.zeros((oc, depth), dtype=np.int8)
                 w_cols[:, :kh * kw * icg] = w_q.transpose(0, 2, 3, 1).reshape(oc, -1)
                 x_shape = [int(d) for d in x_in.ty.shape]
-                return self._emit_nhwc("im2col", [x_in, relax.const(pack_gemm_weights(w_cols))] + packed_consts, [n, oh, ow, oc], y_dtype,
+                return self._emit_nhwc("im2col", [x_in, relax.const(pack_gemm_weights(w_cols))] + packed_consts,
+                                       [n, oh, ow, oc], y_dtype,
                                        x_shape=x_shape, x_layout="NHWC" if nhwc_input else "NCHW",
                                        channels_out=int(oc), kernel_size=[int(kh), int(kw)], strides=attrs["strides"],
                                        padding=attrs["padding"], dilation=attrs["dilation"],
