@@ -678,15 +678,24 @@ def int8_depthwise_nhwc(*, x_shape, kernel_size, strides, padding, dilation, x_z
             yf = _flat(y, n_ * oh * ow * c_)
             wf = _flat(wq, kh * kw * c_)
             if pt or pl or pb or pr:
-                # A copy padded with z_x: sum (q_x - z_x) q_w is then exact at the borders too.
+                # A copy padded with z_x: sum (q_x - z_x) q_w is then exact at the borders too. Only the
+                # border is filled (filling it all first wrote every interior byte twice).
                 xp = T.alloc_buffer((n_ * hp * wp * c_,), "int8")
-                with _loop(n_ * hp * wp * c_ // lanes, parallel) as i:
-                    T.buffer_store(xp, tirx.Broadcast(tirx.const(x_zero_point, "int8"), lanes), [_ramp(i * lanes, lanes)])
+                zero = tirx.Broadcast(tirx.const(x_zero_point, "int8"), lanes)
+                with T.serial(0, n_) as n:
+                    for r in [*range(pt), *range(hp - pb, hp)]:
+                        with T.serial(0, wp * c_ // lanes) as k:
+                            T.buffer_store(xp, zero, [_ramp((n * hp + r) * wp * c_ + k * lanes, lanes)])
                 row = w_ * c_
                 with _loop(n_ * h_, parallel) as nh:
+                    start = (nh // h_ * hp + nh % h_ + pt) * wp * c_
+                    for first, columns in ((0, pl), (pl + w_, pr)):
+                        if columns:
+                            with T.serial(0, columns * c_ // lanes) as k:
+                                T.buffer_store(xp, zero, [_ramp(start + first * c_ + k * lanes, lanes)])
                     with T.serial(0, row // lanes) as k:
-                        dst = ((nh // h_ * hp + nh % h_ + pt) * wp + pl) * c_ + k * lanes
-                        T.buffer_store(xp, xf[_ramp(nh * row + k * lanes, lanes)], [_ramp(dst, lanes)])
+                        T.buffer_store(xp, xf[_ramp(nh * row + k * lanes, lanes)],
+                                       [_ramp(start + pl * c_ + k * lanes, lanes)])
             else:
                 xp = xf
             # The microkernel's output pointer steps by its input column step: dilation 1.
