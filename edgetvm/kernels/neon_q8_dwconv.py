@@ -34,10 +34,11 @@ requantize of ``neon_q8_gemm.requantize_asm`` (bias ``vadd``, ``vqrdmulh``, ``va
 ``vqmovn``, the clamp and one 8-byte store: 152 instructions per 216 multiply-accumulates (0.70 per
 MAC), 178 with PReLU (0.82), 197 with PReLU and left shifts. ``P = 1`` runs the 1 or 2 pixels left of
 a row (62 to 79 instructions per 72). Measured (cortex-a7, standalone, 1 thread): a 28x28x128
-stride-1 layer with PReLU alone 0.94 instructions and 1.68 a7 cycles per MAC, the rest being the
+stride-1 layer with PReLU alone 0.92 instructions and 1.65 a7 cycles per MAC, the rest being the
 zero-point padding copy and the calls per row and 8 channels; MobileFaceNet int8's 17 depthwise
-convs 12.23 -> 9.85 M instructions and 20.77 -> 17.23 M a7 cycles against the TIR kernel with NEON
-intrinsics (which reloaded and re-addressed every tap per pixel). Of the a7 cycles per pixel and 8
+convs 12.23 -> 9.42 M instructions and 20.77 -> 16.80 M a7 cycles (MobileNetV2's 20.14 -> 17.00 M
+and 34.03 -> 29.38 M) against the TIR kernel with NEON intrinsics (which reloaded and re-addressed
+every tap per pixel). Of the a7 cycles per pixel and 8
 channels, the 10 widening adds take 20, the 9 multiplies 18, the requantize about 40 with PReLU
 (``vqrdmulh.s32 q`` alone 4 each).
 
