@@ -12,7 +12,7 @@ wheel with its builtin kernels for the MediaPipe models), next to the issue's go
 ``--per-kernel``: every distinct kernel of the build is exported alone (same shapes and constants,
 random inputs), counted the same way and multiplied by its calls, then summed by kind (``conv1x1``,
 ``conv3x3 stem``, ``dwconv3x3 s2``, ... from the weight and tensor shapes; the int8 kernels by their
-recipe). Each kind gets its multiply-accumulates and instructions (and a7 cycles) per MAC, which is
+recipe, ``int8 conv1x1``, ``int8 dwconv3x3 s1``, ...). Each kind gets its multiply-accumulates and instructions (and a7 cycles) per MAC, which is
 what a hand-scheduled kernel must lower: the floor for fp32 is 0.25 instructions per MAC (one
 4-lane ``vmla.f32`` per 4 MACs). ``--int8`` adds the int8 build where the model is a float ONNX
 model (calibrated on real faces, as ``bench_quantization.py`` does).
@@ -133,6 +133,23 @@ def kernel_kind(name: str, rule: str, args, out_shape: list[int]) -> tuple[str, 
     return re.sub(r"\d+", "", name).strip("_"), macs
 
 
+def int8_kernel_kind(recipe: dict, out_shape: list[int]) -> tuple[str, int]:
+    """(kind, multiply-accumulates) of one int8 channels-last kernel (``kernels.int8_nhwc``) from its
+    recipe and its NHWC output shape: the depthwise ones by window and stride, as the fp32 kinds."""
+    kind, params = recipe["kind"], recipe["params"]
+    outputs = int(np.prod(out_shape))
+    if kind == "conv1x1":
+        return "int8 conv1x1", outputs * int(params["x_shape"][3])
+    if kind == "im2col":
+        channels = params["x_shape"][1 if params["x_layout"] == "NCHW" else 3]
+        kh, kw = params["kernel_size"]
+        return f"int8 conv{kh}x{kw} im2col", outputs * kh * kw * int(channels)
+    if kind == "depthwise":
+        kh, kw = params["kernel_size"]
+        return f"int8 dwconv{kh}x{kw} s{params['strides'][0]}", outputs * kh * kw
+    return f"int8 {kind}", 0
+
+
 def kernel_calls(compiled) -> list[KernelCall]:
     """The call_tir bindings of ``main`` with their kind: int8 kernels by recipe, fp32 by shape."""
     import tvm
@@ -153,7 +170,7 @@ def kernel_calls(compiled) -> list[KernelCall]:
             recipe = func.attrs.get(KERNEL_ATTR) if func.attrs is not None else None
             args = list(value.args[1].fields)
             if recipe is not None:
-                kind, macs = f"int8 {json.loads(str(recipe))['kind']}", 0
+                kind, macs = int8_kernel_kind(json.loads(str(recipe)), _shape(binding.var))
             else:
                 kind, macs = kernel_kind(gvar.name_hint, rules.get(gvar.name_hint, ""), args, _shape(binding.var))
             calls.append(KernelCall(gvar, binding, kind, macs))

@@ -5,7 +5,8 @@ A TIR kernel calls a microkernel by name (``tirx.call_extern``); TVM's LLVM code
 :func:`with_microkernels` replaces each such declaration with an ``alwaysinline`` definition whose
 body is one inline-assembly statement, so LLVM inlines the loop into the calling kernel: no call,
 no extra object file, and the same rewrite serves the TVM-runtime ``.so`` and the standalone one.
-The microkernels themselves, and why they are assembly: ``kernels/neon_q8_gemm.py`` (int8) and
+The microkernels themselves, and why they are assembly: ``kernels/neon_q8_gemm.py`` and
+``kernels/neon_q8_dwconv.py`` (int8) and
 ``kernels/neon_f32_gemm.py`` and ``kernels/neon_f32_dwconv.py`` (fp32).
 """
 
@@ -16,11 +17,11 @@ from pathlib import Path
 
 import tvm
 
-from ..kernels import neon_f32_gemm, neon_q8_gemm
+from ..kernels import neon_f32_gemm, neon_q8_dwconv, neon_q8_gemm
 from ..kernels.neon_f32_dwconv import dwconv_definition_of
 from .neon_mla import fusable_kernels, with_vmla
 
-DEFINITIONS = {**neon_q8_gemm.DEFINITIONS, **neon_f32_gemm.DEFINITIONS}
+DEFINITIONS = {**neon_q8_gemm.DEFINITIONS, **neon_q8_dwconv.DEFINITIONS, **neon_f32_gemm.DEFINITIONS}
 
 
 def microkernel_definition(name: str) -> str | None:

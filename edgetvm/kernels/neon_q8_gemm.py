@@ -16,7 +16,10 @@ two input rows ``x0``, ``x1`` (int8, ``16 * iterations`` long) with the 8 weight
     vpadal.s16 q8, q6                     int32 lanes (m, m, m', m') += adjacent pairs
 
 128 multiply-adds in 28 instructions (2 input loads, 2 weight loads of 32 bytes, 24 arithmetic),
-two steps per loop iteration. At the end ``vpadd.i32`` of each accumulator's halves gives the
+two steps per loop iteration (and one after the loop for a depth of 16 k + 8: ``_tail8``, MobileNetV2's
+24-channel 1x1 convs, which went through im2col with the depth padded to 32 before: its two 24 -> 144
+convs 11.44 -> 9.67 M instructions, 22.08 -> 18.48 M a7 cycles; at depth 24 the requantize of each
+tile is a third of it). At the end ``vpadd.i32`` of each accumulator's halves gives the
 pair's two sums: ``out[8 j + c]`` is pixel ``j``, channel ``c`` of the tile.
 
 ``edgetvm_neon_q8_gemm_2x8_requantize[_negative][_left_shift][_u8](y0, y1, x0, x1, w, iterations,
@@ -35,8 +38,7 @@ instructions per 256 multiply-adds, 46.6 M of MobileFaceNet's 205.6 M 1x1 multip
 
 from __future__ import annotations
 
-from .int8_nhwc import NEON_Q8_GEMM_2X8 as Q8_GEMM_2X8
-from .int8_nhwc import neon_q8_gemm_requantize_name
+from .int8_nhwc import neon_q8_gemm_name, neon_q8_gemm_requantize_name
 from .neon_asm import inline_asm_definition
 
 
@@ -53,16 +55,17 @@ def _gemm_step(x0: str = "$1", x1: str = "$2", w: str = "$3") -> list[str]:
     return lines
 
 
-def q8_gemm_2x8_asm() -> list[str]:
+def q8_gemm_2x8_asm(tail: bool = False) -> list[str]:
+    """``tail``: one 8-deep step after the loop (a depth of 16 k + 8)."""
     zero = [f"vmov.i32 q{q}, #0" for q in range(8, 16)]
-    loop = ["1:", *_gemm_step(), *_gemm_step(), "subs $4, $4, #1", "bne 1b"]
+    loop = ["1:", *_gemm_step(), *_gemm_step(), "subs $4, $4, #1", "bne 1b", *(_gemm_step() if tail else [])]
     # vpadd of accumulator q(8+k)'s halves d(16+2k), d(17+2k): channels (2k, 2k+1) of its row.
     sums = [f"vpadd.i32 d{k}, d{16 + 2 * k}, d{17 + 2 * k}" for k in range(8)]
     store = ["vst1.32 {d0-d3}, [$0]!", "vst1.32 {d4-d7}, [$0]"]
     return zero + loop + sums + store
 
 
-def _requantize(acc: int, negative: bool, left_shift: bool) -> list[str]:
+def requantize_asm(acc: int, negative: bool, left_shift: bool) -> list[str]:
     """``M (acc + bias)`` of int32x4 q``acc`` in place (``kernels.fixed_point`` semantics, the NEON
     spelling of ``IntegerVectorOps.requantize`` without ``z_y``): bias q8, mult_pos q9, shift_pos q10,
     mult_neg q11, shift_neg q12, zero q7; q6, q13-q15 scratch.
@@ -84,7 +87,7 @@ def _requantize(acc: int, negative: bool, left_shift: bool) -> list[str]:
                     f"vand q15, {a}, {shift}", f"vsra.s32 {a}, q15, #31", f"vrshl.s32 {a}, {a}, {shift}"]
 
 
-def q8_gemm_2x8_requantize_asm(negative: bool, left_shift: bool, unsigned: bool) -> list[str]:
+def q8_gemm_2x8_requantize_asm(negative: bool, left_shift: bool, unsigned: bool, tail: bool = False) -> list[str]:
     """The 2x8 GEMM with the requantize in the same registers: the tile's 16 int32 sums never leave them.
 
     Operands: $0 y0, $1 y1 (the two pixels' 8 outputs), $2 x0, $3 x1, $4 w, $5 iterations, $6 the
@@ -97,14 +100,14 @@ def q8_gemm_2x8_requantize_asm(negative: bool, left_shift: bool, unsigned: bool)
         params.append("vld1.32 {d24-d25}, [$6]!")
     lines = [f"vmov.i32 q{q}, #0" for q in range(8, 16)]
     step = _gemm_step("$2", "$3", "$4")
-    lines += ["1:", *step, *step, "subs $5, $5, #1", "bne 1b"]
+    lines += ["1:", *step, *step, "subs $5, $5, #1", "bne 1b", *(step if tail else [])]
     # Sums of rows 0 and 1 in q0 q1 (channels 0-3, 4-7) and q2 q3.
     lines += [f"vpadd.i32 d{k}, d{16 + 2 * k}, d{17 + 2 * k}" for k in range(8)]
     lines += ["vmov.i32 q7, #0"]
     for group, accs in ((0, (0, 2)), (1, (1, 3))):
         lines += params
         for acc in accs:
-            lines += _requantize(acc, negative, left_shift)
+            lines += requantize_asm(acc, negative, left_shift)
     narrow = "vqmovun.s16" if unsigned else "vqmovn.s16"
     kind = "u8" if unsigned else "s8"
     # z_y added to the int16 lanes, 8 at a time: where the int16 saturation differs from an int32 add,
@@ -125,8 +128,9 @@ _REQUANTIZE_OPERANDS = ("ptr %y0", "ptr %y1", "ptr %x0", "ptr %x1", "ptr %w", "i
 
 # microkernel name -> LLVM IR definition (replacing TVM's declaration of the call).
 DEFINITIONS = {
-    Q8_GEMM_2X8: inline_asm_definition(Q8_GEMM_2X8, _Q8_GEMM_OPERANDS, q8_gemm_2x8_asm()),
-    **{neon_q8_gemm_requantize_name(n, s, u): inline_asm_definition(
-        neon_q8_gemm_requantize_name(n, s, u), _REQUANTIZE_OPERANDS, q8_gemm_2x8_requantize_asm(n, s, u))
-       for n in (False, True) for s in (False, True) for u in (False, True)},
+    **{neon_q8_gemm_name(t): inline_asm_definition(neon_q8_gemm_name(t), _Q8_GEMM_OPERANDS, q8_gemm_2x8_asm(t))
+       for t in (False, True)},
+    **{neon_q8_gemm_requantize_name(n, s, u, t): inline_asm_definition(
+        neon_q8_gemm_requantize_name(n, s, u, t), _REQUANTIZE_OPERANDS, q8_gemm_2x8_requantize_asm(n, s, u, t))
+       for n in (False, True) for s in (False, True) for u in (False, True) for t in (False, True)},
 }

@@ -14,7 +14,7 @@ Rules (each applies to a ``quantize`` whose producers, followed back, have one u
 
 Layout: a conv2d whose activations are int8 and weights in [-127, 127] (int8 x int8 products in
 pairs fit int16) gets a channels-last kernel (``kernels.int8_nhwc``): 1x1 stride 1 with
-``C % 16 == 0`` a GEMM, other dense convolutions im2col + the GEMM, depthwise with ``C % 8 == 0``
+``gemm_fits(C, O)`` a GEMM, other dense convolutions im2col + the GEMM, depthwise with ``C % 8 == 0``
 its own; an ADD next to one of them too. Their inputs and outputs are NHWC, with ``permute_dims``
 back to NCHW for every other consumer; a kernel reading a channels-last kernel's output takes the
 NHWC tensor directly, so the transposes between them are dead code. ``report.channels_last`` counts
@@ -35,8 +35,8 @@ import tvm
 from tvm import relax
 
 from ..kernels.fixed_point import quantize_multiplier, quantize_multipliers
-from ..kernels.int8_nhwc import (DEPTHWISE_LANES, GEMM_CHANNELS, GEMM_DEPTH, im2col_depth, make_kernel,
-                                   pack_epilogue, pack_gemm_weights)
+from ..kernels.int8_nhwc import (DEPTHWISE_LANES, GEMM_CHANNELS, gemm_fits, im2col_depth, make_kernel,
+                                   pack_depthwise_weights, pack_epilogue, pack_gemm_weights)
 from ..kernels.int8_nchw import (int8_add_requantize, int8_conv2d_dequantize, int8_conv2d_requantize,
                                int8_dense_dequantize, int8_dense_requantize, int8_requantize_tensor,
                                int8_weight_dense)
@@ -228,8 +228,8 @@ class _Folder(relax.PyExprMutator):
         if not m["conv"] or not m["pair"]:
             return None
         consts = [relax.const(a) for a in epilogue]
-        # The GEMM kernels take the requantize parameters packed per tile of 4 channels.
-        gemm_consts = consts if float_out else [relax.const(pack_epilogue(*epilogue))]
+        # The GEMM and depthwise kernels take the requantize parameters packed per tile of 4 channels.
+        packed_consts = consts if float_out else [relax.const(pack_epilogue(*epilogue))]
         attrs = self._conv_attrs(m["attrs"])
         w_q = m["w_q"]
         oc, icg, kh, kw = w_q.shape
@@ -240,9 +240,10 @@ class _Folder(relax.PyExprMutator):
         y_dtype = "float32" if float_out else out_dtype
         n, _, h, w = shape
         if (attrs["groups"] == 1 and (kh, kw) == (1, 1) and attrs["strides"] == [1, 1] and not any(attrs["padding"])
-                and channels % GEMM_DEPTH == 0 and oc % GEMM_CHANNELS == 0):
+                and gemm_fits(channels, oc)):
             x_nhwc = self._channels_last(x_new)
-            return self._emit_nhwc("conv1x1", [x_nhwc, relax.const(pack_gemm_weights(w_q.reshape(oc, icg)))] + gemm_consts,
+            weights = relax.const(pack_gemm_weights(w_q.reshape(oc, icg)))
+            return self._emit_nhwc("conv1x1", [x_nhwc, weights] + packed_consts,
                                    [n, h, w, oc], y_dtype, x_shape=[n, h, w, channels], channels_out=int(oc), **common)
         if attrs["groups"] == 1 and oc % GEMM_CHANNELS == 0:
             pt, pl, pb, pr = attrs["padding"]
@@ -257,7 +258,8 @@ class _Folder(relax.PyExprMutator):
                 w_cols = np.zeros((oc, depth), dtype=np.int8)
                 w_cols[:, :kh * kw * icg] = w_q.transpose(0, 2, 3, 1).reshape(oc, -1)
                 x_shape = [int(d) for d in x_in.ty.shape]
-                return self._emit_nhwc("im2col", [x_in, relax.const(pack_gemm_weights(w_cols))] + gemm_consts, [n, oh, ow, oc], y_dtype,
+                return self._emit_nhwc("im2col", [x_in, relax.const(pack_gemm_weights(w_cols))] + packed_consts,
+                                       [n, oh, ow, oc], y_dtype,
                                        x_shape=x_shape, x_layout="NHWC" if nhwc_input else "NCHW",
                                        channels_out=int(oc), kernel_size=[int(kh), int(kw)], strides=attrs["strides"],
                                        padding=attrs["padding"], dilation=attrs["dilation"],
@@ -268,8 +270,9 @@ class _Folder(relax.PyExprMutator):
             oh = (h + pt + pb - (kh - 1) * dh - 1) // sh + 1
             ow = (w + pl + pr - (kw - 1) * dw - 1) // sw + 1
             x_nhwc = self._channels_last(x_new)
-            w_rsc = np.ascontiguousarray(w_q[:, 0].transpose(1, 2, 0))  # (C, 1, KH, KW) -> (KH, KW, C)
-            return self._emit_nhwc("depthwise", [x_nhwc, relax.const(w_rsc)] + consts, [n, oh, ow, oc], y_dtype,
+            w_rsc = w_q[:, 0].transpose(1, 2, 0)  # (C, 1, KH, KW) -> (KH, KW, C)
+            return self._emit_nhwc("depthwise", [x_nhwc, relax.const(pack_depthwise_weights(w_rsc))] + packed_consts,
+                                   [n, oh, ow, oc], y_dtype,
                                    x_shape=[n, h, w, channels], kernel_size=[int(kh), int(kw)],
                                    strides=attrs["strides"], padding=attrs["padding"], dilation=attrs["dilation"],
                                    x_zero_point=int(m["x_zero"]), **common)

@@ -1,6 +1,6 @@
 """The int8 recipe: calibrate the float graph, insert QDQ, fold the scales into integer kernels.
 
-    float Relax -> FoldConstant -> CrossLayerEqualization (per-channel ranges, calibrated)
+    float Relax -> FoldConstant -> MinMaxToClip -> CrossLayerEqualization (per-channel ranges, calibrated)
     -> plan chains -> calibrate (host VM) -> QuantizeAnnotate (QDQ)
     -> FoldQuantScales (int8 kernels) -> float ops left over are listed in the report
 
@@ -27,6 +27,7 @@ from tvm import relax
 
 from ..errors import InputError
 from ..relax_utils import is_tensor_constant, op_name
+from ..transform import MinMaxToClip
 from .calibrate import calibration_arrays, collect_ranges
 from .cross_layer_equalization import CrossLayerEqualization, plan_equalization
 from .fold_quant_scales import FoldQuantScales
@@ -201,7 +202,8 @@ def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
     """
     samples = calibration_arrays(calibration, inputs)
     weights_fp32 = sum(constant_bytes(mod).values())
-    mod = relax.transform.FoldConstant()(mod)
+    # ReLU6 as one clip the planner folds into its conv (ONNX Clip arrives as two max/min kernels).
+    mod = MinMaxToClip()(relax.transform.FoldConstant()(mod))
     equalization = {"pairs": 0, "declined": ["equalize=False"]}
     if equalize:
         mod, equalization = equalize_channels(mod, samples, evaluate=evaluate)

@@ -6,8 +6,9 @@ from .const_fold import FoldConstantsWithNumpy
 from .fold_batch_norm import FoldBatchNorm
 from .fold_scale_shift import FoldScaleShift
 from .layout import LayoutFriendlyActivations
+from .min_max_to_clip import MinMaxToClip
 from .pad_stem_channels import PadStemChannels
 from .prelu_to_leaky_relu import PReLUToLeakyReLU
 
 __all__ = ["FoldBatchNorm", "FoldConstantsWithNumpy", "FoldScaleShift", "GraphPass", "LayoutFriendlyActivations",
-           "PadStemChannels", "PReLUToLeakyReLU", "collect_findings", "graph_pass"]
+           "MinMaxToClip", "PadStemChannels", "PReLUToLeakyReLU", "collect_findings", "graph_pass"]

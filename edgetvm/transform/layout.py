@@ -19,11 +19,12 @@ spelled in ops that have one:
 from __future__ import annotations
 
 import tvm
-from tvm import relax, s_tir, tirx
+from tvm import relax
 
 from ..relax_utils import is_tensor_constant, op_name, prim_value
 from .base import GraphPass, graph_pass
 from .const_fold import FoldConstantsWithNumpy
+from .min_max_to_clip import elementwise_scalar_minmax
 
 # Pooling, concat, resize and the elementwise ops follow their producer's layout (TVM 0.27's pooling
 # ops refuse a desired layout of their own).
@@ -70,7 +71,7 @@ class _LayoutFriendlyActivations(relax.PyExprMutator):
         if not isinstance(gvar, tvm.ir.GlobalVar) or not isinstance(args, relax.Tuple) or len(args.fields) != 2:
             return call
         func = self.builder_.get()[gvar] if gvar in self.builder_.get().functions else None
-        bound = _elementwise_scalar_minmax(func)
+        bound = elementwise_scalar_minmax(func)
         if bound is None:
             return call
         x, scalar = args.fields
@@ -83,41 +84,6 @@ class _LayoutFriendlyActivations(relax.PyExprMutator):
             return call
         self.rewritten += 1
         return (relax.op.maximum if bound == "max" else relax.op.minimum)(x, scalar)
-
-
-def _elementwise_scalar_minmax(func) -> str | None:
-    """"max"/"min" if ``func`` is ``out[i] = max|min(x[i], c[()])`` over all of ``x``; else None."""
-    if not isinstance(func, tirx.PrimFunc) or len(func.params) != 3:
-        return None
-    x_buf, c_buf, out_buf = func.params  # TVM 0.27: buffer parameters are the params themselves
-    if len(c_buf.shape) != 0 or len(x_buf.shape) != len(out_buf.shape):
-        return None
-    body = func.body
-    while isinstance(body, s_tir.SBlockRealize) and body.block.name_hint == "root":
-        body = body.block.body
-    while isinstance(body, tirx.For):
-        body = body.body
-    if not isinstance(body, s_tir.SBlockRealize):
-        return None
-    store = body.block.body
-    if not isinstance(store, tirx.BufferStore) or not store.buffer.same_as(out_buf):
-        return None
-    value = store.value
-    kind = "max" if isinstance(value, tirx.Max) else "min" if isinstance(value, tirx.Min) else None
-    if kind is None:
-        return None
-    a, b = value.a, value.b
-    if not (_loads(a, x_buf) and _loads(b, c_buf)) or len(b.indices) != 0:
-        return None
-    if len(a.indices) != len(store.indices) or any(not i.same_as(j) for i, j in zip(a.indices, store.indices)):
-        return None
-    return kind
-
-
-def _loads(expr, buffer) -> bool:
-    # TVM 0.27 spells a buffer read ``TensorLoad(source=buffer, indices)``.
-    source = getattr(expr, "source", None)
-    return isinstance(expr, tvm.ir.expr.TensorLoad) and source is not None and source.same_as(buffer)
 
 
 @graph_pass("LayoutFriendlyActivations")

@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import edgetvm
@@ -36,6 +37,21 @@ def test_kernel_kinds_and_macs_come_from_the_shapes(compiled):
     assert kinds["conv3x3 stem"] == pixels * 16 * 27
     assert kinds["dwconv3x3 s1"] == pixels * 16 * 9
     assert kinds["conv1x1"] == pixels * 32 * 16
+
+
+def test_int8_kernel_kinds_and_macs_come_from_their_recipes():
+    # The same layers in int8 (the stem kept float): depthwise and 1x1 kernels, their MACs as in fp32.
+    b = NetBuilder((1, 3, 16, 16))
+    y = b.prelu(b.conv("input", 3, 16, 3, 2), 16)
+    y = b.prelu(b.conv(y, 16, 16, 3, groups=16), 16)
+    y = b.conv(b.prelu(b.conv(y, 16, 32, 1, pad=0), 32), 32, 16, 1, pad=0)
+    rng = np.random.default_rng(0)
+    int8 = edgetvm.compile(b.build(y, (1, 16, 8, 8)), "cortex-a7", num_threads=1, quantize="int8",
+                           calibration=[rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)])
+    kinds = [(call.kind, call.macs) for call in bench_arm.kernel_calls(int8) if call.kind.startswith("int8")]
+    pixels = 8 * 8
+    assert kinds == [("int8 dwconv3x3 s1", pixels * 16 * 9), ("int8 conv1x1", pixels * 32 * 16),
+                     ("int8 conv1x1", pixels * 16 * 32)], kinds
 
 
 @pytest.mark.arm

@@ -11,7 +11,7 @@ from edgetvm.kernels.fixed_point import (
     requantize_reference,
 )
 from edgetvm.kernels.int8_nchw import ADD_LEFT_SHIFT
-from edgetvm.kernels.int8_nhwc import im2col_depth, pack_epilogue, pack_gemm_weights
+from edgetvm.kernels.int8_nhwc import im2col_depth, pack_depthwise_weights, pack_epilogue, pack_gemm_weights
 
 
 def epilogue(rng, channels: int, negative: bool, left_shift: bool = False):
@@ -110,6 +110,10 @@ def cases(rng):
     conv1x1(3, 3, 32, 16, False, (-3, 127), left_shift=True)
     conv1x1(2, 2, 16, 8, False, (4, 250), out_dtype="uint8")
     conv1x1(1, 3, 32, 8, True, (-100, 90), left_shift=True)
+    # A depth of 16 k + 8 (MobileNetV2's 24 channels): the microkernel's 8-deep tail step.
+    conv1x1(3, 3, 24, 16, True, (-128, 127))
+    conv1x1(2, 2, 40, 8, False, (4, 250), out_dtype="uint8", left_shift=True)
+    conv1x1(1, 3, 24, 8, False, (0, 0), float_out=True)
 
     def im2col(layout, h, c, o, k, stride, pad, dil):
         x_nchw = rng.integers(-128, 128, (1, c, h, h + 1)).astype(np.int8)
@@ -133,25 +137,33 @@ def cases(rng):
     im2col("NHWC", 6, 5, 4, 3, 1, 2, 2)
     im2col("NHWC", 7, 16, 8, 3, 2, 1, 1)  # rows of 8 channels copied as vectors
 
-    def depthwise(h, c, k, stride, pad, dil, negative, clamp, float_out=False):
+    def depthwise(h, c, k, stride, pad, dil, negative, clamp, float_out=False, left_shift=False, out_dtype="int8",
+                  y_zero_point=1):
         x = rng.integers(-128, 128, (1, h, h + 2, c)).astype(np.int8)
         w = rng.integers(-127, 128, (k, k, c)).astype(np.int8)
         bias = rng.integers(-3000, 3000, c).astype(np.int32)
-        mpos, epos, mneg, eneg = epilogue(rng, c, negative)
+        mpos, epos, mneg, eneg = epilogue(rng, c, negative, left_shift)
         scale = rng.uniform(1e-4, 1e-3, c).astype(np.float32)
         acc = depthwise_nhwc(x, w, bias, (stride, stride), (pad,) * 4, (dil, dil), 7)
-        expected = finish(acc, mpos, epos, mneg, eneg, y_zero_point=1, clamp=clamp, out_dtype="int8",
+        expected = finish(acc, mpos, epos, mneg, eneg, y_zero_point=y_zero_point, clamp=clamp, out_dtype=out_dtype,
                           float_out=scale if float_out else None)
-        consts = [w, bias] + ([scale] if float_out else [mpos, epos] + ([mneg, eneg] if negative else []))
+        consts = [pack_depthwise_weights(w)] + ([bias, scale] if float_out else
+                                                [pack_epilogue(bias, mpos, epos, *((mneg, eneg) if negative else ()))])
         params = {"x_shape": [1, h, h + 2, c], "kernel_size": [k, k], "strides": [stride, stride],
-                  "padding": [pad] * 4, "dilation": [dil, dil], "x_zero_point": 7, "out_dtype": "int8",
-                  "y_zero_point": 1, "clamp": list(clamp), "negative": negative, "float_out": float_out,
-                  "left_shift": False}
+                  "padding": [pad] * 4, "dilation": [dil, dil], "x_zero_point": 7, "out_dtype": out_dtype,
+                  "y_zero_point": y_zero_point, "clamp": list(clamp), "negative": negative, "float_out": float_out,
+                  "left_shift": left_shift}
         out.append(("depthwise", params, [x], consts, expected))
 
+    # 3x3 (the NEON microkernel on ARM, dilation 1): output rows of 4, 5 and 8 pixels (groups of 3 and
+    # 1 or 2 left), strides 1 and 2, no padding, every epilogue spelling; dilated (TIR on ARM too).
     depthwise(7, 16, 3, 2, 1, 1, True, (-128, 127))
     depthwise(6, 8, 3, 1, 2, 2, False, (-20, 90))
+    depthwise(5, 24, 3, 1, 1, 1, True, (-100, 90), left_shift=True)
+    depthwise(6, 8, 3, 1, 0, 1, False, (-3, 127), left_shift=True, y_zero_point=-3)
+    depthwise(4, 16, 3, 2, 0, 1, False, (4, 250), out_dtype="uint8", y_zero_point=130)
     depthwise(5, 8, 5, 1, 0, 1, False, (0, 0), float_out=True)   # a global depthwise: 5x5 on 5x5
+    depthwise(6, 8, 5, 2, 2, 1, True, (-128, 127))
 
     shape = [1, 3, 5, 8]
     a = rng.integers(-128, 128, shape).astype(np.int8)

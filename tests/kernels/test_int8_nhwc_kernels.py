@@ -3,6 +3,8 @@ ARMv7 under qemu (NEON microkernel: vmull.s8/vmlal.s8/vpadal.s16, vqrdmulh requa
 
 from __future__ import annotations
 
+import itertools
+import re
 import shutil
 import subprocess
 
@@ -18,10 +20,13 @@ from edgetvm.kernels.fixed_point import (
     requantize_reference,
 )
 from edgetvm.kernels.int8_nhwc import (
+    DWCONV_GROUP_PIXELS,
     KERNEL_ATTR,
     NEON_Q8_GEMM_2X8,
     IntegerVectorOps,
     make_kernel,
+    neon_q8_dwconv_name,
+    neon_q8_gemm_name,
     neon_q8_gemm_requantize_name,
     remake_kernel,
 )
@@ -74,8 +79,14 @@ def test_kernel_is_written_again_from_its_recipe():
     fused = neon_q8_gemm_requantize_name(negative=True, left_shift=False, unsigned=False)
     assert fused in neon.script() and NEON_Q8_GEMM_2X8 not in portable.script()
     assert "vqrdmulh" not in neon.script() and "vqrdmulh" not in portable.script()
-    depthwise = next(c for c in cases(np.random.default_rng(0)) if c[0] == "depthwise")
-    assert "vqrdmulh" in make_kernel(depthwise[0], isa="neon", **depthwise[1]).script()
+    # A 3x3 depthwise calls its assembly microkernel (groups of 3 pixels and the 1 or 2 left, PReLU);
+    # a 5x5 one keeps the NEON intrinsics in TIR.
+    depthwise = [c for c in cases(np.random.default_rng(0)) if c[0] == "depthwise"]
+    three = make_kernel("depthwise", isa="neon", **depthwise[0][1]).script()
+    assert depthwise[0][1]["kernel_size"] == [3, 3] and "vqrdmulh" not in three
+    assert all(neon_q8_dwconv_name(p, True, False, False) in three for p in (1, DWCONV_GROUP_PIXELS))
+    five = next(c for c in depthwise if c[1]["kernel_size"] == [5, 5] and not c[1]["float_out"])
+    assert "vqrdmulh" in make_kernel("depthwise", isa="neon", **five[1]).script()
     assert "T.parallel" in neon.script()
     assert remake_kernel(tvm.tirx.PrimFunc([], tvm.tirx.Evaluate(0)), isa="neon", parallel=False) is None
 
@@ -187,6 +198,8 @@ def test_neon_kernels_bit_exact_on_cortex_a7(tmp_path):
     text = subprocess.run([objdump, "-d", str(so)], capture_output=True, text=True, check=True).stdout
     for instruction in ("vmull.s8", "vmlal.s8", "vpadal.s16", "vaddw.s16", "vqrdmulh.s32", "vrshl.s32", "vqmovn.s32"):
         assert instruction in text, instruction
+    # The 3x3 depthwise cases ran its assembly microkernel: taps loaded aligned, stepped by a register.
+    assert re.search(r"vld1\.8\s+\{d24\}, \[r\d+ :64\], r\d+", text)
 
 
 def test_microkernel_declarations_become_inline_assembly():
@@ -201,13 +214,14 @@ def test_microkernel_declarations_become_inline_assembly():
     assert "vpadal.s16" in out and "declare i32 @memcpy" in out and f"declare i32 @{NEON_Q8_GEMM_2X8}" not in out
     assert microkernel_calls(out) == set()
     # Every spelling of the requantizing tile has a definition (the names the kernels call).
-    for negative in (False, True):
-        for left_shift in (False, True):
-            for unsigned in (False, True):
-                name = neon_q8_gemm_requantize_name(negative, left_shift, unsigned)
-                defined = with_microkernels(f"declare i32 @{name}(ptr, ptr, ptr, ptr, ptr, i32, ptr, i32, i32)\n")
-                assert f"define internal i32 @{name}(" in defined
-                assert ("vbsl" in defined) == negative and ("vshl.s32" in defined) == left_shift
-                assert ("vqmovun.s16" in defined) == unsigned
+    for negative, left_shift, unsigned, tail in itertools.product((False, True), repeat=4):
+        name = neon_q8_gemm_requantize_name(negative, left_shift, unsigned, tail)
+        defined = with_microkernels(f"declare i32 @{name}(ptr, ptr, ptr, ptr, ptr, i32, ptr, i32, i32)\n")
+        assert f"define internal i32 @{name}(" in defined
+        assert ("vbsl" in defined) == negative and ("vshl.s32" in defined) == left_shift
+        assert ("vqmovun.s16" in defined) == unsigned
+        # The 8-deep tail: one step (4 vpadal.s16 per row) after the loop's two.
+        assert defined.split("bne 1b")[1].count("vpadal.s16") == (8 if tail else 0)
+    assert "vpadal.s16" in with_microkernels(f"declare i32 @{neon_q8_gemm_name(True)}(ptr, ptr, ptr, ptr, i32)\n")
     with pytest.raises(ValueError, match="edgetvm_neon_unknown"):
         with_microkernels("declare i32 @edgetvm_neon_unknown(ptr)\n")

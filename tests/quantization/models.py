@@ -75,6 +75,42 @@ def two_head_detector(seed: int = 0, channels: int = 8, size: int = 16) -> onnx.
     return model
 
 
+def relu6_block(seed: int = 0, channels: int = 16, size: int = 16) -> onnx.ModelProto:
+    """MobileNetV2's inverted residual in small, ReLU6 as ONNX ``Clip(x, 0, 6)`` (bounds as inputs, as
+    PyTorch exports it): conv3x3 + Clip -> 1x1 expand + Clip -> depthwise 3x3 + Clip -> 1x1 project
+    -> residual add -> global average pool."""
+    rng = np.random.default_rng(seed)
+    c, e = channels, 2 * channels
+
+    def init(name, arr, dtype=np.float32):
+        return numpy_helper.from_array(np.asarray(arr, dtype=dtype), name)
+
+    inits = [
+        init("w1", rng.normal(0, 0.4, (c, 3, 3, 3))), init("b1", rng.normal(0.5, 0.3, c)),
+        init("we", rng.normal(0, 0.4, (e, c, 1, 1))), init("be", rng.normal(0.5, 0.3, e)),
+        init("wd", rng.normal(0, 0.4, (e, 1, 3, 3))), init("bd", rng.normal(0.5, 0.3, e)),
+        init("wp", rng.normal(0, 0.2, (c, e, 1, 1))), init("bp", rng.normal(0, 0.1, c)),
+        init("lo", 0.0), init("hi", 6.0),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"]),
+        helper.make_node("Conv", ["r1", "we", "be"], ["ce"]),
+        helper.make_node("Clip", ["ce", "lo", "hi"], ["re"]),
+        helper.make_node("Conv", ["re", "wd", "bd"], ["cd"], pads=[1, 1, 1, 1], group=e),
+        helper.make_node("Clip", ["cd", "lo", "hi"], ["rd"]),
+        helper.make_node("Conv", ["rd", "wp", "bp"], ["cp"]),
+        helper.make_node("Add", ["cp", "r1"], ["s"]),
+        helper.make_node("GlobalAveragePool", ["s"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "relu6_block",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 1, 1])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
 def without_residual_blocks(model: onnx.ModelProto, keep: int) -> onnx.ModelProto:
     """``model`` with all but its first ``keep`` residual blocks cut out: the same layers and kernel
     kinds with fewer repeats (MobileFaceNet: every stage, the GDConv head and the embedding stay).

@@ -11,7 +11,7 @@ import edgetvm
 from edgetvm.errors import InputError
 from edgetvm.quantization.calibrate import RangeObserver, entropy_threshold
 
-from .models import small_cnn, two_head_detector
+from .models import relu6_block, small_cnn, two_head_detector
 
 SHAPE = (1, 3, 16, 16)
 
@@ -89,6 +89,23 @@ def test_keep_float_names_chains_and_empty_quantizes_all(float_model):
                         quantize_options={"keep_float": ["nonexistent"]})
     with pytest.raises(InputError, match="quantize_options bogus"):
         edgetvm.compile(float_model, quantize="int8", calibration=_inputs(1, 2), quantize_options={"bogus": 1})
+
+
+def test_relu6_folds_into_the_int8_kernels_before_it():
+    # ONNX Clip(x, 0, 6) arrives as two max/min kernels; as one clip (MinMaxToClip) it becomes the
+    # integer clamp of the conv before it: no float clip, transpose or quantize between int8 kernels.
+    model = relu6_block()
+    compiled = edgetvm.compile(model, quantize="int8", calibration=_inputs(1, 8))
+    details = compiled.report.details["quantize"]
+    assert details["int8_kernels"] == {"conv2d": 3, "identity": 3}, details["int8_kernels"]
+    # Only the kept-float stem (conv, bias, its ReLU6), the residual add (its sum feeds only the
+    # float pool, so it stays float) and the pool.
+    assert {op: n for op, n in details["float_ops"].items() if op != "permute_dims"} == \
+        {"nn.conv2d": 1, "add": 2, "clip": 1, "mean": 1}, details["float_ops"]
+    session = ort.InferenceSession(model.SerializeToString())
+    for x in _inputs(2, 3):
+        ref = session.run(None, {"x": x})[0]
+        assert _cosine(compiled(x), ref) > 0.999
 
 
 def test_calibration_modes_clip_outliers():
