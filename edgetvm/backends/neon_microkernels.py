@@ -25,7 +25,7 @@ DEFINITIONS = {**neon_q8_gemm.DEFINITIONS, **neon_f32_gemm.DEFINITIONS}
 
 def microkernel_definition(name: str) -> str | None:
     """The LLVM IR definition of the microkernel ``name`` (the depthwise ones exist per row width)."""
-    return DEFINITIONS.get(name) or dwconv_definition_of(name)
+    return DEFINITIONS.get(name) or neon_f32_gemm.f32_gemm_tile_definition_of(name) or dwconv_definition_of(name)
 
 _DECLARE = re.compile(r"^declare [^@\n]*@(edgetvm_neon_\w+)\(([^)\n]*)\)[^\n]*$", re.M)
 

@@ -52,7 +52,10 @@ across taps. 40 instructions per tap of 128 multiply-accumulates (96 the model's
 from __future__ import annotations
 
 import functools
+import re
+from dataclasses import dataclass
 
+from tvm import tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
@@ -84,6 +87,21 @@ def _dlist(q: int, count: int) -> str:
     return f"{{d{2 * q}-d{2 * (q + count) - 1}}}"
 
 
+def _depth_step(inputs: list[int], weights: list[list[int]], accs: list[list[int]], x: str, x_steps: list[str],
+                w: str, ws: str) -> list[str]:
+    """One step of 4 depths: pixel ``p``'s input loaded from ``x`` (then stepped by ``x_steps[p]``),
+    each depth's weights from ``w`` (stepped by ``ws``), every accumulator multiplied-accumulated
+    by the input lane of its pixel and depth."""
+    lines = [f"vld1.32 {_dlist(q, 1)}, [{x} :128], {after}" for q, after in zip(inputs, x_steps)]
+    for k in range(F32_GEMM_DEPTH_STEP):
+        w_set = weights[k % len(weights)]
+        lines.append(f"vld1.32 {_dlist(w_set[0], len(w_set))}, [{w} :128], {ws}")
+        for p, q in enumerate(inputs):
+            scalar = f"d{2 * q + k // 2}[{k % 2}]"
+            lines += [f"vmla.f32 q{accs[p][v]}, q{w_set[v]}, {scalar}" for v in range(len(w_set))]
+    return lines
+
+
 def f32_gemm_asm(tile_h: int, tile_w: int, vectors: int, steps: int = 1, window_row: bool = False) -> list[str]:
     """The assembly of the ``tile_h x tile_w`` pixels x ``4*vectors`` channels tile. Operands: $0 the
     accumulators (dense, pixel-major), $1 x, $2 x's step to the next pixel of a tile row, $3 to the
@@ -96,23 +114,154 @@ def f32_gemm_asm(tile_h: int, tile_w: int, vectors: int, steps: int = 1, window_
     acc_regs = f"{{d{2 * accs[0][0]}-d{2 * accs[-1][-1] + 1}}}"
 
     def step(last: str) -> list[str]:
-        lines = []
-        for p in range(pixels):
-            after = last if p == pixels - 1 else ("$3" if p % tile_w == tile_w - 1 else "$2")
-            lines.append(f"vld1.32 {_dlist(inputs[p], 1)}, [$1 :128], {after}")
-        for k in range(F32_GEMM_DEPTH_STEP):
-            w = weights[k % len(weights)]
-            lines.append(f"vld1.32 {_dlist(w[0], vectors)}, [$5 :128], $6")
-            for p in range(pixels):
-                scalar = f"d{2 * inputs[p] + k // 2}[{k % 2}]"
-                lines += [f"vmla.f32 q{accs[p][v]}, q{w[v]}, {scalar}" for v in range(vectors)]
-        return lines
+        x_steps = ["$3" if p % tile_w == tile_w - 1 else "$2" for p in range(pixels - 1)] + [last]
+        return _depth_step(inputs, weights, accs, "$1", x_steps, "$5", "$6")
 
     body = step("$4") * (steps - 1) + step("$3" if window_row else "$4")
     return [f"vldmia $0, {acc_regs}", "1:", *body, "subs $7, $7, #1", "bne 1b", f"vstmia $0, {acc_regs}"]
 
 
 _OPERANDS = ("ptr %c", "ptr %x", "i32 %xs", "i32 %xr", "i32 %xb", "ptr %w", "i32 %ws", "i32 %it")
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """What a fused tile (:func:`f32_gemm_tile_asm`) does to its accumulators before its one store.
+
+    ``bias``: the accumulators start from the per-channel bias ``b`` instead of zero,
+    ``acc = b[c] + sum_k x[p, k] w[k, c]``. ``ops``, in order, each ``(kind, bits)`` with ``bits`` a
+    float32 constant's bit pattern (None for the kinds that take a tensor):
+
+    - ``prelu``: ``select(0 < v, v, v * s[c])``, ``s`` a per-channel vector (an operand)
+    - ``leaky``: ``max(v, v * a)``, ``0 <= a <= 1`` (then the same as ``select(0 < v, v, v * a)``)
+    - ``max`` / ``min``: ``max(a, v)`` / ``min(a, v)`` (ReLU is ``max 0``, ReLU6 ``max 0`` then ``min 6``)
+    - ``res``: ``v + r[p, c]``, ``r`` a tensor shaped like the output (the residual add)
+    """
+
+    bias: bool = False
+    ops: tuple[tuple[str, int | None], ...] = ()
+
+    @property
+    def constants(self) -> list[int]:
+        """The distinct constants, in order of first use: each gets a q register (q2, q3)."""
+        return list(dict.fromkeys(bits for _, bits in self.ops if bits is not None))
+
+    @property
+    def operands(self) -> tuple[str, ...]:
+        """The tensor operands after the GEMM's: ``bias``, ``slope``, ``res``, those it has."""
+        kinds = {kind for kind, _ in self.ops}
+        return tuple(name for name, present in (("bias", self.bias), ("slope", "prelu" in kinds), ("res", "res" in kinds))
+                     if present)
+
+    @property
+    def tokens(self) -> list[str]:
+        return ["b"] * self.bias + [kind if bits is None else f"{kind}{bits:08x}" for kind, bits in self.ops]
+
+
+EPILOGUE_KINDS = ("prelu", "leaky", "max", "min", "res")
+# q registers an epilogue's constants may take (q2, q3: the slope takes q0-q1, temporaries q4-q7).
+EPILOGUE_CONSTANTS = 2
+# Pixels of a fused tile by vectors of 4 channels (accumulators q8-q15 and q8-q14; see the module docstring).
+F32_GEMM_TILE_PIXELS = {2: 4, 1: 7}
+
+
+def f32_gemm_tile_name(pixels: int, vectors: int, steps: int, epilogue: Epilogue) -> str:
+    """The fused microkernel of ``pixels`` consecutive pixels x ``4 * vectors`` channels."""
+    return "_".join([f"edgetvm_neon_f32_gemm_p{pixels}x{4 * vectors}", *([f"u{steps}"] if steps > 1 else []),
+                     *epilogue.tokens])
+
+
+_TILE_NAME = re.compile(r"edgetvm_neon_f32_gemm_p(\d+)x(\d+)((?:_u\d+)?)((?:_[a-z]+[0-9a-f]*)*)")
+_TOKEN = re.compile(r"(prelu|res)|(leaky|max|min)([0-9a-f]{8})")
+
+
+def f32_gemm_tile_asm(pixels: int, vectors: int, steps: int, epilogue: Epilogue) -> list[str]:
+    """The fused tile: ``pixels`` consecutive pixels (one flat run of the NHWC image, rows ignored:
+    a 1x1 conv's pixels are independent) x ``4 * vectors`` channels, accumulators initialised,
+    the whole depth, the epilogue in registers, one store per pixel. Operands: $0 out, $1 x, $2 x's
+    step to the next pixel, $3 back from the last pixel to the first, 4 channels on, $4 w, $5 w's
+    step to the next depth (also the output's and the residual's to the next pixel: both have as
+    many channels as w has columns), $6 iterations of ``steps`` steps, then ``epilogue.operands``.
+    After the loop q0-q7 are free: the slope takes q0-q1, constants q2-q3 (materialised through $6,
+    which the loop left at 0), temporaries and the residual q4-q7."""
+    inputs, weights, accs = _registers(pixels, vectors)
+    if len(epilogue.constants) > EPILOGUE_CONSTANTS:
+        raise ValueError(f"a fused fp32 GEMM tile takes at most {EPILOGUE_CONSTANTS} epilogue constants, "
+                         f"got {len(epilogue.constants)}")
+    names = ("out", "x", "xs", "xb", "w", "ws", "it", *epilogue.operands)
+    op = {name: f"${i}" for i, name in enumerate(names)}
+    if epilogue.bias:
+        init = [f"vld1.32 {_dlist(row[0], vectors)}, [{op['bias']}]" for row in accs]
+    else:
+        init = [f"vmov.i32 q{q}, #0" for row in accs for q in row]
+    x_steps = [op["xs"]] * (pixels - 1) + [op["xb"]]
+    body = _depth_step(inputs, weights, accs, op["x"], x_steps, op["w"], op["ws"]) * steps
+    lines = [*init, "1:", *body, f"subs {op['it']}, {op['it']}, #1", "bne 1b"]
+
+    if "slope" in op:
+        lines.append(f"vld1.32 {_dlist(0, vectors)}, [{op['slope']}]")
+    constant = {}
+    for bits in epilogue.constants:
+        constant[bits] = q = 2 + len(constant)
+        if bits == 0:
+            lines.append(f"vmov.i32 q{q}, #0")
+        else:
+            lines += [f"movw {op['it']}, #{bits & 0xFFFF}", f"movt {op['it']}, #{bits >> 16}", f"vdup.32 q{q}, {op['it']}"]
+    for row in accs:
+        for kind, bits in epilogue.ops:
+            if kind == "prelu":
+                # select(0 < v, v, v * s): the product inserted where the compare is false (NaN too).
+                for v, q in enumerate(row):
+                    lines += [f"vcgt.f32 q{4 + 2 * v}, q{q}, #0", f"vmul.f32 q{5 + 2 * v}, q{q}, q{v}",
+                              f"vbif q{q}, q{5 + 2 * v}, q{4 + 2 * v}"]
+            elif kind == "leaky":
+                for v, q in enumerate(row):
+                    lines += [f"vmul.f32 q{4 + v}, q{q}, q{constant[bits]}", f"vmax.f32 q{q}, q{q}, q{4 + v}"]
+            elif kind in ("max", "min"):
+                lines += [f"v{kind}.f32 q{q}, q{q}, q{constant[bits]}" for q in row]
+            else:
+                lines.append(f"vld1.32 {_dlist(4, vectors)}, [{op['res']} :128], {op['ws']}")
+                lines += [f"vadd.f32 q{q}, q{q}, q{4 + v}" for v, q in enumerate(row)]
+        lines.append(f"vst1.32 {_dlist(row[0], vectors)}, [{op['out']} :128], {op['ws']}")
+    return lines
+
+
+def f32_gemm_tile_definition_of(name: str) -> str | None:
+    """The LLVM IR definition of the fused tile called ``name``; None for another name."""
+    match = _TILE_NAME.fullmatch(name)
+    if match is None:
+        return None
+    pixels, channels = int(match.group(1)), int(match.group(2))
+    steps = int(match.group(3)[2:]) if match.group(3) else 1
+    tokens = match.group(4).split("_")[1:]
+    bias = tokens[:1] == ["b"]
+    ops = []
+    for token in tokens[bias:]:
+        parsed = _TOKEN.fullmatch(token)
+        if parsed is None:
+            return None
+        ops.append((parsed.group(1), None) if parsed.group(1) else (parsed.group(2), int(parsed.group(3), 16)))
+    epilogue = Epilogue(bias, tuple(ops))
+    operands = (*_TILE_OPERANDS, *(f"ptr %{name}" for name in epilogue.operands))
+    return inline_asm_definition(name, operands, f32_gemm_tile_asm(pixels, channels // 4, steps, epilogue))
+
+
+_TILE_OPERANDS = ("ptr %out", "ptr %x", "i32 %xs", "i32 %xb", "ptr %w", "i32 %ws", "i32 %it")
+
+
+def f32_gemm_tile_call(pixels: int, vectors: int, depth: int, channels: int, epilogue: Epilogue,
+                       addresses: dict[str, tirx.PrimExpr]) -> tirx.PrimExpr:
+    """The call of the fused tile over ``depth`` input and ``channels`` output channels; ``addresses``
+    gives ``out``, ``x``, ``w`` and ``epilogue.operands`` at the tile's first pixel and channel."""
+    if depth % F32_GEMM_DEPTH_STEP:
+        raise ValueError(f"the fp32 GEMM microkernel needs a depth divisible by {F32_GEMM_DEPTH_STEP}, got {depth}")
+    # Two steps per iteration when the depth allows: the loop's subs/bne paid per 8 depths.
+    steps = 2 if depth % (2 * F32_GEMM_DEPTH_STEP) == 0 else 1
+    return tirx.call_extern(
+        "int32", f32_gemm_tile_name(pixels, vectors, steps, epilogue), addresses["out"], addresses["x"],
+        tirx.const(depth * 4, "int32"), tirx.const(16 - (pixels - 1) * depth * 4, "int32"), addresses["w"],
+        tirx.const(channels * 4, "int32"), tirx.const(depth // (steps * F32_GEMM_DEPTH_STEP), "int32"),
+        *(addresses[name] for name in epilogue.operands))
 
 
 # The stem's tile (one image row: a window tap's pixels are ``stride`` apart) and window widths.

@@ -50,9 +50,11 @@ import tvm
 from tvm import s_tir, tirx
 
 from ..kernels.neon_f32_dwconv import DWCONV_STRIDES, dwconv5_row_intrin, dwconv_intrin, zero_row_intrin
-from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILES, F32_STEM_TILE, F32_STEM_WINDOWS, f32_gemm_intrin,
+from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILE_PIXELS, F32_GEMM_TILES, F32_STEM_TILE,
+                                    F32_STEM_WINDOWS, f32_gemm_intrin, f32_gemm_tile_call, f32_gemm_tile_name,
                                     f32_stem_intrin)
 from .analysis import ReductionKernel, unit_stride_last, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
+from .gemm_epilogue import match_gemm_epilogue
 
 # Set on kernels whose multiply-accumulates take one operand from a vector lane: the ARM backends
 # compile them so that LLVM selects ``vmla.f32 q, q, d[x]`` (see edgetvm.backends.neon_mla).
@@ -329,6 +331,9 @@ def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
         return None
     if _channels_last_input_read(sch, main, kernel) is None:
         return None  # a strided 1x1 conv: its tile's pixels are not one contiguous run
+    fused = _fused_gemm_tiles(func, sch, kernel, main, tail, config)
+    if fused is not None:
+        return fused
     height, width, channels = (kernel.extents[i] for i in kernel.spatial[1:])
     tiles = [t for t in F32_GEMM_TILES if height % t[0] == 0 and width % t[1] == 0 and channels % (4 * t[2]) == 0]
     if not tiles:
@@ -347,6 +352,82 @@ def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     sch.tensorize(h_i if h_i is not None else w_i, f32_gemm_intrin(tile_h, tile_w, vectors, depth))
     return ScheduleResult(sch.mod["main"], f"neon-gemm:{kernel.kind}",
                           f"tile {tile_h}x{tile_w}x{4 * vectors} microkernel, {kernel.macs} MAC")
+
+def _fused_gemm_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: ReductionKernel, main, tail,
+                      config: CpuScheduleConfig) -> ScheduleResult | None:
+    """The 1x1 conv as fused tiles (``kernels.neon_f32_gemm.f32_gemm_tile_asm``): each tile's
+    accumulators start from the bias, run the whole depth, take the tail in registers
+    (``gemm_epilogue``) and are stored once, one assembly statement per tile::
+
+        for t in tiles (parallel):                  # P consecutive pixels of the flat n*h*w image
+          for c_o:
+            out[t*P : +P, c_o*4V : +4V] = epilogue(bias + x[t*P : +P, :] @ wt[:, c_o*4V : +4V])
+        the last n*h*w % P pixels: the same with a tile of that many pixels
+
+    The pixels of a 1x1 conv at stride 1 are independent and contiguous in NHWC, so a tile ignores
+    image rows: every image takes the 4x8 tile (V = 2; 7x4 when the channels are not a multiple of
+    8). None when the tail is not an epilogue the tile computes, or a buffer is not a parameter
+    of the kernel (then the tensorized tile and its TIR tail apply)."""
+    stmt, tail_block = sch.get(main), sch.get(tail)
+    batch, height, width, channels = (kernel.extents[i] for i in kernel.spatial)
+    depth = kernel.extents[kernel.reduction[-1]]
+    if channels % 4:
+        return None
+    vectors = 2 if channels % 8 == 0 else 1
+    matched = match_gemm_epilogue(tail_block, stmt.writes[0].source, [batch, height, width, channels])
+    if matched is None:
+        return None
+    x_read = stmt.reads[_channels_last_input_read(sch, main, kernel)]
+    w_read = next((r for r in stmt.reads if not r.source.same_as(x_read.source)), None)
+    out = tail_block.body.buffer
+    buffers = [out, x_read.source, *(load.source for load in matched.loads.values())]
+    if w_read is None or not all(any(b.same_as(p) for p in func.params) for b in [*buffers, w_read.source]):
+        return None
+    if ([int(d) for d in x_read.source.shape] != [batch, height, width, depth]
+            or [int(d) for d in w_read.source.shape][-2:] != [depth, channels]):
+        return None
+
+    def origin(block, pixel, channel) -> tvm.sym.Analyzer:
+        """An analyzer binding ``block``'s iterators to the tile's first pixel and channel."""
+        analyzer = tvm.sym.Analyzer()
+        values = [tirx.floordiv(pixel, height * width), tirx.floormod(tirx.floordiv(pixel, width), height),
+                  tirx.floormod(pixel, width), channel]
+        for i, iv in enumerate(block.iter_vars):
+            unit = i >= 4 or (batch, height, width, channels)[i] == 1  # reduced, or always 0
+            analyzer.bind(iv.var, tirx.const(0, str(iv.var.ty)) if unit else values[i])
+        return analyzer
+
+    def address(analyzer, buffer, indices):
+        return tirx.address_of(tirx.BufferLoad(buffer, [analyzer.simplify(i) for i in indices]))
+
+    def tiles(pixels: int, first, name: str) -> tirx.Stmt:
+        """The loop over channel blocks of the tile of ``pixels`` pixels from pixel ``first``."""
+        c_o = tirx.Var(f"c_o{name}", "int64")
+        channel = c_o * (4 * vectors)
+        at_tail, at_main = origin(tail_block, first, channel), origin(stmt, first, channel)
+        addresses = {"out": address(at_tail, out, tail_block.body.indices),
+                     "x": address(at_main, x_read.source, [r.min for r in x_read.region]),
+                     "w": address(at_main, w_read.source, [r.min for r in w_read.region]),
+                     **{name: address(at_tail, load.source, load.indices) for name, load in matched.loads.items()}}
+        call = f32_gemm_tile_call(pixels, vectors, depth, channels, matched.epilogue, addresses)
+        return tirx.For(c_o, 0, channels // (4 * vectors), tirx.ForKind.SERIAL, tirx.Evaluate(call))
+
+    pixels = F32_GEMM_TILE_PIXELS[vectors]
+    total = batch * height * width
+    loops = []
+    if total >= pixels:
+        t = tirx.Var("tile", "int64")
+        parallel = config.parallel and total * channels >= PARALLEL_MIN_ELEMENTS
+        loops.append(tirx.For(t, 0, total // pixels, tirx.ForKind.PARALLEL if parallel else tirx.ForKind.SERIAL,
+                              tiles(pixels, t * pixels, "")))
+    if total % pixels:
+        loops.append(tiles(total % pixels, tirx.const(total - total % pixels, "int64"), "_rest"))
+    body = loops[0] if len(loops) == 1 else tirx.SeqStmt(loops)
+    root = s_tir.SBlockRealize([], True, s_tir.SBlock([], [], [], "root", body))
+    name = f32_gemm_tile_name(pixels, vectors, 1, matched.epilogue).removeprefix("edgetvm_neon_f32_gemm_")
+    return ScheduleResult(func.with_body(root), f"neon-gemm:{kernel.kind}",
+                          f"fused tile {name} microkernel, {kernel.macs} MAC")
+
 
 def schedule_neon_f32_stem(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
     """A k x k conv of 4 input channels (the RGB stem after ``transform.PadStemChannels``), NHWC x
