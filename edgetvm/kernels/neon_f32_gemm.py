@@ -87,19 +87,34 @@ def _dlist(q: int, count: int) -> str:
     return f"{{d{2 * q}-d{2 * (q + count) - 1}}}"
 
 
-def _depth_step(inputs: list[int], weights: list[list[int]], accs: list[list[int]], x: str, x_steps: list[str],
-                w: str, ws: str) -> list[str]:
-    """One step of 4 depths: pixel ``p``'s input loaded from ``x`` (then stepped by ``x_steps[p]``),
-    each depth's weights from ``w`` (stepped by ``ws``), every accumulator multiplied-accumulated
-    by the input lane of its pixel and depth."""
-    lines = [f"vld1.32 {_dlist(q, 1)}, [{x} :128], {after}" for q, after in zip(inputs, x_steps)]
+# One weight load of a depth step: (q registers, the vectors they hold, the pointer's step after it:
+# an operand, or "!" for the bytes loaded).
+WeightLoad = tuple[list[int], list[int], str]
+
+
+def _weight_sets(weights: list[list[int]], step: str) -> list[list[WeightLoad]]:
+    """Per depth one load of all the vectors, into the register sets in turn."""
+    return [[(weights[k % len(weights)], list(range(len(weights[0]))), step)] for k in range(F32_GEMM_DEPTH_STEP)]
+
+
+def _depth_step(inputs: list[list[str]], scalars: list[list[str]], weight_loads: list[list[WeightLoad]],
+                accs: list[list[int]], w: str) -> list[str]:
+    """One step of 4 depths: per depth ``k`` the input loads ``inputs[k]``, then the weight loads
+    ``weight_loads[k]`` from ``w``, each followed by the multiply-accumulates of the vectors it
+    loaded by every pixel ``p``'s input lane ``scalars[p][k]``."""
+    lines = []
     for k in range(F32_GEMM_DEPTH_STEP):
-        w_set = weights[k % len(weights)]
-        lines.append(f"vld1.32 {_dlist(w_set[0], len(w_set))}, [{w} :128], {ws}")
-        for p, q in enumerate(inputs):
-            scalar = f"d{2 * q + k // 2}[{k % 2}]"
-            lines += [f"vmla.f32 q{accs[p][v]}, q{w_set[v]}, {scalar}" for v in range(len(w_set))]
+        lines += inputs[k]
+        for regs, vectors, step in weight_loads[k]:
+            lines.append(f"vld1.32 {_dlist(regs[0], len(regs))}, [{w} :128]" + ("!" if step == "!" else f", {step}"))
+            for p, row in enumerate(scalars):
+                lines += [f"vmla.f32 q{accs[p][v]}, q{r}, {row[k]}" for r, v in zip(regs, vectors)]
     return lines
+
+
+def _lanes(q: int) -> list[str]:
+    """The 4 depths' scalars of an input held in q register ``q``."""
+    return [f"d{2 * q + k // 2}[{k % 2}]" for k in range(F32_GEMM_DEPTH_STEP)]
 
 
 def f32_gemm_asm(tile_h: int, tile_w: int, vectors: int, steps: int = 1, window_row: bool = False) -> list[str]:
@@ -115,7 +130,8 @@ def f32_gemm_asm(tile_h: int, tile_w: int, vectors: int, steps: int = 1, window_
 
     def step(last: str) -> list[str]:
         x_steps = ["$3" if p % tile_w == tile_w - 1 else "$2" for p in range(pixels - 1)] + [last]
-        return _depth_step(inputs, weights, accs, "$1", x_steps, "$5", "$6")
+        loads = [f"vld1.32 {_dlist(q, 1)}, [$1 :128], {after}" for q, after in zip(inputs, x_steps)]
+        return _depth_step([loads, [], [], []], [_lanes(q) for q in inputs], _weight_sets(weights, "$6"), accs, "$5")
 
     body = step("$4") * (steps - 1) + step("$3" if window_row else "$4")
     return [f"vldmia $0, {acc_regs}", "1:", *body, "subs $7, $7, #1", "bne 1b", f"vstmia $0, {acc_regs}"]
@@ -158,11 +174,10 @@ class Epilogue:
         return ["b"] * self.bias + [kind if bits is None else f"{kind}{bits:08x}" for kind, bits in self.ops]
 
 
-EPILOGUE_KINDS = ("prelu", "leaky", "max", "min", "res")
-# q registers an epilogue's constants may take (q2, q3: the slope takes q0-q1, temporaries q4-q7).
+# Constants an epilogue may take (each a q register beside the slope and two temporaries).
 EPILOGUE_CONSTANTS = 2
-# Pixels of a fused tile by vectors of 4 channels (accumulators q8-q15 and q8-q14; see the module docstring).
-F32_GEMM_TILE_PIXELS = {2: 4, 1: 7}
+# Pixels of a fused tile by vectors of 4 channels (see the module docstring).
+F32_GEMM_TILE_PIXELS = {2: 5, 1: 7}
 
 
 def f32_gemm_tile_name(pixels: int, vectors: int, steps: int, epilogue: Epilogue) -> str:
@@ -175,34 +190,71 @@ _TILE_NAME = re.compile(r"edgetvm_neon_f32_gemm_p(\d+)x(\d+)((?:_u\d+)?)((?:_[a-
 _TOKEN = re.compile(r"(prelu|res)|(leaky|max|min)([0-9a-f]{8})")
 
 
+def _tile_registers(pixels: int, vectors: int) -> tuple[int, list[int], list[list[int]]]:
+    """(pixels whose input is a q register of 4 depths, the weights' q registers, accumulator q
+    [pixel][vector]) of a fused tile. The accumulators take the top registers; the inputs, whose
+    lanes are the scalar operands (d0-d15 only), the bottom: as many pixels as fit 4 depths to a q
+    register, the rest 2 depths to a d register (loaded twice per step) so that one depth's weight
+    vectors still fit in one load; the weights the registers in between."""
+    first_acc = 16 - pixels * vectors
+    full = next((a for a in range(pixels, -1, -1) if a + (pixels - a + 1) // 2 + vectors <= first_acc), None)
+    if pixels > 8 or full is None:
+        raise ValueError(f"a {pixels}-pixel x {4 * vectors}-channel fp32 tile does not fit the 16 NEON q registers")
+    accs = [[first_acc + p * vectors + v for v in range(vectors)] for p in range(pixels)]
+    return full, list(range(full + (pixels - full + 1) // 2, first_acc)), accs
+
+
+def half_depth_pixels(pixels: int, vectors: int) -> int:
+    """How many pixels of a fused tile take their input 2 depths at a time (the 5x8 tile: 2)."""
+    return pixels - _tile_registers(pixels, vectors)[0]
+
+
 def f32_gemm_tile_asm(pixels: int, vectors: int, steps: int, epilogue: Epilogue) -> list[str]:
     """The fused tile: ``pixels`` consecutive pixels (one flat run of the NHWC image, rows ignored:
     a 1x1 conv's pixels are independent) x ``4 * vectors`` channels, accumulators initialised,
     the whole depth, the epilogue in registers, one store per pixel. Operands: $0 out, $1 x, $2 x's
-    step to the next pixel, $3 back from the last pixel to the first, 4 channels on, $4 w, $5 w's
+    step to the next pixel, [$xr from the last half-depth pixel back to the first, 8 bytes on, when
+    ``half_depth_pixels``], $xb from the last pixel back to the first, 16 bytes on, $w, $ws its
     step to the next depth (also the output's and the residual's to the next pixel: both have as
-    many channels as w has columns), $6 iterations of ``steps`` steps, then ``epilogue.operands``.
-    After the loop q0-q7 are free: the slope takes q0-q1, constants q2-q3 (materialised through $6,
-    which the loop left at 0), temporaries and the residual q4-q7."""
-    inputs, weights, accs = _registers(pixels, vectors)
-    if len(epilogue.constants) > EPILOGUE_CONSTANTS:
-        raise ValueError(f"a fused fp32 GEMM tile takes at most {EPILOGUE_CONSTANTS} epilogue constants, "
-                         f"got {len(epilogue.constants)}")
-    names = ("out", "x", "xs", "xb", "w", "ws", "it", *epilogue.operands)
+    many channels as w has columns), $it iterations of ``steps`` steps, then
+    ``epilogue.operands``. After the loop the registers below the accumulators are free: the slope
+    takes the first, then the constants (materialised through $it, which the loop left at 0), then
+    temporaries and the residual."""
+    full, weights, accs = _tile_registers(pixels, vectors)
+    half = pixels - full
+    names = ("out", "x", "xs", *(("xr",) if half else ()), "xb", "w", "ws", "it", *epilogue.operands)
     op = {name: f"${i}" for i, name in enumerate(names)}
     if epilogue.bias:
         init = [f"vld1.32 {_dlist(row[0], vectors)}, [{op['bias']}]" for row in accs]
     else:
         init = [f"vmov.i32 q{q}, #0" for row in accs for q in row]
-    x_steps = [op["xs"]] * (pixels - 1) + [op["xb"]]
-    body = _depth_step(inputs, weights, accs, op["x"], x_steps, op["w"], op["ws"]) * steps
+    # Pixel p < full: q{p}. The half-depth pixels: d{2 * full + j}, loaded again for depths 2-3
+    # ($xr steps back from the last of them to the first, 8 bytes on).
+    d_regs = [2 * full + j for j in range(half)]
+    steps_to = [op["xs"]] * (pixels - 1)
+    first = [f"vld1.32 {_dlist(q, 1)}, [{op['x']} :128], {after}"
+             for q, after in zip(range(full), steps_to + [op["xb"]])]
+    first += [f"vld1.32 {{d{d}}}, [{op['x']} :64], {after}"
+              for d, after in zip(d_regs, steps_to[full:] + [op["xr"] if half else ""])]
+    again = [f"vld1.32 {{d{d}}}, [{op['x']} :64], {after}" for d, after in zip(d_regs, [op["xs"]] * (half - 1) + [op["xb"]])]
+    scalars = [_lanes(q) for q in range(full)] + [[f"d{d}[{k % 2}]" for k in range(F32_GEMM_DEPTH_STEP)] for d in d_regs]
+    sets = [weights[i:i + vectors] for i in range(0, len(weights) - vectors + 1, vectors)]
+    body = _depth_step([first, [], again, []], scalars, _weight_sets(sets, op["ws"]), accs, op["w"]) * steps
     lines = [*init, "1:", *body, f"subs {op['it']}, {op['it']}, #1", "bne 1b"]
+    return lines + _epilogue_asm(accs, epilogue, op)
 
-    if "slope" in op:
-        lines.append(f"vld1.32 {_dlist(0, vectors)}, [{op['slope']}]")
-    constant = {}
-    for bits in epilogue.constants:
-        constant[bits] = q = 2 + len(constant)
+
+def _epilogue_asm(accs: list[list[int]], epilogue: Epilogue, op: dict[str, str]) -> list[str]:
+    """The epilogue of :func:`f32_gemm_tile_asm` on the accumulators ``accs``, then the stores."""
+    vectors = len(accs[0])
+    free = iter(range(accs[0][0]))
+    slope = [next(free) for _ in range(vectors)] if "slope" in op else []
+    constant = {bits: next(free) for bits in epilogue.constants}
+    temps = list(free)
+    if len(temps) < max(2, vectors):
+        raise ValueError(f"the epilogue {'_'.join(epilogue.tokens)} does not fit beside {len(accs)}x{vectors} accumulators")
+    lines = [f"vld1.32 {_dlist(slope[0], vectors)}, [{op['slope']}]"] if slope else []
+    for bits, q in constant.items():
         if bits == 0:
             lines.append(f"vmov.i32 q{q}, #0")
         else:
@@ -212,16 +264,18 @@ def f32_gemm_tile_asm(pixels: int, vectors: int, steps: int, epilogue: Epilogue)
             if kind == "prelu":
                 # select(0 < v, v, v * s): the product inserted where the compare is false (NaN too).
                 for v, q in enumerate(row):
-                    lines += [f"vcgt.f32 q{4 + 2 * v}, q{q}, #0", f"vmul.f32 q{5 + 2 * v}, q{q}, q{v}",
-                              f"vbif q{q}, q{5 + 2 * v}, q{4 + 2 * v}"]
+                    mask, product = temps[(2 * v) % len(temps)], temps[(2 * v + 1) % len(temps)]
+                    lines += [f"vcgt.f32 q{mask}, q{q}, #0", f"vmul.f32 q{product}, q{q}, q{slope[v]}",
+                              f"vbif q{q}, q{product}, q{mask}"]
             elif kind == "leaky":
                 for v, q in enumerate(row):
-                    lines += [f"vmul.f32 q{4 + v}, q{q}, q{constant[bits]}", f"vmax.f32 q{q}, q{q}, q{4 + v}"]
+                    product = temps[v % len(temps)]
+                    lines += [f"vmul.f32 q{product}, q{q}, q{constant[bits]}", f"vmax.f32 q{q}, q{q}, q{product}"]
             elif kind in ("max", "min"):
                 lines += [f"v{kind}.f32 q{q}, q{q}, q{constant[bits]}" for q in row]
             else:
-                lines.append(f"vld1.32 {_dlist(4, vectors)}, [{op['res']} :128], {op['ws']}")
-                lines += [f"vadd.f32 q{q}, q{q}, q{4 + v}" for v, q in enumerate(row)]
+                lines.append(f"vld1.32 {_dlist(temps[0], vectors)}, [{op['res']} :128], {op['ws']}")
+                lines += [f"vadd.f32 q{q}, q{q}, q{temps[v]}" for v, q in enumerate(row)]
         lines.append(f"vst1.32 {_dlist(row[0], vectors)}, [{op['out']} :128], {op['ws']}")
     return lines
 
@@ -242,11 +296,10 @@ def f32_gemm_tile_definition_of(name: str) -> str | None:
             return None
         ops.append((parsed.group(1), None) if parsed.group(1) else (parsed.group(2), int(parsed.group(3), 16)))
     epilogue = Epilogue(bias, tuple(ops))
-    operands = (*_TILE_OPERANDS, *(f"ptr %{name}" for name in epilogue.operands))
+    half = half_depth_pixels(pixels, channels // 4)
+    operands = ("ptr %out", "ptr %x", "i32 %xs", *(("i32 %xr",) if half else ()), "i32 %xb", "ptr %w", "i32 %ws",
+                "i32 %it", *(f"ptr %{name}" for name in epilogue.operands))
     return inline_asm_definition(name, operands, f32_gemm_tile_asm(pixels, channels // 4, steps, epilogue))
-
-
-_TILE_OPERANDS = ("ptr %out", "ptr %x", "i32 %xs", "i32 %xb", "ptr %w", "i32 %ws", "i32 %it")
 
 
 def f32_gemm_tile_call(pixels: int, vectors: int, depth: int, channels: int, epilogue: Epilogue,
@@ -257,11 +310,15 @@ def f32_gemm_tile_call(pixels: int, vectors: int, depth: int, channels: int, epi
         raise ValueError(f"the fp32 GEMM microkernel needs a depth divisible by {F32_GEMM_DEPTH_STEP}, got {depth}")
     # Two steps per iteration when the depth allows: the loop's subs/bne paid per 8 depths.
     steps = 2 if depth % (2 * F32_GEMM_DEPTH_STEP) == 0 else 1
+    half = half_depth_pixels(pixels, vectors)
+    # From the last pixel back to the first, 4 depths on (8 bytes short when the last pixel loaded
+    # a d register); from the last half-depth pixel back to the first, 2 depths on.
+    back = 16 - 8 * (half > 0) - (pixels - 1) * depth * 4
+    steps_back = [tirx.const(8 - (half - 1) * depth * 4, "int32")] * (half > 0) + [tirx.const(back, "int32")]
     return tirx.call_extern(
         "int32", f32_gemm_tile_name(pixels, vectors, steps, epilogue), addresses["out"], addresses["x"],
-        tirx.const(depth * 4, "int32"), tirx.const(16 - (pixels - 1) * depth * 4, "int32"), addresses["w"],
-        tirx.const(channels * 4, "int32"), tirx.const(depth // (steps * F32_GEMM_DEPTH_STEP), "int32"),
-        *(addresses[name] for name in epilogue.operands))
+        tirx.const(depth * 4, "int32"), *steps_back, addresses["w"], tirx.const(channels * 4, "int32"),
+        tirx.const(depth // (steps * F32_GEMM_DEPTH_STEP), "int32"), *(addresses[name] for name in epilogue.operands))
 
 
 # The stem's tile (one image row: a window tap's pixels are ``stride`` apart) and window widths.
