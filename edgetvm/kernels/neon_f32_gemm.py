@@ -308,8 +308,8 @@ def f32_gemm_tile_call(pixels: int, vectors: int, depth: int, channels: int, epi
     gives ``out``, ``x``, ``w`` and ``epilogue.operands`` at the tile's first pixel and channel."""
     if depth % F32_GEMM_DEPTH_STEP:
         raise ValueError(f"the fp32 GEMM microkernel needs a depth divisible by {F32_GEMM_DEPTH_STEP}, got {depth}")
-    # Two steps per iteration when the depth allows: the loop's subs/bne paid per 8 depths.
-    steps = 2 if depth % (2 * F32_GEMM_DEPTH_STEP) == 0 else 1
+    # Up to 4 steps per iteration as the depth allows: the loop's subs/bne paid per 16 depths.
+    steps = max(n for n in (1, 2, 4) if depth % (n * F32_GEMM_DEPTH_STEP) == 0)
     half = half_depth_pixels(pixels, vectors)
     # From the last pixel back to the first, 4 depths on (8 bytes short when the last pixel loaded
     # a d register); from the last half-depth pixel back to the first, 2 depths on.
