@@ -83,8 +83,11 @@ def _inline_calls(ir: str) -> str:
         actual = _split_arguments(arguments)
         if asm is None or parameters is None or len(actual) != len(_split_arguments(parameters.group(1))):
             return match.group(0)
+        # The statement takes the parameters in its own order (tied ones first, then read-only ones).
+        names = [parameter.split()[-1] for parameter in _split_arguments(parameters.group(1))]
+        ordered = [actual[names.index(argument.split()[-1])] for argument in _split_arguments(asm.group(2))]
         count += 1
-        lines = [f"{indent}%edgetvm.asm.{count} = {asm.group(1)}({', '.join(actual)}){dbg}"]
+        lines = [f"{indent}%edgetvm.asm.{count} = {asm.group(1)}({', '.join(ordered)}){dbg}"]
         if result:
             lines.append(f"{indent}{result} = add i32 0, 0")
         return "\n".join(lines)

@@ -11,7 +11,6 @@ import pytest
 
 import edgetvm
 from edgetvm.backends.neon_microkernels import microkernel_calls, with_microkernels
-from edgetvm.kernels.neon_asm import llvm_asm_string
 from edgetvm.kernels.neon_f32_gemm import (DEFINITIONS, F32_GEMM_TILES, Epilogue, f32_gemm_asm,
                                          f32_gemm_name, f32_gemm_tile_asm, f32_gemm_tile_definition_of,
                                          f32_gemm_tile_name)
@@ -162,13 +161,27 @@ def test_fused_tile_is_the_loop_then_the_epilogue_in_registers(epilogue, pixels,
     assert stored == [f"vst1.32 {{d{2 * (first + p * vectors)}-d{2 * (first + (p + 1) * vectors) - 1}" for p in range(pixels)]
 
 
-def test_fused_tile_definition_round_trips_its_name():
+def test_fused_tile_definition_round_trips_its_name_and_keeps_the_steps_read_only():
     epilogue = Epilogue(True, (("prelu", None), ("res", None)))
-    name = f32_gemm_tile_name(4, 2, 2, epilogue)
+    name = f32_gemm_tile_name(5, 2, 2, epilogue)
     definition = f32_gemm_tile_definition_of(name)
-    assert f"@{name}(ptr %out, ptr %x, i32 %xs, i32 %xb, ptr %w, i32 %ws, i32 %it, ptr %bias, ptr %slope, ptr %res)" in definition
-    assert llvm_asm_string(f32_gemm_tile_asm(4, 2, 2, epilogue)) in definition
+    assert (f"@{name}(ptr %out, ptr %x, i32 %xs, i32 %xr, i32 %xb, ptr %w, i32 %ws, i32 %it, ptr %bias, ptr %slope, "
+            "ptr %res)") in definition
+    # Tied (stepped by the assembly): out, x, w, it, res; read-only: the steps, bias and slope.
+    assert '"=&r,=&r,=&r,=&r,=&r,0,1,2,3,4,r,r,r,r,r,r,' in definition
+    assert "(ptr %out, ptr %x, ptr %w, i32 %it, ptr %res, i32 %xs, i32 %xr, i32 %xb, i32 %ws, ptr %bias, ptr %slope)" in definition
+    # $ws (operand 6) is $13 in the statement: 5 outputs, 5 tied inputs, then xs, xr, xb, ws.
+    assert "vst1.32 {d28-d31}, [$0 :128], $13" in definition
     assert f32_gemm_tile_definition_of(name + "_sigmoid") is None
+
+
+def test_inlined_call_passes_the_arguments_in_the_statement_order():
+    name = f32_gemm_tile_name(5, 2, 2, Epilogue(True, (("prelu", None),)))
+    ir = (f"define void @k(ptr %o, ptr %x, ptr %w, ptr %b, ptr %s) {{\n"
+          f"  %3 = tail call i32 @{name}(ptr %o, ptr %x, i32 256, i32 -248, i32 -1016, ptr %w, i32 512, i32 4, "
+          f"ptr %b, ptr %s)\n  ret void\n}}\n\ndeclare i32 @{name}(ptr, ptr, i32, i32, i32, ptr, i32, i32, ptr, ptr)\n")
+    body = with_microkernels(ir).split("\n}\n")[0]
+    assert "(ptr %o, ptr %x, ptr %w, i32 4, i32 256, i32 -248, i32 -1016, i32 512, ptr %b, ptr %s)" in body
 
 
 @pytest.mark.parametrize("net", [
