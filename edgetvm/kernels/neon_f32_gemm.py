@@ -1,45 +1,66 @@
-"""The ARMv7 NEON fp32 GEMM microkernel of the 1x1 conv (channels last), as a TIR tensor intrinsic
-whose body calls a function that ``backends.neon_microkernels`` defines in inline assembly.
+"""The ARMv7 NEON fp32 GEMM microkernels of the 1x1 conv (channels last) and the RGB stem, in inline
+assembly that ``backends.neon_microkernels`` places at each call site.
 
-``C[p, j] += sum_k A[p, k] * B[k, j]`` for a tile of ``tile_h x tile_w`` output pixels and
-``4 * vectors`` output channels: A is the NHWC input (one pixel's ``K`` channels contiguous), B the
-HWIO weight (``K`` rows of ``N`` channels, read in place: a post-increment by a register steps a
-row, so nothing is packed), C the tile's accumulators (dense, loaded and stored with one
-``vldm``/``vstm``; the TIR tail reads them back). Registers (tile 1x4x8)::
+``out[p, j] = epilogue(b[j] + sum_k A[p, k] * B[k, j])``: A is the NHWC input (one pixel's ``K``
+channels contiguous), B the HWIO weight (``K`` rows of ``N`` channels, read in place: a
+post-increment by a register steps a row, so nothing is packed).
 
-    q8-q15   accumulators, q(8 + p*vectors + v) = pixel p, channels 4v..4v+3
-    q0-q3    the 4 pixels' inputs at depth k..k+3 (lane i of pixel p is A[p, k+i])
-    q4-q7    two sets of weights B[k, 0:8], alternating between successive depths
+**The fused tile** (``f32_gemm_tile_asm``, called per tile by ``schedules.cpu``'s
+``schedule_neon_f32_gemm``): 5 consecutive pixels of the flat ``n*h*w`` image (a 1x1 conv's pixels
+are independent, so a tile ignores image rows; the last ``n*h*w % 5`` pixels take a smaller tile)
+x 8 channels, the whole tile in one assembly statement: accumulators loaded from the bias, the
+depth loop, the epilogue (``Epilogue``: PReLU, LeakyReLU, ReLU/ReLU6 as max/min by a constant, the
+residual add; ``schedules.gemm_epilogue`` reads it off the kernel's TIR tail) in registers, one
+store per pixel. Registers (5x8)::
+
+    q6-q15   accumulators, q(6 + 2p + v) = pixel p, channels 4v..4v+3
+    q0-q2    pixels 0-2's inputs at depths k..k+3 (lane i of pixel p is A[p, k+i])
+    d6, d7   pixels 3-4's inputs at depths k, k+1, loaded again for k+2, k+3
+    q4-q5    one depth's weights B[k, 0:8]
 
 Per step of 4 depths::
 
-    vld1.32  {d0-d1}, [x], xs        x 4 (the last post-increment steps back to pixel 0, 16 bytes on)
-    vld1.32  {d8-d11}, [w], ws       x 4 (one depth's 8 weights, next depth N floats on)
-    vmla.f32 q8, q4, d0[0]           x 32 (8 accumulators x 4 depths, the depth from an input lane)
+    vld1.32  {d0-d1}, [x :128], xs   x 3, vld1.32 {d6}, [x :64], xs|xr|xb  x 4
+    vld1.32  {d8-d11}, [w :128], ws  x 4 (one depth's 8 weights, next depth N floats on)
+    vmla.f32 q6, q4, d0[0]           x 40 (10 accumulators x 4 depths, the depth from an input lane)
 
-128 multiply-accumulates in 40 instructions; the loop runs two such steps per iteration when the
-depth is a multiple of 8 (every MobileFaceNet and MobileNetV2 1x1 conv), so ``subs``/``bne`` add 1
-per step: 41 per 128 MACs, 0.320 per MAC. Estimated Cortex-A7 issue cycles (neon_cycles.md: a q
-load one cycle per D register, a q multiply-accumulate two): 4 * 2 + 4 * 4 + 32 * 2 + 1 = 89 per
-128 MACs, 0.70 per MAC, of which 0.5 is the multiply-accumulates. The lane form needs its scalar in
-d0-d15, which is why the inputs, not the weights, sit in q0-q3. Tiles, best first (a tile is one
-rectangle of the NHWC buffers, as tensorize needs, so its shape follows the image):
+160 multiply-accumulates in 51 instructions (0.319 per MAC) and 106 estimated Cortex-A7 issue
+cycles (neon_cycles.md: a load one cycle per D register, a q multiply-accumulate two: 10 + 16 +
+80), 0.6625 per MAC; ``subs``/``bne`` once per 4 steps. The lane form needs its scalar in d0-d15,
+which is why the inputs, not the weights, sit at the bottom. Against the 4x8 tile (q8-q15
+accumulators, 4 pixels' inputs in q0-q3, two weight sets q4-q7: 40 instructions and 88 cycles per
+128 MACs, 0.3125 and 0.6875 per MAC) 5x8 loads a weight once per 5 pixels instead of 4: more
+instructions per MAC in the loop (2 d loads for 2 pixels), fewer cycles. 6x8 does not fit (12
+accumulators leave 4 registers for 6 pixels' inputs and 8 weights). When the channels are not a
+multiple of 8, 7 pixels x 4 channels (q9-q15, inputs q0-q6, weights q7-q8).
 
-- 1x4x8 (width % 4 == 0: the 112-, 56- and 28-wide stages): the step above.
-- 2x2x8 (even height and width: the 14-wide stages): the same registers and instructions; the input
-  pointer steps to the next image row after the second pixel.
-- 1x7x4 (width 7, or channels not a multiple of 8): q8-q14 accumulators, q0-q6 inputs, q7 weights:
-  7 + 4 + 28 + 1 = 40 per 112 MACs, 0.357/MAC.
+The epilogue after the loop uses the registers below the accumulators (the loop is done with them):
+bias init 1 load per pixel; PReLU ``select(0 < v, v, v*s)`` as ``vcgt``/``vmul``/``vbif`` (3 per
+vector, exact, NaN stays NaN); LeakyReLU ``max(v, v*a)`` as ``vmul``/``vmax``; max/min by a
+constant 1 (``vmax.f32`` turns a NaN into the default NaN: still NaN); residual 1 load per pixel
+and 1 ``vadd`` per vector; a constant costs ``movw``/``movt``/``vdup`` once per tile.
 
-Measured (MobileFaceNet fp32, cortex-a7, standalone, per inference): the 1x1 convs went from 94.2 M
-instructions / 174.0 M a7 cycles (TIR 7x1x4 lane tiles, 0.458 instructions/MAC: LLVM spilled an
-input vector and reloaded it as a broadcast) to 75.3 M / 157.3 M (0.366/MAC) with one loop step per
-iteration; the rest of the 0.366 is the tile's tail (bias, PReLU, residual: about 60 instructions
-per tile, reading the accumulators back from the stack) and its zero-init. Tried and measured
-worse (MobileFaceNet): the 14-wide stages on 1x7x4 tiles instead of 2x2x8, 95.5 M instructions
-against 91.2 M; a call to the microkernel instead of its statement inlined at the call site
-(``backends.neon_microkernels``), 91.2 M against 90.6 M (the callee saves d8-d15 per tile).
-No ``pld``: qemu and the issue-cycle estimate cannot see a prefetch, the instruction count can.
+Measured (cortex-a7, 1 thread, standalone, ``benchmarks/bench_arm.py --per-kernel``), the 1x1 convs
+of MobileFaceNet / MobileNetV2 (instructions, a7 cycles, per MAC):
+
+- tensorized 1x4x8 / 2x2x8 / 1x7x4 tiles, accumulators zeroed in TIR, stored with ``vstm`` and read
+  back by the TIR tail: 73.7 M, 155.7 M (0.358, 0.757) / 104.4 M, 214.5 M (0.390, 0.801)
+- fused 4x8 tile: 70.5 M, 150.6 M (0.343, 0.732) / 94.7 M, 200.7 M (0.354, 0.749)
+- fused 5x8: 71.4 M, 145.1 M (0.347, 0.706) / 95.7 M, 193.1 M (0.357, 0.721)
+- 4 steps per loop iteration instead of 2, and the steps, bias and slope read-only operands (LLVM
+  keeps them in registers from tile to tile): 70.3 M, 144.0 M (0.342, 0.700) / 94.1 M, 191.6 M.
+
+Tried and measured worse: 5x8 with each weight vector loaded on its own into q5 (all 5 pixels'
+inputs in q0-q4): 73.9 M instructions (0.359 per MAC) for the same cycles. Remaining per tile:
+the epilogue and about 10 instructions of LLVM's between tiles (addresses, loop counter). No
+``pld``: qemu and the issue-cycle estimate cannot see a prefetch, the instruction count can.
+
+**The tensorized tile** (``f32_gemm_asm``, ``f32_gemm_intrin``): a kernel whose tail the fused tile
+cannot compute (``schedules.gemm_epilogue`` declines it: a sigmoid, a bias after the activation)
+keeps the earlier microkernel, ``C[p, j] += sum_k A[p, k] * B[k, j]`` over a rectangle of
+``tile_h x tile_w`` pixels (1x4x8 when the width is a multiple of 4, 2x2x8 for even sizes, 1x7x4)
+whose accumulators C are loaded and stored with one ``vldm``/``vstm``, the TIR tail reading them
+back.
 
 The RGB stem (``f32_stem_intrin``; its input padded to 4 channels by ``transform.PadStemChannels``)
 runs the 1x4x8 tile with each window tap one step of depth 4: the tap's 4 pixels ``stride`` apart

@@ -2,8 +2,9 @@
 
 Every kernel is scheduled by the first rule that applies:
 
-0. :func:`schedule_neon_f32_gemm` on ARMv7 for a stride-1 1x1 conv: per tile, the whole channel
-   reduction is one hand-scheduled assembly loop (``kernels/neon_f32_gemm.py``), then the tail;
+0. :func:`schedule_neon_f32_gemm` on ARMv7 for a stride-1 1x1 conv: per tile of 5 pixels x 8
+   channels one hand-scheduled assembly statement (``kernels/neon_f32_gemm.py``) from the bias
+   through the channel reduction and the tail (``gemm_epilogue``) to the stores;
    :func:`schedule_neon_f32_stem` for the RGB stem padded to 4 channels (``transform.PadStemChannels``):
    the same tile, one assembly loop over the whole window;
    :func:`schedule_neon_f32_dwconv` for a depthwise 3x3 or 5x5 conv at stride 1 or 2: per output
@@ -308,9 +309,10 @@ def _unroll_and_vectorize(sch: s_tir.Schedule, loops: list, lanes: int) -> None:
 
 
 def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
-    """A stride-1 1x1 conv (NHWC x HWIO: a GEMM over pixels) on the hand-scheduled ARMv7 microkernel
-    (``kernels.neon_f32_gemm``): per tile of ``rows`` pixels of one image row and ``4 * vectors``
-    channels, the whole depth in one inline-assembly loop, then the tail (bias, PReLU, residual)
+    """A stride-1 1x1 conv (NHWC x HWIO: a GEMM over pixels) on the hand-scheduled ARMv7 microkernels
+    (``kernels.neon_f32_gemm``): the fused tile when ``gemm_epilogue`` reads the kernel's tail
+    (``_fused_gemm_tiles``), else per tile of ``rows`` pixels of one image row and ``4 * vectors``
+    channels the whole depth in one inline-assembly loop, then the tail (bias, PReLU, residual)
     from the tile's accumulators::
 
         for n, h, w_o, c_o:
@@ -365,7 +367,7 @@ def _fused_gemm_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reductio
         the last n*h*w % P pixels: the same with a tile of that many pixels
 
     The pixels of a 1x1 conv at stride 1 are independent and contiguous in NHWC, so a tile ignores
-    image rows: every image takes the 4x8 tile (V = 2; 7x4 when the channels are not a multiple of
+    image rows: every image takes the 5x8 tile (V = 2; 7x4 when the channels are not a multiple of
     8). None when the tail is not an epilogue the tile computes, or a buffer is not a parameter
     of the kernel (then the tensorized tile and its TIR tail apply)."""
     stmt, tail_block = sch.get(main), sch.get(tail)
