@@ -245,10 +245,6 @@ def f32_gemm_tile_asm(pixels: int, vectors: int, steps: int, epilogue: Epilogue)
     half = pixels - full
     names = ("out", "x", "xs", *(("xr",) if half else ()), "xb", "w", "ws", "it", *epilogue.operands)
     op = {name: f"${i}" for i, name in enumerate(names)}
-    if epilogue.bias:
-        init = [f"vld1.32 {_dlist(row[0], vectors)}, [{op['bias']}]" for row in accs]
-    else:
-        init = [f"vmov.i32 q{q}, #0" for row in accs for q in row]
     # Pixel p < full: q{p}. The half-depth pixels: d{2 * full + j}, loaded again for depths 2-3
     # ($xr steps back from the last of them to the first, 8 bytes on).
     d_regs = [2 * full + j for j in range(half)]
@@ -261,8 +257,15 @@ def f32_gemm_tile_asm(pixels: int, vectors: int, steps: int, epilogue: Epilogue)
     scalars = [_lanes(q) for q in range(full)] + [[f"d{d}[{k % 2}]" for k in range(F32_GEMM_DEPTH_STEP)] for d in d_regs]
     sets = [weights[i:i + vectors] for i in range(0, len(weights) - vectors + 1, vectors)]
     body = _depth_step([first, [], again, []], scalars, _weight_sets(sets, op["ws"]), accs, op["w"]) * steps
-    lines = [*init, "1:", *body, f"subs {op['it']}, {op['it']}, #1", "bne 1b"]
+    lines = [*_accumulator_init(accs, epilogue, op), "1:", *body, f"subs {op['it']}, {op['it']}, #1", "bne 1b"]
     return lines + _epilogue_asm(accs, epilogue, op)
+
+
+def _accumulator_init(accs: list[list[int]], epilogue: Epilogue, op: dict[str, str]) -> list[str]:
+    """The accumulators loaded from the bias (one load per pixel), or zeroed."""
+    if epilogue.bias:
+        return [f"vld1.32 {_dlist(row[0], len(row))}, [{op['bias']}]" for row in accs]
+    return [f"vmov.i32 q{q}, #0" for row in accs for q in row]
 
 
 def _epilogue_asm(accs: list[list[int]], epilogue: Epilogue, op: dict[str, str]) -> list[str]:
@@ -302,13 +305,32 @@ def _epilogue_asm(accs: list[list[int]], epilogue: Epilogue, op: dict[str, str])
 
 
 def f32_gemm_tile_definition_of(name: str) -> str | None:
-    """The LLVM IR definition of the fused tile called ``name``; None for another name."""
+    """The LLVM IR definition of the fused tile (or fused stem tile) called ``name``; None for another name."""
     match = _TILE_NAME.fullmatch(name)
     if match is None:
-        return None
+        return _stem_tile_definition_of(name)
     pixels, channels = int(match.group(1)), int(match.group(2))
     steps = int(match.group(3)[2:]) if match.group(3) else 1
-    tokens = match.group(4).split("_")[1:]
+    epilogue = _epilogue_of_tokens(match.group(4))
+    if epilogue is None:
+        return None
+    half = half_depth_pixels(pixels, channels // 4)
+    operands = ("ptr %out", "ptr %x", "i32 %xs", *(("i32 %xr",) if half else ()), "i32 %xb", "ptr %w", "i32 %ws",
+                "i32 %it", *(f"ptr %{name}" for name in epilogue.operands))
+    return inline_asm_definition(name, operands, f32_gemm_tile_asm(pixels, channels // 4, steps, epilogue),
+                                 _read_only(operands))
+
+
+def _read_only(operands: tuple[str, ...]) -> frozenset[int]:
+    """The operands a fused tile never writes (the steps, bias and slope): LLVM may keep them in
+    registers from one tile to the next instead of copying them for each."""
+    return frozenset(i for i, operand in enumerate(operands)
+                     if operand.split()[-1] in ("%xs", "%xr", "%xb", "%ws", "%bias", "%slope"))
+
+
+def _epilogue_of_tokens(text: str) -> Epilogue | None:
+    """The epilogue whose ``tokens`` are ``text`` (``"_b_prelu_res"``); None when one is unknown."""
+    tokens = text.split("_")[1:]
     bias = tokens[:1] == ["b"]
     ops = []
     for token in tokens[bias:]:
@@ -316,13 +338,7 @@ def f32_gemm_tile_definition_of(name: str) -> str | None:
         if parsed is None:
             return None
         ops.append((parsed.group(1), None) if parsed.group(1) else (parsed.group(2), int(parsed.group(3), 16)))
-    epilogue = Epilogue(bias, tuple(ops))
-    half = half_depth_pixels(pixels, channels // 4)
-    operands = ("ptr %out", "ptr %x", "i32 %xs", *(("i32 %xr",) if half else ()), "i32 %xb", "ptr %w", "i32 %ws",
-                "i32 %it", *(f"ptr %{name}" for name in epilogue.operands))
-    # The steps, bias and slope stay as they are: LLVM may keep them in registers from one tile to the next.
-    read_only = frozenset(i for i, operand in enumerate(operands) if operand.split()[-1] in ("%xs", "%xr", "%xb", "%ws", "%bias", "%slope"))
-    return inline_asm_definition(name, operands, f32_gemm_tile_asm(pixels, channels // 4, steps, epilogue), read_only)
+    return Epilogue(bias, tuple(ops))
 
 
 def f32_gemm_tile_call(pixels: int, vectors: int, depth: int, channels: int, epilogue: Epilogue,
@@ -354,6 +370,46 @@ F32_STEM_WINDOWS = range(2, 8)
 def f32_stem_name(window_w: int) -> str:
     """The microkernel of a stem tile whose loop runs one window row of ``window_w`` taps per iteration."""
     return f32_gemm_name(*F32_STEM_TILE) + f"_win{window_w}"
+
+
+def f32_stem_tile_name(window_w: int, epilogue: Epilogue) -> str:
+    """The fused stem tile: the stem tile's window loop with the fused tile's init and epilogue."""
+    return "_".join([f32_stem_name(window_w), "fused", *epilogue.tokens])
+
+
+_STEM_TILE_NAME = re.compile(r"edgetvm_neon_f32_gemm_1x4x8_win(\d)_fused((?:_[a-z]+[0-9a-f]*)*)")
+
+
+def f32_stem_tile_asm(window_w: int, epilogue: Epilogue) -> list[str]:
+    """The stem tile (``f32_gemm_asm(..., window_row=True)``: $0-$7 as there, $0 now the output)
+    with its accumulators from the bias and the epilogue of :func:`f32_gemm_tile_asm` in q0-q7
+    instead of a ``vldm``/``vstm`` of a tile the TIR tail reads back; ``epilogue.operands`` from $8."""
+    _, _, accs = _registers(F32_STEM_TILE[0] * F32_STEM_TILE[1], F32_STEM_TILE[2])
+    loop = f32_gemm_asm(*F32_STEM_TILE, window_w, True)[1:-1]
+    op = {name: f"${i}" for i, name in enumerate(("out", "x", "xs", "xr", "xb", "w", "ws", "it", *epilogue.operands))}
+    return _accumulator_init(accs, epilogue, op) + loop + _epilogue_asm(accs, epilogue, op)
+
+
+def _stem_tile_definition_of(name: str) -> str | None:
+    match = _STEM_TILE_NAME.fullmatch(name)
+    epilogue = _epilogue_of_tokens(match.group(2)) if match else None
+    if epilogue is None:
+        return None
+    operands = ("ptr %out", *_OPERANDS[1:], *(f"ptr %{name}" for name in epilogue.operands))
+    return inline_asm_definition(name, operands, f32_stem_tile_asm(int(match.group(1)), epilogue), _read_only(operands))
+
+
+def f32_stem_tile_call(window_h: int, window_w: int, stride: int, pixel: int, row: int, channels: int,
+                       epilogue: Epilogue, addresses: dict[str, tirx.PrimExpr]) -> tirx.PrimExpr:
+    """The call of the fused stem tile (the padded input ``pixel`` and ``row`` floats apart, the
+    steps of ``f32_stem_intrin``); ``addresses`` as for :func:`f32_gemm_tile_call`."""
+    tile_w = F32_STEM_TILE[1]
+    last = (tile_w - 1) * stride * pixel
+    steps = [stride * pixel * 4, (row - (window_w - 1) * pixel - last) * 4, (pixel - last) * 4]
+    return tirx.call_extern(
+        "int32", f32_stem_tile_name(window_w, epilogue), addresses["out"], addresses["x"],
+        *(tirx.const(step, "int32") for step in steps), addresses["w"], tirx.const(channels * 4, "int32"),
+        tirx.const(window_h, "int32"), *(addresses[name] for name in epilogue.operands))
 
 
 # microkernel name -> LLVM IR definition (replacing TVM's ``declare i32 @name(ptr, ptr, i32, ..., i32)``).

@@ -53,9 +53,9 @@ from tvm import s_tir, tirx
 from ..kernels.neon_f32_dwconv import DWCONV_STRIDES, dwconv5_row_intrin, dwconv_intrin, zero_row_intrin
 from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILE_PIXELS, F32_GEMM_TILES, F32_STEM_TILE,
                                     F32_STEM_WINDOWS, f32_gemm_intrin, f32_gemm_tile_call, f32_gemm_tile_name,
-                                    f32_stem_intrin)
+                                    f32_stem_intrin, f32_stem_tile_call, f32_stem_tile_name)
 from .analysis import ReductionKernel, unit_stride_last, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
-from .gemm_epilogue import match_gemm_epilogue
+from .gemm_epilogue import MatchedEpilogue, match_gemm_epilogue
 
 # Set on kernels whose multiply-accumulates take one operand from a vector lane: the ARM backends
 # compile them so that LLVM selects ``vmla.f32 q, q, d[x]`` (see edgetvm.backends.neon_mla).
@@ -355,6 +355,22 @@ def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     return ScheduleResult(sch.mod["main"], f"neon-gemm:{kernel.kind}",
                           f"tile {tile_h}x{tile_w}x{4 * vectors} microkernel, {kernel.macs} MAC")
 
+def _tile_addresses(main: s_tir.SBlock, tail: s_tir.SBlock, origin: list, x_read, w_read,
+                    matched: MatchedEpilogue) -> dict[str, tirx.PrimExpr]:
+    """The addresses a fused tile takes (``out``, ``x``, ``w`` and the epilogue's operands): the
+    blocks' accesses with their spatial iterators at ``origin`` (n, h, w, c), the reduced ones 0."""
+    def at(block, buffer, indices):
+        analyzer = tvm.sym.Analyzer()
+        for i, iv in enumerate(block.iter_vars):
+            analyzer.bind(iv.var, tirx.const(0, str(iv.var.ty)) if i >= len(origin) else origin[i])
+        return tirx.address_of(tirx.BufferLoad(buffer, [analyzer.simplify(i) for i in indices]))
+
+    return {"out": at(tail, tail.body.buffer, tail.body.indices),
+            "x": at(main, x_read.source, [r.min for r in x_read.region]),
+            "w": at(main, w_read.source, [r.min for r in w_read.region]),
+            **{name: at(tail, load.source, load.indices) for name, load in matched.loads.items()}}
+
+
 def _fused_gemm_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: ReductionKernel, main, tail,
                       config: CpuScheduleConfig) -> ScheduleResult | None:
     """The 1x1 conv as fused tiles (``kernels.neon_f32_gemm.f32_gemm_tile_asm``): each tile's
@@ -389,28 +405,15 @@ def _fused_gemm_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reductio
             or [int(d) for d in w_read.source.shape][-2:] != [depth, channels]):
         return None
 
-    def origin(block, pixel, channel) -> tvm.sym.Analyzer:
-        """An analyzer binding ``block``'s iterators to the tile's first pixel and channel."""
-        analyzer = tvm.sym.Analyzer()
-        values = [tirx.floordiv(pixel, height * width), tirx.floormod(tirx.floordiv(pixel, width), height),
-                  tirx.floormod(pixel, width), channel]
-        for i, iv in enumerate(block.iter_vars):
-            unit = i >= 4 or (batch, height, width, channels)[i] == 1  # reduced, or always 0
-            analyzer.bind(iv.var, tirx.const(0, str(iv.var.ty)) if unit else values[i])
-        return analyzer
-
-    def address(analyzer, buffer, indices):
-        return tirx.address_of(tirx.BufferLoad(buffer, [analyzer.simplify(i) for i in indices]))
-
     def tiles(pixels: int, first, name: str) -> tirx.Stmt:
         """The loop over channel blocks of the tile of ``pixels`` pixels from pixel ``first``."""
         c_o = tirx.Var(f"c_o{name}", "int64")
         channel = c_o * (4 * vectors)
-        at_tail, at_main = origin(tail_block, first, channel), origin(stmt, first, channel)
-        addresses = {"out": address(at_tail, out, tail_block.body.indices),
-                     "x": address(at_main, x_read.source, [r.min for r in x_read.region]),
-                     "w": address(at_main, w_read.source, [r.min for r in w_read.region]),
-                     **{name: address(at_tail, load.source, load.indices) for name, load in matched.loads.items()}}
+        origin = [tirx.floordiv(first, height * width), tirx.floormod(tirx.floordiv(first, width), height),
+                  tirx.floormod(first, width), channel]
+        origin = [value if extent > 1 else tirx.const(0, "int64")
+                  for value, extent in zip(origin, (batch, height, width, channels))]
+        addresses = _tile_addresses(stmt, tail_block, origin, x_read, w_read, matched)
         call = f32_gemm_tile_call(pixels, vectors, depth, channels, matched.epilogue, addresses)
         return tirx.For(c_o, 0, channels // (4 * vectors), tirx.ForKind.SERIAL, tirx.Evaluate(call))
 
@@ -464,6 +467,9 @@ def schedule_neon_f32_stem(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     stride = _window_stride(sch, main, kernel)
     if stride is None:
         return None
+    fused = _fused_stem_tiles(func, sch, kernel, main, tail, padded, stride, config)
+    if fused is not None:
+        return fused
     loops = sch.get_loops(main)
     n, h, w, c = (loops[i] for i in kernel.spatial)
     ry, rx, rc = (loops[i] for i in kernel.reduction)
@@ -478,6 +484,55 @@ def schedule_neon_f32_stem(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     return ScheduleResult(sch.mod["main"], f"neon-stem:{kernel.kind}",
                           f"{kh}x{kw} stride {stride}, tile 1x{tile_w}x{4 * vectors} microkernel over the window, "
                           f"{kernel.macs} MAC")
+
+
+def _fused_stem_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: ReductionKernel, main, tail, padded: list,
+                      stride: int, config: CpuScheduleConfig) -> ScheduleResult | None:
+    """The stem as fused tiles (``kernels.neon_f32_gemm.f32_stem_tile_asm``): per tile of 4 pixels
+    x 8 channels one assembly statement from the bias through the window to the epilogue and the
+    stores, after the padding pass::
+
+        pad = zero-padded x                                   # its own vectorized pass
+        for n, h, w_o (parallel), c_o:
+          out[n, h, w_o*4 : +4, c_o*8 : +8] = epilogue(bias + window(pad) @ wt[..., c_o*8 : +8])
+
+    None when the tail is not an epilogue the tile computes (then the tensorized stem tile and its
+    TIR tail apply)."""
+    stmt, tail_block = sch.get(main), sch.get(tail)
+    batch, height, width, channels = (kernel.extents[i] for i in kernel.spatial)
+    kh, kw, _ = (kernel.extents[i] for i in kernel.reduction)
+    matched = match_gemm_epilogue(tail_block, stmt.writes[0].source, [batch, height, width, channels])
+    if matched is None or len(padded) != 1:
+        return None
+    pad = sch.get(padded[0]).writes[0].source
+    x_read = next((r for r in stmt.reads if r.source.same_as(pad)), None)
+    w_read = next((r for r in stmt.reads if not r.source.same_as(pad)), None)
+    out = tail_block.body.buffer
+    buffers = [out, w_read.source if w_read else pad, *(load.source for load in matched.loads.values())]
+    if x_read is None or not all(any(b.same_as(p) for p in func.params) for b in buffers):
+        return None
+    _schedule_spatial_block(sch, padded[0], config)
+    root = sch.mod["main"].body.block
+    producers = list(root.body)[:-2] if isinstance(root.body, tirx.SeqStmt) else []
+    if len(producers) != 1:
+        return None
+    _, pad_rows, pad_width, pad_channels = (int(d) for d in pad.shape)
+    _, tile_w, vectors = F32_STEM_TILE
+    t, c_o = tirx.Var("tile", "int64"), tirx.Var("c_o", "int64")
+    columns = width // tile_w
+    origin = [tirx.floordiv(t, height * columns), tirx.floormod(tirx.floordiv(t, columns), height),
+              tirx.floormod(t, columns) * tile_w, c_o * (4 * vectors)]
+    origin = [value if extent > 1 else tirx.const(0, "int64") for value, extent in zip(origin, (batch, height, width, channels))]
+    call = f32_stem_tile_call(kh, kw, stride, pad_channels, pad_width * pad_channels, channels, matched.epilogue,
+                              _tile_addresses(stmt, tail_block, origin, x_read, w_read, matched))
+    parallel = config.parallel and height * width * channels >= PARALLEL_MIN_ELEMENTS
+    loops = tirx.For(t, 0, batch * height * columns, tirx.ForKind.PARALLEL if parallel else tirx.ForKind.SERIAL,
+                     tirx.For(c_o, 0, channels // (4 * vectors), tirx.ForKind.SERIAL, tirx.Evaluate(call)))
+    body = tirx.SeqStmt([*producers, loops])
+    block = s_tir.SBlock([], [], [], "root", body, alloc_buffers=[b for b in root.alloc_buffers if b.same_as(pad)])
+    name = f32_stem_tile_name(kw, matched.epilogue).removeprefix("edgetvm_neon_f32_gemm_")
+    return ScheduleResult(func.with_body(s_tir.SBlockRealize([], True, block)), f"neon-stem:{kernel.kind}",
+                          f"{kh}x{kw} stride {stride}, fused tile {name} microkernel over the window, {kernel.macs} MAC")
 
 
 def _gemm_tile_tail_and_init(sch: s_tir.Schedule, main, tail, tile_loops: list, first_inner, config: CpuScheduleConfig,
