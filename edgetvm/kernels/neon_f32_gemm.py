@@ -8,8 +8,8 @@ post-increment by a register steps a row, so nothing is packed).
 **The fused tile** (``f32_gemm_tile_asm``, called per tile by ``schedules.cpu``'s
 ``schedule_neon_f32_gemm``): 5 consecutive pixels of the flat ``n*h*w`` image (a 1x1 conv's pixels
 are independent, so a tile ignores image rows; the last ``n*h*w % 5`` pixels take a smaller tile)
-x 8 channels, the whole tile in one assembly statement: accumulators loaded from the bias, the
-depth loop, the epilogue (``Epilogue``: PReLU, LeakyReLU, ReLU/ReLU6 as max/min by a constant, the
+x 8 channels, the whole tile in one assembly statement: accumulators zeroed, the depth loop,
+the epilogue (``Epilogue``: PReLU, LeakyReLU, ReLU/ReLU6 as max/min by a constant, the
 residual add; ``schedules.gemm_epilogue`` reads it off the kernel's TIR tail) in registers, one
 store per pixel. Registers (5x8)::
 
@@ -35,25 +35,33 @@ accumulators leave 4 registers for 6 pixels' inputs and 8 weights). When the cha
 multiple of 8, 7 pixels x 4 channels (q9-q15, inputs q0-q6, weights q7-q8).
 
 The epilogue after the loop uses the registers below the accumulators (the loop is done with them):
-bias init 1 load per pixel; PReLU ``select(0 < v, v, v*s)`` as ``vcgt``/``vmul``/``vbif`` (3 per
-vector, exact, NaN stays NaN); LeakyReLU ``max(v, v*a)`` as ``vmul``/``vmax``; max/min by a
-constant 1 (``vmax.f32`` turns a NaN into the default NaN: still NaN); residual 1 load per pixel
-and 1 ``vadd`` per vector; a constant costs ``movw``/``movt``/``vdup`` once per tile.
+the bias 1 load per tile and 1 ``vadd`` per vector, after the depth (``(sum_k x w) + b`` rounds as
+the host build does); PReLU ``select(0 < v, v, v*s)`` as ``vcgt``/``vmul``/``vbif`` (3 per vector,
+exact, NaN stays NaN); LeakyReLU ``max(v, v*a)`` as ``vmul``/``vmax``; max/min by a constant 1
+(``vmax.f32`` turns a NaN into the default NaN: still NaN); residual 1 load per pixel and 1
+``vadd`` per vector; a constant costs ``movw``/``movt``/``vdup`` once per tile.
 
 Measured (cortex-a7, 1 thread, standalone, ``benchmarks/bench_arm.py --per-kernel``), the 1x1 convs
 of MobileFaceNet / MobileNetV2 (instructions, a7 cycles, per MAC):
 
 - tensorized 1x4x8 / 2x2x8 / 1x7x4 tiles, accumulators zeroed in TIR, stored with ``vstm`` and read
   back by the TIR tail: 73.7 M, 155.7 M (0.358, 0.757) / 104.4 M, 214.5 M (0.390, 0.801)
-- fused 4x8 tile: 70.5 M, 150.6 M (0.343, 0.732) / 94.7 M, 200.7 M (0.354, 0.749)
+- fused 4x8 tile, accumulators loaded from the bias: 70.5 M, 150.6 M (0.343, 0.732) / 94.7 M,
+  200.7 M (0.354, 0.749)
 - fused 5x8: 71.4 M, 145.1 M (0.347, 0.706) / 95.7 M, 193.1 M (0.357, 0.721)
 - 4 steps per loop iteration instead of 2, and the steps, bias and slope read-only operands (LLVM
-  keeps them in registers from tile to tile): 70.3 M, 144.0 M (0.342, 0.700) / 94.1 M, 191.6 M.
+  keeps them in registers from tile to tile): 70.6 M, 144.3 M (0.343, 0.702) / 94.5 M, 191.9 M
+- the bias added after the depth instead of loaded as the accumulators' start: 71.3 M, 145.5 M
+  (0.347, 0.708) / 96.1 M, 194.3 M. Loading it first was 1.3 M a7 cycles faster on MobileFaceNet
+  (164.8 M against 166.1 M for the model, under the issue's 165 M) but put the general selfie
+  segmenter's ARM build 2.07e-5 from the host build (1.22e-5 before; its test holds it to 1.5e-5):
+  ``b + sum_k x w`` loses the products' low bits to a large bias.
 
 Tried and measured worse: 5x8 with each weight vector loaded on its own into q5 (all 5 pixels'
 inputs in q0-q4): 73.9 M instructions (0.359 per MAC) for the same cycles. Remaining per tile:
-the epilogue and about 10 instructions of LLVM's between tiles (addresses, loop counter). No
-``pld``: qemu and the issue-cycle estimate cannot see a prefetch, the instruction count can.
+the epilogue and about 10 instructions of LLVM's between tiles (addresses, loop counter; LLVM also
+unrolls the channel-block loop, copying the assembly per block). No ``pld``: qemu and the
+issue-cycle estimate cannot see a prefetch, the instruction count can.
 
 **The tensorized tile** (``f32_gemm_asm``, ``f32_gemm_intrin``): a kernel whose tail the fused tile
 cannot compute (``schedules.gemm_epilogue`` declines it: a sigmoid, a bias after the activation)
@@ -165,8 +173,8 @@ _OPERANDS = ("ptr %c", "ptr %x", "i32 %xs", "i32 %xr", "i32 %xb", "ptr %w", "i32
 class Epilogue:
     """What a fused tile (:func:`f32_gemm_tile_asm`) does to its accumulators before its one store.
 
-    ``bias``: the accumulators start from the per-channel bias ``b`` instead of zero,
-    ``acc = b[c] + sum_k x[p, k] w[k, c]``. ``ops``, in order, each ``(kind, bits)`` with ``bits`` a
+    ``bias``: the per-channel bias ``b`` is added first, ``v = (sum_k x[p, k] w[k, c]) + b[c]``
+    (the host build's order). ``ops``, in order, each ``(kind, bits)`` with ``bits`` a
     float32 constant's bit pattern (None for the kinds that take a tensor):
 
     - ``prelu``: ``select(0 < v, v, v * s[c])``, ``s`` a per-channel vector (an operand)
@@ -257,33 +265,52 @@ def f32_gemm_tile_asm(pixels: int, vectors: int, steps: int, epilogue: Epilogue)
     scalars = [_lanes(q) for q in range(full)] + [[f"d{d}[{k % 2}]" for k in range(F32_GEMM_DEPTH_STEP)] for d in d_regs]
     sets = [weights[i:i + vectors] for i in range(0, len(weights) - vectors + 1, vectors)]
     body = _depth_step([first, [], again, []], scalars, _weight_sets(sets, op["ws"]), accs, op["w"]) * steps
-    lines = [*_accumulator_init(accs, epilogue, op), "1:", *body, f"subs {op['it']}, {op['it']}, #1", "bne 1b"]
+    lines = [*_accumulator_init(accs), "1:", *body, f"subs {op['it']}, {op['it']}, #1", "bne 1b"]
     return lines + _epilogue_asm(accs, epilogue, op)
 
 
-def _accumulator_init(accs: list[list[int]], epilogue: Epilogue, op: dict[str, str]) -> list[str]:
-    """The accumulators loaded from the bias (one load per pixel), or zeroed."""
-    if epilogue.bias:
-        return [f"vld1.32 {_dlist(row[0], len(row))}, [{op['bias']}]" for row in accs]
+def _accumulator_init(accs: list[list[int]]) -> list[str]:
+    """The accumulators zeroed (the bias comes after the depth loop: ``_epilogue_asm``)."""
     return [f"vmov.i32 q{q}, #0" for row in accs for q in row]
 
 
-def _epilogue_asm(accs: list[list[int]], epilogue: Epilogue, op: dict[str, str]) -> list[str]:
-    """The epilogue of :func:`f32_gemm_tile_asm` on the accumulators ``accs``, then the stores."""
-    vectors = len(accs[0])
-    free = iter(range(accs[0][0]))
-    slope = [next(free) for _ in range(vectors)] if "slope" in op else []
-    constant = {bits: next(free) for bits in epilogue.constants}
+def _epilogue_registers(first_acc: int, vectors: int, epilogue: Epilogue) -> tuple[list[int], list[int], dict[int, int], list[int]] | None:
+    """(slope, bias, constant -> register, temporaries) among the q registers below ``first_acc``;
+    None when they do not fit (2 temporaries, or one per vector for the residual)."""
+    free = iter(range(first_acc))
+    slope = [next(free, None) for _ in range(vectors)] if "slope" in epilogue.operands else []
+    bias = [next(free, None) for _ in range(vectors)] if epilogue.bias else []
+    constant = {bits: next(free, None) for bits in epilogue.constants}
     temps = list(free)
-    if len(temps) < max(2, vectors):
+    if None in slope + bias + list(constant.values()) or len(temps) < max(2, vectors):
+        return None
+    return slope, bias, constant, temps
+
+
+def epilogue_fits(pixels: int, vectors: int, epilogue: Epilogue) -> bool:
+    """Whether ``epilogue`` fits beside the accumulators of a fused tile of ``pixels`` x ``4 * vectors``."""
+    return _epilogue_registers(16 - pixels * vectors, vectors, epilogue) is not None
+
+
+def _epilogue_asm(accs: list[list[int]], epilogue: Epilogue, op: dict[str, str]) -> list[str]:
+    """The epilogue of :func:`f32_gemm_tile_asm` on the accumulators ``accs``, then the stores. The
+    bias is added here, not loaded as the accumulators' start: ``(sum_k x w) + b`` rounds as the
+    host build does, where ``b + sum_k x w`` loses the products' low bits to a large bias (measured:
+    the general selfie segmenter's ARM build 2.07e-5 from the host's, against 1.22e-5)."""
+    vectors = len(accs[0])
+    registers = _epilogue_registers(accs[0][0], vectors, epilogue)
+    if registers is None:
         raise ValueError(f"the epilogue {'_'.join(epilogue.tokens)} does not fit beside {len(accs)}x{vectors} accumulators")
+    slope, bias, constant, temps = registers
     lines = [f"vld1.32 {_dlist(slope[0], vectors)}, [{op['slope']}]"] if slope else []
+    lines += [f"vld1.32 {_dlist(bias[0], vectors)}, [{op['bias']}]"] if bias else []
     for bits, q in constant.items():
         if bits == 0:
             lines.append(f"vmov.i32 q{q}, #0")
         else:
             lines += [f"movw {op['it']}, #{bits & 0xFFFF}", f"movt {op['it']}, #{bits >> 16}", f"vdup.32 q{q}, {op['it']}"]
     for row in accs:
+        lines += [f"vadd.f32 q{q}, q{q}, q{b}" for q, b in zip(row, bias)]
         for kind, bits in epilogue.ops:
             if kind == "prelu":
                 # select(0 < v, v, v * s): the product inserted where the compare is false (NaN too).
@@ -382,12 +409,12 @@ _STEM_TILE_NAME = re.compile(r"edgetvm_neon_f32_gemm_1x4x8_win(\d)_fused((?:_[a-
 
 def f32_stem_tile_asm(window_w: int, epilogue: Epilogue) -> list[str]:
     """The stem tile (``f32_gemm_asm(..., window_row=True)``: $0-$7 as there, $0 now the output)
-    with its accumulators from the bias and the epilogue of :func:`f32_gemm_tile_asm` in q0-q7
-    instead of a ``vldm``/``vstm`` of a tile the TIR tail reads back; ``epilogue.operands`` from $8."""
+    with its accumulators zeroed and the epilogue of :func:`f32_gemm_tile_asm` in q0-q7 instead of
+    a ``vldm``/``vstm`` of a tile the TIR tail reads back; ``epilogue.operands`` from $8."""
     _, _, accs = _registers(F32_STEM_TILE[0] * F32_STEM_TILE[1], F32_STEM_TILE[2])
     loop = f32_gemm_asm(*F32_STEM_TILE, window_w, True)[1:-1]
     op = {name: f"${i}" for i, name in enumerate(("out", "x", "xs", "xr", "xb", "w", "ws", "it", *epilogue.operands))}
-    return _accumulator_init(accs, epilogue, op) + loop + _epilogue_asm(accs, epilogue, op)
+    return _accumulator_init(accs) + loop + _epilogue_asm(accs, epilogue, op)
 
 
 def _stem_tile_definition_of(name: str) -> str | None:

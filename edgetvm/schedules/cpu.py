@@ -52,7 +52,7 @@ from tvm import s_tir, tirx
 
 from ..kernels.neon_f32_dwconv import DWCONV_STRIDES, dwconv5_row_intrin, dwconv_intrin, zero_row_intrin
 from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILE_PIXELS, F32_GEMM_TILES, F32_STEM_TILE,
-                                    F32_STEM_WINDOWS, f32_gemm_intrin, f32_gemm_tile_call, f32_gemm_tile_name,
+                                    F32_STEM_WINDOWS, epilogue_fits, f32_gemm_intrin, f32_gemm_tile_call, f32_gemm_tile_name,
                                     f32_stem_intrin, f32_stem_tile_call, f32_stem_tile_name)
 from .analysis import ReductionKernel, unit_stride_last, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
 from .gemm_epilogue import MatchedEpilogue, match_gemm_epilogue
@@ -374,8 +374,8 @@ def _tile_addresses(main: s_tir.SBlock, tail: s_tir.SBlock, origin: list, x_read
 def _fused_gemm_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: ReductionKernel, main, tail,
                       config: CpuScheduleConfig) -> ScheduleResult | None:
     """The 1x1 conv as fused tiles (``kernels.neon_f32_gemm.f32_gemm_tile_asm``): each tile's
-    accumulators start from the bias, run the whole depth, take the tail in registers
-    (``gemm_epilogue``) and are stored once, one assembly statement per tile::
+    accumulators run the whole depth, take the tail (bias first, ``gemm_epilogue``) in registers
+    and are stored once, one assembly statement per tile::
 
         for t in tiles (parallel):                  # P consecutive pixels of the flat n*h*w image
           for c_o:
@@ -393,7 +393,7 @@ def _fused_gemm_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reductio
         return None
     vectors = 2 if channels % 8 == 0 else 1
     matched = match_gemm_epilogue(tail_block, stmt.writes[0].source, [batch, height, width, channels])
-    if matched is None:
+    if matched is None or not epilogue_fits(F32_GEMM_TILE_PIXELS[vectors], vectors, matched.epilogue):
         return None
     x_read = stmt.reads[_channels_last_input_read(sch, main, kernel)]
     w_read = next((r for r in stmt.reads if not r.source.same_as(x_read.source)), None)
@@ -489,8 +489,8 @@ def schedule_neon_f32_stem(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
 def _fused_stem_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: ReductionKernel, main, tail, padded: list,
                       stride: int, config: CpuScheduleConfig) -> ScheduleResult | None:
     """The stem as fused tiles (``kernels.neon_f32_gemm.f32_stem_tile_asm``): per tile of 4 pixels
-    x 8 channels one assembly statement from the bias through the window to the epilogue and the
-    stores, after the padding pass::
+    x 8 channels one assembly statement through the window, the epilogue and the stores, after the
+    padding pass::
 
         pad = zero-padded x                                   # its own vectorized pass
         for n, h, w_o (parallel), c_o:
@@ -502,7 +502,7 @@ def _fused_stem_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reductio
     batch, height, width, channels = (kernel.extents[i] for i in kernel.spatial)
     kh, kw, _ = (kernel.extents[i] for i in kernel.reduction)
     matched = match_gemm_epilogue(tail_block, stmt.writes[0].source, [batch, height, width, channels])
-    if matched is None or len(padded) != 1:
+    if matched is None or len(padded) != 1 or not epilogue_fits(F32_STEM_TILE[1], F32_STEM_TILE[2], matched.epilogue):
         return None
     pad = sch.get(padded[0]).writes[0].source
     x_read = next((r for r in stmt.reads if r.source.same_as(pad)), None)

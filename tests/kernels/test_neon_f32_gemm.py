@@ -11,7 +11,7 @@ import pytest
 
 import edgetvm
 from edgetvm.backends.neon_microkernels import microkernel_calls, with_microkernels
-from edgetvm.kernels.neon_f32_gemm import (DEFINITIONS, F32_GEMM_TILES, Epilogue, f32_gemm_asm,
+from edgetvm.kernels.neon_f32_gemm import (DEFINITIONS, F32_GEMM_TILES, Epilogue, epilogue_fits, f32_gemm_asm,
                                          f32_gemm_name, f32_gemm_tile_asm, f32_gemm_tile_definition_of,
                                          f32_gemm_tile_name)
 
@@ -146,13 +146,14 @@ def test_fused_tile_is_the_loop_then_the_epilogue_in_registers(epilogue, pixels,
     lines = f32_gemm_tile_asm(pixels, vectors, 2, epilogue)
     init, rest = lines[:lines.index("1:")], lines[lines.index("1:") + 1:]
     loop, tail = rest[:rest.index("bne 1b") + 1], rest[rest.index("bne 1b") + 1:]
-    # Initialised once per pixel from the bias (else zeroed), stored once per pixel, never spilled.
-    assert len(init) == (pixels if epilogue.bias else pixels * vectors)
+    # Zeroed, stored once per pixel, never spilled.
+    assert init == [f"vmov.i32 q{q}, #0" for q in range(16 - pixels * vectors, 16)]
     assert sum(line.startswith("vst1.32") for line in tail) == pixels and not any("vstm" in line for line in lines)
     assert sum(line.startswith("vmla.f32") for line in loop) == 2 * 4 * pixels * vectors
     per_vector = {"prelu": 3, "leaky": 2, "max": 1, "min": 1, "res": 1}
     ops = sum(per_vector[kind] for kind, _ in epilogue.ops) * pixels * vectors
-    loads = pixels * ("res" in dict(epilogue.ops)) + ("prelu" in dict(epilogue.ops))
+    loads = pixels * ("res" in dict(epilogue.ops)) + ("prelu" in dict(epilogue.ops)) + epilogue.bias
+    ops += pixels * vectors * epilogue.bias  # the bias added after the depth loop
     constants = sum(1 if bits == 0 else 3 for bits in epilogue.constants)
     assert len(tail) == ops + loads + constants + pixels
     # The accumulators are the top q registers, pixel-major; each pixel's row stored once.
@@ -226,3 +227,12 @@ def test_int8_microkernel_calls_become_the_assembly_statement_too():
           f"declare i32 @{name}(ptr, ptr, ptr, ptr, i32) local_unnamed_addr\n")
     body = with_microkernels(ir).split("\n}\n")[0]
     assert f"call i32 @{name}(" not in body and "vmull.s8" in body and "%r = add i32 0, 0" in body
+
+
+def test_an_epilogue_that_does_not_fit_beside_the_accumulators_is_refused():
+    # 5x8: q0-q5 below the accumulators; slope, bias and two constants leave no temporaries.
+    crowded = Epilogue(True, (("prelu", None), ("max", 0), ("min", 0x40C00000)))
+    assert not epilogue_fits(5, 2, crowded) and epilogue_fits(2, 2, crowded)
+    assert epilogue_fits(5, 2, Epilogue(True, (("max", 0), ("min", 0x40C00000))))
+    with pytest.raises(ValueError, match="does not fit"):
+        f32_gemm_tile_asm(5, 2, 1, crowded)

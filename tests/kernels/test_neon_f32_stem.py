@@ -39,13 +39,13 @@ def test_stem_loop_is_one_window_row_then_the_next():
     assert lines[0].startswith("vldmia") and lines[-1].startswith("vstmia")
 
 
-def test_fused_stem_tile_is_the_window_loop_between_the_bias_and_the_epilogue():
+def test_fused_stem_tile_is_the_window_loop_then_the_epilogue():
     lines = f32_stem_tile_asm(3, Epilogue(True, (("prelu", None),)))
     start, end = lines.index("1:"), lines.index("bne 1b")
     # The same window loop as the tensorized stem tile, without its vldm/vstm of the accumulators.
     assert lines[start:end + 1] == f32_gemm_asm(1, 4, 2, 3, window_row=True)[1:-1]
-    assert lines[:start] == ["vld1.32 {d16-d19}, [$8]", "vld1.32 {d20-d23}, [$8]", "vld1.32 {d24-d27}, [$8]",
-                             "vld1.32 {d28-d31}, [$8]"]
+    assert lines[:start] == [f"vmov.i32 q{q}, #0" for q in range(8, 16)]
+    assert lines[end + 1:end + 3] == ["vld1.32 {d0-d3}, [$9]", "vld1.32 {d4-d7}, [$8]"]  # slope, bias
     assert [line for line in lines[end:] if line.startswith("vst1.32")] == [
         f"vst1.32 {{d{16 + 4 * p}-d{19 + 4 * p}}}, [$0 :128], $6" for p in range(4)]
     assert not any("vstm" in line or "vldm" in line for line in lines)
