@@ -26,7 +26,7 @@ DEFINITIONS = {**neon_q8_gemm.DEFINITIONS, **neon_q8_dwconv.DEFINITIONS, **neon_
 
 def microkernel_definition(name: str) -> str | None:
     """The LLVM IR definition of the microkernel ``name`` (the depthwise ones exist per row width)."""
-    return DEFINITIONS.get(name) or dwconv_definition_of(name)
+    return DEFINITIONS.get(name) or neon_f32_gemm.f32_gemm_tile_definition_of(name) or dwconv_definition_of(name)
 
 _DECLARE = re.compile(r"^declare [^@\n]*@(edgetvm_neon_\w+)\(([^)\n]*)\)[^\n]*$", re.M)
 
@@ -84,8 +84,11 @@ def _inline_calls(ir: str) -> str:
         actual = _split_arguments(arguments)
         if asm is None or parameters is None or len(actual) != len(_split_arguments(parameters.group(1))):
             return match.group(0)
+        # The statement takes the parameters in its own order (tied ones first, then read-only ones).
+        names = [parameter.split()[-1] for parameter in _split_arguments(parameters.group(1))]
+        ordered = [actual[names.index(argument.split()[-1])] for argument in _split_arguments(asm.group(2))]
         count += 1
-        lines = [f"{indent}%edgetvm.asm.{count} = {asm.group(1)}({', '.join(actual)}){dbg}"]
+        lines = [f"{indent}%edgetvm.asm.{count} = {asm.group(1)}({', '.join(ordered)}){dbg}"]
         if result:
             lines.append(f"{indent}{result} = add i32 0, 0")
         return "\n".join(lines)

@@ -1,45 +1,74 @@
-"""The ARMv7 NEON fp32 GEMM microkernel of the 1x1 conv (channels last), as a TIR tensor intrinsic
-whose body calls a function that ``backends.neon_microkernels`` defines in inline assembly.
+"""The ARMv7 NEON fp32 GEMM microkernels of the 1x1 conv (channels last) and the RGB stem, in inline
+assembly that ``backends.neon_microkernels`` places at each call site.
 
-``C[p, j] += sum_k A[p, k] * B[k, j]`` for a tile of ``tile_h x tile_w`` output pixels and
-``4 * vectors`` output channels: A is the NHWC input (one pixel's ``K`` channels contiguous), B the
-HWIO weight (``K`` rows of ``N`` channels, read in place: a post-increment by a register steps a
-row, so nothing is packed), C the tile's accumulators (dense, loaded and stored with one
-``vldm``/``vstm``; the TIR tail reads them back). Registers (tile 1x4x8)::
+``out[p, j] = epilogue(b[j] + sum_k A[p, k] * B[k, j])``: A is the NHWC input (one pixel's ``K``
+channels contiguous), B the HWIO weight (``K`` rows of ``N`` channels, read in place: a
+post-increment by a register steps a row, so nothing is packed).
 
-    q8-q15   accumulators, q(8 + p*vectors + v) = pixel p, channels 4v..4v+3
-    q0-q3    the 4 pixels' inputs at depth k..k+3 (lane i of pixel p is A[p, k+i])
-    q4-q7    two sets of weights B[k, 0:8], alternating between successive depths
+**The fused tile** (``f32_gemm_tile_asm``, called per tile by ``schedules.cpu``'s
+``schedule_neon_f32_gemm``): 5 consecutive pixels of the flat ``n*h*w`` image (a 1x1 conv's pixels
+are independent, so a tile ignores image rows; the last ``n*h*w % 5`` pixels take a smaller tile)
+x 8 channels, the whole tile in one assembly statement: accumulators zeroed, the depth loop,
+the epilogue (``Epilogue``: PReLU, LeakyReLU, ReLU/ReLU6 as max/min by a constant, the
+residual add; ``schedules.gemm_epilogue`` reads it off the kernel's TIR tail) in registers, one
+store per pixel. Registers (5x8)::
+
+    q6-q15   accumulators, q(6 + 2p + v) = pixel p, channels 4v..4v+3
+    q0-q2    pixels 0-2's inputs at depths k..k+3 (lane i of pixel p is A[p, k+i])
+    d6, d7   pixels 3-4's inputs at depths k, k+1, loaded again for k+2, k+3
+    q4-q5    one depth's weights B[k, 0:8]
 
 Per step of 4 depths::
 
-    vld1.32  {d0-d1}, [x], xs        x 4 (the last post-increment steps back to pixel 0, 16 bytes on)
-    vld1.32  {d8-d11}, [w], ws       x 4 (one depth's 8 weights, next depth N floats on)
-    vmla.f32 q8, q4, d0[0]           x 32 (8 accumulators x 4 depths, the depth from an input lane)
+    vld1.32  {d0-d1}, [x :128], xs   x 3, vld1.32 {d6}, [x :64], xs|xr|xb  x 4
+    vld1.32  {d8-d11}, [w :128], ws  x 4 (one depth's 8 weights, next depth N floats on)
+    vmla.f32 q6, q4, d0[0]           x 40 (10 accumulators x 4 depths, the depth from an input lane)
 
-128 multiply-accumulates in 40 instructions; the loop runs two such steps per iteration when the
-depth is a multiple of 8 (every MobileFaceNet and MobileNetV2 1x1 conv), so ``subs``/``bne`` add 1
-per step: 41 per 128 MACs, 0.320 per MAC. Estimated Cortex-A7 issue cycles (neon_cycles.md: a q
-load one cycle per D register, a q multiply-accumulate two): 4 * 2 + 4 * 4 + 32 * 2 + 1 = 89 per
-128 MACs, 0.70 per MAC, of which 0.5 is the multiply-accumulates. The lane form needs its scalar in
-d0-d15, which is why the inputs, not the weights, sit in q0-q3. Tiles, best first (a tile is one
-rectangle of the NHWC buffers, as tensorize needs, so its shape follows the image):
+160 multiply-accumulates in 51 instructions (0.319 per MAC) and 106 estimated Cortex-A7 issue
+cycles (neon_cycles.md: a load one cycle per D register, a q multiply-accumulate two: 10 + 16 +
+80), 0.6625 per MAC; ``subs``/``bne`` once per 4 steps. The lane form needs its scalar in d0-d15,
+which is why the inputs, not the weights, sit at the bottom. Against the 4x8 tile (q8-q15
+accumulators, 4 pixels' inputs in q0-q3, two weight sets q4-q7: 40 instructions and 88 cycles per
+128 MACs, 0.3125 and 0.6875 per MAC) 5x8 loads a weight once per 5 pixels instead of 4: more
+instructions per MAC in the loop (2 d loads for 2 pixels), fewer cycles. 6x8 does not fit (12
+accumulators leave 4 registers for 6 pixels' inputs and 8 weights). When the channels are not a
+multiple of 8, 7 pixels x 4 channels (q9-q15, inputs q0-q6, weights q7-q8).
 
-- 1x4x8 (width % 4 == 0: the 112-, 56- and 28-wide stages): the step above.
-- 2x2x8 (even height and width: the 14-wide stages): the same registers and instructions; the input
-  pointer steps to the next image row after the second pixel.
-- 1x7x4 (width 7, or channels not a multiple of 8): q8-q14 accumulators, q0-q6 inputs, q7 weights:
-  7 + 4 + 28 + 1 = 40 per 112 MACs, 0.357/MAC.
+The epilogue after the loop uses the registers below the accumulators (the loop is done with them):
+the bias 1 load per tile and 1 ``vadd`` per vector, after the depth (``(sum_k x w) + b`` rounds as
+the host build does); PReLU ``select(0 < v, v, v*s)`` as ``vcgt``/``vmul``/``vbif`` (3 per vector,
+exact, NaN stays NaN); LeakyReLU ``max(v, v*a)`` as ``vmul``/``vmax``; max/min by a constant 1
+(``vmax.f32`` turns a NaN into the default NaN: still NaN); residual 1 load per pixel and 1
+``vadd`` per vector; a constant costs ``movw``/``movt``/``vdup`` once per tile.
 
-Measured (MobileFaceNet fp32, cortex-a7, standalone, per inference): the 1x1 convs went from 94.2 M
-instructions / 174.0 M a7 cycles (TIR 7x1x4 lane tiles, 0.458 instructions/MAC: LLVM spilled an
-input vector and reloaded it as a broadcast) to 75.3 M / 157.3 M (0.366/MAC) with one loop step per
-iteration; the rest of the 0.366 is the tile's tail (bias, PReLU, residual: about 60 instructions
-per tile, reading the accumulators back from the stack) and its zero-init. Tried and measured
-worse (MobileFaceNet): the 14-wide stages on 1x7x4 tiles instead of 2x2x8, 95.5 M instructions
-against 91.2 M; a call to the microkernel instead of its statement inlined at the call site
-(``backends.neon_microkernels``), 91.2 M against 90.6 M (the callee saves d8-d15 per tile).
-No ``pld``: qemu and the issue-cycle estimate cannot see a prefetch, the instruction count can.
+Measured (cortex-a7, 1 thread, standalone, ``benchmarks/bench_arm.py --per-kernel``), the 1x1 convs
+of MobileFaceNet / MobileNetV2 (instructions, a7 cycles, per MAC):
+
+- tensorized 1x4x8 / 2x2x8 / 1x7x4 tiles, accumulators zeroed in TIR, stored with ``vstm`` and read
+  back by the TIR tail: 73.7 M, 155.7 M (0.358, 0.757) / 104.4 M, 214.5 M (0.390, 0.801)
+- fused 4x8 tile, accumulators loaded from the bias: 70.5 M, 150.6 M (0.343, 0.732) / 94.7 M,
+  200.7 M (0.354, 0.749)
+- fused 5x8: 71.4 M, 145.1 M (0.347, 0.706) / 95.7 M, 193.1 M (0.357, 0.721)
+- 4 steps per loop iteration instead of 2, and the steps, bias and slope read-only operands (LLVM
+  keeps them in registers from tile to tile): 70.6 M, 144.3 M (0.343, 0.702) / 94.5 M, 191.9 M
+- the bias added after the depth instead of loaded as the accumulators' start: 71.3 M, 145.5 M
+  (0.347, 0.708) / 96.1 M, 194.3 M. Loading it first was 1.3 M a7 cycles faster on MobileFaceNet
+  (164.8 M against 166.1 M for the model, under the issue's 165 M) but put the general selfie
+  segmenter's ARM build 2.07e-5 from the host build (1.22e-5 before; its test holds it to 1.5e-5):
+  ``b + sum_k x w`` loses the products' low bits to a large bias.
+
+Tried and measured worse: 5x8 with each weight vector loaded on its own into q5 (all 5 pixels'
+inputs in q0-q4): 73.9 M instructions (0.359 per MAC) for the same cycles. Remaining per tile:
+the epilogue and about 10 instructions of LLVM's between tiles (addresses, loop counter; LLVM also
+unrolls the channel-block loop, copying the assembly per block). No ``pld``: qemu and the
+issue-cycle estimate cannot see a prefetch, the instruction count can.
+
+**The tensorized tile** (``f32_gemm_asm``, ``f32_gemm_intrin``): a kernel whose tail the fused tile
+cannot compute (``schedules.gemm_epilogue`` declines it: a sigmoid, a bias after the activation)
+keeps the earlier microkernel, ``C[p, j] += sum_k A[p, k] * B[k, j]`` over a rectangle of
+``tile_h x tile_w`` pixels (1x4x8 when the width is a multiple of 4, 2x2x8 for even sizes, 1x7x4)
+whose accumulators C are loaded and stored with one ``vldm``/``vstm``, the TIR tail reading them
+back.
 
 The RGB stem (``f32_stem_intrin``; its input padded to 4 channels by ``transform.PadStemChannels``)
 runs the 1x4x8 tile with each window tap one step of depth 4: the tap's 4 pixels ``stride`` apart
@@ -52,7 +81,10 @@ across taps. 40 instructions per tap of 128 multiply-accumulates (96 the model's
 from __future__ import annotations
 
 import functools
+import re
+from dataclasses import dataclass
 
+from tvm import tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
@@ -84,6 +116,36 @@ def _dlist(q: int, count: int) -> str:
     return f"{{d{2 * q}-d{2 * (q + count) - 1}}}"
 
 
+# One weight load of a depth step: (q registers, the vectors they hold, the pointer's step after it:
+# an operand, or "!" for the bytes loaded).
+WeightLoad = tuple[list[int], list[int], str]
+
+
+def _weight_sets(weights: list[list[int]], step: str) -> list[list[WeightLoad]]:
+    """Per depth one load of all the vectors, into the register sets in turn."""
+    return [[(weights[k % len(weights)], list(range(len(weights[0]))), step)] for k in range(F32_GEMM_DEPTH_STEP)]
+
+
+def _depth_step(inputs: list[list[str]], scalars: list[list[str]], weight_loads: list[list[WeightLoad]],
+                accs: list[list[int]], w: str) -> list[str]:
+    """One step of 4 depths: per depth ``k`` the input loads ``inputs[k]``, then the weight loads
+    ``weight_loads[k]`` from ``w``, each followed by the multiply-accumulates of the vectors it
+    loaded by every pixel ``p``'s input lane ``scalars[p][k]``."""
+    lines = []
+    for k in range(F32_GEMM_DEPTH_STEP):
+        lines += inputs[k]
+        for regs, vectors, step in weight_loads[k]:
+            lines.append(f"vld1.32 {_dlist(regs[0], len(regs))}, [{w} :128]" + ("!" if step == "!" else f", {step}"))
+            for p, row in enumerate(scalars):
+                lines += [f"vmla.f32 q{accs[p][v]}, q{r}, {row[k]}" for r, v in zip(regs, vectors)]
+    return lines
+
+
+def _lanes(q: int) -> list[str]:
+    """The 4 depths' scalars of an input held in q register ``q``."""
+    return [f"d{2 * q + k // 2}[{k % 2}]" for k in range(F32_GEMM_DEPTH_STEP)]
+
+
 def f32_gemm_asm(tile_h: int, tile_w: int, vectors: int, steps: int = 1, window_row: bool = False) -> list[str]:
     """The assembly of the ``tile_h x tile_w`` pixels x ``4*vectors`` channels tile. Operands: $0 the
     accumulators (dense, pixel-major), $1 x, $2 x's step to the next pixel of a tile row, $3 to the
@@ -96,23 +158,235 @@ def f32_gemm_asm(tile_h: int, tile_w: int, vectors: int, steps: int = 1, window_
     acc_regs = f"{{d{2 * accs[0][0]}-d{2 * accs[-1][-1] + 1}}}"
 
     def step(last: str) -> list[str]:
-        lines = []
-        for p in range(pixels):
-            after = last if p == pixels - 1 else ("$3" if p % tile_w == tile_w - 1 else "$2")
-            lines.append(f"vld1.32 {_dlist(inputs[p], 1)}, [$1 :128], {after}")
-        for k in range(F32_GEMM_DEPTH_STEP):
-            w = weights[k % len(weights)]
-            lines.append(f"vld1.32 {_dlist(w[0], vectors)}, [$5 :128], $6")
-            for p in range(pixels):
-                scalar = f"d{2 * inputs[p] + k // 2}[{k % 2}]"
-                lines += [f"vmla.f32 q{accs[p][v]}, q{w[v]}, {scalar}" for v in range(vectors)]
-        return lines
+        x_steps = ["$3" if p % tile_w == tile_w - 1 else "$2" for p in range(pixels - 1)] + [last]
+        loads = [f"vld1.32 {_dlist(q, 1)}, [$1 :128], {after}" for q, after in zip(inputs, x_steps)]
+        return _depth_step([loads, [], [], []], [_lanes(q) for q in inputs], _weight_sets(weights, "$6"), accs, "$5")
 
     body = step("$4") * (steps - 1) + step("$3" if window_row else "$4")
     return [f"vldmia $0, {acc_regs}", "1:", *body, "subs $7, $7, #1", "bne 1b", f"vstmia $0, {acc_regs}"]
 
 
 _OPERANDS = ("ptr %c", "ptr %x", "i32 %xs", "i32 %xr", "i32 %xb", "ptr %w", "i32 %ws", "i32 %it")
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """What a fused tile (:func:`f32_gemm_tile_asm`) does to its accumulators before its one store.
+
+    ``bias``: the per-channel bias ``b`` is added first, ``v = (sum_k x[p, k] w[k, c]) + b[c]``
+    (the host build's order). ``ops``, in order, each ``(kind, bits)`` with ``bits`` a
+    float32 constant's bit pattern (None for the kinds that take a tensor):
+
+    - ``prelu``: ``select(0 < v, v, v * s[c])``, ``s`` a per-channel vector (an operand)
+    - ``leaky``: ``max(v, v * a)``, ``0 <= a <= 1`` (then the same as ``select(0 < v, v, v * a)``)
+    - ``max`` / ``min``: ``max(a, v)`` / ``min(a, v)`` (ReLU is ``max 0``, ReLU6 ``max 0`` then ``min 6``)
+    - ``res``: ``v + r[p, c]``, ``r`` a tensor shaped like the output (the residual add)
+    """
+
+    bias: bool = False
+    ops: tuple[tuple[str, int | None], ...] = ()
+
+    @property
+    def constants(self) -> list[int]:
+        """The distinct constants, in order of first use: each gets a q register (q2, q3)."""
+        return list(dict.fromkeys(bits for _, bits in self.ops if bits is not None))
+
+    @property
+    def operands(self) -> tuple[str, ...]:
+        """The tensor operands after the GEMM's: ``bias``, ``slope``, ``res``, those it has."""
+        kinds = {kind for kind, _ in self.ops}
+        return tuple(name for name, present in (("bias", self.bias), ("slope", "prelu" in kinds), ("res", "res" in kinds))
+                     if present)
+
+    @property
+    def tokens(self) -> list[str]:
+        return ["b"] * self.bias + [kind if bits is None else f"{kind}{bits:08x}" for kind, bits in self.ops]
+
+
+# Constants an epilogue may take (each a q register beside the slope and two temporaries).
+EPILOGUE_CONSTANTS = 2
+# Pixels of a fused tile by vectors of 4 channels (see the module docstring).
+F32_GEMM_TILE_PIXELS = {2: 5, 1: 7}
+
+
+def f32_gemm_tile_name(pixels: int, vectors: int, steps: int, epilogue: Epilogue) -> str:
+    """The fused microkernel of ``pixels`` consecutive pixels x ``4 * vectors`` channels."""
+    return "_".join([f"edgetvm_neon_f32_gemm_p{pixels}x{4 * vectors}", *([f"u{steps}"] if steps > 1 else []),
+                     *epilogue.tokens])
+
+
+_TILE_NAME = re.compile(r"edgetvm_neon_f32_gemm_p(\d+)x(\d+)((?:_u\d+)?)((?:_[a-z]+[0-9a-f]*)*)")
+_TOKEN = re.compile(r"(prelu|res)|(leaky|max|min)([0-9a-f]{8})")
+
+
+def _tile_registers(pixels: int, vectors: int) -> tuple[int, list[int], list[list[int]]]:
+    """(pixels whose input is a q register of 4 depths, the weights' q registers, accumulator q
+    [pixel][vector]) of a fused tile. The accumulators take the top registers; the inputs, whose
+    lanes are the scalar operands (d0-d15 only), the bottom: as many pixels as fit 4 depths to a q
+    register, the rest 2 depths to a d register (loaded twice per step) so that one depth's weight
+    vectors still fit in one load; the weights the registers in between."""
+    first_acc = 16 - pixels * vectors
+    full = next((a for a in range(pixels, -1, -1) if a + (pixels - a + 1) // 2 + vectors <= first_acc), None)
+    if pixels > 8 or full is None:
+        raise ValueError(f"a {pixels}-pixel x {4 * vectors}-channel fp32 tile does not fit the 16 NEON q registers")
+    accs = [[first_acc + p * vectors + v for v in range(vectors)] for p in range(pixels)]
+    return full, list(range(full + (pixels - full + 1) // 2, first_acc)), accs
+
+
+def half_depth_pixels(pixels: int, vectors: int) -> int:
+    """How many pixels of a fused tile take their input 2 depths at a time (the 5x8 tile: 2)."""
+    return pixels - _tile_registers(pixels, vectors)[0]
+
+
+def f32_gemm_tile_asm(pixels: int, vectors: int, steps: int, epilogue: Epilogue) -> list[str]:
+    """The fused tile: ``pixels`` consecutive pixels (one flat run of the NHWC image, rows ignored:
+    a 1x1 conv's pixels are independent) x ``4 * vectors`` channels, accumulators initialised,
+    the whole depth, the epilogue in registers, one store per pixel. Operands: $0 out, $1 x, $2 x's
+    step to the next pixel, [$xr from the last half-depth pixel back to the first, 8 bytes on, when
+    ``half_depth_pixels``], $xb from the last pixel back to the first, 16 bytes on, $w, $ws its
+    step to the next depth (also the output's and the residual's to the next pixel: both have as
+    many channels as w has columns), $it iterations of ``steps`` steps, then
+    ``epilogue.operands``. After the loop the registers below the accumulators are free: the slope
+    takes the first, then the constants (materialised through $it, which the loop left at 0), then
+    temporaries and the residual."""
+    full, weights, accs = _tile_registers(pixels, vectors)
+    half = pixels - full
+    names = ("out", "x", "xs", *(("xr",) if half else ()), "xb", "w", "ws", "it", *epilogue.operands)
+    op = {name: f"${i}" for i, name in enumerate(names)}
+    # Pixel p < full: q{p}. The half-depth pixels: d{2 * full + j}, loaded again for depths 2-3
+    # ($xr steps back from the last of them to the first, 8 bytes on).
+    d_regs = [2 * full + j for j in range(half)]
+    steps_to = [op["xs"]] * (pixels - 1)
+    first = [f"vld1.32 {_dlist(q, 1)}, [{op['x']} :128], {after}"
+             for q, after in zip(range(full), steps_to + [op["xb"]])]
+    first += [f"vld1.32 {{d{d}}}, [{op['x']} :64], {after}"
+              for d, after in zip(d_regs, steps_to[full:] + [op["xr"] if half else ""])]
+    again = [f"vld1.32 {{d{d}}}, [{op['x']} :64], {after}" for d, after in zip(d_regs, [op["xs"]] * (half - 1) + [op["xb"]])]
+    scalars = [_lanes(q) for q in range(full)] + [[f"d{d}[{k % 2}]" for k in range(F32_GEMM_DEPTH_STEP)] for d in d_regs]
+    sets = [weights[i:i + vectors] for i in range(0, len(weights) - vectors + 1, vectors)]
+    body = _depth_step([first, [], again, []], scalars, _weight_sets(sets, op["ws"]), accs, op["w"]) * steps
+    lines = [*_accumulator_init(accs), "1:", *body, f"subs {op['it']}, {op['it']}, #1", "bne 1b"]
+    return lines + _epilogue_asm(accs, epilogue, op)
+
+
+def _accumulator_init(accs: list[list[int]]) -> list[str]:
+    """The accumulators zeroed (the bias comes after the depth loop: ``_epilogue_asm``)."""
+    return [f"vmov.i32 q{q}, #0" for row in accs for q in row]
+
+
+def _epilogue_registers(first_acc: int, vectors: int, epilogue: Epilogue) -> tuple[list[int], list[int], dict[int, int], list[int]] | None:
+    """(slope, bias, constant -> register, temporaries) among the q registers below ``first_acc``;
+    None when they do not fit (2 temporaries, or one per vector for the residual)."""
+    free = iter(range(first_acc))
+    slope = [next(free, None) for _ in range(vectors)] if "slope" in epilogue.operands else []
+    bias = [next(free, None) for _ in range(vectors)] if epilogue.bias else []
+    constant = {bits: next(free, None) for bits in epilogue.constants}
+    temps = list(free)
+    if None in slope + bias + list(constant.values()) or len(temps) < max(2, vectors):
+        return None
+    return slope, bias, constant, temps
+
+
+def epilogue_fits(pixels: int, vectors: int, epilogue: Epilogue) -> bool:
+    """Whether ``epilogue`` fits beside the accumulators of a fused tile of ``pixels`` x ``4 * vectors``."""
+    return _epilogue_registers(16 - pixels * vectors, vectors, epilogue) is not None
+
+
+def _epilogue_asm(accs: list[list[int]], epilogue: Epilogue, op: dict[str, str]) -> list[str]:
+    """The epilogue of :func:`f32_gemm_tile_asm` on the accumulators ``accs``, then the stores. The
+    bias is added here, not loaded as the accumulators' start: ``(sum_k x w) + b`` rounds as the
+    host build does, where ``b + sum_k x w`` loses the products' low bits to a large bias (measured:
+    the general selfie segmenter's ARM build 2.07e-5 from the host's, against 1.22e-5)."""
+    vectors = len(accs[0])
+    registers = _epilogue_registers(accs[0][0], vectors, epilogue)
+    if registers is None:
+        raise ValueError(f"the epilogue {'_'.join(epilogue.tokens)} does not fit beside {len(accs)}x{vectors} accumulators")
+    slope, bias, constant, temps = registers
+    lines = [f"vld1.32 {_dlist(slope[0], vectors)}, [{op['slope']}]"] if slope else []
+    lines += [f"vld1.32 {_dlist(bias[0], vectors)}, [{op['bias']}]"] if bias else []
+    for bits, q in constant.items():
+        if bits == 0:
+            lines.append(f"vmov.i32 q{q}, #0")
+        else:
+            lines += [f"movw {op['it']}, #{bits & 0xFFFF}", f"movt {op['it']}, #{bits >> 16}", f"vdup.32 q{q}, {op['it']}"]
+    for row in accs:
+        lines += [f"vadd.f32 q{q}, q{q}, q{b}" for q, b in zip(row, bias)]
+        for kind, bits in epilogue.ops:
+            if kind == "prelu":
+                # select(0 < v, v, v * s): the product inserted where the compare is false (NaN too).
+                for v, q in enumerate(row):
+                    mask, product = temps[(2 * v) % len(temps)], temps[(2 * v + 1) % len(temps)]
+                    lines += [f"vcgt.f32 q{mask}, q{q}, #0", f"vmul.f32 q{product}, q{q}, q{slope[v]}",
+                              f"vbif q{q}, q{product}, q{mask}"]
+            elif kind == "leaky":
+                for v, q in enumerate(row):
+                    product = temps[v % len(temps)]
+                    lines += [f"vmul.f32 q{product}, q{q}, q{constant[bits]}", f"vmax.f32 q{q}, q{q}, q{product}"]
+            elif kind in ("max", "min"):
+                lines += [f"v{kind}.f32 q{q}, q{q}, q{constant[bits]}" for q in row]
+            else:
+                lines.append(f"vld1.32 {_dlist(temps[0], vectors)}, [{op['res']} :128], {op['ws']}")
+                lines += [f"vadd.f32 q{q}, q{q}, q{temps[v]}" for v, q in enumerate(row)]
+        lines.append(f"vst1.32 {_dlist(row[0], vectors)}, [{op['out']} :128], {op['ws']}")
+    return lines
+
+
+def f32_gemm_tile_definition_of(name: str) -> str | None:
+    """The LLVM IR definition of the fused tile (or fused stem tile) called ``name``; None for another name."""
+    match = _TILE_NAME.fullmatch(name)
+    if match is None:
+        return _stem_tile_definition_of(name)
+    pixels, channels = int(match.group(1)), int(match.group(2))
+    steps = int(match.group(3)[2:]) if match.group(3) else 1
+    epilogue = _epilogue_of_tokens(match.group(4))
+    if epilogue is None:
+        return None
+    half = half_depth_pixels(pixels, channels // 4)
+    operands = ("ptr %out", "ptr %x", "i32 %xs", *(("i32 %xr",) if half else ()), "i32 %xb", "ptr %w", "i32 %ws",
+                "i32 %it", *(f"ptr %{name}" for name in epilogue.operands))
+    return inline_asm_definition(name, operands, f32_gemm_tile_asm(pixels, channels // 4, steps, epilogue),
+                                 _read_only(operands))
+
+
+def _read_only(operands: tuple[str, ...]) -> frozenset[int]:
+    """The operands a fused tile never writes (the steps, bias and slope): LLVM may keep them in
+    registers from one tile to the next instead of copying them for each."""
+    return frozenset(i for i, operand in enumerate(operands)
+                     if operand.split()[-1] in ("%xs", "%xr", "%xb", "%ws", "%bias", "%slope"))
+
+
+def _epilogue_of_tokens(text: str) -> Epilogue | None:
+    """The epilogue whose ``tokens`` are ``text`` (``"_b_prelu_res"``); None when one is unknown."""
+    tokens = text.split("_")[1:]
+    bias = tokens[:1] == ["b"]
+    ops = []
+    for token in tokens[bias:]:
+        parsed = _TOKEN.fullmatch(token)
+        if parsed is None:
+            return None
+        ops.append((parsed.group(1), None) if parsed.group(1) else (parsed.group(2), int(parsed.group(3), 16)))
+    return Epilogue(bias, tuple(ops))
+
+
+def f32_gemm_tile_call(pixels: int, vectors: int, depth: int, channels: int, epilogue: Epilogue,
+                       addresses: dict[str, tirx.PrimExpr]) -> tirx.PrimExpr:
+    """The call of the fused tile over ``depth`` input and ``channels`` output channels; ``addresses``
+    gives ``out``, ``x``, ``w`` and ``epilogue.operands`` at the tile's first pixel and channel."""
+    if depth % F32_GEMM_DEPTH_STEP:
+        raise ValueError(f"the fp32 GEMM microkernel needs a depth divisible by {F32_GEMM_DEPTH_STEP}, got {depth}")
+    # Up to 4 steps per iteration as the depth allows: the loop's subs/bne paid per 16 depths (8 steps
+    # measured 0.3 M instructions and a7 cycles fewer on MobileFaceNet for twice the loop code, which
+    # LLVM copies for every channel block).
+    steps = max(n for n in (1, 2, 4) if depth % (n * F32_GEMM_DEPTH_STEP) == 0)
+    half = half_depth_pixels(pixels, vectors)
+    # From the last pixel back to the first, 4 depths on (8 bytes short when the last pixel loaded
+    # a d register); from the last half-depth pixel back to the first, 2 depths on.
+    back = 16 - 8 * (half > 0) - (pixels - 1) * depth * 4
+    steps_back = [tirx.const(8 - (half - 1) * depth * 4, "int32")] * (half > 0) + [tirx.const(back, "int32")]
+    return tirx.call_extern(
+        "int32", f32_gemm_tile_name(pixels, vectors, steps, epilogue), addresses["out"], addresses["x"],
+        tirx.const(depth * 4, "int32"), *steps_back, addresses["w"], tirx.const(channels * 4, "int32"),
+        tirx.const(depth // (steps * F32_GEMM_DEPTH_STEP), "int32"), *(addresses[name] for name in epilogue.operands))
 
 
 # The stem's tile (one image row: a window tap's pixels are ``stride`` apart) and window widths.
@@ -123,6 +397,46 @@ F32_STEM_WINDOWS = range(2, 8)
 def f32_stem_name(window_w: int) -> str:
     """The microkernel of a stem tile whose loop runs one window row of ``window_w`` taps per iteration."""
     return f32_gemm_name(*F32_STEM_TILE) + f"_win{window_w}"
+
+
+def f32_stem_tile_name(window_w: int, epilogue: Epilogue) -> str:
+    """The fused stem tile: the stem tile's window loop with the fused tile's init and epilogue."""
+    return "_".join([f32_stem_name(window_w), "fused", *epilogue.tokens])
+
+
+_STEM_TILE_NAME = re.compile(r"edgetvm_neon_f32_gemm_1x4x8_win(\d)_fused((?:_[a-z]+[0-9a-f]*)*)")
+
+
+def f32_stem_tile_asm(window_w: int, epilogue: Epilogue) -> list[str]:
+    """The stem tile (``f32_gemm_asm(..., window_row=True)``: $0-$7 as there, $0 now the output)
+    with its accumulators zeroed and the epilogue of :func:`f32_gemm_tile_asm` in q0-q7 instead of
+    a ``vldm``/``vstm`` of a tile the TIR tail reads back; ``epilogue.operands`` from $8."""
+    _, _, accs = _registers(F32_STEM_TILE[0] * F32_STEM_TILE[1], F32_STEM_TILE[2])
+    loop = f32_gemm_asm(*F32_STEM_TILE, window_w, True)[1:-1]
+    op = {name: f"${i}" for i, name in enumerate(("out", "x", "xs", "xr", "xb", "w", "ws", "it", *epilogue.operands))}
+    return _accumulator_init(accs) + loop + _epilogue_asm(accs, epilogue, op)
+
+
+def _stem_tile_definition_of(name: str) -> str | None:
+    match = _STEM_TILE_NAME.fullmatch(name)
+    epilogue = _epilogue_of_tokens(match.group(2)) if match else None
+    if epilogue is None:
+        return None
+    operands = ("ptr %out", *_OPERANDS[1:], *(f"ptr %{name}" for name in epilogue.operands))
+    return inline_asm_definition(name, operands, f32_stem_tile_asm(int(match.group(1)), epilogue), _read_only(operands))
+
+
+def f32_stem_tile_call(window_h: int, window_w: int, stride: int, pixel: int, row: int, channels: int,
+                       epilogue: Epilogue, addresses: dict[str, tirx.PrimExpr]) -> tirx.PrimExpr:
+    """The call of the fused stem tile (the padded input ``pixel`` and ``row`` floats apart, the
+    steps of ``f32_stem_intrin``); ``addresses`` as for :func:`f32_gemm_tile_call`."""
+    tile_w = F32_STEM_TILE[1]
+    last = (tile_w - 1) * stride * pixel
+    steps = [stride * pixel * 4, (row - (window_w - 1) * pixel - last) * 4, (pixel - last) * 4]
+    return tirx.call_extern(
+        "int32", f32_stem_tile_name(window_w, epilogue), addresses["out"], addresses["x"],
+        *(tirx.const(step, "int32") for step in steps), addresses["w"], tirx.const(channels * 4, "int32"),
+        tirx.const(window_h, "int32"), *(addresses[name] for name in epilogue.operands))
 
 
 # microkernel name -> LLVM IR definition (replacing TVM's ``declare i32 @name(ptr, ptr, i32, ..., i32)``).

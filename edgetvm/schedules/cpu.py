@@ -2,8 +2,9 @@
 
 Every kernel is scheduled by the first rule that applies:
 
-0. :func:`schedule_neon_f32_gemm` on ARMv7 for a stride-1 1x1 conv: per tile, the whole channel
-   reduction is one hand-scheduled assembly loop (``kernels/neon_f32_gemm.py``), then the tail;
+0. :func:`schedule_neon_f32_gemm` on ARMv7 for a stride-1 1x1 conv: per tile of 5 pixels x 8
+   channels one hand-scheduled assembly statement (``kernels/neon_f32_gemm.py``) from the bias
+   through the channel reduction and the tail (``gemm_epilogue``) to the stores;
    :func:`schedule_neon_f32_stem` for the RGB stem padded to 4 channels (``transform.PadStemChannels``):
    the same tile, one assembly loop over the whole window;
    :func:`schedule_neon_f32_dwconv` for a depthwise 3x3 or 5x5 conv at stride 1 or 2: per output
@@ -52,9 +53,11 @@ import tvm
 from tvm import s_tir, tirx
 
 from ..kernels.neon_f32_dwconv import DWCONV_STRIDES, dwconv5_row_intrin, dwconv_intrin, zero_row_intrin
-from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILES, F32_STEM_TILE, F32_STEM_WINDOWS, f32_gemm_intrin,
-                                    f32_stem_intrin)
+from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILE_PIXELS, F32_GEMM_TILES, F32_STEM_TILE,
+                                    F32_STEM_WINDOWS, epilogue_fits, f32_gemm_intrin, f32_gemm_tile_call, f32_gemm_tile_name,
+                                    f32_stem_intrin, f32_stem_tile_call, f32_stem_tile_name)
 from .analysis import ReductionKernel, unit_stride_last, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
+from .gemm_epilogue import MatchedEpilogue, match_gemm_epilogue
 
 # Below this many output elements a parallel launch costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 4096
@@ -301,9 +304,10 @@ def _unroll_and_vectorize(sch: s_tir.Schedule, loops: list, lanes: int) -> None:
 
 
 def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
-    """A stride-1 1x1 conv (NHWC x HWIO: a GEMM over pixels) on the hand-scheduled ARMv7 microkernel
-    (``kernels.neon_f32_gemm``): per tile of ``rows`` pixels of one image row and ``4 * vectors``
-    channels, the whole depth in one inline-assembly loop, then the tail (bias, PReLU, residual)
+    """A stride-1 1x1 conv (NHWC x HWIO: a GEMM over pixels) on the hand-scheduled ARMv7 microkernels
+    (``kernels.neon_f32_gemm``): the fused tile when ``gemm_epilogue`` reads the kernel's tail
+    (``_fused_gemm_tiles``), else per tile of ``rows`` pixels of one image row and ``4 * vectors``
+    channels the whole depth in one inline-assembly loop, then the tail (bias, PReLU, residual)
     from the tile's accumulators::
 
         for n, h, w_o, c_o:
@@ -324,6 +328,9 @@ def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
         return None
     if _channels_last_input_read(sch, main, kernel) is None:
         return None  # a strided 1x1 conv: its tile's pixels are not one contiguous run
+    fused = _fused_gemm_tiles(func, sch, kernel, main, tail, config)
+    if fused is not None:
+        return fused
     height, width, channels = (kernel.extents[i] for i in kernel.spatial[1:])
     tiles = [t for t in F32_GEMM_TILES if height % t[0] == 0 and width % t[1] == 0 and channels % (4 * t[2]) == 0]
     if not tiles:
@@ -342,6 +349,85 @@ def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     sch.tensorize(h_i if h_i is not None else w_i, f32_gemm_intrin(tile_h, tile_w, vectors, depth))
     return ScheduleResult(sch.mod["main"], f"neon-gemm:{kernel.kind}",
                           f"tile {tile_h}x{tile_w}x{4 * vectors} microkernel, {kernel.macs} MAC")
+
+def _tile_addresses(main: s_tir.SBlock, tail: s_tir.SBlock, origin: list, x_read, w_read,
+                    matched: MatchedEpilogue) -> dict[str, tirx.PrimExpr]:
+    """The addresses a fused tile takes (``out``, ``x``, ``w`` and the epilogue's operands): the
+    blocks' accesses with their spatial iterators at ``origin`` (n, h, w, c), the reduced ones 0."""
+    def at(block, buffer, indices):
+        analyzer = tvm.sym.Analyzer()
+        for i, iv in enumerate(block.iter_vars):
+            analyzer.bind(iv.var, tirx.const(0, str(iv.var.ty)) if i >= len(origin) else origin[i])
+        return tirx.address_of(tirx.BufferLoad(buffer, [analyzer.simplify(i) for i in indices]))
+
+    return {"out": at(tail, tail.body.buffer, tail.body.indices),
+            "x": at(main, x_read.source, [r.min for r in x_read.region]),
+            "w": at(main, w_read.source, [r.min for r in w_read.region]),
+            **{name: at(tail, load.source, load.indices) for name, load in matched.loads.items()}}
+
+
+def _fused_gemm_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: ReductionKernel, main, tail,
+                      config: CpuScheduleConfig) -> ScheduleResult | None:
+    """The 1x1 conv as fused tiles (``kernels.neon_f32_gemm.f32_gemm_tile_asm``): each tile's
+    accumulators run the whole depth, take the tail (bias first, ``gemm_epilogue``) in registers
+    and are stored once, one assembly statement per tile::
+
+        for t in tiles (parallel):                  # P consecutive pixels of the flat n*h*w image
+          for c_o:
+            out[t*P : +P, c_o*4V : +4V] = epilogue(bias + x[t*P : +P, :] @ wt[:, c_o*4V : +4V])
+        the last n*h*w % P pixels: the same with a tile of that many pixels
+
+    The pixels of a 1x1 conv at stride 1 are independent and contiguous in NHWC, so a tile ignores
+    image rows: every image takes the 5x8 tile (V = 2; 7x4 when the channels are not a multiple of
+    8). None when the tail is not an epilogue the tile computes, or a buffer is not a parameter
+    of the kernel (then the tensorized tile and its TIR tail apply)."""
+    stmt, tail_block = sch.get(main), sch.get(tail)
+    batch, height, width, channels = (kernel.extents[i] for i in kernel.spatial)
+    depth = kernel.extents[kernel.reduction[-1]]
+    if channels % 4:
+        return None
+    vectors = 2 if channels % 8 == 0 else 1
+    matched = match_gemm_epilogue(tail_block, stmt.writes[0].source, [batch, height, width, channels])
+    if matched is None or not epilogue_fits(F32_GEMM_TILE_PIXELS[vectors], vectors, matched.epilogue):
+        return None
+    x_read = stmt.reads[_channels_last_input_read(sch, main, kernel)]
+    w_read = next((r for r in stmt.reads if not r.source.same_as(x_read.source)), None)
+    out = tail_block.body.buffer
+    buffers = [out, x_read.source, *(load.source for load in matched.loads.values())]
+    if w_read is None or not all(any(b.same_as(p) for p in func.params) for b in [*buffers, w_read.source]):
+        return None
+    if ([int(d) for d in x_read.source.shape] != [batch, height, width, depth]
+            or [int(d) for d in w_read.source.shape][-2:] != [depth, channels]):
+        return None
+
+    def tiles(pixels: int, first, name: str) -> tirx.Stmt:
+        """The loop over channel blocks of the tile of ``pixels`` pixels from pixel ``first``."""
+        c_o = tirx.Var(f"c_o{name}", "int64")
+        channel = c_o * (4 * vectors)
+        origin = [tirx.floordiv(first, height * width), tirx.floormod(tirx.floordiv(first, width), height),
+                  tirx.floormod(first, width), channel]
+        origin = [value if extent > 1 else tirx.const(0, "int64")
+                  for value, extent in zip(origin, (batch, height, width, channels))]
+        addresses = _tile_addresses(stmt, tail_block, origin, x_read, w_read, matched)
+        call = f32_gemm_tile_call(pixels, vectors, depth, channels, matched.epilogue, addresses)
+        return tirx.For(c_o, 0, channels // (4 * vectors), tirx.ForKind.SERIAL, tirx.Evaluate(call))
+
+    pixels = F32_GEMM_TILE_PIXELS[vectors]
+    total = batch * height * width
+    loops = []
+    if total >= pixels:
+        t = tirx.Var("tile", "int64")
+        parallel = config.parallel and total * channels >= PARALLEL_MIN_ELEMENTS
+        loops.append(tirx.For(t, 0, total // pixels, tirx.ForKind.PARALLEL if parallel else tirx.ForKind.SERIAL,
+                              tiles(pixels, t * pixels, "")))
+    if total % pixels:
+        loops.append(tiles(total % pixels, tirx.const(total - total % pixels, "int64"), "_rest"))
+    body = loops[0] if len(loops) == 1 else tirx.SeqStmt(loops)
+    root = s_tir.SBlockRealize([], True, s_tir.SBlock([], [], [], "root", body))
+    name = f32_gemm_tile_name(pixels, vectors, 1, matched.epilogue).removeprefix("edgetvm_neon_f32_gemm_")
+    return ScheduleResult(func.with_body(root), f"neon-gemm:{kernel.kind}",
+                          f"fused tile {name} microkernel, {kernel.macs} MAC")
+
 
 def schedule_neon_f32_stem(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
     """A k x k conv of 4 input channels (the RGB stem after ``transform.PadStemChannels``), NHWC x
@@ -376,6 +462,9 @@ def schedule_neon_f32_stem(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     stride = _window_stride(sch, main, kernel)
     if stride is None:
         return None
+    fused = _fused_stem_tiles(func, sch, kernel, main, tail, padded, stride, config)
+    if fused is not None:
+        return fused
     loops = sch.get_loops(main)
     n, h, w, c = (loops[i] for i in kernel.spatial)
     ry, rx, rc = (loops[i] for i in kernel.reduction)
@@ -390,6 +479,55 @@ def schedule_neon_f32_stem(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     return ScheduleResult(sch.mod["main"], f"neon-stem:{kernel.kind}",
                           f"{kh}x{kw} stride {stride}, tile 1x{tile_w}x{4 * vectors} microkernel over the window, "
                           f"{kernel.macs} MAC")
+
+
+def _fused_stem_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: ReductionKernel, main, tail, padded: list,
+                      stride: int, config: CpuScheduleConfig) -> ScheduleResult | None:
+    """The stem as fused tiles (``kernels.neon_f32_gemm.f32_stem_tile_asm``): per tile of 4 pixels
+    x 8 channels one assembly statement through the window, the epilogue and the stores, after the
+    padding pass::
+
+        pad = zero-padded x                                   # its own vectorized pass
+        for n, h, w_o (parallel), c_o:
+          out[n, h, w_o*4 : +4, c_o*8 : +8] = epilogue(bias + window(pad) @ wt[..., c_o*8 : +8])
+
+    None when the tail is not an epilogue the tile computes (then the tensorized stem tile and its
+    TIR tail apply)."""
+    stmt, tail_block = sch.get(main), sch.get(tail)
+    batch, height, width, channels = (kernel.extents[i] for i in kernel.spatial)
+    kh, kw, _ = (kernel.extents[i] for i in kernel.reduction)
+    matched = match_gemm_epilogue(tail_block, stmt.writes[0].source, [batch, height, width, channels])
+    if matched is None or len(padded) != 1 or not epilogue_fits(F32_STEM_TILE[1], F32_STEM_TILE[2], matched.epilogue):
+        return None
+    pad = sch.get(padded[0]).writes[0].source
+    x_read = next((r for r in stmt.reads if r.source.same_as(pad)), None)
+    w_read = next((r for r in stmt.reads if not r.source.same_as(pad)), None)
+    out = tail_block.body.buffer
+    buffers = [out, w_read.source if w_read else pad, *(load.source for load in matched.loads.values())]
+    if x_read is None or not all(any(b.same_as(p) for p in func.params) for b in buffers):
+        return None
+    _schedule_spatial_block(sch, padded[0], config)
+    root = sch.mod["main"].body.block
+    producers = list(root.body)[:-2] if isinstance(root.body, tirx.SeqStmt) else []
+    if len(producers) != 1:
+        return None
+    _, pad_rows, pad_width, pad_channels = (int(d) for d in pad.shape)
+    _, tile_w, vectors = F32_STEM_TILE
+    t, c_o = tirx.Var("tile", "int64"), tirx.Var("c_o", "int64")
+    columns = width // tile_w
+    origin = [tirx.floordiv(t, height * columns), tirx.floormod(tirx.floordiv(t, columns), height),
+              tirx.floormod(t, columns) * tile_w, c_o * (4 * vectors)]
+    origin = [value if extent > 1 else tirx.const(0, "int64") for value, extent in zip(origin, (batch, height, width, channels))]
+    call = f32_stem_tile_call(kh, kw, stride, pad_channels, pad_width * pad_channels, channels, matched.epilogue,
+                              _tile_addresses(stmt, tail_block, origin, x_read, w_read, matched))
+    parallel = config.parallel and height * width * channels >= PARALLEL_MIN_ELEMENTS
+    loops = tirx.For(t, 0, batch * height * columns, tirx.ForKind.PARALLEL if parallel else tirx.ForKind.SERIAL,
+                     tirx.For(c_o, 0, channels // (4 * vectors), tirx.ForKind.SERIAL, tirx.Evaluate(call)))
+    body = tirx.SeqStmt([*producers, loops])
+    block = s_tir.SBlock([], [], [], "root", body, alloc_buffers=[b for b in root.alloc_buffers if b.same_as(pad)])
+    name = f32_stem_tile_name(kw, matched.epilogue).removeprefix("edgetvm_neon_f32_gemm_")
+    return ScheduleResult(func.with_body(s_tir.SBlockRealize([], True, block)), f"neon-stem:{kernel.kind}",
+                          f"{kh}x{kw} stride {stride}, fused tile {name} microkernel over the window, {kernel.macs} MAC")
 
 
 def _gemm_tile_tail_and_init(sch: s_tir.Schedule, main, tail, tile_loops: list, first_inner, config: CpuScheduleConfig,

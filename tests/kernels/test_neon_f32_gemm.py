@@ -11,7 +11,9 @@ import pytest
 
 import edgetvm
 from edgetvm.backends.neon_microkernels import microkernel_calls, with_microkernels
-from edgetvm.kernels.neon_f32_gemm import DEFINITIONS, F32_GEMM_TILES, f32_gemm_asm, f32_gemm_name
+from edgetvm.kernels.neon_f32_gemm import (DEFINITIONS, F32_GEMM_TILES, Epilogue, epilogue_fits, f32_gemm_asm,
+                                         f32_gemm_name, f32_gemm_tile_asm, f32_gemm_tile_definition_of,
+                                         f32_gemm_tile_name)
 
 from ..schedules.nets import NetBuilder
 from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule
@@ -61,41 +63,132 @@ def test_calls_become_the_assembly_statement_itself():
     assert "%3 = add i32 0, 0" in body
 
 
-def pointwise_net(cin: int, cout: int, h: int, w: int, stride: int = 1, residual: bool = False, seed: int = 0):
-    """1x1 conv + bias + PReLU [+ residual add], and a float64 numpy reference of it."""
+def _consts(model) -> dict[str, np.ndarray]:
+    return {t.name: np.frombuffer(t.raw_data, np.float32).reshape(t.dims).astype(np.float64) for t in model.graph.initializer}
+
+
+# The tails a 1x1 conv's epilogue is tested with: ONNX nodes after the conv, and their float64 reference.
+TAILS = {
+    "prelu": lambda y, slope: np.where(y > 0, y, y * slope),
+    "relu6": lambda y, slope: np.clip(y, 0, 6),
+    "leaky": lambda y, slope: np.where(y > 0, y, 0.1 * y),
+    "sigmoid": lambda y, slope: 1 / (1 + np.exp(-y)),
+    "none": lambda y, slope: y,
+}
+
+
+def pointwise_net(cin: int, cout: int, h: int, w: int, stride: int = 1, residual: bool = False, seed: int = 0,
+                  tail: str = "prelu", bias: bool = True, relu_after_residual: bool = False):
+    """1x1 conv [+ bias] + ``tail`` (a key of TAILS) [+ residual add [+ ReLU]], and a float64 numpy
+    reference of it."""
     b = NetBuilder((1, cin, h, w), seed=seed)
-    y = b.prelu(b.conv("input", cin, cout, 1, stride, pad=0), cout)
+    conv = b.conv("input", cin, cout, 1, stride, pad=0, bias=bias)
+    y = {"prelu": lambda: b.prelu(conv, cout),
+         "relu6": lambda: b.node("Clip", [conv, b.const(np.float32(0)), b.const(np.float32(6))]),
+         "leaky": lambda: b.node("LeakyRelu", [conv], alpha=0.1),
+         "sigmoid": lambda: b.node("Sigmoid", [conv]),
+         "none": lambda: conv}[tail]()
     if residual:
         y = b.node("Add", [y, "input"])
+        if relu_after_residual:
+            y = b.node("Relu", [y])
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     model = b.build(y, (1, cout, ho, wo))
-    consts = {t.name: np.frombuffer(t.raw_data, np.float32).reshape(t.dims) if t.raw_data else None for t in model.graph.initializer}
-    weight, bias, slope = (consts[n].astype(np.float64) for n in [*model.graph.node[0].input[1:], model.graph.node[1].input[1]])
+    consts = _consts(model)
+    weight = consts[model.graph.node[0].input[1]][:, :, 0, 0]
+    shift = consts[model.graph.node[0].input[2]] if bias else np.zeros(cout)
+    slope = consts[model.graph.node[1].input[1]].reshape(1, -1, 1, 1) if tail == "prelu" else None
 
     def reference(x: np.ndarray) -> np.ndarray:
         xs = x.astype(np.float64)[:, :, ::stride, ::stride]
-        out = np.einsum("nchw,oc->nohw", xs, weight[:, :, 0, 0]) + bias.reshape(1, -1, 1, 1)
-        out = np.where(out > 0, out, out * slope.reshape(1, -1, 1, 1))
-        return out + xs if residual else out
+        out = TAILS[tail](np.einsum("nchw,oc->nohw", xs, weight) + shift.reshape(1, -1, 1, 1), slope)
+        if residual:
+            out = out + xs
+        return np.maximum(out, 0) if relu_after_residual else out
 
     return model, reference
 
 
-@pytest.mark.parametrize("cin,cout,h,w,tile", [
-    (16, 16, 3, 8, "1x4x8"),     # width % 4
-    (32, 16, 6, 6, "2x2x8"),     # the 14-wide stages: 2x2 pixels
-    (16, 12, 2, 7, "1x7x4"),     # width 7, channels not a multiple of 8
+def epilogue_of(compiled) -> str | None:
+    """The fused tile's name (``p4x8_b_prelu``, ...) in ``compiled``'s schedule report, None without one."""
+    rule = schedule_rule(compiled, "neon-gemm")
+    match = re.search(r"fused tile (\S+) microkernel", rule or "")
+    return match.group(1) if match else None
+
+
+@pytest.mark.parametrize("net,tile", [
+    (dict(cin=16, cout=16, h=3, w=8), "p5x8_b_prelu"),
+    (dict(cin=16, cout=16, h=6, w=6, residual=True), "p5x8_b_prelu_res"),
+    (dict(cin=16, cout=12, h=2, w=7), "p7x4_b_prelu"),   # channels not a multiple of 8
+    (dict(cin=16, cout=16, h=4, w=4, tail="relu6"), "p5x8_b_max00000000_min40c00000"),
+    (dict(cin=16, cout=16, h=4, w=4, tail="leaky", bias=False), "p5x8_leaky3dcccccd"),
+    (dict(cin=16, cout=16, h=4, w=4, tail="none", residual=True, relu_after_residual=True), "p5x8_b_res_max00000000"),
 ])
-def test_arm_pointwise_convs_take_the_tile_their_shape_allows(cin, cout, h, w, tile):
-    model, _ = pointwise_net(cin, cout, h, w)
-    compiled = edgetvm.compile(model, ARM, num_threads=1)
-    assert schedule_rule(compiled, "neon-gemm") and f"tile {tile} microkernel" in schedule_rule(compiled, "neon-gemm")
+def test_arm_pointwise_convs_take_the_fused_tile_of_their_epilogue(net, tile):
+    model, _ = pointwise_net(**net)
+    assert epilogue_of(edgetvm.compile(model, ARM, num_threads=1)) == tile
+
+
+@pytest.mark.parametrize("h,w,tile", [(3, 8, "tile 1x4x8"), (6, 6, "tile 2x2x8"), (2, 7, "tile 1x7x4")])
+def test_a_tail_the_tile_cannot_compute_keeps_the_tensorized_tile(h, w, tile):
+    model, _ = pointwise_net(16, 16 if w != 7 else 12, h, w, tail="sigmoid")
+    rule = schedule_rule(edgetvm.compile(model, ARM, num_threads=1), "neon-gemm")
+    assert rule and f"{tile} microkernel" in rule and "fused" not in rule
+
+
+@pytest.mark.parametrize("epilogue", [
+    Epilogue(True, (("prelu", None), ("res", None))),
+    Epilogue(False, (("max", 0), ("min", 0x40C00000))),
+    Epilogue(True, (("leaky", 0x3DCCCCCD), ("res", None), ("max", 0))),
+])
+@pytest.mark.parametrize("pixels,vectors", [(5, 2), (4, 2), (3, 2), (1, 2), (7, 1)])
+def test_fused_tile_is_the_loop_then_the_epilogue_in_registers(epilogue, pixels, vectors):
+    lines = f32_gemm_tile_asm(pixels, vectors, 2, epilogue)
+    init, rest = lines[:lines.index("1:")], lines[lines.index("1:") + 1:]
+    loop, tail = rest[:rest.index("bne 1b") + 1], rest[rest.index("bne 1b") + 1:]
+    # Zeroed, stored once per pixel, never spilled.
+    assert init == [f"vmov.i32 q{q}, #0" for q in range(16 - pixels * vectors, 16)]
+    assert sum(line.startswith("vst1.32") for line in tail) == pixels and not any("vstm" in line for line in lines)
+    assert sum(line.startswith("vmla.f32") for line in loop) == 2 * 4 * pixels * vectors
+    per_vector = {"prelu": 3, "leaky": 2, "max": 1, "min": 1, "res": 1}
+    ops = sum(per_vector[kind] for kind, _ in epilogue.ops) * pixels * vectors
+    loads = pixels * ("res" in dict(epilogue.ops)) + ("prelu" in dict(epilogue.ops)) + epilogue.bias
+    ops += pixels * vectors * epilogue.bias  # the bias added after the depth loop
+    constants = sum(1 if bits == 0 else 3 for bits in epilogue.constants)
+    assert len(tail) == ops + loads + constants + pixels
+    # The accumulators are the top q registers, pixel-major; each pixel's row stored once.
+    stored = [line.split("}")[0] for line in tail if line.startswith("vst1.32")]
+    first = 16 - pixels * vectors
+    assert stored == [f"vst1.32 {{d{2 * (first + p * vectors)}-d{2 * (first + (p + 1) * vectors) - 1}" for p in range(pixels)]
+
+
+def test_fused_tile_definition_round_trips_its_name_and_keeps_the_steps_read_only():
+    epilogue = Epilogue(True, (("prelu", None), ("res", None)))
+    name = f32_gemm_tile_name(5, 2, 2, epilogue)
+    definition = f32_gemm_tile_definition_of(name)
+    assert (f"@{name}(ptr %out, ptr %x, i32 %xs, i32 %xr, i32 %xb, ptr %w, i32 %ws, i32 %it, ptr %bias, ptr %slope, "
+            "ptr %res)") in definition
+    # Tied (stepped by the assembly): out, x, w, it, res; read-only: the steps, bias and slope.
+    assert '"=&r,=&r,=&r,=&r,=&r,0,1,2,3,4,r,r,r,r,r,r,' in definition
+    assert "(ptr %out, ptr %x, ptr %w, i32 %it, ptr %res, i32 %xs, i32 %xr, i32 %xb, i32 %ws, ptr %bias, ptr %slope)" in definition
+    # $ws (operand 6) is $13 in the statement: 5 outputs, 5 tied inputs, then xs, xr, xb, ws.
+    assert "vst1.32 {d28-d31}, [$0 :128], $13" in definition
+    assert f32_gemm_tile_definition_of(name + "_sigmoid") is None
+
+
+def test_inlined_call_passes_the_arguments_in_the_statement_order():
+    name = f32_gemm_tile_name(5, 2, 2, Epilogue(True, (("prelu", None),)))
+    ir = (f"define void @k(ptr %o, ptr %x, ptr %w, ptr %b, ptr %s) {{\n"
+          f"  %3 = tail call i32 @{name}(ptr %o, ptr %x, i32 256, i32 -248, i32 -1016, ptr %w, i32 512, i32 4, "
+          f"ptr %b, ptr %s)\n  ret void\n}}\n\ndeclare i32 @{name}(ptr, ptr, i32, i32, i32, ptr, i32, i32, ptr, ptr)\n")
+    body = with_microkernels(ir).split("\n}\n")[0]
+    assert "(ptr %o, ptr %x, ptr %w, i32 4, i32 256, i32 -248, i32 -1016, i32 512, ptr %b, ptr %s)" in body
 
 
 @pytest.mark.parametrize("net", [
     dict(cin=16, cout=16, h=4, w=8, stride=2),   # strided: a tile's pixels are not one contiguous run
     dict(cin=6, cout=16, h=4, w=8),              # depth not a multiple of 4
-    dict(cin=16, cout=10, h=4, w=6),             # no tile divides 6 columns x 10 channels
+    dict(cin=16, cout=10, h=4, w=6),             # channels not a multiple of 4
 ])
 def test_other_pointwise_convs_keep_the_register_tiled_schedule(net):
     model, _ = pointwise_net(**net)
@@ -108,16 +201,19 @@ def test_host_never_takes_the_arm_microkernel():
 
 
 @pytest.mark.arm
-@pytest.mark.parametrize("cin,cout,h,w,residual,threads", [
-    (16, 16, 3, 8, True, 1),
-    (32, 16, 6, 6, False, 1),
-    (32, 32, 8, 16, False, 2),   # 4096 outputs: the tile loops run in parallel
-    (16, 12, 2, 7, False, 1),
-    (64, 24, 4, 14, False, 1),   # 2x2x8 over several tiles and channel blocks
+@pytest.mark.parametrize("net,threads", [
+    (dict(cin=16, cout=16, h=3, w=8, residual=True), 1),        # bias, PReLU, residual
+    (dict(cin=32, cout=16, h=6, w=6), 1),
+    (dict(cin=32, cout=32, h=8, w=16), 2),                      # 4096 outputs: the tile loop runs in parallel
+    (dict(cin=16, cout=12, h=2, w=7), 1),                       # 7x4 tiles
+    (dict(cin=64, cout=24, h=7, w=7, tail="relu6"), 1),         # 49 pixels: a 1-pixel tile last; ReLU6
+    (dict(cin=24, cout=16, h=5, w=3, tail="leaky", bias=False), 1),   # 15 pixels: a 3-pixel tile last
+    (dict(cin=16, cout=16, h=4, w=6, tail="none", residual=True, relu_after_residual=True), 1),
+    (dict(cin=16, cout=16, h=3, w=8, tail="sigmoid"), 1),       # the tensorized tile and its TIR tail
 ])
-def test_arm_microkernel_matches_numpy_and_the_host_build(cin, cout, h, w, residual, threads, tmp_path):
-    model, reference = pointwise_net(cin, cout, h, w, residual=residual)
-    x = np.random.default_rng(1).uniform(-1, 1, (1, cin, h, w)).astype(np.float32)
+def test_arm_microkernel_matches_numpy_and_the_host_build(net, threads, tmp_path):
+    model, reference = pointwise_net(**net)
+    x = np.random.default_rng(1).uniform(-1, 1, (1, net["cin"], net["h"], net["w"])).astype(np.float32)
     compiled = edgetvm.compile(model, ARM, num_threads=threads)
     assert schedule_rule(compiled, "neon-gemm")
     assert_arm_matches_reference_and_host(compiled, model, reference, x, threads, tmp_path)
@@ -131,3 +227,12 @@ def test_int8_microkernel_calls_become_the_assembly_statement_too():
           f"declare i32 @{name}(ptr, ptr, ptr, ptr, i32) local_unnamed_addr\n")
     body = with_microkernels(ir).split("\n}\n")[0]
     assert f"call i32 @{name}(" not in body and "vmull.s8" in body and "%r = add i32 0, 0" in body
+
+
+def test_an_epilogue_that_does_not_fit_beside_the_accumulators_is_refused():
+    # 5x8: q0-q5 below the accumulators; slope, bias and two constants leave no temporaries.
+    crowded = Epilogue(True, (("prelu", None), ("max", 0), ("min", 0x40C00000)))
+    assert not epilogue_fits(5, 2, crowded) and epilogue_fits(2, 2, crowded)
+    assert epilogue_fits(5, 2, Epilogue(True, (("max", 0), ("min", 0x40C00000))))
+    with pytest.raises(ValueError, match="does not fit"):
+        f32_gemm_tile_asm(5, 2, 1, crowded)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import edgetvm
-from edgetvm.kernels.neon_f32_gemm import f32_gemm_asm, f32_stem_intrin
+from edgetvm.kernels.neon_f32_gemm import Epilogue, f32_gemm_asm, f32_stem_intrin, f32_stem_tile_asm
 
 from ..schedules.nets import NetBuilder
 from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule, window_conv_reference
@@ -39,6 +39,18 @@ def test_stem_loop_is_one_window_row_then_the_next():
     assert lines[0].startswith("vldmia") and lines[-1].startswith("vstmia")
 
 
+def test_fused_stem_tile_is_the_window_loop_then_the_epilogue():
+    lines = f32_stem_tile_asm(3, Epilogue(True, (("prelu", None),)))
+    start, end = lines.index("1:"), lines.index("bne 1b")
+    # The same window loop as the tensorized stem tile, without its vldm/vstm of the accumulators.
+    assert lines[start:end + 1] == f32_gemm_asm(1, 4, 2, 3, window_row=True)[1:-1]
+    assert lines[:start] == [f"vmov.i32 q{q}, #0" for q in range(8, 16)]
+    assert lines[end + 1:end + 3] == ["vld1.32 {d0-d3}, [$9]", "vld1.32 {d4-d7}, [$8]"]  # slope, bias
+    assert [line for line in lines[end:] if line.startswith("vst1.32")] == [
+        f"vst1.32 {{d{16 + 4 * p}-d{19 + 4 * p}}}, [$0 :128], $6" for p in range(4)]
+    assert not any("vstm" in line or "vldm" in line for line in lines)
+
+
 def test_stem_windows_wider_than_the_registered_kernels_are_refused():
     with pytest.raises(ValueError, match="windows 2 to 7 wide"):
         f32_stem_intrin(9, 9, 2)
@@ -62,5 +74,5 @@ def test_arm_stem_matches_numpy_and_the_host_build(cout, h, w, k, stride, thread
     x = np.random.default_rng(1).uniform(-1, 1, (1, 3, h, w)).astype(np.float32)
     compiled = edgetvm.compile(model, ARM, num_threads=threads)
     rule = schedule_rule(compiled, "neon-stem")
-    assert rule and f"{k}x{k} stride {stride}" in rule
+    assert rule and f"{k}x{k} stride {stride}, fused tile 1x4x8_win{k}_fused_b_prelu" in rule
     assert_arm_matches_reference_and_host(compiled, model, reference, x, threads, tmp_path)

@@ -180,6 +180,6 @@ def test_arm_rgb_stem_runs_on_the_neon_microkernel(mini):
         return script
 
     # ARM: a zero 4th channel (transform.PadStemChannels), one microkernel loop over the 3x3 window.
-    assert '"edgetvm_neon_f32_gemm_1x4x8_win3"' in stem_script(edgetvm.compile(mini, "armv7-neon", num_threads=1), 4)
+    assert '"edgetvm_neon_f32_gemm_1x4x8_win3_fused_b_prelu"' in stem_script(edgetvm.compile(mini, "armv7-neon", num_threads=1), 4)
     host = stem_script(edgetvm.compile(mini, "host", num_threads=1), 3)
     assert "T.int64(27)" not in host and "for rc in T.unroll(T.int64(3))" in host
