@@ -58,12 +58,18 @@ CONFIGS = {
     "prune0.5-k8": {"prune": 0.5, "compress": {"clusters": 8}},
     "prune0.5-k4-all": {"prune": 0.5, "compress": {"clusters": 4, "keep": []}},
     "prune0.5-k8-all": {"prune": 0.5, "compress": {"clusters": 8, "keep": []}},
+    # Centroids refit by least squares on the calibration faces (compression/refit.py), against the same
+    # clustering without ("norefit-"): SFace's stem kept, the 50176x128 embedding layer at k=4.
+    "refit-k16": {"calibrate": True, "compress": {"clusters": 16}},
+    "norefit-k16": {"calibrate": True, "compress": {"clusters": 16, "refit": False}},
+    "refit-conv32-fc4": {"calibrate": True, "compress": {"layers": {"conv_*": 32, "lv140": 4}, "keep": ["conv_1_*"]}},
+    "refit-conv16-fc4": {"calibrate": True, "compress": {"layers": {"conv_*": 16, "lv140": 4}, "keep": ["conv_1_*"]}},
 }
 
 
 def needs_calibration(config: str) -> bool:
     options = CONFIGS[config]
-    return "quantize" in options or "max_error" in options.get("compress", {})
+    return "quantize" in options or "max_error" in options.get("compress", {}) or options.get("calibrate", False)
 
 
 def held_out_faces(net) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -180,6 +186,7 @@ def measure(name: str, configs: list[str], target: str, decode_cost: bool = Fals
     rows = []
     for config in configs:
         options = dict(CONFIGS[config])
+        options.pop("calibrate", None)
         if needs_calibration(config):
             # The sensitivity measurement runs the model (layers x candidate k) times: 4 faces suffice.
             sens = "max_error" in options.get("compress", {})

@@ -38,18 +38,23 @@ from ..relax_utils import static_shape
 from ..transform.taps import with_taps
 from .sensitivity import Evaluate, lift_constants
 
-POSITIONS_PER_SAMPLE = 256  # conv output positions per calibration input: rows of the least squares
-CHUNK_ELEMENTS = 1 << 22  # summands of Z built at once (memory: 16 bytes each)
+# Rows of the least squares (samples x conv output positions) and, for a shared codebook, equations
+# (rows x outputs): enough for at most 256 unknowns per system, and a refit of SFace's 1024x1024
+# layer in about a second (the cost is rows x weights to sum Z, equations x k^2 for G).
+MAX_ROWS = 512
+MAX_EQUATIONS = 1 << 16
+CHUNK_ELEMENTS = 1 << 22  # entries of the assignment matrices built at once (memory: 8 bytes each)
 
 
 def solve_centroids(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, clustered: np.ndarray,
-                    per_output: bool) -> tuple[np.ndarray, float, float]:
+                    per_output: bool, max_equations: int = MAX_EQUATIONS) -> tuple[np.ndarray, float, float]:
     """The least-squares centroids of the module docstring for one GEMM ``y[n, o] = x[n, g(o)] . w[o]``.
 
     ``x``, ``x0``: ``[N, groups, K]`` (output ``o`` reads group ``o // (O / groups)``); ``w0``,
     ``clustered``: ``[O, K]``, ``clustered`` holding k-means' values (one codebook, or one per row if
-    ``per_output``). Returns the refit weight and the relative output error
-    ``E / ||X0 W0^T||^2`` of k-means' centroids and of the refit ones."""
+    ``per_output``). A shared codebook's equations come from every ``s``-th output, ``s`` the smallest
+    that keeps them at most ``max_equations``. Returns the refit weight and the relative output error
+    ``E / ||X0 W0^T||^2`` of k-means' centroids and of the refit ones (on the equations used)."""
     n, groups, depth = x.shape
     outputs = w0.shape[0]
     group_of = np.arange(outputs) // (outputs // groups)
@@ -61,19 +66,25 @@ def solve_centroids(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, clustered: np
     labels = np.stack([index.reshape(-1) for _, index in books]).reshape(outputs, depth)
     gram, rhs = np.zeros((len(books), k, k)), np.zeros((len(books), k))
     reference = before = 0.0
-    step = max(1, CHUNK_ELEMENTS // (n * depth))
-    for start in range(0, outputs, step):
-        rows = slice(start, min(start + step, outputs))
-        count = rows.stop - rows.start
-        index = np.arange(n * count).reshape(n, count, 1) * k + labels[rows][None]
-        z = np.bincount(index.ravel(), weights=x[:, group_of[rows]].astype(np.float64).ravel(),
-                        minlength=n * count * k).reshape(n, count, k)
-        target = np.einsum("nci,ci->nc", x0[:, group_of[rows]].astype(np.float64), w0[rows].astype(np.float64))
+    # Per group, the inputs as [groups, n, K] in float64 (the sums of Z and G in double precision).
+    xg = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=np.float64)
+    x0g = np.ascontiguousarray(x0.transpose(1, 0, 2), dtype=np.float64)
+    step = max(1, CHUNK_ELEMENTS // (depth * k))
+    stride = 1 if per_output else -(-n * outputs // max_equations)
+    for start in range(0, outputs, step * stride):
+        rows = slice(start, min(start + step * stride, outputs), stride)
+        count = len(range(outputs)[rows])
+        # Z = X M^T as a product with the 0/1 assignment matrices [c, K, k]: BLAS, where summing by
+        # index (bincount) is memory-bound and several times slower at these sizes.
+        masks = np.zeros((count, depth, k))
+        masks[np.arange(count)[:, None], np.arange(depth)[None], labels[rows]] = 1.0
+        z = xg[group_of[rows]] @ masks  # [c, n, k]
+        target = np.einsum("cni,ci->cn", x0g[group_of[rows]], w0[rows].astype(np.float64))
         book = values[rows] if per_output else np.broadcast_to(values[0], (count, k))
-        residual = target - np.einsum("ncj,cj->nc", z, book)
+        residual = target - (z @ book[:, :, None])[..., 0]
         if per_output:
-            gram[rows] += np.einsum("ncj,ncl->cjl", z, z)
-            rhs[rows] += np.einsum("ncj,nc->cj", z, residual)
+            gram[rows] += z.transpose(0, 2, 1) @ z
+            rhs[rows] += (z.transpose(0, 2, 1) @ residual[:, :, None])[..., 0]
         else:
             flat = z.reshape(-1, k)
             gram[0] += flat.T @ flat
@@ -207,7 +218,7 @@ class CentroidRefit:
         x = x0 if x is None else x
         w0 = self.weights[f"w{i}"]
         if layer.is_conv and i not in self.positions:
-            take = min(POSITIONS_PER_SAMPLE, layer.positions)
+            take = max(1, min(MAX_ROWS // x0.shape[0], layer.positions))
             self.positions[i] = np.stack([self.rng.choice(layer.positions, take, replace=False)
                                           for _ in range(x0.shape[0])])
         positions = self.positions.get(i)
