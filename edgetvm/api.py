@@ -278,7 +278,8 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
         report.passes.append(f"Quantize({quantize})")
         report.timings["quantize"] = time.perf_counter() - started
 
-    measuring = compress.max_error is not None and calibration is not None
+    # Calibration serves the clustering's sensitivity measurement and its centroid refit.
+    measuring = calibration is not None and (compress.max_error is not None or compress.refit)
     cluster = compress.cluster_pass(calibration_evaluator() if measuring else None,
                                     read_samples(calibration, imported.inputs) if measuring else None)
     if compress.requested:

@@ -91,6 +91,9 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster-max-error", type=float, default=None, metavar="E",
                         help="choose each layer's K (from --cluster, default 4, up to 256, or none) by its measured "
                              "output error on --calib, for the smallest weights at a summed relative error <= E")
+    parser.add_argument("--no-cluster-refit", action="store_true",
+                        help="keep k-means' centroids: by default, with --calib, each clustered layer's centroids are "
+                             "refit by least squares to the layer's output on the calibration inputs")
     add_preprocess_options(parser, "calibration images (--calib, --prune-calib)")
 
 
@@ -168,6 +171,10 @@ def cluster_layers(text: str | None) -> dict[str, int]:
     return layers
 
 
+def clustering(args: argparse.Namespace) -> bool:
+    return any(getattr(args, flag, None) is not None for flag in ("cluster", "cluster_layers", "cluster_max_error"))
+
+
 def calibration_set(args: argparse.Namespace) -> str | None:
     """The one calibration set of ``--calib`` / ``--prune-calib``, refused where nothing would read it.
 
@@ -175,10 +182,10 @@ def calibration_set(args: argparse.Namespace) -> str | None:
     so two different sets are refused rather than one silently dropped."""
     calib, prune_calib = getattr(args, "calib", None), getattr(args, "prune_calib", None)
     quantize, prune = getattr(args, "quantize", None), getattr(args, "prune", None) is not None
-    if calib and not quantize and getattr(args, "cluster_max_error", None) is None:
+    if calib and not quantize and not clustering(args):
         also = "; for --prune's recovery give it as --prune-calib" if prune else ""
-        raise InputError(f"--calib {calib} is the calibration set of --quantize, which is not given: add "
-                         f"--quantize int8 to use it{also}")
+        raise InputError(f"--calib {calib} is the calibration set of --quantize and --cluster, neither given: add "
+                         f"--quantize int8 or --cluster K to use it{also}")
     if prune_calib and not prune:
         raise InputError(f"--prune-calib {prune_calib} is the calibration set of --prune, which is not given: add "
                          f"--prune RATIO to use it")
@@ -239,7 +246,10 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
         if not calibration:
             raise InputError("--cluster-max-error measures each layer's error on calibration inputs: give --calib DIR")
         compress["max_error"] = args.cluster_max_error
-        kwargs["calibration"] = calibration
+    if clustering(args) and calibration:
+        kwargs["calibration"] = calibration  # the centroid refit's, and --cluster-max-error's measurement
+        if getattr(args, "no_cluster_refit", False):
+            compress["refit"] = False
     entropy = getattr(args, "entropy", None)
     if entropy is not None:
         if not getattr(args, "standalone", False):

@@ -2,16 +2,18 @@
 
 ``ClusterWeights`` replaces each weight tensor's values by ``k`` shared centroids (per layer or per
 output channel); the standalone backend then stores each tensor as Huffman codes of centroid
-indices plus the centroid tables (``backends/standalone/weights.py``, ``weights="huffman"``).
+indices plus the centroid tables (``backends/standalone/weights.py``, ``weights="huffman"``). With
+calibration inputs the centroids are refit by least squares to each layer's output (``CentroidRefit``).
 """
 
 from . import huffman
 from .cluster import ClusterWeights, check_clusters
 from .kmeans import kmeans_1d
 from .options import ENTROPY_CODERS, CompressOptions, stage_sizes
+from .refit import CentroidRefit, solve_centroids
 from .sensitivity import allocate_clusters, measure_cluster_sensitivity
 from .sharing import cluster_tensor, shared_weight_bytes
 
-__all__ = ["ClusterWeights", "CompressOptions", "ENTROPY_CODERS", "allocate_clusters", "check_clusters",
-           "cluster_tensor", "huffman", "kmeans_1d", "measure_cluster_sensitivity", "shared_weight_bytes",
-           "stage_sizes"]
+__all__ = ["CentroidRefit", "ClusterWeights", "CompressOptions", "ENTROPY_CODERS", "allocate_clusters",
+           "check_clusters", "cluster_tensor", "huffman", "kmeans_1d", "measure_cluster_sensitivity",
+           "shared_weight_bytes", "solve_centroids", "stage_sizes"]

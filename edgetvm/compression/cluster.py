@@ -10,7 +10,9 @@ weight's per-channel scale axis), so the tensor holds at most ``k`` values (per 
 standalone backend stores such a tensor as ``log2 k``-bit indices, Huffman-coded, plus the
 centroid tables (backends/standalone/weights.py, ``weights="huffman"``). On the int8 path the pass
 runs after quantization and the centroids are rounded to integers, so the int8 kernels read int8
-centroids. Unlike the paper there is no retraining: the error is what the compile report shows.
+centroids. Unlike the paper there is no retraining; with calibration inputs the float layers'
+centroids are refit by least squares to each layer's output instead (refit.py), layer by layer in
+dataflow order, and the compile report shows each layer's output error before and after.
 
 Per slice where it pays (sharing.py). The layers that must stay fine (the stem reading the pixels,
 the last layer writing the embedding or the boxes) are chosen by measured sensitivity when
@@ -29,6 +31,7 @@ from tvm import relax
 from ..errors import InputError
 from ..transform.base import GraphPass, graph_pass
 from .constants import replace_constants, weight_constants
+from .refit import CentroidRefit
 from .sensitivity import allocate_clusters, measure_cluster_sensitivity
 from .sharing import cluster_tensor, shared_weight_bytes
 
@@ -54,10 +57,15 @@ class ClusterWeights(GraphPass):
     ``findings``: ``{"clustered", "kept", "layers": [{"layer", "shape", "k", "per_channel",
     "relative_error", "bytes", "clustered_bytes", "coded_bytes"}]}``: per clustered layer the error
     ``||W' - W|| / ||W||`` and its size before, as fixed-width indices and Huffman-coded; with
-    ``max_error`` also each layer's measured ``output_error`` and their sum ``output_error``."""
+    ``max_error`` also each layer's measured ``output_error`` and their sum ``output_error``; refit (with
+    ``evaluate`` and ``samples``, unless ``refit=False``): the layer's relative output error on the
+    calibration inputs with k-means' centroids and refit ones, ``output_error_kmeans`` and
+    ``output_error_refit``, or ``refit_declined``: why not. With ``max_error`` the sensitivity is then
+    measured with refit centroids."""
 
     def __init__(self, clusters: int = 16, *, layers: dict[str, int] | None = None, keep: list[str] | None = None,
-                 seed: int = 0, max_error: float | None = None, evaluate=None, samples: list | None = None):
+                 seed: int = 0, max_error: float | None = None, evaluate=None, samples: list | None = None,
+                 refit: bool = True):
         super().__init__()
         self.clusters = check_clusters(clusters)
         self.layers = {pattern: check_clusters(k, "--cluster-layers") for pattern, k in (layers or {}).items()}
@@ -67,6 +75,7 @@ class ClusterWeights(GraphPass):
             raise InputError("clustering by measured sensitivity (max_error) needs calibration inputs: give "
                              "calibration=... (--calib DIR)")
         self.max_error, self.evaluate, self.samples = max_error, evaluate, samples
+        self.refit = refit and evaluate is not None and bool(samples)
 
     def new_findings(self) -> dict:
         return {"clustered": 0, "kept": [], "layers": []}
@@ -85,37 +94,50 @@ class ClusterWeights(GraphPass):
     def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
         weights = weight_constants(func)
         chosen = [(name, const, self.clusters_for(name, i, len(weights))) for i, (name, const) in enumerate(weights)]
+        fitting = [(name, const) for name, const, k in chosen if k is not None]
+        position = {name: i for i, (name, _) in enumerate(fitting)}
+        refit = CentroidRefit(func, [c for _, c in fitting], self.evaluate, self.samples, self.seed) \
+            if self.refit and fitting else None
         measured = {}
         if self.max_error is not None:
             candidates = [k for k in (4, 8, 16, 32, 64, 128, 256) if k >= self.clusters]
-            fitting = [(name, const) for name, const, k in chosen if k is not None]
             table = measure_cluster_sensitivity(func, [c for _, c in fitting], candidates, self.evaluate, self.samples,
-                                                self.seed)
+                                                self.seed, refit.refit if refit is not None else None)
             picks = allocate_clusters(table, self.max_error)
             measured = {name: (k, options[k]) for (name, _), k, options in zip(fitting, picks, table)}
             chosen = [(name, const, measured[name][0] or None if name in measured else None)
                       for name, const, _ in chosen]
             self.findings["max_error"] = self.max_error
             self.findings["output_error"] = float(sum(m[1][0] for m in measured.values()))
-        replaced = {}
+        clustered = {}
         for name, const, k in chosen:
             if k is None:
                 self.findings["kept"].append(name)
+            elif name in measured:
+                clustered[name] = measured[name][1][2:]
+            else:
+                clustered[name] = cluster_tensor(const.value.numpy(), k, seed=self.seed)
+        refits = refit.refit_in_order({position[name]: c for name, c in clustered.items()}) if refit else {}
+        replaced = {}
+        for name, const, k in chosen:
+            if k is None:
                 continue
             value = const.value.numpy()
-            if name in measured:
-                _, (output_error, _, clustered, per_slice) = measured[name]
-            else:
-                clustered, per_slice = cluster_tensor(value, k, seed=self.seed)
+            shared, per_slice = clustered[name]
+            shared, how = refits.get(position[name], (shared, None))
             reference = np.linalg.norm(value.astype(np.float64)) or 1.0
-            clustered_bytes, coded_bytes = shared_weight_bytes(clustered, per_slice)
+            clustered_bytes, coded_bytes = shared_weight_bytes(shared, per_slice)
             row = {"layer": name, "shape": list(value.shape), "k": k, "per_channel": per_slice,
-                   "relative_error": float(np.linalg.norm(clustered.astype(np.float64) - value) / reference),
+                   "relative_error": float(np.linalg.norm(shared.astype(np.float64) - value) / reference),
                    "bytes": int(value.nbytes), "clustered_bytes": clustered_bytes, "coded_bytes": coded_bytes}
             if name in measured:
-                row["output_error"] = output_error
+                row["output_error"] = measured[name][1][0]
+            if isinstance(how, dict):
+                row.update(how)
+            elif how is not None:
+                row["refit_declined"] = how
             self.findings["layers"].append(row)
-            replaced[const.__chandle__()] = relax.const(clustered, str(value.dtype))
+            replaced[const.__chandle__()] = relax.const(shared, str(value.dtype))
             self.findings["clustered"] += 1
         if not replaced:
             return None

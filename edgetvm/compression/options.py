@@ -15,8 +15,9 @@ class CompressOptions:
     """``clusters``: k of every clustered layer (``--cluster``); ``layers``: {name pattern: k} to cluster
     only those (``--cluster-layers``); ``keep``: name patterns left fine; ``max_error``: choose each
     layer's k (from ``clusters`` up) by measured sensitivity on the calibration inputs, at most this
-    summed relative output error (``--cluster-max-error``); ``entropy``: the coder of the standalone
-    artifact's weights (``--entropy``)."""
+    summed relative output error (``--cluster-max-error``); ``refit``: with calibration inputs, refit the
+    centroids by least squares on them (refit.py; ``--no-cluster-refit`` turns it off); ``entropy``: the
+    coder of the standalone artifact's weights (``--entropy``)."""
 
     clusters: int | None = None
     layers: dict[str, int] = field(default_factory=dict)
@@ -24,14 +25,15 @@ class CompressOptions:
     entropy: str | None = None
     seed: int = 0
     max_error: float | None = None
+    refit: bool = True
 
     @classmethod
     def coerce(cls, given: dict | None) -> CompressOptions:
         given = dict(given or {})
-        unknown = set(given) - {"clusters", "layers", "keep", "entropy", "seed", "max_error"}
+        unknown = set(given) - {"clusters", "layers", "keep", "entropy", "seed", "max_error", "refit"}
         if unknown:
             raise InputError(f"compress={{...}}: unknown option(s) {sorted(unknown)}; give clusters, layers, keep, "
-                             f"max_error, entropy or seed")
+                             f"max_error, refit, entropy or seed")
         max_error = given.get("max_error")
         if max_error is not None and not (isinstance(max_error, (int, float)) and max_error > 0):
             raise InputError(f"--cluster-max-error {max_error!r}: give a positive relative output error, e.g. 0.01")
@@ -41,7 +43,7 @@ class CompressOptions:
         clusters = given.get("clusters")
         return cls(check_clusters(clusters) if clusters is not None else None, dict(given.get("layers") or {}),
                    given.get("keep"), entropy, int(given.get("seed", 0)),
-                   float(max_error) if max_error is not None else None)
+                   float(max_error) if max_error is not None else None, bool(given.get("refit", True)))
 
     @property
     def requested(self) -> bool:
@@ -50,12 +52,12 @@ class CompressOptions:
 
     def cluster_pass(self, evaluate=None, samples: list | None = None) -> ClusterWeights | None:
         """The clustering pass these options ask for, None when they ask for none (``evaluate`` and
-        ``samples``: for ``max_error``'s measurements)."""
+        ``samples``: the calibration of ``max_error``'s measurements and of the refit)."""
         if self.clusters is None and not self.layers and self.max_error is None:
             return None
         default = 16 if self.max_error is None else 4
         return ClusterWeights(self.clusters or default, layers=self.layers, keep=self.keep, seed=self.seed,
-                              max_error=self.max_error, evaluate=evaluate, samples=samples)
+                              max_error=self.max_error, evaluate=evaluate, samples=samples, refit=self.refit)
 
 
 def stage_sizes(fp32_bytes: int, pruned_bytes: int, quantized_bytes: int, findings: dict | None) -> dict:

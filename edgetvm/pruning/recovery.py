@@ -39,9 +39,10 @@ import networkx as nx
 import numpy as np
 from tvm import relax
 
+from ..kernels.im2col import im2col
 from .apply import apply_pruning, apply_pruning_tapped, expose_tensors, offset_name
 from .dependencies import Consumer, unit_is_constant
-from .layers import flatten_block, im2col, layer_forward, leaf_of_view, view_of_leaf
+from .layers import flatten_block, layer_forward, leaf_of_view, view_of_leaf
 from .plan import PruningPlan
 from .weights import split_params
 

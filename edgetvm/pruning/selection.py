@@ -23,8 +23,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..kernels.im2col import im2col
 from .dependencies import ChannelDependencies, DependencyGroup, unit_is_constant
-from .layers import flatten_block, im2col, view_of_leaf
+from .layers import flatten_block, view_of_leaf
 from .plan import ALLOCATIONS, CRITERIA, PruningConfig, PruningPlan
 
 

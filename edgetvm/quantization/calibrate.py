@@ -27,6 +27,7 @@ from tvm import relax
 from ..data import read_samples
 from ..errors import InputError
 from ..progress import bar
+from ..transform.taps import with_taps
 
 MODES = ("minmax", "percentile", "entropy")
 SAMPLES_PER_TENSOR = 1 << 16
@@ -114,38 +115,6 @@ def entropy_threshold(values: np.ndarray, num_levels: int = 128, bins: int = HIS
         if kl < best_kl:
             best_kl, best_i = kl, i
     return float(edges[best_i]) if best_i < len(edges) else top
-
-
-def with_taps(mod: tvm.IRModule, taps: list[relax.Var]) -> tvm.IRModule:
-    """``mod`` whose ``main`` returns ``(original outputs..., *taps)`` as one flat tuple."""
-    func = mod["main"]
-    body = func.body
-    bb = relax.BlockBuilder()
-    params = list(func.params)
-    attrs = {k: v for k, v in func.attrs.items()} if func.attrs is not None else {}
-    with bb.function("main", params, attrs=attrs):
-        outputs = []
-        with bb.dataflow():
-            for block in body.blocks:
-                for binding in block.bindings:
-                    bb.emit_normalized(binding)
-            result = body.body
-            if isinstance(result, relax.Tuple):
-                results = list(result.fields)
-            elif isinstance(result.ty, relax.TupleType):
-                # A tuple-valued output var (ONNX models with several outputs): its fields, so that the
-                # result really is flat and the taps start at len(ret_ty.fields).
-                results = [relax.TupleGetItem(result, i) for i in range(len(result.ty.fields))]
-            else:
-                results = [result]
-            for value in results + list(taps):
-                outputs.append(bb.emit_output(value))
-        bb.emit_func_output(relax.Tuple(outputs))
-    new_mod = bb.get()
-    for gvar, other in mod.functions.items():
-        if gvar.name_hint != "main":
-            new_mod[gvar] = other
-    return new_mod
 
 
 def calibration_arrays(calibration, inputs) -> list[list[np.ndarray]]:

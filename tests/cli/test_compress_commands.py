@@ -44,6 +44,10 @@ def test_flags_become_compile_options():
     assert "compress" not in kwargs_of()
     measured = kwargs_of("--cluster-max-error", "0.01", "--calib", "faces/")
     assert measured["compress"] == {"max_error": 0.01} and measured["calibration"] == "faces/"
+    refit = kwargs_of("--cluster", "8", "--calib", "faces/")
+    assert refit["compress"] == {"clusters": 8} and refit["calibration"] == "faces/"
+    assert kwargs_of("--cluster", "8", "--calib", "faces/", "--no-cluster-refit")["compress"] == {"clusters": 8,
+                                                                                                 "refit": False}
 
 
 @pytest.mark.parametrize("argv, message", [

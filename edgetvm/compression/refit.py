@@ -1,0 +1,252 @@
+"""Least-squares refit of shared centroids on calibration inputs (lossy clustering, its error reduced).
+
+k-means (kmeans.py) places a tensor's centroids to minimise the *weight* error; the network sees the
+layer's *output*. With the assignments fixed, a weight ``W(c) = sum_j c_j M_j`` (``M_j`` the 0/1 mask
+of the weights that share centroid ``j``) is linear in the centroids ``c``, so the output error on
+calibration inputs,
+
+    E(c) = || X W(c)^T - X0 W0^T ||^2,
+
+is a least-squares problem in ``k`` unknowns (``X``: the layer's input in the clustered model, im2col
+patches for a conv; ``X0``, ``W0``: the original model's input and weight). With the inputs summed per
+centroid, ``Z[n, o, j] = sum_{i: a(o, i) = j} X[n, i]``, the layer's output is
+``sum_j Z[n, o, j] c_j`` and the normal equations for the change ``d = c - c_kmeans`` are
+
+    G d = b,   G = sum_{n,o} z_no z_no^T,   b = sum_{n,o} z_no (Y0[n, o] - z_no . c_kmeans)
+
+(``k x k``; a codebook per output channel has one such system per channel). numpy's ``lstsq`` gives
+the least-norm ``d``: a centroid the calibration inputs do not excite stays where k-means put it.
+``d = 0`` is k-means' own answer, so on the calibration inputs the refit never does worse.
+
+Layers are refit in dataflow order, each on its input in the model whose earlier layers are
+clustered and refit already (``X != X0``): the refit also absorbs the error they pass on, as
+pruning's recovery does (He et al. 2017). Not refit, and said why: int8 weights (their kernels read
+requantized inputs, not ``X``), weights read by anything but a float conv2d (NCHW/OIHW) or a dense
+``x @ W``, and a dense weight with a codebook per input feature (``F x k`` unknowns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..kernels.im2col import im2col
+from ..relax_utils import static_shape
+from ..transform.taps import with_taps
+from .sensitivity import Evaluate, lift_constants
+
+# Rows of the least squares (samples x conv output positions) and, for a shared codebook, equations
+# (rows x outputs): enough for at most 256 unknowns per system, and a refit of SFace's 1024x1024
+# layer in about a second (the cost is rows x weights to sum Z, equations x k^2 for G).
+MAX_ROWS = 512
+MAX_EQUATIONS = 1 << 16
+CHUNK_ELEMENTS = 1 << 22  # entries of the assignment matrices built at once (memory: 8 bytes each)
+
+
+def solve_centroids(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, clustered: np.ndarray,
+                    per_output: bool, max_equations: int = MAX_EQUATIONS) -> tuple[np.ndarray, float, float]:
+    """The least-squares centroids of the module docstring for one GEMM ``y[n, o] = x[n, g(o)] . w[o]``.
+
+    ``x``, ``x0``: ``[N, groups, K]`` (output ``o`` reads group ``o // (O / groups)``); ``w0``,
+    ``clustered``: ``[O, K]``, ``clustered`` holding k-means' values (one codebook, or one per row if
+    ``per_output``). A shared codebook's equations come from every ``s``-th output, ``s`` the smallest
+    that keeps them at most ``max_equations``. Returns the refit weight and the relative output error
+    ``E / ||X0 W0^T||^2`` of k-means' centroids and of the refit ones (on the equations used)."""
+    n, groups, depth = x.shape
+    outputs = w0.shape[0]
+    group_of = np.arange(outputs) // (outputs // groups)
+    books = [np.unique(row, return_inverse=True) for row in (clustered if per_output else clustered.reshape(1, -1))]
+    k = max(values.size for values, _ in books)
+    values = np.zeros((len(books), k))
+    for b, (centroids, _) in enumerate(books):
+        values[b, :centroids.size] = centroids
+    labels = np.stack([index.reshape(-1) for _, index in books]).reshape(outputs, depth)
+    gram, rhs = np.zeros((len(books), k, k)), np.zeros((len(books), k))
+    reference = before = 0.0
+    # Per group, the inputs as [groups, n, K] in float64 (the sums of Z and G in double precision).
+    xg = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=np.float64)
+    x0g = np.ascontiguousarray(x0.transpose(1, 0, 2), dtype=np.float64)
+    step = max(1, CHUNK_ELEMENTS // (depth * k))
+    stride = 1 if per_output else -(-n * outputs // max_equations)
+    for start in range(0, outputs, step * stride):
+        rows = slice(start, min(start + step * stride, outputs), stride)
+        count = len(range(outputs)[rows])
+        # Z = X M^T as a product with the 0/1 assignment matrices [c, K, k]: BLAS, where summing by
+        # index (bincount) is memory-bound and several times slower at these sizes.
+        masks = np.zeros((count, depth, k))
+        masks[np.arange(count)[:, None], np.arange(depth)[None], labels[rows]] = 1.0
+        z = xg[group_of[rows]] @ masks  # [c, n, k]
+        target = np.einsum("cni,ci->cn", x0g[group_of[rows]], w0[rows].astype(np.float64))
+        book = values[rows] if per_output else np.broadcast_to(values[0], (count, k))
+        residual = target - (z @ book[:, :, None])[..., 0]
+        if per_output:
+            gram[rows] += z.transpose(0, 2, 1) @ z
+            rhs[rows] += (z.transpose(0, 2, 1) @ residual[:, :, None])[..., 0]
+        else:
+            flat = z.reshape(-1, k)
+            gram[0] += flat.T @ flat
+            rhs[0] += flat.T @ residual.reshape(-1)
+        reference += float((target ** 2).sum())
+        before += float((residual ** 2).sum())
+    delta = np.stack([np.linalg.lstsq(g, b, rcond=None)[0] for g, b in zip(gram, rhs)])
+    # ||r - Z d||^2 = ||r||^2 - 2 d.b + d.G d: the refit's error without another pass over the inputs.
+    after = before - 2 * float((delta * rhs).sum()) + float(np.einsum("bj,bjl,bl->", delta, gram, delta))
+    refit = values + delta
+    weight = np.take_along_axis(refit, labels, axis=1) if per_output else refit[0][labels]
+    reference = reference or 1.0
+    return weight.astype(clustered.dtype), before / reference, max(after, 0.0) / reference
+
+
+@dataclass(frozen=True)
+class GemmLayer:
+    """How a weight parameter is read: ``call`` (conv2d or matmul) with ``data`` as its input, ``positions``
+    output positions per sample (a conv's ``Ho*Wo``)."""
+
+    call: relax.Call
+    data: relax.Var
+    positions: int
+
+    @property
+    def is_conv(self) -> bool:
+        return self.call.op.name == "relax.nn.conv2d"
+
+    def weight_rows(self, value: np.ndarray) -> np.ndarray:
+        """The weight as ``[O, K]`` GEMM rows: OIHW flattened per output, a dense ``[F, O]`` transposed."""
+        return value.reshape(value.shape[0], -1) if self.is_conv else value.T
+
+    def weight_of_rows(self, rows: np.ndarray, shape) -> np.ndarray:
+        return rows.reshape(shape) if self.is_conv else np.ascontiguousarray(rows.T)
+
+    def patches(self, x: np.ndarray, kernel_shape, positions: np.ndarray | None) -> np.ndarray:
+        """The layer's input as ``[rows, groups, K]``: a conv's im2col patches at ``positions`` (per
+        sample, indices into its ``Ho*Wo`` outputs), a dense layer's input rows."""
+        if not self.is_conv:
+            return x.reshape(-1, 1, x.shape[-1])
+        a = self.call.attrs
+        cols = im2col(x, kernel_shape[2:], [int(s) for s in a.strides], [int(p) for p in a.padding],
+                      [int(d) for d in a.dilation])
+        cols = cols.reshape(cols.shape[0], -1, cols.shape[-1])
+        taken = np.take_along_axis(cols, positions[..., None], axis=1)
+        return taken.reshape(-1, int(a.groups), cols.shape[-1] // int(a.groups))
+
+
+def gemm_layers(func: relax.Function, params: list[relax.Var]) -> tuple[dict[int, GemmLayer], dict[int, str]]:
+    """Per weight parameter (by position in ``params``), the one float conv2d / dense call reading it,
+    or why it is not refit."""
+    index = {p: i for i, p in enumerate(params)}
+    uses: dict[int, list] = {i: [] for i in range(len(params))}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if not isinstance(value, relax.Call):
+                continue
+            for arg in value.args:
+                for field in (arg.fields if isinstance(arg, relax.Tuple) else [arg]):
+                    if isinstance(field, relax.Var) and field in index:
+                        uses[index[field]].append((binding.var, value, arg))
+    layers, declined = {}, {}
+    for i, param in enumerate(params):
+        dtype = str(param.ty.dtype)
+        if dtype != "float32":
+            declined[i] = f"{dtype} weights: their kernels read requantized inputs (int8 centroids are rounded)"
+            continue
+        if len(uses[i]) != 1:
+            declined[i] = f"read by {len(uses[i])} ops, not one"
+            continue
+        out, call, arg = uses[i][0]
+        name = getattr(call.op, "name", "a function")
+        if name == "relax.nn.conv2d" and arg.same_as(call.args[1]):
+            a = call.attrs
+            if a.data_layout != "NCHW" or a.kernel_layout != "OIHW":
+                declined[i] = f"conv2d in {a.data_layout}/{a.kernel_layout}, not NCHW/OIHW"
+                continue
+        elif not (name == "relax.matmul" and arg.same_as(call.args[1]) and len(param.ty.shape) == 2):
+            declined[i] = f"read by {name}, not by a float conv2d or dense layer"
+            continue
+        if not isinstance(call.args[0], relax.Var):
+            declined[i] = "the layer's input is not a tensor of the graph"
+            continue
+        shape = static_shape(out)
+        if shape is None:
+            declined[i] = "the layer's output shape is not known at compile time"
+            continue
+        layers[i] = GemmLayer(call, call.args[0], int(np.prod(shape[2:])) if name == "relax.nn.conv2d" else 1)
+    return layers, declined
+
+
+class CentroidRefit:
+    """The refit of the module docstring for the weights ``constants`` of ``func`` on calibration
+    ``samples``, run by ``evaluate`` (the original model once, for every layer's ``X0``)."""
+
+    def __init__(self, func: relax.Function, constants: list[relax.Constant], evaluate: Evaluate, samples: list,
+                 seed: int = 0):
+        self.func, self.weights = lift_constants(func, constants)
+        self.evaluate, self.samples = evaluate, samples
+        num_input = len(self.func.params) - len(constants)
+        self.params = list(self.func.params[num_input:])
+        self.layers, self.declined = gemm_layers(self.func, self.params)
+        self.inputs = {p: [sample[j] for sample in samples] for j, p in enumerate(self.func.params[:num_input])}
+        self.positions: dict[int, np.ndarray] = {}
+        self.rng = np.random.default_rng(seed)
+        self._original: dict[int, np.ndarray] | None = None
+
+    def original_inputs(self) -> dict[int, np.ndarray]:
+        """Each refit layer's input in the original model, stacked over the samples (one run, on first use)."""
+        if self._original is None:
+            taps = [layer.data for layer in self.layers.values() if layer.data not in self.inputs]
+            tapped = with_taps(tvm.IRModule({"main": self.func}), list(dict.fromkeys(taps)))["main"]
+            rows = self.evaluate(tapped, self.weights, self.samples) if taps else []
+            found = {tap: np.concatenate([row[len(row) - len(taps) + t] for row in rows])
+                     for t, tap in enumerate(dict.fromkeys(taps))}
+            self._original = {i: found[layer.data] if layer.data in found else np.concatenate(self.inputs[layer.data])
+                              for i, layer in self.layers.items()}
+        return self._original
+
+    def refit(self, i: int, clustered: np.ndarray, per_slice: bool,
+              x: np.ndarray | None = None) -> tuple[np.ndarray, dict | str]:
+        """Weight ``i`` (k-means' ``clustered``) refit on its input ``x`` (default ``X0``), and the layer's
+        relative output error before and after; or ``clustered`` and why it is not refit."""
+        if i in self.declined:
+            return clustered, self.declined[i]
+        layer = self.layers[i]
+        if per_slice and not layer.is_conv:
+            return clustered, "a codebook per input feature of a dense layer: too many unknowns for calibration"
+        x0 = self.original_inputs()[i]
+        x = x0 if x is None else x
+        w0 = self.weights[f"w{i}"]
+        if layer.is_conv and i not in self.positions:
+            take = max(1, min(MAX_ROWS // x0.shape[0], layer.positions))
+            self.positions[i] = np.stack([self.rng.choice(layer.positions, take, replace=False)
+                                          for _ in range(x0.shape[0])])
+        positions = self.positions.get(i)
+        refit_rows, before, after = solve_centroids(layer.patches(x, w0.shape, positions),
+                                                    layer.patches(x0, w0.shape, positions), layer.weight_rows(w0),
+                                                    layer.weight_rows(clustered), per_slice)
+        return layer.weight_of_rows(refit_rows, w0.shape), {"output_error_kmeans": before, "output_error_refit": after}
+
+    def refit_in_order(self, clustered: dict[int, tuple[np.ndarray, bool]]) -> dict[int, tuple[np.ndarray, dict | str]]:
+        """Every weight of ``clustered`` ({i: (k-means value, per_slice)}) refit in dataflow order, each on
+        its input in the model with the weights before it clustered and refit (numpy's step-by-step
+        run when the evaluator has one; else on ``X0``)."""
+        current = dict(self.weights)
+        for i, (value, _) in clustered.items():
+            current[f"w{i}"] = value
+        stepper = getattr(self.evaluate, "stepper", None)
+        make = stepper(self.func) if stepper is not None else None
+        results = {}
+        if make is None:
+            for i, (value, per_slice) in clustered.items():
+                results[i] = self.refit(i, value, per_slice)
+            return results
+        run = make(self.func, current, self.samples)
+        order = sorted(clustered, key=lambda i: run.position.get(self.layers[i].data, -1) if i in self.layers else -1)
+        for i in order:
+            value, per_slice = clustered[i]
+            x = np.concatenate(run.run_until(self.layers[i].data)) if i in self.layers else None
+            results[i] = self.refit(i, value, per_slice, x)
+            current[f"w{i}"] = results[i][0]  # read by the bindings the run has not reached yet
+        return results
+
