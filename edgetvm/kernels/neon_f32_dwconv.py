@@ -7,9 +7,17 @@ One call computes one output row of ``width`` pixels for 4 channels::
     C[x, c] += sum_{ky, kx} A[ky, x * stride + kx, c] * B[ky, kx, c]      x < width, c < 4
 
 A is the padded NHWC input (3 rows of the window, one pixel's channels contiguous), B the HWIO
-weight read in place, C the row's accumulators (dense, ``width x 4``, zeroed before by the
-``zero_row`` intrinsic: 4 zeroed registers, one ``vstmia`` per 4 pixels; the TIR tail reads them
-for bias, BN, PReLU, clipping or the residual). Registers::
+weight read in place. **The fused row** (``dwconv_fused_asm``, called per row by ``schedules.cpu``
+when ``schedules.gemm_epilogue`` reads the conv's tail) writes the output itself::
+
+    out[x, c] = epilogue((sum_{ky, kx} A[ky, x * stride + kx, c] * B[ky, kx, c]) + bias[c])
+
+each group's accumulators zeroed in registers, the epilogue (``neon_f32_gemm.epilogue_asm``, the
+1x1 GEMM's: PReLU, LeakyReLU, ReLU/ReLU6, the residual) in registers after the group's taps,
+one store per pixel. Otherwise (a tail it cannot compute: a sigmoid, a bias after the activation,
+slope and bias and two constants) C is the row's accumulators, dense ``width x 4``, zeroed before
+by the ``zero_row`` intrinsic (4 zeroed registers, one ``vstmia`` per 4 pixels), loaded and stored
+by the loop below and read back by the TIR tail. Registers::
 
     q7-q15   the 9 window weights B[ky, kx, 0:4], loaded once per call (q(7 + 3*ky + kx))
     q0-q3    accumulators of 4 output pixels
@@ -31,6 +39,22 @@ of 36 MACs): the zeroing (1/4 store), the tail (one load of the accumulator and 
 bias + PReLU 5, unrolled by up to 8 pixels) and the padding pass (one load and store per input
 vector, a ``memset`` per border pixel). Measured (a 56x56x64 stride-1 layer with bias and PReLU
 alone, cortex-a7): 0.87 instructions per MAC for the whole kernel.
+
+The fused row's group instead starts with 4 ``vmov.i32 q, #0`` and ends with the epilogue in the
+freed columns q4-q6: slope and bias loaded again (2), the bias added (4), per pixel PReLU
+``vcgt``/``vmul``/``vbif`` (3, the bias register the product's temporary once every accumulator
+took the bias) and a ``vst1.32`` (1): 82 instructions per 144 MACs at stride 1 (0.57), no
+accumulator through memory (the ``vldmia``/``vstmia`` pair is 16 of the group's a7 cycles, the
+tail's loads 8 more). ReLU6 costs ``vmov``, ``movw``/``movt``/``vdup`` per group and 2 per pixel.
+Measured (cortex-a7, 1 thread, ``benchmarks/bench_arm.py --per-kernel``), the 3x3 depthwise kinds
+of MobileFaceNet (bias + PReLU) and MobileNetV2 (bias + ReLU6), instructions and a7 cycles per MAC:
+
+- accumulators through memory, TIR tail: s1 0.924, 1.688 / 0.950, 1.725; s2 1.408, 2.374 / 1.382, 2.388
+- the fused row: s1 0.891, 1.517 / 0.877, 1.461; s2 1.373, 2.199 / 1.307, 2.123 (MobileFaceNet
+  166.1 -> 164.4 M a7 cycles, MobileNetV2 240.5 -> 235.0 M)
+
+Not taken: the first tap as ``vmul`` instead of the zeroing (4 instructions per group): ``+0 + x``
+and ``x`` differ for ``x = -0``, and the host build's sum starts at ``+0``.
 
 Measured worse or not taken: the register-tiled TIR schedule (``schedules.cpu``, 1.02 instructions
 per MAC at stride 1 on MobileFaceNet: its 9 weights, bias and slope do not fit beside 4 accumulators,

@@ -9,7 +9,7 @@ Every kernel is scheduled by the first rule that applies:
    the same tile, one assembly loop over the whole window;
    :func:`schedule_neon_f32_dwconv` for a depthwise 3x3 or 5x5 conv at stride 1 or 2: per output
    row and 4 channels one assembly loop (5x5: one per window row; ``kernels/neon_f32_dwconv.py``),
-   then the row's tail.
+   the 3x3's tail in its registers when ``gemm_epilogue`` reads it, else the row's tail.
 1. :func:`schedule_register_tiled` for a reduction block that :mod:`.analysis` can vectorize along
    the output's last axis (conv2d, 1x1 conv = GEMM, depthwise, dense, pooling, mean). The output is
    computed in register tiles of ``rows x (vectors * lanes)``::
@@ -556,7 +556,9 @@ DWCONV_TAIL_UNROLL = 8
 def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
     """A depthwise 3x3 or 5x5 conv (NHWC, stride 1 or 2, channels a multiple of 4) on the hand-scheduled
     ARMv7 microkernel (``kernels.neon_f32_dwconv``): per output row and 4 channels one assembly loop
-    that keeps the 9 window weights in registers, then the row's tail from its accumulators::
+    that keeps the 9 window weights in registers; a 3x3 whose tail is an epilogue the row computes
+    in registers takes the fused row (``_fused_dwconv_rows``), any other the row's tail from its
+    accumulators::
 
         pad = zero-padded x                                   # its own vectorized pass
         for n, c_o, h:
