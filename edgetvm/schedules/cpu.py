@@ -648,8 +648,9 @@ def _fused_dwconv_rows(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reducti
     buffers = [out, w_read.source, *(load.source for load in matched.loads.values()), *([] if padded else [x_read.source])]
     if not all(any(b.same_as(p) for p in func.params) for b in buffers):
         return None
-    _, x_rows, x_width, x_channels = (int(d) for d in x_read.source.shape)
+    _, _, x_width, x_channels = (int(d) for d in x_read.source.shape)
     w_shape = [int(d) for d in w_read.source.shape]
+    # One pixel step for the input, the output and the residual; the weight's taps C floats apart.
     if x_channels != channels or [int(d) for d in out.shape][-1] != channels or w_shape[2] * w_shape[3] != channels:
         return None
     if padded:
@@ -660,13 +661,12 @@ def _fused_dwconv_rows(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reducti
         return None
     t = tirx.Var("row", "int64")
     blocks = channels // 4
-    origin = [tirx.floordiv(t, blocks * height), tirx.floormod(tirx.floordiv(t, height), blocks) * 4, tirx.floormod(t, height)]
-    origin = [origin[0] if batch > 1 else tirx.const(0, "int64"), origin[2] if height > 1 else tirx.const(0, "int64"),
-              tirx.const(0, "int64"), origin[1]]
-    column = w_shape[2] * w_shape[3]
-    call = dwconv_fused_call(stride, width, x_channels, x_width * x_channels, matched.epilogue,
+    zero = tirx.const(0, "int64")
+    origin = [tirx.floordiv(t, blocks * height) if batch > 1 else zero, tirx.floormod(t, height) if height > 1 else zero,
+              zero, tirx.floormod(tirx.floordiv(t, height), blocks) * 4]
+    call = dwconv_fused_call(stride, width, channels, x_width * channels, matched.epilogue,
                              _tile_addresses(stmt, tail_block, origin, x_read, w_read, matched),
-                             (w_shape[1] * column, column))
+                             (w_shape[1] * channels, channels))
     parallel = config.parallel and height * width * channels >= PARALLEL_MIN_ELEMENTS
     rows = tirx.For(t, 0, batch * blocks * height, tirx.ForKind.PARALLEL if parallel else tirx.ForKind.SERIAL,
                     tirx.Evaluate(call))
