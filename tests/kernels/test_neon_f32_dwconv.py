@@ -187,10 +187,11 @@ def test_an_epilogue_beyond_q4_q6_is_declined():
     assert not dwconv_epilogue_fits(Epilogue(True, (("prelu", None), *RELU6)))
 
 
-def activation_net(c: int, h: int, w: int, stride: int, activation: str, bias: bool = True):
-    """Depthwise 3x3 (pad 1) [+ bias] + ``activation``, and a float64 numpy reference of it."""
+def activation_net(c: int, h: int, w: int, stride: int, activation: str, bias: bool = True, pad: int = 1):
+    """Depthwise 3x3 (``pad`` 1, or 0 at stride 1) [+ bias] + ``activation``, and a float64 numpy
+    reference of it."""
     b = NetBuilder((1, c, h, w), seed=2)
-    y = b.conv("input", c, c, 3, stride, groups=c, bias=bias)
+    y = b.conv("input", c, c, 3, stride, groups=c, bias=bias, pad=pad)
     if activation == "relu":
         y = b.node("Relu", [y])
     elif activation == "relu6":
@@ -199,7 +200,7 @@ def activation_net(c: int, h: int, w: int, stride: int, activation: str, bias: b
         y = b.node("LeakyRelu", [y], alpha=0.1)
     else:
         y = b.node("Clip", [b.prelu(y, c), b.const(np.float32(0)), b.const(np.float32(6))])
-    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    ho, wo = (h + 2 * pad - 3) // stride + 1, (w + 2 * pad - 3) // stride + 1
     model = b.build(y, (1, c, ho, wo))
     consts = {t.name: np.frombuffer(t.raw_data, np.float32).reshape(t.dims).astype(np.float64)
               for t in model.graph.initializer}
@@ -210,6 +211,8 @@ def activation_net(c: int, h: int, w: int, stride: int, activation: str, bias: b
 
     def reference(x: np.ndarray) -> np.ndarray:
         out = window_conv_reference(x, weight, shift, slope, stride, depthwise=True)
+        if pad == 0:
+            out = out[:, :, 1:-1, 1:-1]
         if activation == "leaky":
             return np.where(out > 0, out, 0.1 * out)
         return np.clip(out, 0, 6) if activation in ("relu6", "prelu_relu6") else np.maximum(out, 0)
@@ -218,16 +221,17 @@ def activation_net(c: int, h: int, w: int, stride: int, activation: str, bias: b
 
 
 @pytest.mark.arm
-@pytest.mark.parametrize("c,h,w,stride,activation,bias,fused", [
-    (8, 6, 10, 1, "relu6", True, "b_max00000000_min40c00000"),   # MobileNetV2's: 2 groups + 2
-    (12, 9, 13, 2, "relu6", True, "b_max00000000_min40c00000"),  # stride 2: 1 group + 3
-    (8, 5, 7, 1, "relu", False, "max00000000"),                  # no bias: the constant alone
-    (8, 6, 9, 1, "leaky", True, "b_leaky3dcccccd"),
-    (8, 6, 9, 1, "prelu_relu6", True, None),                      # does not fit q4-q6: the TIR tail
+@pytest.mark.parametrize("c,h,w,stride,activation,bias,pad,fused", [
+    (8, 6, 10, 1, "relu6", True, 1, "b_max00000000_min40c00000"),   # MobileNetV2's: 2 groups + 2
+    (12, 9, 13, 2, "relu6", True, 1, "b_max00000000_min40c00000"),  # stride 2: 1 group + 3
+    (8, 5, 7, 1, "relu", False, 1, "max00000000"),                  # no bias: the constant alone
+    (8, 6, 9, 1, "leaky", True, 1, "b_leaky3dcccccd"),
+    (8, 6, 11, 1, "relu6", True, 0, "b_max00000000_min40c00000"),   # no padding pass: x read in place
+    (8, 6, 9, 1, "prelu_relu6", True, 1, None),                      # does not fit q4-q6: the TIR tail
 ])
-def test_arm_fused_epilogues_match_numpy_and_the_host_build_bit_for_bit(c, h, w, stride, activation, bias, fused,
+def test_arm_fused_epilogues_match_numpy_and_the_host_build_bit_for_bit(c, h, w, stride, activation, bias, pad, fused,
                                                                          tmp_path):
-    model, reference = activation_net(c, h, w, stride, activation, bias)
+    model, reference = activation_net(c, h, w, stride, activation, bias, pad)
     x = np.random.default_rng(3).uniform(-2, 8, (1, c, h, w)).astype(np.float32)
     compiled = edgetvm.compile(model, ARM, num_threads=1)
     rule = schedule_rule(compiled, "neon-dwconv")
