@@ -39,7 +39,8 @@ the bias 1 load per tile and 1 ``vadd`` per vector, after the depth (``(sum_k x 
 the host build does); PReLU ``select(0 < v, v, v*s)`` as ``vcgt``/``vmul``/``vbif`` (3 per vector,
 exact, NaN stays NaN); LeakyReLU ``max(v, v*a)`` as ``vmul``/``vmax``; max/min by a constant 1
 (``vmax.f32`` turns a NaN into the default NaN: still NaN); residual 1 load per pixel and 1
-``vadd`` per vector; a constant costs ``movw``/``movt``/``vdup`` once per tile.
+``vadd`` per vector; a constant costs ``movw``/``movt``/``vdup`` once per tile, 0 and the
+``vmov.f32`` immediates (6.0) one ``vmov``.
 
 Measured (cortex-a7, 1 thread, standalone, ``benchmarks/bench_arm.py --per-kernel``), the 1x1 convs
 of MobileFaceNet / MobileNetV2 (instructions, a7 cycles, per MAC):
@@ -82,6 +83,7 @@ from __future__ import annotations
 
 import functools
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -307,6 +309,14 @@ def epilogue_fits(pixels: int, vectors: int, epilogue: Epilogue) -> bool:
     return epilogue_registers(range(16 - pixels * vectors), vectors, epilogue) is not None
 
 
+def _vmov_immediate(bits: int) -> bool:
+    """Whether the float32 ``bits`` is a ``vmov.f32`` immediate, ``+-(16 + n) / 16 * 2^r`` (n < 16,
+    -3 <= r <= 4: 6.0 is, 0.1 is not): sign, exponent ``NOT b, b, b, b, b, b`` and 4 fraction bits
+    of the 8-bit encoding ``a:b:cdefgh``, the rest zero."""
+    b = (bits >> 29) & 1
+    return bits & 0x7FFFF == 0 and (bits >> 30) & 1 == 1 - b and (bits >> 25) & 0x1F == 0x1F * b
+
+
 def epilogue_asm(accs: list[list[int]], epilogue: Epilogue, op: dict[str, str], free: Sequence[int] | None = None) -> list[str]:
     """The epilogue of a fused tile on the accumulators ``accs`` (q registers [pixel][vector]), then
     one store per pixel, using the q registers ``free`` (by default those below the accumulators).
@@ -325,6 +335,8 @@ def epilogue_asm(accs: list[list[int]], epilogue: Epilogue, op: dict[str, str], 
     for bits, q in constant.items():
         if bits == 0:
             lines.append(f"vmov.i32 q{q}, #0")
+        elif _vmov_immediate(bits):
+            lines.append(f"vmov.f32 q{q}, #{struct.unpack('<f', struct.pack('<I', bits))[0]!r}")
         else:
             lines += [f"movw {op['it']}, #{bits & 0xFFFF}", f"movt {op['it']}, #{bits >> 16}", f"vdup.32 q{q}, {op['it']}"]
     # The bias registers are temporaries: every accumulator takes the bias before any op.

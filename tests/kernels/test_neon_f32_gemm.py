@@ -154,7 +154,8 @@ def test_fused_tile_is_the_loop_then_the_epilogue_in_registers(epilogue, pixels,
     ops = sum(per_vector[kind] for kind, _ in epilogue.ops) * pixels * vectors
     loads = pixels * ("res" in dict(epilogue.ops)) + ("prelu" in dict(epilogue.ops)) + epilogue.bias
     ops += pixels * vectors * epilogue.bias  # the bias added after the depth loop
-    constants = sum(1 if bits == 0 else 3 for bits in epilogue.constants)
+    # 0 and 6.0 (a vmov.f32 immediate) one vmov each, 0.1 movw/movt/vdup.
+    constants = sum(3 if bits == 0x3DCCCCCD else 1 for bits in epilogue.constants)
     assert len(tail) == ops + loads + constants + pixels
     # The accumulators are the top q registers, pixel-major; each pixel's row stored once.
     stored = [line.split("}")[0] for line in tail if line.startswith("vst1.32")]
