@@ -629,7 +629,7 @@ def _fused_dwconv_rows(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reducti
     pass::
 
         pad = zero-padded x                                   # its own vectorized pass
-        for n, c_o, h (parallel):
+        for n, c_o (parallel), h:
           out[n, h, :, c_o*4 : +4] = epilogue(bias + sum_{ky,kx} pad[n, h*s + ky, :*s + kx, c_o*4 : +4] * wt[ky, kx])
 
     None when the tail is not an epilogue the row computes in q4-q6, or a buffer is not a parameter
@@ -659,17 +659,18 @@ def _fused_dwconv_rows(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reducti
     producers = list(root.body)[:-2] if isinstance(root.body, tirx.SeqStmt) else []
     if len(producers) != len(padded):
         return None
-    t = tirx.Var("row", "int64")
-    blocks = channels // 4
+    # Nested loops, not one flat index: the row's addresses then step by constants (a flat index
+    # split by division cost instructions per row).
+    n, c_o, h = (tirx.Var(name, "int64") for name in ("n", "c_o", "h"))
     zero = tirx.const(0, "int64")
-    origin = [tirx.floordiv(t, blocks * height) if batch > 1 else zero, tirx.floormod(t, height) if height > 1 else zero,
-              zero, tirx.floormod(tirx.floordiv(t, height), blocks) * 4]
+    origin = [n if batch > 1 else zero, h if height > 1 else zero, zero, c_o * 4]
     call = dwconv_fused_call(stride, width, channels, x_width * channels, matched.epilogue,
                              _tile_addresses(stmt, tail_block, origin, x_read, w_read, matched),
                              (w_shape[1] * channels, channels))
     parallel = config.parallel and height * width * channels >= PARALLEL_MIN_ELEMENTS
-    rows = tirx.For(t, 0, batch * blocks * height, tirx.ForKind.PARALLEL if parallel else tirx.ForKind.SERIAL,
-                    tirx.Evaluate(call))
+    rows = tirx.For(c_o, 0, channels // 4, tirx.ForKind.PARALLEL if parallel else tirx.ForKind.SERIAL,
+                    tirx.For(h, 0, height, tirx.ForKind.SERIAL, tirx.Evaluate(call)))
+    rows = tirx.For(n, 0, batch, tirx.ForKind.SERIAL, rows) if batch > 1 else rows
     body = tirx.SeqStmt([*producers, rows]) if producers else rows
     block = s_tir.SBlock([], [], [], "root", body,
                          alloc_buffers=[b for b in root.alloc_buffers if source is not None and b.same_as(source)])
