@@ -52,8 +52,17 @@ of MobileFaceNet (bias + PReLU) and MobileNetV2 (bias + ReLU6), instructions and
 - accumulators through memory, TIR tail: s1 0.924, 1.688 / 0.950, 1.725; s2 1.408, 2.374 / 1.382, 2.388
 - the fused row: s1 0.891, 1.517 / 0.877, 1.461; s2 1.373, 2.199 / 1.307, 2.123 (MobileFaceNet
   166.1 -> 164.4 M a7 cycles, MobileNetV2 240.5 -> 235.0 M)
+- ReLU6's 6.0 as one ``vmov.f32`` immediate, and the rows as nested loops (a flat row index split
+  by division cost instructions per row): s1 0.870, 1.496 / 0.843, 1.427; s2 1.344, 2.170 / 1.279,
+  2.095 (MobileFaceNet 164.1 M, MobileNetV2 234.1 M)
 
-Not taken: the first tap as ``vmul`` instead of the zeroing (4 instructions per group): ``+0 + x``
+Of the 0.87 instructions per MAC at stride 1 the row's assembly is 0.57; most of the rest is the
+padding pass (its unrolled channel loop keeps its addresses on the stack: about 4 instructions per
+input vector), the next thing to remove.
+
+Not taken: 3-pixel groups (q3 spare, the slope kept across groups): 15 column loads per 108 MACs
+instead of 18 per 144, 63 instructions per group with bias + PReLU (0.583 per MAC against 0.569).
+The first tap as ``vmul`` instead of the zeroing (4 instructions per group): ``+0 + x``
 and ``x`` differ for ``x = -0``, and the host build's sum starts at ``+0``.
 
 Measured worse or not taken: the register-tiled TIR schedule (``schedules.cpu``, 1.02 instructions

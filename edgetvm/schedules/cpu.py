@@ -645,7 +645,8 @@ def _fused_dwconv_rows(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reducti
     if x_read is None or w_read is None or (source is not None and not x_read.source.same_as(source)):
         return None
     out = tail_block.body.buffer
-    buffers = [out, w_read.source, *(load.source for load in matched.loads.values()), *([] if padded else [x_read.source])]
+    buffers = [out, w_read.source, *(load.source for load in matched.loads.values())]
+    buffers += [] if padded else [x_read.source]
     if not all(any(b.same_as(p) for p in func.params) for b in buffers):
         return None
     _, _, x_width, x_channels = (int(d) for d in x_read.source.shape)
@@ -685,7 +686,8 @@ def _window_stride(sch: s_tir.Schedule, main, kernel: ReductionKernel) -> int | 
     read = _window_input_read(sch, main, kernel)
     if read is None:
         return None
-    return const_int(tvm.sym.detect_linear_equation(read.region[2].min, [sch.get(main).iter_vars[kernel.spatial[-2]].var])[0])
+    col = sch.get(main).iter_vars[kernel.spatial[-2]].var
+    return const_int(tvm.sym.detect_linear_equation(read.region[2].min, [col])[0])
 
 
 def _window_input_read(sch: s_tir.Schedule, main, kernel: ReductionKernel):
