@@ -60,7 +60,7 @@ Of the 0.87 instructions per MAC at stride 1 the row's assembly is 0.57; most of
 padding pass (its unrolled channel loop keeps its addresses on the stack: about 4 instructions per
 input vector), the next thing to remove.
 
-Not taken: 3-pixel groups (q3 spare, the slope kept across groups): 15 column loads per 108 MACs
+Not taken, by estimate: 3-pixel groups (q3 spare, the slope kept across groups): 15 column loads per 108 MACs
 instead of 18 per 144, 63 instructions per group with bias + PReLU (0.583 per MAC against 0.569).
 The first tap as ``vmul`` instead of the zeroing (4 instructions per group): ``+0 + x``
 and ``x`` differ for ``x = -0``, and the host build's sum starts at ``+0``.
