@@ -7,9 +7,17 @@ One call computes one output row of ``width`` pixels for 4 channels::
     C[x, c] += sum_{ky, kx} A[ky, x * stride + kx, c] * B[ky, kx, c]      x < width, c < 4
 
 A is the padded NHWC input (3 rows of the window, one pixel's channels contiguous), B the HWIO
-weight read in place, C the row's accumulators (dense, ``width x 4``, zeroed before by the
-``zero_row`` intrinsic: 4 zeroed registers, one ``vstmia`` per 4 pixels; the TIR tail reads them
-for bias, BN, PReLU, clipping or the residual). Registers::
+weight read in place. **The fused row** (``dwconv_fused_asm``, called per row by ``schedules.cpu``
+when ``schedules.gemm_epilogue`` reads the conv's tail) writes the output itself::
+
+    out[x, c] = epilogue((sum_{ky, kx} A[ky, x * stride + kx, c] * B[ky, kx, c]) + bias[c])
+
+each group's accumulators zeroed in registers, the epilogue (``neon_f32_gemm.epilogue_asm``, the
+1x1 GEMM's: PReLU, LeakyReLU, ReLU/ReLU6, the residual) in registers after the group's taps,
+one store per pixel. Otherwise (a tail it cannot compute: a sigmoid, a bias after the activation,
+slope and bias and two constants) C is the row's accumulators, dense ``width x 4``, zeroed before
+by the ``zero_row`` intrinsic (4 zeroed registers, one ``vstmia`` per 4 pixels), loaded and stored
+by the loop below and read back by the TIR tail. Registers::
 
     q7-q15   the 9 window weights B[ky, kx, 0:4], loaded once per call (q(7 + 3*ky + kx))
     q0-q3    accumulators of 4 output pixels
@@ -31,6 +39,31 @@ of 36 MACs): the zeroing (1/4 store), the tail (one load of the accumulator and 
 bias + PReLU 5, unrolled by up to 8 pixels) and the padding pass (one load and store per input
 vector, a ``memset`` per border pixel). Measured (a 56x56x64 stride-1 layer with bias and PReLU
 alone, cortex-a7): 0.87 instructions per MAC for the whole kernel.
+
+The fused row's group instead starts with 4 ``vmov.i32 q, #0`` and ends with the epilogue in the
+freed columns q4-q6: slope and bias loaded again (2), the bias added (4), per pixel PReLU
+``vcgt``/``vmul``/``vbif`` (3, the bias register the product's temporary once every accumulator
+took the bias) and a ``vst1.32`` (1): 82 instructions per 144 MACs at stride 1 (0.57), no
+accumulator through memory (the ``vldmia``/``vstmia`` pair is 16 of the group's a7 cycles, the
+tail's loads 8 more). ReLU6 costs ``vmov``, ``movw``/``movt``/``vdup`` per group and 2 per pixel.
+Measured (cortex-a7, 1 thread, ``benchmarks/bench_arm.py --per-kernel``), the 3x3 depthwise kinds
+of MobileFaceNet (bias + PReLU) and MobileNetV2 (bias + ReLU6), instructions and a7 cycles per MAC:
+
+- accumulators through memory, TIR tail: s1 0.924, 1.688 / 0.950, 1.725; s2 1.408, 2.374 / 1.382, 2.388
+- the fused row: s1 0.891, 1.517 / 0.877, 1.461; s2 1.373, 2.199 / 1.307, 2.123 (MobileFaceNet
+  166.1 -> 164.4 M a7 cycles, MobileNetV2 240.5 -> 235.0 M)
+- ReLU6's 6.0 as one ``vmov.f32`` immediate, and the rows as nested loops (a flat row index split
+  by division cost instructions per row): s1 0.870, 1.496 / 0.843, 1.427; s2 1.344, 2.170 / 1.279,
+  2.095 (MobileFaceNet 164.1 M, MobileNetV2 234.1 M)
+
+Of the 0.87 instructions per MAC at stride 1 the row's assembly is 0.57; most of the rest is the
+padding pass (its unrolled channel loop keeps its addresses on the stack: about 4 instructions per
+input vector), the next thing to remove.
+
+Not taken, by estimate: 3-pixel groups (q3 spare, the slope kept across groups): 15 column loads per 108 MACs
+instead of 18 per 144, 63 instructions per group with bias + PReLU (0.583 per MAC against 0.569).
+The first tap as ``vmul`` instead of the zeroing (4 instructions per group): ``+0 + x``
+and ``x`` differ for ``x = -0``, and the host build's sum starts at ``+0``.
 
 Measured worse or not taken: the register-tiled TIR schedule (``schedules.cpu``, 1.02 instructions
 per MAC at stride 1 on MobileFaceNet: its 9 weights, bias and slope do not fit beside 4 accumulators,
@@ -71,10 +104,12 @@ from __future__ import annotations
 import functools
 import re
 
+from tvm import tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from .neon_asm import inline_asm_definition
+from .neon_f32_gemm import Epilogue, accumulator_init, epilogue_asm, epilogue_of_tokens, epilogue_registers
 
 # Output pixels per step of the assembly loop (q0-q3).
 DWCONV_PIXELS = 4
@@ -127,21 +162,66 @@ def _group(stride: int, pixels: int, last_row_step: str | None, taps: int = 3, r
     return lines
 
 
-def dwconv_asm(stride: int, width: int) -> list[str]:
-    """The assembly of one output row of ``width`` pixels (operands: see ``_OPERANDS``)."""
+def _row_asm(stride: int, width: int, before, after) -> list[str]:
+    """One output row of ``width`` pixels: the 9 weights loaded, then per group of 4 pixels (and the
+    ``width % 4`` after the loop) ``before(pixels)``, the taps, ``after(pixels)``."""
     groups, rest = divmod(width, DWCONV_PIXELS)
     lines = [f"vld1.32 {_q(7 + i)}, [$5 :128]" + ("" if i == 8 else (", $6" if i % 3 < 2 else ", $7"))
              for i in range(9)]
     if groups:
-        lines += [f"mov $5, #{groups}", "1:", _accumulators("vldmia $0", DWCONV_PIXELS),
-                  *_group(stride, DWCONV_PIXELS, "$4"),
-                  _accumulators("vstmia $0!", DWCONV_PIXELS), "subs $5, $5, #1", "bne 1b"]
+        lines += [f"mov $5, #{groups}", "1:", *before(DWCONV_PIXELS), *_group(stride, DWCONV_PIXELS, "$4"),
+                  *after(DWCONV_PIXELS), "subs $5, $5, #1", "bne 1b"]
     if rest:
         # The shorter group's row step: (full - short) columns further back than the loop's.
         lines += [f"mov $6, #{dwconv_columns(stride, DWCONV_PIXELS) - dwconv_columns(stride, rest)}",
-                  "mla $3, $6, $2, $3", _accumulators("vldmia $0", rest), *_group(stride, rest, None),
-                  _accumulators("vstmia $0!", rest)]
+                  "mla $3, $6, $2, $3", *before(rest), *_group(stride, rest, None), *after(rest)]
     return lines
+
+
+def dwconv_asm(stride: int, width: int) -> list[str]:
+    """The assembly of one output row of ``width`` pixels (operands: see ``_OPERANDS``)."""
+    return _row_asm(stride, width, lambda pixels: [_accumulators("vldmia $0", pixels)],
+                    lambda pixels: [_accumulators("vstmia $0!", pixels)])
+
+
+# After a group's taps the input columns q4-q6 hold the epilogue's vectors.
+_EPILOGUE_REGISTERS = tuple(range(DWCONV_PIXELS, DWCONV_PIXELS + 3))
+
+
+def dwconv_epilogue_fits(epilogue: Epilogue) -> bool:
+    """Whether the fused row (:func:`dwconv_fused_asm`) computes ``epilogue`` in q4-q6."""
+    return epilogue_registers(_EPILOGUE_REGISTERS, 1, epilogue) is not None
+
+
+def dwconv_fused_name(stride: int, width: int, epilogue: Epilogue) -> str:
+    return "_".join([dwconv_name(stride, width), "fused", *epilogue.tokens])
+
+
+def dwconv_fused_asm(stride: int, width: int, epilogue: Epilogue) -> list[str]:
+    """One output row of ``width`` pixels x 4 channels with its epilogue in registers: per group of 4
+    pixels the accumulators q0-q3 zeroed, the 9 taps, then ``neon_f32_gemm.epilogue_asm`` in the
+    freed columns q4-q6 (bias and slope loaded again per group, the bias registers the PReLU's
+    temporaries once added) and one store per pixel. Operands: ``_OPERANDS`` with $0 the output
+    row (stepped by $2, the pixel step the input, output and residual share: a depthwise conv
+    keeps the channels), then ``epilogue.operands``; $6 materialises the constants."""
+    op = {"out": "$0", "ws": "$2", "it": "$6",
+          **{name: f"${len(_OPERANDS) + i}" for i, name in enumerate(epilogue.operands)}}
+    return _row_asm(stride, width, lambda pixels: accumulator_init([[p] for p in range(pixels)]),
+                    lambda pixels: epilogue_asm([[p] for p in range(pixels)], epilogue, op, _EPILOGUE_REGISTERS))
+
+
+def dwconv_fused_call(stride: int, width: int, pixel: int, row: int, epilogue: Epilogue,
+                      addresses: dict[str, tirx.PrimExpr], weight_strides: tuple[int, int]) -> tirx.PrimExpr:
+    """The call of the fused row over an input ``pixel`` and ``row`` floats apart (and an output and
+    residual ``pixel`` apart); ``addresses`` gives ``out``, ``x``, ``w`` and ``epilogue.operands``
+    at the row's first pixel and channel, ``weight_strides`` the weight's (row, column) strides."""
+    last = dwconv_columns(stride, DWCONV_PIXELS) - 1
+    brow, bpixel = weight_strides
+    steps = [pixel * 4, (row - last * pixel) * 4, (DWCONV_PIXELS * stride * pixel - 2 * row - last * pixel) * 4]
+    return tirx.call_extern(
+        "int32", dwconv_fused_name(stride, width, epilogue), addresses["out"], addresses["x"],
+        *(tirx.const(step, "int32") for step in steps), addresses["w"], tirx.const(bpixel * 4, "int32"),
+        tirx.const((brow - 2 * bpixel) * 4, "int32"), *(addresses[name] for name in epilogue.operands))
 
 
 def _accumulators(op: str, pixels: int) -> str:
@@ -299,6 +379,7 @@ def dwconv5_row_intrin(stride: int, width: int) -> str:
 
 
 _NAME = re.compile(r"edgetvm_neon_f32_dwconv3x3_s(\d+)_w(\d+)")
+_FUSED_NAME = re.compile(r"edgetvm_neon_f32_dwconv3x3_s(\d+)_w(\d+)_fused((?:_[a-z]+[0-9a-f]*)*)")
 _ROW_NAME = re.compile(r"edgetvm_neon_f32_dwconv5x5row_s(\d+)_w(\d+)")
 _ZERO_NAME = re.compile(r"edgetvm_neon_f32_zero_row_w(\d+)")
 
@@ -308,6 +389,15 @@ def dwconv_definition_of(name: str) -> str | None:
     match = _NAME.fullmatch(name)
     if match:
         return dwconv_definition(int(match.group(1)), int(match.group(2)))
+    match = _FUSED_NAME.fullmatch(name)
+    epilogue = epilogue_of_tokens(match.group(3)) if match else None
+    if epilogue is not None:
+        operands = (*_OPERANDS, *(f"ptr %{operand}" for operand in epilogue.operands))
+        # Never written: the steps $2 and $4, the bias and the slope (LLVM keeps them from row to row).
+        read_only = frozenset([2, 4, *(len(_OPERANDS) + i for i, operand in enumerate(epilogue.operands)
+                                        if operand != "res")])
+        return inline_asm_definition(name, operands, dwconv_fused_asm(int(match.group(1)), int(match.group(2)), epilogue),
+                                     read_only)
     match = _ROW_NAME.fullmatch(name)
     if match:
         return dwconv5_row_definition(int(match.group(1)), int(match.group(2)))

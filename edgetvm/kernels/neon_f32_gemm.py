@@ -39,7 +39,8 @@ the bias 1 load per tile and 1 ``vadd`` per vector, after the depth (``(sum_k x 
 the host build does); PReLU ``select(0 < v, v, v*s)`` as ``vcgt``/``vmul``/``vbif`` (3 per vector,
 exact, NaN stays NaN); LeakyReLU ``max(v, v*a)`` as ``vmul``/``vmax``; max/min by a constant 1
 (``vmax.f32`` turns a NaN into the default NaN: still NaN); residual 1 load per pixel and 1
-``vadd`` per vector; a constant costs ``movw``/``movt``/``vdup`` once per tile.
+``vadd`` per vector; a constant costs ``movw``/``movt``/``vdup`` once per tile, 0 and the
+``vmov.f32`` immediates (6.0) one ``vmov``.
 
 Measured (cortex-a7, 1 thread, standalone, ``benchmarks/bench_arm.py --per-kernel``), the 1x1 convs
 of MobileFaceNet / MobileNetV2 (instructions, a7 cycles, per MAC):
@@ -82,6 +83,8 @@ from __future__ import annotations
 
 import functools
 import re
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tvm import tirx
@@ -265,40 +268,65 @@ def f32_gemm_tile_asm(pixels: int, vectors: int, steps: int, epilogue: Epilogue)
     scalars = [_lanes(q) for q in range(full)] + [[f"d{d}[{k % 2}]" for k in range(F32_GEMM_DEPTH_STEP)] for d in d_regs]
     sets = [weights[i:i + vectors] for i in range(0, len(weights) - vectors + 1, vectors)]
     body = _depth_step([first, [], again, []], scalars, _weight_sets(sets, op["ws"]), accs, op["w"]) * steps
-    lines = [*_accumulator_init(accs), "1:", *body, f"subs {op['it']}, {op['it']}, #1", "bne 1b"]
-    return lines + _epilogue_asm(accs, epilogue, op)
+    lines = [*accumulator_init(accs), "1:", *body, f"subs {op['it']}, {op['it']}, #1", "bne 1b"]
+    return lines + epilogue_asm(accs, epilogue, op)
 
 
-def _accumulator_init(accs: list[list[int]]) -> list[str]:
-    """The accumulators zeroed (the bias comes after the depth loop: ``_epilogue_asm``)."""
+def accumulator_init(accs: list[list[int]]) -> list[str]:
+    """The accumulators zeroed (the bias comes after the depth loop: ``epilogue_asm``)."""
     return [f"vmov.i32 q{q}, #0" for row in accs for q in row]
 
 
-def _epilogue_registers(first_acc: int, vectors: int, epilogue: Epilogue) -> tuple[list[int], list[int], dict[int, int], list[int]] | None:
-    """(slope, bias, constant -> register, temporaries) among the q registers below ``first_acc``;
-    None when they do not fit (2 temporaries, or one per vector for the residual)."""
-    free = iter(range(first_acc))
+def _temporaries(vectors: int, epilogue: Epilogue) -> int:
+    """The temporaries the ops need: PReLU a mask and a product, LeakyReLU a product, the residual
+    one per vector (consecutive: one load)."""
+    kinds = {kind for kind, _ in epilogue.ops}
+    return max([0, *[2] * ("prelu" in kinds), *[1] * ("leaky" in kinds), *[vectors] * ("res" in kinds)])
+
+
+def epilogue_registers(free: Sequence[int], vectors: int,
+                       epilogue: Epilogue) -> tuple[list[int], list[int], dict[int, int], list[int]] | None:
+    """(slope, bias, constant -> register, temporaries) among the q registers ``free``; None when
+    they do not fit. When the rest is short of temporaries the bias registers serve as ones too:
+    ``epilogue_asm`` then adds the bias to every accumulator before the ops."""
+    free = iter(free)
     slope = [next(free, None) for _ in range(vectors)] if "slope" in epilogue.operands else []
     bias = [next(free, None) for _ in range(vectors)] if epilogue.bias else []
     constant = {bits: next(free, None) for bits in epilogue.constants}
     temps = list(free)
-    if None in slope + bias + list(constant.values()) or len(temps) < max(2, vectors):
+    needed = _temporaries(vectors, epilogue)
+    if len(temps) < needed:
+        temps += bias
+    if None in slope + bias + list(constant.values()) or len(temps) < needed:
+        return None
+    if "res" in epilogue.operands and temps[:vectors] != list(range(temps[0], temps[0] + vectors)):
         return None
     return slope, bias, constant, temps
 
 
 def epilogue_fits(pixels: int, vectors: int, epilogue: Epilogue) -> bool:
     """Whether ``epilogue`` fits beside the accumulators of a fused tile of ``pixels`` x ``4 * vectors``."""
-    return _epilogue_registers(16 - pixels * vectors, vectors, epilogue) is not None
+    return epilogue_registers(range(16 - pixels * vectors), vectors, epilogue) is not None
 
 
-def _epilogue_asm(accs: list[list[int]], epilogue: Epilogue, op: dict[str, str]) -> list[str]:
-    """The epilogue of :func:`f32_gemm_tile_asm` on the accumulators ``accs``, then the stores. The
-    bias is added here, not loaded as the accumulators' start: ``(sum_k x w) + b`` rounds as the
-    host build does, where ``b + sum_k x w`` loses the products' low bits to a large bias (measured:
-    the general selfie segmenter's ARM build 2.07e-5 from the host's, against 1.22e-5)."""
+def _vmov_immediate(bits: int) -> bool:
+    """Whether the float32 ``bits`` is a ``vmov.f32`` immediate, ``+-(16 + n) / 16 * 2^r`` (n < 16,
+    -3 <= r <= 4: 6.0 is, 0.1 is not): sign, exponent ``NOT b, b, b, b, b, b`` and 4 fraction bits
+    of the 8-bit encoding ``a:b:cdefgh``, the rest zero."""
+    b = (bits >> 29) & 1
+    return bits & 0x7FFFF == 0 and (bits >> 30) & 1 == 1 - b and (bits >> 25) & 0x1F == 0x1F * b
+
+
+def epilogue_asm(accs: list[list[int]], epilogue: Epilogue, op: dict[str, str], free: Sequence[int] | None = None) -> list[str]:
+    """The epilogue of a fused tile on the accumulators ``accs`` (q registers [pixel][vector]), then
+    one store per pixel, using the q registers ``free`` (by default those below the accumulators).
+    ``op`` names the operands: ``out`` (stepped by ``ws`` per pixel, as is ``res``), ``bias``,
+    ``slope``, ``res`` and ``it``, a general register free to materialise the constants. The bias
+    is added here, not loaded as the accumulators' start: ``(sum_k x w) + b`` rounds as the host
+    build does, where ``b + sum_k x w`` loses the products' low bits to a large bias (measured: the
+    general selfie segmenter's ARM build 2.07e-5 from the host's, against 1.22e-5)."""
     vectors = len(accs[0])
-    registers = _epilogue_registers(accs[0][0], vectors, epilogue)
+    registers = epilogue_registers(range(accs[0][0]) if free is None else free, vectors, epilogue)
     if registers is None:
         raise ValueError(f"the epilogue {'_'.join(epilogue.tokens)} does not fit beside {len(accs)}x{vectors} accumulators")
     slope, bias, constant, temps = registers
@@ -307,10 +335,17 @@ def _epilogue_asm(accs: list[list[int]], epilogue: Epilogue, op: dict[str, str])
     for bits, q in constant.items():
         if bits == 0:
             lines.append(f"vmov.i32 q{q}, #0")
+        elif _vmov_immediate(bits):
+            lines.append(f"vmov.f32 q{q}, #{struct.unpack('<f', struct.pack('<I', bits))[0]!r}")
         else:
             lines += [f"movw {op['it']}, #{bits & 0xFFFF}", f"movt {op['it']}, #{bits >> 16}", f"vdup.32 q{q}, {op['it']}"]
+    # The bias registers are temporaries: every accumulator takes the bias before any op.
+    bias_first = bool(set(bias) & set(temps))
+    if bias_first:
+        lines += [f"vadd.f32 q{q}, q{q}, q{b}" for row in accs for q, b in zip(row, bias)]
     for row in accs:
-        lines += [f"vadd.f32 q{q}, q{q}, q{b}" for q, b in zip(row, bias)]
+        if not bias_first:
+            lines += [f"vadd.f32 q{q}, q{q}, q{b}" for q, b in zip(row, bias)]
         for kind, bits in epilogue.ops:
             if kind == "prelu":
                 # select(0 < v, v, v * s): the product inserted where the compare is false (NaN too).
@@ -338,7 +373,7 @@ def f32_gemm_tile_definition_of(name: str) -> str | None:
         return _stem_tile_definition_of(name)
     pixels, channels = int(match.group(1)), int(match.group(2))
     steps = int(match.group(3)[2:]) if match.group(3) else 1
-    epilogue = _epilogue_of_tokens(match.group(4))
+    epilogue = epilogue_of_tokens(match.group(4))
     if epilogue is None:
         return None
     half = half_depth_pixels(pixels, channels // 4)
@@ -355,7 +390,7 @@ def _read_only(operands: tuple[str, ...]) -> frozenset[int]:
                      if operand.split()[-1] in ("%xs", "%xr", "%xb", "%ws", "%bias", "%slope"))
 
 
-def _epilogue_of_tokens(text: str) -> Epilogue | None:
+def epilogue_of_tokens(text: str) -> Epilogue | None:
     """The epilogue whose ``tokens`` are ``text`` (``"_b_prelu_res"``); None when one is unknown."""
     tokens = text.split("_")[1:]
     bias = tokens[:1] == ["b"]
@@ -414,12 +449,12 @@ def f32_stem_tile_asm(window_w: int, epilogue: Epilogue) -> list[str]:
     _, _, accs = _registers(F32_STEM_TILE[0] * F32_STEM_TILE[1], F32_STEM_TILE[2])
     loop = f32_gemm_asm(*F32_STEM_TILE, window_w, True)[1:-1]
     op = {name: f"${i}" for i, name in enumerate(("out", "x", "xs", "xr", "xb", "w", "ws", "it", *epilogue.operands))}
-    return _accumulator_init(accs) + loop + _epilogue_asm(accs, epilogue, op)
+    return accumulator_init(accs) + loop + epilogue_asm(accs, epilogue, op)
 
 
 def _stem_tile_definition_of(name: str) -> str | None:
     match = _STEM_TILE_NAME.fullmatch(name)
-    epilogue = _epilogue_of_tokens(match.group(2)) if match else None
+    epilogue = epilogue_of_tokens(match.group(2)) if match else None
     if epilogue is None:
         return None
     operands = ("ptr %out", *_OPERANDS[1:], *(f"ptr %{name}" for name in epilogue.operands))

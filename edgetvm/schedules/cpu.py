@@ -9,7 +9,7 @@ Every kernel is scheduled by the first rule that applies:
    the same tile, one assembly loop over the whole window;
    :func:`schedule_neon_f32_dwconv` for a depthwise 3x3 or 5x5 conv at stride 1 or 2: per output
    row and 4 channels one assembly loop (5x5: one per window row; ``kernels/neon_f32_dwconv.py``),
-   then the row's tail.
+   the 3x3's tail in its registers when ``gemm_epilogue`` reads it, else the row's tail.
 1. :func:`schedule_register_tiled` for a reduction block that :mod:`.analysis` can vectorize along
    the output's last axis (conv2d, 1x1 conv = GEMM, depthwise, dense, pooling, mean). The output is
    computed in register tiles of ``rows x (vectors * lanes)``::
@@ -52,7 +52,8 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir, tirx
 
-from ..kernels.neon_f32_dwconv import DWCONV_STRIDES, dwconv5_row_intrin, dwconv_intrin, zero_row_intrin
+from ..kernels.neon_f32_dwconv import (DWCONV_STRIDES, dwconv5_row_intrin, dwconv_epilogue_fits, dwconv_fused_call,
+                                       dwconv_intrin, zero_row_intrin)
 from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILE_PIXELS, F32_GEMM_TILES, F32_STEM_TILE,
                                     F32_STEM_WINDOWS, epilogue_fits, f32_gemm_intrin, f32_gemm_tile_call, f32_gemm_tile_name,
                                     f32_stem_intrin, f32_stem_tile_call, f32_stem_tile_name)
@@ -555,7 +556,9 @@ DWCONV_TAIL_UNROLL = 8
 def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
     """A depthwise 3x3 or 5x5 conv (NHWC, stride 1 or 2, channels a multiple of 4) on the hand-scheduled
     ARMv7 microkernel (``kernels.neon_f32_dwconv``): per output row and 4 channels one assembly loop
-    that keeps the 9 window weights in registers, then the row's tail from its accumulators::
+    that keeps the 9 window weights in registers; a 3x3 whose tail is an epilogue the row computes
+    in registers takes the fused row (``_fused_dwconv_rows``), any other the row's tail from its
+    accumulators::
 
         pad = zero-padded x                                   # its own vectorized pass
         for n, c_o, h:
@@ -576,6 +579,9 @@ def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> 
     stride = _window_stride(sch, main, kernel)
     if stride not in DWCONV_STRIDES:
         return None
+    fused = _fused_dwconv_rows(func, sch, kernel, main, tail, padded, stride, config) if ky == 3 else None
+    if fused is not None:
+        return fused
     loops = sch.get_loops(main)
     n, h, w, c = (loops[i] for i in kernel.spatial)
     ry, rx, rc = (loops[i] for i in kernel.reduction)
@@ -601,18 +607,92 @@ def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> 
     sch.set_scope(main, 0, "local")
     sch.tensorize(sch.get_loops(init)[len(tile_loops)], zero_row_intrin(width))
     sch.tensorize(w, dwconv_intrin(stride, width) if ky == 3 else dwconv5_row_intrin(stride, width))
+    _schedule_dwconv_padding(sch, padded, config)
+    return ScheduleResult(sch.mod["main"], f"neon-dwconv:{kernel.kind}",
+                          f"{ky}x{kx} stride {stride} row of {width} microkernel, {kernel.macs} MAC")
+
+
+def _schedule_dwconv_padding(sch: s_tir.Schedule, padded: list, config: CpuScheduleConfig) -> None:
+    """The padding pass, its channel loop unrolled (left rolled LLVM made it a ``memcpy`` per pixel)."""
     for block in padded:
         _schedule_spatial_block(sch, block, config)
         pad_loops = sch.get_loops(block)
         if len(pad_loops) >= 2 and int(sch.get(pad_loops[-2]).extent) <= 64:
             sch.unroll(pad_loops[-2])
-    return ScheduleResult(sch.mod["main"], f"neon-dwconv:{kernel.kind}",
-                          f"{ky}x{kx} stride {stride} row of {width} microkernel, {kernel.macs} MAC")
+
+
+def _fused_dwconv_rows(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: ReductionKernel, main, tail, padded: list,
+                       stride: int, config: CpuScheduleConfig) -> ScheduleResult | None:
+    """The depthwise 3x3 as fused rows (``kernels.neon_f32_dwconv.dwconv_fused_asm``): per output row
+    and 4 channels one assembly statement through the taps, the epilogue (``gemm_epilogue``: bias
+    after the sum, then PReLU, ReLU/ReLU6, the residual) and one store per pixel, after the padding
+    pass::
+
+        pad = zero-padded x                                   # its own vectorized pass
+        for n, c_o (parallel), h:
+          out[n, h, :, c_o*4 : +4] = epilogue(bias + sum_{ky,kx} pad[n, h*s + ky, :*s + kx, c_o*4 : +4] * wt[ky, kx])
+
+    None when the tail is not an epilogue the row computes in q4-q6, or a buffer is not a parameter
+    of the kernel (then the row's accumulators go through memory to the TIR tail)."""
+    stmt, tail_block = sch.get(main), sch.get(tail)
+    batch, height, width, channels = (kernel.extents[i] for i in kernel.spatial)
+    matched = match_gemm_epilogue(tail_block, stmt.writes[0].source, [batch, height, width, channels])
+    if matched is None or len(padded) > 1 or not dwconv_epilogue_fits(matched.epilogue):
+        return None
+    source = sch.get(padded[0]).writes[0].source if padded else None
+    x_read = _window_input_read(sch, main, kernel)
+    w_read = next((r for r in stmt.reads if x_read is not None and not r.source.same_as(x_read.source)), None)
+    if x_read is None or w_read is None or (source is not None and not x_read.source.same_as(source)):
+        return None
+    out = tail_block.body.buffer
+    buffers = [out, w_read.source, *(load.source for load in matched.loads.values())]
+    buffers += [] if padded else [x_read.source]
+    if not all(any(b.same_as(p) for p in func.params) for b in buffers):
+        return None
+    _, _, x_width, x_channels = (int(d) for d in x_read.source.shape)
+    w_shape = [int(d) for d in w_read.source.shape]
+    # One pixel step for the input, the output and the residual; the weight's taps C floats apart.
+    if x_channels != channels or [int(d) for d in out.shape][-1] != channels or w_shape[2] * w_shape[3] != channels:
+        return None
+    if padded:
+        _schedule_dwconv_padding(sch, padded, config)
+    root = sch.mod["main"].body.block
+    producers = list(root.body)[:-2] if isinstance(root.body, tirx.SeqStmt) else []
+    if len(producers) != len(padded):
+        return None
+    # Nested loops, not one flat index: the row's addresses then step by constants (a flat index
+    # split by division cost instructions per row).
+    n, c_o, h = (tirx.Var(name, "int64") for name in ("n", "c_o", "h"))
+    zero = tirx.const(0, "int64")
+    origin = [n if batch > 1 else zero, h if height > 1 else zero, zero, c_o * 4]
+    call = dwconv_fused_call(stride, width, channels, x_width * channels, matched.epilogue,
+                             _tile_addresses(stmt, tail_block, origin, x_read, w_read, matched),
+                             (w_shape[1] * channels, channels))
+    parallel = config.parallel and height * width * channels >= PARALLEL_MIN_ELEMENTS
+    rows = tirx.For(c_o, 0, channels // 4, tirx.ForKind.PARALLEL if parallel else tirx.ForKind.SERIAL,
+                    tirx.For(h, 0, height, tirx.ForKind.SERIAL, tirx.Evaluate(call)))
+    rows = tirx.For(n, 0, batch, tirx.ForKind.SERIAL, rows) if batch > 1 else rows
+    body = tirx.SeqStmt([*producers, rows]) if producers else rows
+    block = s_tir.SBlock([], [], [], "root", body,
+                         alloc_buffers=[b for b in root.alloc_buffers if source is not None and b.same_as(source)])
+    return ScheduleResult(func.with_body(s_tir.SBlockRealize([], True, block)), f"neon-dwconv:{kernel.kind}",
+                          f"3x3 stride {stride} row of {width} microkernel, fused epilogue "
+                          f"{'_'.join(matched.epilogue.tokens)}, {kernel.macs} MAC")
 
 
 def _window_stride(sch: s_tir.Schedule, main, kernel: ReductionKernel) -> int | None:
     """The stride of a depthwise conv: the coefficient of the output column in its input's column
     index (the same for rows); None when the input read is not of that form."""
+    read = _window_input_read(sch, main, kernel)
+    if read is None:
+        return None
+    col = sch.get(main).iter_vars[kernel.spatial[-2]].var
+    return const_int(tvm.sym.detect_linear_equation(read.region[2].min, [col])[0])
+
+
+def _window_input_read(sch: s_tir.Schedule, main, kernel: ReductionKernel):
+    """The input read of a windowed conv: NHWC, its row and column indices the output's times the
+    same stride; None when no read is of that form."""
     stmt = sch.get(main)
     row = stmt.iter_vars[kernel.spatial[-3]].var
     col = stmt.iter_vars[kernel.spatial[-2]].var
@@ -623,7 +703,7 @@ def _window_stride(sch: s_tir.Schedule, main, kernel: ReductionKernel) -> int | 
         by_col = tvm.sym.detect_linear_equation(region[2].min, [col])
         by_row = tvm.sym.detect_linear_equation(region[1].min, [row])
         if len(by_col) == 2 and len(by_row) == 2 and const_int(by_col[0]) and const_int(by_col[0]) == const_int(by_row[0]):
-            return const_int(by_col[0])
+            return read
     return None
 
 

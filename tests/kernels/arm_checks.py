@@ -11,9 +11,11 @@ from edgetvm import emulate
 ARM = "cortex-a7"
 
 
-def assert_arm_matches_reference_and_host(compiled, model, reference, x: np.ndarray, threads: int, tmp_path) -> None:
+def assert_arm_matches_reference_and_host(compiled, model, reference, x: np.ndarray, threads: int, tmp_path,
+                                          bit_exact: bool = False) -> None:
     """``compiled`` (``model`` built for ARM with ``threads``) run under qemu on ``x`` is within 1e-5
-    relative (of the output's largest magnitude) of ``reference(x)`` and of the host build."""
+    relative (of the output's largest magnitude) of ``reference(x)`` and of the host build
+    (``bit_exact``: equal to the host build, bit for bit)."""
     so = compiled.export(tmp_path / "kernel.so", standalone=True)
     got = emulate.run_standalone_arm(so, [x], threads=threads, cpu=compiled.target.qemu_cpu).outputs[0]
     host = edgetvm.compile(model, "host", num_threads=1)(x)
@@ -22,6 +24,8 @@ def assert_arm_matches_reference_and_host(compiled, model, reference, x: np.ndar
     scale = np.max(np.abs(want))
     assert np.max(np.abs(got - want)) / scale < 1e-5
     assert np.max(np.abs(got - host)) / scale < 1e-5
+    if bit_exact:
+        np.testing.assert_array_equal(got.view(np.uint32), host.astype(np.float32).view(np.uint32))
 
 
 def schedule_rule(compiled, prefix: str) -> str | None:

@@ -13,7 +13,9 @@ import edgetvm
 from edgetvm.backends.neon_microkernels import microkernel_calls, with_microkernels
 from edgetvm.kernels.neon_f32_dwconv import (DWCONV5_PIXELS, DWCONV_PIXELS, dwconv5_row_asm, dwconv5_row_definition,
                                              dwconv5_row_name, dwconv_asm, dwconv_columns, dwconv_definition,
-                                             dwconv_name, zero_row_asm)
+                                             dwconv_definition_of, dwconv_epilogue_fits, dwconv_fused_asm,
+                                             dwconv_fused_name, dwconv_name, zero_row_asm)
+from edgetvm.kernels.neon_f32_gemm import Epilogue
 
 from ..schedules.nets import NetBuilder
 from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule, window_conv_reference
@@ -139,5 +141,99 @@ def test_arm_microkernel_matches_numpy_and_the_host_build(c, h, w, stride, resid
     model, reference = depthwise_net(c, h, w, stride, residual=residual, k=k)
     x = np.random.default_rng(1).uniform(-1, 1, (1, c, h, w)).astype(np.float32)
     compiled = edgetvm.compile(model, ARM, num_threads=threads)
-    assert schedule_rule(compiled, "neon-dwconv")
-    assert_arm_matches_reference_and_host(compiled, model, reference, x, threads, tmp_path)
+    rule = schedule_rule(compiled, "neon-dwconv")
+    # 3x3: bias, PReLU [and the residual] in the fused row's registers.
+    assert rule and ("fused epilogue b_prelu" in rule) == (k == 3)
+    assert_arm_matches_reference_and_host(compiled, model, reference, x, threads, tmp_path, bit_exact=True)
+
+
+RELU6 = (("max", 0), ("min", 0x40C00000))
+PRELU_RES = Epilogue(True, (("prelu", None), ("res", None)))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_fused_row_zeroes_in_registers_and_stores_each_pixel_once(stride):
+    lines = dwconv_fused_asm(stride, 9, PRELU_RES)
+    loop = lines[lines.index("1:") + 1:lines.index("subs $5, $5, #1")]
+    # No accumulator goes through memory: 4 zeroed registers, the taps, the epilogue in q4-q6.
+    assert loop[:4] == [f"vmov.i32 q{p}, #0" for p in range(4)]
+    assert not any(line.startswith(("vldm", "vstm")) for line in lines)
+    assert len([line for line in loop if line.startswith("vmla.f32")]) == 36
+    epilogue = loop[next(i for i, line in enumerate(loop) if line.startswith("vadd.f32")) - 2:]
+    # Slope and bias loaded again per group into the freed columns; the bias added to every
+    # accumulator first (the bias register is then a temporary), then the PReLU, residual, store.
+    assert epilogue[:2] == ["vld1.32 {d8-d9}, [$9]", "vld1.32 {d10-d11}, [$8]"]
+    assert epilogue[2:6] == [f"vadd.f32 q{p}, q{p}, q5" for p in range(4)]
+    assert epilogue[6:12] == ["vcgt.f32 q6, q0, #0", "vmul.f32 q5, q0, q4", "vbif q0, q5, q6",
+                              "vld1.32 {d12-d13}, [$10 :128], $2", "vadd.f32 q0, q0, q6", "vst1.32 {d0-d1}, [$0 :128], $2"]
+    assert len([line for line in loop if line.startswith("vst1.32")]) == 4
+    # The 1 pixel after the loop: the same epilogue on q0 alone.
+    after = lines[lines.index("bne 1b") + 1:]
+    assert after[-1] == "vst1.32 {d0-d1}, [$0 :128], $2" and after.count("vmov.i32 q0, #0") == 1
+
+
+def test_fused_row_definition_keeps_steps_bias_and_slope_read_only():
+    name = dwconv_fused_name(1, 8, PRELU_RES)
+    assert name == "edgetvm_neon_f32_dwconv3x3_s1_w8_fused_b_prelu_res"
+    definition = dwconv_definition_of(name)
+    # 7 tied operands (c, x, xn, w, ws, wn, res) and 4 inputs (xs, xg, bias, slope).
+    assert "asm sideeffect" in definition and definition.count("=&r") == 7 and "vbif" in definition
+    assert dwconv_definition_of(name.replace("prelu", "sigmoid")) is None
+
+
+def test_an_epilogue_beyond_q4_q6_is_declined():
+    assert dwconv_epilogue_fits(Epilogue(True, RELU6)) and dwconv_epilogue_fits(PRELU_RES)
+    # Slope, bias and two constants: 4 vectors for 3 registers.
+    assert not dwconv_epilogue_fits(Epilogue(True, (("prelu", None), *RELU6)))
+
+
+def activation_net(c: int, h: int, w: int, stride: int, activation: str, bias: bool = True, pad: int = 1):
+    """Depthwise 3x3 (``pad`` 1, or 0 at stride 1) [+ bias] + ``activation``, and a float64 numpy
+    reference of it."""
+    b = NetBuilder((1, c, h, w), seed=2)
+    y = b.conv("input", c, c, 3, stride, groups=c, bias=bias, pad=pad)
+    if activation == "relu":
+        y = b.node("Relu", [y])
+    elif activation == "relu6":
+        y = b.node("Clip", [y, b.const(np.float32(0)), b.const(np.float32(6))])
+    elif activation == "leaky":
+        y = b.node("LeakyRelu", [y], alpha=0.1)
+    else:
+        y = b.node("Clip", [b.prelu(y, c), b.const(np.float32(0)), b.const(np.float32(6))])
+    ho, wo = (h + 2 * pad - 3) // stride + 1, (w + 2 * pad - 3) // stride + 1
+    model = b.build(y, (1, c, ho, wo))
+    consts = {t.name: np.frombuffer(t.raw_data, np.float32).reshape(t.dims).astype(np.float64)
+              for t in model.graph.initializer}
+    conv = model.graph.node[0]
+    weight = consts[conv.input[1]]
+    shift = consts[conv.input[2]] if bias else np.zeros(c)
+    slope = consts[model.graph.node[1].input[1]] if activation == "prelu_relu6" else np.ones(c)
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        out = window_conv_reference(x, weight, shift, slope, stride, depthwise=True)
+        if pad == 0:
+            out = out[:, :, 1:-1, 1:-1]
+        if activation == "leaky":
+            return np.where(out > 0, out, 0.1 * out)
+        return np.clip(out, 0, 6) if activation in ("relu6", "prelu_relu6") else np.maximum(out, 0)
+
+    return model, reference
+
+
+@pytest.mark.arm
+@pytest.mark.parametrize("c,h,w,stride,activation,bias,pad,fused", [
+    (8, 6, 10, 1, "relu6", True, 1, "b_max00000000_min40c00000"),   # MobileNetV2's: 2 groups + 2
+    (12, 9, 13, 2, "relu6", True, 1, "b_max00000000_min40c00000"),  # stride 2: 1 group + 3
+    (8, 5, 7, 1, "relu", False, 1, "max00000000"),                  # no bias: the constant alone
+    (8, 6, 9, 1, "leaky", True, 1, "b_leaky3dcccccd"),
+    (8, 6, 11, 1, "relu6", True, 0, "b_max00000000_min40c00000"),   # no padding pass: x read in place
+    (8, 6, 9, 1, "prelu_relu6", True, 1, None),                      # does not fit q4-q6: the TIR tail
+])
+def test_arm_fused_epilogues_match_numpy_and_the_host_build_bit_for_bit(c, h, w, stride, activation, bias, pad, fused,
+                                                                         tmp_path):
+    model, reference = activation_net(c, h, w, stride, activation, bias, pad)
+    x = np.random.default_rng(3).uniform(-2, 8, (1, c, h, w)).astype(np.float32)
+    compiled = edgetvm.compile(model, ARM, num_threads=1)
+    rule = schedule_rule(compiled, "neon-dwconv")
+    assert rule and (f"fused epilogue {fused}," in rule if fused else "fused" not in rule)
+    assert_arm_matches_reference_and_host(compiled, model, reference, x, 1, tmp_path, bit_exact=True)

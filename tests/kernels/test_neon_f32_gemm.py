@@ -11,7 +11,7 @@ import pytest
 
 import edgetvm
 from edgetvm.backends.neon_microkernels import microkernel_calls, with_microkernels
-from edgetvm.kernels.neon_f32_gemm import (DEFINITIONS, F32_GEMM_TILES, Epilogue, epilogue_fits, f32_gemm_asm,
+from edgetvm.kernels.neon_f32_gemm import (DEFINITIONS, F32_GEMM_TILES, Epilogue, epilogue_asm, epilogue_fits, f32_gemm_asm,
                                          f32_gemm_name, f32_gemm_tile_asm, f32_gemm_tile_definition_of,
                                          f32_gemm_tile_name)
 
@@ -154,7 +154,8 @@ def test_fused_tile_is_the_loop_then_the_epilogue_in_registers(epilogue, pixels,
     ops = sum(per_vector[kind] for kind, _ in epilogue.ops) * pixels * vectors
     loads = pixels * ("res" in dict(epilogue.ops)) + ("prelu" in dict(epilogue.ops)) + epilogue.bias
     ops += pixels * vectors * epilogue.bias  # the bias added after the depth loop
-    constants = sum(1 if bits == 0 else 3 for bits in epilogue.constants)
+    # 0 and 6.0 (a vmov.f32 immediate) one vmov each, 0.1 movw/movt/vdup.
+    constants = sum(3 if bits == 0x3DCCCCCD else 1 for bits in epilogue.constants)
     assert len(tail) == ops + loads + constants + pixels
     # The accumulators are the top q registers, pixel-major; each pixel's row stored once.
     stored = [line.split("}")[0] for line in tail if line.startswith("vst1.32")]
@@ -230,9 +231,14 @@ def test_int8_microkernel_calls_become_the_assembly_statement_too():
 
 
 def test_an_epilogue_that_does_not_fit_beside_the_accumulators_is_refused():
-    # 5x8: q0-q5 below the accumulators; slope, bias and two constants leave no temporaries.
+    # 5x8: q0-q5 below the accumulators; slope, bias and two constants take them all, and the bias
+    # registers become the PReLU's temporaries once every accumulator has taken the bias. 6x8 (q0-q3)
+    # has no room for the constants.
     crowded = Epilogue(True, (("prelu", None), ("max", 0), ("min", 0x40C00000)))
-    assert not epilogue_fits(5, 2, crowded) and epilogue_fits(2, 2, crowded)
-    assert epilogue_fits(5, 2, Epilogue(True, (("max", 0), ("min", 0x40C00000))))
+    assert epilogue_fits(5, 2, crowded) and not epilogue_fits(6, 2, crowded)
+    lines = f32_gemm_tile_asm(5, 2, 1, crowded)
+    first_op = next(i for i, line in enumerate(lines) if line.startswith("vcgt.f32"))
+    assert len([line for line in lines[:first_op] if line.startswith("vadd.f32")]) == 10
+    assert {line.split(",")[0] for line in lines[first_op:] if line.startswith(("vcgt", "vmul"))} == {"vcgt.f32 q2", "vmul.f32 q3"}
     with pytest.raises(ValueError, match="does not fit"):
-        f32_gemm_tile_asm(5, 2, 1, crowded)
+        epilogue_asm([[12, 13], [14, 15]], crowded, {}, free=range(4))
