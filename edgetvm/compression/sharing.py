@@ -1,4 +1,10 @@
-"""One tensor's shared weights: k-means per tensor or per first-axis slice, and what they cost to store.
+"""One tensor's shared weights: magnitude pruning, k-means per tensor or per first-axis slice, and what
+they cost to store.
+
+Deep Compression's first two steps (Han et al. 2016, sections 2-3) on one tensor: with a ``sparsity``
+``s``, the ``round(s * n)`` weights of smallest ``|w|`` become exactly zero, the survivors are clustered
+with ``k - 1`` centroids and zero is kept as the ``k``-th, exact code (the refit never moves it,
+refit.py). The Huffman coder then gives the zeros, the most frequent index, the shortest code.
 
 Per slice where it pays: a slice (an output channel of an OIHW conv, of a per-channel int8 weight)
 gets its own codebook when it has at least ``WEIGHTS_PER_CENTROID * k`` weights, so that its
@@ -15,19 +21,35 @@ from .kmeans import kmeans_1d
 WEIGHTS_PER_CENTROID = 16
 
 
-def cluster_tensor(weight: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.ndarray, bool]:
+def prune_magnitude(weight: np.ndarray, sparsity: float) -> np.ndarray:
+    """The mask of the weights kept by unstructured magnitude pruning: all but the ``round(sparsity * n)``
+    of smallest ``|w|`` (ties broken by position, so exactly that many are pruned)."""
+    flat = np.abs(weight.astype(np.float64)).reshape(-1)
+    pruned = int(round(sparsity * flat.size))
+    keep = np.ones(flat.size, dtype=bool)
+    keep[np.argsort(flat, kind="stable")[:pruned]] = False
+    return keep.reshape(weight.shape)
+
+
+def cluster_tensor(weight: np.ndarray, k: int, *, seed: int = 0, sparsity: float = 0.0) -> tuple[np.ndarray, bool]:
     """``weight`` with each value replaced by its centroid (integers rounded for an integer dtype), and
-    whether the first-axis slices got codebooks of their own."""
+    whether the first-axis slices got codebooks of their own. With ``sparsity`` the smallest weights are
+    pruned to exactly zero first (prune_magnitude) and the survivors of each slice share ``k - 1``
+    centroids, zero being the ``k``-th."""
     per_slice = weight.ndim >= 2 and weight[0].size >= WEIGHTS_PER_CENTROID * k
+    kept = prune_magnitude(weight, sparsity) if sparsity > 0 else np.ones(weight.shape, dtype=bool)
     rows = weight.reshape(weight.shape[0], -1) if per_slice else weight.reshape(1, -1)
-    out = np.empty(rows.shape, dtype=weight.dtype)
+    masks = kept.reshape(rows.shape)
+    out = np.zeros(rows.shape, dtype=weight.dtype)
     integer = np.issubdtype(weight.dtype, np.integer)
-    for i, row in enumerate(rows):
-        centroids, labels = kmeans_1d(row, k, seed=seed)
+    for i, (row, mask) in enumerate(zip(rows, masks)):
+        if not mask.any():
+            continue
+        centroids, labels = kmeans_1d(row[mask], k - 1 if sparsity > 0 else k, seed=seed)
         if integer:
             info = np.iinfo(weight.dtype)
             centroids = np.clip(np.round(centroids), info.min, info.max)
-        out[i] = centroids[labels].astype(weight.dtype)
+        out[i, mask] = centroids[labels].astype(weight.dtype)
     return out.reshape(weight.shape), per_slice
 
 
