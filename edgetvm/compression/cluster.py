@@ -30,7 +30,7 @@ from tvm import relax
 
 from ..errors import InputError
 from ..transform.base import GraphPass, graph_pass
-from .constants import replace_constants, weight_constants
+from .constants import output_axis, replace_constants, weight_constants
 from .refit import CentroidRefit
 from .sensitivity import allocate_clusters, measure_cluster_sensitivity
 from .sharing import cluster_tensor, shared_weight_bytes
@@ -113,6 +113,7 @@ class ClusterWeights(GraphPass):
         weights = weight_constants(func)
         chosen = [(name, const, self.clusters_for(name, i, len(weights))) for i, (name, const) in enumerate(weights)]
         fitting = [(name, const) for name, const, k in chosen if k is not None]
+        axes = {name: output_axis(func, const) for name, const, _ in chosen}
         position = {name: i for i, (name, _) in enumerate(fitting)}
         refit = CentroidRefit(func, [c for _, c in fitting], self.evaluate, self.samples, self.seed) \
             if self.refit and fitting else None
@@ -121,7 +122,8 @@ class ClusterWeights(GraphPass):
             candidates = [k for k in (4, 8, 16, 32, 64, 128, 256) if k >= self.clusters]
             table = measure_cluster_sensitivity(func, [c for _, c in fitting], candidates, self.evaluate, self.samples,
                                                 self.seed, refit.refit if refit is not None else None,
-                                                [self.sparsity_for(name) for name, _ in fitting])
+                                                [self.sparsity_for(name) for name, _ in fitting],
+                                                [axes[name] for name, _ in fitting])
             picks = allocate_clusters(table, self.max_error)
             measured = {name: (k, options[k]) for (name, _), k, options in zip(fitting, picks, table)}
             chosen = [(name, const, measured[name][0] or None if name in measured else None)
@@ -136,7 +138,7 @@ class ClusterWeights(GraphPass):
                 clustered[name] = measured[name][1][2:]
             else:
                 clustered[name] = cluster_tensor(const.value.numpy(), k, seed=self.seed,
-                                                 sparsity=self.sparsity_for(name))
+                                                 sparsity=self.sparsity_for(name), axis=axes[name])
         refits = refit.refit_in_order({position[name]: c for name, c in clustered.items()}) if refit else {}
         replaced = {}
         for name, const, k in chosen:
@@ -146,7 +148,7 @@ class ClusterWeights(GraphPass):
             shared, per_slice = clustered[name]
             shared, how = refits.get(position[name], (shared, None))
             reference = np.linalg.norm(value.astype(np.float64)) or 1.0
-            clustered_bytes, coded_bytes = shared_weight_bytes(shared, per_slice)
+            clustered_bytes, coded_bytes = shared_weight_bytes(shared, per_slice, axes[name])
             row = {"layer": name, "shape": list(value.shape), "k": k, "per_channel": per_slice,
                    "relative_error": float(np.linalg.norm(shared.astype(np.float64) - value) / reference),
                    "sparsity": float(np.mean(shared == 0)),

@@ -23,8 +23,8 @@ row and column of ``G`` left out, so pruned weights stay exactly zero.
 Layers are refit in dataflow order, each on its input in the model whose earlier layers are
 clustered and refit already (``X != X0``): the refit also absorbs the error they pass on, as
 pruning's recovery does (He et al. 2017). Not refit, and said why: int8 weights (their kernels read
-requantized inputs, not ``X``), weights read by anything but a float conv2d (NCHW/OIHW) or a dense
-``x @ W``, and a dense weight with a codebook per input feature (``F x k`` unknowns).
+requantized inputs, not ``X``) and weights read by anything but a float conv2d (NCHW/OIHW) or a dense
+``x @ W`` (whose codebooks, if per slice, are per output column: sharing.py).
 """
 
 from __future__ import annotations
@@ -218,8 +218,6 @@ class CentroidRefit:
         if i in self.declined:
             return clustered, self.declined[i]
         layer = self.layers[i]
-        if per_slice and not layer.is_conv:
-            return clustered, "a codebook per input feature of a dense layer: too many unknowns for calibration"
         x0 = self.original_inputs()[i]
         x = x0 if x is None else x
         w0 = self.weights[f"w{i}"]
