@@ -32,18 +32,19 @@ def prune_magnitude(weight: np.ndarray, sparsity: float) -> np.ndarray:
     return keep.reshape(weight.shape)
 
 
-def slices(weight: np.ndarray, per_slice: bool, axis: int = 0) -> np.ndarray:
+def slices(weight: np.ndarray, per_slice: bool, axis: int | None = 0) -> np.ndarray:
     """``weight`` as rows, one per codebook: its slices along ``axis``, or one row."""
     return np.moveaxis(weight, axis, 0).reshape(weight.shape[axis], -1) if per_slice else weight.reshape(1, -1)
 
 
 def cluster_tensor(weight: np.ndarray, k: int, *, seed: int = 0, sparsity: float = 0.0,
-                   axis: int = 0) -> tuple[np.ndarray, bool]:
+                   axis: int | None = 0) -> tuple[np.ndarray, bool]:
     """``weight`` with each value replaced by its centroid (integers rounded for an integer dtype), and
-    whether its slices along ``axis`` got codebooks of their own. With ``sparsity`` the smallest weights are
-    pruned to exactly zero first (prune_magnitude) and the survivors of each slice share ``k - 1``
-    centroids, zero being the ``k``-th."""
-    per_slice = weight.ndim >= 2 and weight.size // weight.shape[axis] >= WEIGHTS_PER_CENTROID * k
+    whether its slices along ``axis`` got codebooks of their own (``axis=None``: one codebook). With
+    ``sparsity`` the smallest weights are pruned to exactly zero first (prune_magnitude) and the survivors
+    of each slice share ``k - 1`` centroids, zero being the ``k``-th."""
+    per_slice = (axis is not None and weight.ndim >= 2
+                 and weight.size // weight.shape[axis] >= WEIGHTS_PER_CENTROID * k)
     kept = prune_magnitude(weight, sparsity) if sparsity > 0 else np.ones(weight.shape, dtype=bool)
     rows = slices(weight, per_slice, axis)
     masks = slices(kept, per_slice, axis)
@@ -62,7 +63,7 @@ def cluster_tensor(weight: np.ndarray, k: int, *, seed: int = 0, sparsity: float
     return (np.ascontiguousarray(np.moveaxis(out, 0, axis)) if per_slice else out), per_slice
 
 
-def shared_weight_bytes(clustered: np.ndarray, per_slice: bool, axis: int = 0) -> tuple[int, int]:
+def shared_weight_bytes(clustered: np.ndarray, per_slice: bool, axis: int | None = 0) -> tuple[int, int]:
     """Bytes of a clustered tensor as fixed-width indices (``ceil(log2 k)`` bits each) and as Huffman
     codes of them, both with the centroid tables: the "clustered" and "coded" stages of the report."""
     rows = slices(clustered, per_slice, axis)

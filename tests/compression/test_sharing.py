@@ -85,3 +85,18 @@ def test_cluster_pass_prunes_and_refits_keeping_zeros(rng):
 def test_bad_sparsity_is_named(given, message):
     with pytest.raises(InputError, match=message):
         CompressOptions.coerce(given)
+
+
+def test_pruned_per_column_codebooks_rank_zero_first(rng):
+    # A dense [F, O] weight: a codebook per output column; zero, the most frequent value of each
+    # column's table, is symbol 0 of every table, so the one Huffman code gives it one bit.
+    weight = rng.normal(size=(512, 6)).astype(np.float32) * np.linspace(0.5, 3, 6, dtype=np.float32)
+    clustered, per_slice = cluster_tensor(weight, 8, sparsity=0.75, axis=-1)
+    assert per_slice
+    for column in clustered.T:
+        values, symbols = huffman.ranked_symbols(column)
+        assert values[0] == 0 and values.size <= 8
+        np.testing.assert_array_equal(values[symbols], column)
+        counts = np.bincount(symbols)
+        assert (np.diff(counts) <= 0).all()
+    np.testing.assert_array_equal(clustered != 0, prune_magnitude(weight, 0.75))
