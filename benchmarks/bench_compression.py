@@ -71,6 +71,12 @@ CONFIGS = {
     "norefit-k16": {"calibrate": True, "compress": {"clusters": 16, "refit": False}},
     "refit-conv64-fc4": {"calibrate": True, "compress": {"layers": {"conv_*": 64, "lv140": 4}, "keep": ["conv_1_*"]}},
     "refit-conv16-fc4": {"calibrate": True, "compress": {"layers": {"conv_*": 16, "lv140": 4}, "keep": ["conv_1_*"]}},
+    # Magnitude pruning before clustering (Deep Compression's first step, compression/sharing.py): the
+    # embedding lv140 pruned, its survivors on one shared k=16 codebook (zero the 16th code), refit.
+    "prune-emb0.8-conv64": {"calibrate": True, "compress": {
+        "layers": {"conv_*": 64, "lv140": 16}, "keep": ["conv_1_*"], "sparsity": {"lv140": 0.8}}},
+    "prune-emb0.9-conv64-conv14k16": {"calibrate": True, "compress": {
+        "layers": {"conv_14_*": 16, "conv_*": 64, "lv140": 16}, "keep": ["conv_1_*"], "sparsity": {"lv140": 0.9}}},
 }
 
 
