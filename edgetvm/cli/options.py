@@ -88,6 +88,10 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster-layers", default=None, metavar="PATTERN=K,...",
                         help="cluster only the layers whose names match (fnmatch), each with its own K; "
                              "`--explain` lists the layer names")
+    parser.add_argument("--cluster-sparsity", default=None, metavar="S|PATTERN=S,...",
+                        help="prune the fraction S (0..1) of smallest weights to exactly zero before clustering, in "
+                             "every clustered layer or in those matching each PATTERN (lossy; Huffman gives the "
+                             "zeros the shortest code)")
     parser.add_argument("--cluster-max-error", type=float, default=None, metavar="E",
                         help="choose each layer's K (from --cluster, default 4, up to 256, or none) by its measured "
                              "output error on --calib, for the smallest weights at a summed relative error <= E")
@@ -171,6 +175,23 @@ def cluster_layers(text: str | None) -> dict[str, int]:
     return layers
 
 
+def cluster_sparsity(text: str) -> float | dict[str, float]:
+    """``--cluster-sparsity 0.8`` as 0.8, ``--cluster-sparsity lv140=0.9,conv_*=0.5`` as {pattern: fraction}."""
+    try:
+        if "=" not in text:
+            return float(text)
+        layers = {}
+        for item in text.split(","):
+            pattern, _, s = item.strip().partition("=")
+            if not pattern:
+                raise ValueError
+            layers[pattern] = float(s)
+        return layers
+    except ValueError:
+        raise InputError(f"--cluster-sparsity {text!r}: write S or PATTERN=S,..., for example 0.8 or "
+                         f"lv140=0.9,conv_*=0.5") from None
+
+
 def clustering(args: argparse.Namespace) -> bool:
     return any(getattr(args, flag, None) is not None for flag in ("cluster", "cluster_layers", "cluster_max_error"))
 
@@ -242,6 +263,11 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
         compress["clusters"] = args.cluster
     if getattr(args, "cluster_layers", None):
         compress["layers"] = cluster_layers(args.cluster_layers)
+    if getattr(args, "cluster_sparsity", None) is not None:
+        if not clustering(args):
+            raise InputError("--cluster-sparsity prunes the clustered layers before clustering: add --cluster K or "
+                             "--cluster-layers PATTERN=K,...")
+        compress["sparsity"] = cluster_sparsity(args.cluster_sparsity)
     if getattr(args, "cluster_max_error", None) is not None:
         if not calibration:
             raise InputError("--cluster-max-error measures each layer's error on calibration inputs: give --calib DIR")

@@ -39,6 +39,18 @@ def weight_constants(func: relax.Function) -> list[tuple[str, relax.Constant]]:
     return list(found.values())
 
 
+def output_axis(func: relax.Function, const: relax.Constant) -> int:
+    """The axis of ``const`` along its layer's outputs: the last of a dense weight (``x @ W``, ``W: [F, O]``),
+    else the first (OIHW convs, int8 weights with a scale per output channel)."""
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if (isinstance(value, relax.Call) and getattr(value.op, "name", None) == "relax.matmul"
+                    and value.args[1].same_as(const) and len(const.value.shape) == 2):
+                return -1
+    return 0
+
+
 def replace_constants(func: relax.Function, replaced: dict, mod: tvm.IRModule | None = None) -> relax.Function:
     """``func`` with each tensor constant whose ``__chandle__()`` is a key of ``replaced`` swapped for its value."""
     return _ConstantReplacer(replaced, mod).visit_expr(func)

@@ -23,6 +23,18 @@ class HuffmanError(ValueError):
     """Coded data that no encoder of this module writes: lengths not a prefix code, or bits missing."""
 
 
+def ranked_symbols(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of ``row``, most frequent first (ties by value), and each element's index
+    among them. Several tables share one code (a codebook per output channel): ranked so, every
+    table's most common value (zero after pruning) is the same symbol, the one with the shortest code,
+    where sorted tables would spread it over several symbols."""
+    values, index, counts = np.unique(row, return_inverse=True, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return values[order], rank[index.reshape(-1)]
+
+
 def code_lengths(counts: np.ndarray, max_bits: int = MAX_CODE_BITS) -> np.ndarray:
     """Huffman code length per symbol (0 for an unused symbol), none longer than ``max_bits``.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from .cluster import ClusterWeights, check_clusters
+from .cluster import ClusterWeights, check_clusters, check_sparsity
 
 ENTROPY_CODERS = ("huffman",)
 
@@ -16,7 +16,9 @@ class CompressOptions:
     only those (``--cluster-layers``); ``keep``: name patterns left fine; ``max_error``: choose each
     layer's k (from ``clusters`` up) by measured sensitivity on the calibration inputs, at most this
     summed relative output error (``--cluster-max-error``); ``refit``: with calibration inputs, refit the
-    centroids by least squares on them (refit.py; ``--no-cluster-refit`` turns it off); ``entropy``: the
+    centroids by least squares on them (refit.py; ``--no-cluster-refit`` turns it off); ``sparsity``:
+    {name pattern: fraction} (or one fraction) of the clustered layers' smallest weights pruned to exactly
+    zero before clustering (``--cluster-sparsity``, sharing.py); ``entropy``: the
     coder of the standalone artifact's weights (``--entropy``)."""
 
     clusters: int | None = None
@@ -26,14 +28,16 @@ class CompressOptions:
     seed: int = 0
     max_error: float | None = None
     refit: bool = True
+    sparsity: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def coerce(cls, given: dict | None) -> CompressOptions:
         given = dict(given or {})
-        unknown = set(given) - {"clusters", "layers", "keep", "entropy", "seed", "max_error", "refit"}
+        unknown = set(given) - {"clusters", "layers", "keep", "entropy", "seed", "max_error", "refit",
+                                "sparsity"}
         if unknown:
             raise InputError(f"compress={{...}}: unknown option(s) {sorted(unknown)}; give clusters, layers, keep, "
-                             f"max_error, refit, entropy or seed")
+                             f"max_error, refit, sparsity, entropy or seed")
         max_error = given.get("max_error")
         if max_error is not None and not (isinstance(max_error, (int, float)) and max_error > 0):
             raise InputError(f"--cluster-max-error {max_error!r}: give a positive relative output error, e.g. 0.01")
@@ -41,9 +45,13 @@ class CompressOptions:
         if entropy is not None and entropy not in ENTROPY_CODERS:
             raise InputError(f"--entropy {entropy!r}: choose {', '.join(ENTROPY_CODERS)}")
         clusters = given.get("clusters")
+        if given.get("sparsity") and clusters is None and not given.get("layers") and max_error is None:
+            raise InputError("compress={'sparsity': ...} prunes the clustered layers before clustering: give clusters "
+                             "or layers too (--cluster K or --cluster-layers PATTERN=K,...)")
         return cls(check_clusters(clusters) if clusters is not None else None, dict(given.get("layers") or {}),
                    given.get("keep"), entropy, int(given.get("seed", 0)),
-                   float(max_error) if max_error is not None else None, bool(given.get("refit", True)))
+                   float(max_error) if max_error is not None else None, bool(given.get("refit", True)),
+                   check_sparsity(given.get("sparsity")))
 
     @property
     def requested(self) -> bool:
@@ -57,7 +65,8 @@ class CompressOptions:
             return None
         default = 16 if self.max_error is None else 4
         return ClusterWeights(self.clusters or default, layers=self.layers, keep=self.keep, seed=self.seed,
-                              max_error=self.max_error, evaluate=evaluate, samples=samples, refit=self.refit)
+                              max_error=self.max_error, evaluate=evaluate, samples=samples, refit=self.refit,
+                              sparsity=self.sparsity)
 
 
 def stage_sizes(fp32_bytes: int, pruned_bytes: int, quantized_bytes: int, findings: dict | None) -> dict:

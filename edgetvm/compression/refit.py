@@ -16,13 +16,15 @@ centroid, ``Z[n, o, j] = sum_{i: a(o, i) = j} X[n, i]``, the layer's output is
 
 (``k x k``; a codebook per output channel has one such system per channel). numpy's ``lstsq`` gives
 the least-norm ``d``: a centroid the calibration inputs do not excite stays where k-means put it.
-``d = 0`` is k-means' own answer, so on the calibration inputs the refit never does worse.
+``d = 0`` is k-means' own answer, so on the calibration inputs the refit never does worse. A centroid
+at exactly zero (the weights magnitude pruning removed, sharing.py) is pinned: its ``d_j = 0``, its
+row and column of ``G`` left out, so pruned weights stay exactly zero.
 
 Layers are refit in dataflow order, each on its input in the model whose earlier layers are
 clustered and refit already (``X != X0``): the refit also absorbs the error they pass on, as
 pruning's recovery does (He et al. 2017). Not refit, and said why: int8 weights (their kernels read
-requantized inputs, not ``X``), weights read by anything but a float conv2d (NCHW/OIHW) or a dense
-``x @ W``, and a dense weight with a codebook per input feature (``F x k`` unknowns).
+requantized inputs, not ``X``) and weights read by anything but a float conv2d (NCHW/OIHW) or a dense
+``x @ W`` (whose codebooks, if per slice, are per output column: sharing.py).
 """
 
 from __future__ import annotations
@@ -91,7 +93,11 @@ def solve_centroids(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, clustered: np
             rhs[0] += flat.T @ residual.reshape(-1)
         reference += float((target ** 2).sum())
         before += float((residual ** 2).sum())
-    delta = np.stack([np.linalg.lstsq(g, b, rcond=None)[0] for g, b in zip(gram, rhs)])
+    # A centroid at exactly zero holds the pruned weights (sharing.py): it is an exact code and stays put.
+    free = values != 0
+    gram *= free[:, :, None] & free[:, None, :]
+    rhs *= free
+    delta = np.stack([np.linalg.lstsq(g, b, rcond=None)[0] for g, b in zip(gram, rhs)]) * free
     # ||r - Z d||^2 = ||r||^2 - 2 d.b + d.G d: the refit's error without another pass over the inputs.
     after = before - 2 * float((delta * rhs).sum()) + float(np.einsum("bj,bjl,bl->", delta, gram, delta))
     refit = values + delta
@@ -212,8 +218,6 @@ class CentroidRefit:
         if i in self.declined:
             return clustered, self.declined[i]
         layer = self.layers[i]
-        if per_slice and not layer.is_conv:
-            return clustered, "a codebook per input feature of a dense layer: too many unknowns for calibration"
         x0 = self.original_inputs()[i]
         x = x0 if x is None else x
         w0 = self.weights[f"w{i}"]

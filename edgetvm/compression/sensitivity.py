@@ -50,10 +50,14 @@ def output_error(outputs: list, reference: list) -> float:
 
 def measure_cluster_sensitivity(func: relax.Function, constants: list[relax.Constant], candidates: list[int],
                                 evaluate: Evaluate, samples: list, seed: int = 0,
-                                refit: Callable | None = None) -> list[dict[int, tuple]]:
+                                refit: Callable | None = None,
+                                sparsities: list[float] | None = None,
+                                axes: list[int] | None = None) -> list[dict[int, tuple]]:
     """Per constant, per candidate k: ``(output error, coded bytes, clustered value, per_channel)``, plus
     ``KEEP: (0, bytes, None, False)``. With ``refit(i, clustered, per_channel) -> (value, ...)`` (the
-    centroid refit, refit.py) the error is measured with the refit centroids; the value is k-means'."""
+    centroid refit, refit.py) the error is measured with the refit centroids; the value is k-means'.
+    ``sparsities``, ``axes``: per constant, the fraction pruned by magnitude before clustering and the
+    output axis its codebooks are sliced along (sharing.py)."""
     lifted, weights = lift_constants(func, constants)
     reference = evaluate(lifted, weights, samples)
     table = []
@@ -61,10 +65,12 @@ def measure_cluster_sensitivity(func: relax.Function, constants: list[relax.Cons
         value = weights[f"w{i}"]
         options = {KEEP: (0.0, int(value.nbytes), None, False)}
         for k in candidates:
-            clustered, per_slice = cluster_tensor(value, k, seed=seed)
+            axis = axes[i] if axes else 0
+            clustered, per_slice = cluster_tensor(value, k, seed=seed, sparsity=sparsities[i] if sparsities else 0.0,
+                                                  axis=axis)
             measured = refit(i, clustered, per_slice)[0] if refit is not None else clustered
             error = output_error(evaluate(lifted, {**weights, f"w{i}": measured}, samples), reference)
-            options[k] = (error, shared_weight_bytes(clustered, per_slice)[1], clustered, per_slice)
+            options[k] = (error, shared_weight_bytes(clustered, per_slice, axis)[1], clustered, per_slice)
         table.append(options)
     return table
 

@@ -46,6 +46,9 @@ def test_flags_become_compile_options():
     assert measured["compress"] == {"max_error": 0.01} and measured["calibration"] == "faces/"
     refit = kwargs_of("--cluster", "8", "--calib", "faces/")
     assert refit["compress"] == {"clusters": 8} and refit["calibration"] == "faces/"
+    assert kwargs_of("--cluster", "8", "--cluster-sparsity", "0.8")["compress"] == {"clusters": 8, "sparsity": 0.8}
+    assert kwargs_of("--cluster", "8", "--cluster-sparsity", "fc*=0.9,conv_*=0.5")["compress"]["sparsity"] == {
+        "fc*": 0.9, "conv_*": 0.5}
     assert kwargs_of("--cluster", "8", "--calib", "faces/", "--no-cluster-refit")["compress"] == {"clusters": 8,
                                                                                                  "refit": False}
 
@@ -53,6 +56,8 @@ def test_flags_become_compile_options():
 @pytest.mark.parametrize("argv, message", [
     (("--entropy", "huffman"), "--entropy huffman is decoded by the standalone C runtime: add --standalone"),
     (("--cluster-layers", "conv"), "--cluster-layers 'conv': write PATTERN=K"),
+    (("--cluster", "8", "--cluster-sparsity", "fc=x"), "--cluster-sparsity 'fc=x': write S or PATTERN=S"),
+    (("--cluster-sparsity", "0.5"), "--cluster-sparsity prunes the clustered layers before clustering: add"),
     (("--cluster-max-error", "0.01"), "--cluster-max-error measures each layer's error on calibration inputs"),
 ])
 def test_flag_mistakes_are_named(argv, message):

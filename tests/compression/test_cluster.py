@@ -63,6 +63,14 @@ def test_findings_report_k_error_and_sizes(weights):
     # 144 weights an output channel < 16 * 16: one table of 16 float32 centroids, 4-bit indices.
     assert not row["per_channel"] and row["clustered_bytes"] == 16 * 4 + w2.size // 2
     assert row["coded_bytes"] <= row["clustered_bytes"]
+    # The dense head [2048, 10]: a codebook per output column (2048 >= 16 * 16), 10 tables of 16.
+    head = layers[(2048, 10)]
+    assert head["per_channel"] and head["clustered_bytes"] == 10 * 16 * 4 + 2048 * 10 // 2
+    w3 = weights[2]
+    after = {name: const.value.numpy() for name, const in weight_constants(p(three_layers(*weights))["main"])}
+    clustered_head = next(v for v in after.values() if v.shape == (2048, 10))
+    np.testing.assert_array_equal(clustered_head, cluster_tensor(w3, 16, axis=-1)[0])
+    assert all(np.unique(column).size <= 16 for column in clustered_head.T)
 
 
 def test_does_not_fire_where_it_must_not(weights):

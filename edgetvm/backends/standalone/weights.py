@@ -9,7 +9,7 @@
 
     huffman every weight tensor with at most 256 distinct values, per tensor or per outer-axis group
            (an output channel, after ClusterWeights: edgetvm/compression) stored as canonical
-           Huffman codes of each element's index into its group's sorted values, plus the value
+           Huffman codes of each element's index into its group's values (most frequent first), plus the value
            tables: a coded record (layout in edgetvm_huffman.h). Each context decodes it once at
            create (edgetvm_huffman.c); the stored values are the tensor's own, so decoding is
            bit-exact. A tensor the record would not make smaller stays as it is.
@@ -137,7 +137,7 @@ def _record(groups: np.ndarray, elem: int, layout: int) -> bytes | None:
     ``layout``: the rows are consecutive runs of the tensor (GROUPED) or its columns (INTERLEAVED)."""
     tables, indices = [], []
     for row in groups:
-        values, index = np.unique(row, return_inverse=True)
+        values, index = huffman.ranked_symbols(row)
         if values.size > 256:
             return None
         tables.append(values)
