@@ -351,6 +351,18 @@ def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
     return ScheduleResult(sch.mod["main"], f"neon-gemm:{kernel.kind}",
                           f"tile {tile_h}x{tile_w}x{4 * vectors} microkernel, {kernel.macs} MAC")
 
+
+def _all_parameters(func: tirx.PrimFunc, buffers: list) -> bool:
+    """Whether every buffer is one of ``func``'s parameters (a fused tile addresses only those)."""
+    return all(any(b.same_as(p) for p in func.params) for b in buffers)
+
+
+def _root_and_producers(sch: s_tir.Schedule) -> tuple[s_tir.SBlock, list]:
+    """The root block and the statements before the conv's two blocks (its padding passes)."""
+    root = sch.mod["main"].body.block
+    return root, list(root.body)[:-2] if isinstance(root.body, tirx.SeqStmt) else []
+
+
 def _tile_addresses(main: s_tir.SBlock, tail: s_tir.SBlock, origin: list, x_read, w_read,
                     matched: MatchedEpilogue) -> dict[str, tirx.PrimExpr]:
     """The addresses a fused tile takes (``out``, ``x``, ``w`` and the epilogue's operands): the
@@ -395,7 +407,7 @@ def _fused_gemm_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reductio
     w_read = next((r for r in stmt.reads if not r.source.same_as(x_read.source)), None)
     out = tail_block.body.buffer
     buffers = [out, x_read.source, *(load.source for load in matched.loads.values())]
-    if w_read is None or not all(any(b.same_as(p) for p in func.params) for b in [*buffers, w_read.source]):
+    if w_read is None or not _all_parameters(func, [*buffers, w_read.source]):
         return None
     if ([int(d) for d in x_read.source.shape] != [batch, height, width, depth]
             or [int(d) for d in w_read.source.shape][-2:] != [depth, channels]):
@@ -505,11 +517,10 @@ def _fused_stem_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reductio
     w_read = next((r for r in stmt.reads if not r.source.same_as(pad)), None)
     out = tail_block.body.buffer
     buffers = [out, w_read.source if w_read else pad, *(load.source for load in matched.loads.values())]
-    if x_read is None or not all(any(b.same_as(p) for p in func.params) for b in buffers):
+    if x_read is None or not _all_parameters(func, buffers):
         return None
     _schedule_spatial_block(sch, padded[0], config)
-    root = sch.mod["main"].body.block
-    producers = list(root.body)[:-2] if isinstance(root.body, tirx.SeqStmt) else []
+    root, producers = _root_and_producers(sch)
     if len(producers) != 1:
         return None
     _, pad_rows, pad_width, pad_channels = (int(d) for d in pad.shape)
@@ -647,7 +658,7 @@ def _fused_dwconv_rows(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reducti
     out = tail_block.body.buffer
     buffers = [out, w_read.source, *(load.source for load in matched.loads.values())]
     buffers += [] if padded else [x_read.source]
-    if not all(any(b.same_as(p) for p in func.params) for b in buffers):
+    if not _all_parameters(func, buffers):
         return None
     _, _, x_width, x_channels = (int(d) for d in x_read.source.shape)
     w_shape = [int(d) for d in w_read.source.shape]
@@ -656,8 +667,7 @@ def _fused_dwconv_rows(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reducti
         return None
     if padded:
         _schedule_dwconv_padding(sch, padded, config)
-    root = sch.mod["main"].body.block
-    producers = list(root.body)[:-2] if isinstance(root.body, tirx.SeqStmt) else []
+    root, producers = _root_and_producers(sch)
     if len(producers) != len(padded):
         return None
     # Nested loops, not one flat index: the row's addresses then step by constants (a flat index
