@@ -59,6 +59,7 @@ from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILE_PIXELS, 
                                     f32_stem_intrin, f32_stem_tile_call, f32_stem_tile_name)
 from .analysis import ReductionKernel, unit_stride_last, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
 from .gemm_epilogue import MatchedEpilogue, match_gemm_epilogue
+from .padding import copy_and_fill, match_constant_pad
 
 # Below this many output elements a parallel launch costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 4096
@@ -853,6 +854,18 @@ def _schedule_spatial_block(sch: s_tir.Schedule, block, config: CpuScheduleConfi
         sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
 
 
+def schedule_constant_pad(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
+    """A kernel that only pads (one pad or a chain) as a copy of the interior and a fill of the rest,
+    row by row (:mod:`.padding`), not a bounds test per element."""
+    pad = match_constant_pad(func)
+    if pad is None:
+        return None
+    # The NEON copy assembly goes wherever the NEON GEMM microkernel does (ARMv7).
+    rewritten = copy_and_fill(func, pad, config.lanes, PARALLEL_MIN_ELEMENTS if config.parallel else None,
+                              config.neon_f32_gemm)
+    return ScheduleResult(rewritten, "pad", f"pad {list(pad.before)} of {[int(d) for d in pad.x.shape]}, row-wise copy and fill")
+
+
 def schedule_generic(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult:
     """Rule 2: inline what inlines, then parallel outer loops and a vectorized inner loop."""
     sch = s_tir.Schedule(func)
@@ -890,7 +903,8 @@ def _schedule_reduction_outer(sch: s_tir.Schedule, block, config: CpuScheduleCon
 
 def schedule_kernel(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult:
     """Schedule one kernel with the first rule that applies; the unscheduled kernel as last resort."""
-    for rule in (schedule_neon_f32_gemm, schedule_neon_f32_stem, schedule_neon_f32_dwconv, schedule_register_tiled, schedule_generic):
+    for rule in (schedule_neon_f32_gemm, schedule_neon_f32_stem, schedule_neon_f32_dwconv, schedule_register_tiled,
+                 schedule_constant_pad, schedule_generic):
         try:
             result = rule(func, config)
         except Exception as exc:  # noqa: BLE001 - a primitive refused: the next, simpler rule
