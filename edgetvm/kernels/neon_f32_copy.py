@@ -1,13 +1,14 @@
 """ARMv7 NEON copy and zero fill of ``n`` contiguous floats: the interior and the border of a padding
 (``schedules/padding.py``), as inline assembly (``backends.neon_microkernels``).
 
-Per 16 floats (q0-q3, two 4-register transfers each way, the pointers post-incremented)::
+Per 32 floats (q0-q7, four 4-register transfers each way, the pointers post-incremented)::
 
-    copy:  vld1.32 {d0-d3}, [x]!;  vld1.32 {d4-d7}, [x]!;  vst1.32 {d0-d3}, [o]!;  vst1.32 {d4-d7}, [o]!
-           subs n, n, #1;  bne 1b                       6 instructions, 0.375 per float
-    zero:  vst1.32 {d0-d3}, [o]!;  vst1.32 {d4-d7}, [o]!;  subs;  bne   4 instructions, 0.25 per float
+    copy:  vld1.32 {d0-d3}, [x]! ... {d12-d15};  vst1.32 {d0-d3}, [o]! ... {d12-d15}
+           subs n, n, #1;  bne 1b                       10 instructions, 0.31 per float
+    zero:  vst1.32 {d0-d3}, [o]!  x 4 (q0-q1 zeroed once);  subs;  bne   6 instructions, 0.19 per float
 
-then 8, 4, 2 and 1 floats more as needed. What LLVM makes of the same loop in TIR: a
+then 16, 8, 4, 2 and 1 floats more as needed. 16 floats per step (q0-q3) was 0.375 per float:
+BlazeFace full 54.30 M instructions. What LLVM makes of the same loop in TIR: a
 ``vld1.64``/``vst1.64`` pair and an address add per 4 floats (the row indices TVM computes keep one
 base register per unrolled vector), 0.875 to 1.06 instructions per float, or, rolled, a call to
 ``memcpy``/``memset``, which counted more instructions still under qemu (BlazeFace full range, its
@@ -23,8 +24,12 @@ from tvm import tirx
 
 from .neon_asm import inline_asm_definition
 
-COPY_BLOCK = 16  # floats per loop step: q0-q3
-_TAIL = ((8, "{d0-d3}"), (4, "{d0-d1}"), (2, "{d0}"), (1, "{d0[0]}"))
+COPY_BLOCK = 32  # floats per loop step: q0-q7
+# Shorter runs (the stem's 3 channels per pixel) stay TIR loops: cheaper than the call's setup.
+COPY_MIN_FLOATS = 16
+# The transfers of a step, then of what is left (largest first): (floats, registers).
+_TRANSFERS = ((16, ("{d0-d3}", "{d4-d7}")), (8, ("{d0-d3}",)), (4, ("{d0-d1}",)), (2, ("{d0}",)), (1, ("{d0[0]}",)))
+_STEP = ("{d0-d3}", "{d4-d7}", "{d8-d11}", "{d12-d15}")
 _NAME = re.compile(r"edgetvm_neon_f32_(copy|zero)_n(\d+)")
 
 
@@ -32,24 +37,26 @@ def copy_name(floats: int, zero: bool) -> str:
     return f"edgetvm_neon_f32_{'zero' if zero else 'copy'}_n{floats}"
 
 
+def _transfer(registers, zero: bool) -> list[str]:
+    """Loads of ``registers`` from ``$1`` then stores to ``$0`` (``zero``: stores of the zeroed q0-q1)."""
+    if zero:
+        return [f"vst1.32 {'{d0-d3}' if r in _STEP else r}, [$0]!" for r in registers]
+    return [f"vld1.32 {r}, [$1]!" for r in registers] + [f"vst1.32 {r}, [$0]!" for r in registers]
+
+
 def copy_asm(floats: int, zero: bool) -> list[str]:
     """The assembly copying ``floats`` floats from ``$1`` to ``$0`` (``zero``: storing zeros to ``$0``);
-    ``$2`` counts the 16-float steps down (the call passes ``floats // 16``)."""
-    registers = ["{d0-d3}", "{d4-d7}"]
-    step = [f"vst1.32 {r}, [$0]!" for r in registers]
-    if zero:
-        lines = ["vmov.i32 q0, #0", "vmov.i32 q1, #0", "vmov.i32 q2, #0", "vmov.i32 q3, #0"]
-    else:
-        lines = []
-        step = [f"vld1.32 {r}, [$1]!" for r in registers] + step
+    ``$2`` counts the 32-float steps down (the call passes ``floats // 32``)."""
+    lines = ["vmov.i32 q0, #0", "vmov.i32 q1, #0"] if zero else []
     blocks, rest = divmod(floats, COPY_BLOCK)
+    step = _transfer(_STEP, zero)
     if blocks == 1:
         lines += step
     elif blocks > 1:
         lines += ["1:", *step, "subs $2, $2, #1", "bne 1b"]
-    for size, register in _TAIL:
+    for size, registers in _TRANSFERS:
         if rest >= size:
-            lines += ([] if zero else [f"vld1.32 {register}, [$1]!"]) + [f"vst1.32 {register}, [$0]!"]
+            lines += _transfer(registers, zero)
             rest -= size
     return lines
 

@@ -40,7 +40,10 @@ Every kernel is scheduled by the first rule that applies:
    compiled to the unfused ``vmla.f32`` (``edgetvm.backends.neon_mla``); x86 multiplies by a
    broadcast memory operand and rounds the product before adding it, as ARM does
    (``edgetvm.backends.unfused_products``).
-2. :func:`schedule_generic` for everything else: elementwise producers inlined, each remaining
+2. :func:`schedule_constant_pad` for a kernel that only pads (``relax.nn.pad``, TFLite PAD, a chain of
+   them): row by row a copy of the interior and a fill of the border (:mod:`.padding`; on ARMv7
+   the ``kernels.neon_f32_copy`` assembly), not a bounds test per element.
+3. :func:`schedule_generic` for everything else: elementwise producers inlined, each remaining
    block's outer spatial loops fused and parallel, its innermost loop vectorized when it divides
    by the vector width.
 """

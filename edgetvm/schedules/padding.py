@@ -14,7 +14,11 @@ axis ``k``; the axes after it are whole, so a row is ``out_shape[k] * inner`` co
       else:
         out[row, :]                     = value
 
-the bounds are tested once per row and the interior is a plain copy (bit-exact: no arithmetic).
+the bounds are tested once per row and the interior is a plain copy (bit-exact: no arithmetic); on
+ARMv7 each run of 16 floats or more is one call of the ``kernels.neon_f32_copy`` assembly (0.31
+instructions per float copied, 0.19 per float zeroed; LLVM's own loop was 0.875 to 1.06).
+BlazeFace full range (42 pads, 2.78 M floats), cortex-a7, whole model: 58.46 M instructions with
+the bounds test per vector, 55.99 M with the TIR copy and fill, 54.1 M with the assembly.
 A chain of pads fused into one kernel (the stem's spatial pad then its 4th channel,
 ``transform.PadStemChannels``) is one pad: the offsets add up and the boxes intersect.
 """
@@ -27,7 +31,7 @@ from math import prod
 import tvm
 from tvm import s_tir, tirx
 
-from ..kernels.neon_f32_copy import COPY_BLOCK, copy_call
+from ..kernels.neon_f32_copy import COPY_MIN_FLOATS, copy_call
 from .analysis import const_int, has_if_then_else, trivial_loops
 
 
@@ -168,7 +172,7 @@ def copy_and_fill(func: tirx.PrimFunc, pad: ConstantPad, lanes: int, parallel_mi
         ``rest`` after it: ``length * inner`` floats contiguous in ``out`` (and ``x``)."""
         if length <= 0:
             return []
-        if neon and float32_zero and length * inner >= COPY_BLOCK:
+        if neon and float32_zero and length * inner >= COPY_MIN_FLOATS:
             first = [0] * (rank - k - 1)
             source = None if store is zeros else tirx.address_of(
                 tirx.BufferLoad(pad.x, [*(i - b for i, b in zip(index, pad.before)), 0, *first]))
