@@ -67,9 +67,12 @@ def copy_definition(floats: int, zero: bool) -> str:
 
 
 def copy_definition_of(name: str) -> str | None:
-    """The definition of the copy or zero fill called ``name``; None for another name."""
+    """The definition of the copy, zero fill or 3-to-4 channel widening called ``name``; None for another name."""
     match = _NAME.fullmatch(name)
-    return copy_definition(int(match.group(2)), match.group(1) == "zero") if match else None
+    if match:
+        return copy_definition(int(match.group(2)), match.group(1) == "zero")
+    match = _WIDEN_NAME.fullmatch(name)
+    return widen3_definition(int(match.group(1))) if match else None
 
 
 def copy_call(floats: int, out: tirx.PrimExpr, x: tirx.PrimExpr | None) -> tirx.Stmt:
@@ -77,3 +80,46 @@ def copy_call(floats: int, out: tirx.PrimExpr, x: tirx.PrimExpr | None) -> tirx.
     source = out if x is None else x  # the zero fill never reads its second pointer
     return tirx.Evaluate(tirx.call_extern("int32", copy_name(floats, x is None), out, source,
                                           tirx.const(floats // COPY_BLOCK, "int32")))
+
+
+# 3 channels -> 4 (the 4th zero) of ``n`` pixels: the RGB stem input padded to the NEON GEMM's depth
+# step (``transform.PadStemChannels``). Per 4 pixels, de-interleaved by channel and re-interleaved
+# with the zeroed q3: 2 ``vld3.32`` + 2 ``vst4.32`` + subs/bne, 1.5 instructions per pixel (the TIR
+# loop: 3 scalar copies, a store and the loop, about 10).
+WIDEN_BLOCK = 4
+_WIDEN_NAME = re.compile(r"edgetvm_neon_f32_widen3_n(\d+)")
+
+
+def widen3_name(pixels: int) -> str:
+    return f"edgetvm_neon_f32_widen3_n{pixels}"
+
+
+def widen3_asm(pixels: int) -> list[str]:
+    """The assembly writing ``pixels`` pixels of 3 floats at ``$1`` as 4 floats (4th zero) at ``$0``;
+    ``$2`` counts the 4-pixel steps down (the call passes ``pixels // 4``)."""
+    lines = ["vmov.i32 q3, #0"]
+    step = ["vld3.32 {d0, d2, d4}, [$1]!", "vld3.32 {d1, d3, d5}, [$1]!",
+            "vst4.32 {d0, d2, d4, d6}, [$0]!", "vst4.32 {d1, d3, d5, d7}, [$0]!"]
+    blocks, rest = divmod(pixels, WIDEN_BLOCK)
+    if blocks == 1:
+        lines += step
+    elif blocks > 1:
+        lines += ["1:", *step, "subs $2, $2, #1", "bne 1b"]
+    # The last pixels: the channels in d0-d2, the zero in d3 (vst4 takes 4 consecutive registers).
+    lines += ["vmov.i32 d3, #0"] if rest else []
+    if rest >= 2:
+        lines += ["vld3.32 {d0, d1, d2}, [$1]!", "vst4.32 {d0, d1, d2, d3}, [$0]!"]
+        rest -= 2
+    if rest:
+        lines += ["vld3.32 {d0[0], d1[0], d2[0]}, [$1]!", "vst4.32 {d0[0], d1[0], d2[0], d3[0]}, [$0]!"]
+    return lines
+
+
+@functools.lru_cache(maxsize=None)
+def widen3_definition(pixels: int) -> str:
+    return inline_asm_definition(widen3_name(pixels), ("ptr %o", "ptr %x", "i32 %n"), widen3_asm(pixels))
+
+
+def widen3_call(pixels: int, out: tirx.PrimExpr, x: tirx.PrimExpr) -> tirx.Stmt:
+    """The call writing ``pixels`` 3-float pixels at address ``x`` as 4-float ones at ``out``."""
+    return tirx.Evaluate(tirx.call_extern("int32", widen3_name(pixels), out, x, tirx.const(pixels // WIDEN_BLOCK, "int32")))

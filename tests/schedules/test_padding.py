@@ -11,7 +11,7 @@ from tvm import relax, te, tirx, topi
 
 from edgetvm import emulate
 from edgetvm.backends.standalone import export_standalone
-from edgetvm.kernels.neon_f32_copy import copy_asm
+from edgetvm.kernels.neon_f32_copy import copy_asm, widen3_asm
 from edgetvm.schedules.cpu import CpuScheduleConfig, schedule_kernel
 from edgetvm.schedules.lower import legalize_and_fuse, schedule_kernels
 from edgetvm.schedules.padding import match_constant_pad
@@ -26,6 +26,7 @@ PADS = {
     "channels": ((1, 6, 5, 40), ((0, 0), (0, 0), (0, 0), (0, 8))),
     "spatial and channels": ((1, 7, 5, 3), ((0, 0), (2, 1), (1, 3), (0, 1))),
     "batch": ((2, 3, 4, 5), ((1, 0), (0, 0), (0, 0), (0, 0))),
+    "stem": ((1, 5, 11, 3), ((0, 0), (1, 1), (1, 1), (0, 1))),
 }
 
 
@@ -78,6 +79,21 @@ def test_copy_assembly_moves_32_floats_per_step_then_the_rest(floats):
     assert ("bne 1b" in lines) == (steps > 1)
     zero = copy_asm(floats, zero=True)
     assert not any(line.startswith("vld1") for line in zero) and len([s for s in zero if s.startswith("vst1")]) == len(stores)
+
+
+@pytest.mark.parametrize("pixels", [4, 12, 7, 1])
+def test_widening_assembly_reads_3_floats_and_writes_4_per_pixel(pixels):
+    lines = widen3_asm(pixels)
+    lanes = {"vld3.32": 0, "vst4.32": 0}
+    for line in lines:
+        op = line.split()[0]
+        if op in lanes:
+            lanes[op] += 1 if "[0]" in line else 2
+    # The loop's step is written once and runs pixels // 4 times.
+    steps, rest = divmod(pixels, 4)
+    written = (4 if steps else 0) + rest
+    assert lanes == {"vld3.32": written, "vst4.32": written}
+    assert ("bne 1b" in lines) == (steps > 1)
 
 
 @pytest.mark.parametrize("case", PADS)
