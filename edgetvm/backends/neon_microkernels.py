@@ -7,7 +7,7 @@ body is one inline-assembly statement, so LLVM inlines the loop into the calling
 no extra object file, and the same rewrite serves the TVM-runtime ``.so`` and the standalone one.
 The microkernels themselves, and why they are assembly: ``kernels/neon_q8_gemm.py`` and
 ``kernels/neon_q8_dwconv.py`` (int8) and
-``kernels/neon_f32_gemm.py`` and ``kernels/neon_f32_dwconv.py`` (fp32).
+``kernels/neon_f32_gemm.py``, ``kernels/neon_f32_dwconv.py`` and ``kernels/neon_f32_copy.py`` (fp32).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import tvm
 
 from ..kernels import neon_f32_gemm, neon_q8_dwconv, neon_q8_gemm
+from ..kernels.neon_f32_copy import copy_definition_of
 from ..kernels.neon_f32_dwconv import dwconv_definition_of
 from .neon_mla import fusable_kernels, with_vmla
 
@@ -26,7 +27,8 @@ DEFINITIONS = {**neon_q8_gemm.DEFINITIONS, **neon_q8_dwconv.DEFINITIONS, **neon_
 
 def microkernel_definition(name: str) -> str | None:
     """The LLVM IR definition of the microkernel ``name`` (the depthwise ones exist per row width)."""
-    return DEFINITIONS.get(name) or neon_f32_gemm.f32_gemm_tile_definition_of(name) or dwconv_definition_of(name)
+    return (DEFINITIONS.get(name) or neon_f32_gemm.f32_gemm_tile_definition_of(name) or dwconv_definition_of(name)
+            or copy_definition_of(name))
 
 _DECLARE = re.compile(r"^declare [^@\n]*@(edgetvm_neon_\w+)\(([^)\n]*)\)[^\n]*$", re.M)
 

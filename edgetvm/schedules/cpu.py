@@ -40,7 +40,10 @@ Every kernel is scheduled by the first rule that applies:
    compiled to the unfused ``vmla.f32`` (``edgetvm.backends.neon_mla``); x86 multiplies by a
    broadcast memory operand and rounds the product before adding it, as ARM does
    (``edgetvm.backends.unfused_products``).
-2. :func:`schedule_generic` for everything else: elementwise producers inlined, each remaining
+2. :func:`schedule_constant_pad` for a kernel that only pads (``relax.nn.pad``, TFLite PAD, a chain of
+   them): row by row a copy of the interior and a fill of the border (:mod:`.padding`; on ARMv7
+   the ``kernels.neon_f32_copy`` assembly), not a bounds test per element.
+3. :func:`schedule_generic` for everything else: elementwise producers inlined, each remaining
    block's outer spatial loops fused and parallel, its innermost loop vectorized when it divides
    by the vector width.
 """
@@ -59,6 +62,7 @@ from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILE_PIXELS, 
                                     f32_stem_intrin, f32_stem_tile_call, f32_stem_tile_name)
 from .analysis import ReductionKernel, unit_stride_last, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
 from .gemm_epilogue import MatchedEpilogue, match_gemm_epilogue
+from .padding import copy_and_fill, match_constant_pad
 
 # Below this many output elements a parallel launch costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 4096
@@ -853,6 +857,18 @@ def _schedule_spatial_block(sch: s_tir.Schedule, block, config: CpuScheduleConfi
         sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
 
 
+def schedule_constant_pad(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
+    """A kernel that only pads (one pad or a chain) as a copy of the interior and a fill of the rest,
+    row by row (:mod:`.padding`), not a bounds test per element."""
+    pad = match_constant_pad(func)
+    if pad is None:
+        return None
+    # The NEON copy assembly goes wherever the NEON GEMM microkernel does (ARMv7).
+    rewritten = copy_and_fill(func, pad, config.lanes, PARALLEL_MIN_ELEMENTS if config.parallel else None,
+                              config.neon_f32_gemm)
+    return ScheduleResult(rewritten, "pad", f"pad {list(pad.before)} of {[int(d) for d in pad.x.shape]}, row-wise copy and fill")
+
+
 def schedule_generic(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult:
     """Rule 2: inline what inlines, then parallel outer loops and a vectorized inner loop."""
     sch = s_tir.Schedule(func)
@@ -890,7 +906,8 @@ def _schedule_reduction_outer(sch: s_tir.Schedule, block, config: CpuScheduleCon
 
 def schedule_kernel(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult:
     """Schedule one kernel with the first rule that applies; the unscheduled kernel as last resort."""
-    for rule in (schedule_neon_f32_gemm, schedule_neon_f32_stem, schedule_neon_f32_dwconv, schedule_register_tiled, schedule_generic):
+    for rule in (schedule_neon_f32_gemm, schedule_neon_f32_stem, schedule_neon_f32_dwconv, schedule_register_tiled,
+                 schedule_constant_pad, schedule_generic):
         try:
             result = rule(func, config)
         except Exception as exc:  # noqa: BLE001 - a primitive refused: the next, simpler rule
