@@ -278,8 +278,9 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
         report.passes.append(f"Quantize({quantize})")
         report.timings["quantize"] = time.perf_counter() - started
 
-    # Calibration serves the clustering's sensitivity measurement and its centroid refit.
-    measuring = calibration is not None and (compress.max_error is not None or compress.refit)
+    # Calibration serves the clustering's sensitivity measurement and its centroid refit; read only
+    # when clustering is asked for (each read of an image folder warns about its preprocessing).
+    measuring = calibration is not None and compress.clustering and (compress.max_error is not None or compress.refit)
     cluster = compress.cluster_pass(calibration_evaluator() if measuring else None,
                                     read_samples(calibration, imported.inputs) if measuring else None)
     if compress.requested:

@@ -56,12 +56,17 @@ class CompressOptions:
     @property
     def requested(self) -> bool:
         """Whether these options ask for any compression (the compile report then sizes each stage)."""
-        return self.clusters is not None or bool(self.layers) or self.max_error is not None or self.entropy is not None
+        return self.clustering or self.entropy is not None
+
+    @property
+    def clustering(self) -> bool:
+        """Whether these options ask for weight clustering (not only entropy coding)."""
+        return self.clusters is not None or bool(self.layers) or self.max_error is not None
 
     def cluster_pass(self, evaluate=None, samples: list | None = None) -> ClusterWeights | None:
         """The clustering pass these options ask for, None when they ask for none (``evaluate`` and
         ``samples``: the calibration of ``max_error``'s measurements and of the refit)."""
-        if self.clusters is None and not self.layers and self.max_error is None:
+        if not self.clustering:
             return None
         default = 16 if self.max_error is None else 4
         return ClusterWeights(self.clusters or default, layers=self.layers, keep=self.keep, seed=self.seed,
