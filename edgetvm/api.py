@@ -266,6 +266,13 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
             report.details[name] = findings
     report.timings["passes"] = time.perf_counter() - started
 
+    # Calibration serves the clustering's sensitivity measurement and its centroid refit; read only
+    # when clustering is asked for (each read of an image folder decodes every image and warns about
+    # its preprocessing). With int8 too, both take one read, resampled as the int8 calibration reads.
+    measuring = calibration is not None and compress.clustering and (compress.max_error is not None or compress.refit)
+    if measuring and quantize is not None:
+        calibration = read_samples(calibration, imported.inputs, resample="bicubic")
+
     if quantize is not None:
         # int8: calibrate on ``calibration`` (arrays, .npy/images or a directory of them) unless
         # the model is QDQ already; see quantization/quantize.py.
@@ -278,9 +285,6 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
         report.passes.append(f"Quantize({quantize})")
         report.timings["quantize"] = time.perf_counter() - started
 
-    # Calibration serves the clustering's sensitivity measurement and its centroid refit; read only
-    # when clustering is asked for (each read of an image folder warns about its preprocessing).
-    measuring = calibration is not None and compress.clustering and (compress.max_error is not None or compress.refit)
     cluster = compress.cluster_pass(calibration_evaluator() if measuring else None,
                                     read_samples(calibration, imported.inputs) if measuring else None)
     if compress.requested:

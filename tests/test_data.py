@@ -147,6 +147,11 @@ def test_calibration_folder_of_images_warns_through_the_cli(images, tmp_path):
     assert proc.returncode == 0, proc.stderr
     warning = [line for line in proc.stderr.splitlines() if line.startswith("edgetvm: warning:")]
     assert len(warning) == 1 and "--bgr" in warning[0] and "--layout" in warning[0], proc.stderr
+    # int8 and the clustering's refit both take the calibration: one read, one warning.
+    proc = cli("compile", str(model_path), "--quantize", "int8", "--cluster", "4", "--calib", str(folder), "-o",
+               str(tmp_path / "qc.so"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sum(line.startswith("edgetvm: warning:") for line in proc.stderr.splitlines()) == 1, proc.stderr
     proc = cli("compile", str(model_path), "--quantize", "int8", "--calib", str(folder), "--rgb", "-o",
                str(tmp_path / "q2.so"), cwd=tmp_path)
     assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 
+from .float_products import adds_a_product
 
 _DEFINE = re.compile(r"^define [^@]*@([\w.$]+)\(.*\)[^{#]*#(\d+)[^{]*\{$", re.M)
 _ATTRIBUTES = re.compile(r"^attributes #(\d+) = \{ (.*) \}$", re.M)
@@ -37,21 +38,6 @@ def _function_bodies(ir: str) -> dict[str, tuple[re.Match, str]]:
     return bodies
 
 
-# TVM writes ``a * b + c`` as llvm.fmuladd; a product kept in a variable is an fmul that an fadd or
-# fsub may take, which LLVM contracts too.
-_FMULADD = re.compile(r"@llvm\.fmuladd\.")
-_FMUL = re.compile(r"^\s*(%[\w.]+) = fmul ", re.M)
-_FADD = re.compile(r"^\s*%[\w.]+ = f(?:add|sub) ([^!\n]*)", re.M)
-_VALUE = re.compile(r"%[\w.]+")
-
-
-def _fusable(body: str) -> bool:
-    if _FMULADD.search(body):
-        return True
-    products = set(_FMUL.findall(body))
-    return any(value in products for operands in _FADD.findall(body) for value in _VALUE.findall(operands))
-
-
 def fusable_kernels(ir: str) -> set[str]:
     """The kernels of TVM's LLVM IR ``ir`` whose compute function, or a parallel lambda it launches,
     adds a float product: what LLVM would fuse into ``vfma.f32``. The others (the GEMM microkernels'
@@ -63,7 +49,7 @@ def fusable_kernels(ir: str) -> set[str]:
         if not name.endswith("_compute_"):
             continue
         lambdas = [bodies[lam][1] for lam in _LAMBDA.findall(body) if lam in bodies]
-        if any(_fusable(text) for text in (body, *lambdas)):
+        if any(adds_a_product(text) for text in (body, *lambdas)):
             kernels.add(name[:-len("_compute_")])
     return kernels
 

@@ -24,12 +24,8 @@ from pathlib import Path
 
 import tvm
 
-_FLOAT = r"(?:<\d+ x float>|float)"
-# An operand: a value, a splat or vector constant, or a scalar literal.
-_OPERAND = r"(%[\w.]+|splat \([^)]*\)|<[^>]*>|[\w.+-]+)"
-_FMULADD = re.compile(rf"^(\s*)(%[\w.]+) = (?:tail )?call (?:[a-z]+ )*({_FLOAT}) @llvm\.fmuladd\.\w+\("
-                      rf"{_FLOAT} {_OPERAND}, {_FLOAT} {_OPERAND}, {_FLOAT} {_OPERAND}\)(.*)$", re.M)
-_FMUL = re.compile(rf"^(\s*)(%[\w.]+) = fmul ((?:[a-z]+ )*)({_FLOAT}) (.*)$", re.M)
+from .float_products import FMUL, FMULADD
+
 _FENCE_DECLARATION = re.compile(r"^declare [^@\n]*@llvm\.arithmetic\.fence\.(\w+)\(", re.M)
 
 
@@ -64,7 +60,7 @@ def with_unfused_products(ir: str) -> str:
         return f"{multiply}\n{indent}{result} = fadd {ty} {product}, {c}{rest}"
 
     # Plain products first: the ones split out of fmuladd below are fenced as they are written.
-    ir = _FMULADD.sub(split_fmuladd, _FMUL.sub(fence_fmul, ir))
+    ir = FMULADD.sub(split_fmuladd, FMUL.sub(fence_fmul, ir))
     declared = set(_FENCE_DECLARATION.findall(ir))
     missing = [f"declare {ty} @llvm.arithmetic.fence.{suffix}({ty})" for suffix, ty in fences.items()
                if suffix not in declared]
