@@ -45,7 +45,12 @@ Every kernel is scheduled by the first rule that applies:
    the ``kernels.neon_f32_copy`` assembly), not a bounds test per element.
 3. :func:`schedule_generic` for everything else: elementwise producers inlined, each remaining
    block's outer spatial loops fused and parallel, its innermost loop vectorized when it divides
-   by the vector width.
+   by the vector width. A gather (a resize: its source pixel is computed from the output pixel)
+   keeps the vectors of its innermost axis a loop inside the fused ones, so the source index and
+   interpolation weights are computed once per pixel, not per vector. Fused, every vector
+   recovered its pixel by division and recomputed them: BlazeFace full's three bilinear upsamples
+   (channels last) in the default multi-thread ARM build, counted on one core, 19.2 -> 1.93 M
+   instructions, the model 80.8 -> 63.5 M (a 1-thread build never fuses, so never paid it).
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ from ..kernels.neon_f32_dwconv import (DWCONV_STRIDES, dwconv5_row_intrin, dwcon
 from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILE_PIXELS, F32_GEMM_TILES, F32_STEM_TILE,
                                     F32_STEM_WINDOWS, epilogue_fits, f32_gemm_intrin, f32_gemm_tile_call, f32_gemm_tile_name,
                                     f32_stem_intrin, f32_stem_tile_call, f32_stem_tile_name)
-from .analysis import ReductionKernel, unit_stride_last, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops
+from .analysis import (ReductionKernel, analyse_reduction, const_int, has_if_then_else, is_gather, is_spatial,
+                       trivial_loops, unit_stride_last)
 from .gemm_epilogue import MatchedEpilogue, match_gemm_epilogue
 from .padding import copy_and_fill, match_constant_pad
 
@@ -829,7 +835,10 @@ def _tail_keeps_shape(sch: s_tir.Schedule, main, consumers: list) -> bool:
     return True
 
 
-def _schedule_spatial_block(sch: s_tir.Schedule, block, config: CpuScheduleConfig) -> None:
+def _schedule_spatial_block(sch: s_tir.Schedule, block, config: CpuScheduleConfig, rows_outside: bool = False) -> None:
+    """The outer loops fused (and parallel), the innermost vectorized. ``rows_outside``: the vectors
+    of the innermost axis stay a loop of their own inside the fused ones, so what the outer axes
+    alone compute (a gather's source index) is computed once per row, not per vector."""
     loops = trivial_loops(sch, block)
     if loops is None:
         loops = sch.get_loops(block)
@@ -846,7 +855,8 @@ def _schedule_spatial_block(sch: s_tir.Schedule, block, config: CpuScheduleConfi
     if lanes >= 2 and is_spatial(sch, block):
         if extents[-1] > lanes:
             o, inner = sch.split(inner, [None, lanes])
-            outer.append(o)
+            if not rows_outside:
+                outer.append(o)
         sch.vectorize(inner)
     elif is_spatial(sch, block):
         outer.append(inner)
@@ -881,7 +891,7 @@ def schedule_generic(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Schedule
                 pass
     for block in sch.get_child_blocks(root):
         if is_spatial(sch, block):
-            _schedule_spatial_block(sch, block, config)
+            _schedule_spatial_block(sch, block, config, rows_outside=is_gather(sch.get(block)))
         else:
             _schedule_reduction_outer(sch, block, config)
     return ScheduleResult(sch.mod["main"], "generic")
