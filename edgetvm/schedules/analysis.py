@@ -147,14 +147,3 @@ def has_if_then_else(stmt) -> bool:
     op = getattr(getattr(body, "value", None), "op", None) if isinstance(body, tirx.BufferStore) else None
     return isinstance(op, tvm.ir.Op) and str(op.name).endswith(".if_then_else")
 
-
-def is_gather(block: tirx.SBlock) -> bool:
-    """Whether a spatial block reads a source element computed from its output position: a read
-    region wider than one element on an axis other than the last (``resize[n, y, x, c]`` reads
-    ``src[n, 0:H, 0:W, c]``: TVM cannot bound ``floor((y + 0.5) * s - 0.5)`` closer)."""
-    for read in block.reads:
-        for axis in read.region[:-1]:
-            extent = const_int(axis.extent)
-            if extent is None or extent > 1:
-                return True
-    return False

@@ -45,12 +45,11 @@ Every kernel is scheduled by the first rule that applies:
    the ``kernels.neon_f32_copy`` assembly), not a bounds test per element.
 3. :func:`schedule_generic` for everything else: elementwise producers inlined, each remaining
    block's outer spatial loops fused and parallel, its innermost loop vectorized when it divides
-   by the vector width. A gather (a resize: its source pixel is computed from the output pixel)
-   keeps the vectors of its innermost axis a loop inside the fused ones, so the source index and
-   interpolation weights are computed once per pixel, not per vector. Fused, every vector
-   recovered its pixel by division and recomputed them: BlazeFace full's three bilinear upsamples
-   (channels last) in the default multi-thread ARM build, counted on one core, 19.2 -> 1.93 M
-   instructions, the model 80.8 -> 63.5 M (a 1-thread build never fuses, so never paid it).
+   by the vector width.
+
+Parallel loops (``num_threads`` not 1): the fewest outer loops that give enough tasks are fused
+into the parallel one, the rest stay serial inside it (``_parallel_outer``): no division per
+iteration to recover indices, and a resize computes its source pixel and weights per pixel.
 """
 
 from __future__ import annotations
@@ -65,13 +64,15 @@ from ..kernels.neon_f32_dwconv import (DWCONV_STRIDES, dwconv5_row_intrin, dwcon
 from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILE_PIXELS, F32_GEMM_TILES, F32_STEM_TILE,
                                     F32_STEM_WINDOWS, epilogue_fits, f32_gemm_intrin, f32_gemm_tile_call, f32_gemm_tile_name,
                                     f32_stem_intrin, f32_stem_tile_call, f32_stem_tile_name)
-from .analysis import (ReductionKernel, analyse_reduction, const_int, has_if_then_else, is_gather, is_spatial,
-                       trivial_loops, unit_stride_last)
+from .analysis import (ReductionKernel, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops,
+                       unit_stride_last)
 from .gemm_epilogue import MatchedEpilogue, match_gemm_epilogue
 from .padding import copy_and_fill, match_constant_pad
 
 # Below this many output elements a parallel launch costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 4096
+# Parallel tasks enough to balance a 4-core board within a sixteenth of the work.
+PARALLEL_MIN_TASKS = 16
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,7 @@ def schedule_register_tiled(func: tirx.PrimFunc, config: CpuScheduleConfig) -> S
         for e in kernel.extents[: len(kernel.spatial)]:
             total *= e
         if total >= PARALLEL_MIN_ELEMENTS:
-            sch.parallel(sch.fuse(*tile_loops) if len(tile_loops) > 1 else tile_loops[0])
+            _parallel_outer(sch, tile_loops)
 
     sch.decompose_reduction(main, reduction[0])
     sch.set_scope(main, 0, "local")
@@ -562,8 +563,7 @@ def _gemm_tile_tail_and_init(sch: s_tir.Schedule, main, tail, tile_loops: list, 
     _unroll_and_vectorize(sch, sch.get_loops(tail)[len(tile_loops):], config.lanes)
     # Loop kinds before decompose_reduction, as in schedule_register_tiled.
     if config.parallel and outputs >= PARALLEL_MIN_ELEMENTS:
-        tile_loops = [sch.fuse(*tile_loops[:-1]), tile_loops[-1]]
-        sch.parallel(tile_loops[0])
+        tile_loops = _parallel_outer(sch, tile_loops[:-1]) + tile_loops[-1:]
     init = sch.decompose_reduction(main, first_inner)
     _unroll_and_vectorize(sch, sch.get_loops(init)[len(tile_loops):], config.lanes)
     sch.set_scope(main, 0, "local")
@@ -835,10 +835,7 @@ def _tail_keeps_shape(sch: s_tir.Schedule, main, consumers: list) -> bool:
     return True
 
 
-def _schedule_spatial_block(sch: s_tir.Schedule, block, config: CpuScheduleConfig, rows_outside: bool = False) -> None:
-    """The outer loops fused (and parallel), the innermost vectorized. ``rows_outside``: the vectors
-    of the innermost axis stay a loop of their own inside the fused ones, so what the outer axes
-    alone compute (a gather's source index) is computed once per row, not per vector."""
+def _schedule_spatial_block(sch: s_tir.Schedule, block, config: CpuScheduleConfig) -> None:
     loops = trivial_loops(sch, block)
     if loops is None:
         loops = sch.get_loops(block)
@@ -855,8 +852,7 @@ def _schedule_spatial_block(sch: s_tir.Schedule, block, config: CpuScheduleConfi
     if lanes >= 2 and is_spatial(sch, block):
         if extents[-1] > lanes:
             o, inner = sch.split(inner, [None, lanes])
-            if not rows_outside:
-                outer.append(o)
+            outer.append(o)
         sch.vectorize(inner)
     elif is_spatial(sch, block):
         outer.append(inner)
@@ -864,7 +860,26 @@ def _schedule_spatial_block(sch: s_tir.Schedule, block, config: CpuScheduleConfi
     for e in extents:
         total *= e
     if config.parallel and outer and total >= PARALLEL_MIN_ELEMENTS and is_spatial(sch, block):
-        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+        _parallel_outer(sch, outer)
+
+
+def _parallel_outer(sch: s_tir.Schedule, loops: list) -> list:
+    """The fewest outer ``loops`` that give :data:`PARALLEL_MIN_TASKS` tasks fused into one parallel
+    loop, the rest left serial inside it; the loops after. Fusing them all made every iteration
+    recover its indices by 64-bit division and modulo (``i // 96``, ``i % 2``): on ARMv7 each a long
+    sequence, per vector in the generic kernels and per tile in the register-tiled ones. The
+    default (multi-thread) ARM builds, instructions per inference under qemu (cortex-a7): BlazeFace
+    full 80.8 -> 53.8 M (its three bilinear upsamples 19.2 -> 1.93 M, a 96x96x32 1x1 conv with a
+    residual 7.99 -> 4.37 M), FaceMesh 23.4 -> 17.3 M, MobileFaceNet 89.1 -> 82.4 M, MobileNetV2
+    135.1 -> 120.2 M, hand landmark lite 77.3 -> 65.5 M; their 1-thread builds, which fuse
+    nothing, 53.7, 16.7, 80.3, 115.6 and 60.8 M."""
+    count, tasks = 0, 1
+    while count < len(loops) and tasks < PARALLEL_MIN_TASKS:
+        tasks *= int(sch.get(loops[count]).extent)
+        count += 1
+    fused = sch.fuse(*loops[:count]) if count > 1 else loops[0]
+    sch.parallel(fused)
+    return [fused, *loops[count:]]
 
 
 def schedule_constant_pad(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
@@ -891,7 +906,7 @@ def schedule_generic(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Schedule
                 pass
     for block in sch.get_child_blocks(root):
         if is_spatial(sch, block):
-            _schedule_spatial_block(sch, block, config, rows_outside=is_gather(sch.get(block)))
+            _schedule_spatial_block(sch, block, config)
         else:
             _schedule_reduction_outer(sch, block, config)
     return ScheduleResult(sch.mod["main"], "generic")
@@ -911,7 +926,7 @@ def _schedule_reduction_outer(sch: s_tir.Schedule, block, config: CpuScheduleCon
     for lp in lead:
         total *= int(sch.get(lp).extent)
     if lead and total >= 4:
-        sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
+        _parallel_outer(sch, lead)
 
 
 def schedule_kernel(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult:

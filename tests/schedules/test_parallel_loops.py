@@ -1,6 +1,8 @@
-"""A gather (a resize: each output reads a source pixel computed from its position) keeps its channel
-vectors a loop inside the fused, parallel pixel loop (``schedules.cpu.schedule_generic``), so the
-source index and interpolation weights are computed per pixel, not per vector; outputs unchanged."""
+"""Parallel kernels fuse only the outer loops they need for enough tasks (``schedules.cpu._parallel_outer``):
+a resize (each output reads a source pixel computed from its position) keeps its channel vectors a
+serial loop inside the parallel pixel loop, so the source index and interpolation weights are
+computed per pixel, not per vector; a register-tiled conv parallel over its rows, no index recovered
+by division per tile. Outputs unchanged."""
 
 from __future__ import annotations
 
@@ -59,3 +61,28 @@ def test_resize_computes_its_source_pixel_per_pixel_and_matches_onnxruntime():
     x = np.random.default_rng(0).uniform(-1, 1, (1, 6, 6, 32)).astype(np.float32)
     expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(compiled.run_dict(x)["y"], expected, rtol=1e-6, atol=1e-6)
+
+
+def _conv3x3(c_in: int, c_out: int, hw: int):
+    rng = np.random.default_rng(1)
+    w = rng.uniform(-0.5, 0.5, (c_out, c_in, 3, 3)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                               helper.make_node("Relu", ["c"], ["y"])], "conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c_out, hw, hw])],
+                              [numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_register_tiled_conv_is_parallel_over_its_rows_and_matches_onnxruntime():
+    model = _conv3x3(8, 32, 24)
+    compiled = edgetvm.compile(model, "host", num_threads=2)
+    convs = [f for gv, f in compiled.scheduled.functions.items() if "conv2d" in gv.name_hint]
+    assert len(convs) == 1
+    parallel = [extent for kind, extent in _loops(convs[0]) if kind == int(tirx.ForKind.PARALLEL)]
+    # The padding pass and the conv: each parallel over the fewest outer loops giving >= 16 tasks
+    # (the 24 or 26 rows), never over rows x column tiles x channel tiles.
+    assert parallel and all(extent in (24, 26) for extent in parallel), parallel
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 8, 24, 24)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(compiled.run_dict(x)["y"], expected, rtol=1e-5, atol=1e-5)
