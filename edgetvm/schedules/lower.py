@@ -17,6 +17,7 @@ from ..progress import bar
 from ..targets import ResolvedTarget
 from .cpu import CpuScheduleConfig, schedule_kernel
 from .nan_propagation import NAN_PROPAGATING_LEGALIZATIONS
+from .residual_pads import keep_residual_channel_pads_apart
 from ..transform.arm_quantize import legalize_quantize
 from ..transform.const_fold import FoldConstantsWithNumpy
 from ..transform.layout import channels_last
@@ -65,6 +66,9 @@ def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget) -> tvm.IRModule
             relax.transform.LegalizeOps({**NAN_PROPAGATING_LEGALIZATIONS,
                                          **({"relax.quantize": legalize_quantize} if target.is_arm else {})}),
             relax.transform.AnnotateTIROpPattern(),
+            # ARMv7: a channel pad on a conv's residual path stays its own kernel (the conv's tail
+            # then runs on the fused NEON GEMM tile).
+            *([keep_residual_channel_pads_apart] if target.is_arm else []),
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
             relax.transform.FuseTIR(),
