@@ -123,6 +123,8 @@ def epilogue_of(compiled) -> str | None:
     (dict(cin=16, cout=16, h=4, w=4, tail="relu6"), "p5x8_b_max00000000_min40c00000"),
     (dict(cin=16, cout=16, h=4, w=4, tail="leaky", bias=False), "p5x8_leaky3dcccccd"),
     (dict(cin=16, cout=16, h=4, w=4, tail="none", residual=True, relu_after_residual=True), "p5x8_b_res_max00000000"),
+    (dict(cin=8, cout=16, h=3, w=8), "p5x8_b_prelu"),    # depth 8 (BlazeFace full's 8 -> 32 convs)
+    (dict(cin=4, cout=8, h=3, w=8), "p5x8_b_prelu"),     # depth 4: one step
 ])
 def test_arm_pointwise_convs_take_the_fused_tile_of_their_epilogue(net, tile):
     model, _ = pointwise_net(**net)
@@ -190,6 +192,7 @@ def test_inlined_call_passes_the_arguments_in_the_statement_order():
     dict(cin=16, cout=16, h=4, w=8, stride=2),   # strided: a tile's pixels are not one contiguous run
     dict(cin=6, cout=16, h=4, w=8),              # depth not a multiple of 4
     dict(cin=16, cout=10, h=4, w=6),             # channels not a multiple of 4
+    dict(cin=8, cout=16, h=3, w=8, tail="sigmoid"),   # a tail the fused tile cannot compute, depth < 16
 ])
 def test_other_pointwise_convs_keep_the_register_tiled_schedule(net):
     model, _ = pointwise_net(**net)
@@ -211,6 +214,8 @@ def test_host_never_takes_the_arm_microkernel():
     (dict(cin=24, cout=16, h=5, w=3, tail="leaky", bias=False), 1),   # 15 pixels: a 3-pixel tile last
     (dict(cin=16, cout=16, h=4, w=6, tail="none", residual=True, relu_after_residual=True), 1),
     (dict(cin=16, cout=16, h=3, w=8, tail="sigmoid"), 1),       # the tensorized tile and its TIR tail
+    (dict(cin=8, cout=8, h=6, w=6, tail="none", residual=True, relu_after_residual=True), 1),   # depth 8
+    (dict(cin=4, cout=16, h=5, w=5), 1),                        # depth 4, 25 pixels
 ])
 def test_arm_microkernel_matches_numpy_and_the_host_build(net, threads, tmp_path):
     model, reference = pointwise_net(**net)
