@@ -284,7 +284,9 @@ def measure(name: str, target: str, quantize: str | None, with_kernels: bool, wo
         row["goal_met"] = cost.instructions <= insn_goal and cost.cycles_a7 <= a7_goal
     elif not quantize and name in TFLITE:
         row["goal"] = f"<= {TFLITE_GOAL_RATIOS[0]}x TFLite instructions, <= {TFLITE_GOAL_RATIOS[1]}x its a7 cycles"
-        row["goal_met"] = row["insn_ratio"] <= TFLITE_GOAL_RATIOS[0] and row.get("a7_ratio", 0) <= TFLITE_GOAL_RATIOS[1]
+        a7_peer = TFLITE[name][2]
+        row["goal_met"] = (cost.instructions <= TFLITE_GOAL_RATIOS[0] * TFLITE[name][0]
+                           and (a7_peer is None or cost.cycles_a7 <= TFLITE_GOAL_RATIOS[1] * a7_peer))
     if with_kernels:
         kinds = per_kernel(compiled, workdir)
         row["by_kernel"] = kinds

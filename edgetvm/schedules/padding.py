@@ -68,7 +68,7 @@ def _bounds(cond, iter_vars: list) -> dict[int, list[int | None]] | None:
     return found
 
 
-def _single_pad(sch: s_tir.Schedule, block) -> ConstantPad | None:
+def single_pad(sch: s_tir.Schedule, block) -> ConstantPad | None:
     """The pad one block stores, when it is exactly ``if_then_else(x's box, x[i - before], value)``."""
     stmt = sch.get(block)
     store = stmt.body
@@ -108,9 +108,11 @@ def _single_pad(sch: s_tir.Schedule, block) -> ConstantPad | None:
 def match_constant_pad(func: tirx.PrimFunc) -> ConstantPad | None:
     """The pad ``func`` computes, when its blocks are a chain of non-negative constant pads of one value
     from a parameter to a parameter (each block reading the one before)."""
+    if not (isinstance(func.body, s_tir.SBlockRealize) and func.body.block.name_hint == "root"):
+        return None  # written directly as loops (the int8 kernels): no blocks to read
     sch = s_tir.Schedule(func)
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    pads = [_single_pad(sch, block) for block in blocks]
+    pads = [single_pad(sch, block) for block in blocks]
     if not pads or None in pads:
         return None
     first, last = pads[0], pads[-1]
@@ -145,7 +147,15 @@ def _vector_loop(var_name: str, extent: int, lanes: int, body) -> tirx.Stmt:
 
 def copy_and_fill(func: tirx.PrimFunc, pad: ConstantPad, lanes: int, parallel_min_elements: int | None,
                   neon: bool = False) -> tirx.PrimFunc:
-    """``func`` rewritten as the row-wise copy and fill of the module docstring; rows in parallel when
+    """``func`` rewritten as the row-wise copy and fill of the module docstring (see
+    :func:`copy_and_fill_loops`)."""
+    block = s_tir.SBlock([], [], [], "root", copy_and_fill_loops(pad, lanes, parallel_min_elements, neon))
+    return func.with_body(s_tir.SBlockRealize([], True, block))
+
+
+def copy_and_fill_loops(pad: ConstantPad, lanes: int, parallel_min_elements: int | None,
+                        neon: bool = False) -> tirx.Stmt:
+    """The row-wise copy and fill of the module docstring computing ``pad``; rows in parallel when
     ``parallel_min_elements`` is given and the output has at least that many elements. ``neon``
     (ARMv7, float32): each contiguous run of at least 16 floats is one call of the
     ``kernels.neon_f32_copy`` assembly (a fill only when the pad value is zero); shorter ones (the
@@ -219,5 +229,4 @@ def copy_and_fill(func: tirx.PrimFunc, pad: ConstantPad, lanes: int, parallel_mi
             outermost = all(out_shape[b] == 1 for b in range(a))
             kind = tirx.ForKind.PARALLEL if parallel and outermost else tirx.ForKind.SERIAL
             loop = tirx.For(index[a], 0, out_shape[a], kind, loop)
-    block = s_tir.SBlock([], [], [], "root", loop)
-    return func.with_body(s_tir.SBlockRealize([], True, block))
+    return loop

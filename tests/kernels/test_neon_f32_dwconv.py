@@ -113,8 +113,13 @@ def depthwise_net(c: int, h: int, w: int, stride: int, residual: bool = False, s
 @pytest.mark.parametrize("c,h,w,stride,k", [(8, 6, 8, 1, 3), (12, 6, 14, 2, 3), (8, 6, 10, 1, 5), (8, 6, 14, 2, 5)])
 def test_arm_depthwise_convs_take_the_microkernel(c, h, w, stride, k):
     model, _ = depthwise_net(c, h, w, stride, k=k)
-    rule = schedule_rule(edgetvm.compile(model, ARM, num_threads=1), "neon-dwconv")
+    compiled = edgetvm.compile(model, ARM, num_threads=1)
+    rule = schedule_rule(compiled, "neon-dwconv")
     assert rule and f"{k}x{k} stride {stride} row of {(w - 1) // stride + 1} microkernel" in rule
+    # The padding pass: each row's interior copied and its border filled by the NEON copy assembly,
+    # no bounds test per vector.
+    kernel = next(f for gv, f in compiled.scheduled.functions.items() if gv.name_hint.startswith("fused_conv2d")).script()
+    assert "edgetvm_neon_f32_copy_n" in kernel and "edgetvm_neon_f32_zero_n" in kernel and "if_then_else" not in kernel
 
 
 def test_channels_not_a_multiple_of_4_and_the_host_keep_their_schedules():
