@@ -54,6 +54,8 @@ def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget) -> tvm.IRModule
             relax.transform.DecomposeOpsForInference(),
             # ... and its (y, mean, var) tuple must go, or the tuple blocks fusing the activation.
             relax.transform.CanonicalizeBindings(),
+            # int8: a float tensor with several int8 consumers is quantized once, not once per consumer.
+            relax.transform.EliminateCommonSubexpr(),
             relax.transform.DeadCodeElimination(),
             # ARMv7: the RGB stem gets a zero 4th channel, the depth step of the NEON GEMM microkernel.
             *([PadStemChannels()] if target.is_arm else []),
