@@ -187,8 +187,8 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     ``tuning_db`` (a directory written by :func:`tune`) supplies measured schedules for the
     kernels it has records of; the default schedules take the rest (``report.details["tuning"]``).
 
-    ``fuse`` runs the exact graph rewrites of ``transform.pipeline.fusion_passes`` (batch norm and
-    scale/shift folding, activation canonicalisation); ``passes`` are further ``tvm.transform.Pass``
+    ``fuse`` runs the exact graph rewrites of ``transform.pipeline.fusion_passes`` (common
+    subexpressions computed once, batch norm and scale/shift folding, activation canonicalisation); ``passes`` are further ``tvm.transform.Pass``
     instances run after them. ``report.passes`` names what ran, ``report.details[name]`` says what
     each pass found (e.g. which batch norms were folded and why others were not).
 

@@ -22,6 +22,7 @@ from ..transform.arm_quantize import legalize_quantize
 from ..transform.const_fold import FoldConstantsWithNumpy
 from ..transform.layout import channels_last
 from ..transform.pad_stem_channels import PadStemChannels
+from ..transform.space_to_depth_conv import SpaceToDepthConv
 
 # Vector registers of the float unit: 16 q registers on ARMv7 NEON, 16 ymm with AVX2, 32 zmm with
 # AVX-512. Half of them hold a register tile's accumulators.
@@ -54,10 +55,14 @@ def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget) -> tvm.IRModule
             relax.transform.DecomposeOpsForInference(),
             # ... and its (y, mean, var) tuple must go, or the tuple blocks fusing the activation.
             relax.transform.CanonicalizeBindings(),
+            # int8: a float tensor with several int8 consumers is quantized once, not once per consumer.
+            relax.transform.EliminateCommonSubexpr(),
             relax.transform.DeadCodeElimination(),
             # ARMv7: the RGB stem gets a zero 4th channel, the depth step of the NEON GEMM microkernel.
             *([PadStemChannels()] if target.is_arm else []),
             channels_last(),
+            # ARMv7: a conv whose window is its stride (2x2 s2) becomes a 1x1 conv on the NEON GEMM tile.
+            *([SpaceToDepthConv()] if target.is_arm else []),
             # The weights' layout change (OIHW -> HWIO) and bias reshapes become plain constants.
             FoldConstantsWithNumpy(),
             relax.transform.DeadCodeElimination(),

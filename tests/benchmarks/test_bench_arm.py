@@ -64,3 +64,23 @@ def test_per_kernel_report_counts_every_kind_under_qemu(compiled, tmp_path):
         assert row["mcycles_a7"] >= row["mcycles_a9"] >= row["minsn"] * 0.99
         # 4 fp32 MACs per NEON instruction at most: below 0.25 per MAC the MACs were miscounted.
         assert row["insn_per_mac"] >= 0.25
+
+
+def test_int8_rows_get_their_a7_cycles_over_the_same_models_fp32():
+    rows = [{"model": "sface", "precision": "fp32", "mcycles_a7": 400.0},
+            {"model": "sface", "precision": "int8", "mcycles_a7": 300.0},
+            {"model": "retinaface", "precision": "fp32", "mcycles_a7": 200.0},
+            {"model": "retinaface", "precision": "int8", "mcycles_a7": 139.0},
+            {"model": "yunet", "precision": "int8", "mcycles_a7": 10.0}]   # no fp32 row: no ratio
+    bench_arm.int8_against_fp32(rows)
+    assert [(r.get("int8_a7_ratio"), r.get("goal_met")) for r in rows] == [
+        (None, None), (0.75, False), (None, None), (0.695, True), (None, None)]
+
+
+def test_face_onnx_models_take_real_faces_at_their_input_size():
+    model, fill, shapes, calibration = bench_arm.face_onnx_model("retinaface")
+    assert shapes == {"input": (1, 3, 320, 320)} and len(calibration) == 6
+    assert all(c.shape == (1, 3, 320, 320) for c in calibration) and np.ptp(calibration[0]) > 100
+    model, fill, shapes, calibration = bench_arm.face_onnx_model("sface")
+    assert shapes is None and calibration[0].shape == (1, 3, 112, 112)
+    assert "retinaface" in bench_arm.MODELS and "sface" in bench_arm.MODELS

@@ -269,3 +269,20 @@ def test_cli_quantize_options_reach_compile():
     assert compile_kwargs(args)["quantize_options"] == {"keep_float": []}
     # The defaults (equalize, the image conv float) reach SFace's goal: no options passed.
     assert "quantize_options" not in compile_kwargs(parser.parse_args(["compile", "m.onnx", "-o", "m.so", "--quantize", "int8"]))
+
+
+def test_a_float_tensor_read_by_two_int8_kernels_is_quantized_once():
+    # RetinaFace's SSH outputs (ReLU, 3 int8 convs each) were quantized once per reader: 9 kernels for 3 tensors.
+    from tvm import relax
+
+    calibration = _inputs(1, 8)
+    compiled = edgetvm.compile(two_head_detector(channels=16), "cortex-a7", quantize="int8", calibration=calibration)
+    quantizes = [b for block in compiled.scheduled["main"].body.blocks for b in block.bindings
+                 if isinstance(b.value, relax.Call) and "quantize" in str(getattr(b.value.args[0], "name_hint", ""))
+                 and "dequantize" not in str(b.value.args[0].name_hint)]
+    assert len(quantizes) == 1, [b.value.args[0].name_hint for b in quantizes]
+    session = ort.InferenceSession(two_head_detector(channels=16).SerializeToString())
+    x = _inputs(2, 1)[0]
+    for ours, theirs in zip(edgetvm.compile(two_head_detector(channels=16), quantize="int8", calibration=calibration)(x),
+                            session.run(None, {"x": x})):
+        assert _cosine(ours, theirs) > 0.99

@@ -123,7 +123,8 @@ def qdq_requantize():
 def test_compile_reports_the_findings_of_a_pass_given_by_the_user():
     fold = FoldQuantScales()
     compiled = edgetvm.compile(qdq_requantize(), passes=[fold])
-    assert compiled.report.passes == ["FoldBatchNorm", "FoldScaleShift", "PReLUToLeakyReLU", "FoldQuantScales"]
+    assert compiled.report.passes == ["EliminateCommonSubexpr", "FoldBatchNorm", "FoldScaleShift", "PReLUToLeakyReLU",
+                                      "FoldQuantScales"]
     details = compiled.report.details["FoldQuantScales"]
     assert details is fold.findings
     assert details["kernels"] == {"requantize": 1} and details["folded"] == 1

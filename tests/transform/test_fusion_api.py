@@ -27,11 +27,50 @@ def conv_bn_prelu():
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
 
 
+def twice_computed_conv():
+    """RetinaFace's imported SSH in small: one conv + ReLU computed twice (two ONNX nodes, same input and
+    weights), each copy read by a different conv."""
+    rng = np.random.default_rng(4)
+    inits = {"w": rng.standard_normal((8, 3, 3, 3)), "wa": rng.standard_normal((8, 8, 3, 3)),
+             "wb": rng.standard_normal((8, 8, 3, 3))}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["x", "w"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r1", "wa"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["r2", "wb"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
+                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_a_computation_the_model_repeats_runs_once(quantize):
+    from tvm import relax
+
+    model = twice_computed_conv()
+    rng = np.random.default_rng(0)
+    kwargs = {"quantize": "int8", "calibration": [rng.uniform(-1, 1, (1, 3, 8, 8)).astype("float32") for _ in range(4)]
+              } if quantize else {}
+    compiled = api.compile(model, **kwargs)
+    calls = [b.value.args[0].name_hint for block in compiled.scheduled["main"].body.blocks for b in block.bindings
+             if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "") == "relax.call_tir"]
+    assert len([c for c in calls if "conv" in c or "im2col" in c]) == 3, calls   # 4 ONNX convs, 3 distinct
+    x = rng.uniform(-1, 1, (1, 3, 8, 8)).astype("float32")
+    if quantize is None:
+        import onnxruntime as ort
+
+        want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+        np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-4)
+
+
 def test_compile_runs_and_reports_the_fusion_passes_by_default():
     model = conv_bn_prelu()
     fused = api.compile(model)
     plain = api.compile(model, fuse=False)
-    assert fused.report.passes == ["FoldBatchNorm", "FoldScaleShift", "PReLUToLeakyReLU"]
+    assert fused.report.passes == ["EliminateCommonSubexpr", "FoldBatchNorm", "FoldScaleShift", "PReLUToLeakyReLU"]
     assert fused.report.details["FoldBatchNorm"]["folded"] == 1
     assert fused.report.details["PReLUToLeakyReLU"]["rewritten"] == 1
     assert plain.report.passes == [] and "FoldBatchNorm" not in plain.report.details

@@ -1,0 +1,108 @@
+"""A conv whose window equals its stride (no padding, no dilation) as a space-to-depth and a 1x1 conv,
+so that ARMv7 runs it on the NEON GEMM microkernel.
+
+Channels last, a ``k_h x k_w`` conv at stride ``(k_h, k_w)`` reads each input pixel once, and the window
+of output pixel ``(i, j)`` is the block ``x[k_h i : +k_h, k_w j : +k_w, :]``. With the block flattened
+into channels in (ky, kx, c) order, which is the row-major order of an HWIO weight::
+
+    s2d(x)[n, i, j, (ky k_w + kx) C + c] = x[n, k_h i + ky, k_w j + kx, c]
+    conv(x, w)[n, i, j, o] = sum_{ky, kx, c} s2d(x)[n, i, j, (ky k_w + kx) C + c] w[ky, kx, c, o]
+                           = conv1x1(s2d(x), reshape(w, [1, 1, k_h k_w C, O]))[n, i, j, o]
+
+exactly: the same products summed in the same order (ky, kx, c). ``s2d`` is
+``reshape [N, H/k_h, k_h, W/k_w, k_w C] -> permute (0, 1, 3, 2, 4) -> reshape [N, H/k_h, W/k_w, k_h k_w C]``:
+runs of ``k_w C`` contiguous floats, one pass over the input. The 1x1 conv of depth ``k_h k_w C``
+then takes the fused GEMM tile (``schedules.cpu.schedule_neon_f32_gemm``, 0.32 instructions per MAC)
+instead of the TIR register tile. Measured (Iris, cortex-a7, 1 thread, ``benchmarks/bench_arm.py
+--per-kernel``): its six 2x2 stride-2 convs (7.60 M MAC) 5.42 M instructions (0.713 per MAC) and 9.06 M
+a7 cycles on the register tile; as 1x1 convs on the fused tile about 2.5 M instructions plus 0.46 M
+(0.52 M a7 cycles) for the copies; the model 23.94 -> 21.38 M instructions, 45.96 -> 42.51 M a7 cycles.
+Not measured: the GEMM tile reading the strided 2x2 window in place (no copy; its depth loop would
+need a jump to the next input row halfway), at most the copies' 0.46 M better.
+
+Only ungrouped NHWC/HWIO convs (after ``transform.layout.channels_last``) with a constant weight, window
+= stride > 1, no padding, no dilation, even division of the input, and a depth the microkernel takes
+(a multiple of its depth step, at least 4 steps) are rewritten.
+
+Not done: a window as large as its whole input (Iris's last two 2x2 convs of a 2x2x128 input into 213
+channels) is the same rewrite with one block, but its 1x1 conv of 213 channels takes no NEON tile
+either (the tile steps 4 channels; zero columns sliced off after the conv put the slice into the
+kernel's tail, which the fused tile does not read), so it stays on the generic schedule.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_op, wildcard
+
+from ..kernels.neon_f32_gemm import F32_GEMM_DEPTH_STEP
+from ..relax_utils import constant_value, static_shape
+from .base import GraphPass, MatchedBindingRewriter, graph_pass
+
+# The fused GEMM tile's loop runs whole steps of 4 depths, and the schedule takes depths of 4 steps and more.
+MIN_DEPTH = 4 * F32_GEMM_DEPTH_STEP
+
+
+@graph_pass("SpaceToDepthConv")
+class SpaceToDepthConv(GraphPass):
+    """NHWC ``conv2d(x, w)`` with window = stride -> ``conv2d(s2d(x), reshape(w))``, a 1x1 conv.
+
+    After running, ``findings`` holds ``{"rewritten", "declined": [{"conv", "reason"}]}``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.pattern = is_op("relax.nn.conv2d")(wildcard(), wildcard())
+
+    def check(self, call: relax.Call, weight: np.ndarray | None, in_shape) -> str | None:
+        """Why this conv is not rewritten; None when its window equals its stride and the 1x1 conv
+        it becomes has a depth the NEON GEMM tile takes."""
+        attrs = call.attrs
+        if str(attrs.data_layout) != "NHWC" or str(attrs.kernel_layout) != "HWIO":
+            return f"layout {attrs.data_layout}/{attrs.kernel_layout}: only NHWC/HWIO (after channels_last)"
+        if weight is None or weight.ndim != 4:
+            return "the weight is not a constant"
+        kh, kw, channels, _ = weight.shape
+        strides = [int(s) for s in attrs.strides]
+        if kh * kw == 1 or strides != [kh, kw]:
+            return "not a window equal to its stride"
+        if attrs.groups != 1:
+            return f"groups {attrs.groups}: only ungrouped convs"
+        if any(int(p) for p in attrs.padding) or any(int(d) != 1 for d in attrs.dilation):
+            return "padded or dilated: the windows are not the input's blocks"
+        if in_shape is None or len(in_shape) != 4 or in_shape[1] % kh or in_shape[2] % kw:
+            return f"input {in_shape}: not divided into whole {kh}x{kw} blocks"
+        depth = kh * kw * channels
+        if depth % F32_GEMM_DEPTH_STEP or depth < MIN_DEPTH:
+            return (f"depth {depth}: the NEON GEMM tile takes multiples of {F32_GEMM_DEPTH_STEP} from {MIN_DEPTH}, "
+                    f"the copy would buy nothing")
+        return None
+
+    def new_findings(self) -> dict:
+        return {"rewritten": 0, "declined": []}
+
+    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
+        return MatchedBindingRewriter(mod, self.pattern, self.rewrite_binding).run(func)
+
+    def rewrite_binding(self, binding: relax.VarBinding, var2val, visit) -> relax.Expr | None:
+        call = binding.value
+        weight = constant_value(call.args[1], var2val)
+        in_shape = static_shape(call.args[0])
+        reason = self.check(call, weight, in_shape)
+        if reason is not None:
+            if reason != "not a window equal to its stride" and not reason.startswith("layout"):
+                self.findings["declined"].append({"conv": str(binding.var.name), "reason": reason})
+            return None
+        kh, kw, channels, out_channels = weight.shape
+        n, height, width, _ = in_shape
+        blocks = relax.op.reshape(visit(call.args[0]), [n, height // kh, kh, width // kw, kw * channels])
+        blocks = relax.op.permute_dims(blocks, [0, 1, 3, 2, 4])
+        data = relax.op.reshape(blocks, [n, height // kh, width // kw, kh * kw * channels])
+        self.findings["rewritten"] += 1
+        attrs = call.attrs
+        return relax.op.nn.conv2d(
+            data, relax.const(weight.reshape(1, 1, kh * kw * channels, out_channels)), strides=[1, 1],
+            padding=[0, 0, 0, 0], dilation=[1, 1], groups=1, data_layout="NHWC", kernel_layout="HWIO",
+            out_layout=attrs.out_layout, out_dtype=str(call.ty.dtype))
