@@ -8,10 +8,27 @@
 
 Linked with a version script that exports only the model's API, so the kernels and the runtime
 hooks never collide with a TVM runtime (or another model) in the same process.
+
+``optimize="size"`` (``--optimize size``) builds the same kernels for the fewest bytes. RetinaFace 320
+fp32 on cortex-a7, .text 537,720 B by default (measured with benchmarks/bench_compression.py):
+
+    tirx.disable_assert   -310 KB  TVM's packed-call wrapper checks every argument's type, rank, shape,
+                                   strides and device against a message string (~5.8 KB and 0.7 KB of
+                                   strings per kernel); the call table is generated from the same plan
+                                   and the runtime checks the caller's buffers (check_buffers), so the
+                                   checks can only fail on a bug of edgetvm's own
+    LLVM opt-level 2       -81 KB  O3's full unrolling of the loops around the tiles and wider inlining
+    tiles called, not inlined  -88 KB  (neon_microkernels.with_microkernels): one copy of each
+                                   microkernel instead of one per unrolled channel block
+    C runtime -Os          the runtime, decoder and call table
+
+No mode changes a result: the kernels are the same TIR, and the assembly the same statements.
+Not inlining measured no slower on RetinaFace (the call's d8-d15 saves against a smaller loop).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -20,7 +37,7 @@ from pathlib import Path
 
 import tvm
 
-from ...errors import CompileError, ToolchainError, first_line
+from ...errors import CompileError, InputError, ToolchainError, first_line
 from ...targets import ARM_CROSS_CC, ResolvedTarget, require_tool
 from ..neon_microkernels import recompile_for_neon
 from ..unfused_products import recompile_unfused
@@ -29,6 +46,15 @@ from .plan import StaticPlan
 RUNTIME_DIR = Path(__file__).resolve().parent
 RUNTIME_SOURCE = RUNTIME_DIR / "edgetvm_runtime.c"
 HUFFMAN_SOURCE = RUNTIME_DIR / "edgetvm_huffman.c"
+
+OPTIMIZE_GOALS = ("speed", "size")
+
+
+def check_optimize(goal: str) -> None:
+    """Refuse an unknown build goal, in the flag's words."""
+    if goal not in OPTIMIZE_GOALS:
+        raise InputError(f"--optimize {goal!r}: choose speed (the default: fastest kernels) or size (smallest "
+                         f"standalone .so, same results)")
 
 
 def tvm_ffi_include() -> Path:
@@ -85,13 +111,29 @@ def _run(cmd: list[str], what: str) -> None:
         raise CompileError(f"{what} failed ({' '.join(cmd[:1])}): {text[-1500:]}")
 
 
-def build_kernel_object(plan: StaticPlan, target: ResolvedTarget, path: Path) -> None:
+def kernel_build_settings(target: ResolvedTarget, optimize: str) -> tuple[tvm.target.Target, dict]:
+    """The TVM target and pass configuration of the kernels for the build goal (see the module docstring)."""
+    check_optimize(optimize)
+    if optimize == "speed":
+        return target.tvm_target, {}
+    return tvm.target.Target({**target.target_dict, "opt-level": 2}), {"tirx.disable_assert": True}
+
+
+def build_kernel_object(plan: StaticPlan, target: ResolvedTarget, path: Path, optimize: str = "speed") -> None:
     """Compile exactly the kernels the plan calls, with TVM's default TIR pipeline, to an object file."""
     funcs = {name: func.with_attr("global_symbol", name) for name, func in plan.kernels.items()}
+    tvm_target, config = kernel_build_settings(target, optimize)
     try:
         module = tvm.IRModule(funcs)
-        lib = tvm.tirx.build(module, target=target.tvm_target, pipeline="default")
-        lib = recompile_for_neon(lib, path.parent) if target.is_arm else recompile_unfused(lib, path.parent)
+        current = tvm.transform.PassContext.current()
+        context = (tvm.transform.PassContext(opt_level=current.opt_level, config={**current.config, **config})
+                   if config else contextlib.nullcontext())
+        with context:
+            lib = tvm.tirx.build(module, target=tvm_target, pipeline="default")
+        if target.is_arm:
+            lib = recompile_for_neon(lib, path.parent, inline=optimize == "speed")
+        else:
+            lib = recompile_unfused(lib, path.parent)
         lib.write_to_file(str(path))
     except Exception as exc:  # noqa: BLE001 - TVM raises plain RuntimeError/ValueError through tvm_ffi
         raise CompileError(f"TVM failed to compile the kernels for {target.preset}: {first_line(exc)}") from exc
@@ -136,14 +178,14 @@ def check_kernel_imports(kernels: Path, target: ResolvedTarget) -> None:
 
 
 def compile_and_link(plan: StaticPlan, target: ResolvedTarget, workdir: Path, model_c: Path, weights_s: Path,
-                     prefix: str, out_so: Path, soname: str) -> StandaloneObjects:
+                     prefix: str, out_so: Path, soname: str, optimize: str = "speed") -> StandaloneObjects:
     """Build all objects in ``workdir`` and link ``out_so`` (the caller makes it atomic)."""
     cc = c_compiler(target)
     objs = StandaloneObjects(workdir / "kernels.o", workdir / "edgetvm_runtime.o", workdir / "edgetvm_huffman.o",
                              workdir / "model.o", workdir / "weights.o")
-    build_kernel_object(plan, target, objs.kernels)
+    build_kernel_object(plan, target, objs.kernels, optimize)
     check_kernel_imports(objs.kernels, target)
-    cflags = ["-O2", "-std=gnu11", "-fPIC", "-fvisibility=hidden", "-ffunction-sections", "-fdata-sections",
+    cflags = ["-O2" if optimize == "speed" else "-Os", "-std=gnu11", "-fPIC", "-fvisibility=hidden", "-ffunction-sections", "-fdata-sections",
               "-Wall", "-Wno-unused-function", *target_cflags(target),
               f"-I{RUNTIME_DIR}", f"-I{tvm_ffi_include()}"]
     _run([cc, *cflags, "-c", str(RUNTIME_SOURCE), "-o", str(objs.runtime)], "compiling the standalone runtime")
