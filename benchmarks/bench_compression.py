@@ -52,8 +52,22 @@ refit at 90% sparse, 0.037 at 80%), and Huffman codes a zero in at least 1 bit (
 ~1.4 bits a weight, 1.07 MB for lv140). conv_14 at k=16 costs almost nothing (0.9360 -> 0.9354).
 (*: measured before each table was ordered most frequent value first, huffman.ranked_symbols.)
 
-RetinaFace's .so without weights is ~460 KB (2,266,728 B less 1,803,840 B of weights): above 250 KB
-before any weight is stored, so that goal needs smaller kernels, not smaller weights.
+RetinaFace's .so without weights was ~600 KB (2,410,088 B, 1,804,080 B of them weights): 316 KB of it
+TVM's per-kernel argument checks, 40 KB their message strings, ~200 KB kernels whose loops around the
+inlined NEON tiles LLVM unrolled whole. The size-first build (``optimize="size"``, the size-* configs;
+backends/standalone/build.py) leaves 85 KB, bit-exact with the default build, and is not slower:
+
+    retinaface (cortex-a7)  .so B      weights B   rest B   insn/inference  min IoU  max lmk px  same faces
+    fp32                    2,410,088  1,804,080   606,008  152.40 M        1.0      0.0         yes
+    size-fp32               1,889,904  1,804,080    85,824  147.04 M        1.0      0.0         yes
+    size-k256                 595,568    511,056    84,512                  0.987    0.51        yes
+    size-k64                  431,728    346,672    85,056                  0.825    3.64        no (2 of 12)
+    size-k16                  353,904    270,144    83,760                  0.670    11.3        no (9 missed)
+
+So 250 KB is not reached with the same faces: the code is no longer the gap, the weights are. One
+k-means codebook per tensor needs ~7 bits a weight (k=128: min IoU 0.968, 0.83 px, on the host) for
+the issue's bar, ~370 KB for RetinaFace's 420 K conv weights; at k=64 one borderline face (score 0.88)
+drops to IoU 0.825 and another's landmarks move 3.6 px.
 """
 
 from __future__ import annotations
@@ -107,6 +121,12 @@ CONFIGS = {
     "size-k32": {"optimize": "size", "compress": {"clusters": 32}},
     "size-k64": {"optimize": "size", "compress": {"clusters": 64}},
     "size-k256": {"optimize": "size", "compress": {"clusters": 256}},
+    "size-refit-k16": {"optimize": "size", "calibrate": True, "compress": {"clusters": 16}},
+    "size-refit-k32": {"optimize": "size", "calibrate": True, "compress": {"clusters": 32}},
+    "size-refit-k64": {"optimize": "size", "calibrate": True, "compress": {"clusters": 64}},
+    "size-sens0.002": {"optimize": "size", "compress": {"max_error": 0.002, "refit": False}},
+    "size-sens0.005": {"optimize": "size", "compress": {"max_error": 0.005, "refit": False}},
+    "size-sens0.01": {"optimize": "size", "compress": {"max_error": 0.01, "refit": False}},
 }
 
 
