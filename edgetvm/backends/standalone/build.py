@@ -9,21 +9,23 @@
 Linked with a version script that exports only the model's API, so the kernels and the runtime
 hooks never collide with a TVM runtime (or another model) in the same process.
 
-``optimize="size"`` (``--optimize size``) builds the same kernels for the fewest bytes. RetinaFace 320
-fp32 on cortex-a7, .text 537,720 B by default (measured with benchmarks/bench_compression.py):
+``optimize="size"`` (``--optimize size``) builds the same kernels for the fewest bytes. Each step on
+RetinaFace 320 fp32, cortex-a7 (.so bytes; qemu instructions and a7 cycle estimate per inference):
 
-    tirx.disable_assert   -310 KB  TVM's packed-call wrapper checks every argument's type, rank, shape,
-                                   strides and device against a message string (~5.8 KB and 0.7 KB of
-                                   strings per kernel); the call table is generated from the same plan
-                                   and the runtime checks the caller's buffers (check_buffers), so the
-                                   checks can only fail on a bug of edgetvm's own
-    LLVM opt-level 2       -81 KB  O3's full unrolling of the loops around the tiles and wider inlining
-    tiles called, not inlined  -88 KB  (neon_microkernels.with_microkernels): one copy of each
-                                   microkernel instead of one per unrolled channel block
-    C runtime -Os          the runtime, decoder and call table
+    default                   2,405,992 B  152.40 M insn  262.4 M cycles
+    tirx.disable_assert       2,053,736 B  152.39 M       262.4 M   TVM's packed-call wrapper checks
+                              every argument's type, rank, shape, strides and device against a message
+                              string (~5.8 KB of code and 0.7 KB of strings per kernel); the call table
+                              comes from the same plan and the runtime checks the caller's buffers
+                              (check_buffers), so the checks can only fail on a bug of edgetvm's own
+    LLVM opt-level 2          1,975,912 B  147.74 M       256.5 M   O3 unrolls and inlines more
+    tiles called, not inlined 1,885,800 B  148.40 M       257.8 M   (neon_microkernels.with_microkernels):
+                              one copy of each microkernel instead of one per unrolled channel block
+    C runtime at -Os          1,885,808 B  147.04 M                 (benchmarks/bench_compression.py)
 
-No mode changes a result: the kernels are the same TIR, and the assembly the same statements.
-Not inlining measured no slower on RetinaFace (the call's d8-d15 saves against a smaller loop).
+The weights are 1,804,560 B of it: the code and tables go from ~600 KB to 81 KB. Outputs are
+bit-exact with the default build (same TIR, same assembly statements); MobileFaceNet int8 likewise,
+1,644,132 -> 1,222,200 B, 73.24 -> 74.77 M instructions a run. Not inlining alone at O3 measured 153.05 M.
 """
 
 from __future__ import annotations
