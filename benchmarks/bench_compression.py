@@ -64,6 +64,7 @@ backends/standalone/build.py) leaves 85 KB, bit-exact with the default build, an
     size-k64                  431,728    346,672    85,056                  0.825    3.64        no (2 of 12)
     size-k16                  353,904    270,144    83,760                  0.670    11.3        no (9 missed)
     size-sens0.005            460,400    376,976    83,424                  0.894    2.89        no
+    size-refit-k96            476,784    390,368    86,416                  0.982    1.32        yes (smallest)
     size-refit-k64            431,728    346,672    85,056                  0.911    2.25        no (landmarks)
     size-refit-k32            411,248    324,624    86,624                  0.896    3.98        no (1 missed)
     size-refit-k16            353,904    270,144    83,760                  0.757    10.3        no (2 missed)
@@ -137,6 +138,8 @@ CONFIGS = {
     "size-refit-k16": {"optimize": "size", "calibrate": True, "compress": {"clusters": 16}},
     "size-refit-k32": {"optimize": "size", "calibrate": True, "compress": {"clusters": 32}},
     "size-refit-k64": {"optimize": "size", "calibrate": True, "compress": {"clusters": 64}},
+    "size-refit-k96": {"optimize": "size", "calibrate": True, "compress": {"clusters": 96}},
+    "size-refit-k128": {"optimize": "size", "calibrate": True, "compress": {"clusters": 128}},
     "size-sens0.002": {"optimize": "size", "compress": {"max_error": 0.002, "refit": False}},
     "size-sens0.005": {"optimize": "size", "compress": {"max_error": 0.005, "refit": False}},
     "size-sens0.01": {"optimize": "size", "compress": {"max_error": 0.01, "refit": False}},
