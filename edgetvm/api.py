@@ -18,7 +18,7 @@ from tvm import relax
 
 from . import __version__
 from .artifact import FORMAT_VERSION, Runner, read_sidecar, sha256_file, sidecar_path, verify_artifact
-from .backends.standalone import check_weight_storage, export_standalone, load_standalone
+from .backends.standalone import check_optimize, check_weight_storage, export_standalone, load_standalone
 from .backends.vm import build_vm, export_vm_library, load_vm_library, store_weights_as_float16
 from .compression import CompressOptions, stage_sizes
 from .data import Preprocess, Preprocessed, read_samples
@@ -59,13 +59,14 @@ class CompiledModel:
     """A compiled model: ``export`` it, or (for host targets) call it directly."""
 
     def __init__(self, imported: ImportedModel, scheduled: tvm.IRModule, target: ResolvedTarget,
-                 report: CompileReport, num_threads: int | None, weights: str = "fp32"):
+                 report: CompileReport, num_threads: int | None, weights: str = "fp32", optimize: str = "speed"):
         self.imported = imported
         self.scheduled = scheduled
         self.target = target
         self.report = report
         self.num_threads = num_threads
         self.weights = weights
+        self.optimize = optimize
         self._executable = None
         self._runner = None
         self.preprocess: Preprocess | None = None  # how images become its input, when known
@@ -97,9 +98,12 @@ class CompiledModel:
         if not standalone and self.weights == "huffman":
             raise ArtifactError(f"{path}: Huffman-coded weights (--entropy huffman) are decoded by the standalone C "
                                 f"runtime only; export with --standalone (standalone=True)")
+        if not standalone and self.optimize != "speed":
+            raise ArtifactError(f"{path}: --optimize {self.optimize} builds the standalone C module only; export "
+                                f"with --standalone (standalone=True), or drop --optimize for the TVM-runtime .so")
         if standalone:
             files = export_standalone(self.scheduled, self.imported, self.target, path,
-                                      num_threads=self.num_threads, weights=self.weights)
+                                      num_threads=self.num_threads, weights=self.weights, optimize=self.optimize)
         else:
             with atomic_path(path, mode=0o755) as tmp:
                 # TVM's exporter picks the linker by suffix, so the temporary name keeps ``.so``.
@@ -131,6 +135,7 @@ class CompiledModel:
             "target": self.target.to_json(),
             "num_threads": self.num_threads,
             "weights": self.weights,
+            "optimize": self.optimize,
             "source": self.imported.source,
             "passes": self.report.passes,
             "report": self.report.to_json(),
@@ -177,6 +182,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     weights: str = "fp32",
     preprocess: "Preprocess | dict | None" = None,
     compress: dict | None = None,
+    optimize: str = "speed",
 ) -> CompiledModel:
     """Compile ``model`` (ONNX path, bytes or ModelProto; TFLite path) for ``target``.
 
@@ -211,6 +217,13 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     when a context is created. ``report.details["compression"]`` gives the weight bytes per stage,
     ``report.details["ClusterWeights"]`` per layer with each layer's error.
 
+    ``optimize="size"`` builds the standalone artifact for the fewest bytes with the same results
+    (kernels without TVM's argument checks, LLVM O2, NEON tiles called instead of inlined, C runtime
+    at -Os: backends/standalone/build.py): RetinaFace 320 on cortex-a7 has 538 KB of code by
+    default and 58 KB so. ``compress`` does not imply it: clustering trades accuracy for weight
+    bytes, this trades kernel speed for code bytes, and a model that must fit flash may still need
+    every cycle.
+
     ``preprocess`` (an :class:`edgetvm.data.Preprocess` or a dict: mean, scale or std, channel_order
     "rgb"/"bgr", layout "nchw"/"nhwc") says how calibration images become inputs; a zoo model
     carries its own (zoo/preprocessing.py). Arrays are fed as given.
@@ -219,6 +232,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     the API is quiet by default.
     """
     check_weight_storage(weights)
+    check_optimize(optimize)
     compress = CompressOptions.coerce(compress)
     if compress.entropy is not None:
         if weights != "fp32":
@@ -313,7 +327,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     # Default schedules for every kernel not scheduled yet (schedules/cpu.py).
     scheduled = schedule_kernels(scheduled, resolved, num_threads, report.details.setdefault("schedules", {}))
     report.timings["lower"] = time.perf_counter() - started
-    compiled = CompiledModel(imported, scheduled, resolved, report, num_threads, weights)
+    compiled = CompiledModel(imported, scheduled, resolved, report, num_threads, weights, optimize)
     compiled.unscheduled = unscheduled  # the kernels before any schedule: what ``tune`` searches
     compiled.preprocess = preprocess  # the sidecar keeps it: `edgetvm run` on images feeds them alike
     return compiled

@@ -38,9 +38,13 @@ def microkernel_calls(ir: str) -> set[str]:
     return {m.group(1) for m in _DECLARE.finditer(ir)}
 
 
-def with_microkernels(ir: str) -> str:
-    """``ir`` with every declared microkernel defined and each call replaced by the definition's
-    inline-assembly statement."""
+def with_microkernels(ir: str, *, inline: bool = True) -> str:
+    """``ir`` with every declared microkernel defined and, with ``inline``, each call replaced by the
+    definition's inline-assembly statement. Without it (the size-first build, ``optimize="size"``)
+    each microkernel is one function that every tile calls: LLVM's cost model counts an assembly
+    statement as one instruction, so it fully unrolls the loops around an inlined tile and copies
+    the assembly per channel block (RetinaFace 320: 1280 vmla in one 1x1 conv kernel); a call per
+    tile costs its d8-d15 saves, measured no slower in total (see benchmarks/bench_compression.py)."""
     def define(match: re.Match) -> str:
         name = match.group(1)
         definition = microkernel_definition(name)
@@ -48,7 +52,8 @@ def with_microkernels(ir: str) -> str:
             raise ValueError(f"the kernels call an unknown NEON microkernel {name!r}")
         return definition
 
-    return _inline_calls(_DECLARE.sub(define, ir))
+    defined = _DECLARE.sub(define, ir)
+    return _inline_calls(defined) if inline else defined
 
 
 # A module loaded from LLVM IR is compiled without LLVM's pass pipeline, so ``alwaysinline`` alone
@@ -98,14 +103,14 @@ def _inline_calls(ir: str) -> str:
     return _CALL.sub(inline, ir)
 
 
-def recompile_for_neon(lib: tvm.runtime.Module, workdir: Path) -> tvm.runtime.Module:
+def recompile_for_neon(lib: tvm.runtime.Module, workdir: Path, *, inline: bool = True) -> tvm.runtime.Module:
     """``lib`` (``tvm.tirx.build`` for ARM) recompiled from its LLVM IR with the
-    microkernels defined and every float kernel multiplying-accumulating unfused (``neon_mla``);
-    ``lib`` itself when neither applies."""
+    microkernels defined (inlined at each call with ``inline``) and every float kernel
+    multiplying-accumulating unfused (``neon_mla``); ``lib`` itself when neither applies."""
     ir = lib.inspect_source("ll")
     fusable = fusable_kernels(ir)
     if not fusable and not microkernel_calls(ir):
         return lib
     path = Path(workdir) / "kernels_neon.ll"
-    path.write_text(with_microkernels(with_vmla(ir, fusable)))
+    path.write_text(with_microkernels(with_vmla(ir, fusable), inline=inline))
     return tvm.runtime.load_module(str(path))

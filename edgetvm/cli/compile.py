@@ -22,8 +22,9 @@ from ..io import atomic_path, atomic_write_json
 from ..targets import list_targets
 from ..transform.pipeline import explain
 from ..specs import TensorSpec
-from .options import (add_compile_options, add_input_shape_option, add_preprocess_options, add_weights_option,
-                      channel_fraction, check_prune_calibration, compile_kwargs, parse_shape_args, preprocess_option)
+from .options import (add_compile_options, add_input_shape_option, add_optimize_option, add_preprocess_options,
+                      add_weights_option, channel_fraction, check_prune_calibration, compile_kwargs, parse_shape_args,
+                      preprocess_option)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -209,6 +210,7 @@ def add_compile_commands(sub) -> None:
     p.add_argument("--standalone", action="store_true", help="standalone C module (.so + .h + _main.c), no TVM runtime needed; `edgetvm run --emulate` "
                    "runs an ARM one here under qemu")
     add_weights_option(p)
+    add_optimize_option(p)
     p.add_argument("--explain", action="store_true", help="print what each graph pass did, and why it declined where it did")
     p.add_argument("--tuning-db", default=None, metavar="DIR", help="use the schedules `edgetvm tune` measured (DIR)")
     p.set_defaults(func=cmd_compile)

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from ..backends.standalone import OPTIMIZE_GOALS
 from ..errors import InputError
 
 
@@ -160,6 +161,14 @@ def add_weights_option(parser: argparse.ArgumentParser) -> None:
                              "load: pays after --cluster or --quantize")
 
 
+def add_optimize_option(parser: argparse.ArgumentParser) -> None:
+    """``--optimize``: what the standalone build favours (``compile`` only)."""
+    parser.add_argument("--optimize", default="speed", choices=list(OPTIMIZE_GOALS),
+                        help="size: the smallest standalone .so with the same results (kernels without argument "
+                             "checks, LLVM O2, NEON tiles called rather than inlined, -Os runtime; RetinaFace 320 "
+                             "code 538 -> 58 KB); speed (default): the fastest kernels")
+
+
 def cluster_layers(text: str | None) -> dict[str, int]:
     """``--cluster-layers conv_1*=8,fc=32`` as {pattern: k}."""
     layers = {}
@@ -258,6 +267,11 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
     weights = getattr(args, "weights", "fp32")
     if weights != "fp32":
         kwargs["weights"] = weights
+    optimize = getattr(args, "optimize", "speed")
+    if optimize != "speed":
+        if not getattr(args, "standalone", False):
+            raise InputError(f"--optimize {optimize} builds the standalone C module: add --standalone")
+        kwargs["optimize"] = optimize
     compress = {}
     if getattr(args, "cluster", None) is not None:
         compress["clusters"] = args.cluster

@@ -202,11 +202,12 @@ class CentroidRefit:
     def original_inputs(self) -> dict[int, np.ndarray]:
         """Each refit layer's input in the original model, stacked over the samples (one run, on first use)."""
         if self._original is None:
-            taps = [layer.data for layer in self.layers.values() if layer.data not in self.inputs]
-            tapped = with_taps(tvm.IRModule({"main": self.func}), list(dict.fromkeys(taps)))["main"]
+            # Layers reading one tensor (RetinaFace's SSH branches) tap it once: the taps are the last
+            # outputs, one per distinct tensor.
+            taps = list(dict.fromkeys(layer.data for layer in self.layers.values() if layer.data not in self.inputs))
+            tapped = with_taps(tvm.IRModule({"main": self.func}), taps)["main"]
             rows = self.evaluate(tapped, self.weights, self.samples) if taps else []
-            found = {tap: np.concatenate([row[len(row) - len(taps) + t] for row in rows])
-                     for t, tap in enumerate(dict.fromkeys(taps))}
+            found = {tap: np.concatenate([row[len(row) - len(taps) + t] for row in rows]) for t, tap in enumerate(taps)}
             self._original = {i: found[layer.data] if layer.data in found else np.concatenate(self.inputs[layer.data])
                               for i, layer in self.layers.items()}
         return self._original

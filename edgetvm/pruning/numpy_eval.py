@@ -42,7 +42,7 @@ _OTHER = {
     "relax.nn.conv2d", "relax.nn.batch_norm", "relax.nn.prelu", "relax.reshape", "relax.flatten",
     "relax.permute_dims", "relax.expand_dims", "relax.squeeze", "relax.matmul", "relax.concat", "relax.split",
     "relax.strided_slice", "relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d",
-    "relax.nn.softmax", "relax.clip", "relax.astype",
+    "relax.nn.softmax", "relax.clip", "relax.astype", "relax.image.resize2d",
 }
 SUPPORTED = set(_UNARY) | set(_BINARY) | set(_REDUCE) | _OTHER
 
@@ -60,7 +60,34 @@ def unsupported_ops(func: relax.Function) -> list[str]:
                 elif value.op.name == "relax.nn.conv2d" and (
                         str(value.attrs.data_layout), str(value.attrs.kernel_layout)) != ("NCHW", "OIHW"):
                     found.add("relax.nn.conv2d (layout)")
+                elif value.op.name == "relax.image.resize2d" and not nearest_resize_supported(value.attrs):
+                    found.add("relax.image.resize2d (a mode other than NCHW nearest)")
     return sorted(found)
+
+
+_NEAREST_ROUNDING = {"floor": np.floor, "ceil": np.ceil, "round_prefer_floor": lambda v: np.ceil(v - 0.5),
+                     "round_prefer_ceil": lambda v: np.floor(v + 0.5)}
+_SOURCE_COORDINATE = {
+    "asymmetric": lambda out, size_in, size_out: out * (size_in / size_out),
+    "half_pixel": lambda out, size_in, size_out: (out + 0.5) * (size_in / size_out) - 0.5,
+}
+
+
+def nearest_resize_supported(attrs) -> bool:
+    """Whether :func:`nearest_resize` computes this ``relax.image.resize2d`` (RetinaFace's FPN upsampling)."""
+    return (str(attrs.method) == "nearest_neighbor" and str(attrs.layout) == "NCHW"
+            and str(attrs.coordinate_transformation_mode) in _SOURCE_COORDINATE
+            and str(attrs.rounding_method) in _NEAREST_ROUNDING)
+
+
+def nearest_resize(x: np.ndarray, size: list[int], attrs) -> np.ndarray:
+    """``out[n, c, y, x] = in[n, c, r(t(y)), r(t(x))]``, ``t`` the source coordinate of the transformation
+    mode, ``r`` the rounding, clamped to the image (TVM's topi.image.resize2d, nearest_neighbor)."""
+    transform = _SOURCE_COORDINATE[str(attrs.coordinate_transformation_mode)]
+    rounding = _NEAREST_ROUNDING[str(attrs.rounding_method)]
+    rows, cols = (np.clip(rounding(transform(np.arange(out, dtype=np.float64), size_in, out)), 0, size_in - 1)
+                  .astype(np.int64) for out, size_in in zip(size, x.shape[2:]))
+    return x[:, :, rows[:, None], cols[None, :]]
 
 
 def _ints(values) -> list[int]:
@@ -165,6 +192,8 @@ class _Interpreter:
         if op in _REDUCE:
             axis = None if a.axis is None else tuple(int(i) for i in a.axis)
             return _REDUCE[op](x, axis=axis, keepdims=bool(a.keepdims))
+        if op == "relax.image.resize2d":
+            return nearest_resize(x, _ints(args[1]), a)
         if op == "relax.nn.conv2d":
             return conv2d(x, args[1], _ints(a.strides), _ints(a.padding), _ints(a.dilation), int(a.groups))
         if op == "relax.nn.batch_norm":

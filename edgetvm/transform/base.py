@@ -60,17 +60,23 @@ class GraphPass:
         """The driver (TVM calls it): fresh findings, each visited function rewritten, ``finish``."""
         self.findings = self.new_findings()
         out = mod
-        for gvar, func in list(mod.functions.items()):
-            if not self.visits(gvar, func):
-                continue
-            rewritten = self.rewrite_function(gvar, func, out)
-            if isinstance(rewritten, tvm.IRModule):
-                out = rewritten
-            elif rewritten is not None:
-                if out is mod:
-                    out = mod.clone()  # the caller's module stays as it was
-                out[gvar] = rewritten
-        out = self.finish(out)
+        # Passes this one runs itself (a calibration run compiling a copy of the model: ClusterWeights'
+        # refit) did not run on the model: their findings stay out of the report's.
+        outer = _COLLECTORS.set(())
+        try:
+            for gvar, func in list(mod.functions.items()):
+                if not self.visits(gvar, func):
+                    continue
+                rewritten = self.rewrite_function(gvar, func, out)
+                if isinstance(rewritten, tvm.IRModule):
+                    out = rewritten
+                elif rewritten is not None:
+                    if out is mod:
+                        out = mod.clone()  # the caller's module stays as it was
+                    out[gvar] = rewritten
+            out = self.finish(out)
+        finally:
+            _COLLECTORS.reset(outer)
         for found in _COLLECTORS.get():
             found.append((self.name or type(self).__name__, self.findings))
         return out

@@ -201,3 +201,21 @@ def test_pruning_settings_are_refused_by_flag(small_model, tmp_path, command, sa
     done = run_edgetvm(*[str(small_model) if a == "{model}" else a for a in command], cwd=tmp_path)
     assert done.returncode == 2 and says in done.stderr, done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_optimize_size_flag(small_model, tmp_path):
+    from edgetvm.cli.options import compile_kwargs
+    from edgetvm.errors import InputError
+
+    def kwargs_of(*argv: str) -> dict:
+        return compile_kwargs(build_parser().parse_args(["compile", "m.onnx", "-o", "m.so", *argv]))
+
+    assert kwargs_of("--standalone", "--optimize", "size")["optimize"] == "size"
+    assert "optimize" not in kwargs_of("--standalone") and "optimize" not in kwargs_of("--optimize", "speed")
+    with pytest.raises(InputError, match="--optimize size builds the standalone C module: add --standalone"):
+        kwargs_of("--optimize", "size")
+    proc = run_edgetvm("compile", small_model, "--standalone", "--optimize", "size", "-o", tmp_path / "small.so")
+    assert proc.returncode == 0, proc.stderr
+    assert read_sidecar(tmp_path / "small.so")["optimize"] == "size"
+    refused = run_edgetvm("compile", small_model, "--standalone", "--optimize", "tiny", "-o", tmp_path / "x.so")
+    assert refused.returncode != 0 and "--optimize: invalid choice: 'tiny'" in refused.stderr

@@ -93,3 +93,35 @@ def test_cluster_pass_refits_on_calibration_inputs(rng):
 
     assert error(compiled[True], calibration) < error(compiled[False], calibration)
     assert error(compiled[True], held_out) < error(compiled[False], held_out)
+
+
+def branching_convnet(rng) -> "onnx.ModelProto":
+    """conv/2 -> two convs reading its output (1x1 and 3x3, as RetinaFace's SSH branches) -> add -> conv/2."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def weight(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["r1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Conv", ["r1", "wa"], ["a"]),
+             helper.make_node("Conv", ["r1", "wb"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["a", "b"], ["c"]),
+             helper.make_node("Conv", ["c", "w2"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2])]
+    graph = helper.make_graph(nodes, "branching", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
+                              initializer=[weight("w1", 8, 3, 3, 3), weight("wa", 8, 8, 1, 1),
+                                           weight("wb", 8, 8, 3, 3), weight("w2", 4, 8, 3, 3)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_refit_of_layers_sharing_an_input(rng):
+    # Two layers reading one tensor once offset every later layer's recorded input by one (RetinaFace:
+    # "index 23330 is out of bounds for axis 1 with size 400").
+    model = branching_convnet(rng)
+    calibration = [rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
+    compiled = edgetvm.compile(model, "host", calibration=calibration, compress={"clusters": 4, "keep": []})
+    layers = compiled.report.details["ClusterWeights"]["layers"]
+    assert len(layers) == 4 and all("refit_declined" not in layer for layer in layers), layers
+    for layer in layers:
+        assert layer["output_error_refit"] <= layer["output_error_kmeans"] + 1e-12, layer

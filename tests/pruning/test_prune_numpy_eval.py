@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 
 from edgetvm.pruning.plan import PruningConfig
 from edgetvm.pruning.rewrite import prune_function
@@ -54,3 +55,29 @@ def test_compiled_fallback_refits_like_the_numpy_stepper():
     assert set(fast.recovery.refit) == set(slow.recovery.refit) == {c.out for c in fast.plan.consumers_changed()}
     for name in ("w_b", "w_c"):
         np.testing.assert_allclose(fast.weights[name], slow.weights[name], rtol=1e-3, atol=1e-3)
+
+
+def resize_net(mode: str, nearest: str, size: int):
+    """conv -> nearest Resize to size x size -> conv (RetinaFace's FPN upsamples 10 -> 20 -> 40 so)."""
+    net = Net(shape=(1, 3, 10, 10), seed=3)
+    x = net.conv("x", 3, 8, name="a")
+    roi = net._init("roi", np.zeros(0, np.float32))
+    scales = net._init("scales", np.zeros(0, np.float32))
+    sizes = net._init("sizes", np.array([1, 8, size, size], np.int64))
+    net.nodes.append(onnx.helper.make_node("Resize", [x, roi, scales, sizes], ["up"], mode="nearest",
+                                           coordinate_transformation_mode=mode, nearest_mode=nearest))
+    return net.model([net.conv("up", 8, 4, k=1, name="b")])
+
+
+@pytest.mark.parametrize("mode, nearest, size", [("asymmetric", "floor", 20), ("asymmetric", "floor", 13),
+                                                 ("half_pixel", "round_prefer_floor", 16),
+                                                 ("half_pixel", "round_prefer_ceil", 7), ("asymmetric", "ceil", 15)])
+def test_numpy_evaluator_runs_nearest_resize_like_onnxruntime(mode, nearest, size):
+    # RetinaFace had no numpy stepper for its FPN's resize, so the centroid refit ran each layer on the
+    # original model's input instead of the clustered one's (compression/refit.py).
+    model = resize_net(mode, nearest, size)
+    func, weights = import_named(model)
+    assert unsupported_ops(func) == []
+    x = np.random.default_rng(0).normal(size=(1, 3, 10, 10)).astype(np.float32)
+    got = NumpyEvaluator()(func, weights, [[x]])[0][0]
+    np.testing.assert_allclose(got, run_onnx(model, x)[0], rtol=1e-5, atol=1e-5)

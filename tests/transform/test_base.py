@@ -105,6 +105,24 @@ def test_findings_reported_from_inside_a_sequential():
                    ("DeadCodeElimination", None)]
 
 
+@graph_pass("MeasureOnACopy")
+class MeasureOnACopy(GraphPass):
+    """A pass that runs another graph pass on a copy of the module to measure it (as ClusterWeights'
+    calibration run compiles the model) and changes nothing."""
+
+    def rewrite_function(self, gvar, func, mod):
+        CollapseDoubleRelu()(mod)
+        self.findings["measured"] = True
+        return None
+
+
+def test_passes_a_pass_runs_itself_stay_out_of_the_report():
+    # RetinaFace's ClusterWeights findings came back as {"FoldConstantsWithNumpy": ..., "ClusterWeights": ...}
+    # (the refit's host compile), so the bench and the compile report read no clustered layer.
+    _, ran = run_passes(Before, [MeasureOnACopy(), tvm.transform.Sequential([MeasureOnACopy()], name="Seq")])
+    assert ran == [("MeasureOnACopy", {"measured": True}), ("Seq", {"MeasureOnACopy": {"measured": True}})]
+
+
 def qdq_requantize():
     """``x -> Q(s1) -> DQ(s1) -> Q(s2) -> DQ(s2)``: the second quantize folds into one requantize kernel,
     the first has no integer input to fold (a decline with its reason)."""

@@ -27,14 +27,14 @@ from ...errors import CompileError
 from ...io import atomic_path, atomic_write_text
 from ...specs import ImportedModel, TensorSpec
 from ...targets import ResolvedTarget
-from .build import StandaloneObjects, c_compiler, compile_and_link, target_cflags
+from .build import OPTIMIZE_GOALS, StandaloneObjects, c_compiler, check_optimize, compile_and_link, target_cflags
 from .codegen import c_prefix, example_main_source, header_source, model_source, weights_assembly
 from .loader import StandaloneContext, StandaloneLibrary, load_standalone
 from .plan import StaticPlan, plan_static
 from .weights import (SEGMENT_COPY, SEGMENT_F16, SEGMENT_HUFFMAN, WEIGHT_STORAGE, StoredWeights, check_weight_storage,
                       coded_record, decode_record, stored_weights)
 
-__all__ = ["export_standalone", "load_standalone", "build_standalone", "StandaloneBuild", "StandaloneLibrary",
+__all__ = ["OPTIMIZE_GOALS", "check_optimize", "export_standalone", "load_standalone", "build_standalone", "StandaloneBuild", "StandaloneLibrary",
            "StandaloneContext", "plan_static", "StaticPlan", "c_prefix", "WEIGHT_STORAGE", "SEGMENT_COPY",
            "SEGMENT_F16", "SEGMENT_HUFFMAN", "StoredWeights", "check_weight_storage", "coded_record", "decode_record",
            "stored_weights"]
@@ -67,11 +67,13 @@ def _checked_specs(plan: StaticPlan, imported: ImportedModel) -> tuple[list[Tens
 
 def build_standalone(scheduled: tvm.IRModule, imported: ImportedModel, target: ResolvedTarget, workdir: Path,
                      prefix: str, *, num_threads: int | None = None, soname: str | None = None,
-                     weights: str = "fp32") -> StandaloneBuild:
+                     weights: str = "fp32", optimize: str = "speed") -> StandaloneBuild:
     """Plan, generate and build ``workdir/<prefix>.so``; the sources and objects stay in ``workdir``.
 
     ``weights="fp16"`` stores the conv and dense weights as float16, widened at create; ``"huffman"``
-    entropy-codes the tensors with few distinct values, decoded at create (weights.py)."""
+    entropy-codes the tensors with few distinct values, decoded at create (weights.py).
+    ``optimize="size"`` builds the kernels and runtime for the fewest bytes, same results (build.py)."""
+    check_optimize(optimize)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     plan = plan_static(scheduled, target)
@@ -84,14 +86,15 @@ def build_standalone(scheduled: tvm.IRModule, imported: ImportedModel, target: R
     model_c = workdir / "model.c"
     model_c.write_text(model_source(plan, prefix, inputs, outputs, num_threads, stored))
     so = workdir / f"{prefix}.so"
-    objects = compile_and_link(plan, target, workdir, model_c, weights_s, prefix, so, soname or so.name)
+    objects = compile_and_link(plan, target, workdir, model_c, weights_s, prefix, so, soname or so.name, optimize)
     header = header_source(prefix, inputs, outputs, plan, target.preset, stored)
     example = example_main_source(prefix, " ".join([Path(c_compiler(target)).name, "-O2", *target_cflags(target)]))
     return StandaloneBuild(so, prefix, plan, objects, header, example, stored)
 
 
 def export_standalone(scheduled: tvm.IRModule, imported: ImportedModel, target: ResolvedTarget,
-                      path: str | os.PathLike, *, num_threads: int | None = None, weights: str = "fp32") -> list[Path]:
+                      path: str | os.PathLike, *, num_threads: int | None = None, weights: str = "fp32",
+                      optimize: str = "speed") -> list[Path]:
     """Write ``path`` (the .so), ``<stem>.h`` and ``<stem>_main.c`` beside it, each atomically."""
     path = Path(path)
     prefix = c_prefix(path.stem)
@@ -99,7 +102,7 @@ def export_standalone(scheduled: tvm.IRModule, imported: ImportedModel, target: 
     main_path = path.with_name(f"{path.stem}_main.c")
     with tempfile.TemporaryDirectory(prefix="edgetvm-standalone-") as tmp:
         build = build_standalone(scheduled, imported, target, Path(tmp), prefix, num_threads=num_threads,
-                                 soname=path.name, weights=weights)
+                                 soname=path.name, weights=weights, optimize=optimize)
         with atomic_path(path) as out:
             shutil.copyfile(build.so, out)  # the temporary directory may be on another file system
             os.chmod(out, 0o644)  # mkstemp's 0600 would keep the library from other users on the board
