@@ -13,6 +13,9 @@ subclass writes the parts that differ, as TVM's ``function_pass`` and torch.fx's
                                         module when the rewrite added kernels to it (a BlockBuilder's)
     finish(mod)                         a last step over the module (default: none)
 
+A pass that rewrites single bindings matched by a ``tvm.relax.dpl`` pattern derives from
+:class:`BindingRewritePass` and writes only ``rewrite_binding``.
+
 The driver leaves the caller's module as it was. After a run, ``findings`` (on the pass object,
 through TVM's wrapper) holds what the pass found; the run also reports them to every enclosing
 :func:`collect_findings`, which is how ``run_passes`` gets them into the compile report whether the
@@ -135,3 +138,18 @@ class MatchedBindingRewriter(relax.PyExprMutator):
                 self.changed = True
                 return
         super().visit_var_binding_(binding)
+
+
+class BindingRewritePass(GraphPass):
+    """A graph pass that rewrites, one by one, the bindings whose call its ``pattern`` (``tvm.relax.dpl``)
+    matches: the subclass sets ``self.pattern`` and writes ``rewrite_binding(binding, var2val, visit)``
+    (the binding's new value, or None to keep it, a decline's reason in ``findings["declined"]``)."""
+
+    def new_findings(self) -> dict:
+        return {"rewritten": 0, "declined": []}
+
+    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
+        return MatchedBindingRewriter(mod, self.pattern, self.rewrite_binding).run(func)
+
+    def rewrite_binding(self, binding: relax.VarBinding, var2val, visit) -> relax.Expr | None:
+        raise NotImplementedError(f"{type(self).__name__} does not rewrite bindings")

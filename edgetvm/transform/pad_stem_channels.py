@@ -21,13 +21,12 @@ schedule would run the added fourth of multiply-accumulates for nothing.
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
 from ..kernels.neon_f32_gemm import F32_STEM_TILE, F32_STEM_WINDOWS
 from ..relax_utils import constant_value
-from .base import GraphPass, MatchedBindingRewriter, graph_pass
+from .base import BindingRewritePass, graph_pass
 
 # Input channels of a stem conv, and what the microkernel's depth step needs them padded to.
 STEM_CHANNELS = 3
@@ -37,7 +36,7 @@ TILE = F32_STEM_TILE
 
 
 @graph_pass("PadStemChannels")
-class PadStemChannels(GraphPass):
+class PadStemChannels(BindingRewritePass):
     """``conv2d(x, w)`` with 3 input channels -> ``conv2d(pad(x, 1 channel), [w | 0])``.
 
     After running, ``findings`` holds ``{"rewritten", "declined": [{"conv", "reason"}]}``.
@@ -69,12 +68,6 @@ class PadStemChannels(GraphPass):
         if len(out_shape) != 4 or out_shape[out_layout.index("W")] % tile_w or out_shape[out_layout.index("C")] % (4 * vectors):
             return f"output {out_shape}: the NEON stem tile needs a width divisible by {tile_w}, channels by {4 * vectors}"
         return None
-
-    def new_findings(self) -> dict:
-        return {"rewritten": 0, "declined": []}
-
-    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
-        return MatchedBindingRewriter(mod, self.pattern, self.rewrite_binding).run(func)
 
     def rewrite_binding(self, binding: relax.VarBinding, var2val, visit) -> relax.Expr | None:
         call = binding.value

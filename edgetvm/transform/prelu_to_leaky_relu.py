@@ -19,19 +19,18 @@ left alone, as is a non-constant slope (reported in ``findings["declined"]``).
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
 from ..relax_utils import constant_value
-from .base import GraphPass, MatchedBindingRewriter, graph_pass
+from .base import BindingRewritePass, graph_pass
 
 
 PER_CHANNEL = "per-channel slopes: elementwise already, fuses as it is"
 
 
 @graph_pass("PReLUToLeakyReLU")
-class PReLUToLeakyReLU(GraphPass):
+class PReLUToLeakyReLU(BindingRewritePass):
     """``prelu(x, a)`` with one constant slope value -> ``leakyrelu(x, alpha=a)``.
 
     After running, ``findings`` holds ``{"rewritten", "per_channel", "declined": [{"prelu", "reason"}]}``.
@@ -54,9 +53,6 @@ class PReLUToLeakyReLU(GraphPass):
 
     def new_findings(self) -> dict:
         return {"rewritten": 0, "per_channel": 0, "declined": []}
-
-    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
-        return MatchedBindingRewriter(mod, self.pattern, self.rewrite_binding).run(func)
 
     def rewrite_binding(self, binding: relax.VarBinding, var2val, visit) -> relax.Expr | None:
         slope = constant_value(binding.value.args[1], var2val)

@@ -33,20 +33,19 @@ kernel's tail, which the fused tile does not read), so it stays on the generic s
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
 from ..kernels.neon_f32_gemm import F32_GEMM_DEPTH_STEP
 from ..relax_utils import constant_value, static_shape
-from .base import GraphPass, MatchedBindingRewriter, graph_pass
+from .base import BindingRewritePass, graph_pass
 
 # The fused GEMM tile's loop runs whole steps of 4 depths, and the schedule takes depths of 4 steps and more.
 MIN_DEPTH = 4 * F32_GEMM_DEPTH_STEP
 
 
 @graph_pass("SpaceToDepthConv")
-class SpaceToDepthConv(GraphPass):
+class SpaceToDepthConv(BindingRewritePass):
     """NHWC ``conv2d(x, w)`` with window = stride -> ``conv2d(s2d(x), reshape(w))``, a 1x1 conv.
 
     After running, ``findings`` holds ``{"rewritten", "declined": [{"conv", "reason"}]}``.
@@ -79,12 +78,6 @@ class SpaceToDepthConv(GraphPass):
             return (f"depth {depth}: the NEON GEMM tile takes multiples of {F32_GEMM_DEPTH_STEP} from {MIN_DEPTH}, "
                     f"the copy would buy nothing")
         return None
-
-    def new_findings(self) -> dict:
-        return {"rewritten": 0, "declined": []}
-
-    def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> relax.Function | None:
-        return MatchedBindingRewriter(mod, self.pattern, self.rewrite_binding).run(func)
 
     def rewrite_binding(self, binding: relax.VarBinding, var2val, visit) -> relax.Expr | None:
         call = binding.value
