@@ -35,6 +35,8 @@ from .schedules.int8 import schedule_int8_kernels
 from .schedules.lower import codegen_target, legalize_and_fuse, schedule_kernels
 from .specs import ImportedModel, TensorSpec
 from .targets import ResolvedTarget, resolve_target
+from .transform.base import collect_findings
+from .transform.winograd_conv import WINOGRAD_PASS
 from .transform.pipeline import fusion_passes, run_passes
 from .tuning.database import apply_tuning_database
 from .tuning.requirements import require_tuning_dependencies
@@ -177,6 +179,7 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     weights: str = "fp32",
     preprocess: "Preprocess | dict | None" = None,
     compress: dict | None = None,
+    winograd: bool = True,
 ) -> CompiledModel:
     """Compile ``model`` (ONNX path, bytes or ModelProto; TFLite path) for ``target``.
 
@@ -210,6 +213,11 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     ``{"entropy": "huffman"}`` stores the standalone artifact's weights Huffman-coded, decoded once
     when a context is created. ``report.details["compression"]`` gives the weight bytes per stage,
     ``report.details["ClusterWeights"]`` per layer with each layer's error.
+
+    ``winograd`` runs dense 3x3 stride-1 float32 convs as Winograd F(4,3)/F(6,3)
+    (``transform.WinogradConv``, within float rounding; on ARMv7 only where it measured fewer
+    instructions); ``report.details["WinogradConv"]`` lists what it rewrote and why it declined the other
+    3x3 convs (``report.passes`` names it when it rewrote one).
 
     ``preprocess`` (an :class:`edgetvm.data.Preprocess` or a dict: mean, scale or std, channel_order
     "rgb"/"bgr", layout "nchw"/"nhwc") says how calibration images become inputs; a zoo model
@@ -299,7 +307,13 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
 
     started = time.perf_counter()
     show_stage(f"lowering and scheduling the kernels for {resolved.preset}")
-    scheduled = legalize_and_fuse(mod, resolved)
+    with collect_findings() as lowering:
+        scheduled = legalize_and_fuse(mod, resolved, winograd=winograd and quantize is None)
+    for name, found in lowering:
+        if name == WINOGRAD_PASS and (found["rewritten"] or found["declined"]):  # it met a 3x3 conv
+            report.details[name] = found
+            if found["rewritten"]:
+                report.passes.append(name)
     scheduled = schedule_int8_kernels(scheduled, resolved, num_threads)
     unscheduled = scheduled.clone()  # schedule_kernels updates its module in place
     if tuning_db is not None:

@@ -9,6 +9,8 @@ from .layout import LayoutFriendlyActivations
 from .min_max_to_clip import MinMaxToClip
 from .pad_stem_channels import PadStemChannels
 from .prelu_to_leaky_relu import PReLUToLeakyReLU
+from .winograd_conv import WinogradConv
 
 __all__ = ["FoldBatchNorm", "FoldConstantsWithNumpy", "FoldScaleShift", "GraphPass", "LayoutFriendlyActivations",
-           "MinMaxToClip", "PadStemChannels", "PReLUToLeakyReLU", "collect_findings", "graph_pass"]
+           "MinMaxToClip", "PadStemChannels", "PReLUToLeakyReLU", "WinogradConv", "collect_findings",
+           "graph_pass"]
