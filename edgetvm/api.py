@@ -217,7 +217,9 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     ``winograd`` runs dense 3x3 stride-1 float32 convs as Winograd F(4,3)/F(6,3)
     (``transform.WinogradConv``, within float rounding; on ARMv7 only where it measured fewer
     instructions); ``report.details["WinogradConv"]`` lists what it rewrote and why it declined the other
-    3x3 convs (``report.passes`` names it when it rewrote one).
+    3x3 convs (``report.passes`` names it when it rewrote one). Its transformed weights are stored:
+    (m+2)^2 / 9 times the conv's weights (RetinaFace: see transform/winograd_conv.py), so ``compress``
+    and int8 keep the convs direct.
 
     ``preprocess`` (an :class:`edgetvm.data.Preprocess` or a dict: mean, scale or std, channel_order
     "rgb"/"bgr", layout "nchw"/"nhwc") says how calibration images become inputs; a zoo model
@@ -308,7 +310,9 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     started = time.perf_counter()
     show_stage(f"lowering and scheduling the kernels for {resolved.preset}")
     with collect_findings() as lowering:
-        scheduled = legalize_and_fuse(mod, resolved, winograd=winograd and quantize is None)
+        # Winograd's U holds (m+2)^2 / 9 times a conv's weights (7.1x for F(6,3)) and undoes the
+        # clustering's shared values: a compile asked to compress keeps its 3x3 convs direct.
+        scheduled = legalize_and_fuse(mod, resolved, winograd=winograd and quantize is None and not compress.requested)
     for name, found in lowering:
         if name == WINOGRAD_PASS and (found["rewritten"] or found["declined"]):  # it met a 3x3 conv
             report.details[name] = found

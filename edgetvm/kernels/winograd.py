@@ -18,7 +18,26 @@ The transforms run per tile and 4 channels (one q register on ARMv7) with every 
 compile-time constant: terms with a 0 are dropped, +-1 become an add or subtract. Each is
 separable: columns first, then rows (``B^T d`` then ``(B^T d) B``), 2 (m + 2)^2 sums of at most
 m + 2 terms instead of (m + 2)^2 sums of (m + 2)^2 terms, each pass a loop of m + 2 identical
-steps (``_tile_body``).
+steps (``_tile_body``): 8 vectors in, 8 out per step of F(6,3), the pass's 64 results on the stack.
+The points p and -p share work as in ncnn: B^T's two rows are ``E + O`` and ``E - O``
+(``_row_pair_sums``), A^T's two columns enter as ``m_p + m_-p`` or ``m_p - m_-p``
+(``_column_pair_sums``). The ARM build (vmla/vmls for ``acc +- c * x``, products rounded) computes
+the same expressions in the same order as the host build: bit-exact.
+
+Measured (cortex-a7, 1 thread, standalone; ``benchmarks/bench_arm.py --models retinaface
+--per-kernel``, RetinaFace 320, its 20 dense 3x3 convs, 165.66 M MAC, all F(6,3)), instructions
+(a7 cycles) per MAC of the convs replaced: GEMM (the 5x8 NEON tile per transform point, 0.355 per
+GEMM MAC at these depths of 16-64) 0.082 (0.167), input transform 0.040 (0.067), output transform
+0.016 (0.026); all pieces 22.99 M instructions, 0.139 (0.260), against the direct convs' 76.5 M,
+0.462 (0.836). One conv alone (64 -> 64 channels, 40x40, ``benchmarks/bench_winograd.py``): 6.44 M
+instructions against the direct conv's 26.65 M.
+
+Tried and measured worse: the transform of a tile as one unrolled body (each of the 64 values a
+register in LLVM's eyes): 8.20 M instructions for that conv, every value spilt and its stack
+address computed by an ``add``; the two passes as loops, without the +-p sharing: 6.77 M (RetinaFace's
+input transforms 8.57 M instructions against 6.70 M, output 2.78 M against 2.63 M).
+Not done: the passes in assembly (the loads take an ``add`` each for their address: NEON has no
+load with an immediate offset), the conv's tail (bias, activation) in the output transform.
 """
 
 from __future__ import annotations
@@ -91,17 +110,62 @@ def _literal(value: Fraction) -> str:
 
 
 def _combination(coeffs, terms: list[str]) -> str:
-    """``sum_a coeffs[a] * terms[a]`` with the zero terms dropped and +-1 as add/subtract, in order."""
+    """``sum_a coeffs[a] * terms[a]`` with the zero terms dropped and +-1 as add/subtract, in order,
+    a term with a positive coefficient first (no ``0 - x``: one ``vsub`` from a zeroed register more)."""
+    pairs = [(c, t) for c, t in zip(coeffs, terms) if c != 0]
+    first = next((i for i, (c, _) in enumerate(pairs) if c > 0), 0)
     out = ""
-    for c, term in zip(coeffs, terms):
-        if c == 0:
-            continue
+    for c, term in pairs[first:first + 1] + pairs[:first] + pairs[first + 1:]:
         product = term if abs(c) == 1 else f"{_literal(abs(c))} * {term}"
         if not out:
             out = product if c > 0 else f"T.float32(0.0) - {product}"
         else:
             out = f"{out} {'+' if c > 0 else '-'} {product}"
     return f"({out})" if out else "T.float32(0.0)"
+
+
+def _row_pair_sums(rows, terms: list[str]) -> list[str]:
+    """``sum_k rows[i][k] * terms[k]`` per row; two rows equal up to the sign of some coefficients (B^T's
+    rows of the points p and -p) share their parts: ``E + O`` and ``E - O``, E the terms of equal sign
+    in both, O the others (LLVM computes each part once)."""
+    out: list[str | None] = [None] * len(rows)
+    for i, row in enumerate(rows):
+        if out[i] is not None:
+            continue
+        partner = next((j for j in range(i + 1, len(rows)) if out[j] is None and rows[j] != row
+                        and all(abs(a) == abs(b) for a, b in zip(row, rows[j]))), None)
+        if partner is None:
+            out[i] = _combination(row, terms)
+            continue
+        same = [a if a == b else 0 for a, b in zip(row, rows[partner])]
+        other = [a if a != b else 0 for a, b in zip(row, rows[partner])]
+        e, o = _combination(same, terms), _combination(other, terms)
+        out[i], out[partner] = f"({e} + {o})", f"({e} - {o})"
+    return out
+
+
+def _column_pair_sums(rows, terms: list[str]) -> list[str]:
+    """``sum_k rows[i][k] * terms[k]`` per row, two columns equal up to sign in every row (A^T's columns
+    of the points p and -p: p^i and (-p)^i) taken as one term ``terms[k] +- terms[k']`` (LLVM computes
+    each such sum and difference once for all rows)."""
+    columns = list(range(len(terms)))
+    pairs = []
+    for k in columns:
+        if any(k in pair for pair in pairs):
+            continue
+        partner = next((j for j in columns[k + 1:] if not any(j in pair for pair in pairs)
+                        and any(row[k] for row in rows) and any(row[k] != row[j] for row in rows)
+                        and all(abs(row[k]) == abs(row[j]) for row in rows)), None)
+        if partner is not None:
+            pairs.append((k, partner))
+    single = [k for k in columns if not any(k in pair for pair in pairs)]
+    out = []
+    for row in rows:
+        coeffs = [row[k] for k in single] + [row[k] for k, _ in pairs]
+        joined = [terms[k] for k in single] + [f"({terms[k]} {'+' if row[k] == row[j] else '-'} {terms[j]})"
+                                               for k, j in pairs]
+        out.append(_combination(coeffs, joined))
+    return out
 
 
 def _tile_body(indent: str, n: int, first: tuple[int, list[str]], second: tuple[int, list[tuple[str, str]]]) -> list[str]:
@@ -111,8 +175,8 @@ def _tile_body(indent: str, n: int, first: tuple[int, list[str]], second: tuple[
     second's step ``q`` stores ``second[1]`` (target, value), reading ``r[u, q]`` as ``R(u)``.
 
     The steps are loops, not unrolled: 64 vectors of F(6,3) never fit in 16 q registers, and the
-    unrolled form (one body, LLVM holding what it can) measured 4x the instructions: every vector spilt
-    and its stack address computed by an ``add``. A loop step holds 8 inputs and writes 8 results;
+    unrolled form (one body, LLVM holding what it can) spills every vector and computes each stack
+    address with an ``add`` (a 64 -> 64 conv at 40x40: 8.20 M instructions against 6.77 M). A loop step holds 8 inputs and writes 8 results;
     ``r`` lives on the stack, stored with one ``vstmia`` per step. A local vector buffer, not let-bound
     values: TVM 0.27's vectorizer leaves a let-bound value scalar-typed and the vector code wrong."""
     count, values = first
@@ -162,9 +226,9 @@ def _input_template(m: int) -> tvm.tirx.PrimFunc:
     p = f"(b * ((hx - 2) // {m}) + ty) * ((wx - 2) // {m}) + tx"
     # Column u of the tile: r[u, i] = sum_a B^T[i][a] d[a][u]; then row q: V[q][j] = sum_u r[u, q] B^T[j][u].
     column = [f"x[b, ty * {m} + {a}, tx * {m} + u, {CHANNEL}]" for a in range(n)]
-    first = (n, [_combination(bt[i], column) for i in range(n)])
-    second = (n, [(f"v[q * {n} + {j}, {p}, {CHANNEL}]", _combination(bt[j], [_r(u, n) for u in range(n)]))
-                  for j in range(n)])
+    first = (n, _row_pair_sums(bt, column))
+    second = (n, [(f"v[q * {n} + {j}, {p}, {CHANNEL}]", value)
+                  for j, value in enumerate(_row_pair_sums(bt, [_r(u, n) for u in range(n)]))])
     lines += _tile_body("        ", n, first, second)
     return tvm.script.from_source("\n".join(lines))
 
@@ -195,9 +259,9 @@ def _output_template(m: int, rest_h: int, rest_w: int) -> tvm.tirx.PrimFunc:
             p = f"(b * {tiles_h} + ty + {row_lo}) * {tiles_w} + tx + {col_lo}"
             # Column u of M: r[u, a] = sum_i A^T[a][i] M[i][u]; then output row q: y[q][e] = sum_u r[u, q] A^T[e][u].
             column = [f"mm[{i * n} + u, {p}, {CHANNEL}]" for i in range(n)]
-            first = (valid_h, [_combination(at[a], column) for a in range(valid_h)])
-            second = (valid_h, [(f"y[b, (ty + {row_lo}) * {m} + q, (tx + {col_lo}) * {m} + {e}, {CHANNEL}]",
-                                 _combination(at[e], [_r(u, valid_h) for u in range(n)])) for e in range(valid_w)])
+            first = (valid_h, _column_pair_sums(at[:valid_h], column))
+            second = (valid_h, [(f"y[b, (ty + {row_lo}) * {m} + q, (tx + {col_lo}) * {m} + {e}, {CHANNEL}]", value)
+                                for e, value in enumerate(_column_pair_sums(at[:valid_w], [_r(u, valid_h) for u in range(n)]))])
             lines += _tile_body("        ", n, first, second)
     return tvm.script.from_source("\n".join(lines))
 

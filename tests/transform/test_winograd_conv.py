@@ -225,6 +225,14 @@ def test_compile_option_turns_it_off():
         assert np.max(np.abs(np.asarray(compiled(x)) - want)) / np.max(np.abs(want)) < 1e-5
 
 
+def test_a_compile_asked_to_compress_keeps_the_convs_direct():
+    # U would store 64/9 times the conv's weights and lose the clustering's shared values.
+    model = _conv_net(16, 16, 12)
+    compiled = edgetvm.compile(model, "host", num_threads=1, compress={"entropy": "huffman"})
+    assert "WinogradConv" not in compiled.report.details
+    assert not any(k.startswith("winograd") for k in compiled.report.details["schedules"]["kernels"])
+
+
 def test_cli_no_winograd_switches_it_off():
     parse = build_parser().parse_args
     assert compile_kwargs(parse(["compile", "m.onnx", "-o", "m.so", "--no-winograd"]))["winograd"] is False
