@@ -49,8 +49,9 @@ def codegen_target(target: ResolvedTarget) -> ResolvedTarget:
 def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget, winograd: bool = False) -> tvm.IRModule:
     """Relax ops to TIR, then group elementwise tails with their producer into one kernel each.
 
-    ``winograd``: dense 3x3 stride-1 float32 convs become Winograd F(m,3) (``transform.WinogradConv``,
-    on ARMv7 where its cost rule says it pays), after the layout change: its transforms are channels last."""
+    ``winograd``: dense 3x3 stride-1 float32 convs become Winograd F(m,3) where its cost rule (measured
+    on ARMv7, the same on every target) says it pays (``transform.WinogradConv``), after the layout
+    change: its transforms are channels last."""
     seq = tvm.transform.Sequential(
         [
             # Inference batch norm becomes a per-channel scale and shift the conv's tail absorbs.
@@ -64,7 +65,7 @@ def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget, winograd: bool 
             # The weights' layout change (OIHW -> HWIO) and bias reshapes become plain constants.
             FoldConstantsWithNumpy(),
             relax.transform.DeadCodeElimination(),
-            *([WinogradConv(arm=target.is_arm)] if winograd else []),
+            *([WinogradConv()] if winograd else []),
             # ARMv7 NEON cannot vectorize TVM's round(): quantize gets a rounding it can. relu, clip and
             # max/min by a constant keep a NaN input NaN, as onnxruntime does (nan_propagation.py).
             relax.transform.LegalizeOps({**NAN_PROPAGATING_LEGALIZATIONS,

@@ -147,14 +147,14 @@ def test_arm_cost_rule_declines_small_convs():
     assert pays_on_arm(16, 16, 10, 10) is None and pays_on_arm(8, 4, 4, 4) is None
     assert "input channels" in pays_on_arm(4, 64, 40, 40)
     assert "output 3x8" in pays_on_arm(64, 64, 3, 8)
-    rewrite = WinogradConv(arm=True)
+    rewrite = WinogradConv()
     mod, _ = nhwc_conv_module((1, 3, 3, 32), 32, (1, 1, 1, 1))
     rewrite(mod)
     assert rewrite.findings["rewritten"] == 0 and "output 3x3" in rewrite.findings["declined"][0]["reason"]
-    # The host takes every conv that fits (the rule is ARMv7's measurement).
-    host = WinogradConv()
-    host(mod)
-    assert host.findings["rewritten"] == 1
+    # Without the rule every conv that fits is rewritten.
+    forced = WinogradConv(cost_rule=False)
+    forced(mod)
+    assert forced.findings["rewritten"] == 1
 
 
 @pytest.mark.parametrize("shape,cout,pads", [
@@ -214,6 +214,7 @@ def test_arm_build_matches_numpy_and_is_bit_exact_with_the_host_build(cin, cout,
 
 def test_compile_option_turns_it_off():
     model = _conv_net(16, 16, 12)
+    assert "WinogradConv" not in edgetvm.compile(model, ARM, num_threads=1, winograd=False).report.details
     on = edgetvm.compile(model, "host", num_threads=1)
     off = edgetvm.compile(model, "host", num_threads=1, winograd=False)
     assert on.report.details["WinogradConv"]["rewritten"] == 1 and "WinogradConv" in on.report.passes
