@@ -217,8 +217,8 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     ``winograd`` runs dense 3x3 stride-1 float32 convs as Winograd F(4,3)/F(6,3)
     (``transform.WinogradConv``, within float rounding) where its cost rule, measured on ARMv7 under
     qemu, says it pays. The rule holds on every target, so that the host build stays the ARM build's
-    bit-exact reference, though on x86 RetinaFace 320 ran slower with it (14.9 against 11.3 ms, 1
-    thread): ``False`` keeps every conv direct. ``report.details["WinogradConv"]`` lists what it
+    bit-exact reference (on x86 RetinaFace 320 runs in 5.0 against 6.0 ms with it, 1 thread);
+    ``False`` keeps every conv direct. ``report.details["WinogradConv"]`` lists what it
     rewrote and why it declined the other 3x3 convs (``report.passes`` names it when it rewrote one).
     Its transformed weights are stored: (m+2)^2 / 9 times the conv's weights (RetinaFace: see
     transform/winograd_conv.py), so ``compress`` and int8 keep the convs direct.

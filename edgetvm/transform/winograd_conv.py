@@ -11,15 +11,17 @@ T = (m + 2)^2 points takes ``U = G w G^T``, computed in float64 at compile time 
 
 Exact in real arithmetic; in float32 the transforms' larger sums round more than the direct conv's
 (Lavin & Gray 2016). Measured against a float64 conv (uniform [-1, 1] inputs, 20x20, error relative
-to the output's largest magnitude): F(6,3) 64 -> 64 channels 1.1e-5 (direct float32 7.7e-7), F(4,3)
-132 -> 132 7.5e-6 (direct 1.1e-6); RetinaFace 160 against onnxruntime 4.65e-6 (direct 4.72e-6).
+to the output's largest magnitude): F(6,3) 64 -> 64 channels 7.9e-6 (direct float32 7.7e-7), F(4,3)
+132 -> 132 7.1e-6 (direct 1.1e-6); RetinaFace against onnxruntime (max over its outputs): 160 on the
+host 4.4e-6 (direct 4.7e-6), 320 on cortex-a7 under qemu 8.2e-6 (direct 5.8e-6), the ARM build
+bit-exact with the host build in both.
 
 Which m (ncnn's rule): F(6,3) when both channel counts are <= 128, else F(4,3). The multiplies
 drop from 9 per output to (m + 2)^2 / m^2 (2.25 for F(4,3), 1.78 for F(6,3)), but the transforms
 cost per tile and channel, so the rewrite is taken only where it measured fewer instructions and a7
 cycles on ARMv7 under qemu (``benchmarks/bench_winograd.py``): see ``pays_on_arm``. The same rule
-holds on the host, whose build is the ARM build's bit-exact reference (there RetinaFace 320 runs
-slower with Winograd: 14.9 against 11.3 ms on x86, 1 thread; ``compile(winograd=False)``). Declines: not 3x3, stride or dilation not 1, grouped or depthwise, not float32,
+holds on the host, whose build is the ARM build's bit-exact reference (x86, 1 thread, RetinaFace
+320: 5.0 ms against 6.0 ms direct, the faster of 40 interleaved runs each). Declines: not 3x3, stride or dilation not 1, grouped or depthwise, not float32,
 weight not a constant, layout not NHWC/HWIO (the pass runs after ``channels_last``), channels not
 a multiple of 4 (the transforms step 4 channels, the GEMM tile 4 depths).
 
