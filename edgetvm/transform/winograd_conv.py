@@ -65,22 +65,22 @@ def pays_on_arm(in_channels: int, out_channels: int, out_h: int, out_w: int) -> 
     """Why Winograd does not pay on ARMv7 for this conv, None when it does.
 
     Measured (cortex-a7, 1 thread, standalone, ``benchmarks/bench_winograd.py``: one conv + bias +
-    LeakyReLU, Winograd's instructions and a7 cycles against the direct conv's), CIN x COUT x side:
+    LeakyReLU, Winograd's instructions / a7 cycles as a fraction of the direct conv's), CIN x COUT x side:
 
-    - pays everywhere else measured: 64x64x40 0.25x / 0.27x, 16x16x10 0.48x / 0.49x, 8x8x20 0.52x /
-      0.53x, 16x4x20 0.72x / 0.78x, 256x256x10 (F(4,3)) 0.30x / 0.34x, 64x64x5 0.46x / 0.53x
-    - a 4x4 output still pays: 16x16x4 0.81x / 0.93x, 32x32x4 0.67x / 0.82x, 64x64x4 0.55x / 0.70x
-    - 4 input channels do not: 4x16x20 2.37x / 1.57x (the direct conv of 4 channels is the NEON
-      stem tile, 0.48 instructions per MAC)
-    - a 3x3 output does not: 16x16x3 1.29x / 1.48x, 8x16x3 1.18x / 1.23x, 64x64x3 0.89x but 1.18x
-      the a7 cycles (one 6x6 tile for 9 pixels)
+    - pays: 64x64x40 0.24 / 0.26, 16x16x10 0.45 / 0.46, 8x8x20 0.48 / 0.48, 16x4x20 0.61 / 0.65,
+      256x256x10 (F(4,3)) 0.30 / 0.33
+    - a 4x4 output still pays: 16x16x4 0.77 / 0.88, 64x64x4 0.54 / 0.69
+    - 4 input channels do not: 4x16x20 2.27 / 1.46 (the direct conv of 4 channels is the NEON stem
+      tile)
+    - a 3x3 output does not: 16x16x3 1.18 / 1.37, 64x64x3 0.86 but 1.13 the a7 cycles (one 6x6 tile
+      for 9 pixels)
     """
     if in_channels < ARM_MIN_CHANNELS:
         return (f"{in_channels} input channels: under {ARM_MIN_CHANNELS} the direct conv costs less on ARMv7 "
-                f"(measured 2.4x the instructions for 4)")
+                f"(measured 2.3x the instructions for 4)")
     if min(out_h, out_w) < ARM_MIN_SIDE:
         return (f"output {out_h}x{out_w}: under {ARM_MIN_SIDE} rows or columns one tile is mostly padding "
-                f"(measured 1.2-1.5x the a7 cycles at 3x3)")
+                f"(measured 1.1-1.4x the a7 cycles at 3x3)")
     return None
 
 
