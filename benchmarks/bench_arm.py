@@ -153,6 +153,11 @@ def kernel_kind(name: str, rule: str, args, out_shape: list[int]) -> tuple[str, 
             real = sum(bool(np.any(value[:, :, i, :])) for i in range(wi))
             return f"conv{kh}x{kw} stem", macs * real // wi
         return f"conv{kh}x{kw} s{stride}", macs
+    if base == "batch":  # Winograd's GEMM over the transform points (transform.WinogradConv)
+        return "winograd gemm", macs
+    piece = re.match(r"winograd_(input|output)_f(\d)", name)
+    if piece:
+        return f"winograd {piece.group(1)} F({piece.group(2)},3)", macs
     if base in ("conv2d", "depthwise", "pool", "dense"):
         return base, macs
     # Elementwise and layout kernels: by name without TVM's numbering.
@@ -199,6 +204,11 @@ def kernel_calls(compiled) -> list[KernelCall]:
                 kind, macs = int8_kernel_kind(json.loads(str(recipe)), _shape(binding.var))
             else:
                 kind, macs = kernel_kind(gvar.name_hint, rules.get(gvar.name_hint, ""), args, _shape(binding.var))
+            if kind == "winograd gemm":
+                depth = _shape(args[0])[-1]
+            elif kind.startswith("winograd output"):
+                # The 3x3 conv the pieces replace: its multiply-accumulates go with its output transform.
+                macs = int(np.prod(_shape(binding.var))) * 9 * depth
             calls.append(KernelCall(gvar, binding, kind, macs))
     return calls
 
@@ -238,6 +248,10 @@ def _kernel_alone(compiled, call: KernelCall, path: Path):
     return so, arrays
 
 
+# Rows of the by-kind table that sum others (left out of the kernels' total).
+SUMMARY_KINDS = ("conv3x3 s1 winograd (all pieces)",)
+
+
 def per_kernel(compiled, workdir: Path) -> dict[str, dict]:
     """Instructions and estimated cycles by kernel kind: each distinct kernel alone, times its calls."""
     from edgetvm import emulate
@@ -256,6 +270,17 @@ def per_kernel(compiled, workdir: Path) -> dict[str, dict]:
         row["minsn"] += cost.instructions / 1e6
         row["mcycles_a9"] += cost.cycles_a9 / 1e6
         row["mcycles_a7"] += cost.cycles_a7 / 1e6
+    winograd_kinds = [k for k in kinds if k.startswith("winograd")]
+    if winograd_kinds:
+        # All pieces of the Winograd convs against the multiply-accumulates of the convs they replace.
+        conv_macs = sum(kinds[k]["mmac"] for k in winograd_kinds if k.startswith("winograd output"))
+        total = {"calls": sum(kinds[k]["calls"] for k in winograd_kinds if k.startswith("winograd output")),
+                 "mmac": conv_macs}
+        for key in ("minsn", "mcycles_a9", "mcycles_a7"):
+            total[key] = sum(kinds[k][key] for k in winograd_kinds)
+        kinds[SUMMARY_KINDS[0]] = total
+        for k in winograd_kinds:
+            kinds[k]["insn_per_conv_mac"] = round(kinds[k]["minsn"] / conv_macs, 3) if conv_macs else None
     for row in kinds.values():
         row["insn_per_mac"] = round(row["minsn"] / row["mmac"], 3) if row["mmac"] else None
         row["a7_per_mac"] = round(row["mcycles_a7"] / row["mmac"], 3) if row["mmac"] else None
@@ -272,7 +297,8 @@ def _peer(name: str) -> tuple[str, tuple] | None:
     return None
 
 
-def measure(name: str, target: str, quantize: str | None, with_kernels: bool, workdir: Path) -> dict:
+def measure(name: str, target: str, quantize: str | None, with_kernels: bool, workdir: Path,
+            winograd: bool = True) -> dict:
     import edgetvm
     from edgetvm import emulate
 
@@ -282,6 +308,7 @@ def measure(name: str, target: str, quantize: str | None, with_kernels: bool, wo
     else:
         model, fill = load(name)
         kwargs = {}
+    kwargs["winograd"] = winograd
     if quantize and name not in FACE_ONNX_MODELS:
         from faces import grace_hopper_crops, lfw_crops, to_nchw
 
@@ -289,14 +316,14 @@ def measure(name: str, target: str, quantize: str | None, with_kernels: bool, wo
         # The 112x112 crops repeated pixel by pixel up to a larger input (MobileNetV2's 224).
         side = model.graph.input[0].type.tensor_type.shape.dim[2].dim_value
         faces = [np.repeat(np.repeat(f, side // f.shape[2], axis=2), side // f.shape[3], axis=3) for f in faces]
-        kwargs = {"quantize": quantize, "calibration": [(f - 127.5) / 128.0 for f in faces]}
+        kwargs.update(quantize=quantize, calibration=[(f - 127.5) / 128.0 for f in faces])
     started = time.perf_counter()
     compiled = edgetvm.compile(model, target, num_threads=1, **kwargs)
     compile_s = time.perf_counter() - started
     so = compiled.export(workdir / f"{name}_{quantize or 'fp32'}.so", standalone=True)
     arrays = [fill(spec) for spec in compiled.inputs]
     cost = emulate.cycles_per_inference(so, arrays, cpu=compiled.target.qemu_cpu)
-    row = {"model": name, "precision": quantize or "fp32", "compile_s": round(compile_s, 1),
+    row = {"model": name, "precision": quantize or "fp32", "winograd": winograd, "compile_s": round(compile_s, 1),
            "minsn": round(cost.instructions / 1e6, 2), "mcycles_a9": round(cost.cycles_a9 / 1e6, 2),
            "mcycles_a7": round(cost.cycles_a7 / 1e6, 2)}
     peer = _peer(name)
@@ -320,7 +347,7 @@ def measure(name: str, target: str, quantize: str | None, with_kernels: bool, wo
     if with_kernels:
         kinds = per_kernel(compiled, workdir)
         row["by_kernel"] = kinds
-        row["kernels_minsn"] = round(sum(k["minsn"] for k in kinds.values()), 2)
+        row["kernels_minsn"] = round(sum(k["minsn"] for kind, k in kinds.items() if kind not in SUMMARY_KINDS), 2)
     return row
 
 
@@ -341,6 +368,7 @@ def main(argv=None) -> int:
     parser.add_argument("--target", default="cortex-a7")
     parser.add_argument("--per-kernel", action="store_true", help="instructions and cycles by kernel kind")
     parser.add_argument("--int8", action="store_true", help="also the int8 build of the float ONNX models")
+    parser.add_argument("--no-winograd", action="store_true", help="dense 3x3 convs direct, not Winograd")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     from edgetvm.errors import EdgeTVMError
@@ -350,7 +378,8 @@ def main(argv=None) -> int:
         for name in args.models.split(","):
             for precision in [None, "int8"] if args.int8 and (name in NCNN or name in FACE_ONNX_MODELS) else [None]:
                 try:
-                    rows.append(measure(name, args.target, precision, args.per_kernel, Path(tmp)))
+                    rows.append(measure(name, args.target, precision, args.per_kernel, Path(tmp),
+                                        winograd=not args.no_winograd))
                 except EdgeTVMError as exc:  # one model edgetvm cannot take does not stop the table
                     rows.append({"model": name, "precision": precision or "fp32", "error": str(exc)})
     int8_against_fp32(rows)

@@ -65,6 +65,8 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="threads the compiled model runs with")
     parser.add_argument("--no-fuse", action="store_true",
                         help="skip the exact graph rewrites (batch-norm / scale-shift folding, activation canonicalisation)")
+    parser.add_argument("--no-winograd", action="store_true",
+                        help="keep dense 3x3 stride-1 float convs direct instead of Winograd F(4,3)/F(6,3)")
     parser.add_argument("--prune", type=channel_fraction, default=None, metavar="RATIO",
                         help="prune this fraction of the channels first (lossy; with --prune-calib spread over the "
                              "layers by measured sensitivity and recovered by least squares; see `edgetvm prune`)")
@@ -241,7 +243,7 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
         except json.JSONDecodeError as exc:
             raise InputError(f"--target {args.target!r} is not valid JSON: {exc}") from None
     kwargs = {"target": target, "input_shapes": parse_shape_args(args.input_shape), "num_threads": args.threads,
-              "fuse": not getattr(args, "no_fuse", False)}
+              "fuse": not getattr(args, "no_fuse", False), "winograd": not getattr(args, "no_winograd", False)}
     calibration = calibration_set(args)
     if getattr(args, "prune", None) is not None:
         kwargs.update(prune=args.prune, prune_criterion=args.prune_criterion)

@@ -9,7 +9,10 @@ Every kernel is scheduled by the first rule that applies:
    the same tile, one assembly loop over the whole window;
    :func:`schedule_neon_f32_dwconv` for a depthwise 3x3 or 5x5 conv at stride 1 or 2: per output
    row and 4 channels one assembly loop (5x5: one per window row; ``kernels/neon_f32_dwconv.py``),
-   the 3x3's tail in its registers when ``gemm_epilogue`` reads it, else the row's tail.
+   the 3x3's tail in its registers when ``gemm_epilogue`` reads it, else the row's tail;
+   :func:`schedule_neon_f32_batch_gemm` for a batched matmul of parameters (Winograd's GEMM per
+   transform point, ``transform.WinogradConv``): the 1x1 conv's fused tile per batch, no epilogue.
+   (Winograd's input and output transforms come pre-scheduled from ``kernels.winograd``.)
 1. :func:`schedule_register_tiled` for a reduction block that :mod:`.analysis` can vectorize along
    the output's last axis (conv2d, 1x1 conv = GEMM, depthwise, dense, pooling, mean). The output is
    computed in register tiles of ``rows x (vectors * lanes)``::
@@ -62,6 +65,7 @@ from tvm import s_tir, tirx
 from ..kernels.neon_f32_dwconv import (DWCONV_STRIDES, dwconv5_row_intrin, dwconv_epilogue_fits, dwconv_fused_call,
                                        dwconv_intrin, zero_row_intrin)
 from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILE_PIXELS, F32_GEMM_TILES, F32_STEM_TILE,
+                                    Epilogue,
                                     F32_STEM_WINDOWS, epilogue_fits, f32_gemm_intrin, f32_gemm_tile_call, f32_gemm_tile_name,
                                     f32_stem_intrin, f32_stem_tile_call, f32_stem_tile_name)
 from .analysis import (ReductionKernel, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops,
@@ -377,6 +381,66 @@ def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
                           f"tile {tile_h}x{tile_w}x{4 * vectors} microkernel, {kernel.macs} MAC")
 
 
+def schedule_neon_f32_batch_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
+    """A batched matmul of parameters, ``C[b] = A[b] @ W[b]`` ((B, P, K) @ (B, K, N), nothing fused:
+    Winograd's GEMM per transform point, ``transform.WinogradConv``), on ARMv7 as the 1x1 conv's fused
+    tiles (``kernels.neon_f32_gemm``, no epilogue): per batch, 5 rows x 8 columns per assembly call
+    (7 x 4 when N is not a multiple of 8), the last ``P % 5`` rows a smaller tile::
+
+        for b, t (parallel):
+          for c_o:
+            C[b, t*5 : +5, c_o*8 : +8] = A[b, t*5 : +5, :] @ W[b, :, c_o*8 : +8]
+
+    The rows of A are contiguous (K floats apart) and W's rows N floats apart, as the 1x1 conv's
+    pixels and HWIO weight rows are. None for other kernels, or K not a multiple of 4 of at least 16."""
+    if not config.neon_f32_gemm:
+        return None
+    sch = s_tir.Schedule(func)
+    root = sch.get_sblock("root")
+    blocks = sch.get_child_blocks(root)
+    kernel = analyse_reduction(sch, blocks[0]) if len(blocks) == 1 else None
+    if kernel is None or kernel.kind != "dense" or len(kernel.spatial) != 3 or len(kernel.reduction) != 1:
+        return None
+    stmt = sch.get(kernel.block)
+    if len(stmt.reads) != 2 or len(stmt.writes) != 1:
+        return None
+    a, w, c = stmt.reads[0].source, stmt.reads[1].source, stmt.writes[0].source
+    shapes = [[const_int(d) for d in buf.shape] for buf in (a, w, c)]
+    batch, rows, depth = shapes[0]
+    channels = shapes[1][2] if len(shapes[1]) == 3 else None
+    if shapes[1] != [batch, depth, channels] or shapes[2] != [batch, rows, channels] or not _all_parameters(func, [a, w, c]):
+        return None
+    if depth % F32_GEMM_DEPTH_STEP or depth < 4 * F32_GEMM_DEPTH_STEP or channels % 4:
+        return None
+    vectors = 2 if channels % 8 == 0 else 1
+    pixels = F32_GEMM_TILE_PIXELS[vectors]
+    b = tirx.Var("b", "int64")
+
+    def tiles(count: int, first, name: str) -> tirx.Stmt:
+        c_o = tirx.Var(f"c_o{name}", "int64")
+        channel = c_o * (4 * vectors)
+        zero = tirx.const(0, "int64")
+        addresses = {"out": tirx.address_of(tirx.BufferLoad(c, [b, first, channel])),
+                     "x": tirx.address_of(tirx.BufferLoad(a, [b, first, zero])),
+                     "w": tirx.address_of(tirx.BufferLoad(w, [b, zero, channel]))}
+        call = f32_gemm_tile_call(count, vectors, depth, channels, Epilogue(), addresses)
+        return tirx.For(c_o, 0, channels // (4 * vectors), tirx.ForKind.SERIAL, tirx.Evaluate(call))
+
+    loops = []
+    if rows >= pixels:
+        t = tirx.Var("tile", "int64")
+        loops.append(tirx.For(t, 0, rows // pixels, tirx.ForKind.SERIAL, tiles(pixels, t * pixels, "")))
+    if rows % pixels:
+        loops.append(tiles(rows % pixels, tirx.const(rows - rows % pixels, "int64"), "_rest"))
+    body = loops[0] if len(loops) == 1 else tirx.SeqStmt(loops)
+    parallel = config.parallel and batch * rows * channels >= PARALLEL_MIN_ELEMENTS
+    body = tirx.For(b, 0, batch, tirx.ForKind.PARALLEL if parallel else tirx.ForKind.SERIAL, body)
+    realize = s_tir.SBlockRealize([], True, s_tir.SBlock([], [], [], "root", body))
+    name = f32_gemm_tile_name(pixels, vectors, 1, Epilogue()).removeprefix("edgetvm_neon_f32_gemm_")
+    return ScheduleResult(func.with_body(realize), "neon-gemm:batch",
+                          f"fused tile {name} microkernel per batch, {kernel.macs} MAC")
+
+
 def _all_parameters(func: tirx.PrimFunc, buffers: list) -> bool:
     """Whether every buffer is one of ``func``'s parameters (a fused tile addresses only those)."""
     return all(any(b.same_as(p) for p in func.params) for b in buffers)
@@ -636,8 +700,7 @@ def schedule_neon_f32_dwconv(func: tirx.PrimFunc, config: CpuScheduleConfig) -> 
         sch.unroll(sch.split(tail_loops[-2], [None, unroll])[1])
     # Loop kinds before decompose_reduction, as in schedule_register_tiled.
     if config.parallel and height * width * channels >= PARALLEL_MIN_ELEMENTS:
-        tile_loops = [sch.fuse(*tile_loops)]
-        sch.parallel(tile_loops[0])
+        tile_loops = _parallel_outer(sch, tile_loops)
     init = sch.decompose_reduction(main, rc)
     sch.set_scope(main, 0, "local")
     sch.tensorize(sch.get_loops(init)[len(tile_loops)], zero_row_intrin(width))
@@ -972,8 +1035,8 @@ def _schedule_reduction_outer(sch: s_tir.Schedule, block, config: CpuScheduleCon
 
 def schedule_kernel(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult:
     """Schedule one kernel with the first rule that applies; the unscheduled kernel as last resort."""
-    for rule in (schedule_neon_f32_gemm, schedule_neon_f32_stem, schedule_neon_f32_dwconv, schedule_register_tiled,
-                 schedule_constant_pad, schedule_generic):
+    for rule in (schedule_neon_f32_gemm, schedule_neon_f32_batch_gemm, schedule_neon_f32_stem, schedule_neon_f32_dwconv,
+                 schedule_register_tiled, schedule_constant_pad, schedule_generic):
         try:
             result = rule(func, config)
         except Exception as exc:  # noqa: BLE001 - a primitive refused: the next, simpler rule

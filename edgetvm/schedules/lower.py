@@ -23,6 +23,7 @@ from ..transform.const_fold import FoldConstantsWithNumpy
 from ..transform.layout import channels_last
 from ..transform.pad_stem_channels import PadStemChannels
 from ..transform.space_to_depth_conv import SpaceToDepthConv
+from ..transform.winograd_conv import WinogradConv
 
 # Vector registers of the float unit: 16 q registers on ARMv7 NEON, 16 ymm with AVX2, 32 zmm with
 # AVX-512. Half of them hold a register tile's accumulators.
@@ -47,8 +48,12 @@ def codegen_target(target: ResolvedTarget) -> ResolvedTarget:
     return dataclasses.replace(target, target_dict=target_dict)
 
 
-def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget) -> tvm.IRModule:
-    """Relax ops to TIR, then group elementwise tails with their producer into one kernel each."""
+def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget, winograd: bool = False) -> tvm.IRModule:
+    """Relax ops to TIR, then group elementwise tails with their producer into one kernel each.
+
+    ``winograd``: dense 3x3 stride-1 float32 convs become Winograd F(m,3) where its cost rule (measured
+    on ARMv7, the same on every target) says it pays (``transform.WinogradConv``), after the layout
+    change: its transforms are channels last."""
     seq = tvm.transform.Sequential(
         [
             # Inference batch norm becomes a per-channel scale and shift the conv's tail absorbs.
@@ -66,6 +71,7 @@ def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget) -> tvm.IRModule
             # The weights' layout change (OIHW -> HWIO) and bias reshapes become plain constants.
             FoldConstantsWithNumpy(),
             relax.transform.DeadCodeElimination(),
+            *([WinogradConv()] if winograd else []),
             # ARMv7 NEON cannot vectorize TVM's round(): quantize gets a rounding it can. relu, clip and
             # max/min by a constant keep a NaN input NaN, as onnxruntime does (nan_propagation.py).
             relax.transform.LegalizeOps({**NAN_PROPAGATING_LEGALIZATIONS,

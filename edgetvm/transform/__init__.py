@@ -10,7 +10,8 @@ from .min_max_to_clip import MinMaxToClip
 from .pad_stem_channels import PadStemChannels
 from .prelu_to_leaky_relu import PReLUToLeakyReLU
 from .space_to_depth_conv import SpaceToDepthConv
+from .winograd_conv import WinogradConv
 
 __all__ = ["FoldBatchNorm", "FoldConstantsWithNumpy", "FoldScaleShift", "GraphPass", "LayoutFriendlyActivations",
-           "MinMaxToClip", "PadStemChannels", "PReLUToLeakyReLU", "SpaceToDepthConv",
+           "MinMaxToClip", "PadStemChannels", "PReLUToLeakyReLU", "SpaceToDepthConv", "WinogradConv",
            "collect_findings", "graph_pass"]

@@ -84,3 +84,14 @@ def test_face_onnx_models_take_real_faces_at_their_input_size():
     model, fill, shapes, calibration = bench_arm.face_onnx_model("sface")
     assert shapes is None and calibration[0].shape == (1, 3, 112, 112)
     assert "retinaface" in bench_arm.MODELS and "sface" in bench_arm.MODELS
+
+
+def test_winograd_pieces_are_their_own_kinds_and_carry_the_convs_macs():
+    # A dense 3x3 conv (16 -> 16, 12x12): F(6,3), its pieces counted against the conv's MACs.
+    b = NetBuilder((1, 16, 12, 12))
+    y = b.conv("input", 16, 16, 3)
+    compiled = edgetvm.compile(b.build(y, (1, 16, 12, 12)), "cortex-a7", num_threads=1)
+    kinds = {call.kind: call.macs for call in bench_arm.kernel_calls(compiled)}
+    assert kinds["winograd output F(6,3)"] == 12 * 12 * 16 * 9 * 16
+    assert kinds["winograd gemm"] == 64 * 4 * 16 * 16  # 2x2 tiles, 64 transform points
+    assert kinds["winograd input F(6,3)"] == 0 and "conv3x3 s1" not in kinds

@@ -97,17 +97,18 @@ def _lane_kernels(compiled) -> set[str]:
 
 @pytest.fixture(scope="module")
 def dense3x3():
-    """A 3x3 conv with 32 input channels (by lane on ARM), then a strided one (not by lane)."""
+    """A 3x3 conv with 32 input channels (by lane on ARM, compiled direct: ``winograd=False``), then a
+    strided one (not by lane)."""
     b = nets.NetBuilder((1, 32, 16, 16))
     y = b.prelu(b.conv("input", 32, 32, 3), 32)
     return b.build(b.conv(y, 32, 16, 3, 2), (1, 16, 8, 8))
 
 
 def test_only_arm_stride_1_dense_convs_take_inputs_by_lane(mini, dense3x3):
-    arm = edgetvm.compile(dense3x3, "armv7-neon", num_threads=1)
+    arm = edgetvm.compile(dense3x3, "armv7-neon", num_threads=1, winograd=False)
     lane = _lane_kernels(arm)
     assert len(lane) == 1 and "conv2d" in next(iter(lane)), arm.report.details["schedules"]["kernels"]
-    assert not _lane_kernels(edgetvm.compile(dense3x3, "host", num_threads=1))
+    assert not _lane_kernels(edgetvm.compile(dense3x3, "host", num_threads=1, winograd=False))
     # In mini the 1x1 convs take the NEON GEMM microkernel (tests/kernels/test_neon_f32_gemm.py);
     # the expand conv has 16 input channels (too few steps of 4), the rest are strided or windowed.
     arm = edgetvm.compile(mini, "armv7-neon", num_threads=1)
@@ -118,7 +119,7 @@ def test_only_arm_stride_1_dense_convs_take_inputs_by_lane(mini, dense3x3):
 @pytest.mark.arm
 @pytest.mark.parametrize("threads", [1, 2])
 def test_arm_lane_kernels_multiply_accumulate_by_lane(dense3x3, tmp_path, threads):
-    compiled = edgetvm.compile(dense3x3, "armv7-neon", num_threads=threads)
+    compiled = edgetvm.compile(dense3x3, "armv7-neon", num_threads=threads, winograd=False)
     (lane,) = _lane_kernels(compiled)
     path = compiled.export(tmp_path / "mini_arm.so")
     text = subprocess.run([shutil.which("arm-linux-gnueabihf-objdump"), "-d", str(path)], capture_output=True,
