@@ -1,9 +1,9 @@
 """ARMv7 cost of every model of issue 21, whole and kernel by kernel, against the published peers.
 
     .venv/bin/python benchmarks/bench_arm.py [--models mobilefacenet,mobilenet_v2,...] [--target cortex-a7]
-        [--per-kernel] [--int8] [--json out.json]
+        [--per-kernel] [--int8] [--no-winograd] [--threads 1|N|default] [--json out.json]
 
-Per model, for the standalone build (1 thread, N+1 minus 1): guest instructions and the issue-cycle
+Per model, for the standalone build (1 thread unless ``--threads``, N+1 minus 1): guest instructions and the issue-cycle
 estimates of ``../shared/tools/neon_cycles.c`` (Cortex-A9 table and its A7 variant; see its
 ``neon_cycles.md``: throughput only, no memory system), and the ratio to the peer figures the
 issue gives (ncnn's hand-written ARMv7 fp32 for MobileFaceNet and MobileNetV2, TFLite 2.13's armv7
@@ -298,7 +298,7 @@ def _peer(name: str) -> tuple[str, tuple] | None:
 
 
 def measure(name: str, target: str, quantize: str | None, with_kernels: bool, workdir: Path,
-            winograd: bool = True) -> dict:
+            winograd: bool = True, threads: int | None = 1) -> dict:
     import edgetvm
     from edgetvm import emulate
 
@@ -318,7 +318,7 @@ def measure(name: str, target: str, quantize: str | None, with_kernels: bool, wo
         faces = [np.repeat(np.repeat(f, side // f.shape[2], axis=2), side // f.shape[3], axis=3) for f in faces]
         kwargs.update(quantize=quantize, calibration=[(f - 127.5) / 128.0 for f in faces])
     started = time.perf_counter()
-    compiled = edgetvm.compile(model, target, num_threads=1, **kwargs)
+    compiled = edgetvm.compile(model, target, num_threads=threads, **kwargs)
     compile_s = time.perf_counter() - started
     so = compiled.export(workdir / f"{name}_{quantize or 'fp32'}.so", standalone=True)
     arrays = [fill(spec) for spec in compiled.inputs]
@@ -369,6 +369,9 @@ def main(argv=None) -> int:
     parser.add_argument("--per-kernel", action="store_true", help="instructions and cycles by kernel kind")
     parser.add_argument("--int8", action="store_true", help="also the int8 build of the float ONNX models")
     parser.add_argument("--no-winograd", action="store_true", help="dense 3x3 convs direct, not Winograd")
+    parser.add_argument("--threads", default="1", type=lambda v: None if v == "default" else int(v),
+                        help="the build's threads: 1 (the issue's figures), N, or 'default' (parallel kernels, "
+                             "what `edgetvm compile` builds); instructions are counted over all threads")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     from edgetvm.errors import EdgeTVMError
@@ -379,11 +382,11 @@ def main(argv=None) -> int:
             for precision in [None, "int8"] if args.int8 and (name in NCNN or name in FACE_ONNX_MODELS) else [None]:
                 try:
                     rows.append(measure(name, args.target, precision, args.per_kernel, Path(tmp),
-                                        winograd=not args.no_winograd))
+                                        winograd=not args.no_winograd, threads=args.threads))
                 except EdgeTVMError as exc:  # one model edgetvm cannot take does not stop the table
                     rows.append({"model": name, "precision": precision or "fp32", "error": str(exc)})
     int8_against_fp32(rows)
-    result = {"target": args.target, "threads": 1, "backend": "standalone", "rows": rows}
+    result = {"target": args.target, "threads": args.threads or "default", "backend": "standalone", "rows": rows}
     print(json.dumps(result, indent=2))
     print()
     print(f"{'model':<22}{'prec':<6}{'Minsn':>9}{'a9 Mcyc':>10}{'a7 Mcyc':>10}{'peer':>15}"

@@ -234,6 +234,13 @@ def test_a_compile_asked_to_compress_keeps_the_convs_direct():
     assert not any(k.startswith("winograd") for k in compiled.report.details["schedules"]["kernels"])
 
 
+def test_a_size_first_compile_keeps_the_convs_direct():
+    model = _conv_net(16, 16, 12)
+    compiled = edgetvm.compile(model, ARM, num_threads=1, optimize="size")
+    assert "WinogradConv" not in compiled.report.details
+    assert not any(k.startswith("winograd") for k in compiled.report.details["schedules"]["kernels"])
+
+
 def test_cli_no_winograd_switches_it_off():
     parse = build_parser().parse_args
     assert compile_kwargs(parse(["compile", "m.onnx", "-o", "m.so", "--no-winograd"]))["winograd"] is False
