@@ -40,7 +40,9 @@ from ..kernels.neon_f32_gemm import F32_GEMM_DEPTH_STEP
 from ..relax_utils import constant_value, static_shape
 from .base import BindingRewritePass, graph_pass
 
-# The fused GEMM tile's loop runs whole steps of 4 depths, and the schedule takes depths of 4 steps and more.
+# The fused GEMM tile's loop runs whole steps of 4 depths. It takes any depth from 4, but below 16 its
+# per-tile work dominates (0.67 instructions per MAC at depth 8, BlazeFace full's 8 -> 32 convs, against
+# ~0.35 from depth 64): the space-to-depth copy is not measured to pay there, so shallower convs stay.
 MIN_DEPTH = 4 * F32_GEMM_DEPTH_STEP
 
 
@@ -75,8 +77,8 @@ class SpaceToDepthConv(BindingRewritePass):
             return f"input {in_shape}: not divided into whole {kh}x{kw} blocks"
         depth = kh * kw * channels
         if depth % F32_GEMM_DEPTH_STEP or depth < MIN_DEPTH:
-            return (f"depth {depth}: the NEON GEMM tile takes multiples of {F32_GEMM_DEPTH_STEP} from {MIN_DEPTH}, "
-                    f"the copy would buy nothing")
+            return (f"depth {depth}: the rewrite takes multiples of {F32_GEMM_DEPTH_STEP} from {MIN_DEPTH} (a shallower "
+                    f"1x1 conv spends most of its tile outside the multiply-accumulates; the copy is not measured to pay)")
         return None
 
     def rewrite_binding(self, binding: relax.VarBinding, var2val, visit) -> relax.Expr | None:
