@@ -73,6 +73,8 @@ def keep_residual_channel_pads_apart(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
             others = [arg for arg in user.args[1].fields if not arg.same_as(var)]
             if _pattern(mod, user) in _ELEMENTWISE and any(_from_conv(mod, producers, arg) for arg in others):
                 apart.add(call.args[0])
-    for gvar in apart:
-        mod[gvar] = mod[gvar].with_attr("op_pattern", _OPAQUE)
+    if apart:
+        mod = mod.clone()  # the caller's module stays as it was
+        for gvar in apart:
+            mod[gvar] = mod[gvar].with_attr("op_pattern", _OPAQUE)
     return mod
