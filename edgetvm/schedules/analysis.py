@@ -146,4 +146,3 @@ def has_if_then_else(stmt) -> bool:
     body = stmt.body
     op = getattr(getattr(body, "value", None), "op", None) if isinstance(body, tirx.BufferStore) else None
     return isinstance(op, tvm.ir.Op) and str(op.name).endswith(".if_then_else")
-
