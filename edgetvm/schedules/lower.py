@@ -15,12 +15,14 @@ from tvm import relax, tirx
 
 from ..progress import bar
 from ..targets import ResolvedTarget
+from .conv_channel_slices import keep_conv_channel_slices_apart
 from .cpu import CpuScheduleConfig, schedule_kernel
 from .nan_propagation import NAN_PROPAGATING_LEGALIZATIONS
 from .residual_pads import keep_residual_channel_pads_apart
 from ..transform.arm_quantize import legalize_quantize
 from ..transform.const_fold import FoldConstantsWithNumpy
 from ..transform.layout import channels_last
+from ..transform.pad_conv_output_channels import PadConvOutputChannels
 from ..transform.pad_stem_channels import PadStemChannels
 from ..transform.space_to_depth_conv import SpaceToDepthConv
 from ..transform.winograd_conv import WinogradConv
@@ -68,6 +70,8 @@ def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget, winograd: bool 
             channels_last(),
             # ARMv7: a conv whose window is its stride (2x2 s2) becomes a 1x1 conv on the NEON GEMM tile.
             *([SpaceToDepthConv()] if target.is_arm else []),
+            # ... and a 1x1 conv into channels that are not whole vectors (Iris's 213) gets zero columns.
+            *([PadConvOutputChannels()] if target.is_arm else []),
             # The weights' layout change (OIHW -> HWIO) and bias reshapes become plain constants.
             FoldConstantsWithNumpy(),
             relax.transform.DeadCodeElimination(),
@@ -80,6 +84,8 @@ def legalize_and_fuse(mod: tvm.IRModule, target: ResolvedTarget, winograd: bool 
             # ARMv7: a channel pad on a conv's residual path stays its own kernel (the conv's tail
             # then runs on the fused NEON GEMM tile).
             *([keep_residual_channel_pads_apart] if target.is_arm else []),
+            # ... and the slice after a padded conv (PadConvOutputChannels) its own kernel too.
+            *([keep_conv_channel_slices_apart] if target.is_arm else []),
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
             relax.transform.FuseTIR(),

@@ -25,10 +25,11 @@ from tvm import relax
 from .padding import match_constant_pad
 
 # relay/relax OpPatternKind: kElemWise 0, kBroadcast 1, kOutEWiseFusable 4 (conv), kOpaque 8.
-_ELEMENTWISE, _CONV, _OPAQUE = (0, 1), 4, 8
+_ELEMENTWISE, CONV_PATTERN, OPAQUE_PATTERN = (0, 1), 4, 8
 
 
-def _pattern(mod: tvm.IRModule, call) -> int | None:
+def kernel_pattern(mod: tvm.IRModule, call) -> int | None:
+    """The ``op_pattern`` of the kernel ``call`` (a ``call_tir``) runs; None for another expression."""
     if not (isinstance(call, relax.Call) and call.op.same_as(tvm.ir.Op.get("relax.call_tir"))):
         return None
     func = mod[call.args[0]]
@@ -46,8 +47,8 @@ def _channel_pad(func) -> bool:
 def _from_conv(mod: tvm.IRModule, producers: dict, expr, depth: int = 3) -> bool:
     """Whether ``expr`` is a conv's output, directly or through up to ``depth`` elementwise kernels."""
     call = producers.get(expr)
-    pattern = _pattern(mod, call)
-    if pattern == _CONV:
+    pattern = kernel_pattern(mod, call)
+    if pattern == CONV_PATTERN:
         return True
     if pattern in _ELEMENTWISE and depth > 0:
         return any(_from_conv(mod, producers, arg, depth - 1) for arg in call.args[1].fields)
@@ -62,19 +63,25 @@ def keep_residual_channel_pads_apart(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     for block in main.body.blocks:
         for binding in block.bindings:
             producers[binding.var] = binding.value
-            if _pattern(mod, binding.value) is not None:
+            if kernel_pattern(mod, binding.value) is not None:
                 for arg in binding.value.args[1].fields:
                     users.setdefault(arg, []).append(binding.value)
     apart = set()
     for var, call in producers.items():
-        if _pattern(mod, call) is None or not _channel_pad(mod[call.args[0]]):
+        if kernel_pattern(mod, call) is None or not _channel_pad(mod[call.args[0]]):
             continue
         for user in users.get(var, []):
             others = [arg for arg in user.args[1].fields if not arg.same_as(var)]
-            if _pattern(mod, user) in _ELEMENTWISE and any(_from_conv(mod, producers, arg) for arg in others):
+            if kernel_pattern(mod, user) in _ELEMENTWISE and any(_from_conv(mod, producers, arg) for arg in others):
                 apart.add(call.args[0])
-    if apart:
-        mod = mod.clone()  # the caller's module stays as it was
-        for gvar in apart:
-            mod[gvar] = mod[gvar].with_attr("op_pattern", _OPAQUE)
+    return marked_opaque(mod, apart)
+
+
+def marked_opaque(mod: tvm.IRModule, gvars) -> tvm.IRModule:
+    """``mod`` with the kernels ``gvars`` marked opaque (``FuseOps`` fuses nothing into or after them),
+    on a copy: the caller's module stays as it was."""
+    if gvars:
+        mod = mod.clone()
+        for gvar in gvars:
+            mod[gvar] = mod[gvar].with_attr("op_pattern", OPAQUE_PATTERN)
     return mod

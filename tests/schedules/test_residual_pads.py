@@ -31,7 +31,8 @@ def test_residual_pads_are_kernels_of_their_own_and_their_convs_take_the_fused_t
     assert len(pads) >= 7, rules
     assert not [name for name in rules if name.startswith("fused_conv2d") and "_pad" in name], rules
     # The widening convs whose channels the 4-wide tile divides take it with their residual (the 4
-    # plain residual blocks did before; 36 -> 42 still does not: 42 channels are not whole vectors).
+    # plain residual blocks did before; 36 -> 42 is padded to 44 channels and sliced,
+    # transform.PadConvOutputChannels: its tile has no residual, the add comes after the slice).
     residual_tiles = [rule for rule in rules.values() if rule.startswith("neon-gemm") and "_res" in rule]
     assert len(residual_tiles) == 11, rules
     host_rules = _rules(edgetvm.compile(path, "host", num_threads=1))

@@ -22,6 +22,30 @@ def bind(mod: tvm.IRModule, **arrays: np.ndarray) -> tvm.IRModule:
     return relax.transform.BindParams("main", arrays)(mod)
 
 
+def nhwc_conv(x_shape, w_shape, **attrs) -> tvm.IRModule:
+    """``main(x, w) = conv2d(x, w)``, NHWC x HWIO, both parameters (``bind`` makes ``w`` a constant)."""
+    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
+    w = relax.Var("w", relax.TensorType(w_shape, "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.conv2d(x, w, data_layout="NHWC", kernel_layout="HWIO", **attrs))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+def assert_left_alone(rewrite, before: tvm.IRModule, reason: str | None) -> None:
+    """The graph pass ``rewrite`` leaves ``before`` as it is and declines with a reason starting with
+    ``reason`` (None: silently, the conv is not one the pass looks at)."""
+    after = rewrite(before)
+    tvm.ir.assert_structural_equal(after, before)
+    assert rewrite.findings["rewritten"] == 0
+    if reason is None:
+        assert rewrite.findings["declined"] == []
+    else:
+        assert rewrite.findings["declined"][0]["reason"].startswith(reason)
+
+
 def kernel_calls(mod: tvm.IRModule) -> list[str]:
     """The PrimFuncs ``main`` launches, one entry per ``call_tir``, in order."""
     names = []

@@ -14,7 +14,7 @@ from edgetvm.transform import SpaceToDepthConv
 
 from ..kernels.arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule
 from ..schedules.nets import NetBuilder
-from .relax_numerics import bind, run_relax
+from .relax_numerics import assert_left_alone, bind, nhwc_conv, run_relax
 
 
 def run_pass(mod):
@@ -52,17 +52,36 @@ def test_window_equal_to_stride_becomes_space_to_depth_and_1x1(rng):
     assert findings == {"rewritten": 1, "declined": []}
 
 
-def _conv(x_shape, w_shape, **attrs) -> tvm.IRModule:
-    from tvm import relax
+@I.ir_module
+class WholeInputWindow:
+    @R.function
+    def main(x: R.Tensor((1, 2, 2, 8), "float32"), w: R.Tensor((2, 2, 8, 13), "float32")):
+        with R.dataflow():
+            y = R.nn.conv2d(x, w, strides=[1, 1], data_layout="NHWC", kernel_layout="HWIO")
+            R.output(y)
+        return y
 
-    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
-    w = relax.Var("w", relax.TensorType(w_shape, "float32"))
-    bb = relax.BlockBuilder()
-    with bb.function("main", [x, w]):
-        with bb.dataflow():
-            y = bb.emit_output(relax.op.nn.conv2d(x, w, data_layout="NHWC", kernel_layout="HWIO", **attrs))
-        bb.emit_func_output(y)
-    return bb.get()
+
+@I.ir_module
+class ReshapeThen1x1:
+    @R.function
+    def main(x: R.Tensor((1, 2, 2, 8), "float32"), w: R.Tensor((1, 1, 32, 13), "float32")):
+        with R.dataflow():
+            data = R.reshape(x, [1, 1, 1, 32])
+            y = R.nn.conv2d(data, w, data_layout="NHWC", kernel_layout="HWIO", out_dtype="float32")
+            R.output(y)
+        return y
+
+
+def test_window_as_large_as_the_input_becomes_a_reshape_and_1x1_whatever_the_stride(rng):
+    """Iris's last two convs: a 2x2 window over a 2x2 input at stride 1, one block, no copy."""
+    weight = rng.standard_normal((2, 2, 8, 13)).astype("float32")
+    after, findings = run_pass(bind(WholeInputWindow, w=weight))
+    tvm.ir.assert_structural_equal(after, bind(ReshapeThen1x1, w=weight.reshape(1, 1, 32, 13)))
+    assert findings == {"rewritten": 1, "declined": []}
+    x = rng.standard_normal((1, 2, 2, 8)).astype("float32")
+    want = np.einsum("nhwc,hwco->no", x.astype(np.float64), weight.astype(np.float64)).reshape(1, 1, 1, 13)
+    np.testing.assert_allclose(run_relax(after, x), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("x_shape,w_shape,attrs,reason", [
@@ -75,27 +94,18 @@ def _conv(x_shape, w_shape, **attrs) -> tvm.IRModule:
     ((1, 8, 8, 8), (2, 2, 4, 16), dict(strides=[2, 2], groups=2), "groups 2"),
 ])
 def test_other_convs_stay_and_say_why(rng, x_shape, w_shape, attrs, reason):
-    before = bind(_conv(x_shape, w_shape, **attrs), w=rng.standard_normal(w_shape).astype("float32"))
-    after, findings = run_pass(before)
-    tvm.ir.assert_structural_equal(after, before)
-    assert findings["rewritten"] == 0
-    if reason is None:
-        assert findings["declined"] == []
-    else:
-        assert findings["declined"][0]["reason"].startswith(reason)
+    before = bind(nhwc_conv(x_shape, w_shape, **attrs), w=rng.standard_normal(w_shape).astype("float32"))
+    assert_left_alone(SpaceToDepthConv(), before, reason)
 
 
 def test_a_weight_that_is_not_a_constant_stays():
-    before = _conv((1, 8, 12, 8), (2, 2, 8, 16), strides=[2, 2])
-    after, findings = run_pass(before)
-    tvm.ir.assert_structural_equal(after, before)
-    assert findings["declined"][0]["reason"] == "the weight is not a constant"
+    assert_left_alone(SpaceToDepthConv(), nhwc_conv((1, 8, 12, 8), (2, 2, 8, 16), strides=[2, 2]), "the weight is not a constant")
 
 
 @pytest.mark.parametrize("k,channels", [(2, 8), (2, 4), (4, 4)])
 def test_rewritten_conv_computes_the_numpy_conv(rng, k, channels):
     weight = rng.standard_normal((k, k, channels, 16)).astype("float32")
-    before = bind(_conv((1, 4 * k, 3 * k, channels), weight.shape, strides=[k, k]), w=weight)
+    before = bind(nhwc_conv((1, 4 * k, 3 * k, channels), weight.shape, strides=[k, k]), w=weight)
     after, findings = run_pass(before)
     assert findings["rewritten"] == 1
     x = rng.standard_normal((1, 4 * k, 3 * k, channels)).astype("float32")

@@ -1,0 +1,91 @@
+"""A 1x1 conv whose output channels are not whole NEON vectors gets zero weight columns up to the next
+multiple of 4, and its output the channels it had sliced back, so that ARMv7 runs it on the fused GEMM tile.
+
+The fused tile (``kernels/neon_f32_gemm.py``) steps the output channels 4 (or 8) at a time. With
+``O' = 4 ceil(O / 4)`` and ``w`` given ``O' - O`` zero columns::
+
+    conv1x1(x, w)[..., o] = conv1x1(x, [w | 0])[..., o]        o < O
+
+exactly (column ``o`` of the product does not read the added ones). The slice is kept out of the conv's
+kernel (``schedules.conv_channel_slices``: fused into it, it would be a tail the tile does not compute),
+so the bias and activation after it form a kernel of their own.
+
+Measured (cortex-a7, 1 thread, standalone, ``benchmarks/bench_arm.py --per-kernel``): Iris's last two
+convs, 2x2x128 -> 213 and 15 channels (a 512-deep 1x1 conv of one pixel after
+``transform.SpaceToDepthConv``), 879,213 and 62,522 instructions on the generic schedule; padded to 216
+and 16 on the fused tile 47,842 and 4,148 (0.43 and 0.51 per MAC), their slices 1,099 and 588: the model
+21.1 -> 20.2 M instructions (0.389 -> 0.373x TFLite's). BlazeFace short range's 36 -> 42 conv (padded to
+44, its bias, residual and ReLU then a kernel after the slice): the model 15.1 -> 14.3 M (0.338 -> 0.320x).
+
+Only NHWC/HWIO 1x1 stride-1 ungrouped convs with a constant weight, a depth the tile takes (a multiple
+of 4) and at most ``MAX_PADDED_FRACTION`` more multiply-accumulates once padded are rewritten: a conv
+into 2 or 6 channels (a detector's score head) would do half or a third again as many, not measured to pay.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+from tvm.relax.dpl import is_op, wildcard
+
+from ..kernels.neon_f32_gemm import F32_GEMM_DEPTH_STEP
+from ..relax_utils import constant_value, static_shape
+from .base import BindingRewritePass, graph_pass
+
+# The fused tile's channel step (one q register of 4 floats).
+CHANNEL_STEP = 4
+# Added channels at most this fraction of the conv's own (213 -> 216: 1.4 %, 15 -> 16: 6.7 %).
+MAX_PADDED_FRACTION = 1 / 8
+
+
+@graph_pass("PadConvOutputChannels")
+class PadConvOutputChannels(BindingRewritePass):
+    """NHWC ``conv1x1(x, w)`` into ``O`` channels, ``O % 4 != 0`` -> ``conv1x1(x, [w | 0])[..., :O]``.
+
+    After running, ``findings`` holds ``{"rewritten", "declined": [{"conv", "reason"}]}``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.pattern = is_op("relax.nn.conv2d")(wildcard(), wildcard())
+
+    def check(self, call: relax.Call, weight: np.ndarray | None, in_shape) -> str | None:
+        """Why this conv is not rewritten; None when it is a 1x1 conv the fused tile takes once its
+        output channels are padded to a multiple of 4."""
+        attrs = call.attrs
+        if str(attrs.data_layout) != "NHWC" or str(attrs.kernel_layout) != "HWIO":
+            return f"layout {attrs.data_layout}/{attrs.kernel_layout}: only NHWC/HWIO (after channels_last)"
+        if weight is None or weight.ndim != 4:
+            return "the weight is not a constant"
+        kh, kw, depth, channels = weight.shape
+        if channels % CHANNEL_STEP == 0:
+            return "whole vectors already"
+        if (kh, kw) != (1, 1) or [int(s) for s in attrs.strides] != [1, 1] or attrs.groups != 1:
+            return f"a {kh}x{kw} conv: only ungrouped stride-1 1x1 convs run on the fused GEMM tile"
+        if any(int(p) for p in attrs.padding) or in_shape is None or len(in_shape) != 4:
+            return f"input {in_shape}, padding {[int(p) for p in attrs.padding]}: only unpadded static 4-d inputs"
+        if depth % F32_GEMM_DEPTH_STEP:
+            return f"depth {depth}: the fused tile steps {F32_GEMM_DEPTH_STEP} input channels at a time"
+        added = -channels % CHANNEL_STEP
+        if added > MAX_PADDED_FRACTION * channels:
+            return (f"{channels} channels: {added} more would add over {MAX_PADDED_FRACTION:.3g} of its "
+                    f"multiply-accumulates (not measured to pay)")
+        return None
+
+    def rewrite_binding(self, binding: relax.VarBinding, var2val, visit) -> relax.Expr | None:
+        call = binding.value
+        weight = constant_value(call.args[1], var2val)
+        reason = self.check(call, weight, static_shape(call.args[0]))
+        if reason is not None:
+            if reason != "whole vectors already" and not reason.startswith(("layout", "a ")):
+                self.findings["declined"].append({"conv": str(binding.var.name), "reason": reason})
+            return None
+        channels = weight.shape[3]
+        padded = np.pad(weight, [(0, 0)] * 3 + [(0, -channels % CHANNEL_STEP)]).astype(weight.dtype)
+        attrs = call.attrs
+        self.findings["rewritten"] += 1
+        conv = relax.op.nn.conv2d(
+            visit(call.args[0]), relax.const(padded), strides=[1, 1], padding=[0, 0, 0, 0], dilation=attrs.dilation,
+            groups=1, data_layout="NHWC", kernel_layout="HWIO", out_layout=attrs.out_layout,
+            out_dtype=str(call.ty.dtype))
+        return relax.op.strided_slice(conv, axes=[3], begin=[0], end=[channels])
