@@ -45,7 +45,9 @@ Every kernel is scheduled by the first rule that applies:
    (``edgetvm.backends.unfused_products``).
 2. :func:`schedule_constant_pad` for a kernel that only pads (``relax.nn.pad``, TFLite PAD, a chain of
    them): row by row a copy of the interior and a fill of the border (:mod:`.padding`; on ARMv7
-   the ``kernels.neon_f32_copy`` assembly), not a bounds test per element.
+   the ``kernels.neon_f32_copy`` assembly), not a bounds test per element;
+   :func:`schedule_space_to_depth` on ARMv7 for the space-to-depth copy of ``transform.SpaceToDepthConv``:
+   one NEON copy per output pixel and window row (:mod:`.space_to_depth`).
 3. :func:`schedule_generic` for everything else: elementwise producers inlined, each remaining
    block's outer spatial loops fused and parallel, its innermost loop vectorized when it divides
    by the vector width.
@@ -72,6 +74,7 @@ from .analysis import (ReductionKernel, analyse_reduction, const_int, has_if_the
                        unit_stride_last)
 from .gemm_epilogue import MatchedEpilogue, match_gemm_epilogue
 from .padding import copy_and_fill, copy_and_fill_loops, match_constant_pad, single_pad
+from .space_to_depth import match_space_to_depth, space_to_depth_copies
 
 # Below this many output elements a parallel launch costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 4096
@@ -998,6 +1001,20 @@ def schedule_constant_pad(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sch
     return ScheduleResult(rewritten, "pad", f"pad {list(pad.before)} of {[int(d) for d in pad.x.shape]}, row-wise copy and fill")
 
 
+def schedule_space_to_depth(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
+    """ARMv7: the space-to-depth copy of ``transform.SpaceToDepthConv`` (its gather proven, :mod:`.space_to_depth`)
+    as one NEON copy per output pixel and window row, not a gather per element."""
+    matched = match_space_to_depth(func) if config.neon_f32_gemm else None
+    if matched is None:
+        return None
+    rewritten = space_to_depth_copies(func, *matched, PARALLEL_MIN_ELEMENTS if config.parallel else None)
+    if rewritten is None:
+        return None
+    x, _, kh, kw = matched
+    return ScheduleResult(rewritten, "space-to-depth",
+                          f"{kh}x{kw} blocks of {[int(d) for d in x.shape]}, one NEON copy per window row")
+
+
 def schedule_generic(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult:
     """Rule 2: inline what inlines, then parallel outer loops and a vectorized inner loop."""
     sch = s_tir.Schedule(func)
@@ -1036,7 +1053,7 @@ def _schedule_reduction_outer(sch: s_tir.Schedule, block, config: CpuScheduleCon
 def schedule_kernel(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult:
     """Schedule one kernel with the first rule that applies; the unscheduled kernel as last resort."""
     for rule in (schedule_neon_f32_gemm, schedule_neon_f32_batch_gemm, schedule_neon_f32_stem, schedule_neon_f32_dwconv,
-                 schedule_register_tiled, schedule_constant_pad, schedule_generic):
+                 schedule_register_tiled, schedule_constant_pad, schedule_space_to_depth, schedule_generic):
         try:
             result = rule(func, config)
         except Exception as exc:  # noqa: BLE001 - a primitive refused: the next, simpler rule

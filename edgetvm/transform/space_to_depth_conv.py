@@ -17,8 +17,10 @@ instead of the TIR register tile. Measured (Iris, cortex-a7, 1 thread, ``benchma
 --per-kernel``): its six 2x2 stride-2 convs (7.60 M MAC) 5.42 M instructions (0.713 per MAC) and 9.06 M
 a7 cycles on the register tile; as 1x1 convs on the fused tile about 2.5 M instructions plus 0.46 M
 (0.52 M a7 cycles) for the copies; the model 23.94 -> 21.38 M instructions, 45.96 -> 42.51 M a7 cycles.
-Not measured: the GEMM tile reading the strided 2x2 window in place (no copy; its depth loop would
-need a jump to the next input row halfway), at most the copies' 0.46 M better.
+The copies then went on the NEON copy assembly (``schedules.space_to_depth``): 0.46 -> 0.17 M instructions
+(kernels alone), the model 20.2 -> 19.9 M. Not measured: the GEMM tile reading the strided 2x2 window in
+place (no copy; its depth loop would need a jump to the next input row halfway), at most the copies'
+0.17 M better.
 
 Only ungrouped NHWC/HWIO convs (after ``transform.layout.channels_last``) with a constant weight, window
 = stride > 1, no padding, no dilation, even division of the input, and a depth the microkernel takes
