@@ -64,9 +64,10 @@ def test_arm_patchify_copy_takes_the_neon_copies_and_the_host_does_not():
 
 
 @pytest.mark.arm
-def test_arm_patchify_with_neon_copies_is_the_host_build_bit_for_bit(tmp_path):
-    model, reference = conv_then_patchify_net()  # rows of 2 x 16 = 32 floats: one copy step each
-    x = np.random.default_rng(4).uniform(-1, 1, (1, 16, 12, 12)).astype(np.float32)
-    compiled = edgetvm.compile(model, ARM, num_threads=1)
+@pytest.mark.parametrize("hw,threads", [(12, 1), (24, 2)])  # 24: 12x12x64 outputs, the copies' rows in parallel
+def test_arm_patchify_with_neon_copies_is_the_host_build_bit_for_bit(hw, threads, tmp_path):
+    model, reference = conv_then_patchify_net(hw=hw)  # rows of 2 x 16 = 32 floats: one copy step each
+    x = np.random.default_rng(4).uniform(-1, 1, (1, 16, hw, hw)).astype(np.float32)
+    compiled = edgetvm.compile(model, ARM, num_threads=threads)
     assert schedule_rule(compiled, "space-to-depth")
-    assert_arm_matches_reference_and_host(compiled, model, reference, x, 1, tmp_path, bit_exact=True)
+    assert_arm_matches_reference_and_host(compiled, model, reference, x, threads, tmp_path, bit_exact=True)
