@@ -17,7 +17,7 @@ and 16 on the fused tile 47,842 and 4,148 (0.43 and 0.51 per MAC), their slices 
 21.1 -> 20.2 M instructions (0.389 -> 0.373x TFLite's). BlazeFace short range's 36 -> 42 conv (padded to
 44, its bias, residual and ReLU then a kernel after the slice): the model 15.1 -> 14.3 M (0.338 -> 0.320x).
 
-Only NHWC/HWIO 1x1 stride-1 ungrouped convs with a constant weight, a depth the tile takes (a multiple
+Only float32 NHWC/HWIO 1x1 stride-1 ungrouped convs with a constant weight, a depth the tile takes (a multiple
 of 4) and at most ``MAX_PADDED_FRACTION`` more multiply-accumulates once padded are rewritten: a conv
 into 2 or 6 channels (a detector's score head) would do half or a third again as many, not measured to pay.
 """
@@ -60,6 +60,9 @@ class PadConvOutputChannels(BindingRewritePass):
         kh, kw, depth, channels = weight.shape
         if channels % CHANNEL_STEP == 0:
             return "whole vectors already"
+        if str(call.ty.dtype) != "float32" or weight.dtype != np.float32:
+            # An int8 conv's slice would sit between it and its requantize, which its kernel fuses.
+            return f"a {call.ty.dtype} conv: only float32 convs run on the fused GEMM tile"
         if (kh, kw) != (1, 1) or [int(s) for s in attrs.strides] != [1, 1] or attrs.groups != 1:
             return f"a {kh}x{kw} conv: only ungrouped stride-1 1x1 convs run on the fused GEMM tile"
         if any(int(p) for p in attrs.padding) or in_shape is None or len(in_shape) != 4:

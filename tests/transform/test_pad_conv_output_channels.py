@@ -61,6 +61,20 @@ def test_other_convs_stay_and_say_why(rng, x_shape, w_shape, attrs, reason):
     assert_left_alone(PadConvOutputChannels(), before, reason)
 
 
+def test_an_int8_conv_stays():
+    from tvm import relax
+
+    x = relax.Var("x", relax.TensorType([1, 4, 4, 8], "int8"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            weight = relax.const(np.ones((1, 1, 8, 30), "int8"))
+            y = bb.emit_output(relax.op.nn.conv2d(x, weight, data_layout="NHWC", kernel_layout="HWIO",
+                                                  out_dtype="int32"))
+        bb.emit_func_output(y)
+    assert_left_alone(PadConvOutputChannels(), bb.get(), None)  # silently: not a conv the tile runs
+
+
 def test_a_weight_that_is_not_a_constant_stays():
     assert_left_alone(PadConvOutputChannels(), nhwc_conv((1, 4, 4, 8), (1, 1, 8, 30)), "the weight is not a constant")
 
