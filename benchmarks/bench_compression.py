@@ -140,6 +140,10 @@ CONFIGS = {
     "size-refit-k64": {"optimize": "size", "calibrate": True, "compress": {"clusters": 64}},
     "size-refit-k96": {"optimize": "size", "calibrate": True, "compress": {"clusters": 96}},
     "size-refit-k128": {"optimize": "size", "calibrate": True, "compress": {"clusters": 128}},
+    # A float16 scale per output channel times one codebook per layer (compression/sharing.py,
+    # cluster_scaled), codebook and scales refit on the calibration faces (refit.py).
+    "size-scaled-k16": {"optimize": "size", "calibrate": True, "compress": {"clusters": 16, "scaled": True}},
+    "size-scaled-k32": {"optimize": "size", "calibrate": True, "compress": {"clusters": 32, "scaled": True}},
     "size-sens0.002": {"optimize": "size", "compress": {"max_error": 0.002, "refit": False}},
     "size-sens0.005": {"optimize": "size", "compress": {"max_error": 0.005, "refit": False}},
     "size-sens0.01": {"optimize": "size", "compress": {"max_error": 0.01, "refit": False}},
@@ -304,7 +308,7 @@ def measure(name: str, configs: list[str], target: str, decode_cost: bool = Fals
         row["optimize"] = arm.optimize
         with tempfile.TemporaryDirectory(prefix="edgetvm-bench-compression-") as tmp:
             build = build_standalone(arm.scheduled, arm.imported, arm.target, Path(tmp), name, weights=arm.weights,
-                                     optimize=arm.optimize)
+                                     optimize=arm.optimize, codebooks=arm.codebooks)
             so = build.so
             row["standalone_so_bytes"] = so.stat().st_size
             # Everything but the stored weights: kernels, runtime, decoder, call table, ELF overhead.

@@ -71,6 +71,7 @@ class CompiledModel:
         self.optimize = optimize
         self._executable = None
         self._runner = None
+        self.codebooks: list = []  # ClusterWeights(scaled=True)'s (codebook, scales) per layer
         self.preprocess: Preprocess | None = None  # how images become its input, when known
 
     @property
@@ -105,7 +106,8 @@ class CompiledModel:
                                 f"with --standalone (standalone=True), or drop --optimize for the TVM-runtime .so")
         if standalone:
             files = export_standalone(self.scheduled, self.imported, self.target, path,
-                                      num_threads=self.num_threads, weights=self.weights, optimize=self.optimize)
+                                      num_threads=self.num_threads, weights=self.weights, optimize=self.optimize,
+                                      codebooks=self.codebooks)
         else:
             with atomic_path(path, mode=0o755) as tmp:
                 # TVM's exporter picks the linker by suffix, so the temporary name keeps ``.so``.
@@ -351,6 +353,8 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     compiled = CompiledModel(imported, scheduled, resolved, report, num_threads, weights, optimize)
     compiled.unscheduled = unscheduled  # the kernels before any schedule: what ``tune`` searches
     compiled.preprocess = preprocess  # the sidecar keeps it: `edgetvm run` on images feeds them alike
+    # Scaled codebooks (compress={"scaled": True}): the standalone coder stores their scales and tables.
+    compiled.codebooks = cluster.codebooks if cluster is not None else []
     return compiled
 
 
