@@ -217,7 +217,8 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     output channel (k-means, after pruning and int8: int8 centroids there; ``"layers": {pattern: k}``
     clusters only those, ``"keep": [patterns]`` leaves layers fine, default the first and last;
     ``"max_error": e`` with ``calibration`` picks each layer's k, or none, by measured sensitivity
-    for the fewest bytes at a summed relative output error <= e),
+    for the fewest bytes at a summed relative output error <= e; ``"scaled": True`` a float16 scale
+    per output channel times one codebook per layer, both refit on ``calibration``),
     ``{"entropy": "huffman"}`` stores the standalone artifact's weights Huffman-coded, decoded once
     when a context is created. ``report.details["compression"]`` gives the weight bytes per stage,
     ``report.details["ClusterWeights"]`` per layer with each layer's error.

@@ -83,7 +83,8 @@ class ClusterWeights(GraphPass):
 
     ``scaled``: float32 weights as a scale per output channel times a codebook of the layer (module
     docstring); the rows then say ``scaled`` and give the ``codebook``, and ``codebooks`` holds each
-    layer's (codebook, scales) as float32 arrays for the standalone coder (weights.py)."""
+    layer's (codebook, scales) as float32 arrays for the standalone coder (weights.py); their
+    ``output_error_kmeans`` is k-means' codebook with the refit scales (refit.py)."""
 
     def __init__(self, clusters: int = 16, *, layers: dict[str, int] | None = None, keep: list[str] | None = None,
                  seed: int = 0, max_error: float | None = None, evaluate=None, samples: list | None = None,

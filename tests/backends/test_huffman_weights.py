@@ -22,8 +22,7 @@ from edgetvm.backends.standalone import (SEGMENT_HUFFMAN, StandaloneLibrary, bui
                                          decode_record)
 from edgetvm.backends.standalone.build import HUFFMAN_SOURCE, RUNTIME_DIR
 from edgetvm.backends.standalone.plan import WEIGHTS, TensorRef
-from edgetvm.compression import kmeans_1d
-from edgetvm.compression.sharing import cluster_scaled, expand_scaled
+from edgetvm.compression import cluster_scaled, expand_scaled, kmeans_1d
 from edgetvm.errors import ArtifactError
 
 from .standalone_models import small_convnet

@@ -7,15 +7,17 @@ import numpy as np
 import pytest
 
 import edgetvm
-from edgetvm.compression import ClusterWeights, CompressOptions, cluster_tensor, solve_centroids
+from edgetvm.compression import (ClusterWeights, CompressOptions, cluster_scaled, cluster_tensor, expand_scaled,
+                                 solve_centroids)
 from edgetvm.compression.refit import solve_scales
-from edgetvm.compression.sharing import channel_scales, cluster_scaled, expand_scaled
+from edgetvm.compression.sharing import channel_scales
 from edgetvm.errors import InputError
 
 
 def ranged_weight(rng, shape, axis=0) -> np.ndarray:
     """Channels whose ranges span 100x, as a folded conv's do."""
-    spread = np.geomspace(0.01, 1, shape[axis]).reshape([-1 if a == axis % len(shape) else 1 for a in range(len(shape))])
+    spread = np.geomspace(0.01, 1, shape[axis]).reshape([-1 if a == axis % len(shape) else 1
+                                                         for a in range(len(shape))])
     return (rng.normal(size=shape) * spread).astype(np.float32)
 
 
