@@ -101,6 +101,21 @@ convs, k=32 on the depthwise convs and heads: 1 missed, 10.0 px (178 KB coded). 
 weights stay near 280 KB and 250 KB is not reached: a per-channel scale halves what k=16 loses, but
 k <= 8, which 250 KB needs with ~95 KB of code, loses faces without retraining (a bias correction per
 channel in the refit is the next step measured by nobody yet).
+
+SFace with scaled codebooks (held-out min / mean cosine; the stem conv_1 kept, lv140 the embedding):
+
+    config                              coded B     .so B (speed build)  min / mean cosine
+    scaled-conv16-fc4                   3,081,479   3,393,124 (0.97x)    0.9405 / 0.9610
+    scaled-conv32-fc4                   3,463,413   3,774,052            0.9720 / 0.9844
+    convs k=48 scaled, lv140 k=4        3,726,796   (host only)          0.9867 / 0.9908
+    convs k=64 scaled, lv140 k=4        3,879,251   (host only)          0.9896 / 0.9922
+    lv140 k=4 scaled alone (convs fp32)  lv140 1,519,355                 0.9917 / 0.9946
+    lv140 k=8 scaled alone               lv140 2,199,045                 0.9985 / 0.9989
+
+The embedding at k=4 with a scale per output column costs little (0.9917 alone); the convolutions
+are what the cosine loses, and at k=64 (0.9896, 3.88 MB coded) they still miss 0.99 and 3.5 MB both.
+Against the per-layer codebooks above (refit-conv64-fc4: 4,071,065 B coded at 0.9832) the scales buy
+a smaller artifact at a higher cosine, not yet the goal.
 """
 
 from __future__ import annotations
@@ -146,8 +161,6 @@ CONFIGS = {
                                                           "scaled": True}},
     "scaled-conv32-fc4": {"calibrate": True, "compress": {"layers": {"conv_*": 32, "lv140": 4}, "keep": ["conv_1_*"],
                                                           "scaled": True}},
-    "size-scaled-conv16-fc4": {"optimize": "size", "calibrate": True, "compress": {
-        "layers": {"conv_*": 16, "lv140": 4}, "keep": ["conv_1_*"], "scaled": True}},
     # Magnitude pruning before clustering (Deep Compression's first step, compression/sharing.py): the
     # embedding lv140 pruned, its survivors on one shared k=16 codebook (zero the 16th code), refit.
     "prune-emb0.8-conv64": {"calibrate": True, "compress": {
