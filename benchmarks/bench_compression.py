@@ -99,8 +99,11 @@ instead of its max: no face missed but 8.4 px; the heads (lv100..lv114) kept flo
 1 missed (241 KB coded); k=8 everywhere: 2 missed, 13.8 px (172 KB coded); k=8 on the 1x1 and 3x3
 convs, k=32 on the depthwise convs and heads: 1 missed, 10.0 px (178 KB coded). So at the bar the
 weights stay near 280 KB and 250 KB is not reached: a per-channel scale halves what k=16 loses, but
-k <= 8, which 250 KB needs with ~95 KB of code, loses faces without retraining (a bias correction per
-channel in the refit is the next step measured by nobody yet). A better coder of the indices does
+k <= 8, which 250 KB needs with ~95 KB of code, loses faces without retraining. A bias correction
+(Nagel et al. 2019: each output's mean shift on the calibration rows added to the conv's bias), tried
+after each layer's refit while the layers after it were refit without it, made both worse (k=16: IoU
+0.857, 8.1 px; k=32: 0.888, 3.99 px) and is not kept; folding it into the layer-by-layer run, so the
+later layers see it, was not tried. A better coder of the indices does
 not pay: over RetinaFace's 418,328 clustered weights (k-means' scaled codebooks, before the refit),
 Huffman takes 3.718 bits a weight at k=16 against an order-0 entropy of 3.687 (194.4 vs 192.8 KB),
 2.748 vs 2.713 at k=8: an arithmetic or ANS coder would save under 2 KB.
