@@ -71,6 +71,7 @@ class CompiledModel:
         self.optimize = optimize
         self._executable = None
         self._runner = None
+        self.codebooks: list = []  # ClusterWeights(scaled=True)'s (codebook, scales) per layer
         self.preprocess: Preprocess | None = None  # how images become its input, when known
 
     @property
@@ -105,7 +106,8 @@ class CompiledModel:
                                 f"with --standalone (standalone=True), or drop --optimize for the TVM-runtime .so")
         if standalone:
             files = export_standalone(self.scheduled, self.imported, self.target, path,
-                                      num_threads=self.num_threads, weights=self.weights, optimize=self.optimize)
+                                      num_threads=self.num_threads, weights=self.weights, optimize=self.optimize,
+                                      codebooks=self.codebooks)
         else:
             with atomic_path(path, mode=0o755) as tmp:
                 # TVM's exporter picks the linker by suffix, so the temporary name keeps ``.so``.
@@ -215,7 +217,8 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     output channel (k-means, after pruning and int8: int8 centroids there; ``"layers": {pattern: k}``
     clusters only those, ``"keep": [patterns]`` leaves layers fine, default the first and last;
     ``"max_error": e`` with ``calibration`` picks each layer's k, or none, by measured sensitivity
-    for the fewest bytes at a summed relative output error <= e),
+    for the fewest bytes at a summed relative output error <= e; ``"scaled": True`` a float16 scale
+    per output channel times one codebook per layer, both refit on ``calibration``),
     ``{"entropy": "huffman"}`` stores the standalone artifact's weights Huffman-coded, decoded once
     when a context is created. ``report.details["compression"]`` gives the weight bytes per stage,
     ``report.details["ClusterWeights"]`` per layer with each layer's error.
@@ -351,6 +354,8 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     compiled = CompiledModel(imported, scheduled, resolved, report, num_threads, weights, optimize)
     compiled.unscheduled = unscheduled  # the kernels before any schedule: what ``tune`` searches
     compiled.preprocess = preprocess  # the sidecar keeps it: `edgetvm run` on images feeds them alike
+    # Scaled codebooks (compress={"scaled": True}): the standalone coder stores their scales and tables.
+    compiled.codebooks = cluster.codebooks if cluster is not None else []
     return compiled
 
 

@@ -98,6 +98,10 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster-max-error", type=float, default=None, metavar="E",
                         help="choose each layer's K (from --cluster, default 4, up to 256, or none) by its measured "
                              "output error on --calib, for the smallest weights at a summed relative error <= E")
+    parser.add_argument("--cluster-scaled", action="store_true",
+                        help="a float16 scale per output channel times one codebook per layer (per-channel "
+                             "non-uniform quantization: less error than a codebook of raw values at the same K; "
+                             "with --calib the scales are refit too)")
     parser.add_argument("--no-cluster-refit", action="store_true",
                         help="keep k-means' centroids: by default, with --calib, each clustered layer's centroids are "
                              "refit by least squares to the layer's output on the calibration inputs")
@@ -284,6 +288,11 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
             raise InputError("--cluster-sparsity prunes the clustered layers before clustering: add --cluster K or "
                              "--cluster-layers PATTERN=K,...")
         compress["sparsity"] = cluster_sparsity(args.cluster_sparsity)
+    if getattr(args, "cluster_scaled", False):
+        if not clustering(args):
+            raise InputError("--cluster-scaled shapes the clustered layers' codebooks: add --cluster K or "
+                             "--cluster-layers PATTERN=K,...")
+        compress["scaled"] = True
     if getattr(args, "cluster_max_error", None) is not None:
         if not calibration:
             raise InputError("--cluster-max-error measures each layer's error on calibration inputs: give --calib DIR")

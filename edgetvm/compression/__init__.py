@@ -4,6 +4,7 @@
 output channel); the standalone backend then stores each tensor as Huffman codes of centroid
 indices plus the centroid tables (``backends/standalone/weights.py``, ``weights="huffman"``). With
 calibration inputs the centroids are refit by least squares to each layer's output (``CentroidRefit``).
+``scaled=True``: a float16 scale per output channel times one codebook per layer instead.
 """
 
 from . import huffman
@@ -12,8 +13,8 @@ from .kmeans import kmeans_1d
 from .options import ENTROPY_CODERS, CompressOptions, stage_sizes
 from .refit import CentroidRefit, solve_centroids
 from .sensitivity import allocate_clusters, measure_cluster_sensitivity
-from .sharing import cluster_tensor, shared_weight_bytes
+from .sharing import cluster_scaled, cluster_tensor, expand_scaled, shared_weight_bytes
 
 __all__ = ["CentroidRefit", "ClusterWeights", "CompressOptions", "ENTROPY_CODERS", "allocate_clusters",
-           "check_clusters", "cluster_tensor", "huffman", "kmeans_1d", "measure_cluster_sensitivity",
-           "shared_weight_bytes", "solve_centroids", "stage_sizes"]
+           "check_clusters", "cluster_scaled", "cluster_tensor", "expand_scaled", "huffman", "kmeans_1d",
+           "measure_cluster_sensitivity", "shared_weight_bytes", "solve_centroids", "stage_sizes"]

@@ -18,6 +18,10 @@ Per slice where it pays (sharing.py). The layers that must stay fine (the stem r
 the last layer writing the embedding or the boxes) are chosen by measured sensitivity when
 calibration inputs are given (sensitivity.py), else left out by name (``keep``): by default the
 first and the last weight of the graph.
+
+``scaled=True``: each float weight becomes a scale per output channel times one codebook of the
+layer (per-channel non-uniform quantization, sharing.cluster_scaled), refit the same way; the
+standalone backend stores the scales and the codebook (``codebooks``) and Huffman codes of indices.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from ..transform.base import GraphPass, graph_pass
 from .constants import output_axis, replace_constants, weight_constants
 from .refit import CentroidRefit
 from .sensitivity import allocate_clusters, measure_cluster_sensitivity
-from .sharing import WEIGHTS_PER_CENTROID, cluster_tensor, shared_weight_bytes
+from .sharing import (WEIGHTS_PER_CENTROID, cluster_scaled, cluster_tensor, expand_scaled, scaled_weight_bytes,
+                      shared_weight_bytes)
 
 MIN_CLUSTERS, MAX_CLUSTERS = 4, 256
 
@@ -74,12 +79,22 @@ class ClusterWeights(GraphPass):
     ``evaluate`` and ``samples``, unless ``refit=False``): the layer's relative output error on the
     calibration inputs with k-means' centroids and refit ones, ``output_error_kmeans`` and
     ``output_error_refit``, or ``refit_declined``: why not. With ``max_error`` the sensitivity is then
-    measured with refit centroids."""
+    measured with refit centroids.
+
+    ``scaled``: float32 weights as a scale per output channel times a codebook of the layer (module
+    docstring); the rows then say ``scaled`` and give the ``codebook``, and ``codebooks`` holds each
+    layer's (codebook, scales) as float32 arrays for the standalone coder (weights.py); their
+    ``output_error_kmeans`` is k-means' codebook with the refit scales (refit.py)."""
 
     def __init__(self, clusters: int = 16, *, layers: dict[str, int] | None = None, keep: list[str] | None = None,
                  seed: int = 0, max_error: float | None = None, evaluate=None, samples: list | None = None,
-                 refit: bool = True, sparsity: dict[str, float] | float | None = None):
+                 refit: bool = True, sparsity: dict[str, float] | float | None = None, scaled: bool = False):
         super().__init__()
+        if scaled and max_error is not None:
+            raise InputError("--cluster-scaled and --cluster-max-error: the sensitivity measurement clusters "
+                             "per-layer codebooks only; give --cluster K or --cluster-layers with --cluster-scaled")
+        self.scaled = scaled
+        self.codebooks: list[tuple[np.ndarray, np.ndarray]] = []
         self.sparsity = check_sparsity(sparsity)
         self.clusters = check_clusters(clusters)
         self.layers = {pattern: check_clusters(k, "--cluster-layers") for pattern, k in (layers or {}).items()}
@@ -141,16 +156,22 @@ class ClusterWeights(GraphPass):
                       for name, const, _ in chosen]
             self.findings["max_error"] = self.max_error
             self.findings["output_error"] = float(sum(m[1][0] for m in measured.values()))
-        clustered = {}
+        clustered, scaled = {}, {}
         for name, const, k in chosen:
             if k is None:
                 self.findings["kept"].append(name)
             elif name in measured:
                 clustered[name] = measured[name][1][2:]
+            elif self.scaled and str(const.value.dtype) == "float32":
+                axis = output_axis(func, const)
+                codes, scales = cluster_scaled(const.value.numpy(), k, seed=self.seed,
+                                               sparsity=self.sparsity_for(name), axis=axis)
+                clustered[name], scaled[name] = (codes, False), (scales, axis)
             else:
                 clustered[name] = cluster_tensor(const.value.numpy(), k, seed=self.seed,
                                                  sparsity=self.sparsity_for(name), axis=axes[name])
-        refits = refit.refit_in_order({position[name]: c for name, c in clustered.items()}) if refit else {}
+        refits = refit.refit_in_order({position[name]: c for name, c in clustered.items()},
+                                      {position[name]: s for name, s in scaled.items()}) if refit else {}
         replaced = {}
         for name, const, k in chosen:
             if k is None:
@@ -158,12 +179,21 @@ class ClusterWeights(GraphPass):
             value = const.value.numpy()
             shared, per_slice = clustered[name]
             shared, how = refits.get(position[name], (shared, None))
+            if name in scaled:
+                scales, axis = scaled[name]
+                codebook = np.unique(shared.astype(np.float32))
+                self.codebooks.append((codebook, scales))
+                clustered_bytes, coded_bytes = scaled_weight_bytes(shared, scales)
+                shared = expand_scaled(shared, scales, axis)
+            else:
+                clustered_bytes, coded_bytes = shared_weight_bytes(shared, per_slice, axes[name])
             reference = np.linalg.norm(value.astype(np.float64)) or 1.0
-            clustered_bytes, coded_bytes = shared_weight_bytes(shared, per_slice, axes[name])
             row = {"layer": name, "shape": list(value.shape), "k": k, "per_channel": per_slice,
                    "relative_error": float(np.linalg.norm(shared.astype(np.float64) - value) / reference),
                    "sparsity": float(np.mean(shared == 0)),
                    "bytes": int(value.nbytes), "clustered_bytes": clustered_bytes, "coded_bytes": coded_bytes}
+            if name in scaled:
+                row.update(scaled=True, codebook=[float(c) for c in self.codebooks[-1][0]])
             if name in measured:
                 row["output_error"] = measured[name][1][0]
             if isinstance(how, dict):

@@ -19,7 +19,8 @@ class CompressOptions:
     centroids by least squares on them (refit.py; ``--no-cluster-refit`` turns it off); ``sparsity``:
     {name pattern: fraction} (or one fraction) of the clustered layers' smallest weights pruned to exactly
     zero before clustering (``--cluster-sparsity``, sharing.py); ``entropy``: the
-    coder of the standalone artifact's weights (``--entropy``)."""
+    coder of the standalone artifact's weights (``--entropy``); ``scaled``: a scale per output channel
+    times one codebook per layer instead of a codebook of raw values (``--cluster-scaled``, sharing.py)."""
 
     clusters: int | None = None
     layers: dict[str, int] = field(default_factory=dict)
@@ -29,15 +30,16 @@ class CompressOptions:
     max_error: float | None = None
     refit: bool = True
     sparsity: dict[str, float] = field(default_factory=dict)
+    scaled: bool = False
 
     @classmethod
     def coerce(cls, given: dict | None) -> CompressOptions:
         given = dict(given or {})
         unknown = set(given) - {"clusters", "layers", "keep", "entropy", "seed", "max_error", "refit",
-                                "sparsity"}
+                                "sparsity", "scaled"}
         if unknown:
             raise InputError(f"compress={{...}}: unknown option(s) {sorted(unknown)}; give clusters, layers, keep, "
-                             f"max_error, refit, sparsity, entropy or seed")
+                             f"max_error, refit, sparsity, scaled, entropy or seed")
         max_error = given.get("max_error")
         if max_error is not None and not (isinstance(max_error, (int, float)) and max_error > 0):
             raise InputError(f"--cluster-max-error {max_error!r}: give a positive relative output error, e.g. 0.01")
@@ -45,13 +47,20 @@ class CompressOptions:
         if entropy is not None and entropy not in ENTROPY_CODERS:
             raise InputError(f"--entropy {entropy!r}: choose {', '.join(ENTROPY_CODERS)}")
         clusters = given.get("clusters")
+        scaled = given.get("scaled", False)
+        if not isinstance(scaled, bool):
+            raise InputError(f"compress={{'scaled': {scaled!r}}}: give True (a scale per output channel times a "
+                             f"codebook per layer, --cluster-scaled) or False")
+        if scaled and clusters is None and not given.get("layers"):
+            raise InputError("compress={'scaled': True} (--cluster-scaled) shapes the clustered layers' codebooks: "
+                             "give clusters or layers too (--cluster K or --cluster-layers PATTERN=K,...)")
         if given.get("sparsity") and clusters is None and not given.get("layers") and max_error is None:
             raise InputError("compress={'sparsity': ...} prunes the clustered layers before clustering: give clusters "
                              "or layers too (--cluster K or --cluster-layers PATTERN=K,...)")
         return cls(check_clusters(clusters) if clusters is not None else None, dict(given.get("layers") or {}),
                    given.get("keep"), entropy, int(given.get("seed", 0)),
                    float(max_error) if max_error is not None else None, bool(given.get("refit", True)),
-                   check_sparsity(given.get("sparsity")))
+                   check_sparsity(given.get("sparsity")), scaled)
 
     @property
     def requested(self) -> bool:
@@ -71,7 +80,7 @@ class CompressOptions:
         default = 16 if self.max_error is None else 4
         return ClusterWeights(self.clusters or default, layers=self.layers, keep=self.keep, seed=self.seed,
                               max_error=self.max_error, evaluate=evaluate, samples=samples, refit=self.refit,
-                              sparsity=self.sparsity)
+                              sparsity=self.sparsity, scaled=self.scaled)
 
 
 def stage_sizes(fp32_bytes: int, pruned_bytes: int, quantized_bytes: int, findings: dict | None) -> dict:

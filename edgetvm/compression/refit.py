@@ -25,6 +25,12 @@ clustered and refit already (``X != X0``): the refit also absorbs the error they
 pruning's recovery does (He et al. 2017). Not refit, and said why: int8 weights (their kernels read
 requantized inputs, not ``X``) and weights read by anything but a float conv2d (NCHW/OIHW) or a dense
 ``x @ W`` (whose codebooks, if per slice, are per output column: sharing.py).
+
+A scaled codebook (sharing.cluster_scaled: ``W[o] = s_o T[a(o, .)]``) is linear in ``T`` too: output
+``o``'s sums ``z_no`` are multiplied by ``s_o``, and ``T`` is solved as one shared codebook. With
+``T`` fixed each output is linear in its own scale, ``y_no = s_o u_no`` (``u_no = x_n . T[a(o, .)]``),
+so the scales are refit first, ``s_o = sum_n u_no Y0_no / sum_n u_no^2`` (rounded to float16, as stored),
+then ``T``, twice over: the scale absorbs each channel's gain error, which one shared codebook cannot.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from ..kernels.im2col import im2col
 from ..relax_utils import static_shape
 from ..transform.taps import with_taps
 from .sensitivity import Evaluate, lift_constants
+from .sharing import expand_scaled
 
 # Rows of the least squares (samples x conv output positions) and, for a shared codebook, equations
 # (rows x outputs): enough for at most 256 unknowns per system, and a refit of SFace's 1024x1024
@@ -49,14 +56,17 @@ CHUNK_ELEMENTS = 1 << 22  # entries of the assignment matrices built at once (me
 
 
 def solve_centroids(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, clustered: np.ndarray,
-                    per_output: bool, max_equations: int = MAX_EQUATIONS) -> tuple[np.ndarray, float, float]:
+                    per_output: bool, max_equations: int = MAX_EQUATIONS,
+                    scales: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
     """The least-squares centroids of the module docstring for one GEMM ``y[n, o] = x[n, g(o)] . w[o]``.
 
     ``x``, ``x0``: ``[N, groups, K]`` (output ``o`` reads group ``o // (O / groups)``); ``w0``,
     ``clustered``: ``[O, K]``, ``clustered`` holding k-means' values (one codebook, or one per row if
     ``per_output``). A shared codebook's equations come from every ``s``-th output, ``s`` the smallest
     that keeps them at most ``max_equations``. Returns the refit weight and the relative output error
-    ``E / ||X0 W0^T||^2`` of k-means' centroids and of the refit ones (on the equations used)."""
+    ``E / ||X0 W0^T||^2`` of k-means' centroids and of the refit ones (on the equations used). With
+    ``scales`` (``[O]``), ``clustered`` holds a scaled codebook's normalized values, weight row ``o`` being
+    ``scales[o] * clustered[o]``, and the refit normalized values come back."""
     n, groups, depth = x.shape
     outputs = w0.shape[0]
     group_of = np.arange(outputs) // (outputs // groups)
@@ -81,6 +91,8 @@ def solve_centroids(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, clustered: np
         masks = np.zeros((count, depth, k))
         masks[np.arange(count)[:, None], np.arange(depth)[None], labels[rows]] = 1.0
         z = xg[group_of[rows]] @ masks  # [c, n, k]
+        if scales is not None:
+            z *= scales[rows].astype(np.float64)[:, None, None]
         target = np.einsum("cni,ci->cn", x0g[group_of[rows]], w0[rows].astype(np.float64))
         book = values[rows] if per_output else np.broadcast_to(values[0], (count, k))
         residual = target - (z @ book[:, :, None])[..., 0]
@@ -104,6 +116,28 @@ def solve_centroids(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, clustered: np
     weight = np.take_along_axis(refit, labels, axis=1) if per_output else refit[0][labels]
     reference = reference or 1.0
     return weight.astype(clustered.dtype), before / reference, max(after, 0.0) / reference
+
+
+SCALE_ROUNDS = 2
+
+
+def solve_scales(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """The least-squares scale of each output row of ``codes`` (``[O, K]``, a scaled codebook's normalized
+    values; ``x``, ``x0``, ``w0`` as in :func:`solve_centroids`), float16-rounded; an output whose codes
+    give no signal keeps its scale."""
+    n, groups, depth = x.shape
+    outputs = w0.shape[0]
+    per_group = outputs // groups
+    fitted = scales.astype(np.float32).copy()
+    for g in range(groups):
+        rows = slice(g * per_group, (g + 1) * per_group)
+        u = x[:, g].astype(np.float64) @ codes[rows].astype(np.float64).T  # [n, per_group]
+        target = x0[:, g].astype(np.float64) @ w0[rows].astype(np.float64).T
+        power = (u * u).sum(axis=0)
+        gain = np.divide((u * target).sum(axis=0), power, out=np.zeros(power.shape), where=power > 0)
+        limit = float(np.finfo(np.float16).max)
+        fitted[rows] = np.where(power > 0, np.clip(gain, -limit, limit).astype(np.float16), fitted[rows])
+    return fitted
 
 
 @dataclass(frozen=True)
@@ -212,10 +246,12 @@ class CentroidRefit:
                               for i, layer in self.layers.items()}
         return self._original
 
-    def refit(self, i: int, clustered: np.ndarray, per_slice: bool,
-              x: np.ndarray | None = None) -> tuple[np.ndarray, dict | str]:
+    def refit(self, i: int, clustered: np.ndarray, per_slice: bool, x: np.ndarray | None = None,
+              scales: np.ndarray | None = None) -> tuple[np.ndarray, dict | str]:
         """Weight ``i`` (k-means' ``clustered``) refit on its input ``x`` (default ``X0``), and the layer's
-        relative output error before and after; or ``clustered`` and why it is not refit."""
+        relative output error before and after; or ``clustered`` and why it is not refit. With ``scales``
+        (one per output channel) ``clustered`` and the result are a scaled codebook's normalized values,
+        and ``scales`` is refit in place (module docstring)."""
         if i in self.declined:
             return clustered, self.declined[i]
         layer = self.layers[i]
@@ -227,31 +263,50 @@ class CentroidRefit:
             self.positions[i] = np.stack([self.rng.choice(layer.positions, take, replace=False)
                                           for _ in range(x0.shape[0])])
         positions = self.positions.get(i)
-        refit_rows, before, after = solve_centroids(layer.patches(x, w0.shape, positions),
-                                                    layer.patches(x0, w0.shape, positions), layer.weight_rows(w0),
-                                                    layer.weight_rows(clustered), per_slice)
+        xs, x0s, w0s = layer.patches(x, w0.shape, positions), layer.patches(x0, w0.shape, positions), layer.weight_rows(w0)
+        rows = layer.weight_rows(clustered)
+        if scales is None:
+            refit_rows, before, after = solve_centroids(xs, x0s, w0s, rows, per_slice)
+        else:
+            for round_ in range(SCALE_ROUNDS):
+                scales[:] = solve_scales(xs, x0s, w0s, rows, scales)
+                rows, error, after = solve_centroids(xs, x0s, w0s, rows, False, scales=scales)
+                rows = rows.astype(np.float32)
+                before = error if round_ == 0 else before
+            refit_rows = rows
         return layer.weight_of_rows(refit_rows, w0.shape), {"output_error_kmeans": before, "output_error_refit": after}
 
-    def refit_in_order(self, clustered: dict[int, tuple[np.ndarray, bool]]) -> dict[int, tuple[np.ndarray, dict | str]]:
+    def refit_in_order(self, clustered: dict[int, tuple[np.ndarray, bool]],
+                       scaled: dict[int, tuple[np.ndarray, int]] | None = None,
+                       ) -> dict[int, tuple[np.ndarray, dict | str]]:
         """Every weight of ``clustered`` ({i: (k-means value, per_slice)}) refit in dataflow order, each on
         its input in the model with the weights before it clustered and refit (numpy's step-by-step
-        run when the evaluator has one; else on ``X0``)."""
+        run when the evaluator has one; else on ``X0``). ``scaled`` ({i: (scales, axis)}): those weights
+        are scaled codebooks, their values in ``clustered`` and in the result normalized."""
+        scaled = scaled or {}
+
+        def weight(i: int, value: np.ndarray) -> np.ndarray:
+            return expand_scaled(value, *scaled[i]) if i in scaled else value
+
+        def refit(i: int, value: np.ndarray, per_slice: bool, x: np.ndarray | None = None):
+            return self.refit(i, value, per_slice, x, scaled[i][0] if i in scaled else None)
+
         current = dict(self.weights)
         for i, (value, _) in clustered.items():
-            current[f"w{i}"] = value
+            current[f"w{i}"] = weight(i, value)
         stepper = getattr(self.evaluate, "stepper", None)
         make = stepper(self.func) if stepper is not None else None
         results = {}
         if make is None:
             for i, (value, per_slice) in clustered.items():
-                results[i] = self.refit(i, value, per_slice)
+                results[i] = refit(i, value, per_slice)
             return results
         run = make(self.func, current, self.samples)
         order = sorted(clustered, key=lambda i: run.position.get(self.layers[i].data, -1) if i in self.layers else -1)
         for i in order:
             value, per_slice = clustered[i]
             x = np.concatenate(run.run_until(self.layers[i].data)) if i in self.layers else None
-            results[i] = self.refit(i, value, per_slice, x)
-            current[f"w{i}"] = results[i][0]  # read by the bindings the run has not reached yet
+            results[i] = refit(i, value, per_slice, x)
+            current[f"w{i}"] = weight(i, results[i][0])  # read by the bindings the run has not reached yet
         return results
 

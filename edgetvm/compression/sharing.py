@@ -10,6 +10,16 @@ Per slice where it pays: a slice along the output axis (``axis``: the first of a
 per-channel int8 weight, the last of a dense ``[F, O]`` weight, which the standalone coder stores
 column-interleaved) gets its own codebook when it has at least ``WEIGHTS_PER_CENTROID * k`` weights, so
 that its ``k``-entry table is at most 1/16 of the indices it serves; otherwise the tensor shares one.
+
+Scaled codebooks (``cluster_scaled``): per-channel non-uniform quantization. Each output slice ``o``
+gets a scale ``s_o`` (its ``max |w|``, rounded to float16, which the artifact stores), the layer one
+codebook ``T`` of ``k`` values in ``[-1, 1]``, k-means over every ``w / s_o`` of the layer, and
+
+    W'[o, i] = fl32(s_o * T[a(o, i)])
+
+(one float32 product, which the C decoder repeats bit for bit). At the same ``k`` this errs far less
+than one codebook of raw values, whose entries must span every channel's range at once, and costs
+``2 O + 4 k`` bytes of tables where a codebook per channel costs ``4 k O``.
 """
 
 from __future__ import annotations
@@ -63,6 +73,43 @@ def cluster_tensor(weight: np.ndarray, k: int, *, seed: int = 0, sparsity: float
     return (np.ascontiguousarray(np.moveaxis(out, 0, axis)) if per_slice else out), per_slice
 
 
+def channel_scales(weight: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``max |w|`` of each slice along ``axis``, rounded to float16 (as the artifact stores it) and widened
+    back: float32, never 0 for a slice with a non-zero weight (the smallest float16 above 0 at least)."""
+    rows = slices(weight.astype(np.float32), True, axis)
+    peak = np.abs(rows).max(axis=1)
+    half = peak.astype(np.float16)
+    tiny = np.float16(np.finfo(np.float16).smallest_subnormal)
+    half = np.where((peak > 0) & (half == 0), tiny, half)
+    # float16 rounds to nearest: a peak rounded down would leave |w / s| a little above 1, which is fine.
+    return np.minimum(half, np.float16(np.finfo(np.float16).max)).astype(np.float32)
+
+
+def expand_scaled(codes: np.ndarray, scales: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``fl32(s_o * codes)``, ``scales`` along ``axis`` of the float32 ``codes`` (the codebook values)."""
+    shape = [1] * codes.ndim
+    shape[axis] = scales.size
+    return (codes.astype(np.float32) * scales.astype(np.float32).reshape(shape)).astype(np.float32)
+
+
+def cluster_scaled(weight: np.ndarray, k: int, *, seed: int = 0, sparsity: float = 0.0,
+                   axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 ``weight`` as a shared codebook of normalized values and a scale per slice along ``axis``
+    (module docstring): each element's codebook value (float32, same shape) and the scales. With
+    ``sparsity`` the pruned weights take the exact code 0 and the rest ``k - 1`` centroids."""
+    scales = channel_scales(weight, axis)
+    shape = [1] * weight.ndim
+    shape[axis] = scales.size
+    safe = np.where(scales > 0, scales, 1).reshape(shape)
+    normalized = weight.astype(np.float64) / safe
+    kept = prune_magnitude(weight, sparsity) if sparsity > 0 else np.ones(weight.shape, dtype=bool)
+    codes = np.zeros(weight.shape, dtype=np.float32)
+    if kept.any():
+        centroids, labels = kmeans_1d(normalized[kept], k - 1 if sparsity > 0 else k, seed=seed)
+        codes[kept] = centroids.astype(np.float32)[labels]
+    return codes, scales
+
+
 def shared_weight_bytes(clustered: np.ndarray, per_slice: bool, axis: int | None = 0) -> tuple[int, int]:
     """Bytes of a clustered tensor as fixed-width indices (``ceil(log2 k)`` bits each) and as Huffman
     codes of them, both with the centroid tables: the "clustered" and "coded" stages of the report."""
@@ -77,3 +124,13 @@ def shared_weight_bytes(clustered: np.ndarray, per_slice: bool, axis: int | None
     width = max(int(np.ceil(np.log2(max(counts.size, 2)))), 1)
     coded_bits = int((huffman.code_lengths(counts) * counts).sum())
     return tables + (symbols.size * width + 7) // 8, tables + (coded_bits + 7) // 8
+
+
+def scaled_weight_bytes(codes: np.ndarray, scales: np.ndarray) -> tuple[int, int]:
+    """``shared_weight_bytes`` of a scaled codebook: float16 scales and one float32 table besides the indices."""
+    values, symbols = np.unique(codes, return_inverse=True)
+    counts = np.bincount(symbols.reshape(-1))
+    width = max(int(np.ceil(np.log2(max(counts.size, 2)))), 1)
+    tables = 2 * scales.size + 4 * values.size
+    coded_bits = int((huffman.code_lengths(counts) * counts).sum())
+    return tables + (codes.size * width + 7) // 8, tables + (coded_bits + 7) // 8

@@ -22,7 +22,7 @@ from edgetvm.backends.standalone import (SEGMENT_HUFFMAN, StandaloneLibrary, bui
                                          decode_record)
 from edgetvm.backends.standalone.build import HUFFMAN_SOURCE, RUNTIME_DIR
 from edgetvm.backends.standalone.plan import WEIGHTS, TensorRef
-from edgetvm.compression import kmeans_1d
+from edgetvm.compression import cluster_scaled, expand_scaled, kmeans_1d
 from edgetvm.errors import ArtifactError
 
 from .standalone_models import small_convnet
@@ -37,6 +37,33 @@ def shared_per_row(rng, shape, k) -> np.ndarray:
         centroids, labels = kmeans_1d(row, k)
         row[:] = centroids[labels]
     return rows.reshape(shape)
+
+
+def scaled_weight(rng, shape, k, axis=0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A weight as ClusterWeights(scaled=True) leaves it, its channels' ranges 100x apart, with its
+    codebook and float16 scales; channel 1 all zero (scale 0)."""
+    w = rng.normal(size=shape) * np.geomspace(0.01, 1, shape[axis]).reshape([-1 if a == axis % len(shape) else 1
+                                                                              for a in range(len(shape))])
+    w = np.moveaxis(w, axis, 0)
+    w[1] = 0
+    codes, scales = cluster_scaled(np.ascontiguousarray(np.moveaxis(w, 0, axis)).astype(np.float32), k, axis=axis)
+    return expand_scaled(codes, scales, axis), np.unique(codes), scales
+
+
+def test_scaled_records_round_trip_and_beat_a_table_per_channel(rng):
+    for shape, axis in (((32, 16, 3, 3), 0), ((48, 24), -1), ((16, 1, 3, 3), 0)):
+        w, codebook, scales = scaled_weight(rng, shape, 8, axis)
+        ref = TensorRef(WEIGHTS, 0, w.shape, "float32")
+        record = coded_record(ref, w.tobytes(), [(codebook[::-1].copy(), scales * 2), (codebook, scales)])
+        assert record[:4] == b"EHS1", shape
+        assert decode_record(record, w.nbytes) == w.tobytes(), shape
+        plain = coded_record(ref, w.tobytes())
+        assert plain is None or len(record) < len(plain), shape
+        # A codebook that misses one element's bits is not used: the values would not come back.
+        off = scales.copy()
+        off[0] = np.nextafter(off[0], np.float32(np.inf), dtype=np.float32)
+        other = coded_record(ref, w.tobytes(), [(codebook, off)])
+        assert other is None or other[:4] == b"EHF1", shape
 
 
 def test_records_round_trip_in_every_layout(rng):
@@ -76,10 +103,10 @@ def test_clustered_convnet_matches_the_vm_and_shrinks(tmp_path, rng):
     assert sizes["coded"] < sizes["clustered"] < sizes["fp32"] / 4
 
 
-def corrupt_copy(so: Path, tmp_path: Path, how) -> Path:
+def corrupt_copy(so: Path, tmp_path: Path, how, mark: bytes = b"EHF1") -> Path:
     data = bytearray(so.read_bytes())
     # The record (float32 elements), not the decoder's "EHF1" string literal.
-    start = next(i for i in range(len(data)) if data.startswith(b"EHF1\x04", i))
+    start = next(i for i in range(len(data)) if data.startswith(mark + b"\x04", i))
     how(data, start)
     out = tmp_path / f"corrupt_{len(list(tmp_path.iterdir()))}.so"
     out.write_bytes(bytes(data))
@@ -109,6 +136,44 @@ def test_corrupt_records_are_refused_at_load(tmp_path, rng):
     (tmp_path / "addw.so").write_bytes(corrupt_copy(so, tmp_path, bad_mark).read_bytes())
     with pytest.raises(ArtifactError, match="sha256|SHA-256|changed"):
         edgetvm.load(so)
+
+
+def scaled_artifact(tmp_path, rng, target="host"):
+    """``y = x + W`` with W clustered as a scaled codebook (a scale per row), exported standalone."""
+    w = (rng.normal(size=(32, 64)) * np.geomspace(0.01, 1, 32)[:, None]).astype(np.float32)
+    compiled = edgetvm.compile(add_constant_model(w), target,
+                               compress={"clusters": 8, "scaled": True, "keep": [], "entropy": "huffman"})
+    assert len(compiled.codebooks) == 1
+    return compiled, compiled.export(tmp_path / "scaled.so", standalone=True)
+
+
+def test_host_artifact_decodes_scaled_codebooks_bit_exactly(tmp_path, rng):
+    compiled, so = scaled_artifact(tmp_path, rng)
+    x = np.zeros(compiled.inputs[0].shape, np.float32)
+    clustered = compiled(x)
+    assert np.unique(clustered).size > 8  # a scale per row: more values than the codebook's
+    np.testing.assert_array_equal(edgetvm.load(so)(x), clustered)
+    assert b"EHS1\x04" in so.read_bytes()
+
+    def short_payload(data, start):
+        (n,) = struct.unpack_from("<I", data, start + 16)
+        struct.pack_into("<I", data, start + 16, n - 1)
+
+    def bad_lengths(data, start):
+        data[start + 20:start + 28] = b"\x01" * 8
+
+    for how, message in ((short_payload, "size does not match"), (bad_lengths, "prefix code")):
+        library = StandaloneLibrary(corrupt_copy(so, tmp_path, how, b"EHS1"))
+        with pytest.raises(ArtifactError, match=f"coded weights: .*{message}.*export it again"):
+            library.create_context(1)
+
+
+def test_truncated_scaled_records_are_refused_in_python(rng):
+    w, codebook, scales = scaled_weight(rng, (16, 8, 3, 3), 8)
+    record = coded_record(TensorRef(WEIGHTS, 0, w.shape, "float32"), w.tobytes(), [(codebook, scales)])
+    for cut in (10, 40, len(record) - 1):
+        with pytest.raises(ArtifactError, match="coded weights: .*(truncated|shorter)"):
+            decode_record(record[:cut], w.nbytes)
 
 
 FUZZ_DRIVER = r"""
@@ -159,16 +224,22 @@ def test_fuzzed_records_never_read_outside_the_buffer(tmp_path, rng):
     subprocess.run(["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
                     f"-I{RUNTIME_DIR}", str(driver), str(HUFFMAN_SOURCE), "-o", str(binary)], check=True)
     cases, expected = bytearray(), []
+    records = []
     for shape, k in (((8, 40), 4), ((16, 64), 16), ((4, 512), 256)):
         w = shared_per_row(rng, shape, k)
         for layout in (w, w.T.copy()):
-            record = coded_record(TensorRef(WEIGHTS, 0, layout.shape, "float32"), layout.tobytes())
-            for data in [record, *mutations(record, rng)]:
-                cases += struct.pack("<II", len(data), layout.nbytes) + data
-                try:
-                    expected.append(decode_record(data, layout.nbytes))
-                except ArtifactError:
-                    expected.append(None)
+            records.append((layout, coded_record(TensorRef(WEIGHTS, 0, layout.shape, "float32"), layout.tobytes())))
+    for shape, axis in (((16, 8, 3, 3), 0), ((40, 12), -1)):
+        w, codebook, scales = scaled_weight(rng, shape, 16, axis)
+        records.append((w, coded_record(TensorRef(WEIGHTS, 0, w.shape, "float32"), w.tobytes(), [(codebook, scales)])))
+        assert records[-1][1][:4] == b"EHS1"
+    for layout, record in records:
+        for data in [record, *mutations(record, rng)]:
+            cases += struct.pack("<II", len(data), layout.nbytes) + data
+            try:
+                expected.append(decode_record(data, layout.nbytes))
+            except ArtifactError:
+                expected.append(None)
     (tmp_path / "cases.bin").write_bytes(bytes(cases))
     run = subprocess.run([str(binary), str(tmp_path / "cases.bin")], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -183,7 +254,7 @@ def test_fuzzed_records_never_read_outside_the_buffer(tmp_path, rng):
             for byte in want:
                 checksum = (checksum * 31 + byte) % 2 ** 64
             assert line == f"ok {checksum}"
-    assert sum(w is not None for w in expected) >= 6
+    assert sum(w is not None for w in expected) >= 8
 
 
 @pytest.mark.arm
@@ -193,6 +264,17 @@ def test_arm_artifact_decodes_bit_exactly(tmp_path, rng):
     so = compiled.export(tmp_path / "addw.so", standalone=True)
     result = emulate.run_standalone_arm(so, [np.zeros_like(w)], cpu=compiled.target.qemu_cpu)
     np.testing.assert_array_equal(result.outputs[0], w)
+
+
+@pytest.mark.arm
+def test_arm_artifact_decodes_scaled_codebooks_bit_exactly(tmp_path, rng):
+    state = rng.bit_generator.state
+    compiled, so = scaled_artifact(tmp_path, rng, "cortex-a7")
+    rng.bit_generator.state = state
+    host, _ = scaled_artifact(tmp_path / "host", rng)  # the same weight, clustered alike (seeded)
+    x = np.zeros(compiled.inputs[0].shape, np.float32)
+    result = emulate.run_standalone_arm(so, [x], cpu=compiled.target.qemu_cpu)
+    np.testing.assert_array_equal(result.outputs[0], host(x))
 
 
 @pytest.mark.arm

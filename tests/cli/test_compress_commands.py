@@ -51,6 +51,7 @@ def test_flags_become_compile_options():
         "fc*": 0.9, "conv_*": 0.5}
     assert kwargs_of("--cluster", "8", "--calib", "faces/", "--no-cluster-refit")["compress"] == {"clusters": 8,
                                                                                                  "refit": False}
+    assert kwargs_of("--cluster", "8", "--cluster-scaled")["compress"] == {"clusters": 8, "scaled": True}
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -59,6 +60,7 @@ def test_flags_become_compile_options():
     (("--cluster", "8", "--cluster-sparsity", "fc=x"), "--cluster-sparsity 'fc=x': write S or PATTERN=S"),
     (("--cluster-sparsity", "0.5"), "--cluster-sparsity prunes the clustered layers before clustering: add"),
     (("--cluster-max-error", "0.01"), "--cluster-max-error measures each layer's error on calibration inputs"),
+    (("--cluster-scaled",), "--cluster-scaled shapes the clustered layers' codebooks: add --cluster K"),
 ])
 def test_flag_mistakes_are_named(argv, message):
     with pytest.raises(InputError, match=message):

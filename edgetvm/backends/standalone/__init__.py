@@ -67,18 +67,20 @@ def _checked_specs(plan: StaticPlan, imported: ImportedModel) -> tuple[list[Tens
 
 def build_standalone(scheduled: tvm.IRModule, imported: ImportedModel, target: ResolvedTarget, workdir: Path,
                      prefix: str, *, num_threads: int | None = None, soname: str | None = None,
-                     weights: str = "fp32", optimize: str = "speed") -> StandaloneBuild:
+                     weights: str = "fp32", optimize: str = "speed",
+                     codebooks: list | None = None) -> StandaloneBuild:
     """Plan, generate and build ``workdir/<prefix>.so``; the sources and objects stay in ``workdir``.
 
     ``weights="fp16"`` stores the conv and dense weights as float16, widened at create; ``"huffman"``
-    entropy-codes the tensors with few distinct values, decoded at create (weights.py).
+    entropy-codes the tensors with few distinct values, decoded at create (weights.py), and those
+    ``codebooks`` (ClusterWeights(scaled=True)'s) reproduce as a scale per channel times a codebook.
     ``optimize="size"`` builds the kernels and runtime for the fewest bytes, same results (build.py)."""
     check_optimize(optimize)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     plan = plan_static(scheduled, target)
     inputs, outputs = _checked_specs(plan, imported)
-    stored = stored_weights(plan, weights)
+    stored = stored_weights(plan, weights, codebooks)
     blob = workdir / "weights.bin"
     blob.write_bytes(stored.blob)
     weights_s = workdir / "weights.S"
@@ -94,7 +96,7 @@ def build_standalone(scheduled: tvm.IRModule, imported: ImportedModel, target: R
 
 def export_standalone(scheduled: tvm.IRModule, imported: ImportedModel, target: ResolvedTarget,
                       path: str | os.PathLike, *, num_threads: int | None = None, weights: str = "fp32",
-                      optimize: str = "speed") -> list[Path]:
+                      optimize: str = "speed", codebooks: list | None = None) -> list[Path]:
     """Write ``path`` (the .so), ``<stem>.h`` and ``<stem>_main.c`` beside it, each atomically."""
     path = Path(path)
     prefix = c_prefix(path.stem)
@@ -102,7 +104,7 @@ def export_standalone(scheduled: tvm.IRModule, imported: ImportedModel, target: 
     main_path = path.with_name(f"{path.stem}_main.c")
     with tempfile.TemporaryDirectory(prefix="edgetvm-standalone-") as tmp:
         build = build_standalone(scheduled, imported, target, Path(tmp), prefix, num_threads=num_threads,
-                                 soname=path.name, weights=weights, optimize=optimize)
+                                 soname=path.name, weights=weights, optimize=optimize, codebooks=codebooks)
         with atomic_path(path) as out:
             shutil.copyfile(build.so, out)  # the temporary directory may be on another file system
             os.chmod(out, 0o644)  # mkstemp's 0600 would keep the library from other users on the board

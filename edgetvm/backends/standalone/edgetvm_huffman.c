@@ -48,19 +48,42 @@ static int build_table(const uint8_t* lengths, unsigned k, uint16_t* table) {
   return 0;
 }
 
+/* float16 to float32, exact (subnormals included): the scales of a scaled record. */
+static float half_to_float(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu, bits;
+  if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + (127 - 15)) << 23) | (mantissa << 13);
+  } else {
+    float magnitude = (float)mantissa * 0x1p-24f; /* mantissa * 2^-24: exact in binary32 */
+    return sign ? -magnitude : magnitude;
+  }
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+static float read_scale(const uint8_t* scales, uint64_t g) {
+  return half_to_float((uint16_t)(scales[2 * g] | scales[2 * g + 1] << 8));
+}
+
 int edgetvm_huffman_decode(const uint8_t* record, size_t size, uint8_t* out, size_t out_bytes, char* error,
                            size_t error_size) {
-  if (record == NULL || size < HEADER_BYTES || memcmp(record, "EHF1", 4) != 0) {
-    return fail(error, error_size, "the record is shorter than its header or lacks the EHF1 mark");
+  int scaled = record != NULL && size >= HEADER_BYTES && memcmp(record, "EHS1", 4) == 0;
+  if (record == NULL || size < HEADER_BYTES || (!scaled && memcmp(record, "EHF1", 4) != 0)) {
+    return fail(error, error_size, "the record is shorter than its header or lacks the EHF1/EHS1 mark");
   }
   unsigned elem = record[4], interleaved = record[5];
   unsigned k = (unsigned)record[6] | (unsigned)record[7] << 8;
   uint64_t groups = read_u32(record + 8), per_group = read_u32(record + 12), payload_bytes = read_u32(record + 16);
-  if ((elem != 1 && elem != 2 && elem != 4) || interleaved > 1 || k == 0 || k > 256) {
+  if ((elem != 1 && elem != 2 && elem != 4) || (scaled && elem != 4) || interleaved > 1 || k == 0 || k > 256) {
     return fail(error, error_size, "bad element size, layout or symbol count in the header");
   }
   uint64_t lengths_bytes = (k + 3u) & ~3u;
-  uint64_t table_bytes = groups * k * elem; /* < 2^32 * 2^8 * 4: no overflow in 64 bits */
+  /* EHF1: a table of k values per group; EHS1: one codebook and a float16 scale per group. Each
+   * factor < 2^32 * 2^8 * 4: no overflow in 64 bits. */
+  uint64_t table_bytes = scaled ? 4u * k + ((2 * groups + 3) & ~(uint64_t)3) : groups * k * elem;
   if (HEADER_BYTES + lengths_bytes + table_bytes + payload_bytes != size) {
     return fail(error, error_size, "the record's size does not match its header (truncated or padded)");
   }
@@ -72,15 +95,19 @@ int edgetvm_huffman_decode(const uint8_t* record, size_t size, uint8_t* out, siz
     return fail(error, error_size, "the code lengths are not a prefix code of at most 12 bits");
   }
   const uint8_t* values = record + HEADER_BYTES + lengths_bytes;
+  const uint8_t* scales = values + 4u * k; /* EHS1 only */
   const uint8_t* payload = values + table_bytes;
+  float codebook[256];
+  if (scaled) memcpy(codebook, values, 4u * k);
   uint64_t buffer = 0;
   unsigned bits = 0;
   uint64_t pos = 0;
   /* Memory order: grouped walks group by group, interleaved cycles through the groups. */
   uint64_t outer = interleaved ? per_group : groups, inner = interleaved ? groups : per_group;
   for (uint64_t o = 0; o < outer; ++o) {
+    float scale = scaled && !interleaved ? read_scale(scales, o) : 0.0f;
     for (uint64_t i = 0; i < inner; ++i) {
-      const uint8_t* group_values = values + (interleaved ? i : o) * k * elem;
+      uint64_t g = interleaved ? i : o;
       while (bits <= 56 && pos < payload_bytes) {
         buffer |= (uint64_t)payload[pos++] << (56 - bits);
         bits += 8;
@@ -91,14 +118,21 @@ int edgetvm_huffman_decode(const uint8_t* record, size_t size, uint8_t* out, siz
       if (n > bits) return fail(error, error_size, "the payload ends before the last weight (truncated)");
       buffer <<= n;
       bits -= n;
-      const uint8_t* value = group_values + (size_t)(entry >> 4) * elem;
-      /* Constant sizes: the copies inline to one load and store, not a memcpy call per weight. */
-      if (elem == 4) {
-        memcpy(out, value, 4);
-      } else if (elem == 2) {
-        memcpy(out, value, 2);
+      unsigned symbol = entry >> 4;
+      if (scaled) {
+        /* A lone float32 multiply: never contracted into a fused multiply-add, so fl(s * T) as numpy. */
+        float value = (interleaved ? read_scale(scales, g) : scale) * codebook[symbol];
+        memcpy(out, &value, 4);
       } else {
-        *out = *value;
+        const uint8_t* value = values + (g * k + symbol) * elem;
+        /* Constant sizes: the copies inline to one load and store, not a memcpy call per weight. */
+        if (elem == 4) {
+          memcpy(out, value, 4);
+        } else if (elem == 2) {
+          memcpy(out, value, 2);
+        } else {
+          *out = *value;
+        }
       }
       out += elem;
     }

@@ -13,6 +13,10 @@
            tables: a coded record (layout in edgetvm_huffman.h). Each context decodes it once at
            create (edgetvm_huffman.c); the stored values are the tensor's own, so decoding is
            bit-exact. A tensor the record would not make smaller stays as it is.
+           A tensor that is a scaled codebook of ClusterWeights(scaled=True) (``codebooks``: each
+           layer's codebook T and float16 scales s, element ``fl32(s_g * T[j])``, checked bit for
+           bit against the tensor) is stored as a scaled record instead when smaller: T, the
+           scales and the codes, the context multiplying them back at create.
 
 Storing a weight as float16 is lossy (10-bit mantissa, relative error <= 2^-11 per weight); a
 tensor with a value outside float16's finite range stays float32 rather than becoming infinite.
@@ -31,7 +35,7 @@ from .plan import StaticPlan, TensorRef
 
 WEIGHT_STORAGE = ("fp32", "fp16", "huffman")
 SEGMENT_COPY, SEGMENT_F16, SEGMENT_HUFFMAN = 0, 1, 2
-RECORD_MARK = b"EHF1"
+RECORD_MARK, SCALED_MARK = b"EHF1", b"EHS1"
 _RECORD_HEADER = struct.Struct("<4sBBHIII")  # mark, element bytes, layout, symbols, groups, per group, payload
 LAYOUT_GROUPED, LAYOUT_INTERLEAVED = 0, 1
 # Stored runs start 16-byte aligned: a q-register load of four halves needs no more.
@@ -80,8 +84,10 @@ def is_float16_weight(dtype: str, shape, value: np.ndarray) -> bool:
     return bool(np.isfinite(value).all() and np.abs(value).max(initial=0.0) <= _FLOAT16_MAX)
 
 
-def stored_weights(plan: StaticPlan, weights: str = "fp32") -> StoredWeights:
-    """The blob the library embeds for ``plan`` and the segments that rebuild the kernels' layout."""
+def stored_weights(plan: StaticPlan, weights: str = "fp32",
+                   codebooks: list[tuple[np.ndarray, np.ndarray]] | None = None) -> StoredWeights:
+    """The blob the library embeds for ``plan`` and the segments that rebuild the kernels' layout;
+    ``codebooks``: ClusterWeights(scaled=True)'s (codebook, scales) per layer, for scaled records."""
     check_weight_storage(weights)
     if weights == "fp32":
         return StoredWeights(plan.weights, [], len(plan.weights))
@@ -92,7 +98,7 @@ def stored_weights(plan: StaticPlan, weights: str = "fp32") -> StoredWeights:
         raw = plan.weights[ref.offset:ref.offset + ref.nbytes]
         blob.extend(b"\0" * (-len(blob) % _STORED_ALIGNMENT))
         value = np.frombuffer(raw, dtype=np.float32) if ref.dtype == "float32" else None
-        record = coded_record(ref, raw) if weights == "huffman" else None
+        record = coded_record(ref, raw, codebooks) if weights == "huffman" else None
         if record is not None:
             segments.append(WeightSegment(len(blob), ref.offset, len(raw), SEGMENT_HUFFMAN, len(record)))
             blob.extend(record)
@@ -107,9 +113,11 @@ def stored_weights(plan: StaticPlan, weights: str = "fp32") -> StoredWeights:
     return StoredWeights(bytes(blob), segments, len(plan.weights), float16, coded)
 
 
-def coded_record(ref: TensorRef, raw: bytes) -> bytes | None:
-    """The smallest Huffman record of a weight tensor (one table, or one per slice of its first axis),
-    or None when no record is smaller than ``raw`` (vectors, or more than 256 distinct values)."""
+def coded_record(ref: TensorRef, raw: bytes,
+                 codebooks: list[tuple[np.ndarray, np.ndarray]] | None = None) -> bytes | None:
+    """The smallest Huffman record of a weight tensor (one table, or one per slice of its first axis,
+    or a scaled codebook of ``codebooks`` that reproduces it exactly), or None when no record is
+    smaller than ``raw`` (vectors, or more than 256 distinct values)."""
     elem = np.dtype(ref.dtype).itemsize if ref.dtype in _CODED_DTYPES else 0
     if not elem or sum(d > 1 for d in ref.shape) < 2:
         return None
@@ -122,6 +130,14 @@ def coded_record(ref: TensorRef, raw: bytes) -> bytes | None:
     if ref.shape[-1] > 1:
         candidates.append((bits.reshape(-1, ref.shape[-1]).T, LAYOUT_INTERLEAVED))
     best = None
+    if ref.dtype == "float32":
+        for groups, layout in candidates:
+            for codebook, scales in codebooks or []:
+                record = _scaled_record(groups, layout, codebook, scales)
+                if record is not None and (best is None or len(record) < len(best)):
+                    best = record
+        if best is not None and len(best) >= len(raw):
+            best = None
     for groups, layout in candidates:
         record = _record(groups, elem, layout)
         if record is not None and len(record) < len(raw) and (best is None or len(record) < len(best)):
@@ -153,20 +169,67 @@ def _record(groups: np.ndarray, elem: int, layout: int) -> bytes | None:
     return header + lengths.astype(np.uint8).tobytes() + padding + table.astype(f"<u{elem}").tobytes() + payload
 
 
+def scaled_symbols(groups: np.ndarray, codebook: np.ndarray, scales: np.ndarray) -> np.ndarray | None:
+    """Per element of ``groups`` (float32 bit patterns, a row per group) the index ``j`` with
+    ``fl32(scales[g] * codebook[j])`` equal to it bit for bit, or None when an element has none."""
+    if scales.size != groups.shape[0]:
+        return None
+    products = (scales.astype(np.float32)[:, None] * codebook.astype(np.float32)[None, :]).view(np.uint32)
+    row = np.arange(groups.shape[0], dtype=np.uint64)
+    keys = (row[:, None] << np.uint64(32)) | products.astype(np.uint64)
+    order = np.argsort(keys, axis=None, kind="stable")
+    flat = keys.reshape(-1)[order]
+    wanted = ((row[:, None] << np.uint64(32)) | groups.astype(np.uint64)).reshape(-1)
+    found = np.minimum(np.searchsorted(flat, wanted), flat.size - 1)
+    if not np.array_equal(flat[found], wanted):
+        return None
+    return (order[found] % codebook.size).reshape(groups.shape)
+
+
+def _scaled_record(groups: np.ndarray, layout: int, codebook: np.ndarray, scales: np.ndarray) -> bytes | None:
+    """A scaled record (edgetvm_huffman.h) of the float32 ``groups`` when ``codebook`` and ``scales``
+    reproduce every element, else None."""
+    if codebook.size > 256 or scales.size != groups.shape[0]:
+        return None
+    # Most tensors are not this codebook's: a few elements first, before the whole tensor.
+    if scaled_symbols(groups[:, :2], codebook, scales) is None:
+        return None
+    symbols = scaled_symbols(groups, codebook, scales)
+    if symbols is None:
+        return None
+    k = codebook.size
+    symbols = (symbols if layout == LAYOUT_GROUPED else symbols.T).reshape(-1)
+    lengths = huffman.code_lengths(np.bincount(symbols, minlength=k))
+    payload = huffman.encode(symbols, lengths)
+    header = _RECORD_HEADER.pack(SCALED_MARK, 4, layout, k, groups.shape[0], groups.shape[1], len(payload))
+    half = scales.astype(np.float16)
+    return (header + lengths.astype(np.uint8).tobytes() + b"\0" * (-k % 4) + codebook.astype("<f4").tobytes()
+            + half.astype("<f2").tobytes() + b"\0" * (-2 * half.size % 4) + payload)
+
+
 def decode_record(record: bytes, out_bytes: int) -> bytes:
     """The bytes a coded record decodes to: the reference for edgetvm_huffman.c, with its checks."""
     if len(record) < _RECORD_HEADER.size:
         raise ArtifactError("coded weights: the record is shorter than its header")
     mark, elem, layout, k, groups, per_group, payload_bytes = _RECORD_HEADER.unpack_from(record)
     lengths_bytes = (k + 3) // 4 * 4
-    start = _RECORD_HEADER.size + lengths_bytes + groups * k * elem
-    if mark != RECORD_MARK or elem not in (1, 2, 4) or layout not in (LAYOUT_GROUPED, LAYOUT_INTERLEAVED) or \
-            not 1 <= k <= 256 or start + payload_bytes != len(record):
+    scaled = mark == SCALED_MARK
+    tables = 4 * k + (2 * groups + 3) // 4 * 4 if scaled else groups * k * elem
+    start = _RECORD_HEADER.size + lengths_bytes + tables
+    if mark not in (RECORD_MARK, SCALED_MARK) or elem not in (1, 2, 4) or (scaled and elem != 4) or \
+            layout not in (LAYOUT_GROUPED, LAYOUT_INTERLEAVED) or not 1 <= k <= 256 or \
+            start + payload_bytes != len(record):
         raise ArtifactError("coded weights: the header does not match the record (truncated or corrupt)")
     if groups * per_group * elem != out_bytes:
         raise ArtifactError("coded weights: the record decodes to a different number of elements than the tensor")
     lengths = np.frombuffer(record, np.uint8, k, _RECORD_HEADER.size).astype(np.int64)
-    table = np.frombuffer(record, f"<u{elem}", groups * k, _RECORD_HEADER.size + lengths_bytes).reshape(groups, k)
+    if scaled:
+        codebook = np.frombuffer(record, "<f4", k, _RECORD_HEADER.size + lengths_bytes)
+        scales = np.frombuffer(record, "<f2", groups, _RECORD_HEADER.size + lengths_bytes + 4 * k)
+        table = (scales.astype(np.float32)[:, None] * codebook[None, :]).view("<u4")
+    else:
+        table = np.frombuffer(record, f"<u{elem}", groups * k,
+                              _RECORD_HEADER.size + lengths_bytes).reshape(groups, k)
     try:
         symbols = huffman.decode(record[start:], lengths, groups * per_group)
     except huffman.HuffmanError as exc:
