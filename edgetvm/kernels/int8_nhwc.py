@@ -96,11 +96,12 @@ def neon_q8_gemm_requantize_name(negative: bool, left_shift: bool, unsigned: boo
             f"{'_left_shift' if left_shift else ''}{'_u8' if unsigned else ''}{'_tail8' if tail else ''}")
 
 
-def neon_q8_dwconv_name(pixels: int, negative: bool, left_shift: bool, unsigned: bool) -> str:
+def neon_q8_dwconv_name(pixels: int, negative: bool, left_shift: bool, unsigned: bool, reduced: bool = False) -> str:
     """The 3x3 depthwise microkernel of groups of ``pixels`` output pixels x 8 channels that requantizes
-    and stores them too (``kernels.neon_q8_dwconv``), one per epilogue shape."""
-    return (f"{NEON_Q8_DWCONV3X3}_p{pixels}{'_negative' if negative else ''}{'_left_shift' if left_shift else ''}"
-            f"{'_u8' if unsigned else ''}")
+    and stores them too (``kernels.neon_q8_dwconv``), one per epilogue shape and weight range
+    (``reduced``: in [-63, 63], 4 taps per int16 product)."""
+    return (f"{NEON_Q8_DWCONV3X3}{'_w7' if reduced else ''}_p{pixels}{'_negative' if negative else ''}"
+            f"{'_left_shift' if left_shift else ''}{'_u8' if unsigned else ''}")
 
 
 def _ramp(base, lanes: int) -> tirx.PrimExpr:
@@ -652,7 +653,7 @@ def _neon_dwconv3x3_rows(ni, shape: tuple, strides: tuple, xp, yf, wf, epi: dict
     xs, xn, xg = c_, wp * c_ - 2 * c_, sw * c_ - 2 * wp * c_ - 2 * c_
     n, i = ni // oh_, ni % oh_
     groups, rest = divmod(ow_, DWCONV_GROUP_PIXELS)
-    flavour = (_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8")
+    flavour = (_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8", cfg["reduced"])
     with T.serial(0, c_ // DEPTHWISE_LANES) as cb:
         for first, count, pixels in ((0, groups, DWCONV_GROUP_PIXELS), (groups * DWCONV_GROUP_PIXELS, rest, 1)):
             if count:
@@ -667,10 +668,12 @@ def _neon_dwconv3x3_rows(ni, shape: tuple, strides: tuple, xp, yf, wf, epi: dict
 
 def int8_depthwise_nhwc(*, x_shape, kernel_size, strides, padding, dilation, x_zero_point: int, out_dtype: str,
                         y_zero_point: int = 0, clamp=(0, 0), negative: bool = False, float_out: bool = False,
-                        left_shift: bool = True, isa: str = "portable", parallel: bool = False) -> tirx.PrimFunc:
+                        left_shift: bool = True, reduced: bool = False, isa: str = "portable",
+                        parallel: bool = False) -> tirx.PrimFunc:
     """``y[n, i, j, c] = requantize(bias[c] + sum_{r,s} x_pad[n, i S_h + r D_h, j S_w + s D_w, c] w[r, s, c])``.
 
-    Parameters: ``x`` (N, H, W, C) int8, ``w`` (KH, KW, C) int8 in [-127, 127] packed by
+    Parameters: ``x`` (N, H, W, C) int8, ``w`` (KH, KW, C) int8 in [-127, 127] (``reduced``: in
+    [-63, 63], the 3x3 NEON microkernel then sums 4 taps in int16, not 2) packed by
     ``pack_depthwise_weights``, then ``epilogue`` (``pack_epilogue`` of bias, mult_pos, shift_pos[,
     mult_neg, shift_neg]) or, with ``float_out``, ``bias`` (C,) int32 and ``out_scale`` (C,) float32,
     and the output (N, OH, OW, C). ``x_pad`` is ``x`` padded with its zero point. Needs ``C % 8 == 0``.
@@ -685,7 +688,7 @@ def int8_depthwise_nhwc(*, x_shape, kernel_size, strides, padding, dilation, x_z
     hp, wp = h_ + pt + pb, w_ + pl + pr
     oh = (hp - (kh - 1) * dh - 1) // sh + 1
     ow = (wp - (kw - 1) * dw - 1) // sw + 1
-    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift}
+    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift, "reduced": reduced}
     ops = IntegerVectorOps(isa)
     y_dtype = "float32" if float_out else out_dtype
     lanes = DEPTHWISE_LANES

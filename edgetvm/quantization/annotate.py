@@ -12,11 +12,12 @@ weight is ``dequantize(W_q, s_w, 0, axis=out_channel)``, with batch norm folded 
 first (``W' = W k``, ``b' = (b - mean) k + beta``, ``k = gamma / sqrt(var + eps)``):
 
 * activations per tensor, asymmetric int8 from the calibrated [lo, hi] (``activation_qparams``),
-* weights per output channel, symmetric int8 (``quantize_weight_per_channel``); a dense
-  convolution's (groups = 1) in the reduced range [-63, 63] (7 bits, onnxruntime's ``reduce_range``,
-  FBGEMM's for the same int16 saturation on x86): the ARMv7 GEMM tile then adds 4 int8 x weight
-  products in an int16 lane (4 * 128 * 63 = 32256 < 2^15) instead of 2 (2 * 128 * 127), 10 a7
-  cycles per 32 multiply-adds where full range takes 12 (``kernels.neon_q8_gemm``).
+* weights per output channel, symmetric int8 (``quantize_weight_per_channel``); a convolution's
+  in the reduced range [-63, 63] (7 bits, onnxruntime's ``reduce_range``, FBGEMM's for the same
+  int16 saturation on x86): the ARMv7 kernels then add 4 int8 x weight products in an int16 lane
+  (4 * 128 * 63 = 32256 < 2^15) instead of 2 (2 * 128 * 127): the GEMM tile 72 a7 cycles per 256
+  multiply-adds where full range takes 122 (``kernels.neon_q8_gemm``), the 3x3 depthwise 6 widening
+  adds per pixel instead of 10 (``kernels.neon_q8_dwconv``).
 * a final matmul (one no other chain reads: the classifier or embedding layer) keeps a float
   input, int8 weights only: its long input vector loses the most to a per-tensor scale.
 
@@ -228,10 +229,8 @@ class _Annotator(relax.PyExprMutator):
 
     @staticmethod
     def _weight_max(chain: QuantChain) -> int:
-        """The largest |q_w| of ``chain``'s weights: reduced range for the GEMM of a dense conv."""
-        if chain.kind == "conv2d" and int(chain.anchor.attrs.groups) == 1:
-            return REDUCED_WEIGHT_MAX
-        return 127
+        """The largest |q_w| of ``chain``'s weights: reduced range for a conv (the NEON kernels')."""
+        return REDUCED_WEIGHT_MAX if chain.kind == "conv2d" else 127
 
     def _bias_correction(self, chain: QuantChain, weight: np.ndarray) -> np.ndarray:
         """``E[(W_q - W) x]`` per output channel from the calibrated input means (Nagel et al., "Data-Free

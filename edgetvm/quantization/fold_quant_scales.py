@@ -278,7 +278,7 @@ class _Folder(relax.PyExprMutator):
                                    [n, oh, ow, oc], y_dtype,
                                    x_shape=[n, h, w, channels], kernel_size=[int(kh), int(kw)],
                                    strides=attrs["strides"], padding=attrs["padding"], dilation=attrs["dilation"],
-                                   x_zero_point=int(m["x_zero"]), **common)
+                                   x_zero_point=int(m["x_zero"]), reduced=reduced, **common)
         return None
 
     # -- rules -----------------------------------------------------------------------------------

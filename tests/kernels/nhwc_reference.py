@@ -157,9 +157,10 @@ def cases(rng):
     im2col("NCHW", 9, 3, 8, 3, 2, 1, 1, reduced=True)
 
     def depthwise(h, c, k, stride, pad, dil, negative, clamp, float_out=False, left_shift=False, out_dtype="int8",
-                  y_zero_point=1):
-        x = rng.integers(-128, 128, (1, h, h + 2, c)).astype(np.int8)
-        w = rng.integers(-127, 128, (k, k, c)).astype(np.int8)
+                  y_zero_point=1, reduced=False, x=None, w=None):
+        w_max = REDUCED_WEIGHT_MAX if reduced else 127
+        x = rng.integers(-128, 128, (1, h, h + 2, c)).astype(np.int8) if x is None else x
+        w = rng.integers(-w_max, w_max + 1, (k, k, c)).astype(np.int8) if w is None else w
         bias = rng.integers(-3000, 3000, c).astype(np.int32)
         mpos, epos, mneg, eneg = epilogue(rng, c, negative, left_shift)
         scale = rng.uniform(1e-4, 1e-3, c).astype(np.float32)
@@ -171,7 +172,7 @@ def cases(rng):
         params = {"x_shape": [1, h, h + 2, c], "kernel_size": [k, k], "strides": [stride, stride],
                   "padding": [pad] * 4, "dilation": [dil, dil], "x_zero_point": 7, "out_dtype": out_dtype,
                   "y_zero_point": y_zero_point, "clamp": list(clamp), "negative": negative, "float_out": float_out,
-                  "left_shift": left_shift}
+                  "left_shift": left_shift, "reduced": reduced}
         out.append(("depthwise", params, [x], consts, expected))
 
     # 3x3 (the NEON microkernel on ARM, dilation 1): output rows of 4, 5 and 8 pixels (groups of 3 and
@@ -183,6 +184,15 @@ def cases(rng):
     depthwise(4, 16, 3, 2, 0, 1, False, (4, 250), out_dtype="uint8", y_zero_point=130)
     depthwise(5, 8, 5, 1, 0, 1, False, (0, 0), float_out=True)   # a global depthwise: 5x5 on 5x5
     depthwise(6, 8, 5, 2, 2, 1, True, (-128, 127))
+    # Reduced-range weights: the 3x3 microkernel's groups of 4 taps per int16 product, each epilogue;
+    # then x = -128 against w = +-63 (4 taps: +-32256 in an int16 lane).
+    depthwise(7, 16, 3, 2, 1, 1, True, (-128, 127), reduced=True)
+    depthwise(5, 24, 3, 1, 1, 1, True, (-100, 90), left_shift=True, reduced=True)
+    depthwise(6, 8, 3, 1, 0, 1, False, (-3, 127), left_shift=True, y_zero_point=-3, reduced=True)
+    depthwise(4, 16, 3, 2, 0, 1, False, (4, 250), out_dtype="uint8", y_zero_point=130, reduced=True)
+    extreme = np.where(np.arange(8) % 2, -REDUCED_WEIGHT_MAX, REDUCED_WEIGHT_MAX).astype(np.int8)
+    depthwise(4, 8, 3, 1, 0, 1, False, (-128, 127), reduced=True, x=np.full((1, 4, 6, 8), -128, np.int8),
+              w=np.broadcast_to(extreme, (3, 3, 8)).copy())
 
     shape = [1, 3, 5, 8]
     a = rng.integers(-128, 128, shape).astype(np.int8)

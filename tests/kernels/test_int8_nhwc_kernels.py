@@ -85,6 +85,10 @@ def test_kernel_is_written_again_from_its_recipe():
     three = make_kernel("depthwise", isa="neon", **depthwise[0][1]).script()
     assert depthwise[0][1]["kernel_size"] == [3, 3] and "vqrdmulh" not in three
     assert all(neon_q8_dwconv_name(p, True, False, False) in three for p in (1, DWCONV_GROUP_PIXELS))
+    # Reduced-range weights: the microkernel that sums 4 taps per int16 product.
+    reduced = next(c for c in depthwise if c[1]["reduced"] and c[1]["negative"])
+    assert neon_q8_dwconv_name(DWCONV_GROUP_PIXELS, True, False, False, reduced=True) in \
+        make_kernel("depthwise", isa="neon", **reduced[1]).script()
     five = next(c for c in depthwise if c[1]["kernel_size"] == [5, 5] and not c[1]["float_out"])
     assert "vqrdmulh" in make_kernel("depthwise", isa="neon", **five[1]).script()
     assert "T.parallel" in neon.script()
