@@ -17,7 +17,11 @@ first (``W' = W k``, ``b' = (b - mean) k + beta``, ``k = gamma / sqrt(var + eps)
   int16 saturation on x86): the ARMv7 kernels then add 4 int8 x weight products in an int16 lane
   (4 * 128 * 63 = 32256 < 2^15) instead of 2 (2 * 128 * 127): the GEMM tile 72 a7 cycles per 256
   multiply-adds where full range takes 122 (``kernels.neon_q8_gemm``), the 3x3 depthwise 6 widening
-  adds per pixel instead of 10 (``kernels.neon_q8_dwconv``).
+  adds per pixel instead of 10 (``kernels.neon_q8_dwconv``). It costs accuracy: int8 against fp32
+  on the evaluation faces of ``benchmarks/bench_quantization.py``, SFace embedding cosine min/mean
+  0.9904/0.9951 -> 0.9873/0.9932 (below the 0.99 goal), MobileFaceNet 0.9875/0.9918 ->
+  0.9862/0.9907, RetinaFace 320 box IoU min 0.9687 -> 0.9493, landmarks within 1.48 -> 1.38 px.
+  ``reduce_range=False`` (``quantize_options``) keeps every weight in [-127, 127].
 * a final matmul (one no other chain reads: the classifier or embedding layer) keeps a float
   input, int8 weights only: its long input vector loses the most to a per-tensor scale.
 
@@ -204,9 +208,11 @@ def _fold_batch_norm(weight: np.ndarray, bias: np.ndarray, bn: relax.Call) -> tu
 
 @relax.expr_functor.mutator
 class _Annotator(relax.PyExprMutator):
-    def __init__(self, mod, plan: QuantPlan, ranges: dict, channel_means: dict | None = None):
+    def __init__(self, mod, plan: QuantPlan, ranges: dict, channel_means: dict | None = None,
+                 reduce_range: bool = True):
         super().__init__(mod)
         self.channel_means = channel_means or {}
+        self.reduce_range = reduce_range
         self.by_tail = {chain.tail: chain for chain in plan.chains}
         self.ranges = ranges
         # A chain whose output no other chain reads keeps a float output (detector heads, the
@@ -227,10 +233,9 @@ class _Annotator(relax.PyExprMutator):
         return self.builder_.emit(relax.op.dequantize(relax.const(q), relax.const(scale), relax.const(zeros),
                                                       axis=axis, out_dtype="float32"))
 
-    @staticmethod
-    def _weight_max(chain: QuantChain) -> int:
+    def _weight_max(self, chain: QuantChain) -> int:
         """The largest |q_w| of ``chain``'s weights: reduced range for a conv (the NEON kernels')."""
-        return REDUCED_WEIGHT_MAX if chain.kind == "conv2d" else 127
+        return REDUCED_WEIGHT_MAX if chain.kind == "conv2d" and self.reduce_range else 127
 
     def _bias_correction(self, chain: QuantChain, weight: np.ndarray) -> np.ndarray:
         """``E[(W_q - W) x]`` per output channel from the calibrated input means (Nagel et al., "Data-Free
@@ -305,14 +310,16 @@ class _Annotator(relax.PyExprMutator):
 @graph_pass("QuantizeAnnotate")
 class QuantizeAnnotate(GraphPass):
     """Insert calibrated QDQ around ``plan``'s chains in ``main`` (lossy, see the module docstring);
-    with ``channel_means`` (calibrated per-channel input means) the biases get bias correction.
+    with ``channel_means`` (calibrated per-channel input means) the biases get bias correction;
+    ``reduce_range=False`` keeps conv weights in [-127, 127] too.
 
     After running, ``findings`` holds ``{"chains", "by_kind": {"conv2d" | "matmul" | "add": n}}``.
     """
 
-    def __init__(self, plan: QuantPlan, ranges: dict, channel_means: dict | None = None):
+    def __init__(self, plan: QuantPlan, ranges: dict, channel_means: dict | None = None, reduce_range: bool = True):
         super().__init__()
         self.plan, self.ranges, self.channel_means = plan, ranges, channel_means
+        self.reduce_range = reduce_range
 
     def new_findings(self) -> dict:
         return {"chains": 0, "by_kind": {}}
@@ -321,7 +328,7 @@ class QuantizeAnnotate(GraphPass):
         return isinstance(func, relax.Function) and gvar.name_hint == "main"  # the plan's variables are main's
 
     def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> tvm.IRModule:
-        annotator = _Annotator(mod, self.plan, self.ranges, self.channel_means)
+        annotator = _Annotator(mod, self.plan, self.ranges, self.channel_means, self.reduce_range)
         annotator.builder_.update_func(gvar, annotator.visit_expr(func))
         self.findings["chains"] += sum(annotator.annotated.values())
         self.findings["by_kind"].update(annotator.annotated)

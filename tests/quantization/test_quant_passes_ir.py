@@ -132,14 +132,14 @@ def conv_relu_conv(rng):
     return bind(ConvReluConv, **weights), weights
 
 
-def annotate(mod, x_range=X_RANGE, r_range=R_RANGE, channel_means=None):
+def annotate(mod, x_range=X_RANGE, r_range=R_RANGE, channel_means=None, reduce_range=True):
     """Plan ``mod``'s chains and annotate them, with ``x_range`` for the model input and ``r_range``
     for every other tensor the plan calibrates."""
     plan = plan_quantization(mod["main"])
     x = mod["main"].params[0]
     ranges = {var: (x_range if var.same_as(x) else r_range) for var in plan.tensors_to_calibrate()}
     means = {x: channel_means} if channel_means is not None else None
-    return QuantizeAnnotate(plan, ranges, means)(mod), plan
+    return QuantizeAnnotate(plan, ranges, means, reduce_range)(mod), plan
 
 
 def expected_qdq(weights, b1=None):
@@ -166,6 +166,15 @@ def test_annotate_conv_bias_relu_becomes_qdq(rng):
     assert len(weights_q) == 2
     for q in weights_q:
         assert np.all(np.abs(q.astype(np.int16)).reshape(4, -1).max(axis=1) == REDUCED_WEIGHT_MAX)
+    # reduce_range=False (quantize_options): full-range weights, for the accuracy 7 bits cost.
+    full, _ = annotate(before, reduce_range=False)
+    w1_q, s_w1 = weight_per_channel(weights["w1"], 0, 127)
+    w2_q, s_w2 = weight_per_channel(weights["w2"], 0, 127)
+    s_x, z_x = activation_scale(*X_RANGE)
+    s_r, z_r = activation_scale(*R_RANGE)
+    tvm.ir.assert_structural_equal(full, bind(ConvReluConvQDQ, w1_q=w1_q, s_w1=s_w1, z_w1=np.zeros(4, "int8"),
+                                              b1=weights["b1"], w2_q=w2_q, s_w2=s_w2, z_w2=np.zeros(4, "int8"),
+                                              **scalars(s_x=s_x, z_x=z_x, s_r=s_r, z_r=z_r)))
 
 
 
