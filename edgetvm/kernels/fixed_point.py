@@ -61,14 +61,15 @@ def activation_qparams(lo: float, hi: float, dtype: str = "int8") -> QuantParams
     return QuantParams(float(np.float32(scale)), zero_point, dtype)
 
 
-def quantize_weight_per_channel(weight: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per output channel: ``s[oc] = max|w[oc]| / 127``, ``q = round(w / s)``."""
+def quantize_weight_per_channel(weight: np.ndarray, axis: int = 0, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output channel: ``s[oc] = max|w[oc]| / qmax``, ``q = round(w / s)`` in
+    [-qmax, qmax] (``qmax = 63``: reduced range, 7 bits)."""
     moved = np.moveaxis(np.asarray(weight, dtype=np.float64), axis, 0)
     amax = np.abs(moved.reshape(moved.shape[0], -1)).max(axis=1)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    scale = np.where(amax > 0, amax / float(qmax), 1.0).astype(np.float32)
     shape = [1] * moved.ndim
     shape[0] = -1
-    q = np.clip(np.rint(moved / scale.astype(np.float64).reshape(shape)), -127, 127).astype(np.int8)
+    q = np.clip(np.rint(moved / scale.astype(np.float64).reshape(shape)), -qmax, qmax).astype(np.int8)
     return np.moveaxis(q, 0, axis), scale
 
 

@@ -1,7 +1,8 @@
 """Channels-last int8 kernels written directly in TIR, with a NEON or a portable microkernel.
 
 ``FoldQuantScales`` emits these for the convolutions that dominate the face models (1x1, depthwise,
-and dense KxK through im2col; int8 activations, weights in [-127, 127]) and for the residual ADD
+and dense KxK through im2col; int8 activations, weights in [-127, 127], the GEMM faster for weights in
+[-63, 63]: ``REDUCED_WEIGHT_MAX``) and for the residual ADD
 between them; the activations between two of them stay NHWC, so one load brings neighbouring input
 channels. The kernels are written with ``isa="portable"`` (integer vector arithmetic, any LLVM
 target) and ``schedules.int8`` writes them again for the target: ``isa="neon"`` for ARM, ``"avx2"``
@@ -67,6 +68,9 @@ GEMM_PIXELS = 1
 PAIRED_CHANNELS = 8
 # Input channels per microkernel step (two int8x8 d registers).
 GEMM_DEPTH = 16
+# Largest |weight| of the reduced-range GEMM tile: 4 int8 x weight products then fit one int16 lane
+# (4 * 128 * 63 = 32256 < 2^15), against 2 for full-range weights (2 * 128 * 127).
+REDUCED_WEIGHT_MAX = 63
 DEPTHWISE_LANES = 8
 # The ARMv7 microkernel of the paired GEMM (2 pixels x 8 channels), defined in inline assembly by
 # ``backends.neon_microkernels`` (the assembly: ``kernels.neon_q8_gemm``) when the kernels' LLVM module is built for ARM.
@@ -77,23 +81,27 @@ NEON_Q8_DWCONV3X3 = "edgetvm_neon_q8_dwconv3x3"
 DWCONV_GROUP_PIXELS = 3
 
 
-def neon_q8_gemm_name(tail: bool = False) -> str:
-    """The 2x8 microkernel (int32 sums out); ``tail``: for a depth of 16 k + 8 (one 8-deep step more)."""
-    return f"{NEON_Q8_GEMM_2X8}{'_tail8' if tail else ''}"
+def neon_q8_gemm_name(tail: bool = False, reduced: bool = False) -> str:
+    """The 2x8 microkernel (int32 sums out); ``tail``: for a depth of 16 k + 8 (one 8-deep step more);
+    ``reduced``: for weights in [-63, 63] (``REDUCED_WEIGHT_MAX``, 4 products per int16 lane)."""
+    return f"{NEON_Q8_GEMM_2X8}{'_w7' if reduced else ''}{'_tail8' if tail else ''}"
 
 
-def neon_q8_gemm_requantize_name(negative: bool, left_shift: bool, unsigned: bool, tail: bool = False) -> str:
+def neon_q8_gemm_requantize_name(negative: bool, left_shift: bool, unsigned: bool, tail: bool = False,
+                                 reduced: bool = False) -> str:
     """The 2x8 microkernel that also requantizes and stores its tile (``kernels.neon_q8_gemm``): one per
-    epilogue shape (PReLU/LeakyReLU multipliers, left shifts, uint8 output) and depth (``tail``)."""
-    return (f"{NEON_Q8_GEMM_2X8}_requantize{'_negative' if negative else ''}{'_left_shift' if left_shift else ''}"
-            f"{'_u8' if unsigned else ''}{'_tail8' if tail else ''}")
+    epilogue shape (PReLU/LeakyReLU multipliers, left shifts, uint8 output), depth (``tail``) and
+    weight range (``reduced``)."""
+    return (f"{NEON_Q8_GEMM_2X8}{'_w7' if reduced else ''}_requantize{'_negative' if negative else ''}"
+            f"{'_left_shift' if left_shift else ''}{'_u8' if unsigned else ''}{'_tail8' if tail else ''}")
 
 
-def neon_q8_dwconv_name(pixels: int, negative: bool, left_shift: bool, unsigned: bool) -> str:
+def neon_q8_dwconv_name(pixels: int, negative: bool, left_shift: bool, unsigned: bool, reduced: bool = False) -> str:
     """The 3x3 depthwise microkernel of groups of ``pixels`` output pixels x 8 channels that requantizes
-    and stores them too (``kernels.neon_q8_dwconv``), one per epilogue shape."""
-    return (f"{NEON_Q8_DWCONV3X3}_p{pixels}{'_negative' if negative else ''}{'_left_shift' if left_shift else ''}"
-            f"{'_u8' if unsigned else ''}")
+    and stores them too (``kernels.neon_q8_dwconv``), one per epilogue shape and weight range
+    (``reduced``: in [-63, 63], 4 taps per int16 product)."""
+    return (f"{NEON_Q8_DWCONV3X3}{'_w7' if reduced else ''}_p{pixels}{'_negative' if negative else ''}"
+            f"{'_left_shift' if left_shift else ''}{'_u8' if unsigned else ''}")
 
 
 def _ramp(base, lanes: int) -> tirx.PrimExpr:
@@ -303,18 +311,26 @@ def _loop(extent: int, parallel: bool):
     return T.parallel(0, extent) if parallel and extent > 1 else T.serial(0, extent)
 
 
-def pack_gemm_weights(w: np.ndarray) -> np.ndarray:
+def pack_gemm_weights(w: np.ndarray, reduced: bool = False) -> np.ndarray:
     """(O, K) -> (tiles, steps, 4, 16), in the order the microkernel reads them (one pointer).
 
     8 channels per tile (``O % 8 == 0``, ``_gemm_paired``): per 8 depth and channel pair (m, m'),
-    ``[w_m[d:d+4], w_m'[d:d+4], w_m[d+4:d+8], w_m'[d+4:d+8]]``. Else 4 channels per tile
-    (``_gemm_rows``): per 16 depth the 4 rows' 16 bytes side by side.
+    ``[w_m[d:d+4], w_m'[d:d+4], w_m[d+4:d+8], w_m'[d+4:d+8]]``; ``reduced`` (weights in
+    [-63, 63], the microkernel's 16-deep step): per 16 depth a pair's two 8-deep blocks side by side,
+    and a last 8 depth of 16 k + 8 as without ``reduced``. Else 4 channels per tile (``_gemm_rows``):
+    per 16 depth the 4 rows' 16 bytes side by side.
     """
     o, k = w.shape
     if o % PAIRED_CHANNELS == 0:
         # (tile, pair, m/m', step, half, 4) -> (tile, step, pair, half, m/m', 4)
         blocks = w.reshape(o // PAIRED_CHANNELS, PAIRED_CHANNELS // 2, 2, k // 8, 2, 4)
-        return blocks.transpose(0, 3, 1, 4, 2, 5).reshape(o // PAIRED_CHANNELS, k // 8, 4, 16).copy()
+        packed = blocks.transpose(0, 3, 1, 4, 2, 5).reshape(o // PAIRED_CHANNELS, k // 8, 4, 16)
+        if reduced:
+            full = k // GEMM_DEPTH * 2
+            # (tile, step pair, step, pair, 16) -> (tile, step pair, pair, step, 16)
+            head = packed[:, :full].reshape(o // PAIRED_CHANNELS, full // 2, 2, 4, 16).transpose(0, 1, 3, 2, 4)
+            packed = np.concatenate([head.reshape(o // PAIRED_CHANNELS, full, 4, 16), packed[:, full:]], axis=1)
+        return packed.copy()
     return w.reshape(o // GEMM_CHANNELS, GEMM_CHANNELS, k // GEMM_DEPTH, GEMM_DEPTH).transpose(0, 2, 1, 3).copy()
 
 
@@ -369,7 +385,8 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
 
     if ops.neon and y_dtype != "float32":
         # The microkernel requantizes and stores too: the int32 sums stay in registers.
-        name = neon_q8_gemm_requantize_name(_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8", tail)
+        name = neon_q8_gemm_requantize_name(_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8", tail,
+                                            cfg["reduced"])
         lo, hi = (int(v) for v in cfg["clamp"])
         clamp_bits = (lo & 0xFF) | (hi & 0xFF) << 8
 
@@ -388,7 +405,7 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
             # The microkernel writes all 16 sums, also for a lone last pixel whose epilogue reads 8: an
             # access pointer over the whole buffer keeps TVM from compacting it to the 8 read (a stack
             # overflow into the kernel's saved registers).
-            T.evaluate(tirx.call_extern("int32", neon_q8_gemm_name(tail), acc.access_ptr("w"),
+            T.evaluate(tirx.call_extern("int32", neon_q8_gemm_name(tail, cfg["reduced"]), acc.access_ptr("w"),
                                         tirx.address_of(xf[pixel0 * c_]), tirx.address_of(xf[second * c_]),
                                         tirx.address_of(wq[tile_o * (c_ * PAIRED_CHANNELS)]), c_ // GEMM_DEPTH))
             finish(acc, pixel0, tile_o, 0)
@@ -407,13 +424,21 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
     pairs = PAIRED_CHANNELS // 2
     steps = c_ // 8
     x32 = T.decl_buffer((pixels * c_ // 4,), "int32", data=xf.data)
+    full = steps // 2 * 2 if cfg["reduced"] else 0
+
+    def weights_at(tile_o, step, q):
+        """The 16 weight bytes of 8-deep ``step`` and pair ``q`` (``pack_gemm_weights``' order)."""
+        if not full:
+            return ((tile_o * steps + step) * pairs + q) * 16
+        within = tirx.if_then_else(step < full, step // 2 * 128 + q * 32 + step % 2 * 16, step * 64 + q * 16)
+        return tile_o * steps * 64 + within
 
     def step_portable(acc, pixel, tile_o, step) -> None:
         # 4 input channels as one int32, splat to both halves of a d register.
         x_lo, x_hi = (T.Bind(tirx.call_intrin("int8x8", "tirx.reinterpret", tirx.Broadcast(
             x32[(pixel * c_ + step * 8) // 4 + h], 2))) for h in range(2))
         for q in range(pairs):
-            w_lo, w_hi = _halves(T.Bind(wq[_ramp(((tile_o * steps + step) * pairs + q) * 16, 16)]))
+            w_lo, w_hi = _halves(T.Bind(wq[_ramp(weights_at(tile_o, step, q), 16)]))
             products = ops.widening_mul(x_lo, w_lo) + ops.widening_mul(x_hi, w_hi)
             T.buffer_store(acc, ops.pairwise_accumulate(acc[_ramp(4 * q, 4)], products), [_ramp(4 * q, 4)])
 
@@ -425,7 +450,7 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
         x8 = T.Bind(xf[_ramp(pixel * c_ + step * 8, 8)])
         x16 = T.Bind(_shuffle([x8, x8], [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]).astype("int16x16"))
         for q in range(pairs):
-            w16 = wq[_ramp(((tile_o * steps + step) * pairs + q) * 16, 16)].astype("int16x16")
+            w16 = wq[_ramp(weights_at(tile_o, step, q), 16)].astype("int16x16")
             dot = tirx.call_llvm_pure_intrin("int32x8", "llvm.x86.avx2.pmadd.wd", x16, w16)
             T.buffer_store(acc, acc[_ramp(8 * q, 8)] + dot, [_ramp(8 * q, 8)])
 
@@ -511,12 +536,12 @@ def _gemm_params(name: str, x_shape, depth: int, channels_out: int, y_shape, y_d
 
 
 def int8_conv1x1_nhwc(*, x_shape, channels_out: int, out_dtype: str, y_zero_point: int = 0, clamp=(0, 0),
-                      negative: bool = False, float_out: bool = False, left_shift: bool = True, isa: str = "portable",
-                      parallel: bool = False) -> tirx.PrimFunc:
+                      negative: bool = False, float_out: bool = False, left_shift: bool = True, reduced: bool = False,
+                      isa: str = "portable", parallel: bool = False) -> tirx.PrimFunc:
     """``y[n, h, w, o] = requantize(bias[o] + sum_c x[n, h, w, c] w[o, c])`` (or float ``acc * scale[o]``).
 
-    Parameters: ``x`` (N, H, W, C) int8, ``w`` (O, C) int8 in [-127, 127] packed by
-    ``pack_gemm_weights``, then ``epilogue`` (``pack_epilogue`` of bias, mult_pos, shift_pos[,
+    Parameters: ``x`` (N, H, W, C) int8, ``w`` (O, C) int8 in [-127, 127] (``reduced``: in
+    [-63, 63], ``REDUCED_WEIGHT_MAX``) packed by ``pack_gemm_weights(w, reduced)``, then ``epilogue`` (``pack_epilogue`` of bias, mult_pos, shift_pos[,
     mult_neg, shift_neg]) or, with ``float_out``, ``bias`` (O,) int32 and ``out_scale`` (O,) float32,
     and the output (N, H, W, O). Needs ``gemm_fits(C, O)``.
     """
@@ -524,7 +549,7 @@ def int8_conv1x1_nhwc(*, x_shape, channels_out: int, out_dtype: str, y_zero_poin
     o_ = int(channels_out)
     assert gemm_fits(c_, o_), (c_, o_)
     pixels = n_ * h_ * w_
-    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift}
+    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift, "reduced": reduced}
     y_dtype = "float32" if float_out else out_dtype
     with IRBuilder() as ib:
         with T.prim_func():
@@ -544,13 +569,13 @@ def im2col_depth(kernel_size, channels: int) -> int:
 def int8_conv_im2col_nhwc(*, x_shape, x_layout: str, channels_out: int, kernel_size, strides, padding, dilation,
                           x_zero_point: int, out_dtype: str, y_zero_point: int = 0, clamp=(0, 0),
                           negative: bool = False, float_out: bool = False, left_shift: bool = True,
-                          isa: str = "portable", parallel: bool = False) -> tirx.PrimFunc:
+                          reduced: bool = False, isa: str = "portable", parallel: bool = False) -> tirx.PrimFunc:
     """A dense (groups = 1) KH x KW convolution as im2col + the 1x1 kernel's GEMM:
     ``col[p, (r KW + s) C + c] = x_pad[n, c, i S_h + r D_h, j S_w + s D_w]`` (``z_x`` outside, 0 in the
     columns padding the depth to 16), ``y[p, o] = requantize(bias[o] + sum_k col[p, k] w[o, k])``.
 
     Parameters: ``x`` in ``x_layout`` (NCHW: the model input's quantize gives that), ``w``
-    (O, depth) int8 in (r, s, c) order packed by ``pack_gemm_weights``, the epilogue as for
+    (O, depth) int8 in (r, s, c) order packed by ``pack_gemm_weights(w, reduced)``, the epilogue as for
     ``int8_conv1x1_nhwc``, output (N, OH, OW, O). For the first convolution of a network: 3 input
     channels are too few for vectors along C.
     """
@@ -568,7 +593,7 @@ def int8_conv_im2col_nhwc(*, x_shape, x_layout: str, channels_out: int, kernel_s
     assert o_ % GEMM_CHANNELS == 0, o_
     depth = im2col_depth((kh, kw), c_)
     pixels = n_ * oh * ow
-    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift}
+    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift, "reduced": reduced}
     y_dtype = "float32" if float_out else out_dtype
     with IRBuilder() as ib:
         with T.prim_func():
@@ -628,7 +653,7 @@ def _neon_dwconv3x3_rows(ni, shape: tuple, strides: tuple, xp, yf, wf, epi: dict
     xs, xn, xg = c_, wp * c_ - 2 * c_, sw * c_ - 2 * wp * c_ - 2 * c_
     n, i = ni // oh_, ni % oh_
     groups, rest = divmod(ow_, DWCONV_GROUP_PIXELS)
-    flavour = (_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8")
+    flavour = (_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8", cfg["reduced"])
     with T.serial(0, c_ // DEPTHWISE_LANES) as cb:
         for first, count, pixels in ((0, groups, DWCONV_GROUP_PIXELS), (groups * DWCONV_GROUP_PIXELS, rest, 1)):
             if count:
@@ -643,10 +668,12 @@ def _neon_dwconv3x3_rows(ni, shape: tuple, strides: tuple, xp, yf, wf, epi: dict
 
 def int8_depthwise_nhwc(*, x_shape, kernel_size, strides, padding, dilation, x_zero_point: int, out_dtype: str,
                         y_zero_point: int = 0, clamp=(0, 0), negative: bool = False, float_out: bool = False,
-                        left_shift: bool = True, isa: str = "portable", parallel: bool = False) -> tirx.PrimFunc:
+                        left_shift: bool = True, reduced: bool = False, isa: str = "portable",
+                        parallel: bool = False) -> tirx.PrimFunc:
     """``y[n, i, j, c] = requantize(bias[c] + sum_{r,s} x_pad[n, i S_h + r D_h, j S_w + s D_w, c] w[r, s, c])``.
 
-    Parameters: ``x`` (N, H, W, C) int8, ``w`` (KH, KW, C) int8 in [-127, 127] packed by
+    Parameters: ``x`` (N, H, W, C) int8, ``w`` (KH, KW, C) int8 in [-127, 127] (``reduced``: in
+    [-63, 63], the 3x3 NEON microkernel then sums 4 taps in int16, not 2) packed by
     ``pack_depthwise_weights``, then ``epilogue`` (``pack_epilogue`` of bias, mult_pos, shift_pos[,
     mult_neg, shift_neg]) or, with ``float_out``, ``bias`` (C,) int32 and ``out_scale`` (C,) float32,
     and the output (N, OH, OW, C). ``x_pad`` is ``x`` padded with its zero point. Needs ``C % 8 == 0``.
@@ -661,7 +688,7 @@ def int8_depthwise_nhwc(*, x_shape, kernel_size, strides, padding, dilation, x_z
     hp, wp = h_ + pt + pb, w_ + pl + pr
     oh = (hp - (kh - 1) * dh - 1) // sh + 1
     ow = (wp - (kw - 1) * dw - 1) // sw + 1
-    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift}
+    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift, "reduced": reduced}
     ops = IntegerVectorOps(isa)
     y_dtype = "float32" if float_out else out_dtype
     lanes = DEPTHWISE_LANES

@@ -2,7 +2,7 @@
 in its registers, as an LLVM IR definition whose body is one inline-assembly statement
 (``backends.neon_microkernels`` puts it in place of TVM's declaration of the call).
 
-``edgetvm_neon_q8_dwconv3x3_p{P}[_negative][_left_shift][_u8](y, x, w, epilogue, groups, xs, xn, xg,
+``edgetvm_neon_q8_dwconv3x3[_w7]_p{P}[_negative][_left_shift][_u8](y, x, w, epilogue, groups, xs, xn, xg,
 params)``: ``groups`` groups of ``P`` output pixels of one output row, 8 channels::
 
     y[p, c] = clamp(z_y + M[c] (bias[c] + sum_{r,s < 3} x_pad[r, p S + s, c] w[r, s, c]))
@@ -42,6 +42,11 @@ every tap per pixel). Of the a7 cycles per pixel and 8
 channels, the 10 widening adds take 20, the 9 multiplies 18, the requantize about 40 with PReLU
 (``vqrdmulh.s32 q`` alone 4 each).
 
+Reduced-range weights (``_w7``: in [-63, 63], what ``QuantizeAnnotate`` gives a conv): taps 0-3 and
+4-7 each summed in one int16 product (``vmull`` + 3 ``vmlal``, ``|4 * 128 * 63| < 2^15``), tap 8 alone:
+9 loads, 9 multiplies, 6 widening adds, 24 instructions per pixel and 8 channels instead of 28 (a7:
+4 ``vaddw.s16 q`` fewer, 8 cycles).
+
 Not done: sharing a window's columns between neighbouring pixels at stride 1 (12 instead of 27 loads
 per 3 pixels) needs registers the requantize of 3 pixels takes; multiplies by ``vmlal.s16`` after
 widening (18 per pixel, 4 multiply-adds each) cost the same issue cycles as the pairs above and need
@@ -68,12 +73,13 @@ def _tap_step(t: int) -> str:
     return "$7" if t == TAPS - 1 else "$6" if t % 3 == 2 else "$5"
 
 
-def _accumulate(pixel: int, loads: list[int]) -> list[str]:
-    """The 9 taps of one pixel into q(2 pixel), q(2 pixel + 1); ``loads`` counts the input loads so far."""
+def _accumulate(pixel: int, loads: list[int], group: int) -> list[str]:
+    """The 9 taps of one pixel into q(2 pixel), q(2 pixel + 1), ``group`` taps per int16 product (2, or
+    4 with weights in [-63, 63]); ``loads`` counts the input loads so far."""
     lo, hi = f"q{2 * pixel}", f"q{2 * pixel + 1}"
     lines = []
-    for k, first in enumerate(range(0, TAPS, 2)):
-        taps = [t for t in (first, first + 1) if t < TAPS]
+    for k, first in enumerate(range(0, TAPS, group)):
+        taps = list(range(first, min(first + group, TAPS)))
         regs = []
         for t in taps:
             reg = _INPUTS[len(loads) % len(_INPUTS)]
@@ -82,8 +88,7 @@ def _accumulate(pixel: int, loads: list[int]) -> list[str]:
             lines.append(f"vld1.8 {{d{reg}}}, [$1 :64], {_tap_step(t)}")
         product = _PRODUCTS[k % 2]
         lines.append(f"vmull.s8 q{product}, d{regs[0]}, d{_WEIGHTS + taps[0]}")
-        if len(taps) == 2:
-            lines.append(f"vmlal.s8 q{product}, d{regs[1]}, d{_WEIGHTS + taps[1]}")
+        lines += [f"vmlal.s8 q{product}, d{reg}, d{_WEIGHTS + t}" for reg, t in zip(regs[1:], taps[1:])]
         low, high = f"d{2 * product}", f"d{2 * product + 1}"
         if k == 0:
             lines += [f"vmovl.s16 {lo}, {low}", f"vmovl.s16 {hi}, {high}"]
@@ -92,14 +97,14 @@ def _accumulate(pixel: int, loads: list[int]) -> list[str]:
     return lines
 
 
-def q8_dwconv3x3_asm(pixels: int, negative: bool, left_shift: bool, unsigned: bool) -> list[str]:
+def q8_dwconv3x3_asm(pixels: int, negative: bool, left_shift: bool, unsigned: bool, reduced: bool = False) -> list[str]:
     """The assembly of ``groups`` (operand $4) groups of ``pixels`` output pixels; operands: ``_OPERANDS``."""
     assert 1 <= pixels <= DWCONV_GROUP_PIXELS, pixels
     rows = 5 if negative else 3
     lines = ["1:", "vld1.8 {d12-d15}, [$2]!", "vld1.8 {d16-d19}, [$2]!", "vld1.8 {d20}, [$2]", "sub $2, $2, #64"]
     loads: list[int] = []
     for p in range(pixels):
-        lines += _accumulate(p, loads)
+        lines += _accumulate(p, loads, 4 if reduced else 2)
     if left_shift:
         lines.append("vmov.i32 q7, #0")
     # The requantize's registers (neon_q8_gemm.requantize_asm): bias q8, mult_pos q9, shift_pos q10,
@@ -127,7 +132,8 @@ def q8_dwconv3x3_asm(pixels: int, negative: bool, left_shift: bool, unsigned: bo
 
 # microkernel name -> LLVM IR definition (replacing TVM's declaration of the call).
 DEFINITIONS = {
-    neon_q8_dwconv_name(p, n, s, u): inline_asm_definition(neon_q8_dwconv_name(p, n, s, u), _OPERANDS,
-                                                           q8_dwconv3x3_asm(p, n, s, u))
+    neon_q8_dwconv_name(p, n, s, u, r): inline_asm_definition(neon_q8_dwconv_name(p, n, s, u, r), _OPERANDS,
+                                                              q8_dwconv3x3_asm(p, n, s, u, r))
     for p in (1, DWCONV_GROUP_PIXELS) for n in (False, True) for s in (False, True) for u in (False, True)
+    for r in (False, True)
 }

@@ -22,7 +22,7 @@ convs 11.44 -> 9.67 M instructions, 22.08 -> 18.48 M a7 cycles; at depth 24 the 
 tile is a third of it). At the end ``vpadd.i32`` of each accumulator's halves gives the
 pair's two sums: ``out[8 j + c]`` is pixel ``j``, channel ``c`` of the tile.
 
-``edgetvm_neon_q8_gemm_2x8_requantize[_negative][_left_shift][_u8](y0, y1, x0, x1, w, iterations,
+``edgetvm_neon_q8_gemm_2x8[_w7]_requantize[_negative][_left_shift][_u8][_tail8](y0, y1, x0, x1, w, iterations,
 epilogue, z_y, clamp)``: the same loop, then the requantize in the registers the sums are in (no
 int32 tile through the stack, no TIR epilogue reloading it), and the two pixels' 8 bytes stored to
 ``y0`` and ``y1``. Per tile of 16 outputs: 8 ``vpadd``, 3 or 5 q registers of ``pack_epilogue``
@@ -34,6 +34,31 @@ shifts), then ``vqmovn`` to int16, ``z_y`` added there 8 lanes at a time, ``vqmo
 ``vsra`` fixup and the int16 ``z_y`` (the TIR epilogue LLVM wrote was already close to this one: most
 of the tile is the requantize arithmetic itself). The loop is the floor of this scheme: 58
 instructions per 256 multiply-adds, 46.6 M of MobileFaceNet's 205.6 M 1x1 multiply-adds.
+
+Reduced-range weights (``_w7``: every weight in [-63, 63], ``int8_nhwc.REDUCED_WEIGHT_MAX``, what
+``QuantizeAnnotate`` gives a dense conv): 4 products fit an int16 lane (4 * 128 * 63 = 32256 <
+2^15), so one ``vpadal`` per 32 multiply-adds instead of per 16. Per 16 depth (one loop iteration)
+and channel pair, with ``pack_gemm_weights(w, reduced=True)``'s 32 bytes of the pair::
+
+    vld4.32    {d0[], d1[], d2[], d3[]}, [x0]!    row 0's 16 bytes, 4 at a time, each twice (once per 16 depth)
+    vld4.32    {d4[], d5[], d6[], d7[]}, [x1]!    row 1's
+    vld1.8     {d8-d11}, [w]!                     [w_m[d:d+4], w_m'[d:d+4]], ..., [w_m[d+12:d+16], w_m'[..]]
+    vmull.s8   q6, d0, d8                         row 0 (q7: row 1, d4-d7)
+    vmlal.s8   q6, d1, d9
+    vmlal.s8   q6, d2, d10
+    vmlal.s8   q6, d3, d11                        |4 * 128 * 63| < 2^15
+    vpadal.s16 q8, q6                             int32 lanes (m, m, m', m')
+
+256 multiply-adds in 46 instructions + ``subs``/``bne`` (0.19 per MAC; full range: 58, 0.23) and, by
+``neon_cycles``' a7 model, 72 issue cycles (0.28 per MAC: 32 for the 16 ``vmull``/``vmlal``, 16 for
+the 8 ``vpadal``, 16 for the 4 weight loads, 6 for the 2 splat loads; full range: 122, 0.48; fp32's
+``vmla.f32 q`` alone: 0.5). Registers: all 32 d; a depth of 16 k + 8 ends with the 8-deep step
+above (its pair blocks stay in the full-range order). Measured on MobileFaceNet int8 (cortex-a7,
+standalone, 1 thread, ``bench_arm.py --per-kernel``): the 32 1x1 convs 57.50 -> 49.46 M instructions
+and 118.12 -> 103.64 M a7 cycles (0.575 -> 0.504 a7 cycles per MAC); the rest of the tile's cycles
+is the requantize and the calls. A 16-deep step cannot keep a pair's weights for both 8-deep halves
+in the full-range order (two pointers and register post-increments: 8 weight loads instead of 4,
+50 instructions), hence the separate packing.
 """
 
 from __future__ import annotations
@@ -55,14 +80,34 @@ def _gemm_step(x0: str = "$1", x1: str = "$2", w: str = "$3") -> list[str]:
     return lines
 
 
-def q8_gemm_2x8_asm(tail: bool = False) -> list[str]:
-    """``tail``: one 8-deep step after the loop (a depth of 16 k + 8)."""
+def _gemm_step_reduced(x0: str = "$1", x1: str = "$2", w: str = "$3") -> list[str]:
+    """One 16-deep step of the reduced-range tile (weights in [-63, 63]: 4 products per int16 lane);
+    d0-d3 row 0's 16 bytes, d4-d7 row 1's, d8-d11 one channel pair's 32 weight bytes."""
+    lines = [f"vld4.32 {{d0[], d1[], d2[], d3[]}}, [{x0}]!", f"vld4.32 {{d4[], d5[], d6[], d7[]}}, [{x1}]!"]
+    for pair in range(4):
+        lines += [f"vld1.8 {{d8-d11}}, [{w}]!", "vmull.s8 q6, d0, d8", "vmull.s8 q7, d4, d8"]
+        for quarter in range(1, 4):
+            lines += [f"vmlal.s8 q6, d{quarter}, d{8 + quarter}", f"vmlal.s8 q7, d{4 + quarter}, d{8 + quarter}"]
+        lines += [f"vpadal.s16 q{8 + pair}, q6", f"vpadal.s16 q{12 + pair}, q7"]
+    return lines
+
+
+def _gemm_loop(x0: str, x1: str, w: str, iterations: str, tail: bool, reduced: bool) -> list[str]:
+    """The accumulators zeroed, then 16 depth per iteration and, with ``tail``, 8 more (the 8-deep
+    step reads its 64 weight bytes in ``pack_gemm_weights``' layout of either range)."""
     zero = [f"vmov.i32 q{q}, #0" for q in range(8, 16)]
-    loop = ["1:", *_gemm_step(), *_gemm_step(), "subs $4, $4, #1", "bne 1b", *(_gemm_step() if tail else [])]
+    step = _gemm_step(x0, x1, w)
+    body = _gemm_step_reduced(x0, x1, w) if reduced else step + step
+    return zero + ["1:", *body, f"subs {iterations}, {iterations}, #1", "bne 1b", *(step if tail else [])]
+
+
+def q8_gemm_2x8_asm(tail: bool = False, reduced: bool = False) -> list[str]:
+    """``tail``: one 8-deep step after the loop (a depth of 16 k + 8); ``reduced``: weights in [-63, 63]."""
+    loop = _gemm_loop("$1", "$2", "$3", "$4", tail, reduced)
     # vpadd of accumulator q(8+k)'s halves d(16+2k), d(17+2k): channels (2k, 2k+1) of its row.
     sums = [f"vpadd.i32 d{k}, d{16 + 2 * k}, d{17 + 2 * k}" for k in range(8)]
     store = ["vst1.32 {d0-d3}, [$0]!", "vst1.32 {d4-d7}, [$0]"]
-    return zero + loop + sums + store
+    return loop + sums + store
 
 
 def requantize_asm(acc: int, negative: bool, left_shift: bool) -> list[str]:
@@ -87,7 +132,8 @@ def requantize_asm(acc: int, negative: bool, left_shift: bool) -> list[str]:
                     f"vand q15, {a}, {shift}", f"vsra.s32 {a}, q15, #31", f"vrshl.s32 {a}, {a}, {shift}"]
 
 
-def q8_gemm_2x8_requantize_asm(negative: bool, left_shift: bool, unsigned: bool, tail: bool = False) -> list[str]:
+def q8_gemm_2x8_requantize_asm(negative: bool, left_shift: bool, unsigned: bool, tail: bool = False,
+                               reduced: bool = False) -> list[str]:
     """The 2x8 GEMM with the requantize in the same registers: the tile's 16 int32 sums never leave them.
 
     Operands: $0 y0, $1 y1 (the two pixels' 8 outputs), $2 x0, $3 x1, $4 w, $5 iterations, $6 the
@@ -98,9 +144,7 @@ def q8_gemm_2x8_requantize_asm(negative: bool, left_shift: bool, unsigned: bool,
     params = ["vld1.32 {d16-d19}, [$6]!", "vld1.32 {d20-d23}, [$6]!" if rows == 5 else "vld1.32 {d20-d21}, [$6]!"]
     if rows == 5:
         params.append("vld1.32 {d24-d25}, [$6]!")
-    lines = [f"vmov.i32 q{q}, #0" for q in range(8, 16)]
-    step = _gemm_step("$2", "$3", "$4")
-    lines += ["1:", *step, *step, "subs $5, $5, #1", "bne 1b", *(step if tail else [])]
+    lines = _gemm_loop("$2", "$3", "$4", "$5", tail, reduced)
     # Sums of rows 0 and 1 in q0 q1 (channels 0-3, 4-7) and q2 q3.
     lines += [f"vpadd.i32 d{k}, d{16 + 2 * k}, d{17 + 2 * k}" for k in range(8)]
     lines += ["vmov.i32 q7, #0"]
@@ -128,9 +172,11 @@ _REQUANTIZE_OPERANDS = ("ptr %y0", "ptr %y1", "ptr %x0", "ptr %x1", "ptr %w", "i
 
 # microkernel name -> LLVM IR definition (replacing TVM's declaration of the call).
 DEFINITIONS = {
-    **{neon_q8_gemm_name(t): inline_asm_definition(neon_q8_gemm_name(t), _Q8_GEMM_OPERANDS, q8_gemm_2x8_asm(t))
-       for t in (False, True)},
-    **{neon_q8_gemm_requantize_name(n, s, u, t): inline_asm_definition(
-        neon_q8_gemm_requantize_name(n, s, u, t), _REQUANTIZE_OPERANDS, q8_gemm_2x8_requantize_asm(n, s, u, t))
-       for n in (False, True) for s in (False, True) for u in (False, True) for t in (False, True)},
+    **{neon_q8_gemm_name(t, r): inline_asm_definition(neon_q8_gemm_name(t, r), _Q8_GEMM_OPERANDS,
+                                                      q8_gemm_2x8_asm(t, r))
+       for t in (False, True) for r in (False, True)},
+    **{neon_q8_gemm_requantize_name(n, s, u, t, r): inline_asm_definition(
+        neon_q8_gemm_requantize_name(n, s, u, t, r), _REQUANTIZE_OPERANDS, q8_gemm_2x8_requantize_asm(n, s, u, t, r))
+       for n in (False, True) for s in (False, True) for u in (False, True) for t in (False, True)
+       for r in (False, True)},
 }

@@ -12,7 +12,16 @@ weight is ``dequantize(W_q, s_w, 0, axis=out_channel)``, with batch norm folded 
 first (``W' = W k``, ``b' = (b - mean) k + beta``, ``k = gamma / sqrt(var + eps)``):
 
 * activations per tensor, asymmetric int8 from the calibrated [lo, hi] (``activation_qparams``),
-* weights per output channel, symmetric int8 (``quantize_weight_per_channel``).
+* weights per output channel, symmetric int8 (``quantize_weight_per_channel``); a convolution's
+  in the reduced range [-63, 63] (7 bits, onnxruntime's ``reduce_range``, FBGEMM's for the same
+  int16 saturation on x86): the ARMv7 kernels then add 4 int8 x weight products in an int16 lane
+  (4 * 128 * 63 = 32256 < 2^15) instead of 2 (2 * 128 * 127): the GEMM tile 72 a7 cycles per 256
+  multiply-adds where full range takes 122 (``kernels.neon_q8_gemm``), the 3x3 depthwise 6 widening
+  adds per pixel instead of 10 (``kernels.neon_q8_dwconv``). It costs accuracy: int8 against fp32
+  on the evaluation faces of ``benchmarks/bench_quantization.py``, SFace embedding cosine min/mean
+  0.9904/0.9951 -> 0.9873/0.9932 (below the 0.99 goal), MobileFaceNet 0.9875/0.9918 ->
+  0.9862/0.9907, RetinaFace 320 box IoU min 0.9687 -> 0.9493, landmarks within 1.48 -> 1.38 px.
+  ``reduce_range=False`` (``quantize_options``) keeps every weight in [-127, 127].
 * a final matmul (one no other chain reads: the classifier or embedding layer) keeps a float
   input, int8 weights only: its long input vector loses the most to a per-tensor scale.
 
@@ -31,6 +40,7 @@ import tvm
 from tvm import relax
 
 from ..kernels.fixed_point import activation_qparams, quantize_weight_per_channel
+from ..kernels.int8_nhwc import REDUCED_WEIGHT_MAX
 from ..relax_utils import bound_constant, op_name
 from ..transform.base import GraphPass, graph_pass
 
@@ -198,9 +208,11 @@ def _fold_batch_norm(weight: np.ndarray, bias: np.ndarray, bn: relax.Call) -> tu
 
 @relax.expr_functor.mutator
 class _Annotator(relax.PyExprMutator):
-    def __init__(self, mod, plan: QuantPlan, ranges: dict, channel_means: dict | None = None):
+    def __init__(self, mod, plan: QuantPlan, ranges: dict, channel_means: dict | None = None,
+                 reduce_range: bool = True):
         super().__init__(mod)
         self.channel_means = channel_means or {}
+        self.reduce_range = reduce_range
         self.by_tail = {chain.tail: chain for chain in plan.chains}
         self.ranges = ranges
         # A chain whose output no other chain reads keeps a float output (detector heads, the
@@ -215,15 +227,15 @@ class _Annotator(relax.PyExprMutator):
         q = self.builder_.emit(relax.op.quantize(value, scale, zero, axis=1, out_dtype="int8"))
         return self.builder_.emit(relax.op.dequantize(q, scale, zero, axis=1, out_dtype="float32"))
 
-    def _weight(self, weight: np.ndarray, axis: int) -> relax.Expr:
-        q, scale = self._quantized_weight(weight, axis)
+    def _weight(self, weight: np.ndarray, axis: int, qmax: int) -> relax.Expr:
+        q, scale = quantize_weight_per_channel(weight, axis, qmax)
         zeros = np.zeros(scale.shape, dtype=np.int8)
         return self.builder_.emit(relax.op.dequantize(relax.const(q), relax.const(scale), relax.const(zeros),
                                                       axis=axis, out_dtype="float32"))
 
-    @staticmethod
-    def _quantized_weight(weight: np.ndarray, axis: int):
-        return quantize_weight_per_channel(weight, axis)
+    def _weight_max(self, chain: QuantChain) -> int:
+        """The largest |q_w| of ``chain``'s weights: reduced range for a conv (the NEON kernels')."""
+        return REDUCED_WEIGHT_MAX if chain.kind == "conv2d" and self.reduce_range else 127
 
     def _bias_correction(self, chain: QuantChain, weight: np.ndarray) -> np.ndarray:
         """``E[(W_q - W) x]`` per output channel from the calibrated input means (Nagel et al., "Data-Free
@@ -233,7 +245,7 @@ class _Annotator(relax.PyExprMutator):
         if means is None:
             return 0.0
         axis = 0 if chain.kind == "conv2d" else 1
-        q, scale = self._quantized_weight(weight, axis)
+        q, scale = quantize_weight_per_channel(weight, axis, self._weight_max(chain))
         shape = [1] * weight.ndim
         shape[axis] = -1
         error = q.astype(np.float64) * scale.astype(np.float64).reshape(shape) - weight
@@ -268,11 +280,11 @@ class _Annotator(relax.PyExprMutator):
             if chain.kind == "conv2d":
                 a = anchor.attrs
                 out = self.builder_.emit(relax.op.nn.conv2d(
-                    inputs[0], self._weight(weight, 0), strides=a.strides, padding=a.padding, dilation=a.dilation,
+                    inputs[0], self._weight(weight, 0, self._weight_max(chain)), strides=a.strides, padding=a.padding, dilation=a.dilation,
                     groups=a.groups, data_layout="NCHW", kernel_layout="OIHW", out_dtype="float32"))
                 bias_shape = (1, channels, 1, 1)
             else:
-                out = self.builder_.emit(relax.op.matmul(inputs[0], self._weight(weight, 1)))
+                out = self.builder_.emit(relax.op.matmul(inputs[0], self._weight(weight, 1, self._weight_max(chain))))
                 bias_shape = (1, channels)
             if chain.bias is not None or chain.batch_norm is not None or np.any(bias != 0.0):
                 out = self.builder_.emit(relax.op.add(out, relax.const(bias.reshape(bias_shape).astype(np.float32))))
@@ -298,14 +310,16 @@ class _Annotator(relax.PyExprMutator):
 @graph_pass("QuantizeAnnotate")
 class QuantizeAnnotate(GraphPass):
     """Insert calibrated QDQ around ``plan``'s chains in ``main`` (lossy, see the module docstring);
-    with ``channel_means`` (calibrated per-channel input means) the biases get bias correction.
+    with ``channel_means`` (calibrated per-channel input means) the biases get bias correction;
+    ``reduce_range=False`` keeps conv weights in [-127, 127] too.
 
     After running, ``findings`` holds ``{"chains", "by_kind": {"conv2d" | "matmul" | "add": n}}``.
     """
 
-    def __init__(self, plan: QuantPlan, ranges: dict, channel_means: dict | None = None):
+    def __init__(self, plan: QuantPlan, ranges: dict, channel_means: dict | None = None, reduce_range: bool = True):
         super().__init__()
         self.plan, self.ranges, self.channel_means = plan, ranges, channel_means
+        self.reduce_range = reduce_range
 
     def new_findings(self) -> dict:
         return {"chains": 0, "by_kind": {}}
@@ -314,7 +328,7 @@ class QuantizeAnnotate(GraphPass):
         return isinstance(func, relax.Function) and gvar.name_hint == "main"  # the plan's variables are main's
 
     def rewrite_function(self, gvar, func: relax.Function, mod: tvm.IRModule) -> tvm.IRModule:
-        annotator = _Annotator(mod, self.plan, self.ranges, self.channel_means)
+        annotator = _Annotator(mod, self.plan, self.ranges, self.channel_means, self.reduce_range)
         annotator.builder_.update_func(gvar, annotator.visit_expr(func))
         self.findings["chains"] += sum(annotator.annotated.values())
         self.findings["by_kind"].update(annotator.annotated)

@@ -14,8 +14,8 @@ Rules (each applies to a ``quantize`` whose producers, followed back, have one u
 
 Layout: a conv2d whose activations are int8 and weights in [-127, 127] (int8 x int8 products in
 pairs fit int16) gets a channels-last kernel (``kernels.int8_nhwc``): 1x1 stride 1 with
-``gemm_fits(C, O)`` a GEMM, other dense convolutions im2col + the GEMM, depthwise with ``C % 8 == 0``
-its own; an ADD next to one of them too. Their inputs and outputs are NHWC, with ``permute_dims``
+``gemm_fits(C, O)`` a GEMM, other dense convolutions im2col + the GEMM (the GEMM's reduced-range
+tile when the weights are in [-63, 63]), depthwise with ``C % 8 == 0`` its own; an ADD next to one of them too. Their inputs and outputs are NHWC, with ``permute_dims``
 back to NCHW for every other consumer; a kernel reading a channels-last kernel's output takes the
 NHWC tensor directly, so the transposes between them are dead code. ``report.channels_last`` counts
 them.
@@ -35,8 +35,8 @@ import tvm
 from tvm import relax
 
 from ..kernels.fixed_point import quantize_multiplier, quantize_multipliers
-from ..kernels.int8_nhwc import (DEPTHWISE_LANES, GEMM_CHANNELS, gemm_fits, im2col_depth, make_kernel,
-                                   pack_depthwise_weights, pack_epilogue, pack_gemm_weights)
+from ..kernels.int8_nhwc import (DEPTHWISE_LANES, GEMM_CHANNELS, REDUCED_WEIGHT_MAX, gemm_fits, im2col_depth,
+                                   make_kernel, pack_depthwise_weights, pack_epilogue, pack_gemm_weights)
 from ..kernels.int8_nchw import (int8_add_requantize, int8_conv2d_dequantize, int8_conv2d_requantize,
                                int8_dense_dequantize, int8_dense_requantize, int8_requantize_tensor,
                                int8_weight_dense)
@@ -237,14 +237,17 @@ class _Folder(relax.PyExprMutator):
         channels = shape[1]
         common = {"out_dtype": out_dtype, "y_zero_point": int(y_zero), "clamp": [int(v) for v in clamp],
                   "negative": negative, "float_out": float_out, "left_shift": left_shift}
+        # Weights in [-63, 63] (QuantizeAnnotate's, ``quantize_weight_per_channel``) take the GEMM tile
+        # with 4 products per int16 lane; a QDQ model's full-range weights the one with 2.
+        reduced = bool(np.abs(w_q.astype(np.int16)).max(initial=0) <= REDUCED_WEIGHT_MAX)
         y_dtype = "float32" if float_out else out_dtype
         n, _, h, w = shape
         if (attrs["groups"] == 1 and (kh, kw) == (1, 1) and attrs["strides"] == [1, 1] and not any(attrs["padding"])
                 and gemm_fits(channels, oc)):
             x_nhwc = self._channels_last(x_new)
-            weights = relax.const(pack_gemm_weights(w_q.reshape(oc, icg)))
-            return self._emit_nhwc("conv1x1", [x_nhwc, weights] + packed_consts,
-                                   [n, h, w, oc], y_dtype, x_shape=[n, h, w, channels], channels_out=int(oc), **common)
+            weights = relax.const(pack_gemm_weights(w_q.reshape(oc, icg), reduced))
+            return self._emit_nhwc("conv1x1", [x_nhwc, weights] + packed_consts, [n, h, w, oc], y_dtype,
+                                   x_shape=[n, h, w, channels], channels_out=int(oc), reduced=reduced, **common)
         if attrs["groups"] == 1 and oc % GEMM_CHANNELS == 0:
             pt, pl, pb, pr = attrs["padding"]
             (sh, sw), (dh, dw) = attrs["strides"], attrs["dilation"]
@@ -258,12 +261,12 @@ class _Folder(relax.PyExprMutator):
                 w_cols = np.zeros((oc, depth), dtype=np.int8)
                 w_cols[:, :kh * kw * icg] = w_q.transpose(0, 2, 3, 1).reshape(oc, -1)
                 x_shape = [int(d) for d in x_in.ty.shape]
-                return self._emit_nhwc("im2col", [x_in, relax.const(pack_gemm_weights(w_cols))] + packed_consts,
+                return self._emit_nhwc("im2col", [x_in, relax.const(pack_gemm_weights(w_cols, reduced))] + packed_consts,
                                        [n, oh, ow, oc], y_dtype,
                                        x_shape=x_shape, x_layout="NHWC" if nhwc_input else "NCHW",
                                        channels_out=int(oc), kernel_size=[int(kh), int(kw)], strides=attrs["strides"],
                                        padding=attrs["padding"], dilation=attrs["dilation"],
-                                       x_zero_point=int(m["x_zero"]), **common)
+                                       x_zero_point=int(m["x_zero"]), reduced=reduced, **common)
         if attrs["groups"] == channels == oc and icg == 1 and channels % DEPTHWISE_LANES == 0:
             pt, pl, pb, pr = attrs["padding"]
             (sh, sw), (dh, dw) = attrs["strides"], attrs["dilation"]
@@ -275,7 +278,7 @@ class _Folder(relax.PyExprMutator):
                                    [n, oh, ow, oc], y_dtype,
                                    x_shape=[n, h, w, channels], kernel_size=[int(kh), int(kw)],
                                    strides=attrs["strides"], padding=attrs["padding"], dilation=attrs["dilation"],
-                                   x_zero_point=int(m["x_zero"]), **common)
+                                   x_zero_point=int(m["x_zero"]), reduced=reduced, **common)
         return None
 
     # -- rules -----------------------------------------------------------------------------------

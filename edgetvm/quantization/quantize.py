@@ -97,7 +97,7 @@ def has_qdq(mod: tvm.IRModule) -> bool:
     return bool(found)
 
 
-OPTIONS = ("equalize", "keep_float", "percentile")
+OPTIONS = ("equalize", "keep_float", "percentile", "reduce_range")
 
 
 def quantize_model(mod: tvm.IRModule, inputs, scheme: str = "int8", calibration=None, mode: str = "minmax", *,
@@ -106,7 +106,7 @@ def quantize_model(mod: tvm.IRModule, inputs, scheme: str = "int8", calibration=
 
     ``evaluate(mod, samples)`` runs a float module on the calibration samples (``edgetvm.host.run_on_host``,
     see :func:`~.calibrate.collect_ranges`). ``options`` (``compile(quantize_options=...)``):
-    ``equalize``, ``keep_float``, ``percentile``, see :func:`quantize_int8`.
+    ``equalize``, ``keep_float``, ``percentile``, ``reduce_range``, see :func:`quantize_int8`.
     """
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
@@ -190,7 +190,8 @@ def warn_if_layout_kept_float(skipped: list[str]) -> None:
 
 def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
                   percentile: float = 99.99, *, evaluate, equalize: bool = True,
-                  keep_float: list[str] | tuple[str, ...] | None = None) -> tuple[tvm.IRModule, dict]:
+                  keep_float: list[str] | tuple[str, ...] | None = None,
+                  reduce_range: bool = True) -> tuple[tvm.IRModule, dict]:
     """Calibrate ``mod`` (float) on ``calibration`` and return its int8 version plus a report.
 
     ``inputs``: the model's input TensorSpecs (to read calibration images/arrays against).
@@ -199,6 +200,8 @@ def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
     ``keep_float``: names of chains (a model node of the chain, as ``report["chains_quantized"]`` lists
     them) left in float; None (the default) keeps the conv reading the image input float, ``[]``
     quantizes every chain. The report lists what stayed float under ``kept_float`` with the reason.
+    ``reduce_range``: conv weights in [-63, 63] (faster ARMv7 kernels, less accurate: see
+    ``annotate``), else [-127, 127].
     """
     samples = calibration_arrays(calibration, inputs)
     weights_fp32 = sum(constant_bytes(mod).values())
@@ -226,11 +229,12 @@ def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
     means: dict = {}
     ranges = collect_ranges(mod, plan.tensors_to_calibrate(), samples, mode, percentile, channel_means=means,
                             evaluate=evaluate)
-    mod = QuantizeAnnotate(plan, ranges, means)(mod)
+    mod = QuantizeAnnotate(plan, ranges, means, reduce_range)(mod)
     mod, report = fold_qdq(mod)
     warn_if_layout_kept_float(plan.skipped)
     report.update({
-        "scheme": "int8: activations per-tensor asymmetric int8, weights per-channel symmetric int8, int32 bias",
+        "scheme": "int8: activations per-tensor asymmetric int8, weights per-channel symmetric int8 "
+                  f"({'conv weights in [-63, 63]' if reduce_range else '[-127, 127]'}), int32 bias",
         "calibration_mode": mode,
         "calibration_samples": len(samples),
         "chains": len(plan.chains),

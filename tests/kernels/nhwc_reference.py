@@ -11,7 +11,8 @@ from edgetvm.kernels.fixed_point import (
     requantize_reference,
 )
 from edgetvm.kernels.int8_nchw import ADD_LEFT_SHIFT
-from edgetvm.kernels.int8_nhwc import im2col_depth, pack_depthwise_weights, pack_epilogue, pack_gemm_weights
+from edgetvm.kernels.int8_nhwc import (REDUCED_WEIGHT_MAX, im2col_depth, pack_depthwise_weights, pack_epilogue,
+                                      pack_gemm_weights)
 
 
 def epilogue(rng, channels: int, negative: bool, left_shift: bool = False):
@@ -85,19 +86,22 @@ def cases(rng):
     tails, strides, padding, dilation, im2col from NCHW, PReLU/ReLU/full clamps, uint8 and float outputs."""
     out = []
 
-    def conv1x1(h, w, c, o, negative, clamp, out_dtype="int8", float_out=False, left_shift=False):
-        x = rng.integers(-128, 128, (1, h, w, c)).astype(np.int8)
-        wq = rng.integers(-127, 128, (o, c)).astype(np.int8)
+    def conv1x1(h, w, c, o, negative, clamp, out_dtype="int8", float_out=False, left_shift=False, reduced=False,
+                x=None, wq=None):
+        w_max = REDUCED_WEIGHT_MAX if reduced else 127
+        x = rng.integers(-128, 128, (1, h, w, c)).astype(np.int8) if x is None else x
+        wq = rng.integers(-w_max, w_max + 1, (o, c)).astype(np.int8) if wq is None else wq
         bias = rng.integers(-3000, 3000, o).astype(np.int32)
         mpos, epos, mneg, eneg = epilogue(rng, o, negative, left_shift)
         scale = rng.uniform(1e-4, 1e-3, o).astype(np.float32)
         acc = conv_nhwc(x, wq[:, None, None, :], bias, (1, 1), (0, 0, 0, 0), (1, 1), 0)
         expected = finish(acc, mpos, epos, mneg, eneg, y_zero_point=5, clamp=clamp, out_dtype=out_dtype,
                           float_out=scale if float_out else None)
-        consts = [pack_gemm_weights(wq)] + ([bias, scale] if float_out else
+        consts = [pack_gemm_weights(wq, reduced)] + ([bias, scale] if float_out else
                                             [pack_epilogue(bias, mpos, epos, *((mneg, eneg) if negative else ()))])
         params = {"x_shape": [1, h, w, c], "channels_out": o, "out_dtype": out_dtype, "y_zero_point": 5,
-                  "clamp": list(clamp), "negative": negative, "float_out": float_out, "left_shift": left_shift}
+                  "clamp": list(clamp), "negative": negative, "float_out": float_out, "left_shift": left_shift,
+                  "reduced": reduced}
         out.append(("conv1x1", params, [x], consts, expected))
 
     conv1x1(3, 5, 32, 8, True, (-128, 127))                       # 15 pixels: a pixel tail
@@ -114,11 +118,24 @@ def cases(rng):
     conv1x1(3, 3, 24, 16, True, (-128, 127))
     conv1x1(2, 2, 40, 8, False, (4, 250), out_dtype="uint8", left_shift=True)
     conv1x1(1, 3, 24, 8, False, (0, 0), float_out=True)
+    # Reduced-range weights ([-63, 63]): the microkernel's 16-deep step with 4 products per int16
+    # lane, its 8-deep tail, every epilogue; and the int16 lanes' extremes (x = -128 against
+    # w = +-63 four times: +-32256).
+    conv1x1(3, 5, 32, 8, True, (-128, 127), reduced=True)
+    conv1x1(3, 3, 24, 16, True, (-128, 127), reduced=True)
+    conv1x1(2, 2, 40, 8, False, (4, 250), out_dtype="uint8", left_shift=True, reduced=True)
+    conv1x1(3, 3, 48, 16, False, (-3, 127), left_shift=True, reduced=True)
+    conv1x1(1, 3, 24, 8, False, (0, 0), float_out=True, reduced=True)
+    conv1x1(1, 3, 64, 8, False, (0, 0), float_out=True, reduced=True)
+    extreme_w = np.repeat(np.where(np.arange(8) % 2, -REDUCED_WEIGHT_MAX, REDUCED_WEIGHT_MAX)[:, None], 32, axis=1)
+    conv1x1(1, 3, 32, 8, False, (0, 0), float_out=True, reduced=True, x=np.full((1, 1, 3, 32), -128, np.int8),
+            wq=extreme_w.astype(np.int8))
 
-    def im2col(layout, h, c, o, k, stride, pad, dil):
+    def im2col(layout, h, c, o, k, stride, pad, dil, reduced=False):
         x_nchw = rng.integers(-128, 128, (1, c, h, h + 1)).astype(np.int8)
         x = x_nchw if layout == "NCHW" else np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))
-        w_ohwi = rng.integers(-127, 128, (o, k, k, c)).astype(np.int8)
+        w_max = REDUCED_WEIGHT_MAX if reduced else 127
+        w_ohwi = rng.integers(-w_max, w_max + 1, (o, k, k, c)).astype(np.int8)
         depth = im2col_depth((k, k), c)
         w_cols = np.zeros((o, depth), dtype=np.int8)
         w_cols[:, :k * k * c] = w_ohwi.reshape(o, -1)
@@ -129,18 +146,21 @@ def cases(rng):
         params = {"x_shape": list(x.shape), "x_layout": layout, "channels_out": o, "kernel_size": [k, k],
                   "strides": [stride, stride], "padding": [pad] * 4, "dilation": [dil, dil], "x_zero_point": -9,
                   "out_dtype": "int8", "y_zero_point": -4, "clamp": [-128, 127], "negative": True,
-                  "float_out": False, "left_shift": False}
-        out.append(("im2col", params, [x], [pack_gemm_weights(w_cols), pack_epilogue(bias, mpos, epos, mneg, eneg)],
-                    expected))
+                  "float_out": False, "left_shift": False, "reduced": reduced}
+        out.append(("im2col", params, [x], [pack_gemm_weights(w_cols, reduced),
+                                            pack_epilogue(bias, mpos, epos, mneg, eneg)], expected))
 
     im2col("NCHW", 9, 3, 8, 3, 2, 1, 1)   # the stem of a face network
     im2col("NHWC", 6, 5, 4, 3, 1, 2, 2)
     im2col("NHWC", 7, 16, 8, 3, 2, 1, 1)  # rows of 8 channels copied as vectors
+    im2col("NHWC", 7, 16, 8, 3, 2, 1, 1, reduced=True)
+    im2col("NCHW", 9, 3, 8, 3, 2, 1, 1, reduced=True)
 
     def depthwise(h, c, k, stride, pad, dil, negative, clamp, float_out=False, left_shift=False, out_dtype="int8",
-                  y_zero_point=1):
-        x = rng.integers(-128, 128, (1, h, h + 2, c)).astype(np.int8)
-        w = rng.integers(-127, 128, (k, k, c)).astype(np.int8)
+                  y_zero_point=1, reduced=False, x=None, w=None):
+        w_max = REDUCED_WEIGHT_MAX if reduced else 127
+        x = rng.integers(-128, 128, (1, h, h + 2, c)).astype(np.int8) if x is None else x
+        w = rng.integers(-w_max, w_max + 1, (k, k, c)).astype(np.int8) if w is None else w
         bias = rng.integers(-3000, 3000, c).astype(np.int32)
         mpos, epos, mneg, eneg = epilogue(rng, c, negative, left_shift)
         scale = rng.uniform(1e-4, 1e-3, c).astype(np.float32)
@@ -152,7 +172,7 @@ def cases(rng):
         params = {"x_shape": [1, h, h + 2, c], "kernel_size": [k, k], "strides": [stride, stride],
                   "padding": [pad] * 4, "dilation": [dil, dil], "x_zero_point": 7, "out_dtype": out_dtype,
                   "y_zero_point": y_zero_point, "clamp": list(clamp), "negative": negative, "float_out": float_out,
-                  "left_shift": left_shift}
+                  "left_shift": left_shift, "reduced": reduced}
         out.append(("depthwise", params, [x], consts, expected))
 
     # 3x3 (the NEON microkernel on ARM, dilation 1): output rows of 4, 5 and 8 pixels (groups of 3 and
@@ -164,6 +184,15 @@ def cases(rng):
     depthwise(4, 16, 3, 2, 0, 1, False, (4, 250), out_dtype="uint8", y_zero_point=130)
     depthwise(5, 8, 5, 1, 0, 1, False, (0, 0), float_out=True)   # a global depthwise: 5x5 on 5x5
     depthwise(6, 8, 5, 2, 2, 1, True, (-128, 127))
+    # Reduced-range weights: the 3x3 microkernel's groups of 4 taps per int16 product, each epilogue;
+    # then x = -128 against w = +-63 (4 taps: +-32256 in an int16 lane).
+    depthwise(7, 16, 3, 2, 1, 1, True, (-128, 127), reduced=True)
+    depthwise(5, 24, 3, 1, 1, 1, True, (-100, 90), left_shift=True, reduced=True)
+    depthwise(6, 8, 3, 1, 0, 1, False, (-3, 127), left_shift=True, y_zero_point=-3, reduced=True)
+    depthwise(4, 16, 3, 2, 0, 1, False, (4, 250), out_dtype="uint8", y_zero_point=130, reduced=True)
+    extreme = np.where(np.arange(8) % 2, -REDUCED_WEIGHT_MAX, REDUCED_WEIGHT_MAX).astype(np.int8)
+    depthwise(4, 8, 3, 1, 0, 1, False, (-128, 127), reduced=True, x=np.full((1, 4, 6, 8), -128, np.int8),
+              w=np.broadcast_to(extreme, (3, 3, 8)).copy())
 
     shape = [1, 3, 5, 8]
     a = rng.integers(-128, 128, shape).astype(np.int8)

@@ -106,3 +106,8 @@ def test_activation_and_weight_parameters():
     assert q.dtype == np.int8 and q.min() >= -127
     np.testing.assert_allclose(scale, [2.0 / 127, 1.0, 0.03 / 127], rtol=1e-6)
     np.testing.assert_allclose(q * scale[:, None], w, atol=scale.max() / 2 + 1e-9)
+    # Reduced range (a dense conv's weights, for the GEMM's 4 products per int16 lane): 7 bits.
+    q7, scale7 = quantize_weight_per_channel(w, axis=0, qmax=63)
+    assert q7.dtype == np.int8 and np.abs(q7).max() == 63 and q7[0, 1] == -63
+    np.testing.assert_allclose(scale7, [2.0 / 63, 1.0, 0.03 / 63], rtol=1e-6)
+    np.testing.assert_allclose(q7 * scale7[:, None], w, atol=scale7.max() / 2 + 1e-9)

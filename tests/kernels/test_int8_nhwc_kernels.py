@@ -85,6 +85,10 @@ def test_kernel_is_written_again_from_its_recipe():
     three = make_kernel("depthwise", isa="neon", **depthwise[0][1]).script()
     assert depthwise[0][1]["kernel_size"] == [3, 3] and "vqrdmulh" not in three
     assert all(neon_q8_dwconv_name(p, True, False, False) in three for p in (1, DWCONV_GROUP_PIXELS))
+    # Reduced-range weights: the microkernel that sums 4 taps per int16 product.
+    reduced = next(c for c in depthwise if c[1]["reduced"] and c[1]["negative"])
+    assert neon_q8_dwconv_name(DWCONV_GROUP_PIXELS, True, False, False, reduced=True) in \
+        make_kernel("depthwise", isa="neon", **reduced[1]).script()
     five = next(c for c in depthwise if c[1]["kernel_size"] == [5, 5] and not c[1]["float_out"])
     assert "vqrdmulh" in make_kernel("depthwise", isa="neon", **five[1]).script()
     assert "T.parallel" in neon.script()
@@ -198,6 +202,8 @@ def test_neon_kernels_bit_exact_on_cortex_a7(tmp_path):
     text = subprocess.run([objdump, "-d", str(so)], capture_output=True, text=True, check=True).stdout
     for instruction in ("vmull.s8", "vmlal.s8", "vpadal.s16", "vaddw.s16", "vqrdmulh.s32", "vrshl.s32", "vqmovn.s32"):
         assert instruction in text, instruction
+    # The reduced-range cases ran the 16-deep step: a row's 16 bytes as 4 splat d registers.
+    assert re.search(r"vld4\.32\s+\{d0\[\]-d3\[\]\}", text)
     # The 3x3 depthwise cases ran its assembly microkernel: taps loaded aligned, stepped by a register.
     assert re.search(r"vld1\.8\s+\{d24\}, \[r\d+ :64\], r\d+", text)
 
@@ -214,14 +220,21 @@ def test_microkernel_declarations_become_inline_assembly():
     assert "vpadal.s16" in out and "declare i32 @memcpy" in out and f"declare i32 @{NEON_Q8_GEMM_2X8}" not in out
     assert microkernel_calls(out) == set()
     # Every spelling of the requantizing tile has a definition (the names the kernels call).
-    for negative, left_shift, unsigned, tail in itertools.product((False, True), repeat=4):
-        name = neon_q8_gemm_requantize_name(negative, left_shift, unsigned, tail)
+    for negative, left_shift, unsigned, tail, reduced in itertools.product((False, True), repeat=5):
+        name = neon_q8_gemm_requantize_name(negative, left_shift, unsigned, tail, reduced)
         defined = with_microkernels(f"declare i32 @{name}(ptr, ptr, ptr, ptr, ptr, i32, ptr, i32, i32)\n")
         assert f"define internal i32 @{name}(" in defined
         assert ("vbsl" in defined) == negative and ("vshl.s32" in defined) == left_shift
         assert ("vqmovun.s16" in defined) == unsigned
-        # The 8-deep tail: one step (4 vpadal.s16 per row) after the loop's two.
-        assert defined.split("bne 1b")[1].count("vpadal.s16") == (8 if tail else 0)
-    assert "vpadal.s16" in with_microkernels(f"declare i32 @{neon_q8_gemm_name(True)}(ptr, ptr, ptr, ptr, i32)\n")
+        loop, after = defined.split("1:")[1].split("bne 1b")
+        # Per 16 depth and row: 8 vpadal.s16 (two 8-deep steps), 4 with reduced-range weights (one 16-deep
+        # step, 4 products per int16 lane: vmull + 3 vmlal per pair and row).
+        assert loop.count("vpadal.s16") == (8 if reduced else 16)
+        assert loop.count("vmlal.s8") == (24 if reduced else 16) and loop.count("vld4.32") == (2 if reduced else 0)
+        # The 8-deep tail: one step (4 vpadal.s16 per row) after the loop.
+        assert after.count("vpadal.s16") == (8 if tail else 0)
+    for tail, reduced in itertools.product((False, True), repeat=2):
+        name = neon_q8_gemm_name(tail, reduced)
+        assert "vpadal.s16" in with_microkernels(f"declare i32 @{name}(ptr, ptr, ptr, ptr, i32)\n")
     with pytest.raises(ValueError, match="edgetvm_neon_unknown"):
         with_microkernels("declare i32 @edgetvm_neon_unknown(ptr)\n")

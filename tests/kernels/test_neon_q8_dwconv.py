@@ -23,24 +23,27 @@ def _registers(line: str) -> list[str]:
     return names
 
 
+@pytest.mark.parametrize("reduced", [False, True])
 @pytest.mark.parametrize("pixels", [1, DWCONV_GROUP_PIXELS])
 @pytest.mark.parametrize("negative,left_shift", [(False, False), (True, True)])
-def test_group_is_taps_in_pairs_then_the_requantize_in_registers(pixels, negative, left_shift):
-    lines = q8_dwconv3x3_asm(pixels, negative, left_shift, unsigned=False)
+def test_group_is_taps_in_pairs_then_the_requantize_in_registers(pixels, negative, left_shift, reduced):
+    lines = q8_dwconv3x3_asm(pixels, negative, left_shift, unsigned=False, reduced=reduced)
     assert lines[0] == "1:" and lines[-2:] == ["subs $4, $4, #1", "bne 1b"]
     first_requantize = next(i for i, line in enumerate(lines) if line.startswith("vld1.32"))
     accumulate = lines[5:first_requantize - (1 if left_shift else 0)]
     # Per pixel: 9 input loads (aligned, stepped by the operands), 5 vmull + 4 vmlal of tap pairs, the
-    # first pair widened by vmovl and the other 4 by vaddw: 28 instructions, nothing else.
+    # first pair widened by vmovl and the other 4 by vaddw: 28 instructions, nothing else. With
+    # reduced-range weights taps 0-3, 4-7 and 8: 3 vmull + 6 vmlal, vmovl and 2 vaddw: 24.
     loads = [line for line in accumulate if line.startswith("vld1.8")]
     assert len(loads) == 9 * pixels and all(re.fullmatch(r"vld1\.8 \{d2[4-7]\}, \[\$1 :64\], \$[567]", line)
                                              for line in loads)
     assert [line.rsplit(", ", 1)[1] for line in loads[:9]] == ["$5", "$5", "$6", "$5", "$5", "$6", "$5", "$5", "$7"]
     counts = {op: sum(line.startswith(op) for line in accumulate) for op in ("vmull.s8", "vmlal.s8", "vmovl.s16",
                                                                              "vaddw.s16")}
-    assert counts == {"vmull.s8": 5 * pixels, "vmlal.s8": 4 * pixels, "vmovl.s16": 2 * pixels,
-                      "vaddw.s16": 8 * pixels}
-    assert len(accumulate) == 28 * pixels
+    products = 3 if reduced else 5
+    assert counts == {"vmull.s8": products * pixels, "vmlal.s8": (9 - products) * pixels, "vmovl.s16": 2 * pixels,
+                      "vaddw.s16": 2 * (products - 1) * pixels}
+    assert len(accumulate) == (24 if reduced else 28) * pixels
     # The weights (d12-d20) are read, never written, while the taps accumulate; the accumulators of
     # pixel p are q(2p), q(2p+1) (d0 up to d11), below every other register the group uses.
     for line in accumulate:
@@ -60,8 +63,10 @@ def test_every_spelling_has_a_definition():
         for negative in (False, True):
             for left_shift in (False, True):
                 for unsigned in (False, True):
-                    name = neon_q8_dwconv_name(pixels, negative, left_shift, unsigned)
-                    defined = with_microkernels(
-                        f"declare i32 @{name}(ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32)\n")
-                    assert f"define internal i32 @{name}(" in defined
-                    assert ("vqmovun.s16" in defined) == unsigned
+                    for reduced in (False, True):
+                        name = neon_q8_dwconv_name(pixels, negative, left_shift, unsigned, reduced)
+                        defined = with_microkernels(
+                            f"declare i32 @{name}(ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32)\n")
+                        assert f"define internal i32 @{name}(" in defined
+                        assert ("vqmovun.s16" in defined) == unsigned
+                        assert defined.count("vaddw.s16") == (4 if reduced else 8) * pixels

@@ -23,10 +23,11 @@ from tvm.script import relax as R
 from tvm.script import tirx as T
 
 from edgetvm.quantization.fold_quant_scales import FoldQuantScales
+from edgetvm.relax_utils import is_tensor_constant
 from edgetvm.quantization.quantize import float_ops
 from edgetvm.quantization.annotate import QuantizeAnnotate, plan_quantization
 from edgetvm.kernels.int8_nchw import int8_conv2d_requantize
-from edgetvm.kernels.int8_nhwc import KERNEL_ATTR, make_kernel, pack_epilogue, pack_gemm_weights
+from edgetvm.kernels.int8_nhwc import REDUCED_WEIGHT_MAX, KERNEL_ATTR, make_kernel, pack_epilogue, pack_gemm_weights
 
 from tests.transform.relax_numerics import bind, has_op, run_relax
 
@@ -41,13 +42,13 @@ def activation_scale(lo: float, hi: float) -> tuple[np.float32, int]:
     return np.float32(scale), int(np.clip(-128 - round(lo / scale), -128, 127))
 
 
-def weight_per_channel(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """(int8 W_q, float32 s_w) with s_w along ``axis``."""
+def weight_per_channel(w: np.ndarray, axis: int, qmax: int = REDUCED_WEIGHT_MAX) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 W_q, float32 s_w) with s_w along ``axis``, W_q in [-qmax, qmax] (a dense conv's: 7 bits)."""
     others = tuple(a for a in range(w.ndim) if a != axis)
-    scale = (np.abs(w.astype(np.float64)).max(axis=others) / 127.0).astype(np.float32)
+    scale = (np.abs(w.astype(np.float64)).max(axis=others) / float(qmax)).astype(np.float32)
     shape = [1] * w.ndim
     shape[axis] = -1
-    q = np.clip(np.rint(w.astype(np.float64) / scale.astype(np.float64).reshape(shape)), -127, 127)
+    q = np.clip(np.rint(w.astype(np.float64) / scale.astype(np.float64).reshape(shape)), -qmax, qmax)
     return q.astype(np.int8), scale
 
 
@@ -131,14 +132,14 @@ def conv_relu_conv(rng):
     return bind(ConvReluConv, **weights), weights
 
 
-def annotate(mod, x_range=X_RANGE, r_range=R_RANGE, channel_means=None):
+def annotate(mod, x_range=X_RANGE, r_range=R_RANGE, channel_means=None, reduce_range=True):
     """Plan ``mod``'s chains and annotate them, with ``x_range`` for the model input and ``r_range``
     for every other tensor the plan calibrates."""
     plan = plan_quantization(mod["main"])
     x = mod["main"].params[0]
     ranges = {var: (x_range if var.same_as(x) else r_range) for var in plan.tensors_to_calibrate()}
     means = {x: channel_means} if channel_means is not None else None
-    return QuantizeAnnotate(plan, ranges, means)(mod), plan
+    return QuantizeAnnotate(plan, ranges, means, reduce_range)(mod), plan
 
 
 def expected_qdq(weights, b1=None):
@@ -157,6 +158,24 @@ def test_annotate_conv_bias_relu_becomes_qdq(rng):
     assert [(chain.kind, chain.tail.name) for chain in plan.chains] == [("conv2d", "r"), ("conv2d", "y")]
     assert plan.skipped == []
     tvm.ir.assert_structural_equal(after, expected_qdq(weights))
+    # Dense convs' weights in the reduced range the GEMM's 4-products-per-int16-lane tile needs, each
+    # channel's largest weight at its end.
+    weights_q = []
+    relax.analysis.post_order_visit(after["main"], lambda e: weights_q.append(e.value.numpy()) if (
+        is_tensor_constant(e) and e.value.dtype == "int8" and e.value.ndim == 4) else None)
+    assert len(weights_q) == 2
+    for q in weights_q:
+        assert np.all(np.abs(q.astype(np.int16)).reshape(4, -1).max(axis=1) == REDUCED_WEIGHT_MAX)
+    # reduce_range=False (quantize_options): full-range weights, for the accuracy 7 bits cost.
+    full, _ = annotate(before, reduce_range=False)
+    w1_q, s_w1 = weight_per_channel(weights["w1"], 0, 127)
+    w2_q, s_w2 = weight_per_channel(weights["w2"], 0, 127)
+    s_x, z_x = activation_scale(*X_RANGE)
+    s_r, z_r = activation_scale(*R_RANGE)
+    tvm.ir.assert_structural_equal(full, bind(ConvReluConvQDQ, w1_q=w1_q, s_w1=s_w1, z_w1=np.zeros(4, "int8"),
+                                              b1=weights["b1"], w2_q=w2_q, s_w2=s_w2, z_w2=np.zeros(4, "int8"),
+                                              **scalars(s_x=s_x, z_x=z_x, s_r=s_r, z_r=z_r)))
+
 
 
 def test_annotate_bias_correction_subtracts_the_weight_rounding_mean(rng):
@@ -317,7 +336,7 @@ def test_annotate_final_matmul_gets_int8_weights_and_a_float_input(rng):
     b = rng.standard_normal((1, 6)).astype("float32")
     after, plan = annotate(bind(Dense, w=w, b=b))
     assert [(chain.kind, chain.tail.name) for chain in plan.chains] == [("matmul", "y")]
-    w_q, s_w = weight_per_channel(w, 1)
+    w_q, s_w = weight_per_channel(w, 1, 127)
     tvm.ir.assert_structural_equal(after, bind(DenseWeightOnly, w_q=w_q, s_w=s_w, z_w=np.zeros(6, "int8"), b=b))
 
 
@@ -570,15 +589,18 @@ class PointwiseConvReluInt8:
         return y
 
 
-def pointwise_conv_relu(rng):
-    p = {"w_q": rng.integers(-127, 128, (8, 16, 1, 1)).astype(np.int8),
+def pointwise_conv_relu(rng, w_max=127):
+    p = {"w_q": rng.integers(-w_max, w_max + 1, (8, 16, 1, 1)).astype(np.int8),
          "s_w": rng.uniform(0.002, 0.01, 8).astype(np.float32), "z_w": np.zeros(8, np.int8),
          "b": rng.normal(0, 0.2, (1, 8, 1, 1)).astype(np.float32), **scalars(s_x=0.02, z_x=-5, s_y=0.05, z_y=-20)}
     return bind(PointwiseConvReluQDQ, **p), p
 
 
-def test_fold_pointwise_conv_relu_becomes_the_channels_last_gemm(rng):
-    before, p = pointwise_conv_relu(rng)
+@pytest.mark.parametrize("w_max", [127, REDUCED_WEIGHT_MAX])
+def test_fold_pointwise_conv_relu_becomes_the_channels_last_gemm(rng, w_max):
+    """Weights in [-63, 63] (QuantizeAnnotate's) take the reduced-range GEMM tile, packed for it; a QDQ
+    model's full-range weights the full-range one."""
+    before, p = pointwise_conv_relu(rng, w_max)
     folder = FoldQuantScales()
     after = folder(before)
     assert folder.report.kernels == {"conv2d": 1} and folder.report.channels_last == {"conv1x1": 1}
@@ -588,12 +610,13 @@ def test_fold_pointwise_conv_relu_becomes_the_channels_last_gemm(rng):
     bias = int32_bias(p["b"], p["s_x"], p["s_w"], -5, p["w_q"])
     # The kernel's recipe: ReLU is the clamp [z_y, 127].
     params = {"x_shape": [1, 4, 4, 16], "channels_out": 8, "out_dtype": "int8", "y_zero_point": -20,
-              "clamp": [-20, 127], "negative": False, "float_out": False, "left_shift": False}
+              "clamp": [-20, 127], "negative": False, "float_out": False, "left_shift": False,
+              "reduced": w_max == REDUCED_WEIGHT_MAX}
     kernel = make_kernel("conv1x1", **params).with_attr("op_pattern", 8).with_attr("tirx.is_scheduled", True) \
         .with_attr("global_symbol", "int8_conv1x1_nhwc")
     assert json.loads(str(after["int8_conv1x1_nhwc"].attrs[KERNEL_ATTR])) == {"kind": "conv1x1", "params": params}
     # Weights and epilogue in the microkernel's packed order (per 4 channels: bias, m, e rows).
-    expected = bind(PointwiseConvReluInt8, w_packed=pack_gemm_weights(p["w_q"].reshape(8, 16)),
+    expected = bind(PointwiseConvReluInt8, w_packed=pack_gemm_weights(p["w_q"].reshape(8, 16), params["reduced"]),
                     epilogue=pack_epilogue(bias, m_pos, e_pos))
     tvm.ir.assert_structural_equal(after, with_kernel(expected, "int8_conv1x1_nhwc", kernel))
 
