@@ -1,7 +1,7 @@
 """ARMv7 cost of every model of issue 21, whole and kernel by kernel, against the published peers.
 
     .venv/bin/python benchmarks/bench_arm.py [--models mobilefacenet,mobilenet_v2,...] [--target cortex-a7]
-        [--per-kernel] [--int8] [--no-winograd] [--threads 1|N|default] [--json out.json]
+        [--per-kernel] [--int8 [--reduce-range]] [--no-winograd] [--threads 1|N|default] [--json out.json]
 
 Per model, for the standalone build (1 thread unless ``--threads``, N+1 minus 1): guest instructions and the issue-cycle
 estimates of ``../shared/tools/neon_cycles.c`` (Cortex-A9 table and its A7 variant; see its
@@ -298,7 +298,7 @@ def _peer(name: str) -> tuple[str, tuple] | None:
 
 
 def measure(name: str, target: str, quantize: str | None, with_kernels: bool, workdir: Path,
-            winograd: bool = True, threads: int | None = 1) -> dict:
+            winograd: bool = True, threads: int | None = 1, reduce_range: bool = False) -> dict:
     import edgetvm
     from edgetvm import emulate
 
@@ -317,6 +317,8 @@ def measure(name: str, target: str, quantize: str | None, with_kernels: bool, wo
         side = model.graph.input[0].type.tensor_type.shape.dim[2].dim_value
         faces = [np.repeat(np.repeat(f, side // f.shape[2], axis=2), side // f.shape[3], axis=3) for f in faces]
         kwargs.update(quantize=quantize, calibration=[(f - 127.5) / 128.0 for f in faces])
+    if quantize and reduce_range:
+        kwargs["quantize_options"] = {"reduce_range": True}
     started = time.perf_counter()
     compiled = edgetvm.compile(model, target, num_threads=threads, **kwargs)
     compile_s = time.perf_counter() - started
@@ -324,6 +326,7 @@ def measure(name: str, target: str, quantize: str | None, with_kernels: bool, wo
     arrays = [fill(spec) for spec in compiled.inputs]
     cost = emulate.cycles_per_inference(so, arrays, cpu=compiled.target.qemu_cpu)
     row = {"model": name, "precision": quantize or "fp32", "winograd": winograd, "compile_s": round(compile_s, 1),
+           **({"weights": "7-bit (reduce_range)"} if quantize and reduce_range else {}),
            "minsn": round(cost.instructions / 1e6, 2), "mcycles_a9": round(cost.cycles_a9 / 1e6, 2),
            "mcycles_a7": round(cost.cycles_a7 / 1e6, 2)}
     peer = _peer(name)
@@ -368,6 +371,9 @@ def main(argv=None) -> int:
     parser.add_argument("--target", default="cortex-a7")
     parser.add_argument("--per-kernel", action="store_true", help="instructions and cycles by kernel kind")
     parser.add_argument("--int8", action="store_true", help="also the int8 build of the float ONNX models")
+    parser.add_argument("--reduce-range", action="store_true",
+                        help="the int8 builds with 7-bit conv weights (quantize_options reduce_range: faster, less "
+                             "accurate; edgetvm's default is full range)")
     parser.add_argument("--no-winograd", action="store_true", help="dense 3x3 convs direct, not Winograd")
     parser.add_argument("--threads", default="1", type=lambda v: None if v == "default" else int(v),
                         help="the build's threads: 1 (the issue's figures), N, or 'default' (parallel kernels, "
@@ -382,7 +388,8 @@ def main(argv=None) -> int:
             for precision in [None, "int8"] if args.int8 and (name in NCNN or name in FACE_ONNX_MODELS) else [None]:
                 try:
                     rows.append(measure(name, args.target, precision, args.per_kernel, Path(tmp),
-                                        winograd=not args.no_winograd, threads=args.threads))
+                                        winograd=not args.no_winograd, threads=args.threads,
+                                        reduce_range=args.reduce_range))
                 except EdgeTVMError as exc:  # one model edgetvm cannot take does not stop the table
                     rows.append({"model": name, "precision": precision or "fp32", "error": str(exc)})
     int8_against_fp32(rows)
@@ -397,7 +404,8 @@ def main(argv=None) -> int:
             continue
         print(f"{r['model']:<22}{r['precision']:<6}{r['minsn']:>9.1f}{r['mcycles_a9']:>10.1f}{r['mcycles_a7']:>10.1f}"
               f"{r.get('peer', ''):>15}{r.get('insn_ratio', float('nan')):>8.3f}{r.get('a7_ratio', float('nan')):>7.3f}"
-              f"  {r.get('goal_met', '')}" + (f" (int8 {r['int8_a7_ratio']:.3f}x own fp32 a7)" if "int8_a7_ratio" in r else ""))
+              f"  {r.get('goal_met', '')}" + (f" (int8 {r['int8_a7_ratio']:.3f}x own fp32 a7)" if "int8_a7_ratio" in r else "")
+              + (f" [{r['weights']} weights]" if "weights" in r else ""))
     for r in rows:
         if "by_kernel" not in r:
             continue

@@ -12,7 +12,8 @@ weight is ``dequantize(W_q, s_w, 0, axis=out_channel)``, with batch norm folded 
 first (``W' = W k``, ``b' = (b - mean) k + beta``, ``k = gamma / sqrt(var + eps)``):
 
 * activations per tensor, asymmetric int8 from the calibrated [lo, hi] (``activation_qparams``),
-* weights per output channel, symmetric int8 (``quantize_weight_per_channel``); a convolution's
+* weights per output channel, symmetric int8 (``quantize_weight_per_channel``); with
+  ``reduce_range=True`` (``quantize_options``, ``--reduce-range``; off by default) a convolution's
   in the reduced range [-63, 63] (7 bits, onnxruntime's ``reduce_range``, FBGEMM's for the same
   int16 saturation on x86): the ARMv7 kernels then add 4 int8 x weight products in an int16 lane
   (4 * 128 * 63 = 32256 < 2^15) instead of 2 (2 * 128 * 127): the GEMM tile 72 a7 cycles per 256
@@ -21,7 +22,7 @@ first (``W' = W k``, ``b' = (b - mean) k + beta``, ``k = gamma / sqrt(var + eps)
   on the evaluation faces of ``benchmarks/bench_quantization.py``, SFace embedding cosine min/mean
   0.9904/0.9951 -> 0.9873/0.9932 (below the 0.99 goal), MobileFaceNet 0.9875/0.9918 ->
   0.9862/0.9907, RetinaFace 320 box IoU min 0.9687 -> 0.9493, landmarks within 1.48 -> 1.38 px.
-  ``reduce_range=False`` (``quantize_options``) keeps every weight in [-127, 127].
+  So it is a choice the user makes (speed for accuracy), not the default: every weight in [-127, 127].
 * a final matmul (one no other chain reads: the classifier or embedding layer) keeps a float
   input, int8 weights only: its long input vector loses the most to a per-tensor scale.
 
@@ -209,7 +210,7 @@ def _fold_batch_norm(weight: np.ndarray, bias: np.ndarray, bn: relax.Call) -> tu
 @relax.expr_functor.mutator
 class _Annotator(relax.PyExprMutator):
     def __init__(self, mod, plan: QuantPlan, ranges: dict, channel_means: dict | None = None,
-                 reduce_range: bool = True):
+                 reduce_range: bool = False):
         super().__init__(mod)
         self.channel_means = channel_means or {}
         self.reduce_range = reduce_range
@@ -311,12 +312,12 @@ class _Annotator(relax.PyExprMutator):
 class QuantizeAnnotate(GraphPass):
     """Insert calibrated QDQ around ``plan``'s chains in ``main`` (lossy, see the module docstring);
     with ``channel_means`` (calibrated per-channel input means) the biases get bias correction;
-    ``reduce_range=False`` keeps conv weights in [-127, 127] too.
+    ``reduce_range=True`` puts conv weights in [-63, 63] (the faster ARMv7 kernels; module docstring).
 
     After running, ``findings`` holds ``{"chains", "by_kind": {"conv2d" | "matmul" | "add": n}}``.
     """
 
-    def __init__(self, plan: QuantPlan, ranges: dict, channel_means: dict | None = None, reduce_range: bool = True):
+    def __init__(self, plan: QuantPlan, ranges: dict, channel_means: dict | None = None, reduce_range: bool = False):
         super().__init__()
         self.plan, self.ranges, self.channel_means = plan, ranges, channel_means
         self.reduce_range = reduce_range

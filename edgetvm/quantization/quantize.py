@@ -191,7 +191,7 @@ def warn_if_layout_kept_float(skipped: list[str]) -> None:
 def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
                   percentile: float = 99.99, *, evaluate, equalize: bool = True,
                   keep_float: list[str] | tuple[str, ...] | None = None,
-                  reduce_range: bool = True) -> tuple[tvm.IRModule, dict]:
+                  reduce_range: bool = False) -> tuple[tvm.IRModule, dict]:
     """Calibrate ``mod`` (float) on ``calibration`` and return its int8 version plus a report.
 
     ``inputs``: the model's input TensorSpecs (to read calibration images/arrays against).
@@ -201,7 +201,7 @@ def quantize_int8(mod: tvm.IRModule, inputs, calibration, mode: str = "minmax",
     them) left in float; None (the default) keeps the conv reading the image input float, ``[]``
     quantizes every chain. The report lists what stayed float under ``kept_float`` with the reason.
     ``reduce_range``: conv weights in [-63, 63] (faster ARMv7 kernels, less accurate: see
-    ``annotate``), else [-127, 127].
+    ``annotate``); by default [-127, 127].
     """
     samples = calibration_arrays(calibration, inputs)
     weights_fp32 = sum(constant_bytes(mod).values())

@@ -106,6 +106,7 @@ def test_a_misspelt_zoo_model_lists_models_only():
     (["--prune-calib", "DIR"], "--prune-calib DIR is the calibration set of --prune"),
     (["--prune", "0.2", "--prune-calib", "A", "--quantize", "int8", "--calib", "B"], "give one of the two flags"),
     (["--keep-float", "Conv_0"], "--keep-float chooses what --quantize leaves float"),
+    (["--reduce-range"], "--reduce-range chooses the int8 weights' range of --quantize"),
 ])
 def test_calibration_flags_nothing_reads_are_refused(small_model, tmp_path, flags, says):
     done = run_edgetvm("compile", small_model, *flags, "-o", tmp_path / "m.so")
@@ -127,6 +128,15 @@ def test_keep_float_and_the_report_use_onnx_node_names(small_model, calib_dir, t
                        "-o", tmp_path / "bad.so")
     assert done.returncode == 2
     assert "(--keep-float) names lv3" in done.stderr and "Conv_2" in done.stderr
+
+
+def test_reduce_range_is_asked_for_and_the_report_says_which_range(small_model, calib_dir, tmp_path):
+    # 7-bit weights cost accuracy (SFace's cosine falls below 0.99): full range unless asked for.
+    for flags, scheme in (([], "[-127, 127]"), (["--reduce-range"], "conv weights in [-63, 63]")):
+        out = tmp_path / f"q{len(flags)}.so"
+        done = run_edgetvm("compile", small_model, "--quantize", "int8", "--calib", calib_dir, *flags, "-o", out)
+        assert done.returncode == 0, done.stderr
+        assert scheme in read_sidecar(out)["report"]["details"]["quantize"]["scheme"]
 
 
 @pytest.fixture(scope="module")
