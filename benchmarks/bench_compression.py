@@ -189,6 +189,8 @@ CONFIGS = {
     # cluster_scaled), codebook and scales refit on the calibration faces (refit.py).
     "size-scaled-k16": {"optimize": "size", "calibrate": True, "compress": {"clusters": 16, "scaled": True}},
     "size-scaled-k32": {"optimize": "size", "calibrate": True, "compress": {"clusters": 32, "scaled": True}},
+    # Scaled codebooks with each layer's k (8..256) chosen by measured sensitivity (compression/sensitivity.py).
+    "size-scaled-sens0.005": {"optimize": "size", "compress": {"clusters": 8, "max_error": 0.005, "scaled": True}},
     "size-sens0.002": {"optimize": "size", "compress": {"max_error": 0.002, "refit": False}},
     "size-sens0.005": {"optimize": "size", "compress": {"max_error": 0.005, "refit": False}},
     "size-sens0.01": {"optimize": "size", "compress": {"max_error": 0.01, "refit": False}},
@@ -350,7 +352,8 @@ def measure(name: str, configs: list[str], target: str, decode_cost: bool = Fals
             row["summed_output_error"] = found["output_error"]
         # The ARM build clusters as the host build chose (the measurement is the host's).
         if "max_error" in compress:
-            compress = {"layers": row["k_per_layer"] or {"-": 4}, "entropy": "huffman"}
+            compress = {"layers": row["k_per_layer"] or {"-": 4}, "entropy": "huffman",
+                        "scaled": compress.get("scaled", False)}
         arm = edgetvm.compile(source, target, input_shapes=shapes, compress=compress, **options)
         row["optimize"] = arm.optimize
         with tempfile.TemporaryDirectory(prefix="edgetvm-bench-compression-") as tmp:

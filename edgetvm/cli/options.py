@@ -297,8 +297,8 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
         compress["sparsity"] = cluster_sparsity(args.cluster_sparsity)
     if getattr(args, "cluster_scaled", False):
         if not clustering(args):
-            raise InputError("--cluster-scaled shapes the clustered layers' codebooks: add --cluster K or "
-                             "--cluster-layers PATTERN=K,...")
+            raise InputError("--cluster-scaled shapes the clustered layers' codebooks: add --cluster K, "
+                             "--cluster-layers PATTERN=K,... or --cluster-max-error E")
         compress["scaled"] = True
     if getattr(args, "cluster_max_error", None) is not None:
         if not calibration:

@@ -70,7 +70,8 @@ class ClusterWeights(GraphPass):
 
     With ``max_error``, ``evaluate`` and calibration ``samples``, each layer's k is chosen by measured
     sensitivity instead (sensitivity.py): from ``clusters`` up to 256, or left as it is, for the
-    fewest bytes at a summed relative output error of at most ``max_error``.
+    fewest bytes at a summed relative output error of at most ``max_error``; with ``scaled`` too, each
+    candidate measured as a scaled codebook with its scales and codebook refit.
 
     ``findings``: ``{"clustered", "kept", "layers": [{"layer", "shape", "k", "per_channel",
     "relative_error", "sparsity", "bytes", "clustered_bytes", "coded_bytes"}]}``: per clustered layer the error
@@ -90,9 +91,6 @@ class ClusterWeights(GraphPass):
                  seed: int = 0, max_error: float | None = None, evaluate=None, samples: list | None = None,
                  refit: bool = True, sparsity: dict[str, float] | float | None = None, scaled: bool = False):
         super().__init__()
-        if scaled and max_error is not None:
-            raise InputError("--cluster-scaled and --cluster-max-error: the sensitivity measurement clusters "
-                             "per-layer codebooks only; give --cluster K or --cluster-layers with --cluster-scaled")
         self.scaled = scaled
         self.codebooks: list[tuple[np.ndarray, np.ndarray]] = []
         self.sparsity = check_sparsity(sparsity)
@@ -144,12 +142,15 @@ class ClusterWeights(GraphPass):
         refit = CentroidRefit(func, [c for _, c in fitting], self.evaluate, self.samples, self.seed) \
             if self.refit and fitting else None
         measured = {}
+        is_scaled = {name: self.scaled and str(const.value.dtype) == "float32" for name, const in fitting}
         if self.max_error is not None:
             candidates = [k for k in (4, 8, 16, 32, 64, 128, 256) if k >= self.clusters]
             table = measure_cluster_sensitivity(func, [c for _, c in fitting], candidates, self.evaluate, self.samples,
                                                 self.seed, refit.refit if refit is not None else None,
                                                 [self.sparsity_for(name) for name, _ in fitting],
-                                                [axes[name] for name, _ in fitting])
+                                                [output_axis(func, c) if is_scaled[name] else axes[name]
+                                                 for name, c in fitting],
+                                                [is_scaled[name] for name, _ in fitting])
             picks = allocate_clusters(table, self.max_error)
             measured = {name: (k, options[k]) for (name, _), k, options in zip(fitting, picks, table)}
             chosen = [(name, const, measured[name][0] or None if name in measured else None)
@@ -161,8 +162,10 @@ class ClusterWeights(GraphPass):
             if k is None:
                 self.findings["kept"].append(name)
             elif name in measured:
-                clustered[name] = measured[name][1][2:]
-            elif self.scaled and str(const.value.dtype) == "float32":
+                clustered[name] = measured[name][1][2:4]
+                if is_scaled[name]:
+                    scaled[name] = (measured[name][1][4], output_axis(func, const))
+            elif is_scaled.get(name):
                 axis = output_axis(func, const)
                 codes, scales = cluster_scaled(const.value.numpy(), k, seed=self.seed,
                                                sparsity=self.sparsity_for(name), axis=axis)

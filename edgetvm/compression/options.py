@@ -51,9 +51,10 @@ class CompressOptions:
         if not isinstance(scaled, bool):
             raise InputError(f"compress={{'scaled': {scaled!r}}}: give True (a scale per output channel times a "
                              f"codebook per layer, --cluster-scaled) or False")
-        if scaled and clusters is None and not given.get("layers"):
+        if scaled and clusters is None and not given.get("layers") and max_error is None:
             raise InputError("compress={'scaled': True} (--cluster-scaled) shapes the clustered layers' codebooks: "
-                             "give clusters or layers too (--cluster K or --cluster-layers PATTERN=K,...)")
+                             "give clusters, layers or max_error too (--cluster K, --cluster-layers PATTERN=K,... "
+                             "or --cluster-max-error E)")
         if given.get("sparsity") and clusters is None and not given.get("layers") and max_error is None:
             raise InputError("compress={'sparsity': ...} prunes the clustered layers before clustering: give clusters "
                              "or layers too (--cluster K or --cluster-layers PATTERN=K,...)")

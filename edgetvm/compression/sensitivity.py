@@ -12,6 +12,10 @@ every layer left as it is, repeatedly take the step to a smaller option (``keep`
 the smallest k) that saves the most bytes per unit of error added, while the budget holds. A layer
 whose every option costs more than the budget stays as it is: the stem and the embedding of a
 recognizer, as a rule, come out so by measurement, not by name.
+
+Scaled codebooks (sharing.cluster_scaled) are measured the same way, each candidate k with its scales
+and codebook refit as the pass will refit them (the scales refit on a copy: the refit writes them in
+place), and sized with the float16 scales and the one table (``scaled_weight_bytes``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import tvm
 from tvm import relax
 
 from .constants import replace_constants
-from .sharing import cluster_tensor, shared_weight_bytes
+from .sharing import cluster_scaled, cluster_tensor, expand_scaled, scaled_weight_bytes, shared_weight_bytes
 
 # evaluate(func, weights, inputs) -> [[outputs] per sample]: the Evaluate of pruning.recovery, which
 # edgetvm.api hands down (edgetvm.host.calibration_evaluator: numpy first, compiled on the host else).
@@ -52,25 +56,36 @@ def measure_cluster_sensitivity(func: relax.Function, constants: list[relax.Cons
                                 evaluate: Evaluate, samples: list, seed: int = 0,
                                 refit: Callable | None = None,
                                 sparsities: list[float] | None = None,
-                                axes: list[int] | None = None) -> list[dict[int, tuple]]:
-    """Per constant, per candidate k: ``(output error, coded bytes, clustered value, per_channel)``, plus
-    ``KEEP: (0, bytes, None, False)``. With ``refit(i, clustered, per_channel) -> (value, ...)`` (the
-    centroid refit, refit.py) the error is measured with the refit centroids; the value is k-means'.
-    ``sparsities``, ``axes``: per constant, the fraction pruned by magnitude before clustering and the
-    output axis its codebooks are sliced along (sharing.py)."""
+                                axes: list[int] | None = None,
+                                scaled: list[bool] | None = None) -> list[dict[int, tuple]]:
+    """Per constant, per candidate k: ``(output error, coded bytes, clustered value, per_channel, scales)``,
+    plus ``KEEP: (0, bytes, None, False, None)``. With ``refit(i, clustered, per_channel, x, scales) ->
+    (value, ...)`` (the centroid refit, refit.py) the error is measured with the refit centroids; the
+    value is k-means'. ``sparsities``, ``axes``: per constant, the fraction pruned by magnitude before
+    clustering and the output axis its codebooks are sliced along (sharing.py); ``scaled``: per constant,
+    whether it becomes a scaled codebook along that axis (then the value is the normalized codes and
+    ``scales`` k-means' float16 scales; else ``scales`` is None)."""
     lifted, weights = lift_constants(func, constants)
     reference = evaluate(lifted, weights, samples)
     table = []
     for i, const in enumerate(constants):
         value = weights[f"w{i}"]
-        options = {KEEP: (0.0, int(value.nbytes), None, False)}
+        options = {KEEP: (0.0, int(value.nbytes), None, False, None)}
+        axis = axes[i] if axes else 0
+        sparsity = sparsities[i] if sparsities else 0.0
         for k in candidates:
-            axis = axes[i] if axes else 0
-            clustered, per_slice = cluster_tensor(value, k, seed=seed, sparsity=sparsities[i] if sparsities else 0.0,
-                                                  axis=axis)
-            measured = refit(i, clustered, per_slice)[0] if refit is not None else clustered
+            if scaled and scaled[i]:
+                codes, scales = cluster_scaled(value, k, seed=seed, sparsity=sparsity, axis=axis)
+                refit_scales = scales.copy()
+                normalized = refit(i, codes, False, None, refit_scales)[0] if refit is not None else codes
+                measured = expand_scaled(normalized, refit_scales, axis)
+                entry = (scaled_weight_bytes(codes, scales)[1], codes, False, scales)
+            else:
+                clustered, per_slice = cluster_tensor(value, k, seed=seed, sparsity=sparsity, axis=axis)
+                measured = refit(i, clustered, per_slice)[0] if refit is not None else clustered
+                entry = (shared_weight_bytes(clustered, per_slice, axis)[1], clustered, per_slice, None)
             error = output_error(evaluate(lifted, {**weights, f"w{i}": measured}, samples), reference)
-            options[k] = (error, shared_weight_bytes(clustered, per_slice, axis)[1], clustered, per_slice)
+            options[k] = (error, *entry)
         table.append(options)
     return table
 

@@ -52,6 +52,8 @@ def test_flags_become_compile_options():
     assert kwargs_of("--cluster", "8", "--calib", "faces/", "--no-cluster-refit")["compress"] == {"clusters": 8,
                                                                                                  "refit": False}
     assert kwargs_of("--cluster", "8", "--cluster-scaled")["compress"] == {"clusters": 8, "scaled": True}
+    assert kwargs_of("--cluster-max-error", "0.005", "--calib", "faces/", "--cluster-scaled")["compress"] == {
+        "max_error": 0.005, "scaled": True}
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -4,7 +4,9 @@ per layer (sharing.cluster_scaled), refit on calibration inputs (refit.solve_sca
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 import edgetvm
 from edgetvm.compression import (ClusterWeights, CompressOptions, cluster_scaled, cluster_tensor, expand_scaled,
@@ -81,13 +83,48 @@ def test_cluster_pass_scaled_refits_and_lists_codebooks(rng):
 
 @pytest.mark.parametrize("given, message", [
     ({"clusters": 8, "scaled": "yes"}, "give True"),
-    ({"scaled": True}, "give clusters or layers too"),
+    ({"scaled": True}, "give clusters, layers or max_error too"),
+    ({"scaled": True, "max_error": 0}, "give a positive relative output error"),
+    ({"scaled": True, "max_error": "0.01"}, "give a positive relative output error"),
 ])
 def test_bad_scaled_options_are_named(given, message):
     with pytest.raises(InputError, match=message):
         CompressOptions.coerce(given)
 
 
-def test_scaled_with_max_error_is_refused():
-    with pytest.raises(InputError, match="--cluster-scaled and --cluster-max-error"):
-        ClusterWeights(8, scaled=True, max_error=0.01, evaluate=lambda *a: None, samples=[1])
+def test_scaled_options_with_max_error_parse():
+    options = CompressOptions.coerce({"scaled": True, "max_error": 0.005, "clusters": 8})
+    assert options.scaled and options.max_error == 0.005 and options.clustering
+    found = options.cluster_pass(evaluate=lambda *a: None, samples=[1])
+    assert found.scaled and found.max_error == 0.005 and found.clusters == 8
+
+
+def two_branches(loud: np.ndarray, quiet: np.ndarray) -> onnx.ModelProto:
+    """conv(x, loud) + conv(x, quiet): the quiet branch's weights 1000x smaller, so the output error it
+    adds at any k is ~1e-6 of the loud branch's: the loud conv is the sensitive layer, by construction."""
+    nodes = [helper.make_node("Conv", ["x", "loud"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "quiet"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "two_branches",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 8, 8])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 8, 8])],
+                              [numpy_helper.from_array(loud, "loud"), numpy_helper.from_array(quiet, "quiet")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_scaled_codebooks_by_measured_sensitivity_give_the_sensitive_layer_more_clusters(rng):
+    loud = ranged_weight(rng, (16, 8, 3, 3))
+    quiet = (ranged_weight(rng, (16, 8, 3, 3)) * 1e-3).astype(np.float32)
+    calibration = [rng.uniform(-1, 1, (1, 8, 8, 8)).astype(np.float32) for _ in range(4)]
+    budget = 1e-3
+    compiled = edgetvm.compile(two_branches(loud, quiet), "host", calibration=calibration,
+                               compress={"max_error": budget, "scaled": True})
+    report = compiled.report.details["ClusterWeights"]
+    assert len(report["layers"]) == len(compiled.codebooks) == 2 and all(r["scaled"] for r in report["layers"])
+    # Tell the layers apart by their scales (the quiet conv's are ~1000x smaller).
+    by_loudness = {bool(np.abs(scales).max() > 0.1): row for row, (_, scales) in zip(report["layers"], compiled.codebooks)}
+    sensitive, insensitive = by_loudness[True], by_loudness[False]
+    assert insensitive["k"] == 4, report  # the smallest candidate: its error is negligible at any k
+    assert sensitive["k"] > insensitive["k"], report
+    assert sensitive["output_error"] > insensitive["output_error"]
+    assert report["output_error"] <= budget
