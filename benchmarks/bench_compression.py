@@ -111,8 +111,9 @@ Huffman takes 3.718 bits a weight at k=16 against an order-0 entropy of 3.687 (1
 Scaled codebooks with each layer's k chosen by measured sensitivity (``compress={"scaled": True,
 "max_error": E, "clusters": 8}``: k from 8 to 256 per layer, or kept, for the fewest coded bytes at a
 summed relative output error <= E on 4 calibration faces, each candidate measured with its scales and
-codebook refit; sensitivity.py). The size-first link drops RELRO padding and the build-id since
-(build.py SIZE_LINK_FLAGS, 349,808 -> 346,092 B on size-k16), so code and tables are ~92 KB here:
+codebook refit; sensitivity.py). These rows were measured with a size-first link that also dropped
+RELRO and the build-id (349,808 -> 346,092 B on size-k16, so code and tables ~92 KB here); that link
+was not kept (RELRO keeps the call table and GOT read-only after loading: 3.7 KB is not worth it):
 
     retinaface (cortex-a7)  .so B      weights B   min IoU  max lmk px  missed  k per layer         seconds
     size-scaled-sens0.005     427,632    334,608   0.918    2.92        0       8..256, 3 kept      407
@@ -128,7 +129,7 @@ calibration faces: not separated). The code besides the weights of the size-k16 
 arm-linux-gnueabihf-size -A, nm on its objects): kernels 62 KB (55 fused compute functions 44.4 KB,
 31 NEON microkernels 12.5 KB, 55 packed-call wrappers 5.3 KB), model tables 15.6 KB (args 6.2,
 segments 4.5, int64 shapes 2.0, names 1.9, calls 1.1), runtime and decoder ~4 KB, dynamic symbols
-and relocations ~4.5 KB, RELRO padding 3.5 KB (now gone). Even with no code at all the weights alone
+and relocations ~4.5 KB, RELRO padding 3.5 KB. Even with no code at all the weights alone
 would have to fit 250 KB, and the scaled codebooks that do (k16: 227 KB, 1 face missed, 4.61 px;
 sens0.05: 244 KB, 4.93 px) miss the bar: 250 KB with the same faces is not reached without retraining.
 
