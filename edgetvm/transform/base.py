@@ -14,7 +14,8 @@ subclass writes the parts that differ, as TVM's ``function_pass`` and torch.fx's
     finish(mod)                         a last step over the module (default: none)
 
 A pass that rewrites single bindings matched by a ``tvm.relax.dpl`` pattern derives from
-:class:`BindingRewritePass` and writes only ``rewrite_binding``.
+:class:`BindingRewritePass` and writes only ``rewrite_binding``; one that rewrites NHWC/HWIO convs with a
+constant weight derives from :class:`NHWCConvRewritePass` and writes ``check`` and ``rewrite_conv``.
 
 The driver leaves the caller's module as it was. After a run, ``findings`` (on the pass object,
 through TVM's wrapper) holds what the pass found; the run also reports them to every enclosing
@@ -32,6 +33,9 @@ from typing import ClassVar
 import tvm
 from tvm import relax
 
+from tvm.relax.dpl import is_op, wildcard
+
+from ..relax_utils import constant_value, static_shape
 from .channel_affine import rebind
 
 # The findings lists of the collect_findings() blocks around the running passes, innermost last.
@@ -153,3 +157,38 @@ class BindingRewritePass(GraphPass):
 
     def rewrite_binding(self, binding: relax.VarBinding, var2val, visit) -> relax.Expr | None:
         raise NotImplementedError(f"{type(self).__name__} does not rewrite bindings")
+
+
+class NHWCConvRewritePass(BindingRewritePass):
+    """A :class:`BindingRewritePass` over ``conv2d`` calls (after ``layout.channels_last``): the subclass
+    writes ``check(call, weight, in_shape)`` (why the conv stays, None to rewrite it; the layout and
+    constant-weight checks are :meth:`layout_reason`'s) and ``rewrite_conv(call, weight, in_shape, visit)``;
+    a reason ``not_a_candidate`` accepts (a conv the pass is not about) is not reported as declined."""
+
+    def __init__(self):
+        super().__init__()
+        self.pattern = is_op("relax.nn.conv2d")(wildcard(), wildcard())
+
+    @staticmethod
+    def layout_reason(call: relax.Call, weight) -> str | None:
+        attrs = call.attrs
+        if str(attrs.data_layout) != "NHWC" or str(attrs.kernel_layout) != "HWIO":
+            return f"layout {attrs.data_layout}/{attrs.kernel_layout}: only NHWC/HWIO (after channels_last)"
+        if weight is None or weight.ndim != 4:
+            return "the weight is not a constant"
+        return None
+
+    def not_a_candidate(self, reason: str) -> bool:
+        return reason.startswith("layout")
+
+    def rewrite_binding(self, binding: relax.VarBinding, var2val, visit) -> relax.Expr | None:
+        call = binding.value
+        weight = constant_value(call.args[1], var2val)
+        in_shape = static_shape(call.args[0])
+        reason = self.layout_reason(call, weight) or self.check(call, weight, in_shape)
+        if reason is not None:
+            if not self.not_a_candidate(reason):
+                self.findings["declined"].append({"conv": str(binding.var.name), "reason": reason})
+            return None
+        self.findings["rewritten"] += 1
+        return self.rewrite_conv(call, weight, in_shape, visit)

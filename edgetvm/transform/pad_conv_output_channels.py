@@ -26,40 +26,31 @@ from __future__ import annotations
 
 import numpy as np
 from tvm import relax
-from tvm.relax.dpl import is_op, wildcard
 
 from ..kernels.neon_f32_gemm import F32_GEMM_DEPTH_STEP
-from ..relax_utils import constant_value, static_shape
-from .base import BindingRewritePass, graph_pass
+from .base import NHWCConvRewritePass, graph_pass
 
 # The fused tile's channel step (one q register of 4 floats).
 CHANNEL_STEP = 4
 # Added channels at most this fraction of the conv's own (213 -> 216: 1.4 %, 15 -> 16: 6.7 %).
 MAX_PADDED_FRACTION = 1 / 8
+WHOLE_VECTORS = "whole vectors already"
 
 
 @graph_pass("PadConvOutputChannels")
-class PadConvOutputChannels(BindingRewritePass):
+class PadConvOutputChannels(NHWCConvRewritePass):
     """NHWC ``conv1x1(x, w)`` into ``O`` channels, ``O % 4 != 0`` -> ``conv1x1(x, [w | 0])[..., :O]``.
 
     After running, ``findings`` holds ``{"rewritten", "declined": [{"conv", "reason"}]}``.
     """
 
-    def __init__(self):
-        super().__init__()
-        self.pattern = is_op("relax.nn.conv2d")(wildcard(), wildcard())
-
     def check(self, call: relax.Call, weight: np.ndarray | None, in_shape) -> str | None:
         """Why this conv is not rewritten; None when it is a 1x1 conv the fused tile takes once its
         output channels are padded to a multiple of 4."""
         attrs = call.attrs
-        if str(attrs.data_layout) != "NHWC" or str(attrs.kernel_layout) != "HWIO":
-            return f"layout {attrs.data_layout}/{attrs.kernel_layout}: only NHWC/HWIO (after channels_last)"
-        if weight is None or weight.ndim != 4:
-            return "the weight is not a constant"
         kh, kw, depth, channels = weight.shape
         if channels % CHANNEL_STEP == 0:
-            return "whole vectors already"
+            return WHOLE_VECTORS
         if str(call.ty.dtype) != "float32" or weight.dtype != np.float32:
             # An int8 conv's slice would sit between it and its requantize, which its kernel fuses.
             return f"a {call.ty.dtype} conv: only float32 convs run on the fused GEMM tile"
@@ -75,18 +66,13 @@ class PadConvOutputChannels(BindingRewritePass):
                     f"multiply-accumulates (not measured to pay)")
         return None
 
-    def rewrite_binding(self, binding: relax.VarBinding, var2val, visit) -> relax.Expr | None:
-        call = binding.value
-        weight = constant_value(call.args[1], var2val)
-        reason = self.check(call, weight, static_shape(call.args[0]))
-        if reason is not None:
-            if reason != "whole vectors already" and not reason.startswith(("layout", "a ")):
-                self.findings["declined"].append({"conv": str(binding.var.name), "reason": reason})
-            return None
+    def not_a_candidate(self, reason: str) -> bool:
+        return reason == WHOLE_VECTORS or reason.startswith("a ") or super().not_a_candidate(reason)
+
+    def rewrite_conv(self, call: relax.Call, weight: np.ndarray, in_shape, visit) -> relax.Expr:
         channels = weight.shape[3]
         padded = np.pad(weight, [(0, 0)] * 3 + [(0, -channels % CHANNEL_STEP)]).astype(weight.dtype)
         attrs = call.attrs
-        self.findings["rewritten"] += 1
         conv = relax.op.nn.conv2d(
             visit(call.args[0]), relax.const(padded), strides=[1, 1], padding=[0, 0, 0, 0], dilation=attrs.dilation,
             groups=1, data_layout="NHWC", kernel_layout="HWIO", out_layout=attrs.out_layout,

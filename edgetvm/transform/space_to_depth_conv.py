@@ -37,42 +37,33 @@ from __future__ import annotations
 
 import numpy as np
 from tvm import relax
-from tvm.relax.dpl import is_op, wildcard
 
 from ..kernels.neon_f32_gemm import F32_GEMM_DEPTH_STEP
-from ..relax_utils import constant_value, static_shape
-from .base import BindingRewritePass, graph_pass
+from .base import NHWCConvRewritePass, graph_pass
 
 # The fused GEMM tile's loop runs whole steps of 4 depths. It takes any depth from 4, but below 16 its
 # per-tile work dominates (0.67 instructions per MAC at depth 8, BlazeFace full's 8 -> 32 convs, against
 # ~0.35 from depth 64): the space-to-depth copy is not measured to pay there, so shallower convs stay.
 MIN_DEPTH = 4 * F32_GEMM_DEPTH_STEP
+NOT_BLOCKS = "not a window equal to its stride"
 
 
 @graph_pass("SpaceToDepthConv")
-class SpaceToDepthConv(BindingRewritePass):
+class SpaceToDepthConv(NHWCConvRewritePass):
     """NHWC ``conv2d(x, w)`` with window = stride (or = its whole input) -> ``conv2d(s2d(x), reshape(w))``, a 1x1 conv.
 
     After running, ``findings`` holds ``{"rewritten", "declined": [{"conv", "reason"}]}``.
     """
 
-    def __init__(self):
-        super().__init__()
-        self.pattern = is_op("relax.nn.conv2d")(wildcard(), wildcard())
-
     def check(self, call: relax.Call, weight: np.ndarray | None, in_shape) -> str | None:
         """Why this conv is not rewritten; None when its window equals its stride (or its whole input) and the 1x1 conv
         it becomes has a depth the NEON GEMM tile takes."""
         attrs = call.attrs
-        if str(attrs.data_layout) != "NHWC" or str(attrs.kernel_layout) != "HWIO":
-            return f"layout {attrs.data_layout}/{attrs.kernel_layout}: only NHWC/HWIO (after channels_last)"
-        if weight is None or weight.ndim != 4:
-            return "the weight is not a constant"
         kh, kw, channels, _ = weight.shape
         strides = [int(s) for s in attrs.strides]
         whole = in_shape is not None and len(in_shape) == 4 and list(in_shape[1:3]) == [kh, kw]
         if kh * kw == 1 or (strides != [kh, kw] and not whole):
-            return "not a window equal to its stride"
+            return NOT_BLOCKS
         if attrs.groups != 1:
             return f"groups {attrs.groups}: only ungrouped convs"
         if any(int(p) for p in attrs.padding) or any(int(d) != 1 for d in attrs.dilation):
@@ -85,15 +76,10 @@ class SpaceToDepthConv(BindingRewritePass):
                     f"1x1 conv spends most of its tile outside the multiply-accumulates; the copy is not measured to pay)")
         return None
 
-    def rewrite_binding(self, binding: relax.VarBinding, var2val, visit) -> relax.Expr | None:
-        call = binding.value
-        weight = constant_value(call.args[1], var2val)
-        in_shape = static_shape(call.args[0])
-        reason = self.check(call, weight, in_shape)
-        if reason is not None:
-            if reason != "not a window equal to its stride" and not reason.startswith("layout"):
-                self.findings["declined"].append({"conv": str(binding.var.name), "reason": reason})
-            return None
+    def not_a_candidate(self, reason: str) -> bool:
+        return reason == NOT_BLOCKS or super().not_a_candidate(reason)
+
+    def rewrite_conv(self, call: relax.Call, weight: np.ndarray, in_shape, visit) -> relax.Expr:
         kh, kw, channels, out_channels = weight.shape
         n, height, width, _ = in_shape
         if (height, width) == (kh, kw):
@@ -103,7 +89,6 @@ class SpaceToDepthConv(BindingRewritePass):
             blocks = relax.op.reshape(visit(call.args[0]), [n, height // kh, kh, width // kw, kw * channels])
             blocks = relax.op.permute_dims(blocks, [0, 1, 3, 2, 4])
             data = relax.op.reshape(blocks, [n, height // kh, width // kw, kh * kw * channels])
-        self.findings["rewritten"] += 1
         attrs = call.attrs
         return relax.op.nn.conv2d(
             data, relax.const(weight.reshape(1, 1, kh * kw * channels, out_channels)), strides=[1, 1],
