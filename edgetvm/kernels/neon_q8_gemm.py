@@ -92,13 +92,27 @@ def _gemm_step_reduced(x0: str = "$1", x1: str = "$2", w: str = "$3") -> list[st
     return lines
 
 
+def _first(step: list[str]) -> list[str]:
+    """``step`` writing its accumulators instead of adding to them: each accumulator's first
+    ``vpadal.s16`` becomes ``vpaddl.s16`` (the same cost), so no ``vmov.i32 #0`` zeroes them."""
+    out, seen = [], set()
+    for line in step:
+        if line.startswith("vpadal.s16 ") and line.split()[1] not in seen:
+            seen.add(line.split()[1])
+            line = line.replace("vpadal.s16", "vpaddl.s16", 1)
+        out.append(line)
+    return out
+
+
 def _gemm_loop(x0: str, x1: str, w: str, iterations: str, tail: bool, reduced: bool) -> list[str]:
-    """The accumulators zeroed, then 16 depth per iteration and, with ``tail``, 8 more (the 8-deep
-    step reads its 64 weight bytes in ``pack_gemm_weights``' layout of either range)."""
-    zero = [f"vmov.i32 q{q}, #0" for q in range(8, 16)]
+    """16 depth per iteration and, with ``tail``, 8 more (the 8-deep step reads its 64 weight bytes in
+    ``pack_gemm_weights``' layout of either range). The first iteration is peeled and starts the
+    accumulators with ``vpaddl`` (``iterations >= 1``: ``gemm_fits`` takes no depth below 16): 8
+    ``vmov.i32 #0`` fewer and a ``subs`` + ``beq`` more per tile."""
     step = _gemm_step(x0, x1, w)
     body = _gemm_step_reduced(x0, x1, w) if reduced else step + step
-    return zero + ["1:", *body, f"subs {iterations}, {iterations}, #1", "bne 1b", *(step if tail else [])]
+    count = [f"subs {iterations}, {iterations}, #1"]
+    return [*_first(body), *count, "beq 2f", "1:", *body, *count, "bne 1b", "2:", *(step if tail else [])]
 
 
 def q8_gemm_2x8_asm(tail: bool = False, reduced: bool = False) -> list[str]:
@@ -147,7 +161,8 @@ def q8_gemm_2x8_requantize_asm(negative: bool, left_shift: bool, unsigned: bool,
     lines = _gemm_loop("$2", "$3", "$4", "$5", tail, reduced)
     # Sums of rows 0 and 1 in q0 q1 (channels 0-3, 4-7) and q2 q3.
     lines += [f"vpadd.i32 d{k}, d{16 + 2 * k}, d{17 + 2 * k}" for k in range(8)]
-    lines += ["vmov.i32 q7, #0"]
+    if left_shift:
+        lines += ["vmov.i32 q7, #0"]  # the bound of vmax/vmin splitting the shift into left and right
     for group, accs in ((0, (0, 2)), (1, (1, 3))):
         lines += params
         for acc in accs:

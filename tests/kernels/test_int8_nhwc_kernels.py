@@ -233,6 +233,11 @@ def test_microkernel_declarations_become_inline_assembly():
         assert loop.count("vmlal.s8") == (24 if reduced else 16) and loop.count("vld4.32") == (2 if reduced else 0)
         # The 8-deep tail: one step (4 vpadal.s16 per row) after the loop.
         assert after.count("vpadal.s16") == (8 if tail else 0)
+        # The first 16 depth peeled before the loop: its vpaddl.s16 start the 8 accumulators, none zeroed;
+        # q7 (the left shift's bound) zeroed only where a left shift uses it.
+        peeled = defined.split("1:")[0]
+        assert peeled.count("vpaddl.s16") == 8 and "beq 2f" in peeled and "vmov.i32 q8, #0" not in defined
+        assert ("vmov.i32 q7, #0" in defined) == left_shift
     for tail, reduced in itertools.product((False, True), repeat=2):
         name = neon_q8_gemm_name(tail, reduced)
         assert "vpadal.s16" in with_microkernels(f"declare i32 @{name}(ptr, ptr, ptr, ptr, i32)\n")
