@@ -59,6 +59,17 @@ and 118.12 -> 103.64 M a7 cycles (0.575 -> 0.504 a7 cycles per MAC); the rest of
 is the requantize and the calls. A 16-deep step cannot keep a pair's weights for both 8-deep halves
 in the full-range order (two pointers and register post-increments: 8 weight loads instead of 4,
 50 instructions), hence the separate packing.
+
+The first 16 depth are peeled: their ``vpaddl.s16`` start the accumulators instead of 8 ``vmov.i32 #0``
+(+ ``subs``/``beq`` past the loop for one iteration), and q7 is zeroed only for left shifts: MobileFaceNet
+int8 with ``--reduce-range`` (cortex-a7, standalone, 1 thread, ``bench_arm.py --per-kernel``) 1x1 convs
+49.46 -> 48.39 M instructions, 103.64 -> 101.50 M a7 cycles; the model 63.1 -> 62.1 M, 130.0 -> 127.9 M.
+Measured and not kept: PReLU's multipliers at one shift (the sign then selects the multiplier only:
+``vcge`` + 1 ``vbsl`` instead of ``vcge``, ``vmov``, 2 ``vbsl``) took the model to 126.2 M a7 cycles, but
+the smaller side keeps 31 - |e_pos - e_neg| mantissa bits, and with it in every kernel SFace's int8
+embedding cosine fell 0.9904 -> 0.9898 (min, under its 0.99 bar): 1.3 % is not worth the precision.
+The bias as the accumulators' initial value (a packed [b_m, 0, b_m', 0] tile) would replace 4 ``vadd``
+with 2 loads + 4 ``vmov`` once the peeled step needs no zeroing: not built.
 """
 
 from __future__ import annotations
