@@ -130,15 +130,6 @@ def test_keep_float_and_the_report_use_onnx_node_names(small_model, calib_dir, t
     assert "(--keep-float) names lv3" in done.stderr and "Conv_2" in done.stderr
 
 
-def test_reduce_range_is_asked_for_and_the_report_says_which_range(small_model, calib_dir, tmp_path):
-    # 7-bit weights cost accuracy (SFace's cosine falls below 0.99): full range unless asked for.
-    for flags, scheme in (([], "[-127, 127]"), (["--reduce-range"], "conv weights in [-63, 63]")):
-        out = tmp_path / f"q{len(flags)}.so"
-        done = run_edgetvm("compile", small_model, "--quantize", "int8", "--calib", calib_dir, *flags, "-o", out)
-        assert done.returncode == 0, done.stderr
-        assert scheme in read_sidecar(out)["report"]["details"]["quantize"]["scheme"]
-
-
 @pytest.fixture(scope="module")
 def host_artifact(small_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("host") / "m.so"

@@ -66,6 +66,8 @@ def test_report_lists_kernels_float_ops_and_weight_sizes(int8_compiled):
     equalization = details["cross_layer_equalization"]
     assert equalization["pairs"] == 0 and any("read by 2" in why for why in equalization["declined"]), equalization
     assert "Quantize(int8)" in int8_compiled.report.passes
+    # 7-bit weights cost accuracy (SFace's cosine falls under 0.99): full range unless asked for.
+    assert "weights per-channel symmetric int8 ([-127, 127])" in details["scheme"], details["scheme"]
 
 
 def test_keep_float_names_chains_and_empty_quantizes_all(float_model):
@@ -294,6 +296,8 @@ def test_cli_quantize_options_reach_compile():
     assert compile_kwargs(args)["quantize_options"] == {"equalize": False, "keep_float": ["lv3", "lv9"]}
     args = parser.parse_args(["compile", "m.onnx", "-o", "m.so", "--quantize", "int8", "--keep-float", "none"])
     assert compile_kwargs(args)["quantize_options"] == {"keep_float": []}
+    args = parser.parse_args(["compile", "m.onnx", "-o", "m.so", "--quantize", "int8", "--reduce-range"])
+    assert compile_kwargs(args)["quantize_options"] == {"reduce_range": True}
     # The defaults (equalize, the image conv float) reach SFace's goal: no options passed.
     assert "quantize_options" not in compile_kwargs(parser.parse_args(["compile", "m.onnx", "-o", "m.so", "--quantize", "int8"]))
 
