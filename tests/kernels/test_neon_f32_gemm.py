@@ -11,9 +11,11 @@ import pytest
 
 import edgetvm
 from edgetvm.backends.neon_microkernels import microkernel_calls, with_microkernels
+from tvm import tirx
+
 from edgetvm.kernels.neon_f32_gemm import (DEFINITIONS, F32_GEMM_TILES, Epilogue, epilogue_asm, epilogue_fits, f32_gemm_asm,
-                                         f32_gemm_name, f32_gemm_tile_asm, f32_gemm_tile_definition_of,
-                                         f32_gemm_tile_name)
+                                         f32_gemm_name, f32_gemm_tile_asm, f32_gemm_tile_call,
+                                         f32_gemm_tile_definition_of, f32_gemm_tile_name)
 
 from ..schedules.nets import NetBuilder
 from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule
@@ -146,10 +148,17 @@ def test_a_tail_the_tile_cannot_compute_keeps_the_tensorized_tile(h, w, tile):
 @pytest.mark.parametrize("pixels,vectors", [(5, 2), (4, 2), (3, 2), (1, 2), (7, 1)])
 def test_fused_tile_is_the_loop_then_the_epilogue_in_registers(epilogue, pixels, vectors):
     lines = f32_gemm_tile_asm(pixels, vectors, 2, epilogue)
-    init, rest = lines[:lines.index("1:")], lines[lines.index("1:") + 1:]
+    first, rest = lines[:lines.index("1:")], lines[lines.index("1:") + 1:]
     loop, tail = rest[:rest.index("bne 1b") + 1], rest[rest.index("bne 1b") + 1:]
-    # Zeroed, stored once per pixel, never spilled.
-    assert init == [f"vmov.i32 q{q}, #0" for q in range(16 - pixels * vectors, 16)]
+    # The first step before the loop, its first depth's products starting every accumulator once (no
+    # zeroing); stored once per pixel, never spilled.
+    accumulators = list(range(16 - pixels * vectors, 16))
+    assert not any(line.startswith("vmov") for line in first)
+    products = [line for line in first if line.startswith(("vmul.f32", "vmla.f32"))]
+    assert sorted(int(line.split(",")[0][10:]) for line in products[:len(accumulators)]) == accumulators
+    assert all(line.startswith("vmul.f32") for line in products[:len(accumulators)])
+    assert all(line.startswith("vmla.f32") for line in products[len(accumulators):])
+    assert len(products) == 4 * pixels * vectors
     assert sum(line.startswith("vst1.32") for line in tail) == pixels and not any("vstm" in line for line in lines)
     assert sum(line.startswith("vmla.f32") for line in loop) == 2 * 4 * pixels * vectors
     per_vector = {"prelu": 3, "leaky": 2, "max": 1, "min": 1, "res": 1}
@@ -163,6 +172,26 @@ def test_fused_tile_is_the_loop_then_the_epilogue_in_registers(epilogue, pixels,
     stored = [line.split("}")[0] for line in tail if line.startswith("vst1.32")]
     first = 16 - pixels * vectors
     assert stored == [f"vst1.32 {{d{2 * (first + p * vectors)}-d{2 * (first + (p + 1) * vectors) - 1}" for p in range(pixels)]
+
+
+@pytest.mark.parametrize("depth,name,iterations", [
+    (4, "p5x8_u0_b_prelu", 0), (32, "p5x8_s8_u0_b_prelu", 0), (40, "p5x8_s2_u2_b_prelu", 4),
+    (36, "p5x8_b_prelu", 8), (64, "p5x8_s4_u4_b_prelu", 3),
+])
+def test_shallow_depths_run_straight_and_deep_ones_peel_one_iteration(depth, name, iterations):
+    epilogue = Epilogue(True, (("prelu", None),))
+    addresses = {key: tirx.Var(key, "handle") for key in ("out", "x", "w", "bias", "slope")}
+    call = f32_gemm_tile_call(5, 2, depth, 16, epilogue, addresses)
+    assert call.args[0].value == f"edgetvm_neon_f32_gemm_{name}" and call.args[8].value == iterations
+    match = re.fullmatch(r"p5x8(?:_s(\d+))?(?:_u(\d+))?_b_prelu", name)
+    straight, steps = int(match.group(1) or 1), int(match.group(2) or 1)
+    lines = f32_gemm_tile_asm(5, 2, steps, epilogue, straight)
+    # Every depth multiplied once per accumulator; a loop only past the straight steps.
+    lane_products = [line for line in lines if re.fullmatch(r"v(mla|mul)\.f32 q\d+, q\d+, d\d+\[[01]\]", line)]
+    assert len(lane_products) == 40 * (straight + steps) and sum(line.startswith("vmul") for line in lane_products) == 10
+    assert 4 * (straight + steps * iterations) == depth
+    assert ("bne 1b" in lines) == (steps > 0) and f"edgetvm_neon_f32_gemm_{name}" in f32_gemm_tile_definition_of(
+        f"edgetvm_neon_f32_gemm_{name}")
 
 
 def test_fused_tile_definition_round_trips_its_name_and_keeps_the_steps_read_only():
@@ -216,13 +245,15 @@ def test_host_never_takes_the_arm_microkernel():
     (dict(cin=16, cout=16, h=3, w=8, tail="sigmoid"), 1),       # the tensorized tile and its TIR tail
     (dict(cin=8, cout=8, h=6, w=6, tail="none", residual=True, relu_after_residual=True), 1),   # depth 8
     (dict(cin=4, cout=16, h=5, w=5), 1),                        # depth 4, 25 pixels
+    (dict(cin=40, cout=16, h=3, w=5), 1),                       # 2 straight steps, then a loop of 2
+    (dict(cin=36, cout=8, h=2, w=5, residual=False), 1),        # 1 straight step, then a loop of 1
 ])
 def test_arm_microkernel_matches_numpy_and_the_host_build(net, threads, tmp_path):
     model, reference = pointwise_net(**net)
     x = np.random.default_rng(1).uniform(-1, 1, (1, net["cin"], net["h"], net["w"])).astype(np.float32)
     compiled = edgetvm.compile(model, ARM, num_threads=threads)
     assert schedule_rule(compiled, "neon-gemm")
-    assert_arm_matches_reference_and_host(compiled, model, reference, x, threads, tmp_path)
+    assert_arm_matches_reference_and_host(compiled, model, reference, x, threads, tmp_path, bit_exact=True)
 
 
 def test_int8_microkernel_calls_become_the_assembly_statement_too():
