@@ -5,15 +5,19 @@ assembly that ``backends.neon_microkernels`` places at each call site.
 channels contiguous), B the HWIO weight (``K`` rows of ``N`` channels, read in place: a
 post-increment by a register steps a row, so nothing is packed).
 
-**The fused tile** (``f32_gemm_tile_asm``, called per tile by ``schedules.cpu``'s
-``schedule_neon_f32_gemm``): 5 consecutive pixels of the flat ``n*h*w`` image (a 1x1 conv's pixels
-are independent, so a tile ignores image rows; the last ``n*h*w % 5`` pixels take a smaller tile)
-x 8 channels, the whole tile in one assembly statement: the first step of 4 depths (its first
-depth's ``vmul.f32 q, q, d[x]`` starts the accumulators: no zeroing), the rest of the depth as
-straight code up to ``F32_GEMM_STRAIGHT_STEPS`` steps in all, else one more straight iteration and
-a loop, the epilogue (``Epilogue``: PReLU, LeakyReLU, ReLU/ReLU6 as max/min by a constant, the
+**The fused tile** (``f32_gemm_tile_asm``, called by ``schedules.cpu``'s ``schedule_neon_f32_gemm``
+per run of tiles): 5 consecutive pixels of the flat ``n*h*w`` image (a 1x1 conv's pixels are
+independent, so a tile ignores image rows; the last ``n*h*w % 5`` pixels take a smaller tile) x 8
+channels, the whole tile in one assembly statement: the first step of 4 depths (with a bias, its
+first depth's ``vmul.f32 q, q, d[x]`` starts the accumulators instead of 10 ``vmov.i32 #0``), the
+rest of the depth as straight code up to ``F32_GEMM_STRAIGHT_STEPS`` steps (32 depths) in all, else
+one more straight iteration and a loop, the epilogue (``Epilogue``: PReLU, LeakyReLU, ReLU/ReLU6 as max/min by a constant, the
 residual add; ``schedules.gemm_epilogue`` reads it off the kernel's TIR tail) in registers, one
-store per pixel. Registers (5x8)::
+store per pixel; a *run* (``run``: $it tiles along the pixels, the same channels) repeats the tile,
+x stepped 4 pixels on (``add x, x, xs, lsl #2``) and w back by the depth (one ``sub w, w, ws, lsl
+#b`` per set bit of K: 1 to 3), the loop counter $n (with a depth loop) set by a ``mov`` per tile,
+``subs``/``bne`` per tile: 4 to 7 instructions where LLVM's code between two calls took 7 to 23
+(11 operands in 13 registers: it spilled). Registers (5x8)::
 
     q6-q15   accumulators, q(6 + 2p + v) = pixel p, channels 4v..4v+3
     q0-q2    pixels 0-2's inputs at depths k..k+3 (lane i of pixel p is A[p, k+i])
@@ -59,17 +63,29 @@ of MobileFaceNet / MobileNetV2 (instructions, a7 cycles, per MAC):
   (164.8 M against 166.1 M for the model, under the issue's 165 M) but put the general selfie
   segmenter's ARM build 2.07e-5 from the host build (1.22e-5 before; its test holds it to 1.5e-5):
   ``b + sum_k x w`` loses the products' low bits to a large bias.
-- the first depth's products start the accumulators (``vmul``, no 10 ``vmov.i32 #0`` per tile; the
-  host's ``0 + x*w`` is ``x*w`` but for the sign of a zero) and a depth of up to 32 straight, no
-  loop (deeper: the first iteration straight, the loop one shorter): Iris 19.92 -> 19.69 M
-  instructions, 41.26 -> 40.84 M a7 cycles (its 1x1 convs 0.370 -> 0.365 per MAC), MobileNetV2
-  112.18 -> 110.87 M, 232.19 -> 229.88 M (0.358 -> 0.353)
+- the first depth's products start the accumulators (``vmul``, no 10 ``vmov.i32 #0`` per tile) and
+  a depth of up to 32 straight, no loop (deeper: the first iteration straight, the loop one
+  shorter): Iris 19.92 -> 19.69 M instructions, 41.26 -> 40.84 M a7 cycles (its 1x1 convs 0.370 ->
+  0.365 per MAC), MobileNetV2 112.18 -> 110.87 M, 232.19 -> 229.88 M (0.358 -> 0.353). The host's
+  sum starts at +0, so a sum of -0 products is +0 there and -0 here: only a bias after the depth
+  (any but -0) makes the two equal, so an epilogue without one keeps the zeroing.
+- runs of tiles (inputs up to 16 KB a run): Iris 19.50 M, 40.66 M (0.361 per MAC), MobileNetV2
+  110.74 M, 229.75 M (0.352); runs of 8 KB 19.53 M / 110.82 M, a whole column of the image per run
+  19.48 M / 110.64 M (the estimate sees no cache: 16 KB keeps a run's inputs in the A7's L1).
+  MobileFaceNet 78.75 -> 77.99 M, 163.13 -> 161.89 M a7 cycles (0.347 -> 0.343); BlazeFace short
+  14.29 -> 14.06 M, FaceMesh 15.86 -> 15.47 M.
 
 Tried and measured worse: 5x8 with each weight vector loaded on its own into q5 (all 5 pixels'
-inputs in q0-q4): 73.9 M instructions (0.359 per MAC) for the same cycles. Remaining per tile:
-the epilogue and about 10 instructions of LLVM's between tiles (addresses, loop counter; LLVM also
-unrolls the channel-block loop, copying the assembly per block). No ``pld``: qemu and the
-issue-cycle estimate cannot see a prefetch, the instruction count can.
+inputs in q0-q4): 73.9 M instructions (0.359 per MAC) for the same cycles. Remaining per tile
+of a run: the epilogue (bias 1 load + 10 ``vadd``, PReLU 1 load + 30, residual 5 loads + 10,
+ReLU6 2 ``vmov`` + 20, 5 stores: one per output vector and op, nothing to share), the run's 4 to
+7, and LLVM's address code once per run and channel block. Against the loop's 0.319 per MAC that
+leaves K = 32 with bias, residual and PReLU at (408 + 62 + 4) / 1280 = 0.370, K = 64 at 0.347.
+Not built for the shallow depths, by estimate: the 4x8 tile (above: 0.3125 per MAC in the loop
+but 0.6875 a7 cycles against 0.6625), 6x8 (12 accumulators leave 4 registers for 6 pixels' inputs
+and 8 weights: 2 depths of d-register inputs and single weight vectors make 34 instructions per 96
+MACs, 0.354), 3x12 (a depth's 12 weights take two loads: 47 per 144, 0.326). No ``pld``: qemu and the issue-cycle estimate cannot
+see a prefetch, the instruction count can.
 
 **The tensorized tile** (``f32_gemm_asm``, ``f32_gemm_intrin``): a kernel whose tail the fused tile
 cannot compute (``schedules.gemm_epilogue`` declines it: a sigmoid, a bias after the activation)
@@ -221,14 +237,17 @@ F32_GEMM_TILE_PIXELS = {2: 5, 1: 7}
 F32_GEMM_STRAIGHT_STEPS = 8
 
 
-def f32_gemm_tile_name(pixels: int, vectors: int, steps: int, epilogue: Epilogue, straight: int = 1) -> str:
+def f32_gemm_tile_name(pixels: int, vectors: int, steps: int, epilogue: Epilogue, straight: int = 1,
+                       run: int | None = None) -> str:
     """The fused microkernel of ``pixels`` consecutive pixels x ``4 * vectors`` channels: ``straight``
-    steps of 4 depths, then a loop of ``steps`` steps per iteration (none when ``steps`` is 0)."""
+    steps of 4 depths, then a loop of ``steps`` steps per iteration (none when ``steps`` is 0); with
+    ``run`` a run of such tiles, each running its loop ``run`` times (:func:`f32_gemm_tile_asm`)."""
     return "_".join([f"edgetvm_neon_f32_gemm_p{pixels}x{4 * vectors}", *([f"s{straight}"] if straight != 1 else []),
-                     *([f"u{steps}"] if steps != 1 else []), *epilogue.tokens])
+                     *([f"u{steps}"] if steps != 1 else []), *([f"r{run}"] if run is not None else []),
+                     *epilogue.tokens])
 
 
-_TILE_NAME = re.compile(r"edgetvm_neon_f32_gemm_p(\d+)x(\d+)((?:_s\d+)?)((?:_u\d+)?)((?:_[a-z]+[0-9a-f]*)*)")
+_TILE_NAME = re.compile(r"edgetvm_neon_f32_gemm_p(\d+)x(\d+)((?:_s\d+)?)((?:_u\d+)?)((?:_r\d+)?)((?:_[a-z]+[0-9a-f]*)*)")
 _TOKEN = re.compile(r"(prelu|res)|(leaky|max|min)([0-9a-f]{8})")
 
 
@@ -251,7 +270,8 @@ def half_depth_pixels(pixels: int, vectors: int) -> int:
     return pixels - _tile_registers(pixels, vectors)[0]
 
 
-def f32_gemm_tile_asm(pixels: int, vectors: int, steps: int, epilogue: Epilogue, straight: int = 1) -> list[str]:
+def f32_gemm_tile_asm(pixels: int, vectors: int, steps: int, epilogue: Epilogue, straight: int = 1,
+                      run: int | None = None) -> list[str]:
     """The fused tile: ``pixels`` consecutive pixels (one flat run of the NHWC image, rows ignored:
     a 1x1 conv's pixels are independent) x ``4 * vectors`` channels, accumulators initialised,
     the whole depth, the epilogue in registers, one store per pixel. Operands: $0 out, $1 x, $2 x's
@@ -262,10 +282,18 @@ def f32_gemm_tile_asm(pixels: int, vectors: int, steps: int, epilogue: Epilogue,
     (the first depth's ``vmul`` starts the accumulators; no loop when ``steps`` is 0), then
     ``epilogue.operands``. After the depth the registers below the accumulators are free: the slope
     takes the first, then the constants (materialised through $it, free once the loop is done), then
-    temporaries and the residual."""
+    temporaries and the residual.
+
+    ``run`` (the loop's iterations per tile): $it tiles one after the other along the pixels, the
+    same channels (a run pays LLVM's address code and the call once for all its tiles); $n after
+    $it counts the loop, set to ``run`` per tile. The output and the residual are at the next tile
+    after the stores; x steps ``pixels - 1`` pixels on (its depth ended one pixel on), w back by
+    the depth. The constants must then be ``vmov`` immediates (:func:`run_fits`)."""
     full, weights, accs = _tile_registers(pixels, vectors)
     half = pixels - full
-    names = ("out", "x", "xs", *(("xr",) if half else ()), "xb", "w", "ws", "it", *epilogue.operands)
+    counter = "n" if run is not None and steps else "it"
+    names = ("out", "x", "xs", *(("xr",) if half else ()), "xb", "w", "ws", "it", *(("n",) if counter == "n" else ()),
+             *epilogue.operands)
     op = {name: f"${i}" for i, name in enumerate(names)}
     # Pixel p < full: q{p}. The half-depth pixels: d{2 * full + j}, loaded again for depths 2-3
     # ($xr steps back from the last of them to the first, 8 bytes on).
@@ -279,14 +307,32 @@ def f32_gemm_tile_asm(pixels: int, vectors: int, steps: int, epilogue: Epilogue,
     scalars = [_lanes(q) for q in range(full)] + [[f"d{d}[{k % 2}]" for k in range(F32_GEMM_DEPTH_STEP)] for d in d_regs]
     sets = [weights[i:i + vectors] for i in range(0, len(weights) - vectors + 1, vectors)]
     step = _depth_step([first, [], again, []], scalars, _weight_sets(sets, op["ws"]), accs, op["w"])
-    # The first depth's products start the accumulators: vmul for vmla, no zeroing.
+    # With a bias after the depth, the first depth's products start the accumulators (vmul for
+    # vmla, no zeroing): the host's sum starts at +0, and the two differ only in the sign of a zero
+    # sum, which adding any bias but -0 erases. Without one the accumulators are zeroed.
     products = len(accs) * vectors
-    macs = [i for i, line in enumerate(step) if line.startswith("vmla.f32")][:products]
-    lines = [line.replace("vmla.f32", "vmul.f32") if i in macs else line for i, line in enumerate(step)]
+    macs = [i for i, line in enumerate(step) if line.startswith("vmla.f32")][:products] if epilogue.bias else []
+    lines = [] if epilogue.bias else accumulator_init(accs)
+    lines += [line.replace("vmla.f32", "vmul.f32") if i in macs else line for i, line in enumerate(step)]
     lines += step * (straight - 1)
     if steps:
-        lines += ["1:", *step * steps, f"subs {op['it']}, {op['it']}, #1", "bne 1b"]
-    return lines + epilogue_asm(accs, epilogue, op)
+        lines += ["1:", *step * steps, f"subs {op[counter]}, {op[counter]}, #1", "bne 1b"]
+    if run is None:
+        return lines + epilogue_asm(accs, epilogue, op)
+    if not run_fits(epilogue):
+        raise ValueError(f"a run of fused tiles has no register for the constants of {'_'.join(epilogue.tokens)}")
+    depth = F32_GEMM_DEPTH_STEP * (straight + steps * run)
+    # Shifted adds: the pixels' and the depth's multiples of a step, one instruction per set bit.
+    x_on = [f"add {op['x']}, {op['x']}, {op['xs']}, lsl #{b}" for b in range(8) if (pixels - 1) >> b & 1]
+    w_back = [f"sub {op['w']}, {op['w']}, {op['ws']}, lsl #{b}" for b in range(16) if depth >> b & 1]
+    return (["2:", *([f"mov {op['n']}, #{run}"] if steps else []), *lines, *epilogue_asm(accs, epilogue, op),
+             *x_on, *w_back, f"subs {op['it']}, {op['it']}, #1", "bne 2b"])
+
+
+def run_fits(epilogue: Epilogue) -> bool:
+    """Whether a run of fused tiles computes ``epilogue``: its constants ``vmov`` immediates (the
+    run's counter holds the register that would materialise the others)."""
+    return all(bits == 0 or _vmov_immediate(bits) for bits in epilogue.constants)
 
 
 def accumulator_init(accs: list[list[int]]) -> list[str]:
@@ -391,14 +437,16 @@ def f32_gemm_tile_definition_of(name: str) -> str | None:
     pixels, channels = int(match.group(1)), int(match.group(2))
     straight = int(match.group(3)[2:]) if match.group(3) else 1
     steps = int(match.group(4)[2:]) if match.group(4) else 1
-    epilogue = epilogue_of_tokens(match.group(5))
-    if epilogue is None:
+    run = int(match.group(5)[2:]) if match.group(5) else None
+    epilogue = epilogue_of_tokens(match.group(6))
+    if epilogue is None or (run is not None and not run_fits(epilogue)):
         return None
     half = half_depth_pixels(pixels, channels // 4)
     operands = ("ptr %out", "ptr %x", "i32 %xs", *(("i32 %xr",) if half else ()), "i32 %xb", "ptr %w", "i32 %ws",
-                "i32 %it", *(f"ptr %{name}" for name in epilogue.operands))
-    return inline_asm_definition(name, operands, f32_gemm_tile_asm(pixels, channels // 4, steps, epilogue, straight),
-                                 _read_only(operands))
+                "i32 %it", *(("i32 %n",) if run is not None and steps else ()),
+                *(f"ptr %{name}" for name in epilogue.operands))
+    lines = f32_gemm_tile_asm(pixels, channels // 4, steps, epilogue, straight, run)
+    return inline_asm_definition(name, operands, lines, _read_only(operands))
 
 
 def _read_only(operands: tuple[str, ...]) -> frozenset[int]:
@@ -422,9 +470,10 @@ def epilogue_of_tokens(text: str) -> Epilogue | None:
 
 
 def f32_gemm_tile_call(pixels: int, vectors: int, depth: int, channels: int, epilogue: Epilogue,
-                       addresses: dict[str, tirx.PrimExpr]) -> tirx.PrimExpr:
+                       addresses: dict[str, tirx.PrimExpr], tiles: tirx.PrimExpr | None = None) -> tirx.PrimExpr:
     """The call of the fused tile over ``depth`` input and ``channels`` output channels; ``addresses``
-    gives ``out``, ``x``, ``w`` and ``epilogue.operands`` at the tile's first pixel and channel."""
+    gives ``out``, ``x``, ``w`` and ``epilogue.operands`` at the tile's first pixel and channel.
+    ``tiles``: the call runs that many tiles one after the other along the pixels (``run_fits``)."""
     if depth % F32_GEMM_DEPTH_STEP:
         raise ValueError(f"the fp32 GEMM microkernel needs a depth divisible by {F32_GEMM_DEPTH_STEP}, got {depth}")
     # Up to 4 steps per iteration as the depth allows: the loop's subs/bne paid per 16 depths (8 steps
@@ -441,10 +490,16 @@ def f32_gemm_tile_call(pixels: int, vectors: int, depth: int, channels: int, epi
     # a d register); from the last half-depth pixel back to the first, 2 depths on.
     back = 16 - 8 * (half > 0) - (pixels - 1) * depth * 4
     steps_back = [tirx.const(8 - (half - 1) * depth * 4, "int32")] * (half > 0) + [tirx.const(back, "int32")]
+    iterations = (total - straight) // max(steps, 1)
+    run = None if tiles is None else iterations
+    if tiles is None:
+        counts = [tirx.const(iterations, "int32")]
+    else:
+        counts = [tirx.Cast("int32", tiles), *([tirx.const(0, "int32")] if steps else [])]
     return tirx.call_extern(
-        "int32", f32_gemm_tile_name(pixels, vectors, steps, epilogue, straight), addresses["out"], addresses["x"],
+        "int32", f32_gemm_tile_name(pixels, vectors, steps, epilogue, straight, run), addresses["out"], addresses["x"],
         tirx.const(depth * 4, "int32"), *steps_back, addresses["w"], tirx.const(channels * 4, "int32"),
-        tirx.const((total - straight) // max(steps, 1), "int32"), *(addresses[name] for name in epilogue.operands))
+        *counts, *(addresses[name] for name in epilogue.operands))
 
 
 # The stem's tile (one image row: a window tap's pixels are ``stride`` apart) and window widths.

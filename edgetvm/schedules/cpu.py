@@ -59,6 +59,7 @@ iteration to recover indices, and a resize computes its source pixel and weights
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import tvm
@@ -69,13 +70,18 @@ from ..kernels.neon_f32_dwconv import (DWCONV_STRIDES, dwconv5_row_intrin, dwcon
 from ..kernels.neon_f32_gemm import (F32_GEMM_DEPTH_STEP, F32_GEMM_TILE_PIXELS, F32_GEMM_TILES, F32_STEM_TILE,
                                     Epilogue,
                                     F32_STEM_WINDOWS, epilogue_fits, f32_gemm_intrin, f32_gemm_tile_call, f32_gemm_tile_name,
-                                    f32_stem_intrin, f32_stem_tile_call, f32_stem_tile_name)
+                                    f32_stem_intrin, f32_stem_tile_call, f32_stem_tile_name, run_fits)
 from .analysis import (ReductionKernel, analyse_reduction, const_int, has_if_then_else, is_spatial, trivial_loops,
                        unit_stride_last)
 from .gemm_epilogue import MatchedEpilogue, match_gemm_epilogue
 from .padding import copy_and_fill, copy_and_fill_loops, match_constant_pad, single_pad
 from .space_to_depth import match_space_to_depth, space_to_depth_copies
 
+# A run of fused 1x1 conv tiles (one assembly call over several tiles of the same channels) reads
+# at most this many bytes of input: half a Cortex-A7's 32 KB data cache. Its loop counter
+# is a ``mov`` immediate: depths up to 4096.
+F32_GEMM_RUN_BYTES = 16384
+F32_GEMM_RUN_DEPTH = 4096
 # Below this many output elements a parallel launch costs more than it saves.
 PARALLEL_MIN_ELEMENTS = 4096
 # Parallel tasks enough to balance a 4-core board within a sixteenth of the work.
@@ -472,59 +478,77 @@ def _tile_addresses(main: s_tir.SBlock, tail: s_tir.SBlock, origin: list, x_read
 
 
 def _fused_gemm_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: ReductionKernel, main, tail,
-                      config: CpuScheduleConfig) -> ScheduleResult | None:
+                      config: CpuScheduleConfig, x_index: int | None = None) -> ScheduleResult | None:
     """The 1x1 conv as fused tiles (``kernels.neon_f32_gemm.f32_gemm_tile_asm``): each tile's
     accumulators run the whole depth, take the tail (bias first, ``gemm_epilogue``) in registers
     and are stored once, one assembly statement per tile::
 
-        for t in tiles (parallel):                  # P consecutive pixels of the flat n*h*w image
+        for r in runs (parallel):                   # R tiles of P consecutive pixels of the flat n*h*w image
           for c_o:
-            out[t*P : +P, c_o*4V : +4V] = epilogue(bias + x[t*P : +P, :] @ wt[:, c_o*4V : +4V])
+            for t in r*R .. r*R + R:                # one assembly statement (kernels: ``run``)
+              out[t*P : +P, c_o*4V : +4V] = epilogue(bias + x[t*P : +P, :] @ wt[:, c_o*4V : +4V])
         the last n*h*w % P pixels: the same with a tile of that many pixels
+
+    A run (R tiles whose inputs fit ``F32_GEMM_RUN_BYTES``, the last run shorter) pays LLVM's
+    address code once per channel block instead of per tile: each tile steps x and w itself in 2 to
+    4 instructions (LLVM took 7 to 23, spilling the 11 operands). An epilogue whose constants need
+    ``movw``/``movt`` (LeakyReLU 0.1) keeps one call per tile.
 
     The pixels of a 1x1 conv at stride 1 are independent and contiguous in NHWC, so a tile ignores
     image rows: every image takes the 5x8 tile (V = 2; 7x4 when the channels are not a multiple of
-    8). None when the tail is not an epilogue the tile computes, or a buffer is not a parameter
-    of the kernel (then the tensorized tile and its TIR tail apply)."""
+    8). A dense layer's rows are its pixels (``x_index``: its input among the reads; by default the
+    conv's channels-last input). None when the tail is not an epilogue the tile computes, or a
+    buffer is not a parameter of the kernel (then the tensorized tile and its TIR tail apply)."""
     stmt, tail_block = sch.get(main), sch.get(tail)
-    batch, height, width, channels = (kernel.extents[i] for i in kernel.spatial)
+    extents = [kernel.extents[i] for i in kernel.spatial]
+    grid, channels = extents[:-1], extents[-1]
     depth = kernel.extents[kernel.reduction[-1]]
     if channels % 4:
         return None
     vectors = 2 if channels % 8 == 0 else 1
-    matched = match_gemm_epilogue(tail_block, stmt.writes[0].source, [batch, height, width, channels])
+    matched = match_gemm_epilogue(tail_block, stmt.writes[0].source, extents)
     if matched is None or not epilogue_fits(F32_GEMM_TILE_PIXELS[vectors], vectors, matched.epilogue):
         return None
-    x_read = stmt.reads[_channels_last_input_read(sch, main, kernel)]
+    if x_index is None:
+        x_index = _channels_last_input_read(sch, main, kernel)
+    x_read = stmt.reads[x_index]
     w_read = next((r for r in stmt.reads if not r.source.same_as(x_read.source)), None)
     out = tail_block.body.buffer
     buffers = [out, x_read.source, *(load.source for load in matched.loads.values())]
     if w_read is None or not _all_parameters(func, [*buffers, w_read.source]):
         return None
-    if ([int(d) for d in x_read.source.shape] != [batch, height, width, depth]
+    if ([int(d) for d in x_read.source.shape] != [*grid, depth]
             or [int(d) for d in w_read.source.shape][-2:] != [depth, channels]):
         return None
 
-    def tiles(pixels: int, first, name: str) -> tirx.Stmt:
-        """The loop over channel blocks of the tile of ``pixels`` pixels from pixel ``first``."""
+    def tiles(pixels: int, first, name: str, run=None) -> tirx.Stmt:
+        """The loop over channel blocks of the tile of ``pixels`` pixels from pixel ``first`` (with
+        ``run``, of that many such tiles one after the other)."""
         c_o = tirx.Var(f"c_o{name}", "int64")
         channel = c_o * (4 * vectors)
-        origin = [tirx.floordiv(first, height * width), tirx.floormod(tirx.floordiv(first, width), height),
-                  tirx.floormod(first, width), channel]
-        origin = [value if extent > 1 else tirx.const(0, "int64")
-                  for value, extent in zip(origin, (batch, height, width, channels))]
+        # The flat pixel index ``first`` as indices of the pixel grid (n, h, w; a dense layer's rows).
+        origin = [tirx.floormod(tirx.floordiv(first, math.prod(grid[i + 1:])), extent) if i else
+                  tirx.floordiv(first, math.prod(grid[1:])) for i, extent in enumerate(grid)] + [channel]
+        origin = [value if extent > 1 else tirx.const(0, "int64") for value, extent in zip(origin, extents)]
         addresses = _tile_addresses(stmt, tail_block, origin, x_read, w_read, matched)
-        call = f32_gemm_tile_call(pixels, vectors, depth, channels, matched.epilogue, addresses)
+        call = f32_gemm_tile_call(pixels, vectors, depth, channels, matched.epilogue, addresses, run)
         return tirx.For(c_o, 0, channels // (4 * vectors), tirx.ForKind.SERIAL, tirx.Evaluate(call))
 
     pixels = F32_GEMM_TILE_PIXELS[vectors]
-    total = batch * height * width
+    total = math.prod(grid)
     loops = []
-    if total >= pixels:
+    parallel = config.parallel and total * channels >= PARALLEL_MIN_ELEMENTS
+    kind = tirx.ForKind.PARALLEL if parallel else tirx.ForKind.SERIAL
+    count = total // pixels
+    if count and run_fits(matched.epilogue) and depth <= F32_GEMM_RUN_DEPTH:
+        # Runs of tiles whose inputs fit F32_GEMM_RUN_BYTES, each channel block one assembly call.
+        length = max(1, F32_GEMM_RUN_BYTES // (pixels * depth * 4))
+        r = tirx.Var("run", "int64")
+        loops.append(tirx.For(r, 0, (count + length - 1) // length, kind,
+                              tiles(pixels, r * (length * pixels), "", tirx.min(length, count - r * length))))
+    elif count:
         t = tirx.Var("tile", "int64")
-        parallel = config.parallel and total * channels >= PARALLEL_MIN_ELEMENTS
-        loops.append(tirx.For(t, 0, total // pixels, tirx.ForKind.PARALLEL if parallel else tirx.ForKind.SERIAL,
-                              tiles(pixels, t * pixels, "")))
+        loops.append(tirx.For(t, 0, count, kind, tiles(pixels, t * pixels, "")))
     if total % pixels:
         loops.append(tiles(total % pixels, tirx.const(total - total % pixels, "int64"), "_rest"))
     body = loops[0] if len(loops) == 1 else tirx.SeqStmt(loops)

@@ -15,7 +15,7 @@ from tvm import tirx
 
 from edgetvm.kernels.neon_f32_gemm import (DEFINITIONS, F32_GEMM_TILES, Epilogue, epilogue_asm, epilogue_fits, f32_gemm_asm,
                                          f32_gemm_name, f32_gemm_tile_asm, f32_gemm_tile_call,
-                                         f32_gemm_tile_definition_of, f32_gemm_tile_name)
+                                         f32_gemm_tile_definition_of, f32_gemm_tile_name, run_fits)
 
 from ..schedules.nets import NetBuilder
 from .arm_checks import ARM, assert_arm_matches_reference_and_host, schedule_rule
@@ -152,11 +152,13 @@ def test_fused_tile_is_the_loop_then_the_epilogue_in_registers(epilogue, pixels,
     loop, tail = rest[:rest.index("bne 1b") + 1], rest[rest.index("bne 1b") + 1:]
     # The first step before the loop, its first depth's products starting every accumulator once (no
     # zeroing); stored once per pixel, never spilled.
+    # (zeroed when no bias follows: see test_a_zero_sum_keeps_its_sign_without_a_bias)
     accumulators = list(range(16 - pixels * vectors, 16))
-    assert not any(line.startswith("vmov") for line in first)
+    zeroed = [f"vmov.i32 q{q}, #0" for q in accumulators]
+    assert [line for line in first if line.startswith("vmov")] == ([] if epilogue.bias else zeroed)
     products = [line for line in first if line.startswith(("vmul.f32", "vmla.f32"))]
     assert sorted(int(line.split(",")[0][10:]) for line in products[:len(accumulators)]) == accumulators
-    assert all(line.startswith("vmul.f32") for line in products[:len(accumulators)])
+    assert all(line.startswith("vmul.f32" if epilogue.bias else "vmla.f32") for line in products[:len(accumulators)])
     assert all(line.startswith("vmla.f32") for line in products[len(accumulators):])
     assert len(products) == 4 * pixels * vectors
     assert sum(line.startswith("vst1.32") for line in tail) == pixels and not any("vstm" in line for line in lines)
@@ -192,6 +194,30 @@ def test_shallow_depths_run_straight_and_deep_ones_peel_one_iteration(depth, nam
     assert 4 * (straight + steps * iterations) == depth
     assert ("bne 1b" in lines) == (steps > 0) and f"edgetvm_neon_f32_gemm_{name}" in f32_gemm_tile_definition_of(
         f"edgetvm_neon_f32_gemm_{name}")
+
+
+@pytest.mark.parametrize("depth,straight,steps,iterations", [(32, 8, 0, 0), (24, 6, 0, 0), (64, 4, 4, 3)])
+def test_a_run_repeats_the_tile_stepping_x_on_and_w_back(depth, straight, steps, iterations):
+    epilogue = Epilogue(True, (("prelu", None), ("res", None)))
+    addresses = {key: tirx.Var(key, "handle") for key in ("out", "x", "w", "bias", "slope", "res")}
+    call = f32_gemm_tile_call(5, 2, depth, 16, epilogue, addresses, tirx.Var("n", "int64"))
+    name = f32_gemm_tile_name(5, 2, steps, epilogue, straight, iterations)
+    assert call.args[0].value == name and name.endswith(f"_r{iterations}_b_prelu_res")
+    lines = f32_gemm_tile_asm(5, 2, steps, epilogue, straight, iterations)
+    definition = f32_gemm_tile_definition_of(name)
+    # The tile count first, then (with a loop) the loop counter, set per tile from the name.
+    assert ("i32 %it, i32 %n, ptr %bias" if steps else "i32 %it, ptr %bias") in definition
+    tile = lines[lines.index("2:") + 1:lines.index("bne 2b") + 1]
+    assert tile[:1] == ([f"mov $8, #{iterations}"] if steps else tile[:1])
+    x_step, w_step = "$2", "$6"
+    # x from one pixel on (where the depth left it) to the next tile, 4 pixels; w back by the depth.
+    assert [line for line in tile if line.startswith("add $1")] == [f"add $1, $1, {x_step}, lsl #2"]
+    back = [int(line.rsplit("#", 1)[1]) for line in tile if line.startswith("sub $5")]
+    assert sum(1 << b for b in back) == depth and all(line.endswith(f"{w_step}, lsl #{b}") for line, b in zip(
+        [line for line in tile if line.startswith("sub $5")], back))
+    assert tile[-2:] == ["subs $7, $7, #1", "bne 2b"] and lines[-1] == "bne 2b"
+    # Constants that need movw/movt have no register in a run.
+    assert not run_fits(Epilogue(True, (("leaky", 0x3DCCCCCD),))) and run_fits(Epilogue(True, (("max", 0), ("min", 0x40C00000))))
 
 
 def test_fused_tile_definition_round_trips_its_name_and_keeps_the_steps_read_only():
@@ -247,6 +273,8 @@ def test_host_never_takes_the_arm_microkernel():
     (dict(cin=4, cout=16, h=5, w=5), 1),                        # depth 4, 25 pixels
     (dict(cin=40, cout=16, h=3, w=5), 1),                       # 2 straight steps, then a loop of 2
     (dict(cin=36, cout=8, h=2, w=5, residual=False), 1),        # 1 straight step, then a loop of 1
+    (dict(cin=32, cout=32, h=16, w=16, residual=True), 1),      # runs of 25, 25 and 1 tiles, 1 pixel left
+    (dict(cin=64, cout=16, h=9, w=9, tail="relu6"), 1),         # runs of 12 and 4 tiles with a loop
 ])
 def test_arm_microkernel_matches_numpy_and_the_host_build(net, threads, tmp_path):
     model, reference = pointwise_net(**net)
@@ -254,6 +282,20 @@ def test_arm_microkernel_matches_numpy_and_the_host_build(net, threads, tmp_path
     compiled = edgetvm.compile(model, ARM, num_threads=threads)
     assert schedule_rule(compiled, "neon-gemm")
     assert_arm_matches_reference_and_host(compiled, model, reference, x, threads, tmp_path, bit_exact=True)
+
+
+@pytest.mark.arm
+def test_a_zero_sum_keeps_its_sign_without_a_bias(tmp_path):
+    # Zero pixels times a column of negative weights: every product -0. The host's sum starts at +0
+    # (+0 + -0 = +0); a sum started by the first product would stay -0.
+    model, reference = pointwise_net(4, 16, 3, 5, tail="none", bias=False, seed=3)
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 4, 3, 5)).astype(np.float32)
+    x[:, :, 1, :] = 0
+    compiled = edgetvm.compile(model, ARM, num_threads=1)
+    assert epilogue_of(compiled) == "p5x8"
+    weight = _consts(model)[model.graph.node[0].input[1]][:, :, 0, 0]
+    assert (weight < 0).all(axis=1).any()
+    assert_arm_matches_reference_and_host(compiled, model, reference, x, 1, tmp_path, bit_exact=True)
 
 
 def test_int8_microkernel_calls_become_the_assembly_statement_too():
@@ -278,3 +320,4 @@ def test_an_epilogue_that_does_not_fit_beside_the_accumulators_is_refused():
     assert {line.split(",")[0] for line in lines[first_op:] if line.startswith(("vcgt", "vmul"))} == {"vcgt.f32 q2", "vmul.f32 q3"}
     with pytest.raises(ValueError, match="does not fit"):
         epilogue_asm([[12, 13], [14, 15]], crowded, {}, free=range(4))
+
