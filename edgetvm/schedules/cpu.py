@@ -10,6 +10,9 @@ Every kernel is scheduled by the first rule that applies:
    :func:`schedule_neon_f32_dwconv` for a depthwise 3x3 or 5x5 conv at stride 1 or 2: per output
    row and 4 channels one assembly loop (5x5: one per window row; ``kernels/neon_f32_dwconv.py``),
    the 3x3's tail in its registers when ``gemm_epilogue`` reads it, else the row's tail;
+   :func:`schedule_neon_f32_dense` for a dense layer whose tail ``gemm_epilogue`` reads (a classifier): its rows as
+   the 1x1 conv's pixels (MobileNetV2's 1280 -> 1000: 1.20 -> 0.54 M instructions, 2.01 -> 1.38 M
+   a7 cycles, 0.94 -> 0.42 per MAC);
    :func:`schedule_neon_f32_batch_gemm` for a batched matmul of parameters (Winograd's GEMM per
    transform point, ``transform.WinogradConv``): the 1x1 conv's fused tile per batch, no epilogue.
    (Winograd's input and output transforms come pre-scheduled from ``kernels.winograd``.)
@@ -390,6 +393,32 @@ def schedule_neon_f32_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> Sc
                           f"tile {tile_h}x{tile_w}x{4 * vectors} microkernel, {kernel.macs} MAC")
 
 
+def schedule_neon_f32_dense(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
+    """A dense layer ``x (M, K) @ w (K, N)`` whose tail ``gemm_epilogue`` reads (MobileNetV2's
+    classifier: the matmul and its bias) as the 1x1 conv's fused tiles (``_fused_gemm_tiles``), its
+    M rows the pixels: one row takes the 1-pixel tile, per 4 depths 1 input load, 4 weight loads and
+    8 ``vmla.f32`` (13 instructions per 32 MACs; the register-tiled schedule ran 0.94 per MAC).
+    None for other kernels, K not a multiple of 4, or N not of 4."""
+    if not config.neon_f32_gemm:
+        return None
+    sch = s_tir.Schedule(func)
+    parts = _reduction_and_tail(sch)
+    if parts is None or parts[3]:
+        return None
+    kernel, main, tail, _ = parts
+    if kernel.kind != "dense" or len(kernel.spatial) != 2 or len(kernel.reduction) != 1:
+        return None
+    depth = kernel.extents[kernel.reduction[0]]
+    rows = kernel.extents[kernel.spatial[0]]
+    if depth % F32_GEMM_DEPTH_STEP:
+        return None
+    stmt = sch.get(main)
+    inputs = [i for i, r in enumerate(stmt.reads) if [const_int(d) for d in r.source.shape] == [rows, depth]]
+    if len(inputs) != 1:
+        return None  # none, or the weight is shaped like the input too: which is which is not read here
+    return _fused_gemm_tiles(func, sch, kernel, main, tail, config, inputs[0])
+
+
 def schedule_neon_f32_batch_gemm(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult | None:
     """A batched matmul of parameters, ``C[b] = A[b] @ W[b]`` ((B, P, K) @ (B, K, N), nothing fused:
     Winograd's GEMM per transform point, ``transform.WinogradConv``), on ARMv7 as the 1x1 conv's fused
@@ -517,6 +546,8 @@ def _fused_gemm_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reductio
     buffers = [out, x_read.source, *(load.source for load in matched.loads.values())]
     if w_read is None or not _all_parameters(func, [*buffers, w_read.source]):
         return None
+    if any(str(b.dtype) != "float32" for b in [*buffers, w_read.source]):
+        return None  # the assembly reads float32 (a weight-only int8 dense widens its weights)
     if ([int(d) for d in x_read.source.shape] != [*grid, depth]
             or [int(d) for d in w_read.source.shape][-2:] != [depth, channels]):
         return None
@@ -1076,8 +1107,8 @@ def _schedule_reduction_outer(sch: s_tir.Schedule, block, config: CpuScheduleCon
 
 def schedule_kernel(func: tirx.PrimFunc, config: CpuScheduleConfig) -> ScheduleResult:
     """Schedule one kernel with the first rule that applies; the unscheduled kernel as last resort."""
-    for rule in (schedule_neon_f32_gemm, schedule_neon_f32_batch_gemm, schedule_neon_f32_stem, schedule_neon_f32_dwconv,
-                 schedule_register_tiled, schedule_constant_pad, schedule_space_to_depth, schedule_generic):
+    for rule in (schedule_neon_f32_gemm, schedule_neon_f32_dense, schedule_neon_f32_batch_gemm, schedule_neon_f32_stem,
+                 schedule_neon_f32_dwconv, schedule_register_tiled, schedule_constant_pad, schedule_space_to_depth, schedule_generic):
         try:
             result = rule(func, config)
         except Exception as exc:  # noqa: BLE001 - a primitive refused: the next, simpler rule

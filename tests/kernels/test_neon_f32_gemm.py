@@ -321,3 +321,39 @@ def test_an_epilogue_that_does_not_fit_beside_the_accumulators_is_refused():
     with pytest.raises(ValueError, match="does not fit"):
         epilogue_asm([[12, 13], [14, 15]], crowded, {}, free=range(4))
 
+
+def dense_net(rows: int, depth: int, units: int, relu: bool = False):
+    """Gemm (x @ W^T + b, ONNX's transB: a classifier) [+ ReLU] on a (rows, depth) input, and its float64 reference."""
+    b = NetBuilder((rows, depth), seed=5)
+    weight = b.rng.standard_normal((units, depth)) * np.sqrt(2.0 / depth)
+    bias = 0.1 * b.rng.standard_normal(units)
+    y = b.node("Gemm", ["input", b.const(weight, "w"), b.const(bias, "b")], transB=1)
+    if relu:
+        y = b.node("Relu", [y])
+    model = b.build(y, (rows, units))
+    w32, b32 = weight.astype(np.float32).astype(np.float64), bias.astype(np.float32).astype(np.float64)
+
+    def reference(x: np.ndarray) -> np.ndarray:
+        out = x.astype(np.float64) @ w32.T + b32
+        return np.maximum(out, 0) if relu else out
+
+    return model, reference
+
+
+@pytest.mark.arm
+@pytest.mark.parametrize("rows,depth,units,relu", [
+    (1, 128, 40, False),    # a classifier's one row: the 1-pixel tile per 8 outputs, depth in a loop
+    (7, 32, 24, True),      # a 5-row run, then a 2-row tile; straight depth; ReLU
+    (1, 64, 12, False),     # 12 outputs: the 7x4 tile's channels
+])
+def test_arm_dense_takes_the_fused_tile_and_matches_numpy_and_the_host_build(rows, depth, units, relu, tmp_path):
+    model, reference = dense_net(rows, depth, units, relu)
+    x = np.random.default_rng(2).uniform(-1, 1, (rows, depth)).astype(np.float32)
+    compiled = edgetvm.compile(model, ARM, num_threads=1)
+    assert schedule_rule(compiled, "neon-gemm:dense")
+    assert_arm_matches_reference_and_host(compiled, model, reference, x, 1, tmp_path, bit_exact=True)
+
+
+def test_host_dense_keeps_its_schedule():
+    model, _ = dense_net(1, 128, 40)
+    assert schedule_rule(edgetvm.compile(model, "host", num_threads=1), "neon-gemm") is None
