@@ -40,7 +40,8 @@ bias + PReLU 5, unrolled by up to 8 pixels) and the padding pass (one load and s
 vector, a ``memset`` per border pixel). Measured (a 56x56x64 stride-1 layer with bias and PReLU
 alone, cortex-a7): 0.87 instructions per MAC for the whole kernel.
 
-The fused row's group instead starts with 4 ``vmov.i32 q, #0`` and ends with the epilogue in the
+The fused row's group instead starts its accumulators in registers (with a bias the first tap's
+4 products are ``vmul``, without one 4 ``vmov.i32 q, #0`` come first) and ends with the epilogue in the
 freed columns q4-q6: slope and bias loaded again (2), the bias added (4), per pixel PReLU
 ``vcgt``/``vmul``/``vbif`` (3, the bias register the product's temporary once every accumulator
 took the bias) and a ``vst1.32`` (1): 82 instructions per 144 MACs at stride 1 (0.57), no
@@ -55,6 +56,12 @@ of MobileFaceNet (bias + PReLU) and MobileNetV2 (bias + ReLU6), instructions and
 - ReLU6's 6.0 as one ``vmov.f32`` immediate, and the rows as nested loops (a flat row index split
   by division cost instructions per row): s1 0.870, 1.496 / 0.843, 1.427; s2 1.344, 2.170 / 1.279,
   2.095 (MobileFaceNet 164.1 M, MobileNetV2 234.1 M)
+- with a bias, the first tap's ``vmul`` for the 4 zeroing ``vmov`` (the host's sum starts at +0
+  and differs from one started by the first product only in the sign of a zero sum, which the
+  bias erases; ``neon_f32_gemm`` does the same): MobileFaceNet s1 0.758 -> 0.730, 1.420 -> 1.364,
+  s2 0.940 -> 0.912, 1.930 -> 1.875; MobileNetV2 s1 0.735 -> 0.707, 1.375 -> 1.320, s2 0.896 ->
+  0.869, 1.848 -> 1.792 (the models 77.99 -> 77.71 M instructions, 161.89 -> 161.34 M a7 cycles;
+  110.08 -> 109.50 M, 229.13 -> 227.98 M)
 
 Of the 0.87 instructions per MAC at stride 1 the row's assembly is 0.57; most of the rest is the
 padding pass (its unrolled channel loop keeps its addresses on the stack: about 4 instructions per
@@ -62,8 +69,8 @@ input vector), the next thing to remove.
 
 Not taken, by estimate: 3-pixel groups (q3 spare, the slope kept across groups): 15 column loads per 108 MACs
 instead of 18 per 144, 63 instructions per group with bias + PReLU (0.583 per MAC against 0.569).
-The first tap as ``vmul`` instead of the zeroing (4 instructions per group): ``+0 + x``
-and ``x`` differ for ``x = -0``, and the host build's sum starts at ``+0``.
+The first tap as ``vmul`` without a bias: ``+0 + x`` and ``x`` differ for ``x = -0``, and the host
+build's sum starts at ``+0``.
 
 Measured worse or not taken: the register-tiled TIR schedule (``schedules.cpu``, 1.02 instructions
 per MAC at stride 1 on MobileFaceNet: its 9 weights, bias and slope do not fit beside 4 accumulators,
@@ -162,19 +169,39 @@ def _group(stride: int, pixels: int, last_row_step: str | None, taps: int = 3, r
     return lines
 
 
-def _row_asm(stride: int, width: int, before, after) -> list[str]:
+def _first_products(lines: list[str]) -> list[str]:
+    """``lines`` with each accumulator's first multiply-accumulate (its tap 0, 0) a ``vmul``: the
+    product starts the accumulator, no zeroing."""
+    started: set[str] = set()
+    out = []
+    for line in lines:
+        acc = line.split(",")[0][len("vmla.f32 "):] if line.startswith("vmla.f32") else None
+        if acc is not None and acc not in started:
+            started.add(acc)
+            line = line.replace("vmla.f32", "vmul.f32", 1)
+        out.append(line)
+    return out
+
+
+def _row_asm(stride: int, width: int, before, after, first_products: bool = False) -> list[str]:
     """One output row of ``width`` pixels: the 9 weights loaded, then per group of 4 pixels (and the
-    ``width % 4`` after the loop) ``before(pixels)``, the taps, ``after(pixels)``."""
+    ``width % 4`` after the loop) ``before(pixels)``, the taps (with ``first_products``, each
+    accumulator's first a ``vmul``), ``after(pixels)``."""
     groups, rest = divmod(width, DWCONV_PIXELS)
     lines = [f"vld1.32 {_q(7 + i)}, [$5 :128]" + ("" if i == 8 else (", $6" if i % 3 < 2 else ", $7"))
              for i in range(9)]
+
+    def taps(pixels: int, last_row_step: str | None) -> list[str]:
+        group = _group(stride, pixels, last_row_step)
+        return _first_products(group) if first_products else group
+
     if groups:
-        lines += [f"mov $5, #{groups}", "1:", *before(DWCONV_PIXELS), *_group(stride, DWCONV_PIXELS, "$4"),
+        lines += [f"mov $5, #{groups}", "1:", *before(DWCONV_PIXELS), *taps(DWCONV_PIXELS, "$4"),
                   *after(DWCONV_PIXELS), "subs $5, $5, #1", "bne 1b"]
     if rest:
         # The shorter group's row step: (full - short) columns further back than the loop's.
         lines += [f"mov $6, #{dwconv_columns(stride, DWCONV_PIXELS) - dwconv_columns(stride, rest)}",
-                  "mla $3, $6, $2, $3", *before(rest), *_group(stride, rest, None), *after(rest)]
+                  "mla $3, $6, $2, $3", *before(rest), *taps(rest, None), *after(rest)]
     return lines
 
 
@@ -199,15 +226,19 @@ def dwconv_fused_name(stride: int, width: int, epilogue: Epilogue) -> str:
 
 def dwconv_fused_asm(stride: int, width: int, epilogue: Epilogue) -> list[str]:
     """One output row of ``width`` pixels x 4 channels with its epilogue in registers: per group of 4
-    pixels the accumulators q0-q3 zeroed, the 9 taps, then ``neon_f32_gemm.epilogue_asm`` in the
+    pixels the 9 taps (with a bias the first tap's ``vmul`` starts the accumulators q0-q3, without
+    one they are zeroed first), then ``neon_f32_gemm.epilogue_asm`` in the
     freed columns q4-q6 (bias and slope loaded again per group, the bias registers the PReLU's
     temporaries once added) and one store per pixel. Operands: ``_OPERANDS`` with $0 the output
     row (stepped by $2, the pixel step the input, output and residual share: a depthwise conv
     keeps the channels), then ``epilogue.operands``; $6 materialises the constants."""
     op = {"out": "$0", "ws": "$2", "it": "$6",
           **{name: f"${len(_OPERANDS) + i}" for i, name in enumerate(epilogue.operands)}}
-    return _row_asm(stride, width, lambda pixels: accumulator_init([[p] for p in range(pixels)]),
-                    lambda pixels: epilogue_asm([[p] for p in range(pixels)], epilogue, op, _EPILOGUE_REGISTERS))
+    # With a bias, the first tap's products start the accumulators (see neon_f32_gemm: the bias
+    # erases the sign of a zero sum, the one way a sum from +0 and one from the first product differ).
+    return _row_asm(stride, width, lambda pixels: [] if epilogue.bias else accumulator_init([[p] for p in range(pixels)]),
+                    lambda pixels: epilogue_asm([[p] for p in range(pixels)], epilogue, op, _EPILOGUE_REGISTERS),
+                    first_products=epilogue.bias)
 
 
 def dwconv_fused_call(stride: int, width: int, pixel: int, row: int, epilogue: Epilogue,

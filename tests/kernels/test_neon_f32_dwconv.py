@@ -160,11 +160,16 @@ PRELU_RES = Epilogue(True, (("prelu", None), ("res", None)))
 def test_fused_row_zeroes_in_registers_and_stores_each_pixel_once(stride):
     lines = dwconv_fused_asm(stride, 9, PRELU_RES)
     loop = lines[lines.index("1:") + 1:lines.index("subs $5, $5, #1")]
-    # No accumulator goes through memory: 4 zeroed registers, the taps, the epilogue in q4-q6.
-    assert loop[:4] == [f"vmov.i32 q{p}, #0" for p in range(4)]
-    assert not any(line.startswith(("vldm", "vstm")) for line in lines)
-    assert len([line for line in loop if line.startswith("vmla.f32")]) == 36
-    epilogue = loop[next(i for i, line in enumerate(loop) if line.startswith("vadd.f32")) - 2:]
+    # No accumulator goes through memory: the taps (with a bias the first tap's products start the
+    # accumulators: no zeroing), the epilogue in q4-q6.
+    assert not any(line.startswith(("vldm", "vstm", "vmov")) for line in lines)
+    start = next(i for i, line in enumerate(loop) if line.startswith("vadd.f32")) - 2
+    taps, epilogue = loop[:start], loop[start:]
+    products = [line for line in taps if line.startswith(("vmla.f32", "vmul.f32"))]
+    assert len(products) == 36 and [line.split(",")[0] for line in products if line.startswith("vmul")] == [
+        f"vmul.f32 q{p}" for p in range(4)]
+    assert all(line.startswith("vmul") for line in [next(x for x in products if x.split(",")[0].endswith(f"q{p}"))
+                                                    for p in range(4)])
     # Slope and bias loaded again per group into the freed columns; the bias added to every
     # accumulator first (the bias register is then a temporary), then the PReLU, residual, store.
     assert epilogue[:2] == ["vld1.32 {d8-d9}, [$9]", "vld1.32 {d10-d11}, [$8]"]
@@ -174,7 +179,14 @@ def test_fused_row_zeroes_in_registers_and_stores_each_pixel_once(stride):
     assert len([line for line in loop if line.startswith("vst1.32")]) == 4
     # The 1 pixel after the loop: the same epilogue on q0 alone.
     after = lines[lines.index("bne 1b") + 1:]
-    assert after[-1] == "vst1.32 {d0-d1}, [$0 :128], $2" and after.count("vmov.i32 q0, #0") == 1
+    assert after[-1] == "vst1.32 {d0-d1}, [$0 :128], $2" and after.count("vmul.f32 q0, q4, q7") == 1
+
+
+def test_fused_row_without_a_bias_zeroes_its_accumulators():
+    # The host's sum starts at +0: only a bias after it makes a sum started by the first product equal.
+    lines = dwconv_fused_asm(1, 8, Epilogue(False, RELU6))
+    loop = lines[lines.index("1:") + 1:lines.index("subs $5, $5, #1")]
+    assert loop[:4] == [f"vmov.i32 q{p}, #0" for p in range(4)] and not any(line.startswith("vmul.f32 q0, q4") for line in loop)
 
 
 def test_fused_row_definition_keeps_steps_bias_and_slope_read_only():
