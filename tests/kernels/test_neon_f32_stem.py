@@ -43,8 +43,16 @@ def test_fused_stem_tile_is_the_window_loop_then_the_epilogue():
     lines = f32_stem_tile_asm(3, Epilogue(True, (("prelu", None),)))
     start, end = lines.index("1:"), lines.index("bne 1b")
     # The same window loop as the tensorized stem tile, without its vldm/vstm of the accumulators.
-    assert lines[start:end + 1] == f32_gemm_asm(1, 4, 2, 3, window_row=True)[1:-1]
-    assert lines[:start] == [f"vmov.i32 q{q}, #0" for q in range(8, 16)]
+    loop = f32_gemm_asm(1, 4, 2, 3, window_row=True)[1:-1]
+    assert lines[start:end + 1] == loop
+    # With a bias the first window row before the loop, its first tap's products starting the 8
+    # accumulators (no zeroing; the call passes one row less): without one, zeroed.
+    first = [line for line in lines[:start] if line.startswith(("vmul", "vmla"))]
+    assert [line.split(",")[0] for line in first[:8]] == [f"vmul.f32 q{q}" for q in range(8, 16)]
+    assert all(line.startswith("vmla") for line in first[8:]) and len(first) == 3 * 32
+    assert [line.replace("vmul", "vmla") for line in lines[:start]] == loop[1:-2]
+    no_bias = f32_stem_tile_asm(3, Epilogue(False, (("max", 0),)))
+    assert no_bias[:no_bias.index("1:")] == [f"vmov.i32 q{q}, #0" for q in range(8, 16)]
     assert lines[end + 1:end + 3] == ["vld1.32 {d0-d3}, [$9]", "vld1.32 {d4-d7}, [$8]"]  # slope, bias
     assert [line for line in lines[end:] if line.startswith("vst1.32")] == [
         f"vst1.32 {{d{16 + 4 * p}-d{19 + 4 * p}}}, [$0 :128], $6" for p in range(4)]
@@ -75,4 +83,4 @@ def test_arm_stem_matches_numpy_and_the_host_build(cout, h, w, k, stride, thread
     compiled = edgetvm.compile(model, ARM, num_threads=threads)
     rule = schedule_rule(compiled, "neon-stem")
     assert rule and f"{k}x{k} stride {stride}, fused tile 1x4x8_win{k}_fused_b_prelu" in rule
-    assert_arm_matches_reference_and_host(compiled, model, reference, x, threads, tmp_path)
+    assert_arm_matches_reference_and_host(compiled, model, reference, x, threads, tmp_path, bit_exact=True)
