@@ -11,8 +11,8 @@ independent, so a tile ignores image rows; the last ``n*h*w % 5`` pixels take a 
 channels, the whole tile in one assembly statement: the first step of 4 depths (with a bias, its
 first depth's ``vmul.f32 q, q, d[x]`` starts the accumulators instead of 10 ``vmov.i32 #0``), the
 rest of the depth as straight code up to ``F32_GEMM_STRAIGHT_STEPS`` steps (32 depths) in all, else
-one more straight iteration and a loop, the epilogue (``Epilogue``: PReLU, LeakyReLU, ReLU/ReLU6 as max/min by a constant, the
-residual add; ``schedules.gemm_epilogue`` reads it off the kernel's TIR tail) in registers, one
+a ``b`` into the depth loop's second step, the epilogue (``Epilogue``: PReLU, LeakyReLU, ReLU/ReLU6
+as max/min by a constant, the residual add; ``schedules.gemm_epilogue`` reads it off the kernel's TIR tail) in registers, one
 store per pixel; a *run* (``run``: $it tiles along the pixels, the same channels) repeats the tile,
 x stepped 4 pixels on (``add x, x, xs, lsl #2``) and w back by the depth (one ``sub w, w, ws, lsl
 #b`` per set bit of K: 1 to 3), the loop counter $n (with a depth loop) set by a ``mov`` per tile,
@@ -64,8 +64,8 @@ of MobileFaceNet / MobileNetV2 (instructions, a7 cycles, per MAC):
   segmenter's ARM build 2.07e-5 from the host build (1.22e-5 before; its test holds it to 1.5e-5):
   ``b + sum_k x w`` loses the products' low bits to a large bias.
 - the first depth's products start the accumulators (``vmul``, no 10 ``vmov.i32 #0`` per tile) and
-  a depth of up to 32 straight, no loop (deeper: the first iteration straight, the loop one
-  shorter): Iris 19.92 -> 19.69 M instructions, 41.26 -> 40.84 M a7 cycles (its 1x1 convs 0.370 ->
+  a depth of up to 32 straight, no loop (deeper, at first: the first iteration of 4 steps straight,
+  the loop one shorter): Iris 19.92 -> 19.69 M instructions, 41.26 -> 40.84 M a7 cycles (its 1x1 convs 0.370 ->
   0.365 per MAC), MobileNetV2 112.18 -> 110.87 M, 232.19 -> 229.88 M (0.358 -> 0.353). The host's
   sum starts at +0, so a sum of -0 products is +0 there and -0 here: only a bias after the depth
   (any but -0) makes the two equal, so an epilogue without one keeps the zeroing.
@@ -74,6 +74,14 @@ of MobileFaceNet / MobileNetV2 (instructions, a7 cycles, per MAC):
   19.48 M / 110.64 M (the estimate sees no cache: 16 KB keeps a run's inputs in the A7's L1).
   MobileFaceNet 78.75 -> 77.99 M, 163.13 -> 161.89 M a7 cycles (0.347 -> 0.343); BlazeFace short
   14.29 -> 14.06 M, FaceMesh 15.86 -> 15.47 M.
+- deeper than 32: the first step, then a ``b`` into the loop's second step (one branch per tile
+  more) instead of the whole first iteration (4 steps) straight before the loop: the code of every
+  inlined copy (LLVM copies the tile per channel block) one step longer instead of four. Iris's
+  library code (``.text`` less its weights) 409 KB on main, 567 KB with the straight iteration,
+  476 KB with the branch (MobileNetV2 434, 679, 572 KB; zeroing and the plain loop: 451 / 542 KB,
+  19.56 M / 109.74 M instructions) for 19.42 -> 19.46 M instructions, 40.50 -> 40.54 M a7 cycles
+  (MobileNetV2 109.38 -> 109.47 M, 227.76 -> 227.85 M; MobileFaceNet 77.65 -> 77.79 M, 161.23 ->
+  161.37 M): the branch kept, the cycle estimate sees no instruction cache.
 
 Tried and measured worse: 5x8 with each weight vector loaded on its own into q5 (all 5 pixels'
 inputs in q0-q4): 73.9 M instructions (0.359 per MAC) for the same cycles. Remaining per tile
@@ -243,8 +251,8 @@ F32_GEMM_STRAIGHT_STEPS = 8
 
 def f32_gemm_tile_name(pixels: int, vectors: int, steps: int, epilogue: Epilogue, straight: int = 1,
                        run: int | None = None) -> str:
-    """The fused microkernel of ``pixels`` consecutive pixels x ``4 * vectors`` channels: ``straight``
-    steps of 4 depths, then a loop of ``steps`` steps per iteration (none when ``steps`` is 0); with
+    """The fused microkernel of ``pixels`` consecutive pixels x ``4 * vectors`` channels: a loop of
+    ``steps`` steps of 4 depths per iteration, or (``steps`` 0) ``straight`` steps and no loop; with
     ``run`` a run of such tiles, each running its loop ``run`` times (:func:`f32_gemm_tile_asm`)."""
     return "_".join([f"edgetvm_neon_f32_gemm_p{pixels}x{4 * vectors}", *([f"s{straight}"] if straight != 1 else []),
                      *([f"u{steps}"] if steps != 1 else []), *([f"r{run}"] if run is not None else []),
@@ -282,8 +290,9 @@ def f32_gemm_tile_asm(pixels: int, vectors: int, steps: int, epilogue: Epilogue,
     step to the next pixel, [$xr from the last half-depth pixel back to the first, 8 bytes on, when
     ``half_depth_pixels``], $xb from the last pixel back to the first, 16 bytes on, $w, $ws its
     step to the next depth (also the output's and the residual's to the next pixel: both have as
-    many channels as w has columns), $it iterations of ``steps`` steps after the ``straight`` steps
-    (the first depth's ``vmul`` starts the accumulators; no loop when ``steps`` is 0), then
+    many channels as w has columns), $it iterations of a loop of ``steps`` steps (with a bias its
+    first step before the loop, the first depth's ``vmul`` starting the accumulators, then into
+    the loop's second step), or ``straight`` steps and no loop when ``steps`` is 0, then
     ``epilogue.operands``. After the depth the registers below the accumulators are free: the slope
     takes the first, then the constants (materialised through $it, free once the loop is done), then
     temporaries and the residual.
@@ -314,15 +323,21 @@ def f32_gemm_tile_asm(pixels: int, vectors: int, steps: int, epilogue: Epilogue,
     # With a bias after the depth, the first depth's products start the accumulators (vmul for
     # vmla, no zeroing): the host's sum starts at +0, and the two differ only in the sign of a zero
     # sum, which adding any bias but -0 erases. Without one the accumulators are zeroed.
-    lines = _products_start(step, len(accs) * vectors) if epilogue.bias else accumulator_init(accs) + step
-    lines += step * (straight - 1)
-    if steps:
-        lines += ["1:", *step * steps, f"subs {op[counter]}, {op[counter]}, #1", "bne 1b"]
+    first = _products_start(step, len(accs) * vectors) if epilogue.bias else accumulator_init(accs) + step
+    loop_end = [f"subs {op[counter]}, {op[counter]}, #1", "bne 1b"]
+    if not steps:
+        lines = first + step * (straight - 1)
+    elif epilogue.bias:
+        # The first step, then into the loop's second step: only the loop's code once more than the
+        # zeroed loop's (a whole straight first iteration copied 4 steps per channel block: +39% code).
+        lines = [*first, "b 3f", "1:", *step, "3:", *step * (steps - 1), *loop_end]
+    else:
+        lines = [*accumulator_init(accs), "1:", *step * steps, *loop_end]
     if run is None:
         return lines + epilogue_asm(accs, epilogue, op)
     if not run_fits(epilogue):
         raise ValueError(f"a run of fused tiles has no register for the constants of {'_'.join(epilogue.tokens)}")
-    depth = F32_GEMM_DEPTH_STEP * (straight + steps * run)
+    depth = F32_GEMM_DEPTH_STEP * (steps * run if steps else straight)
     # Shifted adds: the pixels' and the depth's multiples of a step, one instruction per set bit.
     x_on = [f"add {op['x']}, {op['x']}, {op['xs']}, lsl #{b}" for b in range(8) if (pixels - 1) >> b & 1]
     w_back = [f"sub {op['w']}, {op['w']}, {op['ws']}, lsl #{b}" for b in range(16) if depth >> b & 1]
@@ -486,11 +501,11 @@ def f32_gemm_tile_call(pixels: int, vectors: int, depth: int, channels: int, epi
         raise ValueError(f"the fp32 GEMM microkernel needs a depth divisible by {F32_GEMM_DEPTH_STEP}, got {depth}")
     # Up to 4 steps per iteration as the depth allows: the loop's subs/bne paid per 16 depths (8 steps
     # measured 0.3 M instructions and a7 cycles fewer on MobileFaceNet for twice the loop code, which
-    # LLVM copies for every channel block). The first iteration is straight code (its first depth
-    # starts the accumulators), and a depth of F32_GEMM_STRAIGHT_STEPS steps or fewer has no loop.
+    # LLVM copies for every channel block). A depth of F32_GEMM_STRAIGHT_STEPS steps or fewer has no
+    # loop.
     total = depth // F32_GEMM_DEPTH_STEP
     steps = max(n for n in (1, 2, 4) if total % n == 0)
-    straight = total if total <= F32_GEMM_STRAIGHT_STEPS or total == steps else steps
+    straight = total if total <= F32_GEMM_STRAIGHT_STEPS else 1
     if straight == total:
         steps = 0
     half = half_depth_pixels(pixels, vectors)
@@ -498,7 +513,7 @@ def f32_gemm_tile_call(pixels: int, vectors: int, depth: int, channels: int, epi
     # a d register); from the last half-depth pixel back to the first, 2 depths on.
     back = 16 - 8 * (half > 0) - (pixels - 1) * depth * 4
     steps_back = [tirx.const(8 - (half - 1) * depth * 4, "int32")] * (half > 0) + [tirx.const(back, "int32")]
-    iterations = (total - straight) // max(steps, 1)
+    iterations = total // steps if steps else 0
     run = None if tiles is None else iterations
     if tiles is None:
         counts = [tirx.const(iterations, "int32")]

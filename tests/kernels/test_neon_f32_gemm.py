@@ -150,17 +150,20 @@ def test_fused_tile_is_the_loop_then_the_epilogue_in_registers(epilogue, pixels,
     lines = f32_gemm_tile_asm(pixels, vectors, 2, epilogue)
     first, rest = lines[:lines.index("1:")], lines[lines.index("1:") + 1:]
     loop, tail = rest[:rest.index("bne 1b") + 1], rest[rest.index("bne 1b") + 1:]
-    # The first step before the loop, its first depth's products starting every accumulator once (no
-    # zeroing); stored once per pixel, never spilled.
-    # (zeroed when no bias follows: see test_a_zero_sum_keeps_its_sign_without_a_bias)
+    # With a bias the first step before the loop, its first depth's products starting every
+    # accumulator once (no zeroing), then a branch into the loop's second step; without one the
+    # accumulators zeroed (see test_a_zero_sum_keeps_its_sign_without_a_bias). Stored once per
+    # pixel, never spilled.
     accumulators = list(range(16 - pixels * vectors, 16))
-    zeroed = [f"vmov.i32 q{q}, #0" for q in accumulators]
-    assert [line for line in first if line.startswith("vmov")] == ([] if epilogue.bias else zeroed)
-    products = [line for line in first if line.startswith(("vmul.f32", "vmla.f32"))]
-    assert sorted(int(line.split(",")[0][10:]) for line in products[:len(accumulators)]) == accumulators
-    assert all(line.startswith("vmul.f32" if epilogue.bias else "vmla.f32") for line in products[:len(accumulators)])
-    assert all(line.startswith("vmla.f32") for line in products[len(accumulators):])
-    assert len(products) == 4 * pixels * vectors
+    if epilogue.bias:
+        products = [line for line in first if line.startswith(("vmul.f32", "vmla.f32"))]
+        assert not any(line.startswith("vmov") for line in first) and first[-1] == "b 3f"
+        assert sorted(int(line.split(",")[0][10:]) for line in products[:len(accumulators)]) == accumulators
+        assert all(line.startswith("vmul.f32") for line in products[:len(accumulators)])
+        assert all(line.startswith("vmla.f32") for line in products[len(accumulators):])
+        assert len(products) == 4 * pixels * vectors
+    else:
+        assert first == [f"vmov.i32 q{q}, #0" for q in accumulators]
     assert sum(line.startswith("vst1.32") for line in tail) == pixels and not any("vstm" in line for line in lines)
     assert sum(line.startswith("vmla.f32") for line in loop) == 2 * 4 * pixels * vectors
     per_vector = {"prelu": 3, "leaky": 2, "max": 1, "min": 1, "res": 1}
@@ -177,10 +180,10 @@ def test_fused_tile_is_the_loop_then_the_epilogue_in_registers(epilogue, pixels,
 
 
 @pytest.mark.parametrize("depth,name,iterations", [
-    (4, "p5x8_u0_b_prelu", 0), (32, "p5x8_s8_u0_b_prelu", 0), (40, "p5x8_s2_u2_b_prelu", 4),
-    (36, "p5x8_b_prelu", 8), (64, "p5x8_s4_u4_b_prelu", 3),
+    (4, "p5x8_u0_b_prelu", 0), (32, "p5x8_s8_u0_b_prelu", 0), (40, "p5x8_u2_b_prelu", 5),
+    (36, "p5x8_b_prelu", 9), (64, "p5x8_u4_b_prelu", 4),
 ])
-def test_shallow_depths_run_straight_and_deep_ones_peel_one_iteration(depth, name, iterations):
+def test_shallow_depths_run_straight_and_deep_ones_enter_the_loop_after_the_first_step(depth, name, iterations):
     epilogue = Epilogue(True, (("prelu", None),))
     addresses = {key: tirx.Var(key, "handle") for key in ("out", "x", "w", "bias", "slope")}
     call = f32_gemm_tile_call(5, 2, depth, 16, epilogue, addresses)
@@ -191,12 +194,15 @@ def test_shallow_depths_run_straight_and_deep_ones_peel_one_iteration(depth, nam
     # Every depth multiplied once per accumulator; a loop only past the straight steps.
     lane_products = [line for line in lines if re.fullmatch(r"v(mla|mul)\.f32 q\d+, q\d+, d\d+\[[01]\]", line)]
     assert len(lane_products) == 40 * (straight + steps) and sum(line.startswith("vmul") for line in lane_products) == 10
-    assert 4 * (straight + steps * iterations) == depth
+    assert 4 * (steps * iterations if steps else straight) == depth
+    if steps:
+        # The first step, then a branch into the loop past its first step: the loop's code once more.
+        assert lines[lines.index("b 3f") + 1] == "1:" and lines.index("3:") - lines.index("1:") - 1 == lines.index("b 3f")
     assert ("bne 1b" in lines) == (steps > 0) and f"edgetvm_neon_f32_gemm_{name}" in f32_gemm_tile_definition_of(
         f"edgetvm_neon_f32_gemm_{name}")
 
 
-@pytest.mark.parametrize("depth,straight,steps,iterations", [(32, 8, 0, 0), (24, 6, 0, 0), (64, 4, 4, 3)])
+@pytest.mark.parametrize("depth,straight,steps,iterations", [(32, 8, 0, 0), (24, 6, 0, 0), (64, 1, 4, 4)])
 def test_a_run_repeats_the_tile_stepping_x_on_and_w_back(depth, straight, steps, iterations):
     epilogue = Epilogue(True, (("prelu", None), ("res", None)))
     addresses = {key: tirx.Var(key, "handle") for key in ("out", "x", "w", "bias", "slope", "res")}
