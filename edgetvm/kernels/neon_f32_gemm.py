@@ -12,12 +12,13 @@ channels, the whole tile in one assembly statement: the first step of 4 depths (
 first depth's ``vmul.f32 q, q, d[x]`` starts the accumulators instead of 10 ``vmov.i32 #0``), the
 rest of the depth as straight code up to ``F32_GEMM_STRAIGHT_STEPS`` steps (32 depths) in all, else
 a ``b`` into the depth loop's second step, the epilogue (``Epilogue``: PReLU, LeakyReLU, ReLU/ReLU6
-as max/min by a constant, the residual add; ``schedules.gemm_epilogue`` reads it off the kernel's TIR tail) in registers, one
-store per pixel; a *run* (``run``: $it tiles along the pixels, the same channels) repeats the tile,
-x stepped 4 pixels on (``add x, x, xs, lsl #2``) and w back by the depth (one ``sub w, w, ws, lsl
-#b`` per set bit of K: 1 to 3), the loop counter $n (with a depth loop) set by a ``mov`` per tile,
-``subs``/``bne`` per tile: 4 to 7 instructions where LLVM's code between two calls took 7 to 23
-(11 operands in 13 registers: it spilled). Registers (5x8)::
+as max/min by a constant, the residual add; ``schedules.gemm_epilogue`` reads it off the kernel's
+TIR tail) in registers, one store per pixel; a *run* (``run``: $it tiles along the pixels, the
+same channels) repeats the tile, x stepped 4 pixels on (``add x, x, xs, lsl #2``) and w back by
+the depth (one ``sub w, w, ws, lsl #b`` per set bit of K: 1 to 3), with a depth loop its counter
+$n set by a ``mov`` and the ``b`` into it, ``subs``/``bne`` per tile: 4 to 8 instructions where
+LLVM's code between two calls took 7 to 23 (11 operands in 13 registers: it spilled).
+Registers (5x8)::
 
     q6-q15   accumulators, q(6 + 2p + v) = pixel p, channels 4v..4v+3
     q0-q2    pixels 0-2's inputs at depths k..k+3 (lane i of pixel p is A[p, k+i])
@@ -64,9 +65,9 @@ of MobileFaceNet / MobileNetV2 (instructions, a7 cycles, per MAC):
   segmenter's ARM build 2.07e-5 from the host build (1.22e-5 before; its test holds it to 1.5e-5):
   ``b + sum_k x w`` loses the products' low bits to a large bias.
 - the first depth's products start the accumulators (``vmul``, no 10 ``vmov.i32 #0`` per tile) and
-  a depth of up to 32 straight, no loop (deeper, at first: the first iteration of 4 steps straight,
-  the loop one shorter): Iris 19.92 -> 19.69 M instructions, 41.26 -> 40.84 M a7 cycles (its 1x1 convs 0.370 ->
-  0.365 per MAC), MobileNetV2 112.18 -> 110.87 M, 232.19 -> 229.88 M (0.358 -> 0.353). The host's
+  a depth of up to 32 straight, no loop (deeper, at first: the first iteration of 4 steps
+  straight, the loop one shorter): Iris 19.92 -> 19.69 M instructions, 41.26 -> 40.84 M a7 cycles
+  (its 1x1 convs 0.370 -> 0.365 per MAC), MobileNetV2 112.18 -> 110.87 M, 232.19 -> 229.88 M (0.358 -> 0.353). The host's
   sum starts at +0, so a sum of -0 products is +0 there and -0 here: only a bias after the depth
   (any but -0) makes the two equal, so an epilogue without one keeps the zeroing.
 - runs of tiles (inputs up to 16 KB a run): Iris 19.50 M, 40.66 M (0.361 per MAC), MobileNetV2
@@ -87,13 +88,14 @@ Tried and measured worse: 5x8 with each weight vector loaded on its own into q5 
 inputs in q0-q4): 73.9 M instructions (0.359 per MAC) for the same cycles. Remaining per tile
 of a run: the epilogue (bias 1 load + 10 ``vadd``, PReLU 1 load + 30, residual 5 loads + 10,
 ReLU6 2 ``vmov`` + 20, 5 stores: one per output vector and op, nothing to share), the run's 4 to
-7, and LLVM's address code once per run and channel block. Against the loop's 0.319 per MAC that
-leaves K = 32 with bias, residual and PReLU at (408 + 62 + 4) / 1280 = 0.370, K = 64 at 0.347.
+8, and LLVM's address code once per run and channel block. Against the loop's 0.319 per MAC that
+leaves K = 32 with bias, residual and PReLU at (408 + 62 + 4) / 1280 = 0.370, K = 64 at
+(816 + 62 + 14) / 2560 = 0.348.
 Not built for the shallow depths, by estimate: the 4x8 tile (above: 0.3125 per MAC in the loop
 but 0.6875 a7 cycles against 0.6625), 6x8 (12 accumulators leave 4 registers for 6 pixels' inputs
 and 8 weights: 2 depths of d-register inputs and single weight vectors make 34 instructions per 96
-MACs, 0.354), 3x12 (a depth's 12 weights take two loads: 47 per 144, 0.326). No ``pld``: qemu and the issue-cycle estimate cannot
-see a prefetch, the instruction count can.
+MACs, 0.354), 3x12 (a depth's 12 weights take two loads: 47 per 144, 0.326). No ``pld``: qemu and
+the issue-cycle estimate cannot see a prefetch, the instruction count can.
 
 **The tensorized tile** (``f32_gemm_asm``, ``f32_gemm_intrin``): a kernel whose tail the fused tile
 cannot compute (``schedules.gemm_epilogue`` declines it: a sigmoid, a bias after the activation)
@@ -110,8 +112,8 @@ per iteration). The weight is the dense HWIO constant, so its pointer steps one 
 across taps. 40 instructions per tap of 128 multiply-accumulates (96 the model's), 0.42 per MAC.
 The fused stem tile (``f32_stem_tile_asm``) with a bias runs its first window row before the loop,
 the first tap's ``vmul`` starting the 8 accumulators (no zeroing; $it one row less): MobileNetV2's
-stem 6.18 -> 6.06 M instructions, 12.37 -> 12.14 M a7 cycles (0.571 -> 0.559 per MAC), MobileFaceNet's
-3.00 -> 2.93 M, BlazeFace short's 5x5 3.48 -> 3.45 M.
+stem 6.18 -> 6.06 M instructions, 12.37 -> 12.14 M a7 cycles (0.571 -> 0.559 per MAC),
+MobileFaceNet's 3.00 -> 2.93 M, BlazeFace short's 5x5 3.48 -> 3.45 M.
 """
 
 from __future__ import annotations

@@ -520,7 +520,7 @@ def _fused_gemm_tiles(func: tirx.PrimFunc, sch: s_tir.Schedule, kernel: Reductio
 
     A run (R tiles whose inputs fit ``F32_GEMM_RUN_BYTES``, the last run shorter) pays LLVM's
     address code once per channel block instead of per tile: each tile steps x and w itself in 2 to
-    4 instructions (LLVM took 7 to 23, spilling the 11 operands). An epilogue whose constants need
+    4 instructions, and its loop 2 to 4 more (LLVM took 7 to 23, spilling the 11 operands). An epilogue whose constants need
     ``movw``/``movt`` (LeakyReLU 0.1) keeps one call per tile.
 
     The pixels of a 1x1 conv at stride 1 are independent and contiguous in NHWC, so a tile ignores
