@@ -88,12 +88,20 @@ def neon_q8_gemm_name(tail: bool = False, reduced: bool = False) -> str:
 
 
 def neon_q8_gemm_requantize_name(negative: bool, left_shift: bool, unsigned: bool, tail: bool = False,
-                                 reduced: bool = False) -> str:
+                                 reduced: bool = False, clamped: bool = True) -> str:
     """The 2x8 microkernel that also requantizes and stores its tile (``kernels.neon_q8_gemm``): one per
-    epilogue shape (PReLU/LeakyReLU multipliers, left shifts, uint8 output), depth (``tail``) and
-    weight range (``reduced``)."""
+    epilogue shape (PReLU/LeakyReLU multipliers, left shifts, uint8 output, a clamp narrower than the
+    output type: ``clamped``), depth (``tail``) and weight range (``reduced``)."""
     return (f"{NEON_Q8_GEMM_2X8}{'_w7' if reduced else ''}_requantize{'_negative' if negative else ''}"
-            f"{'_left_shift' if left_shift else ''}{'_u8' if unsigned else ''}{'_tail8' if tail else ''}")
+            f"{'_left_shift' if left_shift else ''}{'_u8' if unsigned else ''}{'_tail8' if tail else ''}"
+            f"{'' if clamped else '_unclamped'}")
+
+
+def narrower_clamp(clamp, out_dtype: str) -> bool:
+    """Whether ``clamp`` (lo, hi) cuts into ``out_dtype``'s range (ReLU, ReLU6): else the saturating
+    narrows clamp for free and the kernel needs no ``vmax``/``vmin``."""
+    type_lo, type_hi = (0, 255) if out_dtype == "uint8" else (-128, 127)
+    return int(clamp[0]) > type_lo or int(clamp[1]) < type_hi
 
 
 def neon_q8_dwconv_name(pixels: int, negative: bool, left_shift: bool, unsigned: bool, reduced: bool = False) -> str:
@@ -360,8 +368,9 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
     ``vpadd`` of an accumulator's halves then gives the pair's two sums. The NEON spelling runs this
     for 2 pixels at once in the assembly microkernel ``NEON_Q8_GEMM_2X8`` (the weights loaded once
     for both; 16 q registers, which LLVM cannot schedule without spilling); with an int8/uint8
-    output the microkernel requantizes and stores the tile too (``neon_q8_gemm_requantize_name``),
-    so only the float output goes through a stack tile and the TIR epilogue. The portable spelling is
+    output the microkernel requantizes and stores the tile too (``neon_q8_gemm_requantize_name``), one
+    call per pixel pair running all its tiles of 8 channels, so only the float output goes through a
+    stack tile and the TIR epilogue. The portable spelling is
     TIR, 1 pixel per tile.
     """
     c_, o_ = depth_total, channels_out
@@ -386,18 +395,27 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
     if ops.neon and y_dtype != "float32":
         # The microkernel requantizes and stores too: the int32 sums stay in registers.
         name = neon_q8_gemm_requantize_name(_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8", tail,
-                                            cfg["reduced"])
+                                            cfg["reduced"], narrower_clamp(cfg["clamp"], y_dtype))
         lo, hi = (int(v) for v in cfg["clamp"])
         clamp_bits = (lo & 0xFF) | (hi & 0xFF) << 8
 
-        def tile2(pixel0, tile_o, both: bool) -> None:
+        def run2(pixel0, both: bool) -> None:
+            """All ``tiles_o`` tiles of 8 channels of pixels ``pixel0`` (and the next, with ``both``) in one
+            call: the microkernel loops over them (the last operand is its scratch depth count)."""
             second = pixel0 + 1 if both else pixel0
             T.evaluate(tirx.call_extern(
-                "int32", name, tirx.address_of(yf[pixel0 * o_ + tile_o * PAIRED_CHANNELS]),
-                tirx.address_of(yf[second * o_ + tile_o * PAIRED_CHANNELS]), tirx.address_of(xf[pixel0 * c_]),
-                tirx.address_of(xf[second * c_]), tirx.address_of(wq[tile_o * (c_ * PAIRED_CHANNELS)]),
-                c_ // GEMM_DEPTH, tirx.address_of(epi["packed"][tile_o * 2, 0, 0]), cfg["y_zero_point"], clamp_bits))
-    elif ops.neon:
+                "int32", name, tirx.address_of(yf[pixel0 * o_]), tirx.address_of(yf[second * o_]),
+                tirx.address_of(xf[pixel0 * c_]), tirx.address_of(xf[second * c_]), tirx.address_of(wq[0]),
+                c_ // GEMM_DEPTH, tirx.address_of(epi["packed"][0, 0, 0]), cfg["y_zero_point"], clamp_bits, tiles_o,
+                0))
+
+        if pixels // 2:
+            with _loop(pixels // 2, parallel) as t:
+                run2(t * 2, True)
+        if pixels % 2:
+            run2(pixels - 1, False)
+        return
+    if ops.neon:
         def tile2(pixel0, tile_o, both: bool) -> None:
             # "global" scope: a small constant buffer whose address is taken stays on the stack.
             acc = T.alloc_buffer((2 * PAIRED_CHANNELS,), "int32", scope="global")

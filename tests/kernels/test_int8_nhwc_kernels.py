@@ -74,10 +74,16 @@ def test_kernel_is_written_again_from_its_recipe():
     neon = remake_kernel(portable.with_attr("op_pattern", 8), isa="neon", parallel=True)
     assert neon.attrs["op_pattern"] == 8 and KERNEL_ATTR in neon.attrs
     # The paired GEMM (PReLU, int8 out) calls the assembly microkernel that requantizes its tile too:
-    # no requantize left in TIR. The depthwise kernel's requantize is NEON intrinsics.
+    # no requantize left in TIR. The depthwise kernel's requantize is NEON intrinsics. Its clamp is the
+    # int8 range: the spelling without vmax/vmin; a ReLU clamp keeps them.
     assert params["negative"] and not params["left_shift"] and params["out_dtype"] == "int8"
-    fused = neon_q8_gemm_requantize_name(negative=True, left_shift=False, unsigned=False)
+    assert params["clamp"] == [-128, 127]
+    fused = neon_q8_gemm_requantize_name(negative=True, left_shift=False, unsigned=False, clamped=False)
     assert fused in neon.script() and NEON_Q8_GEMM_2X8 not in portable.script()
+    relu = next(c for c in cases(np.random.default_rng(0)) if c[0] == "conv1x1" and c[1]["clamp"] == [-3, 127]
+                and c[1]["channels_out"] % 8 == 0)
+    assert neon_q8_gemm_requantize_name(False, True, False, clamped=True) in \
+        make_kernel("conv1x1", isa="neon", **relu[1]).script()
     assert "vqrdmulh" not in neon.script() and "vqrdmulh" not in portable.script()
     # A 3x3 depthwise calls its assembly microkernel (groups of 3 pixels and the 1 or 2 left, PReLU);
     # a 5x5 one keeps the NEON intrinsics in TIR.
@@ -220,12 +226,15 @@ def test_microkernel_declarations_become_inline_assembly():
     assert "vpadal.s16" in out and "declare i32 @memcpy" in out and f"declare i32 @{NEON_Q8_GEMM_2X8}" not in out
     assert microkernel_calls(out) == set()
     # Every spelling of the requantizing tile has a definition (the names the kernels call).
-    for negative, left_shift, unsigned, tail, reduced in itertools.product((False, True), repeat=5):
-        name = neon_q8_gemm_requantize_name(negative, left_shift, unsigned, tail, reduced)
-        defined = with_microkernels(f"declare i32 @{name}(ptr, ptr, ptr, ptr, ptr, i32, ptr, i32, i32)\n")
+    for negative, left_shift, unsigned, tail, reduced, clamped in itertools.product((False, True), repeat=6):
+        name = neon_q8_gemm_requantize_name(negative, left_shift, unsigned, tail, reduced, clamped)
+        defined = with_microkernels(f"declare i32 @{name}(ptr, ptr, ptr, ptr, ptr, i32, ptr, i32, i32, i32, i32)\n")
         assert f"define internal i32 @{name}(" in defined
         assert ("vbsl" in defined) == negative and ("vshl.s32" in defined) == left_shift
         assert ("vqmovun.s16" in defined) == unsigned
+        # The clamp to a narrower range than the output type's: 2 vdup, vmax, vmin (the narrows saturate).
+        kind = "u8" if unsigned else "s8"
+        assert (f"vmax.{kind}" in defined) == clamped and (f"vmin.{kind}" in defined) == clamped
         loop, after = defined.split("1:")[1].split("bne 1b")
         # Per 16 depth and row: 8 vpadal.s16 (two 8-deep steps), 4 with reduced-range weights (one 16-deep
         # step, 4 products per int16 lane: vmull + 3 vmlal per pair and row).
