@@ -104,12 +104,14 @@ def narrower_clamp(clamp, out_dtype: str) -> bool:
     return int(clamp[0]) > type_lo or int(clamp[1]) < type_hi
 
 
-def neon_q8_dwconv_name(pixels: int, negative: bool, left_shift: bool, unsigned: bool, reduced: bool = False) -> str:
+def neon_q8_dwconv_name(pixels: int, negative: bool, left_shift: bool, unsigned: bool, reduced: bool = False,
+                        clamped: bool = True) -> str:
     """The 3x3 depthwise microkernel of groups of ``pixels`` output pixels x 8 channels that requantizes
-    and stores them too (``kernels.neon_q8_dwconv``), one per epilogue shape and weight range
-    (``reduced``: in [-63, 63], 4 taps per int16 product)."""
+    and stores them too (``kernels.neon_q8_dwconv``), one per epilogue shape (``clamped``: a clamp
+    narrower than the output type, ``narrower_clamp``) and weight range (``reduced``: in [-63, 63], 4 taps
+    per int16 product)."""
     return (f"{NEON_Q8_DWCONV3X3}{'_w7' if reduced else ''}_p{pixels}{'_negative' if negative else ''}"
-            f"{'_left_shift' if left_shift else ''}{'_u8' if unsigned else ''}")
+            f"{'_left_shift' if left_shift else ''}{'_u8' if unsigned else ''}{'' if clamped else '_unclamped'}")
 
 
 def _ramp(base, lanes: int) -> tirx.PrimExpr:
@@ -665,13 +667,16 @@ def _neon_dwconv3x3_rows(ni, shape: tuple, strides: tuple, xp, yf, wf, epi: dict
     oh_, ow_, c_, hp, wp = shape
     sh, sw = strides
     lo, hi = (int(v) for v in cfg["clamp"])
-    params = (lo & 0xFF) | (hi & 0xFF) << 8 | (int(cfg["y_zero_point"]) & 0xFFFF) << 16
+    clamped = narrower_clamp((lo, hi), y_dtype)
+    # Unclamped, the microkernel reads z_y alone (the saturating narrows are the clamp).
+    params = (lo & 0xFF) | (hi & 0xFF) << 8 | (int(cfg["y_zero_point"]) & 0xFFFF) << 16 if clamped else \
+        int(cfg["y_zero_point"]) & 0xFFFF
     params -= (1 << 32) if params >= 1 << 31 else 0  # an int32 operand
     # Byte steps of the input pointer (see kernels.neon_q8_dwconv): next column, next window row, next pixel.
     xs, xn, xg = c_, wp * c_ - 2 * c_, sw * c_ - 2 * wp * c_ - 2 * c_
     n, i = ni // oh_, ni % oh_
     groups, rest = divmod(ow_, DWCONV_GROUP_PIXELS)
-    flavour = (_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8", cfg["reduced"])
+    flavour = (_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8", cfg["reduced"], clamped)
     with T.serial(0, c_ // DEPTHWISE_LANES) as cb:
         for first, count, pixels in ((0, groups, DWCONV_GROUP_PIXELS), (groups * DWCONV_GROUP_PIXELS, rest, 1)):
             if count:

@@ -79,21 +79,25 @@ def test_kernel_is_written_again_from_its_recipe():
     assert params["negative"] and not params["left_shift"] and params["out_dtype"] == "int8"
     assert params["clamp"] == [-128, 127]
     fused = neon_q8_gemm_requantize_name(negative=True, left_shift=False, unsigned=False, clamped=False)
-    assert fused in neon.script() and NEON_Q8_GEMM_2X8 not in portable.script()
+    assert f'"{fused}"' in neon.script() and NEON_Q8_GEMM_2X8 not in portable.script()
     relu = next(c for c in cases(np.random.default_rng(0)) if c[0] == "conv1x1" and c[1]["clamp"] == [-3, 127]
                 and c[1]["channels_out"] % 8 == 0)
-    assert neon_q8_gemm_requantize_name(False, True, False, clamped=True) in \
+    assert f'"{neon_q8_gemm_requantize_name(False, True, False, clamped=True)}"' in \
         make_kernel("conv1x1", isa="neon", **relu[1]).script()
+    # One call per pixel pair runs all the pair's tiles of 8 channels (the lone last pixel: one more).
+    assert neon.script().count(f'"{fused}"') == 2 and ", 1, 0)" in neon.script()
     assert "vqrdmulh" not in neon.script() and "vqrdmulh" not in portable.script()
     # A 3x3 depthwise calls its assembly microkernel (groups of 3 pixels and the 1 or 2 left, PReLU);
     # a 5x5 one keeps the NEON intrinsics in TIR.
     depthwise = [c for c in cases(np.random.default_rng(0)) if c[0] == "depthwise"]
     three = make_kernel("depthwise", isa="neon", **depthwise[0][1]).script()
     assert depthwise[0][1]["kernel_size"] == [3, 3] and "vqrdmulh" not in three
-    assert all(neon_q8_dwconv_name(p, True, False, False) in three for p in (1, DWCONV_GROUP_PIXELS))
-    # Reduced-range weights: the microkernel that sums 4 taps per int16 product.
-    reduced = next(c for c in depthwise if c[1]["reduced"] and c[1]["negative"])
-    assert neon_q8_dwconv_name(DWCONV_GROUP_PIXELS, True, False, False, reduced=True) in \
+    assert depthwise[0][1]["clamp"] == [-128, 127]  # the int8 range: no vmax/vmin
+    assert all(f'"{neon_q8_dwconv_name(p, True, False, False, clamped=False)}"' in three
+               for p in (1, DWCONV_GROUP_PIXELS))
+    # Reduced-range weights: the microkernel that sums 4 taps per int16 product; a narrower clamp.
+    reduced = next(c for c in depthwise if c[1]["reduced"] and c[1]["negative"] and c[1]["clamp"] == [-100, 90])
+    assert f'"{neon_q8_dwconv_name(DWCONV_GROUP_PIXELS, True, True, False, reduced=True)}"' in \
         make_kernel("depthwise", isa="neon", **reduced[1]).script()
     five = next(c for c in depthwise if c[1]["kernel_size"] == [5, 5] and not c[1]["float_out"])
     assert "vqrdmulh" in make_kernel("depthwise", isa="neon", **five[1]).script()

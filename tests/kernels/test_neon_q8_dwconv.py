@@ -4,6 +4,7 @@ and 2, rows with 1 and 2 pixels left after the groups of 3)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -63,10 +64,14 @@ def test_every_spelling_has_a_definition():
         for negative in (False, True):
             for left_shift in (False, True):
                 for unsigned in (False, True):
-                    for reduced in (False, True):
-                        name = neon_q8_dwconv_name(pixels, negative, left_shift, unsigned, reduced)
+                    for reduced, clamped in itertools.product((False, True), repeat=2):
+                        name = neon_q8_dwconv_name(pixels, negative, left_shift, unsigned, reduced, clamped)
                         defined = with_microkernels(
                             f"declare i32 @{name}(ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32)\n")
                         assert f"define internal i32 @{name}(" in defined
                         assert ("vqmovun.s16" in defined) == unsigned
                         assert defined.count("vaddw.s16") == (4 if reduced else 8) * pixels
+                        # A clamp inside the output type's range: vmax + vmin per pixel, else none.
+                        kind = "u8" if unsigned else "s8"
+                        assert defined.count(f"vmax.{kind}") == defined.count(f"vmin.{kind}") == \
+                            (pixels if clamped else 0)
