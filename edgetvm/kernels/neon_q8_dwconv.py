@@ -53,6 +53,10 @@ conv) takes the ``_unclamped`` spelling: ``params`` is z_y alone, no ``vdup.8``/
 int8 ``--reduce-range`` (cortex-a7, standalone, ``bench_arm.py --per-kernel``) stride 1 7.29 -> 6.83 M
 instructions, 13.03 -> 12.56 M a7 cycles; stride 2 1.56 -> 1.47 M, 2.64 -> 2.55 M.
 
+With PReLU the last pixel of a group selects its multipliers in place (``requantize_asm``'s ``last``:
+``vbit`` into the negative side's registers, no copy of the mask): 4 a7 cycles per group, MobileFaceNet
+int8 ``--reduce-range`` stride 1 12.56 -> 12.38 M a7 cycles, stride 2 2.55 -> 2.52 M.
+
 Not done: sharing a window's columns between neighbouring pixels at stride 1 (12 instead of 27 loads
 per 3 pixels) needs registers the requantize of 3 pixels takes; multiplies by ``vmlal.s16`` after
 widening (18 per pixel, 4 multiply-adds each) cost the same issue cycles as the pairs above and need
@@ -124,7 +128,7 @@ def q8_dwconv3x3_asm(pixels: int, negative: bool, left_shift: bool, unsigned: bo
         lines.append("vld1.32 {d16-d19}, [$3]!")
         lines += ["vld1.32 {d20-d23}, [$3]!", "vld1.32 {d24-d25}, [$3]!"] if rows == 5 else ["vld1.32 {d20-d21}, [$3]!"]
         for p in range(pixels):
-            lines += requantize_asm(2 * p + half, negative, left_shift)
+            lines += requantize_asm(2 * p + half, negative, left_shift, last=p == pixels - 1)
     lines.append(f"sub $3, $3, #{2 * rows * 16}")
     # clamp_lo in d20, clamp_hi in d21, z_y in the int16 lanes of q9; $8 rotated back to itself.
     lines += ["vdup.8 d20, $8", "ror $8, $8, #8", "vdup.8 d21, $8", "ror $8, $8, #8", "vdup.16 q9, $8",

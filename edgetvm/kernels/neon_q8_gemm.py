@@ -79,7 +79,10 @@ registers too and costs 102 a7 cycles per 256 multiply-adds against 104: not bui
 
 The epilogue per tile of 16 outputs, a7 cycles (``neon_cycles`` dump, PReLU, no left shift): 8 ``vpadd``
 8; the epilogue rows 2 x 10 (one cycle per d loaded); per int32x4 20 (``vadd`` 2, ``vcge`` + ``vorr`` +
-2 ``vbsl`` 8, ``vqrdmulh`` 4, ``vand`` + ``vsra`` 4, ``vrshl`` 2), 80 for the 4; the narrows and ``z_y``
+2 ``vbsl`` 8, ``vqrdmulh`` 4, ``vand`` + ``vsra`` 4, ``vrshl`` 2), 18 for the second of a group of 4
+channels (``vcge`` + 2 ``vbit`` into the negative side's rows, dead after it: ``requantize_asm``'s
+``last``; 4 a7 cycles per tile, MobileFaceNet int8 ``--reduce-range`` 1x1 convs 99.23 -> 98.87 M), 76
+for the 4; the narrows and ``z_y``
 18; the 2 stores 4; the clamp 10 (2 ``vdup.8``, 2 ``ror``, ``vmax``, ``vmin``), only in a kernel whose clamp
 cuts into the output type (ReLU, ReLU6: ``int8_nhwc.narrower_clamp``; ``_unclamped`` otherwise, every
 MobileFaceNet 1x1 conv: its PReLU and linear outputs saturate at the int8 range, which the saturating
@@ -155,10 +158,14 @@ def q8_gemm_2x8_asm(tail: bool = False, reduced: bool = False) -> list[str]:
     return loop + sums + store
 
 
-def requantize_asm(acc: int, negative: bool, left_shift: bool) -> list[str]:
+def requantize_asm(acc: int, negative: bool, left_shift: bool, last: bool = False) -> list[str]:
     """``M (acc + bias)`` of int32x4 q``acc`` in place (``kernels.fixed_point`` semantics, the NEON
     spelling of ``IntegerVectorOps.requantize`` without ``z_y``): bias q8, mult_pos q9, shift_pos q10,
     mult_neg q11, shift_neg q12, zero q7; q6, q13-q15 scratch.
+
+    ``last``: the last accumulator of these parameters, so the PReLU select may overwrite the negative
+    side's: ``vbit`` of the positive side into q11 and q12 where ``acc >= 0``, without the copy of the
+    mask that 2 ``vbsl`` need (a ``vorr`` q, 2 a7 cycles).
 
     The fixup of RoundingDivideByPOT is ``vsra`` (a plain add), not a saturating add: |m| < 2^31
     (``quantize_multiplier``) keeps ``vqrdmulh`` above INT32_MIN, so adding -1 cannot overflow.
@@ -166,7 +173,10 @@ def requantize_asm(acc: int, negative: bool, left_shift: bool) -> list[str]:
     a = f"q{acc}"
     lines = [f"vadd.i32 {a}, {a}, q8"]
     mult, shift = "q9", "q10"
-    if negative:
+    if negative and last:
+        lines += [f"vcge.s32 q13, {a}, #0", "vbit q11, q9, q13", "vbit q12, q10, q13"]
+        mult, shift = "q11", "q12"
+    elif negative:
         lines += [f"vcge.s32 q13, {a}, #0", "vmov q14, q13", "vbsl q13, q9, q11", "vbsl q14, q10, q12"]
         mult, shift = "q13", "q14"
     if left_shift:
@@ -201,7 +211,7 @@ def q8_gemm_2x8_requantize_asm(negative: bool, left_shift: bool, unsigned: bool,
     for group, accs in ((0, (0, 2)), (1, (1, 3))):
         lines += params
         for acc in accs:
-            lines += requantize_asm(acc, negative, left_shift)
+            lines += requantize_asm(acc, negative, left_shift, last=acc == accs[-1])
     narrow = "vqmovun.s16" if unsigned else "vqmovn.s16"
     kind = "u8" if unsigned else "s8"
     # z_y added to the int16 lanes, 8 at a time: where the int16 saturation differs from an int32 add,

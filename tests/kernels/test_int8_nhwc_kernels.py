@@ -235,6 +235,10 @@ def test_microkernel_declarations_become_inline_assembly():
         defined = with_microkernels(f"declare i32 @{name}(ptr, ptr, ptr, ptr, ptr, i32, ptr, i32, i32, i32, i32)\n")
         assert f"define internal i32 @{name}(" in defined
         assert ("vbsl" in defined) == negative and ("vshl.s32" in defined) == left_shift
+        # PReLU: the second accumulator of each group of 4 channels selects in place (vbit into the
+        # negative side's registers, dead after it); only the first copies the mask for its 2 vbsl.
+        assert defined.count("vbit") == (4 if negative else 0) and defined.count("vmov q14, q13") == (
+            2 if negative else 0)
         assert ("vqmovun.s16" in defined) == unsigned
         # The clamp to a narrower range than the output type's: 2 vdup, vmax, vmin (the narrows saturate).
         kind = "u8" if unsigned else "s8"

@@ -56,7 +56,9 @@ def test_group_is_taps_in_pairs_then_the_requantize_in_registers(pixels, negativ
     assert sum(line.startswith("vqrdmulh.s32") for line in lines) == 2 * pixels
     assert [line for line in lines if line.startswith("vst1.8")] == \
         [f"vst1.8 {{d{4 * p}}}, [$0 :64], $5" for p in range(pixels)]
-    assert ("vbsl" in " ".join(lines)) == negative and ("vshl.s32" in " ".join(lines)) == left_shift
+    assert ("vbsl" in " ".join(lines)) == (negative and pixels > 1) and ("vshl.s32" in " ".join(lines)) == left_shift
+    # PReLU: the last pixel of each half selects in place (vbit into the negative side's registers).
+    assert sum(line.startswith("vbit") for line in lines) == (4 if negative else 0)
 
 
 def test_every_spelling_has_a_definition():
