@@ -200,4 +200,7 @@ def cases(rng):
     for clamp in ((-128, 127), (2, 127)):
         p = add_params(clamp=clamp)
         out.append(("add", {"shape": shape, **p}, [a, b], [], add_reference(a, b, p)))
+    # Equal input scales: both inputs' multipliers exactly 0.5 (the kernel then shifts instead).
+    p = add_params(a_scale=0.04, b_scale=0.04)
+    out.append(("add", {"shape": shape, **p}, [a, b], [], add_reference(a, b, p)))
     return out

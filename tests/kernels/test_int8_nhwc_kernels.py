@@ -24,6 +24,7 @@ from edgetvm.kernels.int8_nhwc import (
     KERNEL_ATTR,
     NEON_Q8_GEMM_2X8,
     IntegerVectorOps,
+    int8_add_flat,
     make_kernel,
     neon_q8_dwconv_name,
     neon_q8_gemm_name,
@@ -31,7 +32,7 @@ from edgetvm.kernels.int8_nhwc import (
     remake_kernel,
 )
 
-from .nhwc_reference import cases
+from .nhwc_reference import add_params, cases
 
 ARM_TARGET = "cortex-a7"
 
@@ -103,6 +104,18 @@ def test_kernel_is_written_again_from_its_recipe():
     assert "vqrdmulh" in make_kernel("depthwise", isa="neon", **five[1]).script()
     assert "T.parallel" in neon.script()
     assert remake_kernel(tvm.tirx.PrimFunc([], tvm.tirx.Evaluate(0)), isa="neon", parallel=False) is None
+
+
+def test_add_halves_the_larger_scale_input_by_a_shift():
+    # The input of the larger scale has the multiplier 0.5 exactly (m = 2^30, e = 0): its (q - z) << 20
+    # rescaled is (q - z) << 19, no fixed-point multiply by 2^30; the other input's (m != 2^30) stays.
+    for scales in ((0.05, 0.03), (0.03, 0.05), (0.04, 0.04)):
+        params = add_params(a_scale=scales[0], b_scale=scales[1])
+        assert [params[k][0] == 1 << 30 for k in ("a_mult", "b_mult")] == [s == max(scales) for s in scales]
+        # The body (no recipe attr), NEON: the portable multiply has 2^30 as its rounding nudge.
+        script = int8_add_flat(isa="neon", shape=[1, 2, 2, 8], **params).script()
+        assert str(1 << 30) not in script, scales
+        assert all(str(params[k][0]) in script for k in ("a_mult", "b_mult", "y_mult") if params[k][0] != 1 << 30)
 
 
 def _requantize_func(size: int, neon: bool):
