@@ -88,13 +88,15 @@ def neon_q8_gemm_name(tail: bool = False, reduced: bool = False) -> str:
 
 
 def neon_q8_gemm_requantize_name(negative: bool, left_shift: bool, unsigned: bool, tail: bool = False,
-                                 reduced: bool = False, clamped: bool = True) -> str:
+                                 reduced: bool = False, clamped: bool = True, right_shift: bool = False) -> str:
     """The 2x8 microkernel that also requantizes and stores its tile (``kernels.neon_q8_gemm``): one per
-    epilogue shape (PReLU/LeakyReLU multipliers, left shifts, uint8 output, a clamp narrower than the
-    output type: ``clamped``), depth (``tail``) and weight range (``reduced``)."""
+    epilogue shape (PReLU/LeakyReLU multipliers, left shifts, only right shifts: ``right_shift``, uint8
+    output, a clamp narrower than the output type: ``clamped``), depth (``tail``) and weight range
+    (``reduced``)."""
+    assert not (left_shift and right_shift)
     return (f"{NEON_Q8_GEMM_2X8}{'_w7' if reduced else ''}_requantize{'_negative' if negative else ''}"
-            f"{'_left_shift' if left_shift else ''}{'_u8' if unsigned else ''}{'_tail8' if tail else ''}"
-            f"{'' if clamped else '_unclamped'}")
+            f"{'_left_shift' if left_shift else ''}{'_right_shift' if right_shift else ''}{'_u8' if unsigned else ''}"
+            f"{'_tail8' if tail else ''}{'' if clamped else '_unclamped'}")
 
 
 def narrower_clamp(clamp, out_dtype: str) -> bool:
@@ -105,13 +107,22 @@ def narrower_clamp(clamp, out_dtype: str) -> bool:
 
 
 def neon_q8_dwconv_name(pixels: int, negative: bool, left_shift: bool, unsigned: bool, reduced: bool = False,
-                        clamped: bool = True) -> str:
+                        clamped: bool = True, right_shift: bool = False) -> str:
     """The 3x3 depthwise microkernel of groups of ``pixels`` output pixels x 8 channels that requantizes
     and stores them too (``kernels.neon_q8_dwconv``), one per epilogue shape (``clamped``: a clamp
-    narrower than the output type, ``narrower_clamp``) and weight range (``reduced``: in [-63, 63], 4 taps
-    per int16 product)."""
+    narrower than the output type, ``narrower_clamp``; ``right_shift``: only right shifts) and weight
+    range (``reduced``: in [-63, 63], 4 taps per int16 product)."""
+    assert not (left_shift and right_shift)
     return (f"{NEON_Q8_DWCONV3X3}{'_w7' if reduced else ''}_p{pixels}{'_negative' if negative else ''}"
-            f"{'_left_shift' if left_shift else ''}{'_u8' if unsigned else ''}{'' if clamped else '_unclamped'}")
+            f"{'_left_shift' if left_shift else ''}{'_right_shift' if right_shift else ''}{'_u8' if unsigned else ''}"
+            f"{'' if clamped else '_unclamped'}")
+
+
+def only_right_shifts(mantissas, exponents) -> bool:
+    """Whether every nonzero multiplier ``m 2^(e - 31)`` has ``e < 0`` (a right shift of at least 1): the
+    NEON requantize's RoundingDivideByPOT fixup then needs no gate by the shift (``right_shift``)."""
+    m, e = np.asarray(mantissas).ravel(), np.asarray(exponents).ravel()
+    return bool(np.all((e < 0) | (m == 0)))
 
 
 def _ramp(base, lanes: int) -> tirx.PrimExpr:
@@ -296,6 +307,11 @@ def _epi(epi: dict, name: str, channel) -> tirx.PrimExpr:
     return epi[name][_ramp(channel, 4)]
 
 
+def _right(cfg: dict) -> bool:
+    """The ``right_shift`` spelling of the NEON microkernels (``left_shift`` takes precedence)."""
+    return bool(cfg["right_shift"]) and not cfg["left_shift"]
+
+
 def _has(epi: dict, name: str) -> bool:
     return name in epi or ("packed" in epi and EPILOGUE_ROWS.index(name) < epi["rows"])
 
@@ -397,7 +413,7 @@ def _gemm_paired(ops: IntegerVectorOps, xf, depth_total: int, pixels: int, wq, c
     if ops.neon and y_dtype != "float32":
         # The microkernel requantizes and stores too: the int32 sums stay in registers.
         name = neon_q8_gemm_requantize_name(_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8", tail,
-                                            cfg["reduced"], narrower_clamp(cfg["clamp"], y_dtype))
+                                            cfg["reduced"], narrower_clamp(cfg["clamp"], y_dtype), _right(cfg))
         lo, hi = (int(v) for v in cfg["clamp"])
         clamp_bits = (lo & 0xFF) | (hi & 0xFF) << 8
 
@@ -557,19 +573,22 @@ def _gemm_params(name: str, x_shape, depth: int, channels_out: int, y_shape, y_d
 
 def int8_conv1x1_nhwc(*, x_shape, channels_out: int, out_dtype: str, y_zero_point: int = 0, clamp=(0, 0),
                       negative: bool = False, float_out: bool = False, left_shift: bool = True, reduced: bool = False,
-                      isa: str = "portable", parallel: bool = False) -> tirx.PrimFunc:
+                      right_shift: bool = False, isa: str = "portable", parallel: bool = False) -> tirx.PrimFunc:
     """``y[n, h, w, o] = requantize(bias[o] + sum_c x[n, h, w, c] w[o, c])`` (or float ``acc * scale[o]``).
 
     Parameters: ``x`` (N, H, W, C) int8, ``w`` (O, C) int8 in [-127, 127] (``reduced``: in
     [-63, 63], ``REDUCED_WEIGHT_MAX``) packed by ``pack_gemm_weights(w, reduced)``, then ``epilogue`` (``pack_epilogue`` of bias, mult_pos, shift_pos[,
     mult_neg, shift_neg]) or, with ``float_out``, ``bias`` (O,) int32 and ``out_scale`` (O,) float32,
-    and the output (N, H, W, O). Needs ``gemm_fits(C, O)``.
+    and the output (N, H, W, O). Needs ``gemm_fits(C, O)``. ``left_shift=False`` promises every exponent
+    ``e <= 0``; ``right_shift`` promises more, ``only_right_shifts`` of the multipliers (the NEON
+    requantize then adds the product's sign as RoundingDivideByPOT's fixup without gating it by the shift).
     """
     n_, h_, w_, c_ = (int(d) for d in x_shape)
     o_ = int(channels_out)
     assert gemm_fits(c_, o_), (c_, o_)
     pixels = n_ * h_ * w_
-    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift, "reduced": reduced}
+    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift, "reduced": reduced,
+           "right_shift": right_shift}
     y_dtype = "float32" if float_out else out_dtype
     with IRBuilder() as ib:
         with T.prim_func():
@@ -589,7 +608,8 @@ def im2col_depth(kernel_size, channels: int) -> int:
 def int8_conv_im2col_nhwc(*, x_shape, x_layout: str, channels_out: int, kernel_size, strides, padding, dilation,
                           x_zero_point: int, out_dtype: str, y_zero_point: int = 0, clamp=(0, 0),
                           negative: bool = False, float_out: bool = False, left_shift: bool = True,
-                          reduced: bool = False, isa: str = "portable", parallel: bool = False) -> tirx.PrimFunc:
+                          reduced: bool = False, right_shift: bool = False, isa: str = "portable",
+                          parallel: bool = False) -> tirx.PrimFunc:
     """A dense (groups = 1) KH x KW convolution as im2col + the 1x1 kernel's GEMM:
     ``col[p, (r KW + s) C + c] = x_pad[n, c, i S_h + r D_h, j S_w + s D_w]`` (``z_x`` outside, 0 in the
     columns padding the depth to 16), ``y[p, o] = requantize(bias[o] + sum_k col[p, k] w[o, k])``.
@@ -613,7 +633,8 @@ def int8_conv_im2col_nhwc(*, x_shape, x_layout: str, channels_out: int, kernel_s
     assert o_ % GEMM_CHANNELS == 0, o_
     depth = im2col_depth((kh, kw), c_)
     pixels = n_ * oh * ow
-    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift, "reduced": reduced}
+    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift, "reduced": reduced,
+           "right_shift": right_shift}
     y_dtype = "float32" if float_out else out_dtype
     with IRBuilder() as ib:
         with T.prim_func():
@@ -676,7 +697,7 @@ def _neon_dwconv3x3_rows(ni, shape: tuple, strides: tuple, xp, yf, wf, epi: dict
     xs, xn, xg = c_, wp * c_ - 2 * c_, sw * c_ - 2 * wp * c_ - 2 * c_
     n, i = ni // oh_, ni % oh_
     groups, rest = divmod(ow_, DWCONV_GROUP_PIXELS)
-    flavour = (_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8", cfg["reduced"], clamped)
+    flavour = (_has(epi, "mneg"), bool(cfg["left_shift"]), y_dtype == "uint8", cfg["reduced"], clamped, _right(cfg))
     with T.serial(0, c_ // DEPTHWISE_LANES) as cb:
         for first, count, pixels in ((0, groups, DWCONV_GROUP_PIXELS), (groups * DWCONV_GROUP_PIXELS, rest, 1)):
             if count:
@@ -691,8 +712,8 @@ def _neon_dwconv3x3_rows(ni, shape: tuple, strides: tuple, xp, yf, wf, epi: dict
 
 def int8_depthwise_nhwc(*, x_shape, kernel_size, strides, padding, dilation, x_zero_point: int, out_dtype: str,
                         y_zero_point: int = 0, clamp=(0, 0), negative: bool = False, float_out: bool = False,
-                        left_shift: bool = True, reduced: bool = False, isa: str = "portable",
-                        parallel: bool = False) -> tirx.PrimFunc:
+                        left_shift: bool = True, reduced: bool = False, right_shift: bool = False,
+                        isa: str = "portable", parallel: bool = False) -> tirx.PrimFunc:
     """``y[n, i, j, c] = requantize(bias[c] + sum_{r,s} x_pad[n, i S_h + r D_h, j S_w + s D_w, c] w[r, s, c])``.
 
     Parameters: ``x`` (N, H, W, C) int8, ``w`` (KH, KW, C) int8 in [-127, 127] (``reduced``: in
@@ -711,7 +732,8 @@ def int8_depthwise_nhwc(*, x_shape, kernel_size, strides, padding, dilation, x_z
     hp, wp = h_ + pt + pb, w_ + pl + pr
     oh = (hp - (kh - 1) * dh - 1) // sh + 1
     ow = (wp - (kw - 1) * dw - 1) // sw + 1
-    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift, "reduced": reduced}
+    cfg = {"y_zero_point": y_zero_point, "clamp": clamp, "left_shift": left_shift, "reduced": reduced,
+           "right_shift": right_shift}
     ops = IntegerVectorOps(isa)
     y_dtype = "float32" if float_out else out_dtype
     lanes = DEPTHWISE_LANES

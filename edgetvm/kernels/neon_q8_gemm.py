@@ -83,7 +83,11 @@ The epilogue per tile of 16 outputs, a7 cycles (``neon_cycles`` dump, PReLU, no 
 2 ``vbsl`` 8, ``vqrdmulh`` 4, ``vand`` + ``vsra`` 4, ``vrshl`` 2), 18 for the second of a group of 4
 channels (``vcge`` + 2 ``vbit`` into the negative side's rows, dead after it: ``requantize_asm``'s
 ``last``; 4 a7 cycles per tile, MobileFaceNet int8 ``--reduce-range`` 1x1 convs 99.23 -> 98.87 M), 76
-for the 4; the narrows and ``z_y``
+for the 4; 2 less each where every multiplier shifts right by at least 1 (``right_shift``, what
+``int8_nhwc.only_right_shifts`` tells the fold pass; every MobileFaceNet conv): RoundingDivideByPOT's
+fixup is then ``vsra`` of the product's own sign, not gated by the shift with a ``vand`` (MobileFaceNet
+int8 ``--reduce-range`` 1x1 convs 98.87 -> 97.92 M a7 cycles, 46.42 -> 45.94 M instructions); the narrows
+and ``z_y``
 18; the 2 stores 4; the clamp 10 (2 ``vdup.8``, 2 ``ror``, ``vmax``, ``vmin``), only in a kernel whose clamp
 cuts into the output type (ReLU, ReLU6: ``int8_nhwc.narrower_clamp``; ``_unclamped`` otherwise, every
 MobileFaceNet 1x1 conv: its PReLU and linear outputs saturate at the int8 range, which the saturating
@@ -159,14 +163,16 @@ def q8_gemm_2x8_asm(tail: bool = False, reduced: bool = False) -> list[str]:
     return loop + sums + store
 
 
-def requantize_asm(acc: int, negative: bool, left_shift: bool, last: bool = False) -> list[str]:
+def requantize_asm(acc: int, negative: bool, left_shift: bool, last: bool = False, right_shift: bool = False) -> list[str]:
     """``M (acc + bias)`` of int32x4 q``acc`` in place (``kernels.fixed_point`` semantics, the NEON
     spelling of ``IntegerVectorOps.requantize`` without ``z_y``): bias q8, mult_pos q9, shift_pos q10,
     mult_neg q11, shift_neg q12, zero q7; q6, q13-q15 scratch.
 
     ``last``: the last accumulator of these parameters, so the PReLU select may overwrite the negative
     side's: ``vbit`` of the positive side into q11 and q12 where ``acc >= 0``, without the copy of the
-    mask that 2 ``vbsl`` need (a ``vorr`` q, 2 a7 cycles).
+    mask that 2 ``vbsl`` need (a ``vorr`` q, 2 a7 cycles). ``right_shift``: every shift is a right shift
+    of at least 1 (``int8_nhwc.only_right_shifts``), so the fixup is the product's own sign, one ``vsra``
+    without the ``vand`` gating it by the shift (2 a7 cycles).
 
     The fixup of RoundingDivideByPOT is ``vsra`` (a plain add), not a saturating add: |m| < 2^31
     (``quantize_multiplier``) keeps ``vqrdmulh`` above INT32_MIN, so adding -1 cannot overflow.
@@ -183,13 +189,14 @@ def requantize_asm(acc: int, negative: bool, left_shift: bool, last: bool = Fals
     if left_shift:
         lines += [f"vmax.s32 q6, {shift}, q7", f"vshl.s32 {a}, {a}, q6", f"vmin.s32 q6, {shift}, q7"]
         shift = "q6"
-    return lines + [f"vqrdmulh.s32 {a}, {a}, {mult}",
-                    # RoundingDivideByPOT: -1 where the product is negative and there is a right shift.
-                    f"vand q15, {a}, {shift}", f"vsra.s32 {a}, q15, #31", f"vrshl.s32 {a}, {a}, {shift}"]
+    assert not (left_shift and right_shift)
+    # RoundingDivideByPOT: -1 where the product is negative and there is a right shift.
+    fixup = [f"vsra.s32 {a}, {a}, #31"] if right_shift else [f"vand q15, {a}, {shift}", f"vsra.s32 {a}, q15, #31"]
+    return lines + [f"vqrdmulh.s32 {a}, {a}, {mult}", *fixup, f"vrshl.s32 {a}, {a}, {shift}"]
 
 
 def q8_gemm_2x8_requantize_asm(negative: bool, left_shift: bool, unsigned: bool, tail: bool = False,
-                               reduced: bool = False, clamped: bool = True) -> list[str]:
+                               reduced: bool = False, clamped: bool = True, right_shift: bool = False) -> list[str]:
     """The 2x8 GEMM with the requantize in the same registers, for a run of ``tiles`` tiles of 8 channels
     of the same two pixels: the tile's 16 int32 sums never leave the registers, and the call, the
     addresses of its operands and its register moves are paid once per run, not per tile.
@@ -212,7 +219,7 @@ def q8_gemm_2x8_requantize_asm(negative: bool, left_shift: bool, unsigned: bool,
     for group, accs in ((0, (0, 2)), (1, (1, 3))):
         lines += params
         for acc in accs:
-            lines += requantize_asm(acc, negative, left_shift, last=acc == accs[-1])
+            lines += requantize_asm(acc, negative, left_shift, last=acc == accs[-1], right_shift=right_shift)
     narrow = "vqmovun.s16" if unsigned else "vqmovn.s16"
     kind = "u8" if unsigned else "s8"
     # z_y added to the int16 lanes, 8 at a time: where the int16 saturation differs from an int32 add,
@@ -243,5 +250,5 @@ DEFINITIONS = {
        for t in (False, True) for r in (False, True)},
     **{neon_q8_gemm_requantize_name(*f): inline_asm_definition(
         neon_q8_gemm_requantize_name(*f), _REQUANTIZE_OPERANDS, q8_gemm_2x8_requantize_asm(*f))
-       for f in itertools.product((False, True), repeat=6)},
+       for f in itertools.product((False, True), repeat=7) if not (f[1] and f[6])},
 }

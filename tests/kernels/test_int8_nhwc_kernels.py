@@ -78,8 +78,9 @@ def test_kernel_is_written_again_from_its_recipe():
     # no requantize left in TIR. The depthwise kernel's requantize is NEON intrinsics. Its clamp is the
     # int8 range: the spelling without vmax/vmin; a ReLU clamp keeps them.
     assert params["negative"] and not params["left_shift"] and params["out_dtype"] == "int8"
-    assert params["clamp"] == [-128, 127]
-    fused = neon_q8_gemm_requantize_name(negative=True, left_shift=False, unsigned=False, clamped=False)
+    assert params["clamp"] == [-128, 127] and params["right_shift"]  # multipliers < 0.5: only right shifts
+    fused = neon_q8_gemm_requantize_name(negative=True, left_shift=False, unsigned=False, clamped=False,
+                                         right_shift=True)
     assert f'"{fused}"' in neon.script() and NEON_Q8_GEMM_2X8 not in portable.script()
     relu = next(c for c in cases(np.random.default_rng(0)) if c[0] == "conv1x1" and c[1]["clamp"] == [-3, 127]
                 and c[1]["channels_out"] % 8 == 0)
@@ -94,8 +95,12 @@ def test_kernel_is_written_again_from_its_recipe():
     three = make_kernel("depthwise", isa="neon", **depthwise[0][1]).script()
     assert depthwise[0][1]["kernel_size"] == [3, 3] and "vqrdmulh" not in three
     assert depthwise[0][1]["clamp"] == [-128, 127]  # the int8 range: no vmax/vmin
-    assert all(f'"{neon_q8_dwconv_name(p, True, False, False, clamped=False)}"' in three
+    assert all(f'"{neon_q8_dwconv_name(p, True, False, False, clamped=False, right_shift=True)}"' in three
                for p in (1, DWCONV_GROUP_PIXELS))
+    # Multipliers in [0.5, 1) (exponent 0): the spelling whose fixup is gated by the shift.
+    gated = next(c for c in depthwise if not c[1]["left_shift"] and not c[1]["right_shift"] and not c[1]["float_out"])
+    assert f'"{neon_q8_dwconv_name(DWCONV_GROUP_PIXELS, False, False, False, True, False, False)}"' in \
+        make_kernel("depthwise", isa="neon", **gated[1]).script()
     # Reduced-range weights: the microkernel that sums 4 taps per int16 product; a narrower clamp.
     reduced = next(c for c in depthwise if c[1]["reduced"] and c[1]["negative"] and c[1]["clamp"] == [-100, 90])
     assert f'"{neon_q8_dwconv_name(DWCONV_GROUP_PIXELS, True, True, False, reduced=True)}"' in \
@@ -243,8 +248,11 @@ def test_microkernel_declarations_become_inline_assembly():
     assert "vpadal.s16" in out and "declare i32 @memcpy" in out and f"declare i32 @{NEON_Q8_GEMM_2X8}" not in out
     assert microkernel_calls(out) == set()
     # Every spelling of the requantizing tile has a definition (the names the kernels call).
-    for negative, left_shift, unsigned, tail, reduced, clamped in itertools.product((False, True), repeat=6):
-        name = neon_q8_gemm_requantize_name(negative, left_shift, unsigned, tail, reduced, clamped)
+    for negative, left_shift, unsigned, tail, reduced, clamped, right_shift in itertools.product((False, True),
+                                                                                                 repeat=7):
+        if left_shift and right_shift:
+            continue
+        name = neon_q8_gemm_requantize_name(negative, left_shift, unsigned, tail, reduced, clamped, right_shift)
         defined = with_microkernels(f"declare i32 @{name}(ptr, ptr, ptr, ptr, ptr, i32, ptr, i32, i32, i32, i32)\n")
         assert f"define internal i32 @{name}(" in defined
         assert ("vbsl" in defined) == negative and ("vshl.s32" in defined) == left_shift
@@ -253,6 +261,10 @@ def test_microkernel_declarations_become_inline_assembly():
         assert defined.count("vbit") == (4 if negative else 0) and defined.count("vmov q14, q13") == (
             2 if negative else 0)
         assert ("vqmovun.s16" in defined) == unsigned
+        # Only right shifts: RoundingDivideByPOT's fixup is the product's own sign (one vsra per int32x4),
+        # else gated by the shift (vand + vsra).
+        assert defined.count("vand q15") == (0 if right_shift else 4)
+        assert all(f"vsra.s32 q{a}, q{a}, #31" in defined for a in range(4)) == right_shift
         # The clamp to a narrower range than the output type's: 2 vdup, vmax, vmin (the narrows saturate).
         kind = "u8" if unsigned else "s8"
         assert (f"vmax.{kind}" in defined) == clamped and (f"vmin.{kind}" in defined) == clamped

@@ -66,13 +66,18 @@ def test_every_spelling_has_a_definition():
         for negative in (False, True):
             for left_shift in (False, True):
                 for unsigned in (False, True):
-                    for reduced, clamped in itertools.product((False, True), repeat=2):
-                        name = neon_q8_dwconv_name(pixels, negative, left_shift, unsigned, reduced, clamped)
+                    for reduced, clamped, right_shift in itertools.product((False, True), repeat=3):
+                        if left_shift and right_shift:
+                            continue
+                        name = neon_q8_dwconv_name(pixels, negative, left_shift, unsigned, reduced, clamped,
+                                                   right_shift)
                         defined = with_microkernels(
                             f"declare i32 @{name}(ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32)\n")
                         assert f"define internal i32 @{name}(" in defined
                         assert ("vqmovun.s16" in defined) == unsigned
                         assert defined.count("vaddw.s16") == (2 if reduced else 6) * pixels
+                        # Only right shifts: the rounding fixup ungated (no vand per int32x4).
+                        assert defined.count("vand q15") == (0 if right_shift else 2 * pixels)
                         # A clamp inside the output type's range: vmax + vmin per pixel, else none.
                         kind = "u8" if unsigned else "s8"
                         assert defined.count(f"vmax.{kind}") == defined.count(f"vmin.{kind}") == \
