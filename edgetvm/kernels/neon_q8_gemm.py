@@ -53,10 +53,10 @@ and channel pair, with ``pack_gemm_weights(w, reduced=True)``'s 32 bytes of the 
 ``neon_cycles``' a7 model (read off its ``dump=``), 104 issue cycles (0.41 per MAC: 64 for the 32
 ``vmull``/``vmlal`` with a q destination, 16 for the 8 ``vpadal``, 16 for the 4 weight loads, 6 for the 2
 splat loads, 2 for ``subs``/``bne``; full range: 122, 0.48; fp32's ``vmla.f32 q`` alone: 0.5). On
-MobileFaceNet (803 k iterations) the loop is about 83.5 M of the 1x1 convs' 98.9 M a7 cycles, the
-119 k tiles' epilogues and calls 15.4 M (18 M before the run of tiles, the ``_unclamped`` spelling and
-the in-place select below): the loop, not the epilogue, is what stands between the int8 build and
-0.7x its fp32 (114.2 M; the model is at 123.4 M with ``--reduce-range``). Registers: all 32 d; a depth of 16 k + 8 ends with the 8-deep step
+MobileFaceNet (803 k iterations) the loop is about 83.5 M of the 1x1 convs' 97.9 M a7 cycles, the
+119 k tiles' epilogues and calls 14.4 M (18 M before the run of tiles, the ``_unclamped`` spelling, the
+in-place select and the ungated fixup below): the loop, not the epilogue, is what stands between the
+int8 build and 0.7x its fp32 (114.2 M; the model is at 121.9 M with ``--reduce-range``). Registers: all 32 d; a depth of 16 k + 8 ends with the 8-deep step
 above (its pair blocks stay in the full-range order). Measured on MobileFaceNet int8 (cortex-a7,
 standalone, 1 thread, ``bench_arm.py --per-kernel``): the 32 1x1 convs 57.50 -> 49.46 M instructions
 and 118.12 -> 103.64 M a7 cycles (0.575 -> 0.504 a7 cycles per MAC); the rest of the tile's cycles
