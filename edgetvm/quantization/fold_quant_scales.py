@@ -36,7 +36,8 @@ from tvm import relax
 
 from ..kernels.fixed_point import quantize_multiplier, quantize_multipliers
 from ..kernels.int8_nhwc import (DEPTHWISE_LANES, GEMM_CHANNELS, REDUCED_WEIGHT_MAX, gemm_fits, im2col_depth,
-                                   make_kernel, pack_depthwise_weights, pack_epilogue, pack_gemm_weights)
+                                   make_kernel, only_right_shifts, pack_depthwise_weights, pack_epilogue,
+                                   pack_gemm_weights)
 from ..kernels.int8_nchw import (int8_add_requantize, int8_conv2d_dequantize, int8_conv2d_requantize,
                                int8_dense_dequantize, int8_dense_requantize, int8_requantize_tensor,
                                int8_weight_dense)
@@ -222,7 +223,7 @@ class _Folder(relax.PyExprMutator):
         return nchw
 
     def _fold_linear_nhwc(self, m: dict, x_new, epilogue: list, *, out_dtype: str, y_zero: int, clamp,
-                          negative: bool, float_out: bool, left_shift: bool):
+                          negative: bool, float_out: bool, left_shift: bool, right_shift: bool = False):
         """A channels-last kernel for ``m`` when one fits (1x1, dense KxK or depthwise conv, int8 x int8
         in pairs), else None. ``epilogue``: bias, then (mpos, epos[, mneg, eneg]) or (out_scale,)."""
         if not m["conv"] or not m["pair"]:
@@ -236,7 +237,7 @@ class _Folder(relax.PyExprMutator):
         shape = [int(d) for d in x_new.ty.shape]
         channels = shape[1]
         common = {"out_dtype": out_dtype, "y_zero_point": int(y_zero), "clamp": [int(v) for v in clamp],
-                  "negative": negative, "float_out": float_out, "left_shift": left_shift}
+                  "negative": negative, "float_out": float_out, "left_shift": left_shift, "right_shift": right_shift}
         # Weights in [-63, 63] (QuantizeAnnotate's, ``quantize_weight_per_channel``) take the GEMM tile
         # with 4 products per int16 lane; a QDQ model's full-range weights the one with 2.
         reduced = bool(np.abs(w_q.astype(np.int16)).max(initial=0) <= REDUCED_WEIGHT_MAX)
@@ -350,8 +351,12 @@ class _Folder(relax.PyExprMutator):
         x_new = self.visit_expr(m["x_q"])
         left_shift = bool(np.any(epos > 0) or np.any(eneg > 0))
         epilogue = [m["bias_q"], mpos, epos] + ([mneg, eneg] if act in ("leaky", "prelu") else [])
+        # Every multiplier a right shift of at least 1 (the usual case: M = s_x s_w / s_y < 0.5): the
+        # NEON requantize skips gating its rounding fixup by the shift.
+        right_shift = not left_shift and only_right_shifts(epilogue[1::2], epilogue[2::2])
         nhwc = self._fold_linear_nhwc(m, x_new, epilogue, out_dtype=out_dtype, y_zero=int(y_zero), clamp=clamp,
-                                      negative=act in ("leaky", "prelu"), float_out=False, left_shift=left_shift)
+                                      negative=act in ("leaky", "prelu"), float_out=False, left_shift=left_shift,
+                                      right_shift=right_shift)
         if nhwc is not None:
             self.report.count("conv2d")
             return nhwc

@@ -11,18 +11,26 @@ from edgetvm.kernels.fixed_point import (
     requantize_reference,
 )
 from edgetvm.kernels.int8_nchw import ADD_LEFT_SHIFT
-from edgetvm.kernels.int8_nhwc import (REDUCED_WEIGHT_MAX, im2col_depth, pack_depthwise_weights, pack_epilogue,
-                                      pack_gemm_weights)
+from edgetvm.kernels.int8_nhwc import (REDUCED_WEIGHT_MAX, im2col_depth, only_right_shifts, pack_depthwise_weights,
+                                      pack_epilogue, pack_gemm_weights)
 
 
-def epilogue(rng, channels: int, negative: bool, left_shift: bool = False):
-    """(mult_pos, shift_pos, mult_neg, shift_neg) as the fold pass makes them; PReLU-like slopes."""
+def epilogue(rng, channels: int, negative: bool, left_shift: bool = False, zero_shift: bool = False):
+    """(mult_pos, shift_pos, mult_neg, shift_neg) as the fold pass makes them; PReLU-like slopes.
+    ``zero_shift``: every 4th multiplier in [0.5, 1) (exponent 0: no right shift)."""
     real = rng.uniform(0.0004, 0.004, channels)
     if left_shift:
         real[::3] *= 3000.0  # multipliers > 1: exponent > 0
+    if zero_shift:
+        real[::4] = rng.uniform(0.5, 0.99, real[::4].size)
     mpos, epos = quantize_multipliers(real)
     mneg, eneg = quantize_multipliers(real * rng.uniform(0.05, 0.4, channels)) if negative else (mpos, epos)
     return mpos, epos, mneg, eneg
+
+
+def right_shift(left_shift: bool, mpos, epos, mneg, eneg) -> bool:
+    """The kernels' ``right_shift`` as the fold pass sets it: no left shift and every exponent below 0."""
+    return not left_shift and only_right_shifts([mpos, mneg], [epos, eneg])
 
 
 def finish(acc, mpos, epos, mneg, eneg, *, y_zero_point, clamp, out_dtype, float_out=None):
@@ -87,12 +95,12 @@ def cases(rng):
     out = []
 
     def conv1x1(h, w, c, o, negative, clamp, out_dtype="int8", float_out=False, left_shift=False, reduced=False,
-                x=None, wq=None):
+                x=None, wq=None, zero_shift=False):
         w_max = REDUCED_WEIGHT_MAX if reduced else 127
         x = rng.integers(-128, 128, (1, h, w, c)).astype(np.int8) if x is None else x
         wq = rng.integers(-w_max, w_max + 1, (o, c)).astype(np.int8) if wq is None else wq
-        bias = rng.integers(-3000, 3000, o).astype(np.int32)
-        mpos, epos, mneg, eneg = epilogue(rng, o, negative, left_shift)
+        bias = rng.integers(-3000, 3000, o).astype(np.int32) // (300 if zero_shift else 1)
+        mpos, epos, mneg, eneg = epilogue(rng, o, negative, left_shift, zero_shift)
         scale = rng.uniform(1e-4, 1e-3, o).astype(np.float32)
         acc = conv_nhwc(x, wq[:, None, None, :], bias, (1, 1), (0, 0, 0, 0), (1, 1), 0)
         expected = finish(acc, mpos, epos, mneg, eneg, y_zero_point=5, clamp=clamp, out_dtype=out_dtype,
@@ -101,7 +109,7 @@ def cases(rng):
                                             [pack_epilogue(bias, mpos, epos, *((mneg, eneg) if negative else ()))])
         params = {"x_shape": [1, h, w, c], "channels_out": o, "out_dtype": out_dtype, "y_zero_point": 5,
                   "clamp": list(clamp), "negative": negative, "float_out": float_out, "left_shift": left_shift,
-                  "reduced": reduced}
+                  "reduced": reduced, "right_shift": right_shift(left_shift, mpos, epos, mneg, eneg)}
         out.append(("conv1x1", params, [x], consts, expected))
 
     conv1x1(3, 5, 32, 8, True, (-128, 127))                       # 15 pixels: a pixel tail
@@ -127,6 +135,12 @@ def cases(rng):
     conv1x1(3, 3, 48, 16, False, (-3, 127), left_shift=True, reduced=True)
     conv1x1(1, 3, 24, 8, False, (0, 0), float_out=True, reduced=True)
     conv1x1(1, 3, 64, 8, False, (0, 0), float_out=True, reduced=True)
+    # Multipliers in [0.5, 1) beside small ones (exponent 0: no right shift): the fixup gated by the shift.
+    # Small inputs and weights keep those outputs inside int8, where a wrong fixup would show.
+    conv1x1(3, 3, 16, 16, True, (-128, 127), reduced=True, zero_shift=True,
+            x=rng.integers(-9, 10, (1, 3, 3, 16)).astype(np.int8), wq=rng.integers(-3, 4, (16, 16)).astype(np.int8))
+    conv1x1(2, 3, 32, 8, False, (-128, 127), zero_shift=True, x=rng.integers(-9, 10, (1, 2, 3, 32)).astype(np.int8),
+            wq=rng.integers(-3, 4, (8, 32)).astype(np.int8))
     extreme_w = np.repeat(np.where(np.arange(8) % 2, -REDUCED_WEIGHT_MAX, REDUCED_WEIGHT_MAX)[:, None], 32, axis=1)
     conv1x1(1, 3, 32, 8, False, (0, 0), float_out=True, reduced=True, x=np.full((1, 1, 3, 32), -128, np.int8),
             wq=extreme_w.astype(np.int8))
@@ -146,7 +160,8 @@ def cases(rng):
         params = {"x_shape": list(x.shape), "x_layout": layout, "channels_out": o, "kernel_size": [k, k],
                   "strides": [stride, stride], "padding": [pad] * 4, "dilation": [dil, dil], "x_zero_point": -9,
                   "out_dtype": "int8", "y_zero_point": -4, "clamp": [-128, 127], "negative": True,
-                  "float_out": False, "left_shift": False, "reduced": reduced}
+                  "float_out": False, "left_shift": False, "reduced": reduced,
+                  "right_shift": right_shift(False, mpos, epos, mneg, eneg)}
         out.append(("im2col", params, [x], [pack_gemm_weights(w_cols, reduced),
                                             pack_epilogue(bias, mpos, epos, mneg, eneg)], expected))
 
@@ -157,12 +172,12 @@ def cases(rng):
     im2col("NCHW", 9, 3, 8, 3, 2, 1, 1, reduced=True)
 
     def depthwise(h, c, k, stride, pad, dil, negative, clamp, float_out=False, left_shift=False, out_dtype="int8",
-                  y_zero_point=1, reduced=False, x=None, w=None):
+                  y_zero_point=1, reduced=False, x=None, w=None, zero_shift=False):
         w_max = REDUCED_WEIGHT_MAX if reduced else 127
         x = rng.integers(-128, 128, (1, h, h + 2, c)).astype(np.int8) if x is None else x
         w = rng.integers(-w_max, w_max + 1, (k, k, c)).astype(np.int8) if w is None else w
-        bias = rng.integers(-3000, 3000, c).astype(np.int32)
-        mpos, epos, mneg, eneg = epilogue(rng, c, negative, left_shift)
+        bias = rng.integers(-3000, 3000, c).astype(np.int32) // (300 if zero_shift else 1)
+        mpos, epos, mneg, eneg = epilogue(rng, c, negative, left_shift, zero_shift)
         scale = rng.uniform(1e-4, 1e-3, c).astype(np.float32)
         acc = depthwise_nhwc(x, w, bias, (stride, stride), (pad,) * 4, (dil, dil), 7)
         expected = finish(acc, mpos, epos, mneg, eneg, y_zero_point=y_zero_point, clamp=clamp, out_dtype=out_dtype,
@@ -172,7 +187,8 @@ def cases(rng):
         params = {"x_shape": [1, h, h + 2, c], "kernel_size": [k, k], "strides": [stride, stride],
                   "padding": [pad] * 4, "dilation": [dil, dil], "x_zero_point": 7, "out_dtype": out_dtype,
                   "y_zero_point": y_zero_point, "clamp": list(clamp), "negative": negative, "float_out": float_out,
-                  "left_shift": left_shift, "reduced": reduced}
+                  "left_shift": left_shift, "reduced": reduced,
+                  "right_shift": right_shift(left_shift, mpos, epos, mneg, eneg)}
         out.append(("depthwise", params, [x], consts, expected))
 
     # 3x3 (the NEON microkernel on ARM, dilation 1): output rows of 4, 5 and 8 pixels (groups of 3 and
@@ -190,6 +206,8 @@ def cases(rng):
     depthwise(5, 24, 3, 1, 1, 1, True, (-100, 90), left_shift=True, reduced=True)
     depthwise(6, 8, 3, 1, 0, 1, False, (-3, 127), left_shift=True, y_zero_point=-3, reduced=True)
     depthwise(4, 16, 3, 2, 0, 1, False, (4, 250), out_dtype="uint8", y_zero_point=130, reduced=True)
+    depthwise(5, 16, 3, 1, 1, 1, False, (-128, 127), reduced=True, zero_shift=True,
+              x=rng.integers(-9, 10, (1, 5, 7, 16)).astype(np.int8), w=rng.integers(-3, 4, (3, 3, 16)).astype(np.int8))
     extreme = np.where(np.arange(8) % 2, -REDUCED_WEIGHT_MAX, REDUCED_WEIGHT_MAX).astype(np.int8)
     depthwise(4, 8, 3, 1, 0, 1, False, (-128, 127), reduced=True, x=np.full((1, 4, 6, 8), -128, np.int8),
               w=np.broadcast_to(extreme, (3, 3, 8)).copy())
@@ -200,4 +218,7 @@ def cases(rng):
     for clamp in ((-128, 127), (2, 127)):
         p = add_params(clamp=clamp)
         out.append(("add", {"shape": shape, **p}, [a, b], [], add_reference(a, b, p)))
+    # Equal input scales: both inputs' multipliers exactly 0.5 (the kernel then shifts instead).
+    p = add_params(a_scale=0.04, b_scale=0.04)
+    out.append(("add", {"shape": shape, **p}, [a, b], [], add_reference(a, b, p)))
     return out

@@ -24,6 +24,7 @@ from edgetvm.kernels.int8_nhwc import (
     KERNEL_ATTR,
     NEON_Q8_GEMM_2X8,
     IntegerVectorOps,
+    int8_add_flat,
     make_kernel,
     neon_q8_dwconv_name,
     neon_q8_gemm_name,
@@ -31,7 +32,7 @@ from edgetvm.kernels.int8_nhwc import (
     remake_kernel,
 )
 
-from .nhwc_reference import cases
+from .nhwc_reference import add_params, cases
 
 ARM_TARGET = "cortex-a7"
 
@@ -74,25 +75,52 @@ def test_kernel_is_written_again_from_its_recipe():
     neon = remake_kernel(portable.with_attr("op_pattern", 8), isa="neon", parallel=True)
     assert neon.attrs["op_pattern"] == 8 and KERNEL_ATTR in neon.attrs
     # The paired GEMM (PReLU, int8 out) calls the assembly microkernel that requantizes its tile too:
-    # no requantize left in TIR. The depthwise kernel's requantize is NEON intrinsics.
+    # no requantize left in TIR. The depthwise kernel's requantize is NEON intrinsics. Its clamp is the
+    # int8 range: the spelling without vmax/vmin; a ReLU clamp keeps them.
     assert params["negative"] and not params["left_shift"] and params["out_dtype"] == "int8"
-    fused = neon_q8_gemm_requantize_name(negative=True, left_shift=False, unsigned=False)
-    assert fused in neon.script() and NEON_Q8_GEMM_2X8 not in portable.script()
+    assert params["clamp"] == [-128, 127] and params["right_shift"]  # multipliers < 0.5: only right shifts
+    fused = neon_q8_gemm_requantize_name(negative=True, left_shift=False, unsigned=False, clamped=False,
+                                         right_shift=True)
+    assert f'"{fused}"' in neon.script() and NEON_Q8_GEMM_2X8 not in portable.script()
+    relu = next(c for c in cases(np.random.default_rng(0)) if c[0] == "conv1x1" and c[1]["clamp"] == [-3, 127]
+                and c[1]["channels_out"] % 8 == 0)
+    assert f'"{neon_q8_gemm_requantize_name(False, True, False, clamped=True)}"' in \
+        make_kernel("conv1x1", isa="neon", **relu[1]).script()
+    # One call per pixel pair runs all the pair's tiles of 8 channels (the lone last pixel: one more).
+    assert neon.script().count(f'"{fused}"') == 2 and ", 1, 0)" in neon.script()
     assert "vqrdmulh" not in neon.script() and "vqrdmulh" not in portable.script()
     # A 3x3 depthwise calls its assembly microkernel (groups of 3 pixels and the 1 or 2 left, PReLU);
     # a 5x5 one keeps the NEON intrinsics in TIR.
     depthwise = [c for c in cases(np.random.default_rng(0)) if c[0] == "depthwise"]
     three = make_kernel("depthwise", isa="neon", **depthwise[0][1]).script()
     assert depthwise[0][1]["kernel_size"] == [3, 3] and "vqrdmulh" not in three
-    assert all(neon_q8_dwconv_name(p, True, False, False) in three for p in (1, DWCONV_GROUP_PIXELS))
-    # Reduced-range weights: the microkernel that sums 4 taps per int16 product.
-    reduced = next(c for c in depthwise if c[1]["reduced"] and c[1]["negative"])
-    assert neon_q8_dwconv_name(DWCONV_GROUP_PIXELS, True, False, False, reduced=True) in \
+    assert depthwise[0][1]["clamp"] == [-128, 127]  # the int8 range: no vmax/vmin
+    assert all(f'"{neon_q8_dwconv_name(p, True, False, False, clamped=False, right_shift=True)}"' in three
+               for p in (1, DWCONV_GROUP_PIXELS))
+    # Multipliers in [0.5, 1) (exponent 0): the spelling whose fixup is gated by the shift.
+    gated = next(c for c in depthwise if not c[1]["left_shift"] and not c[1]["right_shift"] and not c[1]["float_out"])
+    assert f'"{neon_q8_dwconv_name(DWCONV_GROUP_PIXELS, False, False, False, True, False, False)}"' in \
+        make_kernel("depthwise", isa="neon", **gated[1]).script()
+    # Reduced-range weights: the microkernel that sums 4 taps per int16 product; a narrower clamp.
+    reduced = next(c for c in depthwise if c[1]["reduced"] and c[1]["negative"] and c[1]["clamp"] == [-100, 90])
+    assert f'"{neon_q8_dwconv_name(DWCONV_GROUP_PIXELS, True, True, False, reduced=True)}"' in \
         make_kernel("depthwise", isa="neon", **reduced[1]).script()
     five = next(c for c in depthwise if c[1]["kernel_size"] == [5, 5] and not c[1]["float_out"])
     assert "vqrdmulh" in make_kernel("depthwise", isa="neon", **five[1]).script()
     assert "T.parallel" in neon.script()
     assert remake_kernel(tvm.tirx.PrimFunc([], tvm.tirx.Evaluate(0)), isa="neon", parallel=False) is None
+
+
+def test_add_halves_the_larger_scale_input_by_a_shift():
+    # The input of the larger scale has the multiplier 0.5 exactly (m = 2^30, e = 0): its (q - z) << 20
+    # rescaled is (q - z) << 19, no fixed-point multiply by 2^30; the other input's (m != 2^30) stays.
+    for scales in ((0.05, 0.03), (0.03, 0.05), (0.04, 0.04)):
+        params = add_params(a_scale=scales[0], b_scale=scales[1])
+        assert [params[k][0] == 1 << 30 for k in ("a_mult", "b_mult")] == [s == max(scales) for s in scales]
+        # The body (no recipe attr), NEON: the portable multiply has 2^30 as its rounding nudge.
+        script = int8_add_flat(isa="neon", shape=[1, 2, 2, 8], **params).script()
+        assert str(1 << 30) not in script, scales
+        assert all(str(params[k][0]) in script for k in ("a_mult", "b_mult", "y_mult") if params[k][0] != 1 << 30)
 
 
 def _requantize_func(size: int, neon: bool):
@@ -220,12 +248,26 @@ def test_microkernel_declarations_become_inline_assembly():
     assert "vpadal.s16" in out and "declare i32 @memcpy" in out and f"declare i32 @{NEON_Q8_GEMM_2X8}" not in out
     assert microkernel_calls(out) == set()
     # Every spelling of the requantizing tile has a definition (the names the kernels call).
-    for negative, left_shift, unsigned, tail, reduced in itertools.product((False, True), repeat=5):
-        name = neon_q8_gemm_requantize_name(negative, left_shift, unsigned, tail, reduced)
-        defined = with_microkernels(f"declare i32 @{name}(ptr, ptr, ptr, ptr, ptr, i32, ptr, i32, i32)\n")
+    for negative, left_shift, unsigned, tail, reduced, clamped, right_shift in itertools.product((False, True),
+                                                                                                 repeat=7):
+        if left_shift and right_shift:
+            continue
+        name = neon_q8_gemm_requantize_name(negative, left_shift, unsigned, tail, reduced, clamped, right_shift)
+        defined = with_microkernels(f"declare i32 @{name}(ptr, ptr, ptr, ptr, ptr, i32, ptr, i32, i32, i32, i32)\n")
         assert f"define internal i32 @{name}(" in defined
         assert ("vbsl" in defined) == negative and ("vshl.s32" in defined) == left_shift
+        # PReLU: the second accumulator of each group of 4 channels selects in place (vbit into the
+        # negative side's registers, dead after it); only the first copies the mask for its 2 vbsl.
+        assert defined.count("vbit") == (4 if negative else 0) and defined.count("vmov q14, q13") == (
+            2 if negative else 0)
         assert ("vqmovun.s16" in defined) == unsigned
+        # Only right shifts: RoundingDivideByPOT's fixup is the product's own sign (one vsra per int32x4),
+        # else gated by the shift (vand + vsra).
+        assert defined.count("vand q15") == (0 if right_shift else 4)
+        assert all(f"vsra.s32 q{a}, q{a}, #31" in defined for a in range(4)) == right_shift
+        # The clamp to a narrower range than the output type's: 2 vdup, vmax, vmin (the narrows saturate).
+        kind = "u8" if unsigned else "s8"
+        assert (f"vmax.{kind}" in defined) == clamped and (f"vmin.{kind}" in defined) == clamped
         loop, after = defined.split("1:")[1].split("bne 1b")
         # Per 16 depth and row: 8 vpadal.s16 (two 8-deep steps), 4 with reduced-range weights (one 16-deep
         # step, 4 products per int16 lane: vmull + 3 vmlal per pair and row).

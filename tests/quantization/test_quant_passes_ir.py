@@ -606,12 +606,12 @@ def test_fold_pointwise_conv_relu_becomes_the_channels_last_gemm(rng, w_max):
     assert folder.report.kernels == {"conv2d": 1} and folder.report.channels_last == {"conv1x1": 1}
 
     m_pos, e_pos = fixed_point(np.float64(p["s_x"]) * p["s_w"].astype(np.float64) / np.float64(p["s_y"]))
-    assert np.all(e_pos <= 0)  # M < 1: no left shift in the kernel
+    assert np.all(e_pos < 0)  # M < 0.5: only right shifts in the kernel (its fixup ungated: right_shift)
     bias = int32_bias(p["b"], p["s_x"], p["s_w"], -5, p["w_q"])
     # The kernel's recipe: ReLU is the clamp [z_y, 127].
     params = {"x_shape": [1, 4, 4, 16], "channels_out": 8, "out_dtype": "int8", "y_zero_point": -20,
               "clamp": [-20, 127], "negative": False, "float_out": False, "left_shift": False,
-              "reduced": w_max == REDUCED_WEIGHT_MAX}
+              "right_shift": True, "reduced": w_max == REDUCED_WEIGHT_MAX}
     kernel = make_kernel("conv1x1", **params).with_attr("op_pattern", 8).with_attr("tirx.is_scheduled", True) \
         .with_attr("global_symbol", "int8_conv1x1_nhwc")
     assert json.loads(str(after["int8_conv1x1_nhwc"].attrs[KERNEL_ATTR])) == {"kind": "conv1x1", "params": params}
