@@ -192,6 +192,11 @@ CONFIGS = {
                                                           "scaled": True}},
     "scaled-conv32-fc4": {"calibrate": True, "compress": {"layers": {"conv_*": 32, "lv140": 4}, "keep": ["conv_1_*"],
                                                           "scaled": True}},
+    # The same with each weight's code chosen by GPTQ against the layer's output error (compression/assign.py).
+    "gptq-scaled-conv16-fc4": {"calibrate": True, "compress": {"layers": {"conv_*": 16, "lv140": 4},
+                                                               "keep": ["conv_1_*"], "scaled": True, "assign": "gptq"}},
+    "gptq-scaled-conv32-fc4": {"calibrate": True, "compress": {"layers": {"conv_*": 32, "lv140": 4},
+                                                               "keep": ["conv_1_*"], "scaled": True, "assign": "gptq"}},
     # Magnitude pruning before clustering (Deep Compression's first step, compression/sharing.py): the
     # embedding lv140 pruned, its survivors on one shared k=16 codebook (zero the 16th code), refit.
     "prune-emb0.8-conv64": {"calibrate": True, "compress": {
@@ -214,6 +219,13 @@ CONFIGS = {
     # cluster_scaled), codebook and scales refit on the calibration faces (refit.py).
     "size-scaled-k16": {"optimize": "size", "calibrate": True, "compress": {"clusters": 16, "scaled": True}},
     "size-scaled-k32": {"optimize": "size", "calibrate": True, "compress": {"clusters": 32, "scaled": True}},
+    "size-scaled-k8": {"optimize": "size", "calibrate": True, "compress": {"clusters": 8, "scaled": True}},
+    "size-gptq-k8": {"optimize": "size", "calibrate": True, "compress": {"clusters": 8, "scaled": True,
+                                                                        "assign": "gptq"}},
+    "size-gptq-k16": {"optimize": "size", "calibrate": True, "compress": {"clusters": 16, "scaled": True,
+                                                                         "assign": "gptq"}},
+    "size-gptq-k32": {"optimize": "size", "calibrate": True, "compress": {"clusters": 32, "scaled": True,
+                                                                         "assign": "gptq"}},
     # Scaled codebooks with each layer's k (8..256) chosen by measured sensitivity (compression/sensitivity.py).
     "size-scaled-sens0.005": {"optimize": "size", "compress": {"clusters": 8, "max_error": 0.005, "scaled": True}},
     "size-scaled-sens0.02": {"optimize": "size", "compress": {"clusters": 8, "max_error": 0.02, "scaled": True}},
