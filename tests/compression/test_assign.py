@@ -8,16 +8,17 @@ import pytest
 
 import edgetvm
 from edgetvm.compression import ClusterWeights, CompressOptions, cluster_scaled, cluster_tensor, expand_scaled
-from edgetvm.compression.assign import gptq_assign
+from edgetvm.compression.assign import DAMPING, DAMPING_FEW_ROWS, FEW_ROWS, gptq_assign
 from edgetvm.errors import InputError
 from edgetvm.kernels.im2col import im2col
 
 
-def obq_reference(x, x0, w0, codes, per_output, scales=None, damping=0.01):
+def obq_reference(x, x0, w0, codes, per_output, scales=None):
     """GPTQ as Optimal Brain Quantization states it, one output row and one column at a time: round
     column j to the nearest entry of the row's codebook (a pinned zero stays), spread the error over
     the columns left with the inverse Hessian, then remove column j from that inverse."""
     outputs, depth = w0.shape
+    damping = DAMPING if x.shape[0] >= FEW_ROWS * depth else DAMPING_FEW_ROWS
     groups = x.shape[1]
     per_group = outputs // groups
     gains = np.ones(outputs) if scales is None else scales.astype(np.float64)
@@ -63,11 +64,13 @@ def output_error(x, x0, w0, w):
     return float(((got - want) ** 2).sum() / (want ** 2).sum())
 
 
+@pytest.mark.parametrize("samples", [1, 12], ids=["few-rows", "rows"])
 @pytest.mark.parametrize("case", ["shared", "per-output", "scaled", "grouped", "pruned", "drifted-input"])
-def test_gptq_matches_obq_and_errs_less_than_nearest(rng, case):
+def test_gptq_matches_obq_and_errs_less_than_nearest(rng, case, samples):
     channels, outputs = (4, 8) if case == "grouped" else (6, 12)
     groups = 2 if case == "grouped" else 1
-    x0 = relu_patches(rng, 3, channels, 8, groups).astype(np.float64)
+    x0 = relu_patches(rng, samples, channels, 8, groups).astype(np.float64)
+    assert (x0.shape[0] >= FEW_ROWS * x0.shape[-1]) == (samples == 12)  # each damping of assign.py
     x = x0 + 0.05 * rng.normal(size=x0.shape) if case == "drifted-input" else x0
     depth = x0.shape[-1]
     w0 = (rng.normal(size=(outputs, depth)) * np.geomspace(0.1, 1, outputs)[:, None]).astype(np.float32)
@@ -109,8 +112,11 @@ def test_assign_option_parses_and_bad_values_are_named():
     assert options.assign == "gptq"
     assert options.cluster_pass(evaluate=lambda *a: None, samples=[1]).assign == "gptq"
     assert CompressOptions.coerce({"clusters": 8, "assign": "nearest"}).cluster_pass().assign == "nearest"
-    # Without calibration inputs there is nothing to choose against: nearest, whatever the default.
+    # The default: GPTQ with calibration inputs and the refit; without them nothing to choose against.
+    assert CompressOptions.coerce({"clusters": 8}).cluster_pass(evaluate=lambda *a: None, samples=[1]).assign == "gptq"
     assert CompressOptions.coerce({"clusters": 8}).cluster_pass().assign == "nearest"
+    assert CompressOptions.coerce({"clusters": 8, "refit": False}).cluster_pass(
+        evaluate=lambda *a: None, samples=[1]).assign == "nearest"
     with pytest.raises(InputError, match="--cluster-assign 'best': choose gptq or nearest"):
         CompressOptions.coerce({"clusters": 8, "assign": "best"})
     with pytest.raises(InputError, match="--cluster-assign gptq chooses the codes .* give calibration"):
