@@ -170,8 +170,9 @@ GPTQ closes about half of what the scaled codebooks lose at the same bytes (SFac
 loss 0.060 -> 0.031 at conv k=16, 0.028 -> 0.014 at k=32), and still misses both goals: SFace at
 <= 3.5 MB reaches min cosine 0.9796 (0.99 wanted), and no config measured reaches 0.99 on the worst
 face (conv k=32: 0.9861 at 3.77 MB; the embedding alone at k=4, 1.52 MB of the ~3.1 MB coded, keeps
-0.9917, and GPTQ leaves it nearest: its 50176 x 50176 Hessian is out of reach, refit.MAX_ASSIGN_DEPTH). RetinaFace at k=16 finds every face again but its landmarks are 2.6 px off (2 px
-wanted) at ~320 KB (250 KB wanted); k=8, which 250 KB needs with ~95 KB of code, is 6.3 px off.
+0.9917, and GPTQ leaves it nearest: its 50176 x 50176 Hessian is out of reach, refit.MAX_ASSIGN_DEPTH).
+RetinaFace at k=16 finds every face again but its landmarks are 2.6 px off (2 px wanted) at ~320 KB
+(250 KB wanted); k=8, which 250 KB needs with ~95 KB of code, is 6.3 px off.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ default with calibration inputs (options.DEFAULT_ASSIGN), nearest without:
     SFace scaled-conv16-fc4     nearest  3,081,479  0.9405 / 0.9610
                                 gptq     3,082,858  0.9695 / 0.9826
     SFace scaled-conv32-fc4     nearest  3,463,413  0.9720 / 0.9844
-                                gptq     (see the benchmark's docstring)
+                                gptq     3,463,808  0.9861 / 0.9916
     RetinaFace scaled k16       nearest    224,455  0.910 / 4.61 px / 1 missed
                                 gptq       224,874  0.935 / 2.60 px / 0 missed
     RetinaFace scaled k8        nearest    172,009  0.730 / 13.8 px / 2 missed
