@@ -218,7 +218,9 @@ def compile(  # noqa: A001 - the public name users expect: edgetvm.compile
     clusters only those, ``"keep": [patterns]`` leaves layers fine, default the first and last;
     ``"max_error": e`` with ``calibration`` picks each layer's k, or none, by measured sensitivity
     for the fewest bytes at a summed relative output error <= e; ``"scaled": True`` a float16 scale
-    per output channel times one codebook per layer, both refit on ``calibration``),
+    per output channel times one codebook per layer, both refit on ``calibration``; with ``calibration``
+    each weight's code is chosen by GPTQ against its layer's output error, ``"assign": "nearest"``
+    keeps k-means' nearest entry: compression/assign.py),
     ``{"entropy": "huffman"}`` stores the standalone artifact's weights Huffman-coded, decoded once
     when a context is created. ``report.details["compression"]`` gives the weight bytes per stage,
     ``report.details["ClusterWeights"]`` per layer with each layer's error.

@@ -8,6 +8,7 @@ import json
 import sys
 
 from ..backends.standalone import OPTIMIZE_GOALS
+from ..compression.cluster import check_assign
 from ..errors import InputError
 
 
@@ -105,6 +106,10 @@ def add_compile_options(parser: argparse.ArgumentParser) -> None:
                         help="a float16 scale per output channel times one codebook per layer (per-channel "
                              "non-uniform quantization: less error than a codebook of raw values at the same K; "
                              "with --calib the scales are refit too)")
+    parser.add_argument("--cluster-assign", default=None, metavar="gptq|nearest",
+                        help="how each weight's code is chosen: nearest codebook entry, or gptq (GPTQ/OBQ: against "
+                             "the layer's output error on --calib, rounding errors spread over the weights not yet "
+                             "coded); default: gptq with --calib, else nearest")
     parser.add_argument("--no-cluster-refit", action="store_true",
                         help="keep k-means' centroids: by default, with --calib, each clustered layer's centroids are "
                              "refit by least squares to the layer's output on the calibration inputs")
@@ -304,6 +309,11 @@ def compile_kwargs(args: argparse.Namespace) -> dict:
         if not calibration:
             raise InputError("--cluster-max-error measures each layer's error on calibration inputs: give --calib DIR")
         compress["max_error"] = args.cluster_max_error
+    if getattr(args, "cluster_assign", None) is not None:
+        if not clustering(args):
+            raise InputError(f"--cluster-assign {args.cluster_assign} chooses the clustered layers' codes: add "
+                             "--cluster K, --cluster-layers PATTERN=K,... or --cluster-max-error E")
+        compress["assign"] = check_assign(args.cluster_assign)
     if clustering(args) and calibration:
         kwargs["calibration"] = calibration  # the centroid refit's, and --cluster-max-error's measurement
         if getattr(args, "no_cluster_refit", False):

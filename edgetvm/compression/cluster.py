@@ -22,6 +22,11 @@ first and the last weight of the graph.
 ``scaled=True``: each float weight becomes a scale per output channel times one codebook of the
 layer (per-channel non-uniform quantization, sharing.cluster_scaled), refit the same way; the
 standalone backend stores the scales and the codebook (``codebooks``) and Huffman codes of indices.
+
+``assign="gptq"`` (with calibration inputs and the refit): each weight's code is chosen against the
+layer's output error on them (GPTQ, assign.py) instead of being k-means' nearest entry, before the
+refit; rows of the report then say ``"assign": "gptq"`` (a layer too wide for its K x K Hessian keeps
+nearest and does not).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from tvm import relax
 
 from ..errors import InputError
 from ..transform.base import GraphPass, graph_pass
+from .assign import ASSIGNMENTS
 from .constants import output_axis, replace_constants, weight_constants
 from .refit import CentroidRefit
 from .sensitivity import allocate_clusters, measure_cluster_sensitivity
@@ -51,6 +57,13 @@ def check_sparsity(sparsity: dict[str, float] | float | None) -> dict[str, float
             raise InputError(f"--cluster-sparsity {pattern}={s!r}: give the fraction of the layer's weights pruned "
                              f"to zero, from 0 up to (not including) 1, e.g. 0.8")
     return {pattern: float(s) for pattern, s in given.items()}
+
+
+def check_assign(assign: str) -> str:
+    if assign not in ASSIGNMENTS:
+        raise InputError(f"--cluster-assign {assign!r}: choose {' or '.join(ASSIGNMENTS)} (gptq: each weight's code "
+                         f"chosen against the layer's output error on --calib, assign.py; nearest: k-means' own)")
+    return assign
 
 
 def check_clusters(k: int, flag: str = "--cluster") -> int:
@@ -85,12 +98,18 @@ class ClusterWeights(GraphPass):
     ``scaled``: float32 weights as a scale per output channel times a codebook of the layer (module
     docstring); the rows then say ``scaled`` and give the ``codebook``, and ``codebooks`` holds each
     layer's (codebook, scales) as float32 arrays for the standalone coder (weights.py); their
-    ``output_error_kmeans`` is k-means' codebook with the refit scales (refit.py)."""
+    ``output_error_kmeans`` is k-means' codebook with the refit scales (refit.py).
+
+    ``assign``: ``"nearest"`` (k-means' assignment) or ``"gptq"`` (module docstring; needs ``evaluate``,
+    ``samples`` and the refit), the ``output_error_kmeans`` of a GPTQ layer being its GPTQ codes on
+    k-means' codebook."""
 
     def __init__(self, clusters: int = 16, *, layers: dict[str, int] | None = None, keep: list[str] | None = None,
                  seed: int = 0, max_error: float | None = None, evaluate=None, samples: list | None = None,
-                 refit: bool = True, sparsity: dict[str, float] | float | None = None, scaled: bool = False):
+                 refit: bool = True, sparsity: dict[str, float] | float | None = None, scaled: bool = False,
+                 assign: str = "nearest"):
         super().__init__()
+        self.assign = check_assign(assign)
         self.scaled = scaled
         self.codebooks: list[tuple[np.ndarray, np.ndarray]] = []
         self.sparsity = check_sparsity(sparsity)
@@ -103,6 +122,10 @@ class ClusterWeights(GraphPass):
                              "calibration=... (--calib DIR)")
         self.max_error, self.evaluate, self.samples = max_error, evaluate, samples
         self.refit = refit and evaluate is not None and bool(samples)
+        if self.assign == "gptq" and not self.refit:
+            raise InputError("--cluster-assign gptq chooses the codes against each layer's output on calibration "
+                             "inputs, then refits them: give calibration=... (--calib DIR) and keep the refit "
+                             "(drop --no-cluster-refit), or --cluster-assign nearest")
 
     def new_findings(self) -> dict:
         return {"clustered": 0, "kept": [], "layers": []}
@@ -139,7 +162,8 @@ class ClusterWeights(GraphPass):
         fitting = [(name, const) for name, const, k in chosen if k is not None]
         axes = {name: self.codebook_axis(func, const, k) for name, const, k in chosen}
         position = {name: i for i, (name, _) in enumerate(fitting)}
-        refit = CentroidRefit(func, [c for _, c in fitting], self.evaluate, self.samples, self.seed) \
+        refit = CentroidRefit(func, [c for _, c in fitting], self.evaluate, self.samples, self.seed,
+                              self.assign) \
             if self.refit and fitting else None
         measured = {}
         is_scaled = {name: self.scaled and str(const.value.dtype) == "float32" for name, const in fitting}

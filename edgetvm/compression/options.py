@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from .cluster import ClusterWeights, check_clusters, check_sparsity
+from .cluster import ClusterWeights, check_assign, check_clusters, check_sparsity
 
 ENTROPY_CODERS = ("huffman",)
+# With calibration inputs and the refit: GPTQ, better in every case measured (assign.py's docstring).
+DEFAULT_ASSIGN = "gptq"
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,10 @@ class CompressOptions:
     {name pattern: fraction} (or one fraction) of the clustered layers' smallest weights pruned to exactly
     zero before clustering (``--cluster-sparsity``, sharing.py); ``entropy``: the
     coder of the standalone artifact's weights (``--entropy``); ``scaled``: a scale per output channel
-    times one codebook per layer instead of a codebook of raw values (``--cluster-scaled``, sharing.py)."""
+    times one codebook per layer instead of a codebook of raw values (``--cluster-scaled``, sharing.py);
+    ``assign``: how each weight's code is chosen (``--cluster-assign``): ``"nearest"`` entry (k-means'),
+    or ``"gptq"``, against the layer's output error on the calibration inputs (assign.py; needs them and
+    the refit). Default (None): ``DEFAULT_ASSIGN`` when the refit runs, else nearest."""
 
     clusters: int | None = None
     layers: dict[str, int] = field(default_factory=dict)
@@ -31,15 +36,16 @@ class CompressOptions:
     refit: bool = True
     sparsity: dict[str, float] = field(default_factory=dict)
     scaled: bool = False
+    assign: str | None = None
 
     @classmethod
     def coerce(cls, given: dict | None) -> CompressOptions:
         given = dict(given or {})
         unknown = set(given) - {"clusters", "layers", "keep", "entropy", "seed", "max_error", "refit",
-                                "sparsity", "scaled"}
+                                "sparsity", "scaled", "assign"}
         if unknown:
             raise InputError(f"compress={{...}}: unknown option(s) {sorted(unknown)}; give clusters, layers, keep, "
-                             f"max_error, refit, sparsity, scaled, entropy or seed")
+                             f"max_error, refit, sparsity, scaled, assign, entropy or seed")
         max_error = given.get("max_error")
         if max_error is not None and not (isinstance(max_error, (int, float)) and max_error > 0):
             raise InputError(f"--cluster-max-error {max_error!r}: give a positive relative output error, e.g. 0.01")
@@ -61,7 +67,8 @@ class CompressOptions:
         return cls(check_clusters(clusters) if clusters is not None else None, dict(given.get("layers") or {}),
                    given.get("keep"), entropy, int(given.get("seed", 0)),
                    float(max_error) if max_error is not None else None, bool(given.get("refit", True)),
-                   check_sparsity(given.get("sparsity")), scaled)
+                   check_sparsity(given.get("sparsity")), scaled,
+                   check_assign(given["assign"]) if given.get("assign") is not None else None)
 
     @property
     def requested(self) -> bool:
@@ -79,9 +86,10 @@ class CompressOptions:
         if not self.clustering:
             return None
         default = 16 if self.max_error is None else 4
+        assign = self.assign or (DEFAULT_ASSIGN if self.refit and evaluate is not None and samples else "nearest")
         return ClusterWeights(self.clusters or default, layers=self.layers, keep=self.keep, seed=self.seed,
                               max_error=self.max_error, evaluate=evaluate, samples=samples, refit=self.refit,
-                              sparsity=self.sparsity, scaled=self.scaled)
+                              sparsity=self.sparsity, scaled=self.scaled, assign=assign)
 
 
 def stage_sizes(fp32_bytes: int, pruned_bytes: int, quantized_bytes: int, findings: dict | None) -> dict:

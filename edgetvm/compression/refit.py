@@ -31,6 +31,11 @@ A scaled codebook (sharing.cluster_scaled: ``W[o] = s_o T[a(o, .)]``) is linear 
 ``T`` fixed each output is linear in its own scale, ``y_no = s_o u_no`` (``u_no = x_n . T[a(o, .)]``),
 so the scales are refit first, ``s_o = sum_n u_no Y0_no / sum_n u_no^2`` (rounded to float16, as stored),
 then ``T``, twice over: the scale absorbs each channel's gain error, which one shared codebook cannot.
+
+With ``assign="gptq"`` the assignments are not k-means' nearest entries: before the solves each
+weight's code is chosen against the layer's output error on ``X`` (assign.py: GPTQ on ``H = X^T X``
+from up to ``MAX_ASSIGN_ROWS`` patches, drawn from a stream of their own so that the refit's rows are
+the same either way), with k-means' codebook and scales; then the solves run as above.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from tvm import relax
 from ..kernels.im2col import im2col
 from ..relax_utils import static_shape
 from ..transform.taps import with_taps
+from .assign import gptq_assign
 from .sensitivity import Evaluate, lift_constants
 from .sharing import expand_scaled
 
@@ -53,6 +59,10 @@ from .sharing import expand_scaled
 MAX_ROWS = 512
 MAX_EQUATIONS = 1 << 16
 CHUNK_ELEMENTS = 1 << 22  # entries of the assignment matrices built at once (memory: 8 bytes each)
+# GPTQ's assignment (assign.py): its H = X^T X from more rows than the refit's (rows x K^2 to sum it), and
+# layers of at most this many inputs per output (H is K x K: SFace's 50176-wide embedding keeps nearest).
+MAX_ASSIGN_ROWS = 4096
+MAX_ASSIGN_DEPTH = 4608
 
 
 def solve_centroids(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, clustered: np.ndarray,
@@ -119,6 +129,7 @@ def solve_centroids(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, clustered: np
 
 
 SCALE_ROUNDS = 2
+ASSIGN_PASSES = 1  # GPTQ's assignment, then the refit: this many times over (assign.py)
 
 
 def solve_scales(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -222,7 +233,7 @@ class CentroidRefit:
     ``samples``, run by ``evaluate`` (the original model once, for every layer's ``X0``)."""
 
     def __init__(self, func: relax.Function, constants: list[relax.Constant], evaluate: Evaluate, samples: list,
-                 seed: int = 0):
+                 seed: int = 0, assign: str = "nearest"):
         self.func, self.weights = lift_constants(func, constants)
         self.evaluate, self.samples = evaluate, samples
         num_input = len(self.func.params) - len(constants)
@@ -230,7 +241,11 @@ class CentroidRefit:
         self.layers, self.declined = gemm_layers(self.func, self.params)
         self.inputs = {p: [sample[j] for sample in samples] for j, p in enumerate(self.func.params[:num_input])}
         self.positions: dict[int, np.ndarray] = {}
+        self.assign_positions: dict[int, np.ndarray] = {}
+        self.assign = assign
         self.rng = np.random.default_rng(seed)
+        # Its own stream: the refit's rows are the same whichever assignment is asked for.
+        self.assign_rng = np.random.default_rng([seed, 1])
         self._original: dict[int, np.ndarray] | None = None
 
     def original_inputs(self) -> dict[int, np.ndarray]:
@@ -258,23 +273,43 @@ class CentroidRefit:
         x0 = self.original_inputs()[i]
         x = x0 if x is None else x
         w0 = self.weights[f"w{i}"]
-        if layer.is_conv and i not in self.positions:
-            take = max(1, min(MAX_ROWS // x0.shape[0], layer.positions))
-            self.positions[i] = np.stack([self.rng.choice(layer.positions, take, replace=False)
-                                          for _ in range(x0.shape[0])])
-        positions = self.positions.get(i)
+        positions = self.sampled_positions(i, MAX_ROWS, self.positions, self.rng)
         xs, x0s, w0s = layer.patches(x, w0.shape, positions), layer.patches(x0, w0.shape, positions), layer.weight_rows(w0)
         rows = layer.weight_rows(clustered)
-        if scales is None:
-            refit_rows, before, after = solve_centroids(xs, x0s, w0s, rows, per_slice)
-        else:
+        gptq = self.assign == "gptq" and w0s.shape[1] <= MAX_ASSIGN_DEPTH
+        if gptq:
+            wide = self.sampled_positions(i, MAX_ASSIGN_ROWS, self.assign_positions, self.assign_rng)
+            xa, x0a = layer.patches(x, w0.shape, wide), layer.patches(x0, w0.shape, wide)
+        for pass_ in range(ASSIGN_PASSES if gptq else 1):
+            if gptq:
+                rows = gptq_assign(xa, x0a, w0s, rows, per_slice and scales is None, scales)
+            if scales is None:
+                rows, error, after = solve_centroids(xs, x0s, w0s, rows, per_slice)
+                before = error if pass_ == 0 else before
+                continue
             for round_ in range(SCALE_ROUNDS):
                 scales[:] = solve_scales(xs, x0s, w0s, rows, scales)
                 rows, error, after = solve_centroids(xs, x0s, w0s, rows, False, scales=scales)
                 rows = rows.astype(np.float32)
-                before = error if round_ == 0 else before
-            refit_rows = rows
-        return layer.weight_of_rows(refit_rows, w0.shape), {"output_error_kmeans": before, "output_error_refit": after}
+                before = error if round_ == pass_ == 0 else before
+        refit_rows = rows
+        how = {"output_error_kmeans": before, "output_error_refit": after}
+        if gptq:
+            how["assign"] = "gptq"
+        return layer.weight_of_rows(refit_rows, w0.shape), how
+
+    def sampled_positions(self, i: int, rows: int, store: dict[int, np.ndarray],
+                          rng: np.random.Generator) -> np.ndarray | None:
+        """Conv ``i``'s output positions read per sample, drawn once (seeded) so that at most ``rows``
+        patches are read over all samples; None for a dense layer (one row per sample)."""
+        layer = self.layers[i]
+        if not layer.is_conv:
+            return None
+        if i not in store:
+            samples = self.original_inputs()[i].shape[0]
+            take = max(1, min(rows // samples, layer.positions))
+            store[i] = np.stack([rng.choice(layer.positions, take, replace=False) for _ in range(samples)])
+        return store[i]
 
     def refit_in_order(self, clustered: dict[int, tuple[np.ndarray, bool]],
                        scaled: dict[int, tuple[np.ndarray, int]] | None = None,

@@ -54,6 +54,10 @@ def test_flags_become_compile_options():
     assert kwargs_of("--cluster", "8", "--cluster-scaled")["compress"] == {"clusters": 8, "scaled": True}
     assert kwargs_of("--cluster-max-error", "0.005", "--calib", "faces/", "--cluster-scaled")["compress"] == {
         "max_error": 0.005, "scaled": True}
+    assert kwargs_of("--cluster", "8", "--calib", "faces/", "--cluster-assign", "gptq")["compress"] == {
+        "clusters": 8, "assign": "gptq"}
+    assert kwargs_of("--cluster", "8", "--cluster-assign", "nearest")["compress"] == {"clusters": 8,
+                                                                                     "assign": "nearest"}
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -63,6 +67,8 @@ def test_flags_become_compile_options():
     (("--cluster-sparsity", "0.5"), "--cluster-sparsity prunes the clustered layers before clustering: add"),
     (("--cluster-max-error", "0.01"), "--cluster-max-error measures each layer's error on calibration inputs"),
     (("--cluster-scaled",), "--cluster-scaled shapes the clustered layers' codebooks: add --cluster K"),
+    (("--cluster-assign", "gptq"), "--cluster-assign gptq chooses the clustered layers' codes: add --cluster K"),
+    (("--cluster", "8", "--cluster-assign", "best"), "--cluster-assign 'best': choose gptq or nearest"),
 ])
 def test_flag_mistakes_are_named(argv, message):
     with pytest.raises(InputError, match=message):
