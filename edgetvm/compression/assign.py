@@ -56,34 +56,36 @@ FEW_ROWS = 4  # fewer than this many calibration rows per input column: DAMPING_
 BLOCK = 128
 
 
-def inverse_factor(x: np.ndarray, damping: float = DAMPING) -> np.ndarray:
-    """Per group, the upper Cholesky factor ``U`` of ``(X^T X + lambda I)^-1`` (``x``: ``[N, groups, K]``;
-    returns ``[groups, K, K]``), ``lambda`` = ``damping`` times the mean diagonal (1 for inputs all zero)."""
+def damped_hessians(x: np.ndarray, damping: float = DAMPING) -> np.ndarray:
+    """Per group ``X^T X + lambda I`` (``x``: ``[N, groups, K]``; returns ``[groups, K, K]``, float64),
+    ``lambda`` = ``damping`` times the mean diagonal (1 for inputs all zero)."""
     xg = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=np.float64)
     h = xg.transpose(0, 2, 1) @ xg
     depth = h.shape[-1]
     mean = np.einsum("gii->g", h) / depth
     h += (damping * np.where(mean > 0, mean, 1.0))[:, None, None] * np.eye(depth)
+    return h
+
+
+def inverse_factor(h: np.ndarray) -> np.ndarray:
+    """Per group, the upper Cholesky factor ``U`` of ``h^-1`` (``h``: ``damped_hessians``)."""
     inverse = np.linalg.inv(np.linalg.cholesky(h))  # L^-1, so H^-1 = L^-T L^-1
     hinv = inverse.transpose(0, 2, 1) @ inverse
     return np.linalg.cholesky(hinv).transpose(0, 2, 1)
 
 
-def target_rows(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, damping: float = DAMPING) -> np.ndarray:
+def target_rows(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, h: np.ndarray) -> np.ndarray:
     """``W*`` of the module docstring (``[O, K]``): ``W0`` corrected for the error ``X - X0`` the
-    clustered layers before this one pass on."""
+    clustered layers before this one pass on (``h``: ``damped_hessians(x)``)."""
     outputs = w0.shape[0]
     groups = x.shape[1]
     per_group = outputs // groups
     rows = w0.astype(np.float64).copy()
     for g in range(groups):
         xs, x0s = x[:, g].astype(np.float64), x0[:, g].astype(np.float64)
-        h = xs.T @ xs
-        mean = np.trace(h) / h.shape[0]
-        h += damping * (mean if mean > 0 else 1.0) * np.eye(h.shape[0])
         part = slice(g * per_group, (g + 1) * per_group)
         drift = (x0s - xs) @ rows[part].T  # [N, per_group]
-        rows[part] += np.linalg.solve(h, xs.T @ drift).T
+        rows[part] += np.linalg.solve(h[g], xs.T @ drift).T
     return rows
 
 
@@ -130,8 +132,9 @@ def gptq_assign(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, codes: np.ndarray
     # A channel with no scale holds zeros whatever it is assigned: it keeps its codes.
     live = gain != 0
     safe = np.where(live, gain, 1.0)
-    factor = inverse_factor(x, damping)
-    w = target_rows(x, x0, w0, damping).reshape(groups, per_group, depth)
+    hessians = damped_hessians(x, damping)
+    factor = inverse_factor(hessians)
+    w = target_rows(x, x0, w0, hessians).reshape(groups, per_group, depth)
     table = table.reshape(groups, per_group, -1)
     pinned = pinned.reshape(groups, per_group, depth)
     safe = safe.reshape(groups, per_group)

@@ -129,7 +129,6 @@ def solve_centroids(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, clustered: np
 
 
 SCALE_ROUNDS = 2
-ASSIGN_PASSES = 1  # GPTQ's assignment, then the refit: this many times over (assign.py)
 
 
 def solve_scales(x: np.ndarray, x0: np.ndarray, w0: np.ndarray, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -279,20 +278,17 @@ class CentroidRefit:
         gptq = self.assign == "gptq" and w0s.shape[1] <= MAX_ASSIGN_DEPTH
         if gptq:
             wide = self.sampled_positions(i, MAX_ASSIGN_ROWS, self.assign_positions, self.assign_rng)
-            xa, x0a = layer.patches(x, w0.shape, wide), layer.patches(x0, w0.shape, wide)
-        for pass_ in range(ASSIGN_PASSES if gptq else 1):
-            if gptq:
-                rows = gptq_assign(xa, x0a, w0s, rows, per_slice and scales is None, scales)
-            if scales is None:
-                rows, error, after = solve_centroids(xs, x0s, w0s, rows, per_slice)
-                before = error if pass_ == 0 else before
-                continue
+            rows = gptq_assign(layer.patches(x, w0.shape, wide), layer.patches(x0, w0.shape, wide), w0s, rows,
+                               per_slice and scales is None, scales)
+        if scales is None:
+            refit_rows, before, after = solve_centroids(xs, x0s, w0s, rows, per_slice)
+        else:
             for round_ in range(SCALE_ROUNDS):
                 scales[:] = solve_scales(xs, x0s, w0s, rows, scales)
                 rows, error, after = solve_centroids(xs, x0s, w0s, rows, False, scales=scales)
                 rows = rows.astype(np.float32)
-                before = error if round_ == pass_ == 0 else before
-        refit_rows = rows
+                before = error if round_ == 0 else before
+            refit_rows = rows
         how = {"output_error_kmeans": before, "output_error_refit": after}
         if gptq:
             how["assign"] = "gptq"
