@@ -27,6 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 
 INT8_MIN, INT8_MAX = -128, 127
+
+
+def integer_range(dtype: str) -> tuple[int, int]:
+    """The (lowest, highest) value of a quantized tensor of ``dtype``: uint8, else int8."""
+    return (0, 255) if dtype == "uint8" else (INT8_MIN, INT8_MAX)
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
@@ -53,7 +58,7 @@ def activation_qparams(lo: float, hi: float, dtype: str = "int8") -> QuantParams
     ``s = (hi - lo) / 255``, ``z = qmin - round(lo / s)``, clamped into the integer range.
     """
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    qmin, qmax = (0, 255) if dtype == "uint8" else (INT8_MIN, INT8_MAX)
+    qmin, qmax = integer_range(dtype)
     if hi - lo < 1e-12:
         return QuantParams(1.0, qmin if dtype == "uint8" else 0, dtype)
     scale = (hi - lo) / (qmax - qmin)

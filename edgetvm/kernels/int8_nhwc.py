@@ -56,6 +56,7 @@ from tvm import tirx
 from tvm.script.ir_builder import IRBuilder
 from tvm.tirx.script.builder import ir as T
 
+from .fixed_point import integer_range
 from .int8_nchw import ADD_LEFT_SHIFT, multiply_by_quantized_multiplier
 
 # The func attr that marks these kernels and records how to write them again (schedules.int8).
@@ -102,7 +103,7 @@ def neon_q8_gemm_requantize_name(negative: bool, left_shift: bool, unsigned: boo
 def narrower_clamp(clamp, out_dtype: str) -> bool:
     """Whether ``clamp`` (lo, hi) cuts into ``out_dtype``'s range (ReLU, ReLU6): else the saturating
     narrows clamp for free and the kernel needs no ``vmax``/``vmin``."""
-    type_lo, type_hi = (0, 255) if out_dtype == "uint8" else (-128, 127)
+    type_lo, type_hi = integer_range(out_dtype)
     return int(clamp[0]) > type_lo or int(clamp[1]) < type_hi
 
 
@@ -246,7 +247,7 @@ class IntegerVectorOps:
         wide = _shuffle(halves if len(halves) == 2 else halves * 2, range(8))
         name = "llvm.arm.neon.vqmovnsu" if out_dtype == "uint8" else "llvm.arm.neon.vqmovns"
         narrow = self._intrin(f"{out_dtype}x8", name, wide)
-        type_lo, type_hi = (0, 255) if out_dtype == "uint8" else (-128, 127)
+        type_lo, type_hi = integer_range(out_dtype)
         if lo > type_lo:
             narrow = tirx.max(narrow, tirx.Broadcast(tirx.const(lo, out_dtype), 8))
         if hi < type_hi:

@@ -34,7 +34,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..kernels.fixed_point import quantize_multiplier, quantize_multipliers
+from ..kernels.fixed_point import integer_range, quantize_multiplier, quantize_multipliers
 from ..kernels.int8_nhwc import (DEPTHWISE_LANES, GEMM_CHANNELS, REDUCED_WEIGHT_MAX, gemm_fits, im2col_depth,
                                    make_kernel, only_right_shifts, pack_depthwise_weights, pack_epilogue,
                                    pack_gemm_weights)
@@ -182,7 +182,7 @@ class _Folder(relax.PyExprMutator):
 
     @staticmethod
     def _clamp(kind, payload, scale, zero, dtype):
-        qmin, qmax = (0, 255) if dtype == "uint8" else (-128, 127)
+        qmin, qmax = integer_range(dtype)
         lo, hi = qmin, qmax
         if kind == "relu":
             lo = max(qmin, zero)
@@ -486,7 +486,7 @@ class _Folder(relax.PyExprMutator):
             self.report.count("identity")
             return self.visit_expr(q)
         self.report.count("requantize")
-        qmin, qmax = (0, 255) if out_dtype == "uint8" else (-128, 127)
+        qmin, qmax = integer_range(out_dtype)
         return self.builder_.call_te(
             int8_requantize_tensor, self.visit_expr(q), in_zero_point=zero,
             mult=quantize_multiplier(scale / y_scale), out_zero_point=int(y_zero), clamp=(qmin, qmax),
